@@ -1,0 +1,167 @@
+// What every command shares: the runner (the only place that prints a fatal error and
+// exits), signal handling, and the flag groups for socket options and logging. Parsing of
+// values is done here, up front, so bad input exits 2 before any socket is opened.
+
+import { Command, CommanderError, Option } from 'commander';
+import { explainError } from '../core/errors.js';
+import { createLogger, type LogFormat, type LogLevel } from '../core/log.js';
+import { parseDuration, parseInteger, parseSize, UsageError } from '../core/parse.js';
+import type { SocketOptions } from '../core/sockopts.js';
+
+/** Run a command's main; map errors to the exit codes of SPEC §2 (2 = usage, 1 = runtime). */
+export async function runCli(name: string, main: () => Promise<number | undefined>): Promise<void> {
+  let code: number;
+  try {
+    code = (await main()) ?? 0;
+  } catch (err) {
+    code = reportFatal(name, err);
+  }
+  process.exitCode = code;
+  // let pending stdout writes flush; the event loop ends on its own when nothing is left
+}
+
+export function reportFatal(name: string, err: unknown): number {
+  if (err instanceof CommanderError) {
+    if (err.code === 'commander.helpDisplayed' || err.code === 'commander.version' || err.exitCode === 0)
+      return 0;
+    return 2; // commander already printed its one line
+  }
+  if (err instanceof UsageError) {
+    process.stderr.write(`${name}: ${err.message}\n`);
+    return 2;
+  }
+  process.stderr.write(`${name}: ${explainError(err).line}\n`);
+  return 1;
+}
+
+/** A commander program that exits 2 on its own errors, printing `name: message`. */
+export function newProgram(name: string, description: string): Command {
+  return new Command(name)
+    .description(description)
+    .exitOverride()
+    .configureOutput({
+      outputError: (str, write) => write(`${name}: ${str.replace(/^error: /, '')}`),
+    })
+    .showSuggestionAfterError(true);
+}
+
+/**
+ * First SIGINT/SIGTERM runs `graceful`; a second one runs `force` and exits at once
+ * (130 for SIGINT, 143 for SIGTERM), as close-with-grace does.
+ */
+export function onSignals(graceful: (signal: NodeJS.Signals) => void, force: () => void): () => void {
+  let seen = false;
+  const handler = (signal: NodeJS.Signals) => {
+    if (seen) {
+      force();
+      process.exit(signal === 'SIGINT' ? 130 : 143);
+    }
+    seen = true;
+    graceful(signal);
+  };
+  process.on('SIGINT', handler);
+  process.on('SIGTERM', handler);
+  return () => {
+    process.off('SIGINT', handler);
+    process.off('SIGTERM', handler);
+  };
+}
+
+// --- logging flags -------------------------------------------------------------------------
+
+export function addLogFlags(cmd: Command): Command {
+  return cmd
+    .option('-v, --verbose', 'log every connection and the socket options the kernel reports')
+    .option('-q, --quiet', 'log only warnings and errors')
+    .addOption(
+      new Option('--log-format <format>', 'log format on stderr')
+        .choices(['auto', 'pretty', 'json'])
+        .default('auto'),
+    );
+}
+
+export interface LogFlags {
+  verbose?: boolean;
+  quiet?: boolean;
+  logFormat?: string;
+}
+
+export function loggerFromFlags(name: string, f: LogFlags) {
+  const level: LogLevel = f.verbose ? 'debug' : f.quiet ? 'warn' : 'info';
+  return createLogger({ level, format: (f.logFormat ?? 'auto') as LogFormat, name });
+}
+
+// --- socket option flags (SPEC §3) -----------------------------------------------------------
+
+export function addSocketOptionFlags(cmd: Command, { listen }: { listen: boolean }): Command {
+  if (listen) {
+    cmd
+      .option('--reuse-addr', 'set SO_REUSEADDR on the listening socket (the default)')
+      .option(
+        '--no-reuse-addr',
+        'listen without SO_REUSEADDR (a restart fails while old connections are in TIME_WAIT)',
+      )
+      .option('--reuse-port', 'set SO_REUSEPORT: several processes share the port, the kernel balances')
+      .option('--backlog <n>', 'listen queue length (capped by net.core.somaxconn)');
+  }
+  return cmd
+    .option('--keepalive [idle]', 'TCP keepalive; optional idle time before the first probe (e.g. 30s)')
+    .option('--keepalive-interval <dur>', 'time between keepalive probes (TCP_KEEPINTVL)')
+    .option('--keepalive-count <n>', 'unanswered probes before the connection is dropped (TCP_KEEPCNT)')
+    .option(
+      '--user-timeout <dur>',
+      'drop the connection when sent data stays unacknowledged this long (TCP_USER_TIMEOUT)',
+    )
+    .option('--no-delay', 'disable Nagle (TCP_NODELAY)')
+    .option('--send-buffer <size>', 'SO_SNDBUF (e.g. 64k; Linux doubles it)')
+    .option('--recv-buffer <size>', 'SO_RCVBUF (e.g. 64k; Linux doubles it)')
+    .option('--linger <dur>', 'SO_LINGER: how long close() waits for unsent data; 0 closes with RST');
+}
+
+export interface SocketOptionFlags {
+  reuseAddr?: boolean;
+  reusePort?: boolean;
+  backlog?: string;
+  keepalive?: boolean | string;
+  keepaliveInterval?: string;
+  keepaliveCount?: string;
+  userTimeout?: string;
+  delay?: boolean;
+  sendBuffer?: string;
+  recvBuffer?: string;
+  linger?: string;
+}
+
+const MAX_BUFFER = 1024 ** 3; // 1 GiB; the kernel caps at net.core.[rw]mem_max anyway
+
+/** Validate the socket option flags; throws UsageError naming the flag. */
+export function resolveSocketOptions(f: SocketOptionFlags): SocketOptions {
+  const o: SocketOptions = {};
+  if (f.reuseAddr !== undefined) o.reuseAddr = f.reuseAddr;
+  if (f.reusePort) o.reusePort = true;
+  if (f.backlog !== undefined) o.backlog = parseInteger('--backlog', f.backlog, 0, 65535);
+  if (f.keepalive !== undefined) {
+    o.keepAlive =
+      f.keepalive === true ? true : parseDuration('--keepalive', f.keepalive as string, 1000, 32767_000);
+  }
+  if (f.keepaliveInterval !== undefined) {
+    o.keepAliveInterval = parseDuration('--keepalive-interval', f.keepaliveInterval, 1000, 32767_000);
+  }
+  if (f.keepaliveCount !== undefined)
+    o.keepAliveCount = parseInteger('--keepalive-count', f.keepaliveCount, 1, 127);
+  if ((o.keepAliveInterval !== undefined || o.keepAliveCount !== undefined) && o.keepAlive === undefined) {
+    o.keepAlive = true; // interval and count mean nothing without keepalive on
+  }
+  if (f.userTimeout !== undefined)
+    o.userTimeout = parseDuration('--user-timeout', f.userTimeout, 0, 2_147_483_647);
+  if (f.delay === false) o.noDelay = true;
+  if (f.sendBuffer !== undefined) o.sendBuffer = parseSize('--send-buffer', f.sendBuffer, 1, MAX_BUFFER);
+  if (f.recvBuffer !== undefined) o.recvBuffer = parseSize('--recv-buffer', f.recvBuffer, 1, MAX_BUFFER);
+  if (f.linger !== undefined) o.linger = parseDuration('--linger', f.linger, 0, 65535_000);
+  return o;
+}
+
+/** Flags that cannot be used together: `cannot use --a with --b`. */
+export function conflict(a: string, b: string): UsageError {
+  return new UsageError(a, undefined, `cannot be used with ${b}`);
+}

@@ -1,0 +1,25 @@
+// The validated echo-server configuration, shared by the CLI and the multi-process modes
+// (a worker or forked child receives it from its parent).
+
+import type { SocketOptions } from '../core/sockopts.js';
+
+export interface ServerConfig {
+  host: string;
+  port: number;
+  mode: 'evented' | 'iterative' | 'workers' | 'fork';
+  udp: boolean;
+  workers: number;
+  exclusive: boolean;
+  maxChildren: number;
+  maxConnections?: number;
+  idleTimeout?: number;
+  graceMs: number;
+  rateLimit: number;
+  rateBurst: number;
+  socket: SocketOptions;
+  verbose: boolean;
+  /** `tcp, evented` */
+  label: string;
+  /** `127.0.0.1:7007` as asked for (the port may be 0) */
+  display: string;
+}

@@ -1,0 +1,112 @@
+// connectTcp(): one function for every outgoing TCP connection (echo-client, echo-chat,
+// bench, lab), in the spirit of nc's remote_connect/timeout_connect: optional local address
+// and port (bound before connect), a connect timeout that ends in a real ETIMEDOUT, retries
+// with backoff, and the shared socket options applied once connected.
+
+import net, { type Socket } from 'node:net';
+import { errorCode } from '../core/errors.js';
+import { applySocketOptions, type OptionReport, type SocketOptions } from '../core/sockopts.js';
+
+export interface ConnectOptions {
+  host: string;
+  port: number;
+  /** give up on a connect after this many ms with ETIMEDOUT (a full backlog, a silent host) */
+  connectTimeout?: number;
+  localAddress?: string;
+  localPort?: number;
+  socketOptions?: SocketOptions;
+  /** keep our side open after the peer's FIN (default true: we decide when to close) */
+  allowHalfOpen?: boolean;
+}
+
+export interface ConnectResult {
+  socket: Socket;
+  options: OptionReport[];
+}
+
+/** An error shaped like Node's own connect errors. */
+export function connectTimeoutError(host: string, port: number): NodeJS.ErrnoException {
+  const err = new Error(`connect ETIMEDOUT ${host}:${port}`) as NodeJS.ErrnoException & {
+    address: string;
+    port: number;
+  };
+  err.code = 'ETIMEDOUT';
+  err.syscall = 'connect';
+  err.address = host;
+  err.port = port;
+  return err;
+}
+
+export function connectTcp(o: ConnectOptions): Promise<ConnectResult> {
+  return new Promise((resolve, reject) => {
+    const socket = net.connect({
+      host: o.host,
+      port: o.port,
+      localAddress: o.localAddress,
+      localPort: o.localPort,
+      allowHalfOpen: o.allowHalfOpen ?? true,
+    });
+    let timer: NodeJS.Timeout | undefined;
+    const onError = (err: Error) => {
+      clearTimeout(timer);
+      socket.destroy();
+      reject(err);
+    };
+    socket.once('error', onError);
+    if (o.connectTimeout !== undefined) {
+      // net's own `timeout` only emits 'timeout'; end the attempt ourselves with ETIMEDOUT
+      timer = setTimeout(() => {
+        socket.off('error', onError);
+        socket.on('error', () => {});
+        socket.destroy();
+        reject(connectTimeoutError(o.host, o.port));
+      }, o.connectTimeout);
+    }
+    socket.once('connect', () => {
+      clearTimeout(timer);
+      socket.off('error', onError);
+      let options: OptionReport[] = [];
+      try {
+        if (o.socketOptions) options = applySocketOptions(socket, o.socketOptions);
+      } catch (err) {
+        socket.destroy();
+        reject(err);
+        return;
+      }
+      resolve({ socket, options });
+    });
+  });
+}
+
+const RETRYABLE = new Set([
+  'ECONNREFUSED',
+  'ETIMEDOUT',
+  'ECONNRESET',
+  'EHOSTUNREACH',
+  'ENETUNREACH',
+  'EAI_AGAIN',
+]);
+
+export interface RetryOptions {
+  retries: number;
+  /** first delay in ms, doubled each time, capped at maxDelay */
+  baseDelay?: number;
+  maxDelay?: number;
+  onRetry?: (err: unknown, attempt: number, delayMs: number) => void;
+}
+
+/** Run `fn`, retrying retryable socket errors with exponential backoff. */
+export async function withRetry<T>(fn: () => Promise<T>, r: RetryOptions): Promise<T> {
+  const base = r.baseDelay ?? 200;
+  const max = r.maxDelay ?? 5000;
+  for (let attempt = 0; ; attempt++) {
+    try {
+      return await fn();
+    } catch (err) {
+      if (attempt >= r.retries || !RETRYABLE.has(errorCode(err))) throw err;
+      const delay = Math.min(max, base * 2 ** attempt);
+      r.onRetry?.(err, attempt + 1, delay);
+      await new Promise((res) => setTimeout(res, delay));
+    }
+  }
+}

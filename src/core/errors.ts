@@ -1,0 +1,204 @@
+// The one table of errors people meet with sockets (SPEC §5): code → what happened, what to do.
+// Every command and every echo-lab scenario explains errors through explainError(), so a
+// message reads the same wherever it appears.
+
+export interface ErrnoEntry {
+  /** What the kernel (or Node) is telling you, in one line. */
+  meaning: string;
+  /** What to do about it. */
+  hint: string;
+}
+
+export const ERRNO_TABLE: Readonly<Record<string, ErrnoEntry>> = {
+  EADDRINUSE: {
+    meaning:
+      'another socket already holds that address and port (a running server, or without SO_REUSEADDR an old connection in TIME_WAIT)',
+    hint: 'Stop the other process (ss -ltnp), pick another port, or use --port 0.',
+  },
+  EADDRNOTAVAIL: {
+    meaning: 'that local address is not configured on this machine, or no ephemeral port is free',
+    hint: 'Bind an address this host owns (ip addr), or let the kernel choose.',
+  },
+  EACCES: {
+    meaning: 'permission denied: ports below 1024 need root or CAP_NET_BIND_SERVICE, or a route prohibits it',
+    hint: 'Use a port above 1023 (the default is 7007).',
+  },
+  EPERM: {
+    meaning: 'the operation is not permitted for this process (a capability is missing)',
+    hint: 'Run with the needed capability, or choose an option that does not need it.',
+  },
+  ECONNREFUSED: {
+    meaning:
+      "nothing is listening on that port (its kernel answered the SYN with RST, or UDP's ICMP port unreachable)",
+    hint: 'Start echo-server or check the port.',
+  },
+  ECONNRESET: {
+    meaning: 'the peer reset the connection (RST): it closed with unread data, set SO_LINGER 0, or crashed',
+    hint: 'Data in flight may be lost; reconnect if you need to go on.',
+  },
+  EPIPE: {
+    meaning:
+      'write to a connection the peer has already closed (its kernel answered an earlier write with RST)',
+    hint: 'Stop writing once the peer has closed; watch for EOF before sending more.',
+  },
+  ETIMEDOUT: {
+    meaning:
+      'no answer in time: the SYN or data was never acknowledged (full backlog, silent host, dead peer, keepalive or user timeout)',
+    hint: 'Check that the host is up and reachable; raise the timeout if the path is slow.',
+  },
+  EHOSTUNREACH: {
+    meaning:
+      'no route to that host: a router or this host said it cannot be reached (ICMP host unreachable, or ARP failed)',
+    hint: 'Check the address and that the host is up and on the network.',
+  },
+  ENETUNREACH: {
+    meaning: 'the network is unreachable: this host has no route to that address',
+    hint: 'Check the address and the routing table (ip route).',
+  },
+  ENOTFOUND: {
+    meaning: 'the host name could not be resolved (DNS or /etc/hosts has no such name)',
+    hint: 'Check the spelling, or use an IP address such as 127.0.0.1.',
+  },
+  EAI_AGAIN: {
+    meaning: 'name resolution failed for now (no DNS answer)',
+    hint: 'Use an IP address, or try again when DNS is reachable.',
+  },
+  EMFILE: {
+    meaning: 'this process has run out of file descriptors (every socket is one)',
+    hint: 'Raise the limit (ulimit -n) or lower --max-connections.',
+  },
+  ENFILE: {
+    meaning: 'the whole system has run out of file descriptors',
+    hint: 'Close other programs or raise fs.file-max.',
+  },
+  EINVAL: {
+    meaning:
+      'the kernel rejected an argument (an option value out of range, or a blackhole route on connect)',
+    hint: 'Check the option values and the route to the host.',
+  },
+  EMSGSIZE: {
+    meaning: 'the datagram is larger than the socket or the path allows',
+    hint: 'Send at most 65507 bytes over IPv4 (65527 over IPv6), or less than the path MTU to avoid fragments.',
+  },
+  ENOBUFS: {
+    meaning: 'the kernel ran out of buffer space for this socket',
+    hint: 'Send more slowly or raise --send-buffer.',
+  },
+  ENOPROTOOPT: {
+    meaning: 'this platform does not have that socket option',
+    hint: 'Leave the option out on this platform.',
+  },
+  ECONNABORTED: {
+    meaning: 'the connection was aborted by this host before it was accepted',
+    hint: 'The client gave up; it can simply reconnect.',
+  },
+  ERR_SOCKET_CLOSED: {
+    meaning: 'the socket was already closed when it was used',
+    hint: 'This is a bug in the caller: do not use a socket after close.',
+  },
+  ERR_STREAM_DESTROYED: {
+    meaning: 'write after the connection was destroyed',
+    hint: 'Stop writing once the connection has closed.',
+  },
+  ERR_STREAM_WRITE_AFTER_END: {
+    meaning: 'write after this side already half-closed (sent FIN)',
+    hint: 'Do not write after end().',
+  },
+  ERR_SOCKET_BAD_PORT: {
+    meaning: 'the port is not a number from 0 to 65535',
+    hint: 'Give a port from 1 to 65535 (0 picks a free one).',
+  },
+  ERR_SOCKET_BUFFER_SIZE: {
+    meaning: 'the buffer size could not be set on this UDP socket (set it only after bind)',
+    hint: 'Pass a positive size; the kernel caps it at net.core.[rw]mem_max.',
+  },
+  ERR_SOCKET_DGRAM_NOT_RUNNING: {
+    meaning: 'the UDP socket is not bound or already closed',
+    hint: 'Bind before sending, and do not use it after close.',
+  },
+  ERR_SOCKET_CONNECTION_TIMEOUT: {
+    meaning: 'no connection attempt (IPv4 or IPv6) succeeded in time',
+    hint: 'Check that the server is up; connect to 127.0.0.1 rather than localhost to try one family.',
+  },
+  ERR_ECHO_MISMATCH: {
+    meaning: 'the bytes that came back differ from the bytes sent',
+    hint: 'The peer is not an echo server, or something on the path altered the data.',
+  },
+  ERR_ECHO_SHORT: {
+    meaning: 'the connection ended before every byte sent had come back',
+    hint: 'The server closed early (shutdown, limit or idle timeout); see its log.',
+  },
+  ERR_REPLY_TIMEOUT: {
+    meaning: 'the echo did not come back within --timeout',
+    hint: 'The server is slow, stalled or not an echo server; raise --timeout if the path is slow.',
+  },
+};
+
+export interface ExplainedError {
+  /** errno name or Node error code, e.g. ECONNREFUSED; 'UNKNOWN' if none. */
+  code: string;
+  /** What the syscall said, e.g. `connect ECONNREFUSED 127.0.0.1:7007`. */
+  summary: string;
+  meaning: string;
+  hint: string;
+  /** `summary — meaning. hint` — the line a command prints after `prog: `. */
+  line: string;
+}
+
+type ErrLike = Error & {
+  code?: unknown;
+  syscall?: unknown;
+  address?: unknown;
+  port?: unknown;
+  errors?: unknown;
+};
+
+/**
+ * Node wraps connect errors in an AggregateError when several addresses were tried
+ * (IPv4 and IPv6 for `localhost`): pick the most telling inner error.
+ */
+export function unwrapError(err: unknown): unknown {
+  const e = err as ErrLike;
+  if (e && Array.isArray(e.errors) && e.errors.length > 0 && !e.code) {
+    const inner = e.errors as ErrLike[];
+    return inner.find((x) => x?.code && x.code !== 'ECONNREFUSED') ?? inner[0];
+  }
+  if (e && Array.isArray(e.errors) && e.errors.length > 0 && e.code === 'ECONNREFUSED') return e.errors[0];
+  return err;
+}
+
+export function errorCode(err: unknown): string {
+  const e = unwrapError(err) as ErrLike;
+  return typeof e?.code === 'string' ? e.code : 'UNKNOWN';
+}
+
+/** One explained line for any error a socket can raise (SPEC §5). */
+export function explainError(err: unknown): ExplainedError {
+  const e = unwrapError(err) as ErrLike;
+  const code = typeof e?.code === 'string' ? e.code : 'UNKNOWN';
+  let summary: string;
+  if (typeof e?.syscall === 'string') {
+    const where = typeof e.address === 'string' ? ` ${formatHostPort(e.address, e.port)}` : '';
+    summary = `${e.syscall} ${code}${where}`;
+  } else {
+    summary = e instanceof Error ? e.message : String(e);
+  }
+  const entry = ERRNO_TABLE[code];
+  const meaning =
+    entry?.meaning ?? (e instanceof Error && summary !== e.message ? e.message : 'unexpected error');
+  const hint = entry?.hint ?? '';
+  const line = entry ? `${summary} — ${meaning}. ${hint}`.trimEnd() : summary;
+  return { code, summary, meaning, hint, line };
+}
+
+function formatHostPort(address: string, port: unknown): string {
+  if (typeof port !== 'number') return address;
+  return address.includes(':') ? `[${address}]:${port}` : `${address}:${port}`;
+}
+
+/** An error with a code from the table, for failures we detect ourselves (short echo, mismatch). */
+export function codedError(code: string, message: string): Error & { code: string } {
+  const err = new Error(message) as Error & { code: string };
+  err.code = code;
+  return err;
+}

@@ -1,0 +1,121 @@
+// Parsing and validation of what people type: ports, hosts, sizes, durations, counts.
+// Used by every CLI (src/cli) before anything opens a socket; each failure is a
+// UsageError that names the flag, so the runner can print one line and exit 2.
+
+import { isIP } from 'node:net';
+
+/** Bad input from the command line: the runner prints `prog: FLAG VALUE: REASON` and exits 2. */
+export class UsageError extends Error {
+  constructor(
+    readonly flag: string,
+    readonly value: string | undefined,
+    readonly reason: string,
+  ) {
+    super(value === undefined ? `${flag}: ${reason}` : `${flag} ${value}: ${reason}`);
+    this.name = 'UsageError';
+  }
+}
+
+const INTEGER = /^[+]?\d+$/;
+
+/** A whole number within [min, max]. */
+export function parseInteger(flag: string, raw: string, min: number, max: number): number {
+  const s = raw.trim();
+  if (!INTEGER.test(s)) throw new UsageError(flag, raw, `must be a whole number (${min}-${max})`);
+  const n = Number(s);
+  if (!Number.isSafeInteger(n) || n < min || n > max) {
+    throw new UsageError(flag, raw, `must be ${min}-${max}`);
+  }
+  return n;
+}
+
+/** TCP/UDP port, 0 = let the kernel pick. */
+export function parsePort(flag: string, raw: string, { allowZero = true } = {}): number {
+  const s = raw.trim();
+  if (!INTEGER.test(s)) throw new UsageError(flag, raw, 'must be a number 0-65535');
+  const n = Number(s);
+  if (n > 65535) throw new UsageError(flag, raw, 'must be 0-65535');
+  if (n === 0 && !allowZero) throw new UsageError(flag, raw, 'must be 1-65535');
+  return n;
+}
+
+// RFC 1123 host names: labels of letters, digits and hyphens.
+const HOSTNAME =
+  /^(?=.{1,253}$)([a-zA-Z0-9]([a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?)(\.[a-zA-Z0-9]([a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?)*\.?$/;
+
+/** An IP literal (v4 or v6, brackets allowed) or a host name. Returns it without brackets. */
+export function parseHost(flag: string, raw: string): string {
+  let s = raw.trim();
+  if (s.startsWith('[') && s.endsWith(']')) s = s.slice(1, -1);
+  if (s === '') throw new UsageError(flag, JSON.stringify(raw), 'must not be empty');
+  if (isIP(s)) return s;
+  // strip an IPv6 zone id for the check (fe80::1%eth0)
+  if (s.includes('%') && isIP(s.split('%')[0]!) === 6) return s;
+  if (!HOSTNAME.test(s)) throw new UsageError(flag, JSON.stringify(raw), 'not an IP address or host name');
+  return s;
+}
+
+const SIZE_UNITS: Record<string, number> = {
+  '': 1,
+  b: 1,
+  k: 1024,
+  kb: 1024,
+  kib: 1024,
+  m: 1024 ** 2,
+  mb: 1024 ** 2,
+  mib: 1024 ** 2,
+  g: 1024 ** 3,
+  gb: 1024 ** 3,
+  gib: 1024 ** 3,
+};
+
+/** A byte count: `512`, `16k`, `1m`, `1.5m` (binary units). */
+export function parseSize(flag: string, raw: string, min = 0, max = Number.MAX_SAFE_INTEGER): number {
+  const m = /^(\d+(?:\.\d+)?)\s*([a-zA-Z]*)$/.exec(raw.trim());
+  const unit = m ? SIZE_UNITS[m[2]!.toLowerCase()] : undefined;
+  if (!m || unit === undefined) throw new UsageError(flag, raw, 'must be a size like 512, 16k or 1m');
+  const n = Math.round(Number(m[1]) * unit);
+  if (!Number.isSafeInteger(n) || n < min || n > max) {
+    throw new UsageError(flag, raw, `must be between ${formatBytes(min)} and ${formatBytes(max)}`);
+  }
+  return n;
+}
+
+const DURATION_UNITS: Record<string, number> = {
+  us: 0.001,
+  ms: 1,
+  '': 1000, // a bare number is seconds, as in nc -w and socat -T
+  s: 1000,
+  m: 60_000,
+  min: 60_000,
+  h: 3_600_000,
+};
+
+/** A duration in milliseconds: `500ms`, `2s`, `1.5` (seconds), `1m`. */
+export function parseDuration(flag: string, raw: string, minMs = 0, maxMs = 2_147_483_647): number {
+  const m = /^(\d+(?:\.\d+)?)\s*([a-zA-Z]*)$/.exec(raw.trim());
+  const unit = m ? DURATION_UNITS[m[2]!.toLowerCase()] : undefined;
+  if (!m || unit === undefined) throw new UsageError(flag, raw, 'must be a duration like 500ms, 2s or 1m');
+  const ms = Number(m[1]) * unit;
+  if (!Number.isFinite(ms) || ms < minMs || ms > maxMs) {
+    throw new UsageError(flag, raw, `must be between ${formatDuration(minMs)} and ${formatDuration(maxMs)}`);
+  }
+  return ms;
+}
+
+export function formatBytes(n: number): string {
+  if (n >= 1024 ** 3 && n % 1024 ** 3 === 0) return `${n / 1024 ** 3}g`;
+  if (n >= 1024 ** 2 && n % 1024 ** 2 === 0) return `${n / 1024 ** 2}m`;
+  if (n >= 1024 && n % 1024 === 0) return `${n / 1024}k`;
+  return String(n);
+}
+
+export function formatDuration(ms: number): string {
+  if (ms >= 1000 && ms % 1000 === 0) return `${ms / 1000}s`;
+  return `${ms}ms`;
+}
+
+/** `host:port` with brackets for IPv6, as people write it. */
+export function formatAddress(host: string, port: number): string {
+  return host.includes(':') ? `[${host}]:${port}` : `${host}:${port}`;
+}

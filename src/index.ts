@@ -1,0 +1,33 @@
+// echo-toolkit library API (SPEC §7): echo servers as test fixtures, an echo client, the
+// socket-option module and the error explainer. No process.exit anywhere below this file.
+//
+// Layout:
+//   core/    parsing, errors (explainError), logging, socket options (koffi), listenTcp
+//   server/  TCP echo: one listener (tcp-server.ts), one handler (handler.ts), workers, fork
+//   client/  connectTcp, echo client, chat, bench
+//   udp/     UDP echo server and client
+//   lab/     echo-lab scenarios, shared by the CLI and the tests
+//   cli/     the commands: argv, signals and exit codes live only there
+
+export { type ConnectOptions, connectTcp, withRetry } from './client/connect.js';
+export { EchoConnection, type EchoOptions, echo, streamThrough } from './client/echo.js';
+export { ERRNO_TABLE, type ExplainedError, errorCode, explainError, unwrapError } from './core/errors.js';
+export { listenTcp } from './core/listen.js';
+export type { Logger } from './core/log.js';
+export { formatAddress, parseDuration, parseHost, parsePort, parseSize, UsageError } from './core/parse.js';
+export {
+  applySocketOptions,
+  formatReport,
+  hasNativeReusePort,
+  type OptionReport,
+  readSocketOptions,
+  type SocketOptions,
+} from './core/sockopts.js';
+export type { ConnectionRecord, ServerTotals } from './server/handler.js';
+export {
+  type CloseOptions,
+  type EchoServer,
+  type EchoServerOptions,
+  startEchoServer,
+  type TcpMode,
+} from './server/tcp-server.js';

@@ -1,0 +1,183 @@
+// The TCP listener for the evented and iterative modes: owns the listening socket, the
+// connection limit and shutdown; each accepted connection goes to serveEcho() (handler.ts).
+// startEchoServer() is the library entry (SPEC §7) and what echo-server runs in one process.
+
+import net, { type AddressInfo, type Socket } from 'node:net';
+import { errorCode } from '../core/errors.js';
+import { DEFAULT_BACKLOG, listenTcp } from '../core/listen.js';
+import { type Logger, silentLogger } from '../core/log.js';
+import { formatAddress } from '../core/parse.js';
+import { formatReport, type OptionReport, reportOptions, type SocketOptions } from '../core/sockopts.js';
+import {
+  drainConnection,
+  emptyTotals,
+  forceClose,
+  type HandlerContext,
+  type ServerTotals,
+  serveEcho,
+} from './handler.js';
+
+export type TcpMode = 'evented' | 'iterative';
+
+export interface EchoServerOptions extends SocketOptions {
+  host?: string;
+  /** 0 = the kernel picks; read it back from `address.port` */
+  port?: number;
+  mode?: TcpMode;
+  /** beyond this many open connections, new ones are closed at once (FIN) and counted as refused */
+  maxConnections?: number;
+  /** close a connection after this many ms with nothing read or written */
+  idleTimeout?: number;
+  /** cluster: open an own listening socket (see workers mode) */
+  exclusive?: boolean;
+  logger?: Logger;
+  /** log each option requested vs. what the kernel reports */
+  reportOptions?: boolean;
+  /** extra fields on every connection log line */
+  logFields?: object;
+}
+
+export interface CloseOptions {
+  /** how long in-flight echoes may take to finish before connections are destroyed (ms); default 5000 */
+  graceMs?: number;
+}
+
+export interface EchoServer {
+  readonly address: AddressInfo;
+  /** listener options as the kernel reports them */
+  readonly options: OptionReport[];
+  stats(): ServerTotals;
+  /**
+   * Stop accepting, let in-flight echoes finish (every byte read so far is written back,
+   * then FIN), force after the grace period. Resolves with the totals.
+   */
+  close(opts?: CloseOptions): Promise<ServerTotals>;
+  /** destroy every connection now (a second signal) */
+  forceClose(): void;
+}
+
+export const DEFAULT_PORT = 7007;
+export const DEFAULT_HOST = '127.0.0.1';
+
+export async function startEchoServer(opts: EchoServerOptions = {}): Promise<EchoServer> {
+  const logger = opts.logger ?? silentLogger;
+  const mode = opts.mode ?? 'evented';
+  const host = opts.host ?? DEFAULT_HOST;
+  const totals = emptyTotals();
+  const sockets = new Set<Socket>();
+  const waiting: Socket[] = []; // iterative mode: accepted by the kernel, not yet served
+  let current: Socket | undefined;
+  let closing = false;
+
+  const ctx: HandlerContext = {
+    logger,
+    totals,
+    idleTimeout: opts.idleTimeout,
+    socketOptions: opts,
+    reportOptions: opts.reportOptions,
+    logFields: opts.logFields,
+    onClose(socket) {
+      sockets.delete(socket);
+      if (mode === 'iterative' && socket === current) serveNext();
+    },
+  };
+
+  const serveNext = () => {
+    current = undefined;
+    const next = waiting.shift();
+    if (!next) return;
+    if (next.destroyed) return serveNext();
+    current = next;
+    sockets.add(next);
+    serveEcho(next, ctx);
+    next.resume();
+  };
+
+  const server = net.createServer({ allowHalfOpen: true, pauseOnConnect: mode === 'iterative' }, (socket) => {
+    const open = sockets.size + waiting.length;
+    if (closing || (opts.maxConnections !== undefined && open >= opts.maxConnections)) {
+      totals.refused++;
+      const peer = formatAddress(socket.remoteAddress ?? '?', socket.remotePort ?? 0);
+      logger.warn(
+        { peer, ...opts.logFields },
+        `refused ${peer}: ${open} connections open (--max-connections ${opts.maxConnections})`,
+      );
+      socket.on('error', () => {});
+      socket.destroy();
+      return;
+    }
+    if (mode === 'iterative' && current) {
+      // the seed's accept loop: later clients wait, unread, until the current one leaves
+      waiting.push(socket);
+      socket.on('error', () => {});
+      socket.once('close', () => {
+        const i = waiting.indexOf(socket);
+        if (i >= 0) waiting.splice(i, 1);
+      });
+      return;
+    }
+    sockets.add(socket);
+    if (mode === 'iterative') current = socket;
+    serveEcho(socket, ctx);
+    if (mode === 'iterative') socket.resume();
+  });
+  server.on('error', (err) => {
+    // accept() failures (EMFILE, ENFILE…) are per-connection: log and keep listening
+    const code = errorCode(err);
+    totals.errors[code] = (totals.errors[code] ?? 0) + 1;
+    logger.error({ code }, `accept failed: ${err.message}`);
+  });
+
+  const address = await listenTcp(server, {
+    host,
+    port: opts.port ?? DEFAULT_PORT,
+    backlog: opts.backlog ?? DEFAULT_BACKLOG,
+    reuseAddr: opts.reuseAddr,
+    reusePort: opts.reusePort,
+    exclusive: opts.exclusive,
+    recvBuffer: opts.recvBuffer,
+    sendBuffer: opts.sendBuffer,
+  });
+  const listenerReports = reportOptions(server, {
+    reuseAddr: opts.reuseAddr ?? true,
+    reusePort: opts.reusePort,
+    ...(opts.recvBuffer !== undefined ? { recvBuffer: opts.recvBuffer } : {}),
+    ...(opts.sendBuffer !== undefined ? { sendBuffer: opts.sendBuffer } : {}),
+  });
+  if (opts.reportOptions) {
+    for (const r of listenerReports) logger.info({ ...r }, `listening socket: ${formatReport(r)}`);
+  }
+
+  let closed: Promise<ServerTotals> | undefined;
+  const force = () => {
+    for (const s of sockets) forceClose(s);
+    for (const s of waiting) s.destroy();
+  };
+
+  const server_: EchoServer = {
+    address,
+    options: listenerReports,
+    stats: () => ({ ...totals, errors: { ...totals.errors } }),
+    forceClose: force,
+    close({ graceMs = 5000 }: CloseOptions = {}) {
+      if (closed) return closed;
+      closing = true;
+      closed = (async () => {
+        const listenerClosed = new Promise<void>((resolve) => server.close(() => resolve()));
+        // clients still waiting in iterative mode were never served: FIN them without echo
+        for (const s of waiting.splice(0)) {
+          s.end();
+          s.resume();
+          s.destroySoon();
+        }
+        for (const s of sockets) drainConnection(s);
+        const timer = setTimeout(force, graceMs);
+        await listenerClosed;
+        clearTimeout(timer);
+        return { ...totals, errors: { ...totals.errors } };
+      })();
+      return closed;
+    },
+  };
+  return server_;
+}

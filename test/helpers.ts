@@ -1,0 +1,162 @@
+// Test helpers: servers on port 0 closed after each test, the built CLIs spawned with their
+// stderr watched line by line, and small socket utilities. No sleeps: everything waits on events.
+
+import { type ChildProcess, spawn } from 'node:child_process';
+import { once } from 'node:events';
+import net, { type Socket } from 'node:net';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { onTestFinished } from 'vitest';
+import { type EchoServerOptions, startEchoServer } from '../src/index.js';
+
+export const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
+export const bin = (name: string) => path.join(ROOT, 'bin', `${name}.js`);
+
+export async function echoServer(opts: EchoServerOptions = {}) {
+  const srv = await startEchoServer({ port: 0, ...opts });
+  onTestFinished(async () => {
+    srv.forceClose();
+    await srv.close({ graceMs: 0 });
+  });
+  return srv;
+}
+
+export async function connect(
+  port: number,
+  host = '127.0.0.1',
+  opts: net.NetConnectOpts = {} as any,
+): Promise<Socket> {
+  const s = net.connect({ port, host, allowHalfOpen: true, ...(opts as object) });
+  onTestFinished(() => {
+    s.destroy();
+  });
+  await once(s, 'connect');
+  return s;
+}
+
+/** Read until the peer's FIN; resolves with every byte. */
+export function readAll(s: Socket): Promise<Buffer> {
+  return new Promise((resolve, reject) => {
+    const chunks: Buffer[] = [];
+    s.on('data', (c: Buffer) => chunks.push(c));
+    s.once('end', () => resolve(Buffer.concat(chunks)));
+    s.once('error', reject);
+  });
+}
+
+/** Read exactly n bytes (or fail on EOF). */
+export function readN(s: Socket, n: number): Promise<Buffer> {
+  return new Promise((resolve, reject) => {
+    const chunks: Buffer[] = [];
+    let got = 0;
+    const onData = (c: Buffer) => {
+      chunks.push(c);
+      got += c.length;
+      if (got >= n) {
+        cleanup();
+        const all = Buffer.concat(chunks);
+        if (all.length > n) s.unshift(all.subarray(n));
+        resolve(all.subarray(0, n));
+      }
+    };
+    const onEnd = () => {
+      cleanup();
+      reject(new Error(`EOF after ${got} of ${n} bytes`));
+    };
+    const cleanup = () => {
+      s.off('data', onData);
+      s.off('end', onEnd);
+      s.off('error', reject);
+    };
+    s.on('data', onData);
+    s.once('end', onEnd);
+    s.once('error', reject);
+  });
+}
+
+export interface Spawned {
+  child: ChildProcess;
+  stdout: () => string;
+  stderr: () => string;
+  /** resolves with the first regexp match on stderr (lines so far and to come) */
+  waitStderr(re: RegExp, timeoutMs?: number): Promise<RegExpMatchArray>;
+  exit: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
+}
+
+/** Spawn a built CLI; killed after the test if still running. */
+export function spawnCli(
+  name: string,
+  args: string[],
+  opts: { stdin?: 'pipe' | 'ignore'; env?: NodeJS.ProcessEnv } = {},
+): Spawned {
+  const child = spawn(process.execPath, [bin(name), ...args], {
+    stdio: [opts.stdin ?? 'ignore', 'pipe', 'pipe'],
+    env: { ...process.env, ...opts.env },
+  });
+  let out = '';
+  let err = '';
+  const waiters: { re: RegExp; resolve: (m: RegExpMatchArray) => void }[] = [];
+  child.stdout!.setEncoding('utf8').on('data', (d: string) => {
+    out += d;
+  });
+  child.stderr!.setEncoding('utf8').on('data', (d: string) => {
+    err += d;
+    for (const w of [...waiters]) {
+      const m = err.match(w.re);
+      if (m) {
+        waiters.splice(waiters.indexOf(w), 1);
+        w.resolve(m);
+      }
+    }
+  });
+  const exit = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) => {
+    child.once('close', (code, signal) => resolve({ code, signal }));
+  });
+  onTestFinished(() => {
+    if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
+  });
+  return {
+    child,
+    stdout: () => out,
+    stderr: () => err,
+    exit,
+    waitStderr(re, timeoutMs = 15_000) {
+      const m = err.match(re);
+      if (m) return Promise.resolve(m);
+      return new Promise((resolve, reject) => {
+        const t = setTimeout(
+          () => reject(new Error(`no ${re} on stderr within ${timeoutMs} ms:\n${err}`)),
+          timeoutMs,
+        );
+        const onExit = () => {
+          clearTimeout(t);
+          reject(new Error(`process exited before ${re} appeared on stderr:\n${err}`));
+        };
+        child.once('close', onExit);
+        waiters.push({
+          re,
+          resolve: (mm) => {
+            clearTimeout(t);
+            child.off('close', onExit);
+            resolve(mm);
+          },
+        });
+      });
+    },
+  };
+}
+
+/** Start the echo-server CLI on port 0 with JSON logs and resolve with its port. */
+export async function spawnServer(args: string[] = []) {
+  const p = spawnCli('echo-server', ['--port', '0', '--log-format', 'json', ...args]);
+  const m = await p.waitStderr(/listening on (?:\[([^\]]+)\]|([\d.]+)):(\d+)/);
+  return { ...p, port: Number(m[3]) };
+}
+
+/** JSON log lines from a spawned process' stderr. */
+export function jsonLines(text: string): Record<string, any>[] {
+  return text
+    .split('\n')
+    .filter((l) => l.startsWith('{'))
+    .map((l) => JSON.parse(l));
+}
