@@ -171,6 +171,7 @@ interface Libc {
   socket(domain: number, type: number, proto: number): number;
   bind(fd: number, addr: Buffer, len: number): number;
   listen(fd: number, backlog: number): number;
+  getsockname(fd: number, addr: Buffer, len: number[]): number;
   close(fd: number): number;
   errno(): number;
 }
@@ -197,6 +198,7 @@ function loadLibc(): Libc {
     socket: lib.func('int socket(int, int, int)'),
     bind: lib.func('int bind(int, const void *, uint32_t)'),
     listen: lib.func('int listen(int, int)'),
+    getsockname: lib.func('int getsockname(int, _Out_ void *, _Inout_ uint32_t *)'),
     close: lib.func('int close(int)'),
     errno: () => koffi.errno() as number,
   };
@@ -455,7 +457,7 @@ function ipv6Bytes(host: string): Buffer {
   const fill = tail === undefined ? [] : new Array(8 - h.length - tl.length).fill('0');
   const all = [...h, ...fill, ...tl];
   const out = Buffer.alloc(16);
-  all.forEach((w, i) => out.writeUInt16BE(Number.parseInt(w, 16), i * 2));
+  for (const [i, w] of all.entries()) out.writeUInt16BE(Number.parseInt(w, 16), i * 2);
   return out;
 }
 
@@ -486,6 +488,14 @@ export function rawListenFd(o: RawListenOptions): number {
     throw err;
   }
   return fd;
+}
+
+/** The local port an fd is bound to (getsockname). */
+export function boundPort(fd: number): number {
+  const c = loadLibc();
+  const buf = Buffer.alloc(128);
+  if (c.getsockname(fd, buf, [128]) !== 0) throw sysError('getsockname', c.errno());
+  return buf.readUInt16BE(2);
 }
 
 /** Close an fd we made but did not hand over. */

@@ -47,6 +47,8 @@ export interface EchoServer {
   /** listener options as the kernel reports them */
   readonly options: OptionReport[];
   stats(): ServerTotals;
+  /** the connections being served now, as their sockets report them */
+  connections(): LiveConnection[];
   /**
    * Stop accepting, let in-flight echoes finish (every byte read so far is written back,
    * then FIN), force after the grace period. Resolves with the totals.
@@ -54,6 +56,16 @@ export interface EchoServer {
   close(opts?: CloseOptions): Promise<ServerTotals>;
   /** destroy every connection now (a second signal) */
   forceClose(): void;
+}
+
+export interface LiveConnection {
+  peer: string;
+  bytesIn: number;
+  bytesOut: number;
+  /** bytes read but not yet handed to the kernel (bounded by backpressure) */
+  buffered: number;
+  /** false while reading is paused because the client does not read its echo */
+  reading: boolean;
 }
 
 export const DEFAULT_PORT = 7007;
@@ -68,6 +80,7 @@ export async function startEchoServer(opts: EchoServerOptions = {}): Promise<Ech
   const waiting: Socket[] = []; // iterative mode: accepted by the kernel, not yet served
   let current: Socket | undefined;
   let closing = false;
+  let onIdle: (() => void) | undefined; // set while close() waits for the last connection
 
   const ctx: HandlerContext = {
     logger,
@@ -78,6 +91,7 @@ export async function startEchoServer(opts: EchoServerOptions = {}): Promise<Ech
     logFields: opts.logFields,
     onClose(socket) {
       sockets.delete(socket);
+      if (sockets.size === 0) onIdle?.();
       if (mode === 'iterative' && socket === current) serveNext();
     },
   };
@@ -158,6 +172,14 @@ export async function startEchoServer(opts: EchoServerOptions = {}): Promise<Ech
     address,
     options: listenerReports,
     stats: () => ({ ...totals, errors: { ...totals.errors } }),
+    connections: () =>
+      [...sockets].map((s) => ({
+        peer: formatAddress(s.remoteAddress ?? '?', s.remotePort ?? 0),
+        bytesIn: s.bytesRead,
+        bytesOut: s.bytesWritten - s.writableLength,
+        buffered: s.writableLength,
+        reading: !s.isPaused(),
+      })),
     forceClose: force,
     close({ graceMs = 5000 }: CloseOptions = {}) {
       if (closed) return closed;
@@ -172,7 +194,12 @@ export async function startEchoServer(opts: EchoServerOptions = {}): Promise<Ech
         }
         for (const s of sockets) drainConnection(s);
         const timer = setTimeout(force, graceMs);
-        await listenerClosed;
+        // the server's own close callback can run before the sockets' 'close' events; wait for those
+        const allClosed = new Promise<void>((resolve) => {
+          onIdle = resolve;
+          if (sockets.size === 0) resolve();
+        });
+        await Promise.all([listenerClosed, allClosed]);
         clearTimeout(timer);
         return { ...totals, errors: { ...totals.errors } };
       })();
