@@ -31,3 +31,11 @@ export {
   startEchoServer,
   type TcpMode,
 } from './server/tcp-server.js';
+export { MAX_DATAGRAM, type UdpClientOptions, type UdpCounters, UdpEchoClient } from './udp/client.js';
+export {
+  BLOCKED_SOURCE_PORTS,
+  startUdpEchoServer,
+  type UdpEchoServer,
+  type UdpEchoServerOptions,
+  type UdpTotals,
+} from './udp/server.js';

@@ -148,6 +148,10 @@ export async function runClientCli(argv: string[]): Promise<void> {
     const flags = program.opts<ClientFlags>();
     const cfg = resolveClientConfig(hostArg, portArg, flags);
     const logger = loggerFromFlags('echo-client', flags);
+    if (cfg.udp) {
+      const { runUdpClient } = await import('./udp-client-cli.js');
+      return runUdpClient(cfg, logger);
+    }
     const { socket, options } = await connectWithRetry(cfg, logger);
     const where = formatAddress(cfg.host, cfg.port);
     logger.debug(

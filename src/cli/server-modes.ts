@@ -5,6 +5,7 @@ import type { Logger } from '../core/log.js';
 import { formatAddress } from '../core/parse.js';
 import type { ServerTotals } from '../server/handler.js';
 import { startEchoServer } from '../server/tcp-server.js';
+import { startUdpEchoServer } from '../udp/server.js';
 import type { ServerConfig } from './server-config.js';
 
 export interface RunningServer {
@@ -13,6 +14,7 @@ export interface RunningServer {
 }
 
 export async function startMode(cfg: ServerConfig, logger: Logger): Promise<RunningServer> {
+  if (cfg.udp) return startUdp(cfg, logger);
   const srv = await startEchoServer({
     ...cfg.socket,
     host: cfg.host,
@@ -28,4 +30,37 @@ export async function startMode(cfg: ServerConfig, logger: Logger): Promise<Runn
     `listening on ${formatAddress(srv.address.address, srv.address.port)} (${cfg.label})`,
   );
   return { close: () => srv.close({ graceMs: cfg.graceMs }), forceClose: () => srv.forceClose() };
+}
+
+async function startUdp(cfg: ServerConfig, logger: Logger): Promise<RunningServer> {
+  const srv = await startUdpEchoServer({
+    host: cfg.host,
+    port: cfg.port,
+    rateLimit: cfg.rateLimit,
+    rateBurst: cfg.rateBurst,
+    reuseAddr: cfg.socket.reuseAddr,
+    reusePort: cfg.socket.reusePort,
+    sendBuffer: cfg.socket.sendBuffer,
+    recvBuffer: cfg.socket.recvBuffer,
+    logger,
+    reportOptions: cfg.verbose,
+  });
+  logger.info(
+    { address: srv.address.address, port: srv.address.port, mode: cfg.mode, proto: 'udp' },
+    `listening on ${formatAddress(srv.address.address, srv.address.port)} (udp)`,
+  );
+  return {
+    close: async () => {
+      const t = await srv.close();
+      return {
+        connections: t.sources,
+        active: 0,
+        refused: t.dropped['rate-limit'] + t.dropped['source-port'] + t.dropped['broadcast-source'],
+        bytesIn: t.bytesIn,
+        bytesOut: t.bytesOut,
+        errors: t.errors,
+      };
+    },
+    forceClose: () => {},
+  };
 }

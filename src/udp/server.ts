@@ -1,0 +1,250 @@
+// UDP echo (SPEC §4): every datagram back to its sender, byte-exact — but never as a
+// reflection amplifier: a token bucket per source address, no replies to source ports that
+// are echo/chargen-style services themselves (7, 13, 17, 19) or port 0, and none to
+// broadcast or multicast sources. Drops are counted and logged at most once per interval.
+
+import dgram from 'node:dgram';
+import type { AddressInfo } from 'node:net';
+import { type Logger, silentLogger } from '../core/log.js';
+import { formatAddress } from '../core/parse.js';
+import {
+  closeFd,
+  formatReport,
+  hasNativeReusePort,
+  type OptionReport,
+  rawListenFd,
+  readSocketOptions,
+} from '../core/sockopts.js';
+
+export interface UdpEchoServerOptions {
+  host?: string;
+  port?: number;
+  /** datagrams per second allowed per source address; 0 = no limit (default 1000) */
+  rateLimit?: number;
+  /** bucket size: how many datagrams a source may send at once (default 200) */
+  rateBurst?: number;
+  reuseAddr?: boolean;
+  reusePort?: boolean;
+  sendBuffer?: number;
+  recvBuffer?: number;
+  logger?: Logger;
+  reportOptions?: boolean;
+  /** how often drop summaries may be logged (ms, default 1000) */
+  dropLogInterval?: number;
+}
+
+export type DropReason = 'rate-limit' | 'source-port' | 'broadcast-source';
+
+export interface UdpTotals {
+  datagramsIn: number;
+  datagramsOut: number;
+  bytesIn: number;
+  bytesOut: number;
+  dropped: Record<DropReason, number>;
+  sources: number;
+  errors: Record<string, number>;
+}
+
+export interface UdpEchoServer {
+  readonly address: AddressInfo;
+  readonly options: OptionReport[];
+  stats(): UdpTotals;
+  /** per source address: datagrams in / out / dropped */
+  sources(): Map<string, { in: number; out: number; dropped: number }>;
+  close(): Promise<UdpTotals>;
+}
+
+/** Source ports of services that answer anything: replying to them starts an endless loop. */
+export const BLOCKED_SOURCE_PORTS: ReadonlySet<number> = new Set([0, 7, 13, 17, 19]);
+
+/** Broadcast or multicast source addresses, which a legitimate client never has. */
+export function isBroadcastOrMulticast(addr: string): boolean {
+  if (addr.includes(':')) {
+    const a = addr.toLowerCase();
+    if (a.startsWith('ff')) return true;
+    const v4 = /^::ffff:(\d+\.\d+\.\d+\.\d+)$/.exec(a);
+    return v4 ? isBroadcastOrMulticast(v4[1]!) : false;
+  }
+  const first = Number(addr.split('.')[0]);
+  return (first >= 224 && first <= 239) || addr === '255.255.255.255' || addr === '0.0.0.0';
+}
+
+interface Source {
+  tokens: number;
+  last: number;
+  in: number;
+  out: number;
+  dropped: number;
+}
+
+const MAX_SOURCES = 65536;
+
+export async function startUdpEchoServer(opts: UdpEchoServerOptions = {}): Promise<UdpEchoServer> {
+  const logger = opts.logger ?? silentLogger;
+  const host = opts.host ?? '127.0.0.1';
+  const v6 = host.includes(':');
+  const rate = opts.rateLimit ?? 1000;
+  const burst = opts.rateBurst ?? 200;
+  const dropLogInterval = opts.dropLogInterval ?? 1000;
+  const totals: UdpTotals = {
+    datagramsIn: 0,
+    datagramsOut: 0,
+    bytesIn: 0,
+    bytesOut: 0,
+    dropped: { 'rate-limit': 0, 'source-port': 0, 'broadcast-source': 0 },
+    sources: 0,
+    errors: {},
+  };
+  const sources = new Map<string, Source>();
+  let dropsSinceLog: Partial<Record<DropReason, number>> = {};
+  let dropTimer: NodeJS.Timeout | undefined;
+
+  const flushDropLog = () => {
+    dropTimer = undefined;
+    const parts = Object.entries(dropsSinceLog).map(([k, v]) => `${v} ${k}`);
+    if (parts.length) logger.warn({ dropped: dropsSinceLog }, `dropped datagrams: ${parts.join(', ')}`);
+    dropsSinceLog = {};
+  };
+  const drop = (reason: DropReason, src: Source | undefined) => {
+    totals.dropped[reason]++;
+    if (src) src.dropped++;
+    dropsSinceLog[reason] = (dropsSinceLog[reason] ?? 0) + 1;
+    // one summary line per interval, however hard we are flooded
+    dropTimer ??= setTimeout(flushDropLog, dropLogInterval);
+  };
+
+  const useRaw = opts.reuseAddr === false || (opts.reusePort === true && !hasNativeReusePort());
+  const socket = dgram.createSocket({
+    type: v6 ? 'udp6' : 'udp4',
+    reuseAddr: opts.reuseAddr !== false,
+    ...(opts.reusePort && !useRaw ? { reusePort: true } : {}),
+  } as dgram.SocketOptions);
+
+  socket.on('message', (msg, rinfo) => {
+    totals.datagramsIn++;
+    totals.bytesIn += msg.length;
+    if (BLOCKED_SOURCE_PORTS.has(rinfo.port)) return drop('source-port', undefined);
+    if (isBroadcastOrMulticast(rinfo.address)) return drop('broadcast-source', undefined);
+    let src = sources.get(rinfo.address);
+    const now = performance.now();
+    if (!src) {
+      if (sources.size >= MAX_SOURCES) sources.delete(sources.keys().next().value!);
+      src = { tokens: burst, last: now, in: 0, out: 0, dropped: 0 };
+      sources.set(rinfo.address, src);
+      totals.sources++;
+    }
+    src.in++;
+    if (rate > 0) {
+      src.tokens = Math.min(burst, src.tokens + ((now - src.last) * rate) / 1000);
+      src.last = now;
+      if (src.tokens < 1) return drop('rate-limit', src);
+      src.tokens -= 1;
+    }
+    src.out++;
+    totals.datagramsOut++;
+    totals.bytesOut += msg.length;
+    socket.send(msg, rinfo.port, rinfo.address, (err) => {
+      if (err) {
+        const code = (err as NodeJS.ErrnoException).code ?? 'UNKNOWN';
+        totals.errors[code] = (totals.errors[code] ?? 0) + 1;
+      }
+    });
+  });
+  // ICMP errors from earlier sends (ECONNREFUSED…) surface here; they concern one peer only
+  socket.on('error', (err) => {
+    const code = (err as NodeJS.ErrnoException).code ?? 'UNKNOWN';
+    totals.errors[code] = (totals.errors[code] ?? 0) + 1;
+    logger.warn({ code }, `udp socket error: ${err.message}`);
+  });
+
+  let fd: number | undefined;
+  await new Promise<void>((resolve, reject) => {
+    const onError = (err: Error) => {
+      if (fd !== undefined) closeFd(fd);
+      reject(err);
+    };
+    socket.once('error', onError);
+    if (useRaw) {
+      try {
+        fd = rawListenFd({
+          host,
+          port: opts.port ?? 7007,
+          backlog: 0,
+          type: 'udp',
+          reuseAddr: opts.reuseAddr !== false,
+          reusePort: opts.reusePort === true,
+        });
+      } catch (err) {
+        reject(err);
+        return;
+      }
+      socket.bind({ fd }, () => {
+        socket.off('error', onError);
+        resolve();
+      });
+    } else {
+      socket.bind({ port: opts.port ?? 7007, address: host }, () => {
+        socket.off('error', onError);
+        resolve();
+      });
+    }
+  });
+  // dgram sizes can only be set once bound
+  if (opts.sendBuffer !== undefined) socket.setSendBufferSize(opts.sendBuffer);
+  if (opts.recvBuffer !== undefined) socket.setRecvBufferSize(opts.recvBuffer);
+
+  const options: OptionReport[] = [];
+  if (process.platform === 'linux') {
+    const k = readSocketOptions(socket);
+    const push = (option: string, requested: number | boolean | undefined) =>
+      options.push({
+        option,
+        requested,
+        actual: k[option] ?? null,
+        ...(typeof requested === 'number' && k[option] === requested * 2
+          ? { note: 'Linux doubles it for bookkeeping' }
+          : {}),
+      });
+    push('SO_REUSEADDR', opts.reuseAddr !== false);
+    if (opts.reusePort) push('SO_REUSEPORT', true);
+    push('SO_SNDBUF', opts.sendBuffer);
+    push('SO_RCVBUF', opts.recvBuffer);
+  }
+  if (opts.reportOptions) {
+    for (const r of options) {
+      logger.info({ ...r }, `udp socket: ${formatReport(r)}`);
+    }
+  }
+
+  const address = socket.address();
+  logger.debug({ address: formatAddress(address.address, address.port) }, 'udp socket bound');
+  let closed: Promise<UdpTotals> | undefined;
+  return {
+    address,
+    options,
+    stats: () => ({ ...totals, dropped: { ...totals.dropped }, errors: { ...totals.errors } }),
+    sources: () => new Map([...sources].map(([k, v]) => [k, { in: v.in, out: v.out, dropped: v.dropped }])),
+    close() {
+      closed ??= new Promise((resolve) => {
+        if (dropTimer) {
+          clearTimeout(dropTimer);
+          flushDropLog();
+        }
+        // per-source counters, busiest first, bounded so a spoofed flood cannot flood the log
+        const busiest = [...sources].sort((a, b) => b[1].in - a[1].in).slice(0, 20);
+        for (const [addr, s] of busiest) {
+          logger.info(
+            { source: addr, in: s.in, out: s.out, dropped: s.dropped },
+            `source ${addr}: in ${s.in}, out ${s.out}, dropped ${s.dropped}`,
+          );
+        }
+        if (sources.size > busiest.length)
+          logger.info({}, `… and ${sources.size - busiest.length} more sources`);
+        socket.close(() =>
+          resolve({ ...totals, dropped: { ...totals.dropped }, errors: { ...totals.errors } }),
+        );
+      });
+      return closed;
+    },
+  };
+}
