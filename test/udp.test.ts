@@ -65,7 +65,9 @@ describe('UDP echo', () => {
     });
     lossy.bind(0, '127.0.0.1');
     await once(lossy, 'listening');
-    onTestFinished(() => lossy.close());
+    onTestFinished(() => {
+      lossy.close();
+    });
     const c = await udpClient(lossy.address().port);
     const { reply, attempts } = await c.roundTrip(Buffer.from('again'), { timeout: 200, retries: 2 });
     expect(reply.toString()).toBe('again');
@@ -79,7 +81,9 @@ describe('UDP echo', () => {
     slow.on('message', (m, r) => held.push([m, r]));
     slow.bind(0, '127.0.0.1');
     await once(slow, 'listening');
-    onTestFinished(() => slow.close());
+    onTestFinished(() => {
+      slow.close();
+    });
     const c = await udpClient(slow.address().port);
     await expect(c.roundTrip(Buffer.from('late'), { timeout: 100, retries: 1 })).rejects.toMatchObject({
       code: 'ERR_REPLY_TIMEOUT',
@@ -108,7 +112,9 @@ describe('UDP echo', () => {
     const flood = dgram.createSocket('udp4');
     flood.bind(0, '127.0.0.2');
     await once(flood, 'listening');
-    onTestFinished(() => flood.close());
+    onTestFinished(() => {
+      flood.close();
+    });
     let echoed = 0;
     flood.on('message', () => echoed++);
     const t0 = performance.now();
@@ -146,7 +152,9 @@ describe('UDP echo', () => {
       ctx.skip();
       return;
     }
-    onTestFinished(() => chargen.close());
+    onTestFinished(() => {
+      chargen.close();
+    });
     let replies = 0;
     chargen.on('message', () => replies++);
     chargen.send(Buffer.from('loop?'), srv.address.port, '127.0.0.1');
