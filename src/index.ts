@@ -23,6 +23,8 @@ export {
   readSocketOptions,
   type SocketOptions,
 } from './core/sockopts.js';
+export { type TcpEntry, type TcpView, tcpStates } from './core/tcp-states.js';
+export { findScenario, runScenario, SCENARIOS, type ScenarioInfo, type ScenarioResult } from './lab/index.js';
 export type { ConnectionRecord, ServerTotals } from './server/handler.js';
 export {
   type CloseOptions,

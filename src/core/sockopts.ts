@@ -5,6 +5,7 @@
 // is asked for). Listening sockets that need options before bind (no SO_REUSEADDR, SO_REUSEPORT
 // on Node < 22.12, a receive buffer) are made with libc and handed to Node by fd.
 
+import { Socket as DgramSocket } from 'node:dgram';
 import { createRequire } from 'node:module';
 import type { Server, Socket } from 'node:net';
 import { constants as osConstants } from 'node:os';
@@ -261,7 +262,8 @@ function getLinger(fd: number): { onoff: boolean; seconds: number } {
 /** The OS file descriptor behind a net.Socket, net.Server or dgram.Socket, if it has one. */
 export function socketFd(sock: unknown): number | undefined {
   const s = sock as any;
-  let handle = s?._handle;
+  // on dgram sockets `_handle` is a deprecated getter (DEP0112): look behind its state symbol instead
+  let handle = s instanceof DgramSocket ? undefined : s?._handle;
   if (handle === undefined && s && typeof s === 'object') {
     // dgram keeps its handle behind a symbol ('state symbol'); reading `_handle` would warn (DEP0112)
     for (const sym of Object.getOwnPropertySymbols(s)) {
@@ -413,6 +415,8 @@ export interface RawListenOptions {
   sendBuffer?: number;
   /** SOCK_STREAM (default) or SOCK_DGRAM (then no listen) */
   type?: 'tcp' | 'udp';
+  /** bind only, no listen (a client socket with a fixed port, as seed 003) */
+  bindOnly?: boolean;
 }
 
 function sockaddr(host: string, port: number): { family: number; addr: Buffer } {
@@ -482,7 +486,7 @@ export function rawListenFd(o: RawListenOptions): number {
         port: o.port,
       });
     }
-    if (o.type !== 'udp' && c.listen(fd, o.backlog) !== 0) throw sysError('listen', c.errno());
+    if (o.type !== 'udp' && !o.bindOnly && c.listen(fd, o.backlog) !== 0) throw sysError('listen', c.errno());
   } catch (err) {
     c.close(fd);
     throw err;

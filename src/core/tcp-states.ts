@@ -79,8 +79,14 @@ function parseTable(text: string, v6: boolean): TcpEntry[] {
   return out;
 }
 
-/** Every TCP socket with one of `ports` as its local or remote port. */
-export function tcpStates(ports: number[]): TcpView {
+/**
+ * Every TCP socket with one of `ports` as its local or remote port, in this process'
+ * network namespace — or another one, when `read` fetches the files from there.
+ */
+export function tcpStates(
+  ports: number[],
+  read: (file: string) => string = (f) => readFileSync(f, 'utf8'),
+): TcpView {
   if (process.platform !== 'linux') return { available: false, entries: [] };
   const want = new Set(ports);
   const entries: TcpEntry[] = [];
@@ -90,7 +96,7 @@ export function tcpStates(ports: number[]): TcpView {
   ] as const) {
     let text: string;
     try {
-      text = readFileSync(file, 'utf8');
+      text = read(file);
     } catch {
       continue;
     }

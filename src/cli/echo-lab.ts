@@ -1,0 +1,78 @@
+// echo-lab: run a scenario, print its steps, explained errors and TCP states (or --json).
+// Exit 0 when the behaviour was reproduced as expected (or skipped for a missing capability), 1 if not.
+
+import { UsageError } from '../core/parse.js';
+import { formatTcpView } from '../core/tcp-states.js';
+import { findScenario, SCENARIOS, type ScenarioResult } from '../lab/index.js';
+import { newProgram, runCli } from './common.js';
+
+export function formatResult(r: ScenarioResult): string {
+  const out: string[] = [];
+  out.push(`echo-lab ${r.name}: ${r.title} (${r.seeds})`, '');
+  for (const s of r.steps) out.push(`  [${String(s.t).padStart(5)} ms] ${s.text}`);
+  if (r.errors.length) {
+    out.push('', 'errors:');
+    for (const e of r.errors) out.push(`  ${e.code}: ${e.line}`);
+  }
+  if (r.states.length) {
+    out.push('', 'kernel TCP states (/proc/net/tcp, as `netstat -an | grep PORT`):');
+    for (const st of r.states) {
+      out.push(`  ${st.label}:`);
+      for (const line of formatTcpView({ available: st.available, entries: st.entries }))
+        out.push(`    ${line}`);
+    }
+  }
+  if (r.checks.length) {
+    out.push('', 'checks:');
+    for (const c of r.checks) out.push(`  ${c.ok ? '✓' : '✗'} ${c.what}`);
+  }
+  out.push(
+    '',
+    r.skipped
+      ? `skipped: ${r.skipped}`
+      : r.ok
+        ? `reproduced as expected (${r.ms} ms)`
+        : `NOT reproduced as expected (${r.ms} ms)`,
+  );
+  return `${out.join('\n')}\n`;
+}
+
+export async function runLabCli(argv: string[]): Promise<void> {
+  await runCli('echo-lab', async () => {
+    const program = newProgram(
+      'echo-lab',
+      'Reproduce the classic socket failures on real sockets, observe them, explain them',
+    )
+      .argument('[scenario]', 'scenario name, `list`, or `all`', 'list')
+      .option('--json', 'print the structured result as JSON');
+    program.addHelpText(
+      'after',
+      `\nScenarios:\n${SCENARIOS.map((s) => `  ${s.name.padEnd(16)} ${s.summary}${s.netns ? ' (network namespaces: root)' : ''}`).join('\n')}\n\nExamples:\n  echo-lab list\n  echo-lab time-wait\n  echo-lab epipe --json`,
+    );
+    program.parse(argv, { from: 'user' });
+    const [name] = program.processedArgs as [string];
+    const json = program.opts<{ json?: boolean }>().json === true;
+    if (name === 'list') {
+      if (json)
+        process.stdout.write(
+          `${JSON.stringify(SCENARIOS.map(({ name: n, summary, netns }) => ({ name: n, summary, netns })))}\n`,
+        );
+      else
+        for (const s of SCENARIOS)
+          process.stdout.write(
+            `${s.name.padEnd(16)} ${s.summary}${s.netns ? ' (needs network namespaces)' : ''}\n`,
+          );
+      return 0;
+    }
+    const chosen = name === 'all' ? [...SCENARIOS] : [findScenario(name)];
+    if (!chosen[0])
+      throw new UsageError('SCENARIO', name, `unknown; one of: ${SCENARIOS.map((s) => s.name).join(', ')}`);
+    let failed = 0;
+    for (const s of chosen) {
+      const r = await s!.run();
+      if (!r.ok && !r.skipped) failed++;
+      process.stdout.write(json ? `${JSON.stringify(r)}\n` : `${formatResult(r)}\n`);
+    }
+    return failed ? 1 : 0;
+  });
+}

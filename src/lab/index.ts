@@ -1,0 +1,89 @@
+// The echo-lab scenarios (SPEC §2): each reproduces one classic socket failure on loopback
+// (or in network namespaces it makes itself) and returns a structured result. echo-lab
+// prints it; the test suite asserts on the very same results.
+
+import type { ScenarioResult } from './recorder.js';
+import { backlog } from './scenarios/backlog.js';
+import { clientPort } from './scenarios/client-port.js';
+import { connectTimeout } from './scenarios/connect-timeout.js';
+import { keepalive, userTimeout } from './scenarios/dead-peer.js';
+import { eaddrinuse } from './scenarios/eaddrinuse.js';
+import { econnrefused } from './scenarios/econnrefused.js';
+import { econnreset } from './scenarios/econnreset.js';
+import { epipe } from './scenarios/epipe.js';
+import { halfClose } from './scenarios/half-close.js';
+import { sockopts } from './scenarios/sockopts.js';
+import { timeWait } from './scenarios/time-wait.js';
+import { unreachable } from './scenarios/unreachable.js';
+
+export interface ScenarioInfo {
+  name: string;
+  summary: string;
+  /** needs network namespaces (root or CAP_NET_ADMIN) */
+  netns: boolean;
+  run: () => Promise<ScenarioResult>;
+}
+
+export const SCENARIOS: readonly ScenarioInfo[] = [
+  { name: 'eaddrinuse', summary: 'a second listener on a port in use', netns: false, run: eaddrinuse },
+  {
+    name: 'time-wait',
+    summary: 'restart after an active close, with and without SO_REUSEADDR',
+    netns: false,
+    run: timeWait,
+  },
+  {
+    name: 'client-port',
+    summary: 'a fixed client port reused while in TIME_WAIT',
+    netns: false,
+    run: clientPort,
+  },
+  { name: 'econnrefused', summary: 'connect to a port nobody listens on', netns: false, run: econnrefused },
+  { name: 'epipe', summary: 'write after the peer closed', netns: false, run: epipe },
+  { name: 'econnreset', summary: 'the peer aborts with RST', netns: false, run: econnreset },
+  {
+    name: 'connect-timeout',
+    summary: 'a full backlog drops SYNs; connect times out',
+    netns: false,
+    run: () => connectTimeout(),
+  },
+  {
+    name: 'half-close',
+    summary: 'server closes first: FIN_WAIT2 / CLOSE_WAIT',
+    netns: false,
+    run: halfClose,
+  },
+  {
+    name: 'sockopts',
+    summary: 'SO_TYPE, SO_SNDBUF get/set/read back (doubled)',
+    netns: false,
+    run: () => sockopts(),
+  },
+  {
+    name: 'backlog',
+    summary: 'the accept queue fills; SYNs retried until accept()',
+    netns: false,
+    run: () => backlog(),
+  },
+  { name: 'keepalive', summary: 'an idle dead peer found by keepalive probes', netns: true, run: keepalive },
+  {
+    name: 'user-timeout',
+    summary: 'sending to a dead peer, bounded by TCP_USER_TIMEOUT',
+    netns: true,
+    run: userTimeout,
+  },
+  { name: 'unreachable', summary: 'EHOSTUNREACH / ENETUNREACH from routes', netns: true, run: unreachable },
+];
+
+export function findScenario(name: string): ScenarioInfo | undefined {
+  return SCENARIOS.find((s) => s.name === name);
+}
+
+/** Library entry (SPEC §7): run one scenario by name. */
+export async function runScenario(name: string): Promise<ScenarioResult> {
+  const s = findScenario(name);
+  if (!s) throw new Error(`no scenario named ${name}; try: ${SCENARIOS.map((x) => x.name).join(', ')}`);
+  return s.run();
+}
+
+export type { ScenarioResult } from './recorder.js';

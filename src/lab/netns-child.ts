@@ -1,0 +1,56 @@
+// The lab's program for one side of a two-host scenario, run inside a network namespace by
+// netns.ts. Its role comes as JSON in argv; it reports over IPC and never outlives 60 s.
+
+import net from 'node:net';
+import { applySocketOptions, type SocketOptions } from '../core/sockopts.js';
+
+type Role =
+  | { role: 'server'; host: string }
+  | { role: 'client'; host: string; port: number; options: SocketOptions; mode: 'idle' | 'write' }
+  | { role: 'connect'; host: string; port: number; timeoutMs: number };
+
+const role = JSON.parse(process.argv[2] ?? '{}') as Role;
+const send = (m: object) => process.send?.(m);
+setTimeout(() => process.exit(3), 60_000).unref();
+process.on('disconnect', () => process.exit(0));
+
+if (role.role === 'server') {
+  const server = net.createServer((s) => {
+    s.on('error', () => {});
+    s.resume(); // read and drop: the peer's kernel keeps acknowledging
+  });
+  server.listen(0, role.host, () =>
+    send({ type: 'listening', port: (server.address() as net.AddressInfo).port }),
+  );
+} else if (role.role === 'client') {
+  const s = net.connect({ host: role.host, port: role.port });
+  s.on('connect', () => {
+    applySocketOptions(s, role.options);
+    send({ type: 'connected', local: s.localPort });
+  });
+  s.on('error', (err: NodeJS.ErrnoException) => {
+    send({ type: 'error', code: err.code, syscall: err.syscall, message: err.message });
+    setTimeout(() => process.exit(0), 50);
+  });
+  process.on('message', (m: { type: string }) => {
+    if (m.type !== 'start' || role.mode !== 'write') return;
+    // keep sending a little: unacknowledged data is what TCP_USER_TIMEOUT watches
+    const chunk = Buffer.alloc(1024, 0x61);
+    const timer = setInterval(() => s.write(chunk), 100);
+    s.once('close', () => clearInterval(timer));
+  });
+} else if (role.role === 'connect') {
+  const t0 = performance.now();
+  const s = net.connect({ host: role.host, port: role.port, timeout: role.timeoutMs });
+  s.on('connect', () => {
+    send({ type: 'result', code: 'CONNECTED', ms: performance.now() - t0 });
+    s.destroy();
+  });
+  s.on('timeout', () => {
+    send({ type: 'result', code: 'ETIMEDOUT', ms: performance.now() - t0 });
+    s.destroy();
+  });
+  s.on('error', (err: NodeJS.ErrnoException) =>
+    send({ type: 'result', code: err.code, ms: performance.now() - t0 }),
+  );
+}

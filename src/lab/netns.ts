@@ -1,0 +1,157 @@
+// Two hosts on one machine for the dead-peer and unreachable scenarios: a pair of network
+// namespaces joined by a veth, with addresses from the benchmarking range 198.18.0.0/15 that
+// exist only inside them. Each side runs as a child process (`ip netns exec NS node …`) with
+// an IPC channel; the path is cut from here with a blackhole route. Everything is removed
+// on every exit path (children first: a namespace with a live process outlives its name).
+
+import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
+import { existsSync } from 'node:fs';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+export const CLIENT_ADDR = '198.18.0.1';
+export const SERVER_ADDR = '198.18.0.2';
+
+let counter = 0;
+
+/** Why namespaces cannot be used here, or undefined when they can. */
+export function netnsUnavailable(): string | undefined {
+  if (process.platform !== 'linux') return `network namespaces are Linux-only (this is ${process.platform})`;
+  const name = `ekprobe-${process.pid}-${counter++}`;
+  try {
+    execFileSync('ip', ['netns', 'add', name], { stdio: 'pipe' });
+    execFileSync('ip', ['netns', 'del', name], { stdio: 'pipe' });
+    return undefined;
+  } catch (err) {
+    const msg = String((err as { stderr?: Buffer }).stderr ?? (err as Error).message).trim();
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT')
+      return 'the `ip` command (iproute2) is not installed';
+    return `cannot create a network namespace (needs root or CAP_NET_ADMIN): ${msg.split('\n')[0]}`;
+  }
+}
+
+export interface Child {
+  proc: ChildProcess;
+  /** the next IPC message of this type (rejects if the child exits first) */
+  next(type: string, timeoutMs?: number): Promise<Record<string, any>>;
+  send(msg: object): void;
+}
+
+export interface TwoHosts {
+  client: string;
+  server: string;
+  /** `ip -n NS …` */
+  ip(ns: string, ...args: string[]): string;
+  /** run the lab's child program inside a namespace */
+  spawnIn(ns: string, role: object): Child;
+  /** /proc/net/tcp of a namespace, for tcpStates() */
+  readIn(ns: string): (file: string) => string;
+}
+
+// the built child program (when this module runs from src/ under a TS loader, use dist/)
+const here = path.dirname(fileURLToPath(import.meta.url));
+const childScript = existsSync(path.join(here, 'netns-child.js'))
+  ? path.join(here, 'netns-child.js')
+  : path.join(here, '..', '..', 'dist', 'lab', 'netns-child.js');
+
+export async function withTwoHosts<T>(fn: (h: TwoHosts) => Promise<T>): Promise<T> {
+  const id = `${process.pid % 100000}${counter++}`;
+  const client = `ekC-${id}`;
+  const server = `ekS-${id}`;
+  const children: ChildProcess[] = [];
+  const run = (...args: string[]) =>
+    execFileSync('ip', args, { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
+  try {
+    run('netns', 'add', client);
+    run('netns', 'add', server);
+    run(
+      'link',
+      'add',
+      `ekc${id}`,
+      'netns',
+      client,
+      'type',
+      'veth',
+      'peer',
+      'name',
+      `eks${id}`,
+      'netns',
+      server,
+    );
+    run('-n', client, 'addr', 'add', `${CLIENT_ADDR}/24`, 'dev', `ekc${id}`);
+    run('-n', server, 'addr', 'add', `${SERVER_ADDR}/24`, 'dev', `eks${id}`);
+    for (const [ns, dev] of [
+      [client, `ekc${id}`],
+      [server, `eks${id}`],
+    ] as const) {
+      run('-n', ns, 'link', 'set', 'lo', 'up');
+      run('-n', ns, 'link', 'set', dev, 'up');
+    }
+    return await fn({
+      client,
+      server,
+      ip: (ns, ...args) => run('-n', ns, ...args),
+      readIn: (ns) => (file) => execFileSync('ip', ['netns', 'exec', ns, 'cat', file], { encoding: 'utf8' }),
+      spawnIn(ns, role) {
+        const proc = spawn('ip', ['netns', 'exec', ns, process.execPath, childScript, JSON.stringify(role)], {
+          stdio: ['ignore', 'ignore', 'pipe', 'ipc'],
+        });
+        children.push(proc);
+        const inbox: Record<string, any>[] = [];
+        const waiters: { type: string; resolve: (m: Record<string, any>) => void }[] = [];
+        proc.on('message', (m: Record<string, any>) => {
+          const i = waiters.findIndex((w) => w.type === m.type);
+          if (i >= 0) waiters.splice(i, 1)[0]!.resolve(m);
+          else inbox.push(m);
+        });
+        let stderr = '';
+        proc.stderr!.on('data', (d) => {
+          stderr += d;
+        });
+        return {
+          proc,
+          send: (msg) => proc.connected && proc.send(msg),
+          next(type, timeoutMs = 30_000) {
+            const i = inbox.findIndex((m) => m.type === type);
+            if (i >= 0) return Promise.resolve(inbox.splice(i, 1)[0]!);
+            return new Promise((resolve, reject) => {
+              const t = setTimeout(
+                () => reject(new Error(`child sent no '${type}' within ${timeoutMs} ms`)),
+                timeoutMs,
+              );
+              proc.once('exit', (code) => {
+                clearTimeout(t);
+                reject(new Error(`child exited (${code}) before '${type}': ${stderr.trim()}`));
+              });
+              waiters.push({
+                type,
+                resolve: (m) => {
+                  clearTimeout(t);
+                  resolve(m);
+                },
+              });
+            });
+          },
+        };
+      },
+    });
+  } finally {
+    await Promise.all(
+      children.map(
+        (p) =>
+          new Promise<void>((res) => {
+            if (p.exitCode !== null || p.signalCode !== null) return res();
+            p.once('exit', () => res());
+            p.kill('SIGKILL');
+          }),
+      ),
+    );
+    for (const ns of [client, server]) {
+      try {
+        run('netns', 'del', ns);
+      } catch {
+        // not created (setup failed early)
+      }
+    }
+  }
+}

@@ -1,0 +1,147 @@
+// What a lab scenario produces: the steps it took, the errors it met (explained from the one
+// table of SPEC §5), the kernel's TCP states at chosen moments, and whether the behaviour
+// matched what the seed describes. echo-lab prints it; the tests assert on it.
+
+import { errorCode, explainError } from '../core/errors.js';
+import { type TcpEntry, tcpStates } from '../core/tcp-states.js';
+
+export interface LabStep {
+  /** ms since the scenario started */
+  t: number;
+  text: string;
+}
+
+export interface LabError {
+  code: string;
+  line: string;
+  /** ms since the scenario started */
+  t: number;
+}
+
+export interface LabStates {
+  label: string;
+  available: boolean;
+  entries: TcpEntry[];
+}
+
+export interface LabCheck {
+  what: string;
+  ok: boolean;
+}
+
+export interface ScenarioResult {
+  name: string;
+  title: string;
+  seeds: string;
+  steps: LabStep[];
+  errors: LabError[];
+  states: LabStates[];
+  checks: LabCheck[];
+  /** every check held */
+  ok: boolean;
+  /** set when the scenario could not run here (missing capability) */
+  skipped?: string;
+  ms: number;
+}
+
+export class Recorder {
+  private readonly t0 = performance.now();
+  readonly steps: LabStep[] = [];
+  readonly errors: LabError[] = [];
+  readonly states: LabStates[] = [];
+  readonly checks: LabCheck[] = [];
+
+  constructor(
+    readonly name: string,
+    readonly title: string,
+    readonly seeds: string,
+  ) {}
+
+  elapsed(): number {
+    return Math.round(performance.now() - this.t0);
+  }
+
+  step(text: string): void {
+    this.steps.push({ t: this.elapsed(), text });
+  }
+
+  /** Record an error the scenario provoked; returns its code. */
+  error(err: unknown): string {
+    const e = explainError(err);
+    this.errors.push({ code: e.code, line: e.line, t: this.elapsed() });
+    return errorCode(err);
+  }
+
+  /** Snapshot the TCP states of these ports, as `netstat -an | grep PORT` would show them. */
+  snapshot(
+    label: string,
+    ports: number[],
+    filter?: (e: TcpEntry) => boolean,
+    read?: (file: string) => string,
+  ): TcpEntry[] {
+    const view = tcpStates(ports, read);
+    const entries = filter ? view.entries.filter(filter) : view.entries;
+    this.states.push({ label, available: view.available, entries });
+    return entries;
+  }
+
+  /**
+   * Wait (bounded) until the kernel shows the expected states, then snapshot. Some state
+   * changes trail the event Node reports (an ACK still in flight), so look until they land.
+   */
+  async settle(
+    label: string,
+    ports: number[],
+    done: (entries: TcpEntry[]) => boolean,
+    filter?: (e: TcpEntry) => boolean,
+    timeoutMs = 2000,
+  ): Promise<TcpEntry[]> {
+    const end = performance.now() + timeoutMs;
+    for (;;) {
+      const view = tcpStates(ports);
+      const entries = filter ? view.entries.filter(filter) : view.entries;
+      if (!view.available || done(entries) || performance.now() > end) {
+        this.states.push({ label, available: view.available, entries });
+        return entries;
+      }
+      await new Promise((r) => setTimeout(r, 5));
+    }
+  }
+
+  check(what: string, ok: boolean): boolean {
+    this.checks.push({ what, ok });
+    return ok;
+  }
+
+  result(skipped?: string): ScenarioResult {
+    return {
+      name: this.name,
+      title: this.title,
+      seeds: this.seeds,
+      steps: this.steps,
+      errors: this.errors,
+      states: this.states,
+      checks: this.checks,
+      ok: skipped === undefined && this.checks.length > 0 && this.checks.every((c) => c.ok),
+      ...(skipped ? { skipped } : {}),
+      ms: this.elapsed(),
+    };
+  }
+}
+
+/** Resources a scenario opened, closed on every exit path. */
+export class Cleanup {
+  private readonly fns: (() => unknown)[] = [];
+  add(fn: () => unknown): void {
+    this.fns.push(fn);
+  }
+  async run(): Promise<void> {
+    for (const fn of this.fns.reverse()) {
+      try {
+        await fn();
+      } catch {
+        // best effort: one failed close must not leave the rest open
+      }
+    }
+  }
+}

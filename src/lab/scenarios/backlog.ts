@@ -1,0 +1,75 @@
+// Seed 003: the two listen queues. Completed connections wait in the accept queue (up to
+// backlog + 1 on Linux) until the server calls accept(); when it is full, new SYNs are
+// dropped and the client retransmits them (1 s, 3 s, …) — connect just takes longer.
+import net from 'node:net';
+import { boundPort, rawListenFd } from '../../core/sockopts.js';
+import { tcpStates } from '../../core/tcp-states.js';
+import { Cleanup, Recorder, type ScenarioResult } from '../recorder.js';
+import { closeServer, connectLocal } from '../util.js';
+
+export async function backlog({ n = 2 } = {}): Promise<ScenarioResult> {
+  const r = new Recorder(
+    'backlog',
+    'the accept queue fills, SYNs are dropped, accept() drains it',
+    'seed 003',
+  );
+  const c = new Cleanup();
+  try {
+    const fd = rawListenFd({ host: '127.0.0.1', port: 0, backlog: n, reuseAddr: true, reusePort: false });
+    const port = boundPort(fd);
+    const server = net.createServer();
+    let fdOwned = false;
+    c.add(() =>
+      fdOwned ? closeServer(server) : import('../../core/sockopts.js').then((m) => m.closeFd(fd)),
+    );
+    r.step(`listen(fd, ${n}) on 127.0.0.1:${port}; nobody calls accept() yet`);
+    for (let i = 1; i <= n + 1; i++) {
+      const s = await connectLocal(port);
+      c.add(() => s.destroy());
+    }
+    r.step(`${n + 1} connections complete the handshake without accept() (backlog + 1)`);
+    const listener = tcpStates([port]).entries.find((e) => e.state === 'LISTEN');
+    r.step(
+      `the listener's accept queue: ${listener?.rxQueue} of max ${listener?.txQueue} (ss shows them as Recv-Q / Send-Q)`,
+    );
+    r.check(`accept queue holds ${n + 1}`, listener?.rxQueue === n + 1);
+    const t0 = performance.now();
+    const late = net.connect({ host: '127.0.0.1', port });
+    c.add(() => late.destroy());
+    let connectedAt: number | undefined;
+    const connected = new Promise<void>((res) =>
+      late.once('connect', () => {
+        connectedAt = performance.now() - t0;
+        res();
+      }),
+    );
+    await new Promise((res) => setTimeout(res, 300));
+    const pending = r.snapshot(
+      'queue full: the next SYN is dropped',
+      [port],
+      (e) => e.state !== 'ESTABLISHED',
+    );
+    r.check(
+      'the next client waits in SYN_SENT',
+      pending.some((e) => e.remotePort === port && e.state === 'SYN_SENT'),
+    );
+    // now start accepting: Node takes the fd and drains the queue
+    server.on('connection', (s) => s.destroy());
+    server.listen({ fd }, n);
+    fdOwned = true;
+    r.step('the server starts calling accept(): the queue drains');
+    await Promise.race([connected, new Promise((res) => setTimeout(res, 8000))]);
+    if (connectedAt !== undefined) {
+      r.step(
+        `the waiting client connects after ${connectedAt.toFixed(0)} ms: its SYN retransmission found room`,
+      );
+    }
+    r.check(
+      'the waiting client connects once the queue has room (SYN retransmitted)',
+      connectedAt !== undefined && connectedAt > 500,
+    );
+    return r.result();
+  } finally {
+    await c.run();
+  }
+}

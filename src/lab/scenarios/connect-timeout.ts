@@ -1,0 +1,53 @@
+// Seed 002: a connect that nobody answers. A listener whose accept queue is full (backlog N,
+// N+1 connections completed, nobody calls accept) makes the kernel drop new SYNs
+// (tcp_abort_on_overflow = 0): the client retransmits its SYN until its own timeout.
+import { connectTcp } from '../../client/connect.js';
+import { boundPort, closeFd, rawListenFd } from '../../core/sockopts.js';
+import { Cleanup, Recorder, type ScenarioResult } from '../recorder.js';
+import { connectLocal, errCode } from '../util.js';
+
+export async function connectTimeout({ timeoutMs = 1000 } = {}): Promise<ScenarioResult> {
+  const r = new Recorder('connect-timeout', 'connect to a listener whose queue is full', 'seed 002');
+  const c = new Cleanup();
+  try {
+    // made with libc and never handed to Node: nothing ever accepts from it
+    const fd = rawListenFd({ host: '127.0.0.1', port: 0, backlog: 1, reuseAddr: true, reusePort: false });
+    c.add(() => closeFd(fd));
+    const port = boundPort(fd);
+    r.step(`listener on 127.0.0.1:${port} with backlog 1 that never calls accept()`);
+    for (let i = 1; i <= 2; i++) {
+      const s = await connectLocal(port);
+      c.add(() => s.destroy());
+      r.step(`connection ${i} completes (the kernel finishes the handshake and queues it)`);
+    }
+    const t0 = performance.now();
+    const attempt = connectTcp({ host: '127.0.0.1', port, connectTimeout: timeoutMs });
+    // look while the SYN is unanswered
+    await new Promise((res) => setTimeout(res, Math.min(300, timeoutMs / 2)));
+    const pending = r.snapshot(
+      'while connection 3 waits',
+      [port],
+      (e) => e.remotePort === port && e.state === 'SYN_SENT',
+    );
+    r.check('connection 3 sits in SYN_SENT: its SYN was dropped', pending.length === 1);
+    try {
+      const { socket } = await attempt;
+      socket.destroy();
+      r.step('connection 3 completed (unexpected)');
+      r.check('connection 3 times out', false);
+    } catch (err) {
+      const ms = performance.now() - t0;
+      r.step(
+        `connection 3 gives up after ${ms.toFixed(0)} ms (--connect-timeout ${timeoutMs} ms): ${errCode(err)}`,
+      );
+      r.error(err);
+      r.check(
+        'connection 3 ends with ETIMEDOUT at the client timeout',
+        errCode(err) === 'ETIMEDOUT' && ms >= timeoutMs * 0.95,
+      );
+    }
+    return r.result();
+  } finally {
+    await c.run();
+  }
+}

@@ -1,0 +1,95 @@
+// Seed 002: the peer's host vanishes — no FIN, no RST, nothing. Without help a client that
+// sends retransmits for ~15 minutes (tcp_retries2) and an idle one waits forever. Keepalive
+// probes find a dead idle peer; TCP_USER_TIMEOUT bounds how long sent data may stay
+// unacknowledged. Two namespaces, the path cut with a blackhole route on the server side
+// (the server still answers ARP, so no ICMP turns the timeout into EHOSTUNREACH).
+import type { SocketOptions } from '../../core/sockopts.js';
+import { CLIENT_ADDR, netnsUnavailable, SERVER_ADDR, withTwoHosts } from '../netns.js';
+import { Recorder, type ScenarioResult } from '../recorder.js';
+
+export interface DeadPeerSpec {
+  name: string;
+  title: string;
+  options: SocketOptions;
+  mode: 'idle' | 'write';
+  /** when the error should arrive, ms after the cut: [at least, at most] */
+  window: [number, number];
+  explain: string;
+}
+
+export async function deadPeer(spec: DeadPeerSpec): Promise<ScenarioResult> {
+  const r = new Recorder(spec.name, spec.title, 'seed 002');
+  const why = netnsUnavailable();
+  if (why) {
+    r.step(`skipped: ${why}`);
+    return r.result(why);
+  }
+  return withTwoHosts(async (h) => {
+    const server = h.spawnIn(h.server, { role: 'server', host: SERVER_ADDR });
+    const { port } = await server.next('listening');
+    r.step(
+      `two hosts: client ${CLIENT_ADDR} (netns ${h.client}), server ${SERVER_ADDR}:${port} (netns ${h.server})`,
+    );
+    const client = h.spawnIn(h.client, {
+      role: 'client',
+      host: SERVER_ADDR,
+      port,
+      options: spec.options,
+      mode: spec.mode,
+    });
+    await client.next('connected');
+    for (const line of describeOptions(spec.options)) r.step(`client sets ${line}`);
+    r.snapshot('connected, seen from the client host', [port], undefined, h.readIn(h.client));
+    client.send({ type: 'start' });
+    h.ip(h.server, 'route', 'add', 'blackhole', `${CLIENT_ADDR}/32`);
+    const cut = performance.now();
+    r.step(
+      `the path is cut: blackhole route on the server for ${CLIENT_ADDR} (its host "vanishes": no FIN, no RST)`,
+    );
+    r.step(spec.explain);
+    const failure = await client.next('error', spec.window[1] + 10_000);
+    const ms = performance.now() - cut;
+    const err = Object.assign(new Error(failure.message), { code: failure.code, syscall: failure.syscall });
+    r.step(
+      `client socket fails after ${(ms / 1000).toFixed(1)} s: ${failure.code} (syscall ${failure.syscall})`,
+    );
+    r.error(err);
+    r.check('the dead peer is reported as ETIMEDOUT', failure.code === 'ETIMEDOUT');
+    r.check(
+      `it is detected within ${spec.window[0] / 1000}–${spec.window[1] / 1000} s of the cut`,
+      ms >= spec.window[0] && ms <= spec.window[1],
+    );
+    return r.result();
+  });
+}
+
+function describeOptions(o: SocketOptions): string[] {
+  const out: string[] = [];
+  if (typeof o.keepAlive === 'number') out.push(`SO_KEEPALIVE on, TCP_KEEPIDLE ${o.keepAlive / 1000} s`);
+  if (o.keepAliveInterval !== undefined) out.push(`TCP_KEEPINTVL ${o.keepAliveInterval / 1000} s`);
+  if (o.keepAliveCount !== undefined) out.push(`TCP_KEEPCNT ${o.keepAliveCount}`);
+  if (o.userTimeout !== undefined) out.push(`TCP_USER_TIMEOUT ${o.userTimeout} ms`);
+  return out;
+}
+
+export const keepalive = () =>
+  deadPeer({
+    name: 'keepalive',
+    title: 'an idle connection to a vanished host, found by keepalive probes',
+    options: { keepAlive: 1000, keepAliveInterval: 1000, keepAliveCount: 3 },
+    mode: 'idle',
+    window: [2500, 8000],
+    explain:
+      'the client is idle: without keepalive it would wait forever; with it, 1 s idle + 3 unanswered probes 1 s apart ≈ 4 s',
+  });
+
+export const userTimeout = () =>
+  deadPeer({
+    name: 'user-timeout',
+    title: 'sending to a vanished host, bounded by TCP_USER_TIMEOUT',
+    options: { userTimeout: 3000 },
+    mode: 'write',
+    window: [2500, 8000],
+    explain:
+      'the client keeps sending: without TCP_USER_TIMEOUT it retransmits for ~15 min (tcp_retries2 = 15); with 3 s it gives up after ~3 s',
+  });

@@ -1,0 +1,29 @@
+// Seed 000/003: a second server binds a port that a running server holds → EADDRINUSE.
+import net from 'node:net';
+import { Cleanup, Recorder, type ScenarioResult } from '../recorder.js';
+import { closeServer, errCode, listenLocal } from '../util.js';
+
+export async function eaddrinuse(): Promise<ScenarioResult> {
+  const r = new Recorder('eaddrinuse', 'a second listener on a port already in use', 'seed 000, seed 003');
+  const c = new Cleanup();
+  try {
+    const first = net.createServer();
+    const port = await listenLocal(first);
+    c.add(() => closeServer(first));
+    r.step(`server 1 listens on 127.0.0.1:${port}`);
+    r.snapshot('while server 1 listens', [port]);
+    const second = net.createServer();
+    try {
+      await listenLocal(second, port);
+      c.add(() => closeServer(second));
+      r.step('server 2 listened too (unexpected)');
+    } catch (err) {
+      r.step(`server 2 tries the same port: ${errCode(err)}`);
+      r.error(err);
+      r.check('the second bind fails with EADDRINUSE', errCode(err) === 'EADDRINUSE');
+    }
+    return r.result();
+  } finally {
+    await c.run();
+  }
+}

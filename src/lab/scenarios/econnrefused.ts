@@ -1,0 +1,27 @@
+// Seed 002/003: connect to a port nobody listens on → the kernel answers the SYN with RST.
+import net from 'node:net';
+import { Recorder, type ScenarioResult } from '../recorder.js';
+import { closeServer, connectLocal, errCode, listenLocal } from '../util.js';
+
+export async function econnrefused(): Promise<ScenarioResult> {
+  const r = new Recorder('econnrefused', 'connect to a port with no listener', 'seed 002, seed 003');
+  // find a free port, then free it again: nothing listens there now
+  const probe = net.createServer();
+  const port = await listenLocal(probe);
+  await closeServer(probe);
+  r.step(`nothing listens on 127.0.0.1:${port}`);
+  r.snapshot('before connect', [port]);
+  const t0 = performance.now();
+  try {
+    const s = await connectLocal(port);
+    s.destroy();
+    r.step('connected (unexpected)');
+  } catch (err) {
+    r.step(
+      `connect fails after ${(performance.now() - t0).toFixed(1)} ms: ${errCode(err)} (an RST, no waiting)`,
+    );
+    r.error(err);
+    r.check('connect fails at once with ECONNREFUSED', errCode(err) === 'ECONNREFUSED');
+  }
+  return r.result();
+}

@@ -1,0 +1,32 @@
+// Seed 003: the peer aborts with RST (SO_LINGER 0 / resetAndDestroy) → ECONNRESET on read.
+import net from 'node:net';
+import { Cleanup, Recorder, type ScenarioResult } from '../recorder.js';
+import { closeServer, connectLocal, errCode, listenLocal, waitFor } from '../util.js';
+
+export async function econnreset(): Promise<ScenarioResult> {
+  const r = new Recorder('econnreset', 'the peer resets the connection (RST)', 'seed 003');
+  const c = new Cleanup();
+  try {
+    const server = net.createServer();
+    const port = await listenLocal(server);
+    c.add(() => closeServer(server));
+    const accepted = waitFor<[net.Socket]>(server, 'connection');
+    const client = await connectLocal(port);
+    c.add(() => client.destroy());
+    const [peer] = await accepted;
+    r.step(`client connected to 127.0.0.1:${port}`);
+    r.snapshot('connected', [port]);
+    const failed = waitFor<[Error]>(client, 'error');
+    client.resume();
+    peer.resetAndDestroy();
+    r.step('server calls resetAndDestroy(): SO_LINGER 0 then close() → RST instead of FIN');
+    const [err] = await failed;
+    r.step(`client read fails: ${errCode(err)}`);
+    r.error(err);
+    r.check('the client sees ECONNRESET', errCode(err) === 'ECONNRESET');
+    r.snapshot('after the RST (no TIME_WAIT: an abort skips it)', [port]);
+    return r.result();
+  } finally {
+    await c.run();
+  }
+}

@@ -1,0 +1,50 @@
+// Seed 002: writing to a connection the peer has closed. The first write after the peer's
+// FIN draws an RST from the peer's kernel; the next write fails with EPIPE (Node ignores
+// SIGPIPE, so it arrives as an error, not a signal).
+import net from 'node:net';
+import { Cleanup, Recorder, type ScenarioResult } from '../recorder.js';
+import { closeServer, connectLocal, errCode, listenLocal, waitFor } from '../util.js';
+
+export async function epipe(): Promise<ScenarioResult> {
+  const r = new Recorder('epipe', 'write after the peer has closed', 'seed 002');
+  const c = new Cleanup();
+  try {
+    const server = net.createServer();
+    const port = await listenLocal(server);
+    c.add(() => closeServer(server));
+    const accepted = waitFor<[net.Socket]>(server, 'connection');
+    // allowHalfOpen: Node must not close our side itself when the FIN arrives
+    const client = await connectLocal(port, { allowHalfOpen: true });
+    c.add(() => client.destroy());
+    const [peer] = await accepted;
+    client.resume();
+    const ended = waitFor(client, 'end');
+    peer.destroy();
+    r.step('server closes its socket (FIN); it will never read again');
+    await ended;
+    r.step("client reads 0 bytes ('end'): the peer sent FIN, but the client may still write");
+    r.snapshot('after the FIN: client CLOSE_WAIT, server FIN_WAIT2', [port]);
+    let failure: unknown;
+    for (let i = 1; i <= 5 && !failure; i++) {
+      failure = await new Promise<unknown>((resolve) => {
+        client.once('error', resolve);
+        client.write(`write ${i}\n`, (err) => {
+          if (!err) {
+            client.off('error', resolve);
+            resolve(undefined);
+          }
+        });
+      });
+      r.step(
+        failure
+          ? `write ${i} fails: ${errCode(failure)}`
+          : `write ${i} succeeds locally; the peer's kernel answers it with RST`,
+      );
+    }
+    if (failure) r.error(failure);
+    r.check('a write after the RST fails with EPIPE', errCode(failure) === 'EPIPE');
+    return r.result();
+  } finally {
+    await c.run();
+  }
+}

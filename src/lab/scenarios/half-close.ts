@@ -1,0 +1,64 @@
+// Seed 000/003: the server closes first. Its side waits in FIN_WAIT2, the client's in
+// CLOSE_WAIT — the client has read 0 bytes (EOF) but may still send — until the client
+// closes too; then the server side goes to TIME_WAIT.
+import net from 'node:net';
+import { Cleanup, Recorder, type ScenarioResult } from '../recorder.js';
+import { closeServer, connectLocal, listenLocal, waitFor } from '../util.js';
+
+export async function halfClose(): Promise<ScenarioResult> {
+  const r = new Recorder('half-close', 'server closes first: FIN_WAIT2 and CLOSE_WAIT', 'seed 000, seed 003');
+  const c = new Cleanup();
+  try {
+    const server = net.createServer({ allowHalfOpen: true });
+    const port = await listenLocal(server);
+    c.add(() => closeServer(server));
+    const accepted = waitFor<[net.Socket]>(server, 'connection');
+    const client = await connectLocal(port, { allowHalfOpen: true });
+    c.add(() => client.destroy());
+    const [peer] = await accepted;
+    c.add(() => peer.destroy());
+    const got: Buffer[] = [];
+    peer.on('data', (d: Buffer) => got.push(d));
+    client.resume();
+    const eof = waitFor(client, 'end');
+    peer.end();
+    r.step('server calls shutdown(SHUT_WR) / end(): sends FIN');
+    await eof;
+    r.step('client read returns 0 (EOF): the FIN arrived');
+    const stateIn = (es: { localPort: number; remotePort: number; state: string }[], local: boolean) =>
+      es.find((e) => (local ? e.localPort === port : e.remotePort === port) && e.state !== 'LISTEN')?.state;
+    const s1 = await r.settle(
+      'half-closed',
+      [port],
+      (es) => stateIn(es, true) === 'FIN_WAIT2' && stateIn(es, false) === 'CLOSE_WAIT',
+    );
+    const state = (local: boolean) => stateIn(s1, local);
+    r.check('server side in FIN_WAIT2', state(true) === 'FIN_WAIT2');
+    r.check('client side in CLOSE_WAIT', state(false) === 'CLOSE_WAIT');
+    const arrived = waitFor(peer, 'data');
+    client.write('still talking\n');
+    await arrived;
+    r.step(`client can still send: the server read "${Buffer.concat(got).toString().trim()}" in FIN_WAIT2`);
+    r.check(
+      'data still flows client → server while half-closed',
+      Buffer.concat(got).toString() === 'still talking\n',
+    );
+    const closed = waitFor(peer, 'close');
+    client.end();
+    await closed;
+    r.step('client closes too (FIN): the server side moves to TIME_WAIT');
+    const s2 = await r.settle(
+      'both closed',
+      [port],
+      (es) => es.some((e) => e.localPort === port && e.state === 'TIME_WAIT'),
+      (e) => e.state !== 'LISTEN',
+    );
+    r.check(
+      'server side in TIME_WAIT',
+      s2.some((e) => e.localPort === port && e.state === 'TIME_WAIT'),
+    );
+    return r.result();
+  } finally {
+    await c.run();
+  }
+}

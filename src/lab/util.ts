@@ -1,0 +1,53 @@
+// Small socket helpers the scenarios share: listen, connect, wait for an event with a bound.
+
+import { once } from 'node:events';
+import net, { type AddressInfo } from 'node:net';
+
+export async function listenLocal(server: net.Server, port = 0, backlog?: number): Promise<number> {
+  server.listen({ host: '127.0.0.1', port, ...(backlog !== undefined ? { backlog } : {}) });
+  await Promise.race([once(server, 'listening'), once(server, 'error').then(([e]) => Promise.reject(e))]);
+  return (server.address() as AddressInfo).port;
+}
+
+export function closeServer(server: net.Server): Promise<void> {
+  return new Promise((resolve) => server.close(() => resolve()));
+}
+
+/** Connect; resolves with the socket, rejects with the connect error. */
+export function connectLocal(port: number, opts: Partial<net.TcpNetConnectOpts> = {}): Promise<net.Socket> {
+  return new Promise((resolve, reject) => {
+    const s = net.connect({ host: '127.0.0.1', port, ...opts });
+    s.once('connect', () => {
+      s.off('error', reject);
+      resolve(s);
+    });
+    s.once('error', reject);
+  });
+}
+
+/** Wait for `event`, or for an 'error' (rejects), or for `ms` (rejects with a timeout). */
+export function waitFor<T = unknown[]>(emitter: NodeJS.EventEmitter, event: string, ms = 10_000): Promise<T> {
+  return new Promise((resolve, reject) => {
+    const t = setTimeout(() => {
+      cleanup();
+      reject(new Error(`no '${event}' within ${ms} ms`));
+    }, ms);
+    const onEvent = (...args: unknown[]) => {
+      cleanup();
+      resolve(args as T);
+    };
+    const onError = (err: Error) => {
+      cleanup();
+      reject(err);
+    };
+    const cleanup = () => {
+      clearTimeout(t);
+      emitter.off(event, onEvent);
+      if (event !== 'error') emitter.off('error', onError);
+    };
+    emitter.once(event, onEvent);
+    if (event !== 'error') emitter.once('error', onError);
+  });
+}
+
+export const errCode = (e: unknown) => (e as NodeJS.ErrnoException)?.code ?? 'none';
