@@ -9,6 +9,13 @@
 //   lab/     echo-lab scenarios, shared by the CLI and the tests
 //   cli/     the commands: argv, signals and exit codes live only there
 
+export {
+  type ChatConnectOptions,
+  type ChatListener,
+  type ChatListenOptions,
+  connectChat,
+  listenChat,
+} from './client/chat.js';
 export { type ConnectOptions, connectTcp, withRetry } from './client/connect.js';
 export { EchoConnection, type EchoOptions, echo, streamThrough } from './client/echo.js';
 export { ERRNO_TABLE, type ExplainedError, errorCode, explainError, unwrapError } from './core/errors.js';

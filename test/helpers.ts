@@ -80,6 +80,8 @@ export interface Spawned {
   stderr: () => string;
   /** resolves with the first regexp match on stderr (lines so far and to come) */
   waitStderr(re: RegExp, timeoutMs?: number): Promise<RegExpMatchArray>;
+  /** the same on stdout */
+  waitStdout(re: RegExp, timeoutMs?: number): Promise<RegExpMatchArray>;
   exit: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
 }
 
@@ -93,22 +95,55 @@ export function spawnCli(
     stdio: [opts.stdin ?? 'ignore', 'pipe', 'pipe'],
     env: { ...process.env, ...opts.env },
   });
-  let out = '';
-  let err = '';
-  const waiters: { re: RegExp; resolve: (m: RegExpMatchArray) => void }[] = [];
-  child.stdout!.setEncoding('utf8').on('data', (d: string) => {
-    out += d;
-  });
-  child.stderr!.setEncoding('utf8').on('data', (d: string) => {
-    err += d;
+  const text = { out: '', err: '' };
+  const waiters: { which: 'out' | 'err'; re: RegExp; resolve: (m: RegExpMatchArray) => void }[] = [];
+  const collect = (which: 'out' | 'err') => (d: string) => {
+    text[which] += d;
     for (const w of [...waiters]) {
-      const m = err.match(w.re);
+      const m = w.which === which ? text[which].match(w.re) : null;
       if (m) {
         waiters.splice(waiters.indexOf(w), 1);
         w.resolve(m);
       }
     }
-  });
+  };
+  child.stdout!.setEncoding('utf8').on('data', collect('out'));
+  child.stderr!.setEncoding('utf8').on('data', collect('err'));
+  const waitText = (which: 'out' | 'err', re: RegExp, timeoutMs = 15_000) => {
+    const m = text[which].match(re);
+    if (m) return Promise.resolve(m);
+    return new Promise<RegExpMatchArray>((resolve, reject) => {
+      const t = setTimeout(
+        () =>
+          reject(
+            new Error(`no ${re} on std${which} within ${timeoutMs} ms:\n${text[which]}\nstderr: ${text.err}`),
+          ),
+        timeoutMs,
+      );
+      const onExit = () => {
+        clearTimeout(t);
+        // the last output may still be in flight when 'close' fires: look once more
+        const last = text[which].match(re);
+        if (last) resolve(last);
+        else
+          reject(
+            new Error(
+              `process exited before ${re} appeared on std${which}:\n${text[which]}\nstderr: ${text.err}`,
+            ),
+          );
+      };
+      child.once('close', onExit);
+      waiters.push({
+        which,
+        re,
+        resolve: (mm) => {
+          clearTimeout(t);
+          child.off('close', onExit);
+          resolve(mm);
+        },
+      });
+    });
+  };
   const exit = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) => {
     child.once('close', (code, signal) => resolve({ code, signal }));
   });
@@ -117,32 +152,11 @@ export function spawnCli(
   });
   return {
     child,
-    stdout: () => out,
-    stderr: () => err,
+    stdout: () => text.out,
+    stderr: () => text.err,
     exit,
-    waitStderr(re, timeoutMs = 15_000) {
-      const m = err.match(re);
-      if (m) return Promise.resolve(m);
-      return new Promise((resolve, reject) => {
-        const t = setTimeout(
-          () => reject(new Error(`no ${re} on stderr within ${timeoutMs} ms:\n${err}`)),
-          timeoutMs,
-        );
-        const onExit = () => {
-          clearTimeout(t);
-          reject(new Error(`process exited before ${re} appeared on stderr:\n${err}`));
-        };
-        child.once('close', onExit);
-        waiters.push({
-          re,
-          resolve: (mm) => {
-            clearTimeout(t);
-            child.off('close', onExit);
-            resolve(mm);
-          },
-        });
-      });
-    },
+    waitStderr: (re, timeoutMs) => waitText('err', re, timeoutMs),
+    waitStdout: (re, timeoutMs) => waitText('out', re, timeoutMs),
   };
 }
 

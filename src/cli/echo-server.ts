@@ -26,7 +26,7 @@ import {
   type SocketOptionFlags,
 } from './common.js';
 import type { ServerConfig } from './server-config.js';
-import { startMode } from './server-modes.js';
+import { type RunningServer, startMode } from './server-modes.js';
 
 export function buildServerProgram(): Command {
   const cmd = newProgram('echo-server', 'TCP (RFC 862) and UDP echo server on real sockets')
@@ -147,24 +147,31 @@ export async function runServerCli(argv: string[]): Promise<void> {
     if (cfg.host !== '127.0.0.1' && cfg.host !== '::1' && cfg.host !== 'localhost') {
       logger.warn({ host: cfg.host }, `listening on ${cfg.host}: this server is reachable from the network`);
     }
-    const runner = await startMode(cfg, logger);
-    return await new Promise<number>((resolve) => {
-      onSignals(
-        (signal) => {
-          logger.info({ signal }, `${signal}: shutting down, in-flight echoes get ${cfg.graceMs} ms`);
-          runner.close().then(
-            (totals) => {
-              logger.info({ ...totals }, formatTotals(totals));
-              resolve(0);
-            },
-            (err) => {
-              logger.error({ err: String(err) }, 'shutdown failed');
-              resolve(1);
-            },
-          );
-        },
-        () => runner.forceClose(),
-      );
+    // signals are handled from before the first line is printed: a supervisor that reacts to
+    // `listening on …` may signal at once
+    let runner: RunningServer | undefined;
+    let done!: (code: number) => void;
+    const finished = new Promise<number>((resolve) => {
+      done = resolve;
     });
+    onSignals(
+      (signal) => {
+        if (!runner) return done(signal === 'SIGINT' ? 130 : 143);
+        logger.info({ signal }, `${signal}: shutting down, in-flight echoes get ${cfg.graceMs} ms`);
+        runner.close().then(
+          (totals) => {
+            logger.info({ ...totals }, formatTotals(totals));
+            done(0);
+          },
+          (err) => {
+            logger.error({ err: String(err) }, 'shutdown failed');
+            done(1);
+          },
+        );
+      },
+      () => runner?.forceClose(),
+    );
+    runner = await startMode(cfg, logger);
+    return finished;
   });
 }
