@@ -12,6 +12,7 @@ import {
   parsePort,
   UsageError,
 } from '../core/parse.js';
+import type { ServerConfig } from '../server/config.js';
 import { DEFAULT_HOST, DEFAULT_PORT } from '../server/tcp-server.js';
 import {
   addLogFlags,
@@ -25,7 +26,6 @@ import {
   runCli,
   type SocketOptionFlags,
 } from './common.js';
-import type { ServerConfig } from './server-config.js';
 import { type RunningServer, startMode } from './server-modes.js';
 
 export function buildServerProgram(): Command {
@@ -119,6 +119,8 @@ export function resolveServerConfig(f: ServerFlags): ServerConfig {
     rateBurst: parseInteger('--rate-burst', f.rateBurst, 1, 10_000_000),
     socket: sock,
     verbose: f.verbose === true,
+    logLevel: f.verbose ? 'debug' : f.quiet ? 'warn' : 'info',
+    logFormat: (f.logFormat ?? 'auto') as ServerConfig['logFormat'],
     label: `${f.udp ? 'udp' : 'tcp'}, ${mode}`,
     display: formatAddress(host, port),
   };

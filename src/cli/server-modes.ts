@@ -3,10 +3,12 @@
 
 import type { Logger } from '../core/log.js';
 import { formatAddress } from '../core/parse.js';
+import type { ServerConfig } from '../server/config.js';
+import { startForkServer } from '../server/fork.js';
 import type { ServerTotals } from '../server/handler.js';
 import { startEchoServer } from '../server/tcp-server.js';
+import { startWorkerPool } from '../server/workers.js';
 import { startUdpEchoServer } from '../udp/server.js';
-import type { ServerConfig } from './server-config.js';
 
 export interface RunningServer {
   close(): Promise<ServerTotals>;
@@ -15,6 +17,18 @@ export interface RunningServer {
 
 export async function startMode(cfg: ServerConfig, logger: Logger): Promise<RunningServer> {
   if (cfg.udp) return startUdp(cfg, logger);
+  const env = { ECHO_LOG_LEVEL: cfg.logLevel, ECHO_LOG_FORMAT: cfg.logFormat };
+  if (cfg.mode === 'workers' || cfg.mode === 'fork') {
+    const h =
+      cfg.mode === 'workers'
+        ? await startWorkerPool(cfg, logger, env)
+        : await startForkServer(cfg, logger, env);
+    logger.info(
+      { address: h.address.address, port: h.address.port, mode: cfg.mode, proto: 'tcp' },
+      `listening on ${formatAddress(h.address.address, h.address.port)} (${cfg.label}${cfg.mode === 'workers' ? ` ×${cfg.workers}` : `, at most ${cfg.maxChildren} children`})`,
+    );
+    return { close: () => h.close(), forceClose: () => h.forceClose() };
+  }
   const srv = await startEchoServer({
     ...cfg.socket,
     host: cfg.host,

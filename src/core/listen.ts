@@ -3,7 +3,8 @@
 // when those or a buffer size must be set before bind, the socket is made with libc and
 // handed over by fd. Used by echo-server, echo-chat --listen and the lab.
 
-import type { AddressInfo, Server } from 'node:net';
+import cluster from 'node:cluster';
+import net, { type AddressInfo, type Server } from 'node:net';
 import { closeFd, hasNativeReusePort, rawListenFd } from './sockopts.js';
 
 export interface ListenOptions {
@@ -62,8 +63,19 @@ export function listenTcp(server: Server, o: ListenOptions): Promise<AddressInfo
         reject(err);
         return;
       }
-      // backlog must be positional: listen({ fd, backlog }) re-listens with 511
-      server.listen({ fd }, backlog);
+      if (cluster.isWorker) {
+        // listen({ fd }) in a cluster worker asks the primary to share the fd (which it does
+        // not have: EEXIST). Wrapped as a TCP handle it is listened on here, exclusively.
+        const holder = new net.Socket({ fd, readable: false, writable: false }) as net.Socket & {
+          _handle: unknown;
+        };
+        const handle = holder._handle;
+        holder._handle = null;
+        server.listen(handle as net.ListenOptions, backlog);
+      } else {
+        // backlog must be positional: listen({ fd, backlog }) re-listens with 511
+        server.listen({ fd }, backlog);
+      }
     } else {
       server.listen({
         host: o.host,

@@ -43,7 +43,6 @@ export function createLogger({ level = 'info', format = 'auto', name }: LoggerOp
       colorize: process.stderr.isTTY === true,
       translateTime: 'HH:MM:ss.l',
       ignore: 'pid,hostname,name',
-      singleLine: true,
       hideObject: true,
     });
     return pino({ level, base }, stream);

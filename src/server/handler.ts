@@ -62,6 +62,8 @@ export interface HandlerContext {
   reportOptions?: boolean;
   /** extra fields for each connection log line (worker pid…) */
   logFields?: object;
+  /** appended to each connection log message, e.g. `worker 1234` */
+  label?: string;
   onClose?: (socket: Socket, record: ConnectionRecord) => void;
 }
 
@@ -126,7 +128,10 @@ export function serveEcho(socket: Socket, ctx: HandlerContext): void {
   socket.on('data', onData);
   socket.on('drain', onDrain);
   socket.on('end', onEnd);
-  ctx.logger.debug({ peer: s[STATE].peer, ...ctx.logFields }, `connection from ${s[STATE].peer}`);
+  ctx.logger.debug(
+    { peer: s[STATE].peer, ...ctx.logFields },
+    `connection from ${s[STATE].peer}${ctx.label ? ` (${ctx.label})` : ''}`,
+  );
 }
 
 function onData(this: EchoSocket, chunk: Buffer): void {
@@ -182,7 +187,7 @@ function onClose(this: EchoSocket): void {
   const level = record.reason.startsWith('error') ? 'warn' : 'info';
   ctx.logger[level](
     { ...record, ...ctx.logFields },
-    `closed ${record.peer}: in ${bytesIn} B, out ${bytesOut} B, ${record.ms} ms, ${record.reason}`,
+    `closed ${record.peer}: in ${bytesIn} B, out ${bytesOut} B, ${record.ms} ms, ${record.reason}${ctx.label ? ` (${ctx.label})` : ''}`,
   );
   ctx.onClose?.(this, record);
 }

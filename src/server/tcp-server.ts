@@ -35,6 +35,8 @@ export interface EchoServerOptions extends SocketOptions {
   reportOptions?: boolean;
   /** extra fields on every connection log line */
   logFields?: object;
+  /** appended to connection log messages (`worker 1234`) */
+  label?: string;
 }
 
 export interface CloseOptions {
@@ -89,6 +91,7 @@ export async function startEchoServer(opts: EchoServerOptions = {}): Promise<Ech
     socketOptions: opts,
     reportOptions: opts.reportOptions,
     logFields: opts.logFields,
+    label: opts.label,
     onClose(socket) {
       sockets.delete(socket);
       if (sockets.size === 0) onIdle?.();
@@ -135,13 +138,6 @@ export async function startEchoServer(opts: EchoServerOptions = {}): Promise<Ech
     serveEcho(socket, ctx);
     if (mode === 'iterative') socket.resume();
   });
-  server.on('error', (err) => {
-    // accept() failures (EMFILE, ENFILE…) are per-connection: log and keep listening
-    const code = errorCode(err);
-    totals.errors[code] = (totals.errors[code] ?? 0) + 1;
-    logger.error({ code }, `accept failed: ${err.message}`);
-  });
-
   const address = await listenTcp(server, {
     host,
     port: opts.port ?? DEFAULT_PORT,
@@ -152,6 +148,14 @@ export async function startEchoServer(opts: EchoServerOptions = {}): Promise<Ech
     recvBuffer: opts.recvBuffer,
     sendBuffer: opts.sendBuffer,
   });
+  // registered once listening: a failed listen is reported by listenTcp, not as an accept error
+  server.on('error', (err) => {
+    // accept() failures (EMFILE, ENFILE…) are per-connection: log and keep listening
+    const code = errorCode(err);
+    totals.errors[code] = (totals.errors[code] ?? 0) + 1;
+    logger.error({ code }, `accept failed: ${err.message}`);
+  });
+
   const listenerReports = reportOptions(server, {
     reuseAddr: opts.reuseAddr ?? true,
     reusePort: opts.reusePort,

@@ -18,6 +18,9 @@ export interface ServerConfig {
   rateBurst: number;
   socket: SocketOptions;
   verbose: boolean;
+  /** for child processes, which log as their parent does */
+  logLevel: 'debug' | 'info' | 'warn';
+  logFormat: 'auto' | 'pretty' | 'json';
   /** `tcp, evented` */
   label: string;
   /** `127.0.0.1:7007` as asked for (the port may be 0) */
