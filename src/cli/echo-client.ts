@@ -16,6 +16,7 @@ import {
   UsageError,
 } from '../core/parse.js';
 import { formatReport, type SocketOptions } from '../core/sockopts.js';
+import { addBenchCommand, runBenchCli } from './bench-cli.js';
 import {
   addLogFlags,
   addSocketOptionFlags,
@@ -143,7 +144,12 @@ const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 export async function runClientCli(argv: string[]): Promise<void> {
   await runCli('echo-client', async () => {
     const program = buildClientProgram();
+    let bench: Promise<number> | undefined;
+    addBenchCommand(program, (f, host, port) => {
+      bench = runBenchCli(f, host, port);
+    });
     program.parse(argv, { from: 'user' });
+    if (bench) return bench;
     const [hostArg, portArg] = program.processedArgs as [string, string];
     const flags = program.opts<ClientFlags>();
     const cfg = resolveClientConfig(hostArg, portArg, flags);

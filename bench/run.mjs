@@ -1,0 +1,429 @@
+#!/usr/bin/env node
+// npm run bench: every server mode against a plain `net.createServer(s => s.pipe(s))` baseline
+// and the C epoll reference of ../shared/perf, all in one run on this machine, driven by our
+// bench client (and by the C load generator, to check the client itself). Writes
+// bench/results.md and bench/latency.svg. Loopback only; every run is bounded in time.
+// Absolute numbers drift on shared 2-core machines: the ratios measured in this run are the result.
+
+import { execFileSync, spawn } from 'node:child_process';
+import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import net from 'node:net';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
+const binDir = path.join(root, 'bench', 'bin');
+const perfSrc = path.resolve(root, '..', 'shared', 'perf');
+const D = Number(process.env.BENCH_SECONDS ?? 4); // seconds per measured run
+const HOLD = Number(process.env.BENCH_HOLD ?? 10000); // idle connections for the memory run
+const node = process.execPath;
+
+function buildC() {
+  if (!existsSync(perfSrc)) return false;
+  mkdirSync(binDir, { recursive: true });
+  try {
+    for (const [out, src, libs] of [
+      ['echo_epoll', 'echo_epoll.c', []],
+      ['udp_echo', 'udp_echo.c', []],
+      ['lg', 'lg.c', ['-lm']],
+    ]) {
+      const dst = path.join(binDir, out);
+      if (!existsSync(dst))
+        execFileSync('gcc', ['-O2', '-Wall', '-o', dst, path.join(perfSrc, src), ...libs]);
+    }
+    return true;
+  } catch (err) {
+    console.error(`bench: could not build the C reference (${err.message}); running without it`);
+    return false;
+  }
+}
+
+async function freePort() {
+  const s = net.createServer();
+  await new Promise((r) => s.listen(0, '127.0.0.1', r));
+  const { port } = s.address();
+  await new Promise((r) => s.close(r));
+  return port;
+}
+
+/** Start a server process and wait until it accepts (TCP) or a moment (UDP). */
+async function startServer(name, cmd, args, port, udp = false) {
+  const log = path.join(binDir, `${name}.log`);
+  const child = spawn(cmd, args, { stdio: ['ignore', 'ignore', 'pipe'] });
+  let err = '';
+  child.stderr.on('data', (d) => {
+    err += d;
+    if (err.length > 1e6) err = err.slice(-1e5);
+  });
+  const t0 = Date.now();
+  if (udp) {
+    await new Promise((r) => setTimeout(r, 500));
+  } else {
+    for (;;) {
+      const ok = await new Promise((r) => {
+        const s = net.connect(port, '127.0.0.1');
+        s.once('connect', () => {
+          s.destroy();
+          r(true);
+        });
+        s.once('error', () => r(false));
+      });
+      if (ok) break;
+      if (Date.now() - t0 > 10000) throw new Error(`${name} did not start: ${err}`);
+      await new Promise((r) => setTimeout(r, 50));
+    }
+  }
+  return {
+    name,
+    pid: child.pid,
+    async stop() {
+      child.kill('SIGTERM');
+      const t = setTimeout(() => child.kill('SIGKILL'), 8000);
+      await new Promise((r) => child.once('exit', r));
+      clearTimeout(t);
+      writeFileSync(log, err);
+    },
+  };
+}
+
+function ourBench(port, args) {
+  console.error(`bench:   echo-client bench ${args.join(' ')}`);
+  const out = execFileSync(
+    node,
+    [
+      path.join(root, 'bin', 'echo-client.js'),
+      'bench',
+      '127.0.0.1',
+      String(port),
+      '--json',
+      '-d',
+      `${D}s`,
+      '--warmup',
+      '500ms',
+      ...args,
+    ],
+    {
+      encoding: 'utf8',
+      timeout: (D + 30) * 1000,
+    },
+  );
+  return JSON.parse(out);
+}
+
+function lg(args) {
+  const out = execFileSync(path.join(binDir, 'lg'), args, { encoding: 'utf8', timeout: (D + 40) * 1000 });
+  const line = out.trim().split('\n').pop();
+  return Object.fromEntries(line.split(' ').map((kv) => kv.split('=')));
+}
+
+/** RSS of a process and its children, kB. */
+function rssKb(pid) {
+  const pids = [pid];
+  try {
+    const kids = execFileSync('pgrep', ['-P', String(pid)], { encoding: 'utf8' })
+      .trim()
+      .split('\n')
+      .filter(Boolean);
+    pids.push(...kids.map(Number));
+  } catch {}
+  let kb = 0;
+  for (const p of pids) {
+    const m = /VmRSS:\s+(\d+)/.exec(readFileSync(`/proc/${p}/status`, 'utf8'));
+    kb += m ? Number(m[1]) : 0;
+  }
+  return kb;
+}
+
+async function holdMemory(srv, port) {
+  const before = rssKb(srv.pid);
+  const child = spawn(
+    path.join(binDir, 'lg'),
+    ['hold', '-p', String(port), '-n', String(HOLD), '-m', '0', '-d', '4'],
+    { stdio: ['ignore', 'pipe', 'ignore'] },
+  );
+  let out = '';
+  await new Promise((resolve) => {
+    child.stdout.on('data', (d) => {
+      out += d;
+      if (/held=\d+/.test(out)) resolve();
+    });
+    child.once('exit', resolve);
+  });
+  await new Promise((r) => setTimeout(r, 1000)); // let the server settle its accepts
+  const after = rssKb(srv.pid);
+  await new Promise((r) => child.once('exit', r));
+  const held = Number(/held=(\d+)/.exec(out)?.[1] ?? 0);
+  return { held, bytesPerConn: held ? Math.round(((after - before) * 1024) / held) : null };
+}
+
+/** Time from connect to the first echoed byte, median of n fresh connections (the fork mode's cost). */
+async function firstEcho(port, n = 30) {
+  const times = [];
+  for (let i = 0; i < n; i++) {
+    const t0 = performance.now();
+    await new Promise((resolve, reject) => {
+      const s = net.connect(port, '127.0.0.1', () => s.write('x'));
+      s.once('data', () => {
+        times.push(performance.now() - t0);
+        s.destroy();
+        resolve();
+      });
+      s.once('error', reject);
+    });
+  }
+  times.sort((a, b) => a - b);
+  return Math.round(times[Math.floor(n / 2)] * 100) / 100;
+}
+
+const fmt = (x, d = 0) => (x === undefined || x === null || Number.isNaN(x) ? '—' : Number(x).toFixed(d));
+const ratio = (a, b) => (a && b ? (a / b).toFixed(2) : '—');
+
+async function main() {
+  const hasC = process.platform === 'linux' && buildC();
+  mkdirSync(binDir, { recursive: true });
+  const results = {};
+  const servers = [
+    [
+      'baseline',
+      async (p) =>
+        startServer(
+          'baseline',
+          node,
+          ['-e', `require('net').createServer(s=>s.pipe(s)).listen(${p},'127.0.0.1')`],
+          p,
+        ),
+    ],
+    [
+      'evented',
+      async (p) =>
+        startServer(
+          'evented',
+          node,
+          [path.join(root, 'bin', 'echo-server.js'), '--port', String(p), '--log-format', 'json'],
+          p,
+        ),
+    ],
+    [
+      'workers',
+      async (p) =>
+        startServer(
+          'workers',
+          node,
+          [
+            path.join(root, 'bin', 'echo-server.js'),
+            '--port',
+            String(p),
+            '--mode',
+            'workers',
+            '--workers',
+            '2',
+            '--log-format',
+            'json',
+          ],
+          p,
+        ),
+    ],
+    [
+      'fork',
+      async (p) =>
+        startServer(
+          'fork',
+          node,
+          [
+            path.join(root, 'bin', 'echo-server.js'),
+            '--port',
+            String(p),
+            '--mode',
+            'fork',
+            '--max-children',
+            '200',
+            '--log-format',
+            'json',
+          ],
+          p,
+        ),
+    ],
+    ...(hasC
+      ? [['C epoll', async (p) => startServer('c-epoll', path.join(binDir, 'echo_epoll'), [String(p)], p)]]
+      : []),
+  ];
+  for (const [name, start] of servers) {
+    const port = await freePort();
+    const srv = await start(port);
+    console.error(`bench: ${name} on ${port}`);
+    const r = {};
+    try {
+      if (name !== 'fork') {
+        r.pp = ourBench(port, ['-c', '100', '-s', '64']);
+        r.bulk = ourBench(port, ['--mode', 'stream', '-c', '1', '-s', '64k']);
+      }
+      r.conn = ourBench(port, ['--mode', 'connect', '-c', name === 'fork' ? '8' : '50', '-s', '64']);
+      if (name === 'fork' || name === 'evented') r.firstEchoMs = await firstEcho(port);
+      if (hasC && name !== 'fork' && name !== 'workers') r.mem = await holdMemory(srv, port);
+      if (hasC && name === 'C epoll') {
+        r.lgPp = lg(['pp', '-p', String(port), '-c', '100', '-m', '64', '-d', String(D), '-w', '0.5']);
+        r.lgBulk = lg([
+          'bulk',
+          '-p',
+          String(port),
+          '-c',
+          '1',
+          '-b',
+          '65536',
+          '-W',
+          '4194304',
+          '-d',
+          String(D),
+        ]);
+      }
+    } finally {
+      await srv.stop();
+    }
+    results[name] = r;
+  }
+  // UDP: our server (no rate limit: a benchmark is one source on purpose), a plain dgram echo, the C loop
+  const udp = {};
+  const udpServers = [
+    [
+      'baseline',
+      (p) =>
+        startServer(
+          'udp-baseline',
+          node,
+          [
+            '-e',
+            `const s=require('dgram').createSocket('udp4');s.on('message',(m,r)=>s.send(m,r.port,r.address));s.bind(${p},'127.0.0.1')`,
+          ],
+          p,
+          true,
+        ),
+    ],
+    [
+      'echo-server --udp',
+      (p) =>
+        startServer(
+          'udp-ours',
+          node,
+          [
+            path.join(root, 'bin', 'echo-server.js'),
+            '--udp',
+            '--port',
+            String(p),
+            '--rate-limit',
+            '0',
+            '--log-format',
+            'json',
+          ],
+          p,
+          true,
+        ),
+    ],
+    ...(hasC
+      ? [['C udp_echo', (p) => startServer('udp-c', path.join(binDir, 'udp_echo'), [String(p)], p, true)]]
+      : []),
+  ];
+  for (const [name, start] of udpServers) {
+    const port = await freePort();
+    const srv = await start(port);
+    console.error(`bench: udp ${name} on ${port}`);
+    try {
+      udp[name] = { ours: ourBench(port, ['--udp', '-c', '32', '-s', '64']) };
+      if (hasC) udp[name].lg = lg(['udp', '-p', String(port), '-c', '32', '-m', '64', '-d', String(D)]);
+    } finally {
+      await srv.stop();
+    }
+  }
+  writeReport(results, udp, hasC);
+}
+
+function writeReport(R, U, hasC) {
+  const b = R.baseline;
+  const c = R['C epoll'];
+  const lines = [];
+  lines.push('# Bench results', '');
+  lines.push(
+    `Produced by \`npm run bench\` on ${new Date().toISOString()} — Node ${process.versions.node}, ${D} s per run, loopback, 2-core machine; the client (\`echo-client bench\`) and the server share the cores. Ratios are against the plain Node baseline (\`net.createServer(s => s.pipe(s))\`) and the C epoll reference measured in this same run.`,
+    '',
+  );
+  lines.push('## TCP', '');
+  lines.push(
+    '| server | ping-pong rt/s (100 conn, 64 B) | × baseline | × C | bulk MB/s (1 conn, 64 KiB) | × baseline | × C | connect/s | × baseline | × C | p50 / p99 µs | RSS per idle conn |',
+  );
+  lines.push('|---|---|---|---|---|---|---|---|---|---|---|---|');
+  for (const [name, r] of Object.entries(R)) {
+    lines.push(
+      `| ${name} | ${fmt(r.pp?.rate_per_s)} | ${ratio(r.pp?.rate_per_s, b.pp?.rate_per_s)} | ${ratio(r.pp?.rate_per_s, c?.pp?.rate_per_s)} | ${fmt(r.bulk?.mb_per_s)} | ${ratio(r.bulk?.mb_per_s, b.bulk?.mb_per_s)} | ${ratio(r.bulk?.mb_per_s, c?.bulk?.mb_per_s)} | ${fmt(r.conn?.rate_per_s)} | ${ratio(r.conn?.rate_per_s, b.conn?.rate_per_s)} | ${ratio(r.conn?.rate_per_s, c?.conn?.rate_per_s)} | ${r.pp ? `${fmt(r.pp.latency_us.p50)} / ${fmt(r.pp.latency_us.p99)}` : '—'} | ${r.mem?.bytesPerConn ? `${r.mem.bytesPerConn} B (${r.mem.held} held)` : '—'} |`,
+    );
+  }
+  lines.push('');
+  lines.push(
+    `Fork mode (a process per connection): ${fmt(R.fork?.conn?.rate_per_s)} connections/s with 8 in flight; median time to first echo ${fmt(R.fork?.firstEchoMs, 2)} ms (evented: ${fmt(R.evented?.firstEchoMs, 2)} ms). A warm spare child is kept ready, so the wait is the hand-over, not a Node start-up.`,
+    '',
+  );
+  lines.push(
+    'Mismatched bytes across all runs: ',
+    String(
+      Object.values(R).reduce(
+        (n, r) => n + (r.pp?.mismatches ?? 0) + (r.bulk?.mismatches ?? 0) + (r.conn?.mismatches ?? 0),
+        0,
+      ),
+    ),
+    '',
+  );
+  lines.push('## UDP (32 datagrams outstanding, 64 B)', '');
+  lines.push('| server | datagrams/s (our client) | × baseline | × C | datagrams/s (C lg) | lost |');
+  lines.push('|---|---|---|---|---|---|');
+  const ub = U.baseline?.ours?.rate_per_s;
+  const uc = U['C udp_echo']?.ours?.rate_per_s;
+  for (const [name, u] of Object.entries(U)) {
+    lines.push(
+      `| ${name} | ${fmt(u.ours.rate_per_s)} | ${ratio(u.ours.rate_per_s, ub)} | ${ratio(u.ours.rate_per_s, uc)} | ${fmt(u.lg?.rate)} | ${fmt(u.ours.lost)} |`,
+    );
+  }
+  lines.push('');
+  if (hasC) {
+    lines.push('## The bench client itself, against the C epoll server', '');
+    lines.push('| run | echo-client bench | C load generator (lg) | ratio |');
+    lines.push('|---|---|---|---|');
+    lines.push(
+      `| ping-pong, 100 conn, 64 B (rt/s) | ${fmt(c.pp?.rate_per_s)} | ${fmt(c.lgPp?.rate)} | ${ratio(c.pp?.rate_per_s, Number(c.lgPp?.rate))} |`,
+    );
+    lines.push(
+      `| bulk, 1 conn, 64 KiB (MB/s) | ${fmt(c.bulk?.mb_per_s)} | ${fmt(c.lgBulk?.rate_MBps)} | ${ratio(c.bulk?.mb_per_s, Number(c.lgBulk?.rate_MBps))} |`,
+    );
+    lines.push('');
+  }
+  lines.push('![latency percentiles](latency.svg)', '');
+  writeFileSync(path.join(root, 'bench', 'results.md'), `${lines.join('\n')}\n`);
+  writeFileSync(path.join(root, 'bench', 'latency.svg'), svg(R));
+  console.log(lines.join('\n'));
+}
+
+/** Grouped bars: p50 / p90 / p99 of 100-connection ping-pong per server, µs. */
+function svg(R) {
+  const rows = Object.entries(R).filter(([, r]) => r.pp);
+  const keys = ['p50', 'p90', 'p99'];
+  const colors = ['#4e79a7', '#f28e2b', '#e15759'];
+  const max = Math.max(1, ...rows.flatMap(([, r]) => keys.map((k) => r.pp.latency_us[k])));
+  const W = 640;
+  const H = 60 + rows.length * 70;
+  const x0 = 110;
+  const scale = (W - x0 - 80) / max;
+  let out = `<svg xmlns="http://www.w3.org/2000/svg" width="${W}" height="${H}" font-family="sans-serif" font-size="12">\n`;
+  out += `<text x="10" y="20" font-size="14">Ping-pong latency, 100 connections, 64 B (µs)</text>\n`;
+  rows.forEach(([name, r], i) => {
+    const y = 40 + i * 70;
+    out += `<text x="10" y="${y + 30}">${name}</text>\n`;
+    keys.forEach((k, j) => {
+      const v = r.pp.latency_us[k];
+      out += `<rect x="${x0}" y="${y + j * 20}" width="${(v * scale).toFixed(1)}" height="16" fill="${colors[j]}"/>`;
+      out += `<text x="${x0 + v * scale + 4}" y="${y + j * 20 + 12}">${k} ${v}</text>\n`;
+    });
+  });
+  return `${out}</svg>\n`;
+}
+
+main().catch((err) => {
+  console.error(`bench: ${err.stack ?? err}`);
+  process.exitCode = 1;
+});

@@ -1,0 +1,141 @@
+// `echo-client bench`: flags → BenchOptions → runBench; a progress line on a TTY (stderr),
+// a table at the end (stdout), or one JSON object with --json.
+
+import type { Command } from 'commander';
+import { Option } from 'commander';
+import { type BenchResult, runBench } from '../client/bench.js';
+import {
+  formatAddress,
+  parseDuration,
+  parseHost,
+  parseInteger,
+  parsePort,
+  parseSize,
+  UsageError,
+} from '../core/parse.js';
+
+export function addBenchCommand(
+  program: Command,
+  onRun: (o: BenchFlags, host: string, port: string) => void,
+): void {
+  program
+    .command('bench')
+    .description('load and latency, tcpkali-style, with every echoed byte verified')
+    .argument('[host]', 'server address', '127.0.0.1')
+    .argument('[port]', 'server port', '7007')
+    .option('-c, --connections <n>', 'connections (UDP: datagrams outstanding)', '10')
+    .option('-d, --duration <dur>', 'how long to measure', '10s')
+    .option('--requests <n>', 'stop after this many round trips / connections')
+    .option('-s, --size <size>', 'message size (stream: write size)')
+    .option('--pipeline <n>', 'messages in flight per connection (1 = strict ping-pong)', '1')
+    .option('--rate <n>', 'open loop: messages per second in total, latency from the scheduled send time')
+    .addOption(
+      new Option('--mode <mode>', 'what to measure')
+        .choices(['pingpong', 'stream', 'connect'])
+        .default('pingpong'),
+    )
+    .option('-u, --udp', 'UDP ping-pong')
+    .option('--warmup <dur>', 'run this long before measuring', '1s')
+    .option('--json', 'print one JSON object on stdout')
+    .addHelpText(
+      'after',
+      `
+Examples:
+  echo-client bench -c 100 -d 5s                  100 connections, strict ping-pong, 64-byte messages
+  echo-client bench --mode stream -c 1 -s 64k     bulk MB/s
+  echo-client bench --mode connect -c 50          connect/echo/close per second
+  echo-client bench --rate 20000 -c 50            open loop, latency without coordinated omission
+  echo-client bench --udp -c 32 --json`,
+    )
+    .action((host: string, port: string, flags: BenchFlags) => onRun(flags, host, port));
+}
+
+export interface BenchFlags {
+  connections: string;
+  duration: string;
+  requests?: string;
+  size?: string;
+  pipeline: string;
+  rate?: string;
+  mode: 'pingpong' | 'stream' | 'connect';
+  udp?: boolean;
+  warmup: string;
+  json?: boolean;
+}
+
+const MAX_DURATION = 3_600_000;
+
+export async function runBenchCli(f: BenchFlags, hostArg: string, portArg: string): Promise<number> {
+  const host = parseHost('HOST', hostArg);
+  const port = parsePort('PORT', portArg, { allowZero: false });
+  const connections = parseInteger('--connections', f.connections, 1, 100_000);
+  const durationMs = parseDuration('--duration', f.duration, 100, MAX_DURATION);
+  const defSize = f.mode === 'stream' ? '64k' : '64';
+  const size = parseSize('--size', f.size ?? defSize, 1, f.udp ? 65507 : 64 * 1024 * 1024);
+  const pipeline = parseInteger('--pipeline', f.pipeline, 1, 65535);
+  if (f.udp && f.mode !== 'pingpong')
+    throw new UsageError('--udp', undefined, `cannot be used with --mode ${f.mode}`);
+  if (f.rate !== undefined && f.mode !== 'pingpong')
+    throw new UsageError('--rate', f.rate, 'needs --mode pingpong');
+  const opts = {
+    host,
+    port,
+    mode: f.mode,
+    udp: f.udp === true,
+    connections,
+    durationMs,
+    requests: f.requests !== undefined ? parseInteger('--requests', f.requests, 1, 1e12) : undefined,
+    size,
+    pipeline,
+    rate: f.rate !== undefined ? parseInteger('--rate', f.rate, 1, 10_000_000) : undefined,
+    warmupMs: parseDuration('--warmup', f.warmup, 0, MAX_DURATION),
+  };
+  const tty = process.stderr.isTTY === true && !f.json;
+  const r = await runBench({
+    ...opts,
+    onProgress: tty
+      ? (p) =>
+          process.stderr.write(
+            `\r\x1b[2K${(p.elapsedMs / 1000).toFixed(1)}/${(durationMs / 1000).toFixed(1)} s  ${Math.round((f.mode === 'stream' ? p.bytes / 1e6 : p.count) / (p.elapsedMs / 1000))} ${f.mode === 'stream' ? 'MB/s' : f.mode === 'connect' ? 'conn/s' : 'rt/s'}`,
+          )
+      : undefined,
+  });
+  if (tty) process.stderr.write('\r\x1b[2K');
+  process.stdout.write(f.json ? `${JSON.stringify(r)}\n` : formatBench(r, formatAddress(host, port)));
+  const failed = r.mismatches > 0 || (r.count === 0 && Object.keys(r.errors).length > 0);
+  if (r.mismatches > 0)
+    process.stderr.write(`echo-client: ${r.mismatches} echoed chunks differed from what was sent\n`);
+  return failed ? 1 : 0;
+}
+
+export function formatBench(r: BenchResult, where: string): string {
+  const l = r.latency_us;
+  const errs = Object.entries(r.errors)
+    .map(([k, v]) => `${k} ${v}`)
+    .join(', ');
+  const rows: [string, string][] = [
+    ['target', `${where} (${r.mode}, ${r.connections} ${r.mode === 'udp' ? 'outstanding' : 'connections'})`],
+    ['duration', `${r.duration_s} s`],
+    [
+      r.mode === 'stream' ? 'echoed' : r.mode === 'connect' ? 'connections' : 'round trips',
+      r.mode === 'stream' ? `${(r.count / 1e6).toFixed(1)} MB` : String(r.count),
+    ],
+    ...(r.mode === 'stream'
+      ? []
+      : ([[r.mode === 'connect' ? 'connections/s' : 'round trips/s', String(r.rate_per_s)]] as [
+          string,
+          string,
+        ][])),
+    ['MB/s', String(r.mb_per_s)],
+    ...(r.mode === 'stream'
+      ? []
+      : ([['latency µs', `p50 ${l.p50}  p90 ${l.p90}  p99 ${l.p99}  p99.9 ${l.p999}  max ${l.max}`]] as [
+          string,
+          string,
+        ][])),
+    ['verified', r.mismatches === 0 ? 'every echoed byte matched' : `${r.mismatches} MISMATCHES`],
+    ['errors', errs || 'none'],
+    ...(r.lost !== undefined ? ([['lost', String(r.lost)]] as [string, string][]) : []),
+  ];
+  return `${rows.map(([k, v]) => `${k.padEnd(14)} ${v}`).join('\n')}\n`;
+}

@@ -1,0 +1,399 @@
+// echo-client bench: tcpkali's job done for echo (SPEC §6). Modes: pingpong (round trips,
+// --pipeline messages in flight per connection), stream (bulk MB/s), connect (connect, echo,
+// close per cycle), and UDP ping-pong. Every echoed byte is checked against what was sent.
+// --rate switches to an open loop: messages leave at their scheduled times whatever the
+// replies do, and latency is measured from the scheduled time (no coordinated omission).
+//
+// Hot path: one preallocated payload per connection; a reply is compared in place against
+// the payload at the expected offset (the echo of a connection is the payload repeated);
+// send times live in a ring of numbers; the histogram records integers (ns).
+
+import dgram from 'node:dgram';
+import net, { type Socket } from 'node:net';
+import { createHistogram, type RecordableHistogram } from 'node:perf_hooks';
+import { errorCode } from '../core/errors.js';
+
+export type BenchMode = 'pingpong' | 'stream' | 'connect';
+
+export interface BenchOptions {
+  host: string;
+  port: number;
+  mode: BenchMode;
+  udp?: boolean;
+  connections: number;
+  /** measured duration, ms (ignored when requests is set) */
+  durationMs: number;
+  /** stop after this many round trips / connections instead (bounded by durationMs × 10 anyway) */
+  requests?: number;
+  /** message size (pingpong, connect, udp) or write size (stream) */
+  size: number;
+  pipeline: number;
+  /** open loop: messages per second over all connections */
+  rate?: number;
+  warmupMs: number;
+  noDelay?: boolean;
+  /** called about every 250 ms while measuring (progress line) */
+  onProgress?: (p: { elapsedMs: number; count: number; bytes: number }) => void;
+}
+
+export interface BenchResult {
+  mode: string;
+  connections: number;
+  duration_s: number;
+  /** round trips, connections completed, or echoed bytes (stream) */
+  count: number;
+  rate_per_s: number;
+  mb_per_s: number;
+  latency_us: { p50: number; p90: number; p99: number; p999: number; max: number; mean: number };
+  errors: Record<string, number>;
+  /** bytes that came back different from what was sent (must be 0) */
+  mismatches: number;
+  /** UDP: datagrams never answered */
+  lost?: number;
+}
+
+interface Run {
+  measuring: boolean;
+  stopped: boolean;
+  count: number;
+  bytes: number;
+  mismatches: number;
+  errors: Record<string, number>;
+  hist: RecordableHistogram;
+  lost: number;
+  /** called once when measuring stops: each connection winds down (ends once its replies are in) */
+  onStop: (() => void)[];
+}
+
+const STREAM_WINDOW = 4 * 1024 * 1024; // un-echoed bytes allowed per connection in stream mode
+
+function patterned(size: number, seed: number): Buffer {
+  const b = Buffer.allocUnsafe(size);
+  let x = (seed * 2654435761) >>> 0 || 1;
+  for (let i = 0; i < size; i++) {
+    x ^= x << 13;
+    x ^= x >>> 17;
+    x ^= x << 5;
+    b[i] = x & 0xff;
+  }
+  return b;
+}
+
+function countError(run: Run, err: unknown): void {
+  const code = errorCode(err);
+  run.errors[code] = (run.errors[code] ?? 0) + 1;
+}
+
+/**
+ * `onread`: libuv reads into one buffer of ours and the callback gets the byte count — no
+ * Buffer allocated and no stream machinery per read, which is most of a small echo's cost.
+ */
+type OnRead = (nread: number, buf: Buffer) => void;
+
+function connectOnce(o: BenchOptions, onread?: OnRead): Promise<Socket> {
+  return new Promise((resolve, reject) => {
+    const s = net.connect({
+      host: o.host,
+      port: o.port,
+      noDelay: o.noDelay ?? true,
+      ...(onread ? { onread: { buffer: Buffer.allocUnsafe(256 * 1024), callback: onread } } : {}),
+    } as net.NetConnectOpts);
+    s.once('connect', () => {
+      s.off('error', reject);
+      resolve(s);
+    });
+    s.once('error', reject);
+  });
+}
+
+/** Ping-pong on one connection: closed loop with `pipeline` in flight, or open loop at `interval` ms. */
+async function pingpong(o: BenchOptions, run: Run, seed: number, intervalMs?: number): Promise<void> {
+  const size = o.size;
+  const payload = patterned(size, seed);
+  const ring = new Float64Array(65536); // send (or scheduled) times of messages in flight
+  let head = 0;
+  let tail = 0;
+  let pos = 0; // offset within the payload of the next byte expected back
+  let timer: NodeJS.Timeout | undefined;
+  let next = performance.now();
+  let s!: Socket;
+  const send = (t: number) => {
+    ring[tail] = t;
+    tail = (tail + 1) & 65535;
+    s.write(payload);
+  };
+  const onRead = (len: number, chunk: Buffer) => {
+    let off = 0;
+    let now = 0;
+    while (off < len) {
+      const n = Math.min(size - pos, len - off);
+      if (chunk.compare(payload, pos, pos + n, off, off + n) !== 0) run.mismatches++;
+      off += n;
+      pos += n;
+      if (pos === size) {
+        pos = 0;
+        now ||= performance.now();
+        const sent = ring[head]!;
+        head = (head + 1) & 65535;
+        if (run.measuring) {
+          run.count++;
+          run.bytes += size;
+          run.hist.record(Math.max(1, Math.round((now - sent) * 1e6)));
+        }
+        if (!run.stopped && intervalMs === undefined) send(now);
+      }
+    }
+    if (run.stopped && head === tail && !s.writableEnded) s.end();
+  };
+  s = await connectOnce(o, onRead);
+  run.onStop.push(() => {
+    if (head === tail && !s.writableEnded) s.end();
+  });
+  await new Promise<void>((resolve) => {
+    s.on('error', (err) => {
+      countError(run, err);
+      resolve();
+    });
+    s.on('close', () => {
+      clearInterval(timer);
+      resolve();
+    });
+    if (intervalMs === undefined) {
+      const now = performance.now();
+      for (let i = 0; i < o.pipeline; i++) send(now);
+    } else {
+      // open loop: send at the scheduled times; latency counts from the schedule
+      const tick = () => {
+        if (run.stopped) {
+          clearInterval(timer);
+          if (head === tail && !s.writableEnded) s.end();
+          return;
+        }
+        const now = performance.now();
+        while (next <= now && ((tail + 1) & 65535) !== head) {
+          send(next);
+          next += intervalMs;
+        }
+      };
+      timer = setInterval(tick, Math.max(1, Math.min(10, intervalMs)));
+      tick();
+    }
+  });
+}
+
+/** Bulk: write as fast as the socket takes it, at most STREAM_WINDOW un-echoed; verify the echo. */
+async function stream(o: BenchOptions, run: Run, seed: number): Promise<void> {
+  const s = await connectOnce(o);
+  const size = o.size;
+  const payload = patterned(size, seed);
+  let sent = 0;
+  let received = 0;
+  let pos = 0;
+  await new Promise<void>((resolve) => {
+    const pump = () => {
+      while (!run.stopped && sent - received < STREAM_WINDOW) {
+        sent += size;
+        if (!s.write(payload)) return;
+      }
+      if (run.stopped && !s.writableEnded) s.end();
+    };
+    s.on('drain', pump);
+    run.onStop.push(pump);
+    s.on('data', (chunk: Buffer) => {
+      let off = 0;
+      while (off < chunk.length) {
+        const n = Math.min(size - pos, chunk.length - off);
+        if (chunk.compare(payload, pos, pos + n, off, off + n) !== 0) run.mismatches++;
+        off += n;
+        pos = (pos + n) % size;
+      }
+      received += chunk.length;
+      if (run.measuring) run.bytes += chunk.length;
+      if (s.writableLength === 0) pump();
+    });
+    s.on('error', (err) => {
+      countError(run, err);
+      resolve();
+    });
+    s.on('close', () => resolve());
+    pump();
+  });
+}
+
+/** Connect rate: connect, send `size` bytes, read them back, close; repeat. */
+async function connectLoop(o: BenchOptions, run: Run, seed: number): Promise<void> {
+  const payload = patterned(o.size, seed);
+  while (!run.stopped) {
+    const t0 = performance.now();
+    try {
+      const s = await connectOnce(o);
+      await new Promise<void>((resolve, reject) => {
+        let pos = 0;
+        s.on('data', (chunk: Buffer) => {
+          if (chunk.compare(payload, pos, pos + chunk.length) !== 0) run.mismatches++;
+          pos += chunk.length;
+          if (pos >= o.size) s.end();
+        });
+        s.on('error', reject);
+        s.on('close', () => resolve());
+        s.write(payload);
+      });
+      if (run.measuring) {
+        run.count++;
+        run.bytes += o.size;
+        run.hist.record(Math.max(1, Math.round((performance.now() - t0) * 1e6)));
+      }
+    } catch (err) {
+      countError(run, err);
+      if (run.errors[errorCode(err)]! > 1000) return; // a dead server: stop hammering it
+    }
+  }
+}
+
+/** UDP ping-pong: `connections` datagrams outstanding on one socket, each carrying its sequence number. */
+async function udpPingpong(o: BenchOptions, run: Run): Promise<void> {
+  const v6 = o.host.includes(':');
+  const sock = dgram.createSocket(v6 ? 'udp6' : 'udp4');
+  await new Promise<void>((res, rej) => {
+    sock.once('error', rej);
+    sock.connect(o.port, o.host, () => {
+      sock.off('error', rej);
+      res();
+    });
+  });
+  const size = Math.max(8, o.size);
+  const body = patterned(size, 7);
+  const outstanding = new Map<number, number>(); // seq → send time
+  let seq = 0;
+  const send = () => {
+    const b = Buffer.from(body);
+    b.writeUInt32LE(seq >>> 0, 0);
+    b.writeUInt32LE((seq / 2 ** 32) >>> 0, 4);
+    outstanding.set(seq, performance.now());
+    seq++;
+    sock.send(b);
+  };
+  await new Promise<void>((resolve) => {
+    sock.on('message', (m) => {
+      const id = m.readUInt32LE(0) + m.readUInt32LE(4) * 2 ** 32;
+      const t = outstanding.get(id);
+      if (t === undefined) return; // late duplicate
+      outstanding.delete(id);
+      if (m.length !== size || m.compare(body, 8, size, 8, size) !== 0) run.mismatches++;
+      if (run.measuring) {
+        run.count++;
+        run.bytes += size;
+        run.hist.record(Math.max(1, Math.round((performance.now() - t) * 1e6)));
+      }
+      if (!run.stopped) send();
+      else if (outstanding.size === 0) resolve();
+    });
+    sock.on('error', (err) => {
+      countError(run, err);
+      if (!run.stopped) setTimeout(send, 10); // ECONNREFUSED etc.: keep the window, slowly
+    });
+    // a lost datagram would shrink the window forever: resend a slot after 1 s of silence
+    const reaper = setInterval(() => {
+      const now = performance.now();
+      for (const [id, t] of outstanding) {
+        if (now - t > 1000) {
+          outstanding.delete(id);
+          run.lost++;
+          if (!run.stopped) send();
+        }
+      }
+      if (run.stopped) {
+        clearInterval(reaper);
+        resolve();
+      }
+    }, 250);
+    for (let i = 0; i < o.connections; i++) send();
+  });
+  sock.close();
+}
+
+export async function runBench(o: BenchOptions): Promise<BenchResult> {
+  const run: Run = {
+    measuring: false,
+    stopped: false,
+    count: 0,
+    bytes: 0,
+    mismatches: 0,
+    errors: {},
+    hist: createHistogram({ lowest: 1, highest: 60e9, figures: 3 }),
+    lost: 0,
+    onStop: [],
+  };
+  const perConnInterval = o.rate ? (1000 * o.connections) / o.rate : undefined;
+  const workers: Promise<void>[] = [];
+  if (o.udp) workers.push(udpPingpong(o, run));
+  else {
+    for (let i = 0; i < o.connections; i++) {
+      const seed = i + 1;
+      const w =
+        o.mode === 'pingpong'
+          ? pingpong(o, run, seed, perConnInterval)
+          : o.mode === 'stream'
+            ? stream(o, run, seed)
+            : connectLoop(o, run, seed);
+      workers.push(w.catch((err) => countError(run, err)));
+    }
+  }
+  const all = Promise.all(workers);
+  if (o.warmupMs > 0) await Promise.race([new Promise((r) => setTimeout(r, o.warmupMs).unref()), all]);
+  run.measuring = true;
+  run.count = 0;
+  run.bytes = 0;
+  run.hist.reset();
+  const t0 = performance.now();
+  const progress = o.onProgress
+    ? setInterval(
+        () => o.onProgress!({ elapsedMs: performance.now() - t0, count: run.count, bytes: run.bytes }),
+        250,
+      )
+    : undefined;
+  // stop on time, on the request count (checked every ms, cheaply), or when every connection gave up
+  await new Promise<void>((resolve) => {
+    const done = () => {
+      clearTimeout(limit);
+      clearInterval(check);
+      resolve();
+    };
+    const limit = setTimeout(done, o.requests ? o.durationMs * 10 : o.durationMs);
+    const check = o.requests
+      ? setInterval(() => {
+          if (run.count >= o.requests!) done();
+        }, 1)
+      : undefined;
+    void all.then(done);
+  });
+  const elapsed = (performance.now() - t0) / 1000;
+  run.measuring = false;
+  run.stopped = true;
+  for (const f of run.onStop) f();
+  clearInterval(progress);
+  // let in-flight replies come back (bounded), then report
+  await Promise.race([all, new Promise((r) => setTimeout(r, 2000).unref())]);
+  const h = run.hist;
+  const us = (ns: number) => Math.round(ns / 10) / 100;
+  const count = o.mode === 'stream' && !o.udp ? run.bytes : run.count;
+  return {
+    mode: o.udp ? 'udp' : o.mode,
+    connections: o.connections,
+    duration_s: Math.round(elapsed * 1000) / 1000,
+    count,
+    rate_per_s: Math.round((o.mode === 'stream' && !o.udp ? 0 : run.count) / elapsed),
+    mb_per_s: Math.round((run.bytes / 1e6 / elapsed) * 100) / 100,
+    latency_us: {
+      p50: h.count ? us(h.percentile(50)) : 0,
+      p90: h.count ? us(h.percentile(90)) : 0,
+      p99: h.count ? us(h.percentile(99)) : 0,
+      p999: h.count ? us(h.percentile(99.9)) : 0,
+      max: h.count ? us(h.max) : 0,
+      mean: h.count ? us(h.mean) : 0,
+    },
+    errors: run.errors,
+    mismatches: run.mismatches,
+    ...(o.udp ? { lost: run.lost } : {}),
+  };
+}
