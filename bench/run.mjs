@@ -6,7 +6,7 @@
 // Absolute numbers drift on shared 2-core machines: the ratios measured in this run are the result.
 
 import { execFileSync, spawn } from 'node:child_process';
-import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { closeSync, existsSync, mkdirSync, openSync, readFileSync, writeFileSync } from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -48,13 +48,13 @@ async function freePort() {
 
 /** Start a server process and wait until it accepts (TCP) or a moment (UDP). */
 async function startServer(name, cmd, args, port, udp = false) {
+  // the server logs to a file: a pipe would fill while this runner blocks in execFileSync,
+  // and a server blocked on its own stderr measures nothing
   const log = path.join(binDir, `${name}.log`);
-  const child = spawn(cmd, args, { stdio: ['ignore', 'ignore', 'pipe'] });
-  let err = '';
-  child.stderr.on('data', (d) => {
-    err += d;
-    if (err.length > 1e6) err = err.slice(-1e5);
-  });
+  const fd = openSync(log, 'w');
+  const child = spawn(cmd, args, { stdio: ['ignore', 'ignore', fd] });
+  closeSync(fd);
+  const err = () => readFileSync(log, 'utf8').slice(-2000);
   const t0 = Date.now();
   if (udp) {
     await new Promise((r) => setTimeout(r, 500));
@@ -69,7 +69,7 @@ async function startServer(name, cmd, args, port, udp = false) {
         s.once('error', () => r(false));
       });
       if (ok) break;
-      if (Date.now() - t0 > 10000) throw new Error(`${name} did not start: ${err}`);
+      if (Date.now() - t0 > 10000) throw new Error(`${name} did not start: ${err()}`);
       await new Promise((r) => setTimeout(r, 50));
     }
   }
@@ -81,7 +81,6 @@ async function startServer(name, cmd, args, port, udp = false) {
       const t = setTimeout(() => child.kill('SIGKILL'), 8000);
       await new Promise((r) => child.once('exit', r));
       clearTimeout(t);
-      writeFileSync(log, err);
     },
   };
 }

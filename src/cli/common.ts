@@ -3,6 +3,7 @@
 // values is done here, up front, so bad input exits 2 before any socket is opened.
 
 import { Command, CommanderError, Option } from 'commander';
+import { type Cidr, parseCidr } from '../core/access.js';
 import { explainError } from '../core/errors.js';
 import { createLogger, type LogFormat, type LogLevel } from '../core/log.js';
 import { parseDuration, parseInteger, parseSize, UsageError } from '../core/parse.js';
@@ -164,4 +165,31 @@ export function resolveSocketOptions(f: SocketOptionFlags): SocketOptions {
 /** Flags that cannot be used together: `cannot use --a with --b`. */
 export function conflict(a: string, b: string): UsageError {
   return new UsageError(a, undefined, `cannot be used with ${b}`);
+}
+
+// --- access control (--allow / --deny) ----------------------------------------------------------
+
+const collect = (v: string, prev: string[]) => [...prev, v];
+
+export function addAccessFlags(cmd: Command): Command {
+  return cmd
+    .option(
+      '--allow <cidr>',
+      'accept peers only from this address or CIDR (repeatable)',
+      collect,
+      [] as string[],
+    )
+    .option(
+      '--deny <cidr>',
+      'refuse peers from this address or CIDR (repeatable; wins over --allow)',
+      collect,
+      [] as string[],
+    );
+}
+
+export function resolveAccess(f: { allow?: string[]; deny?: string[] }): { allow: Cidr[]; deny: Cidr[] } {
+  return {
+    allow: (f.allow ?? []).map((c) => parseCidr('--allow', c)),
+    deny: (f.deny ?? []).map((c) => parseCidr('--deny', c)),
+  };
 }

@@ -9,6 +9,7 @@
 import type { Socket } from 'node:net';
 import { createInterface, type Interface } from 'node:readline';
 import { connectChat, listenChat } from '../client/chat.js';
+import { AccessControl, RateLimitedLog } from '../core/access.js';
 import { explainError } from '../core/errors.js';
 import {
   formatAddress,
@@ -20,14 +21,18 @@ import {
 } from '../core/parse.js';
 import { formatReport, type OptionReport } from '../core/sockopts.js';
 import {
+  addAccessFlags,
   addSocketOptionFlags,
   newProgram,
+  resolveAccess,
   resolveSocketOptions,
   runCli,
   type SocketOptionFlags,
 } from './common.js';
 
 interface ChatFlags extends SocketOptionFlags {
+  allow?: string[];
+  deny?: string[];
   listen?: boolean;
   host?: string;
   port?: string;
@@ -52,6 +57,7 @@ export function buildChatProgram() {
     .option('--retry <n>', 'retry a refused or timed-out connect, with backoff', '0')
     .option('-v, --verbose', 'report the socket options the kernel applied');
   addSocketOptionFlags(cmd, { listen: true });
+  addAccessFlags(cmd);
   cmd.addHelpText(
     'after',
     `
@@ -85,10 +91,19 @@ export async function runChatCli(argv: string[]): Promise<void> {
     if (f.listen) {
       if (hostArg !== undefined)
         throw new UsageError('HOST', hostArg, 'not with --listen (use --host/--port)');
+      const { allow, deny } = resolveAccess(f);
+      const refusals = new RateLimitedLog({
+        debug() {},
+        info() {},
+        error() {},
+        warn: (_o, msg) => say(msg ?? ''),
+      });
       const listener = await listenChat({
         ...sock,
         host: parseHost('--host', f.host!),
         port: parsePort('--port', f.port!),
+        access: new AccessControl(allow, deny),
+        onRefused: (ip, why) => refusals.warn(ip, {}, `refused ${ip}: ${why}`),
       });
       say(`listening on ${formatAddress(listener.address.address, listener.address.port)}`);
       ({ socket, options: reports } = await listener.peer);

@@ -144,6 +144,9 @@ const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 export async function runClientCli(argv: string[]): Promise<void> {
   await runCli('echo-client', async () => {
     const program = buildClientProgram();
+    // options after `bench` belong to bench (it has its own --udp, --mode…)
+    program.enablePositionalOptions();
+    program.action(() => {}); // with a subcommand defined, plain HOST PORT still go to the program
     let bench: Promise<number> | undefined;
     addBenchCommand(program, (f, host, port) => {
       bench = runBenchCli(f, host, port);

@@ -15,6 +15,7 @@ import {
 import type { ServerConfig } from '../server/config.js';
 import { DEFAULT_HOST, DEFAULT_PORT } from '../server/tcp-server.js';
 import {
+  addAccessFlags,
   addLogFlags,
   addSocketOptionFlags,
   conflict,
@@ -22,6 +23,7 @@ import {
   loggerFromFlags,
   newProgram,
   onSignals,
+  resolveAccess,
   resolveSocketOptions,
   runCli,
   type SocketOptionFlags,
@@ -45,6 +47,10 @@ export function buildServerProgram(): Command {
     )
     .option('--max-children <n>', 'fork mode: at most this many children; later clients wait')
     .option('--max-connections <n>', 'close new connections at once beyond this many open ones')
+    .option(
+      '--max-connections-per-ip <n>',
+      'close new connections from an address beyond this many open ones',
+    )
     .option('--idle-timeout <dur>', 'close a connection idle this long (e.g. 30s)')
     .option(
       '--grace <dur>',
@@ -54,6 +60,7 @@ export function buildServerProgram(): Command {
     .option('--rate-limit <n>', 'UDP: datagrams per second allowed per source (token bucket)', '1000')
     .option('--rate-burst <n>', 'UDP: burst size per source', '200');
   addSocketOptionFlags(cmd, { listen: true });
+  addAccessFlags(cmd);
   addLogFlags(cmd);
   cmd.addHelpText(
     'after',
@@ -65,7 +72,8 @@ Examples:
   echo-server --mode workers --workers 4
   echo-server --mode fork --max-children 50
   echo-server --udp --port 7007
-  echo-server --no-reuse-addr --verbose   show what the kernel reports for each option`,
+  echo-server --no-reuse-addr --verbose   show what the kernel reports for each option
+  echo-server --host 0.0.0.0 --allow 10.0.0.0/8 --max-connections-per-ip 20`,
   );
   return cmd;
 }
@@ -79,6 +87,9 @@ export interface ServerFlags extends SocketOptionFlags, LogFlags {
   exclusive?: boolean;
   maxChildren?: string;
   maxConnections?: string;
+  maxConnectionsPerIp?: string;
+  allow?: string[];
+  deny?: string[];
   idleTimeout?: string;
   grace: string;
   rateLimit: string;
@@ -110,6 +121,11 @@ export function resolveServerConfig(f: ServerFlags): ServerConfig {
       f.maxConnections !== undefined
         ? parseInteger('--max-connections', f.maxConnections, 1, 10_000_000)
         : undefined,
+    maxConnectionsPerIp:
+      f.maxConnectionsPerIp !== undefined
+        ? parseInteger('--max-connections-per-ip', f.maxConnectionsPerIp, 1, 10_000_000)
+        : undefined,
+    ...resolveAccess(f),
     idleTimeout:
       f.idleTimeout !== undefined
         ? parseDuration('--idle-timeout', f.idleTimeout, 1, 2_147_483_647)

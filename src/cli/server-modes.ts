@@ -1,6 +1,7 @@
 // Starts the server mode a validated config asks for and prints the start line
 // (`listening on 127.0.0.1:7007 (tcp, evented)`). Each mode returns the same handle.
 
+import { AccessControl } from '../core/access.js';
 import type { Logger } from '../core/log.js';
 import { formatAddress } from '../core/parse.js';
 import type { ServerConfig } from '../server/config.js';
@@ -35,6 +36,8 @@ export async function startMode(cfg: ServerConfig, logger: Logger): Promise<Runn
     port: cfg.port,
     mode: cfg.mode === 'iterative' ? 'iterative' : 'evented',
     maxConnections: cfg.maxConnections,
+    maxConnectionsPerIp: cfg.maxConnectionsPerIp,
+    access: new AccessControl(cfg.allow, cfg.deny),
     idleTimeout: cfg.idleTimeout,
     logger,
     reportOptions: cfg.verbose,
@@ -52,6 +55,7 @@ async function startUdp(cfg: ServerConfig, logger: Logger): Promise<RunningServe
     port: cfg.port,
     rateLimit: cfg.rateLimit,
     rateBurst: cfg.rateBurst,
+    access: new AccessControl(cfg.allow, cfg.deny),
     reuseAddr: cfg.socket.reuseAddr,
     reusePort: cfg.socket.reusePort,
     sendBuffer: cfg.socket.sendBuffer,

@@ -3,6 +3,7 @@
 // socat can be either side. The terminal handling lives in cli/echo-chat.ts.
 
 import net, { type AddressInfo, type Socket } from 'node:net';
+import type { AccessControl } from '../core/access.js';
 import { listenTcp } from '../core/listen.js';
 import { applySocketOptions, type OptionReport, type SocketOptions } from '../core/sockopts.js';
 import { connectTcp, withRetry } from './connect.js';
@@ -10,6 +11,9 @@ import { connectTcp, withRetry } from './connect.js';
 export interface ChatListenOptions extends SocketOptions {
   host?: string;
   port?: number;
+  /** --allow / --deny: a refused peer is closed at once and the listener keeps waiting */
+  access?: AccessControl;
+  onRefused?: (address: string, why: string) => void;
 }
 
 export interface ChatListener {
@@ -29,7 +33,14 @@ export async function listenChat(o: ChatListenOptions = {}): Promise<ChatListene
     reusePort: o.reusePort,
   });
   const peer = new Promise<{ socket: Socket; options: OptionReport[] }>((resolve, reject) => {
-    server.once('connection', (socket) => {
+    const onConnection = (socket: Socket) => {
+      const verdict = o.access?.check(socket.remoteAddress) ?? { ok: true };
+      if (!verdict.ok) {
+        o.onRefused?.(socket.remoteAddress ?? '?', verdict.why);
+        socket.destroy();
+        return;
+      }
+      server.off('connection', onConnection);
       // seed 004 closes its listening socket once the peer is in: a chat is one to one
       server.close();
       try {
@@ -38,7 +49,8 @@ export async function listenChat(o: ChatListenOptions = {}): Promise<ChatListene
         socket.destroy();
         reject(err);
       }
-    });
+    };
+    server.on('connection', onConnection);
     server.once('error', reject);
   });
   return {

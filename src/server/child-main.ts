@@ -3,6 +3,7 @@
 // environment. A child never outlives its parent: when the IPC channel closes, it leaves.
 
 import type { Socket } from 'node:net';
+import { AccessControl } from '../core/access.js';
 import { errorCode, explainError } from '../core/errors.js';
 import { createLogger, type LogFormat, type LogLevel } from '../core/log.js';
 import type { ServerConfig } from './config.js';
@@ -32,6 +33,8 @@ async function worker(): Promise<void> {
       mode: 'evented',
       exclusive: cfg.exclusive,
       maxConnections: cfg.maxConnections,
+      maxConnectionsPerIp: cfg.maxConnectionsPerIp,
+      access: new AccessControl(cfg.allow, cfg.deny),
       idleTimeout: cfg.idleTimeout,
       logger,
       reportOptions: cfg.verbose,

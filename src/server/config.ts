@@ -1,6 +1,7 @@
 // The validated echo-server configuration, shared by the CLI and the multi-process modes
 // (a worker or forked child receives it from its parent).
 
+import type { Cidr } from '../core/access.js';
 import type { SocketOptions } from '../core/sockopts.js';
 
 export interface ServerConfig {
@@ -12,6 +13,9 @@ export interface ServerConfig {
   exclusive: boolean;
   maxChildren: number;
   maxConnections?: number;
+  maxConnectionsPerIp?: number;
+  allow: Cidr[];
+  deny: Cidr[];
   idleTimeout?: number;
   graceMs: number;
   rateLimit: number;

@@ -6,6 +6,7 @@
 
 import { type ChildProcess, fork } from 'node:child_process';
 import net, { type AddressInfo, type Socket } from 'node:net';
+import { AccessControl, RateLimitedLog } from '../core/access.js';
 import { listenTcp } from '../core/listen.js';
 import type { Logger } from '../core/log.js';
 import { formatAddress } from '../core/parse.js';
@@ -84,8 +85,21 @@ export async function startForkServer(
     }
   };
 
+  const access = new AccessControl(cfg.allow, cfg.deny);
+  const refusals = new RateLimitedLog(logger);
   const server = net.createServer({ pauseOnConnect: true, allowHalfOpen: true }, (socket) => {
     socket.on('error', () => {});
+    const verdict = access.check(socket.remoteAddress);
+    if (!verdict.ok) {
+      totals.refused++;
+      refusals.warn(
+        `${verdict.why}|${socket.remoteAddress}`,
+        { peer: socket.remoteAddress },
+        `refused ${socket.remoteAddress}: ${verdict.why}`,
+      );
+      socket.destroy();
+      return;
+    }
     if (busy.size >= cfg.maxChildren) {
       waiting.push(socket);
       socket.once('close', () => {

@@ -3,7 +3,8 @@
 // startEchoServer() is the library entry (SPEC §7) and what echo-server runs in one process.
 
 import net, { type AddressInfo, type Socket } from 'node:net';
-import { errorCode } from '../core/errors.js';
+import { type AccessControl, RateLimitedLog } from '../core/access.js';
+import { errorCode, explainError } from '../core/errors.js';
 import { DEFAULT_BACKLOG, listenTcp } from '../core/listen.js';
 import { type Logger, silentLogger } from '../core/log.js';
 import { formatAddress } from '../core/parse.js';
@@ -26,6 +27,10 @@ export interface EchoServerOptions extends SocketOptions {
   mode?: TcpMode;
   /** beyond this many open connections, new ones are closed at once (FIN) and counted as refused */
   maxConnections?: number;
+  /** at most this many open connections from one address */
+  maxConnectionsPerIp?: number;
+  /** --allow / --deny: peers refused are closed at once */
+  access?: AccessControl;
   /** close a connection after this many ms with nothing read or written */
   idleTimeout?: number;
   /** cluster: open an own listening socket (see workers mode) */
@@ -110,18 +115,41 @@ export async function startEchoServer(opts: EchoServerOptions = {}): Promise<Ech
     next.resume();
   };
 
+  const perIp = new Map<string, number>(); // open connections per address, when limited
+  const refusals = new RateLimitedLog(logger);
+  const refuse = (socket: Socket, why: string) => {
+    totals.refused++;
+    const ip = socket.remoteAddress ?? '?';
+    refusals.warn(`${why}|${ip}`, { peer: ip, why, ...opts.logFields }, `refused ${ip}: ${why}`);
+    socket.on('error', () => {});
+    socket.destroy(); // nothing was read: a plain FIN
+  };
+
   const server = net.createServer({ allowHalfOpen: true, pauseOnConnect: mode === 'iterative' }, (socket) => {
     const open = sockets.size + waiting.length;
-    if (closing || (opts.maxConnections !== undefined && open >= opts.maxConnections)) {
-      totals.refused++;
-      const peer = formatAddress(socket.remoteAddress ?? '?', socket.remotePort ?? 0);
-      logger.warn(
-        { peer, ...opts.logFields },
-        `refused ${peer}: ${open} connections open (--max-connections ${opts.maxConnections})`,
-      );
-      socket.on('error', () => {});
-      socket.destroy();
-      return;
+    const ip = socket.remoteAddress ?? '?';
+    if (opts.access?.active) {
+      const v = opts.access.check(ip);
+      if (!v.ok) return refuse(socket, v.why);
+    }
+    if (closing) return refuse(socket, 'shutting down');
+    if (opts.maxConnections !== undefined && open >= opts.maxConnections) {
+      return refuse(socket, `${open} connections open (--max-connections ${opts.maxConnections})`);
+    }
+    if (opts.maxConnectionsPerIp !== undefined) {
+      const n = perIp.get(ip) ?? 0;
+      if (n >= opts.maxConnectionsPerIp) {
+        return refuse(
+          socket,
+          `${n} connections from this address (--max-connections-per-ip ${opts.maxConnectionsPerIp})`,
+        );
+      }
+      perIp.set(ip, n + 1);
+      socket.once('close', () => {
+        const left = (perIp.get(ip) ?? 1) - 1;
+        if (left > 0) perIp.set(ip, left);
+        else perIp.delete(ip);
+      });
     }
     if (mode === 'iterative' && current) {
       // the seed's accept loop: later clients wait, unread, until the current one leaves
@@ -150,10 +178,12 @@ export async function startEchoServer(opts: EchoServerOptions = {}): Promise<Ech
   });
   // registered once listening: a failed listen is reported by listenTcp, not as an accept error
   server.on('error', (err) => {
-    // accept() failures (EMFILE, ENFILE…) are per-connection: log and keep listening
+    // accept() failures (EMFILE, ENFILE…) are per-connection: count, log once per interval, keep
+    // listening. libuv does not spin on them: it closes a reserved fd, accepts the pending
+    // connection, closes it, and takes the fd back — so that client sees a close, not a hang.
     const code = errorCode(err);
     totals.errors[code] = (totals.errors[code] ?? 0) + 1;
-    logger.error({ code }, `accept failed: ${err.message}`);
+    refusals.warn(`accept|${code}`, { code }, `accept failed: ${explainError(err).line}`);
   });
 
   const listenerReports = reportOptions(server, {

@@ -5,6 +5,7 @@
 
 import dgram from 'node:dgram';
 import type { AddressInfo } from 'node:net';
+import type { AccessControl } from '../core/access.js';
 import { type Logger, silentLogger } from '../core/log.js';
 import { formatAddress } from '../core/parse.js';
 import {
@@ -27,13 +28,15 @@ export interface UdpEchoServerOptions {
   reusePort?: boolean;
   sendBuffer?: number;
   recvBuffer?: number;
+  /** --allow / --deny: datagrams from other sources are dropped */
+  access?: AccessControl;
   logger?: Logger;
   reportOptions?: boolean;
   /** how often drop summaries may be logged (ms, default 1000) */
   dropLogInterval?: number;
 }
 
-export type DropReason = 'rate-limit' | 'source-port' | 'broadcast-source';
+export type DropReason = 'rate-limit' | 'source-port' | 'broadcast-source' | 'access';
 
 export interface UdpTotals {
   datagramsIn: number;
@@ -91,7 +94,7 @@ export async function startUdpEchoServer(opts: UdpEchoServerOptions = {}): Promi
     datagramsOut: 0,
     bytesIn: 0,
     bytesOut: 0,
-    dropped: { 'rate-limit': 0, 'source-port': 0, 'broadcast-source': 0 },
+    dropped: { 'rate-limit': 0, 'source-port': 0, 'broadcast-source': 0, access: 0 },
     sources: 0,
     errors: {},
   };
@@ -125,6 +128,7 @@ export async function startUdpEchoServer(opts: UdpEchoServerOptions = {}): Promi
     totals.bytesIn += msg.length;
     if (BLOCKED_SOURCE_PORTS.has(rinfo.port)) return drop('source-port', undefined);
     if (isBroadcastOrMulticast(rinfo.address)) return drop('broadcast-source', undefined);
+    if (opts.access?.active && !opts.access.check(rinfo.address).ok) return drop('access', undefined);
     let src = sources.get(rinfo.address);
     const now = performance.now();
     if (!src) {
