@@ -77,6 +77,9 @@ async function startServer(name, cmd, args, port, udp = false) {
     name,
     pid: child.pid,
     async stop() {
+      if (child.exitCode !== null || child.signalCode !== null) {
+        throw new Error(`${name} had exited (${child.exitCode ?? child.signalCode}): ${err()}`);
+      }
       child.kill('SIGTERM');
       const t = setTimeout(() => child.kill('SIGKILL'), 8000);
       await new Promise((r) => child.once('exit', r));

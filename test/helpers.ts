@@ -89,9 +89,18 @@ export interface Spawned {
 export function spawnCli(
   name: string,
   args: string[],
-  opts: { stdin?: 'pipe' | 'ignore'; env?: NodeJS.ProcessEnv } = {},
+  opts: {
+    stdin?: 'pipe' | 'ignore';
+    env?: NodeJS.ProcessEnv;
+    /** a command that runs ours, e.g. ['prlimit', '--nofile=32'] */
+    prefix?: string[];
+    /** in concurrent tests, the test's own context (the global hook cannot tell them apart) */
+    ctx?: { onTestFinished: typeof onTestFinished };
+  } = {},
 ): Spawned {
-  const child = spawn(process.execPath, [bin(name), ...args], {
+  const argv = [process.execPath, bin(name), ...args];
+  const [cmd, ...rest] = opts.prefix ? [...opts.prefix, ...argv] : argv;
+  const child = spawn(cmd!, rest, {
     stdio: [opts.stdin ?? 'ignore', 'pipe', 'pipe'],
     env: { ...process.env, ...opts.env },
   });
@@ -147,7 +156,7 @@ export function spawnCli(
   const exit = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) => {
     child.once('close', (code, signal) => resolve({ code, signal }));
   });
-  onTestFinished(() => {
+  (opts.ctx?.onTestFinished ?? onTestFinished)(() => {
     if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
   });
   return {

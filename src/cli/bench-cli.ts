@@ -66,6 +66,8 @@ export interface BenchFlags {
 const MAX_DURATION = 3_600_000;
 
 export async function runBenchCli(f: BenchFlags, hostArg: string, portArg: string): Promise<number> {
+  if (f.udp && f.mode !== 'pingpong')
+    throw new UsageError('--udp', undefined, `cannot be used with --mode ${f.mode}`);
   const host = parseHost('HOST', hostArg);
   const port = parsePort('PORT', portArg, { allowZero: false });
   const connections = parseInteger('--connections', f.connections, 1, 100_000);
@@ -73,8 +75,6 @@ export async function runBenchCli(f: BenchFlags, hostArg: string, portArg: strin
   const defSize = f.mode === 'stream' ? '64k' : '64';
   const size = parseSize('--size', f.size ?? defSize, 1, f.udp ? 65507 : 64 * 1024 * 1024);
   const pipeline = parseInteger('--pipeline', f.pipeline, 1, 65535);
-  if (f.udp && f.mode !== 'pingpong')
-    throw new UsageError('--udp', undefined, `cannot be used with --mode ${f.mode}`);
   if (f.rate !== undefined && f.mode !== 'pingpong')
     throw new UsageError('--rate', f.rate, 'needs --mode pingpong');
   const opts = {

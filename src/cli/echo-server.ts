@@ -57,7 +57,11 @@ export function buildServerProgram(): Command {
       'on SIGINT/SIGTERM, how long in-flight echoes may take before connections are cut',
       '5s',
     )
-    .option('--rate-limit <n>', 'UDP: datagrams per second allowed per source (token bucket)', '1000')
+    .option(
+      '--rate-limit <n>',
+      'UDP: datagrams per second allowed per source (token bucket; 0 = no limit)',
+      '1000',
+    )
     .option('--rate-burst <n>', 'UDP: burst size per source', '200');
   addSocketOptionFlags(cmd, { listen: true });
   addAccessFlags(cmd);
@@ -131,7 +135,7 @@ export function resolveServerConfig(f: ServerFlags): ServerConfig {
         ? parseDuration('--idle-timeout', f.idleTimeout, 1, 2_147_483_647)
         : undefined,
     graceMs: parseDuration('--grace', f.grace, 0, 3_600_000),
-    rateLimit: parseInteger('--rate-limit', f.rateLimit, 1, 10_000_000),
+    rateLimit: parseInteger('--rate-limit', f.rateLimit, 0, 10_000_000),
     rateBurst: parseInteger('--rate-burst', f.rateBurst, 1, 10_000_000),
     socket: sock,
     verbose: f.verbose === true,

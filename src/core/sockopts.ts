@@ -6,6 +6,7 @@
 // on Node < 22.12, a receive buffer) are made with libc and handed to Node by fd.
 
 import { Socket as DgramSocket } from 'node:dgram';
+import { readdirSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import type { Server, Socket } from 'node:net';
 import { constants as osConstants } from 'node:os';
@@ -173,6 +174,7 @@ interface Libc {
   bind(fd: number, addr: Buffer, len: number): number;
   listen(fd: number, backlog: number): number;
   getsockname(fd: number, addr: Buffer, len: number[]): number;
+  getrlimit(resource: number, out: Buffer): number;
   close(fd: number): number;
   errno(): number;
 }
@@ -200,6 +202,7 @@ function loadLibc(): Libc {
     bind: lib.func('int bind(int, const void *, uint32_t)'),
     listen: lib.func('int listen(int, int)'),
     getsockname: lib.func('int getsockname(int, _Out_ void *, _Inout_ uint32_t *)'),
+    getrlimit: lib.func('int getrlimit(int, _Out_ void *)'),
     close: lib.func('int close(int)'),
     errno: () => koffi.errno() as number,
   };
@@ -500,6 +503,25 @@ export function boundPort(fd: number): number {
   const buf = Buffer.alloc(128);
   if (c.getsockname(fd, buf, [128]) !== 0) throw sysError('getsockname', c.errno());
   return buf.readUInt16BE(2);
+}
+
+/**
+ * How many file descriptors this process may still open: the soft RLIMIT_NOFILE minus those
+ * open now. Undefined where it cannot be known (no /proc, no libc).
+ */
+export function fdHeadroom(): { limit: number; open: number } | undefined {
+  const fdDir =
+    process.platform === 'linux' ? '/proc/self/fd' : process.platform === 'darwin' ? '/dev/fd' : undefined;
+  if (!fdDir) return undefined;
+  try {
+    const c = loadLibc();
+    const buf = Buffer.alloc(16);
+    if (c.getrlimit(process.platform === 'linux' ? 7 : 8, buf) !== 0) return undefined;
+    const limit = Number(buf.readBigUInt64LE(0));
+    return { limit, open: readdirSync(fdDir).length };
+  } catch {
+    return undefined;
+  }
 }
 
 /** Close an fd we made but did not hand over. */

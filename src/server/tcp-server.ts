@@ -8,7 +8,13 @@ import { errorCode, explainError } from '../core/errors.js';
 import { DEFAULT_BACKLOG, listenTcp } from '../core/listen.js';
 import { type Logger, silentLogger } from '../core/log.js';
 import { formatAddress } from '../core/parse.js';
-import { formatReport, type OptionReport, reportOptions, type SocketOptions } from '../core/sockopts.js';
+import {
+  fdHeadroom,
+  formatReport,
+  type OptionReport,
+  reportOptions,
+  type SocketOptions,
+} from '../core/sockopts.js';
 import {
   drainConnection,
   emptyTotals,
@@ -116,6 +122,13 @@ export async function startEchoServer(opts: EchoServerOptions = {}): Promise<Ech
   };
 
   const perIp = new Map<string, number>(); // open connections per address, when limited
+  // Without --max-connections, stay inside the fd limit: at EMFILE libuv accepts and drops
+  // connections silently, so we refuse (and say so) a little before it gets there.
+  const fds = opts.maxConnections === undefined ? fdHeadroom() : undefined;
+  const fdCap =
+    fds && fds.limit < 1e9
+      ? Math.max(1, fds.limit - fds.open - Math.min(64, Math.ceil(fds.limit / 8)))
+      : undefined;
   const refusals = new RateLimitedLog(logger);
   const refuse = (socket: Socket, why: string) => {
     totals.refused++;
@@ -135,6 +148,12 @@ export async function startEchoServer(opts: EchoServerOptions = {}): Promise<Ech
     if (closing) return refuse(socket, 'shutting down');
     if (opts.maxConnections !== undefined && open >= opts.maxConnections) {
       return refuse(socket, `${open} connections open (--max-connections ${opts.maxConnections})`);
+    }
+    if (fdCap !== undefined && open >= fdCap) {
+      return refuse(
+        socket,
+        `${open} connections open: the file-descriptor limit (${fds!.limit}) is nearly reached; raise ulimit -n`,
+      );
     }
     if (opts.maxConnectionsPerIp !== undefined) {
       const n = perIp.get(ip) ?? 0;
