@@ -412,6 +412,7 @@ function svg(R) {
   const x0 = 110;
   const scale = (W - x0 - 80) / max;
   let out = `<svg xmlns="http://www.w3.org/2000/svg" width="${W}" height="${H}" font-family="sans-serif" font-size="12">\n`;
+  out += '<title>Ping-pong latency percentiles per server</title>\n';
   out += `<text x="10" y="20" font-size="14">Ping-pong latency, 100 connections, 64 B (µs)</text>\n`;
   rows.forEach(([name, r], i) => {
     const y = 40 + i * 70;
@@ -419,7 +420,7 @@ function svg(R) {
     keys.forEach((k, j) => {
       const v = r.pp.latency_us[k];
       out += `<rect x="${x0}" y="${y + j * 20}" width="${(v * scale).toFixed(1)}" height="16" fill="${colors[j]}"/>`;
-      out += `<text x="${x0 + v * scale + 4}" y="${y + j * 20 + 12}">${k} ${v}</text>\n`;
+      out += `<text x="${(x0 + v * scale + 4).toFixed(1)}" y="${y + j * 20 + 12}">${k} ${v}</text>\n`;
     });
   });
   return `${out}</svg>\n`;

@@ -2,8 +2,8 @@
 // The library takes any object with these four methods (a pino logger fits) and is silent
 // by default, so a test fixture prints nothing unless asked.
 
+import { createRequire } from 'node:module';
 import pino from 'pino';
-import pretty from 'pino-pretty';
 
 export interface Logger {
   debug(obj: object, msg?: string): void;
@@ -37,6 +37,8 @@ export function createLogger({ level = 'info', format = 'auto', name }: LoggerOp
   const usePretty = format === 'pretty' || (format === 'auto' && process.stderr.isTTY === true);
   const base = { pid: process.pid, ...(name ? { name } : {}) };
   if (usePretty) {
+    // loaded only for a terminal: it is most of a child process' start-up time otherwise
+    const pretty = createRequire(import.meta.url)('pino-pretty') as typeof import('pino-pretty');
     const stream = pretty({
       destination: 2,
       sync: true,
@@ -47,6 +49,9 @@ export function createLogger({ level = 'info', format = 'auto', name }: LoggerOp
     });
     return pino({ level, base }, stream);
   }
-  // sync writes: a line logged just before exit is never lost, and stderr order matches events.
-  return pino({ level, base }, pino.destination({ fd: 2, sync: true }));
+  // Asynchronous writes: under load, lines logged while a write is in flight go out together in
+  // the next one, so a log line per connection costs no syscall each on the accept path. Lines
+  // still in flight when the loop ends are written before the process exits; only a forced
+  // exit (a second signal) can cut the last ones.
+  return pino({ level, base }, pino.destination({ fd: 2, sync: false }));
 }

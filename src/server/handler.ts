@@ -186,7 +186,7 @@ function onClose(this: EchoSocket): void {
   };
   const level = record.reason.startsWith('error') ? 'warn' : 'info';
   ctx.logger[level](
-    { ...record, ...ctx.logFields },
+    ctx.logFields ? { ...record, ...ctx.logFields } : record,
     `closed ${record.peer}: in ${bytesIn} B, out ${bytesOut} B, ${record.ms} ms, ${record.reason}${ctx.label ? ` (${ctx.label})` : ''}`,
   );
   ctx.onClose?.(this, record);

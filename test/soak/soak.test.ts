@@ -34,7 +34,7 @@ describe.runIf(linux)(`soak (${FULL ? 'full' : 'short'})`, () => {
   it(`holds ${N_IDLE} idle connections; RSS per connection reported and bounded`, {
     timeout: 120_000,
   }, async () => {
-    const srv = await spawnServer(['--quiet']);
+    const srv = await spawnServer();
     const pid = srv.child.pid!;
     const before = rssKb(pid);
     const socks: net.Socket[] = [];
@@ -117,7 +117,7 @@ describe.runIf(linux)(`soak (${FULL ? 'full' : 'short'})`, () => {
   it(`a client that sends ${NONREADER_MB} MB and never reads: server RSS stays bounded`, {
     timeout: 120_000,
   }, async () => {
-    const srv = await spawnServer(['--quiet']);
+    const srv = await spawnServer();
     const pid = srv.child.pid!;
     const before = rssKb(pid);
     const s = net.connect({ port: srv.port, host: '127.0.0.1' });
