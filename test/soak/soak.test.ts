@@ -76,7 +76,7 @@ describe.runIf(linux)(`soak (${FULL ? 'full' : 'short'})`, () => {
       let rounds = 0;
       const chunks: Buffer[] = [];
       s.on('data', (d: Buffer) => chunks.push(d));
-      while (!stop) {
+      while (!stop || rounds < 20) {
         const msg = randomBytes(4096);
         chunks.length = 0;
         s.write(msg);
