@@ -14,7 +14,7 @@ import { fileURLToPath } from 'node:url';
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const binDir = path.join(root, 'bench', 'bin');
 const perfSrc = path.resolve(root, '..', 'shared', 'perf');
-const D = Number(process.env.BENCH_SECONDS ?? 4); // seconds per measured run
+const D = Number(process.env.BENCH_SECONDS ?? 3); // seconds per measured run
 const HOLD = Number(process.env.BENCH_HOLD ?? 10000); // idle connections for the memory run
 const node = process.execPath;
 
@@ -158,10 +158,14 @@ async function holdMemory(srv, port) {
   return { held, bytesPerConn: held ? Math.round(((after - before) * 1024) / held) : null };
 }
 
-/** Time from connect to the first echoed byte, median of n fresh connections (the fork mode's cost). */
-async function firstEcho(port, n = 30) {
+/**
+ * Time from connect to the first echoed byte, median of n fresh connections (the fork mode's
+ * cost). With gapMs, connections come that far apart, so a warm spare child has time to start.
+ */
+async function firstEcho(port, n = 30, gapMs = 0) {
   const times = [];
   for (let i = 0; i < n; i++) {
+    if (gapMs) await new Promise((r) => setTimeout(r, gapMs));
     const t0 = performance.now();
     await new Promise((resolve, reject) => {
       const s = net.connect(port, '127.0.0.1', () => s.write('x'));
@@ -180,14 +184,27 @@ async function firstEcho(port, n = 30) {
 const fmt = (x, d = 0) => (x === undefined || x === null || Number.isNaN(x) ? '—' : Number(x).toFixed(d));
 const ratio = (a, b) => (a && b ? (a / b).toFixed(2) : '—');
 
+const REPS = Number(process.env.BENCH_REPS ?? 3); // each figure is the median of this many runs
+
+const median = (xs) => {
+  const v = xs.filter((x) => typeof x === 'number').sort((a, b) => a - b);
+  return v.length ? v[Math.floor(v.length / 2)] : undefined;
+};
+
+/** The median run of a set (by its headline figure), so every reported field comes from one real run. */
+function medianRun(runs, key) {
+  const m = median(runs.map((r) => r[key]));
+  return runs.find((r) => r[key] === m);
+}
+
 async function main() {
   const hasC = process.platform === 'linux' && buildC();
   mkdirSync(binDir, { recursive: true });
-  const results = {};
-  const servers = [
+  const echoServerBin = path.join(root, 'bin', 'echo-server.js');
+  const tcpServers = [
     [
       'baseline',
-      async (p) =>
+      (p) =>
         startServer(
           'baseline',
           node,
@@ -197,42 +214,26 @@ async function main() {
     ],
     [
       'evented',
-      async (p) =>
-        startServer(
-          'evented',
-          node,
-          [path.join(root, 'bin', 'echo-server.js'), '--port', String(p), '--log-format', 'json'],
-          p,
-        ),
+      (p) => startServer('evented', node, [echoServerBin, '--port', String(p), '--log-format', 'json'], p),
     ],
     [
       'workers',
-      async (p) =>
+      (p) =>
         startServer(
           'workers',
           node,
-          [
-            path.join(root, 'bin', 'echo-server.js'),
-            '--port',
-            String(p),
-            '--mode',
-            'workers',
-            '--workers',
-            '2',
-            '--log-format',
-            'json',
-          ],
+          [echoServerBin, '--port', String(p), '--mode', 'workers', '--workers', '2', '--log-format', 'json'],
           p,
         ),
     ],
     [
       'fork',
-      async (p) =>
+      (p) =>
         startServer(
           'fork',
           node,
           [
-            path.join(root, 'bin', 'echo-server.js'),
+            echoServerBin,
             '--port',
             String(p),
             '--mode',
@@ -246,45 +247,102 @@ async function main() {
         ),
     ],
     ...(hasC
-      ? [['C epoll', async (p) => startServer('c-epoll', path.join(binDir, 'echo_epoll'), [String(p)], p)]]
+      ? [['C epoll', (p) => startServer('c-epoll', path.join(binDir, 'echo_epoll'), [String(p)], p)]]
       : []),
   ];
-  for (const [name, start] of servers) {
+  // all servers up at once (idle ones cost nothing); runs interleaved across servers and
+  // repeated, so a disturbance on the shared machine hits every server alike
+  const up = {};
+  for (const [name, start] of tcpServers) {
     const port = await freePort();
-    const srv = await start(port);
-    console.error(`bench: ${name} on ${port}`);
-    const r = {};
-    try {
-      if (name !== 'fork') {
-        r.pp = ourBench(port, ['-c', '100', '-s', '64']);
-        r.bulk = ourBench(port, ['--mode', 'stream', '-c', '1', '-s', '64k']);
+    up[name] = { port, srv: await start(port) };
+  }
+  const runs = Object.fromEntries(
+    tcpServers.map(([n]) => [n, { pp: [], bulk: [], conn: [], lgPp: [], lgBulk: [] }]),
+  );
+  let tcpResults;
+  try {
+    for (let rep = 0; rep < REPS; rep++) {
+      for (const [name] of tcpServers) {
+        if (name === 'fork') continue;
+        runs[name].pp.push(ourBench(up[name].port, ['-c', '100', '-s', '64']));
       }
-      r.conn = ourBench(port, ['--mode', 'connect', '-c', name === 'fork' ? '8' : '50', '-s', '64']);
-      if (name === 'fork' || name === 'evented') r.firstEchoMs = await firstEcho(port);
-      if (hasC && name !== 'fork' && name !== 'workers') r.mem = await holdMemory(srv, port);
-      if (hasC && name === 'C epoll') {
-        r.lgPp = lg(['pp', '-p', String(port), '-c', '100', '-m', '64', '-d', String(D), '-w', '0.5']);
-        r.lgBulk = lg([
-          'bulk',
-          '-p',
-          String(port),
-          '-c',
-          '1',
-          '-b',
-          '65536',
-          '-W',
-          '4194304',
-          '-d',
-          String(D),
-        ]);
+      if (hasC)
+        runs['C epoll'].lgPp.push(
+          lg(['pp', '-p', String(up['C epoll'].port), '-c', '100', '-m', '64', '-d', String(D), '-w', '0.5']),
+        );
+      for (const [name] of tcpServers) {
+        if (name === 'fork') continue;
+        runs[name].bulk.push(ourBench(up[name].port, ['--mode', 'stream', '-c', '1', '-s', '64k']));
       }
-    } finally {
-      await srv.stop();
+      if (hasC)
+        runs['C epoll'].lgBulk.push(
+          lg([
+            'bulk',
+            '-p',
+            String(up['C epoll'].port),
+            '-c',
+            '1',
+            '-b',
+            '65536',
+            '-W',
+            '4194304',
+            '-d',
+            String(D),
+          ]),
+        );
+      for (const [name] of tcpServers) {
+        runs[name].conn.push(
+          ourBench(up[name].port, ['--mode', 'connect', '-c', name === 'fork' ? '8' : '50', '-s', '64']),
+        );
+      }
     }
-    results[name] = r;
+    const results = {};
+    for (const [name] of tcpServers) {
+      const r = runs[name];
+      results[name] = {
+        pp: medianRun(r.pp, 'rate_per_s'),
+        bulk: medianRun(r.bulk, 'mb_per_s'),
+        conn: medianRun(r.conn, 'rate_per_s'),
+        lgPp: r.lgPp.length
+          ? medianRun(
+              r.lgPp.map((x) => ({ ...x, rate: Number(x.rate) })),
+              'rate',
+            )
+          : undefined,
+        lgBulk: r.lgBulk.length
+          ? medianRun(
+              r.lgBulk.map((x) => ({ ...x, rate_MBps: Number(x.rate_MBps) })),
+              'rate_MBps',
+            )
+          : undefined,
+      };
+    }
+    results.fork.firstEchoMs = await firstEcho(up.fork.port);
+    results.fork.firstEchoSpacedMs = await firstEcho(up.fork.port, 10, 300);
+    results.evented.firstEchoMs = await firstEcho(up.evented.port);
+    if (hasC) {
+      // memory on a fresh process each: a server that has just served the load runs carries
+      // a grown heap, and holding idle connections then shows no growth at all
+      for (const [name, start] of tcpServers.filter(([n]) =>
+        ['baseline', 'evented', 'C epoll'].includes(n),
+      )) {
+        console.error(`bench: ${name}: memory with ${HOLD} idle connections (fresh process)`);
+        const port = await freePort();
+        const fresh = await start(port);
+        try {
+          await new Promise((r) => setTimeout(r, 500));
+          results[name].mem = await holdMemory(fresh, port);
+        } finally {
+          await fresh.stop();
+        }
+      }
+    }
+    tcpResults = results;
+  } finally {
+    for (const { srv } of Object.values(up)) await srv.stop();
   }
   // UDP: our server (no rate limit: a benchmark is one source on purpose), a plain dgram echo, the C loop
-  const udp = {};
   const udpServers = [
     [
       'baseline',
@@ -306,16 +364,7 @@ async function main() {
         startServer(
           'udp-ours',
           node,
-          [
-            path.join(root, 'bin', 'echo-server.js'),
-            '--udp',
-            '--port',
-            String(p),
-            '--rate-limit',
-            '0',
-            '--log-format',
-            'json',
-          ],
+          [echoServerBin, '--udp', '--port', String(p), '--rate-limit', '0', '--log-format', 'json'],
           p,
           true,
         ),
@@ -324,18 +373,35 @@ async function main() {
       ? [['C udp_echo', (p) => startServer('udp-c', path.join(binDir, 'udp_echo'), [String(p)], p, true)]]
       : []),
   ];
+  const uup = {};
   for (const [name, start] of udpServers) {
     const port = await freePort();
-    const srv = await start(port);
-    console.error(`bench: udp ${name} on ${port}`);
-    try {
-      udp[name] = { ours: ourBench(port, ['--udp', '-c', '32', '-s', '64']) };
-      if (hasC) udp[name].lg = lg(['udp', '-p', String(port), '-c', '32', '-m', '64', '-d', String(D)]);
-    } finally {
-      await srv.stop();
-    }
+    uup[name] = { port, srv: await start(port) };
   }
-  writeReport(results, udp, hasC);
+  const udp = Object.fromEntries(udpServers.map(([n]) => [n, { ours: [], lg: [] }]));
+  try {
+    for (let rep = 0; rep < REPS; rep++) {
+      for (const [name] of udpServers) {
+        udp[name].ours.push(ourBench(uup[name].port, ['--udp', '-c', '32', '-s', '64']));
+        if (hasC)
+          udp[name].lg.push({
+            ...lg(['udp', '-p', String(uup[name].port), '-c', '32', '-m', '64', '-d', String(D)]),
+          });
+      }
+    }
+  } finally {
+    for (const { srv } of Object.values(uup)) await srv.stop();
+  }
+  const udpResults = Object.fromEntries(
+    Object.entries(udp).map(([n, u]) => [
+      n,
+      {
+        ours: medianRun(u.ours, 'rate_per_s'),
+        lg: u.lg.length ? { rate: median(u.lg.map((x) => Number(x.rate))) } : undefined,
+      },
+    ]),
+  );
+  writeReport(tcpResults, udpResults, hasC);
 }
 
 function writeReport(R, U, hasC) {
@@ -344,7 +410,7 @@ function writeReport(R, U, hasC) {
   const lines = [];
   lines.push('# Bench results', '');
   lines.push(
-    `Produced by \`npm run bench\` on ${new Date().toISOString()} — Node ${process.versions.node}, ${D} s per run, loopback, 2-core machine; the client (\`echo-client bench\`) and the server share the cores. Ratios are against the plain Node baseline (\`net.createServer(s => s.pipe(s))\`) and the C epoll reference measured in this same run.`,
+    `Produced by \`npm run bench\` on ${new Date().toISOString()} — Node ${process.versions.node}, ${D} s per run, each figure the median of ${REPS} runs interleaved across servers, loopback, 2-core machine; the client (\`echo-client bench\`) and the server share the cores. Ratios are against the plain Node baseline (\`net.createServer(s => s.pipe(s))\`) and the C epoll reference measured in this same run.`,
     '',
   );
   lines.push('## TCP', '');
@@ -359,19 +425,14 @@ function writeReport(R, U, hasC) {
   }
   lines.push('');
   lines.push(
-    `Fork mode (a process per connection): ${fmt(R.fork?.conn?.rate_per_s)} connections/s with 8 in flight; median time to first echo ${fmt(R.fork?.firstEchoMs, 2)} ms (evented: ${fmt(R.evented?.firstEchoMs, 2)} ms). A warm spare child is kept ready, so the wait is the hand-over, not a Node start-up.`,
+    `Fork mode (a process per connection): ${fmt(R.fork?.conn?.rate_per_s)} connections/s with 8 in flight. Median time to first echo: ${fmt(R.fork?.firstEchoSpacedMs, 2)} ms when clients come 300 ms apart (a warm spare child is ready, the wait is the hand-over), ${fmt(R.fork?.firstEchoMs, 2)} ms back to back (each client waits for a Node process to start: the spare cannot be replaced faster than that); evented: ${fmt(R.evented?.firstEchoMs, 2)} ms.`,
     '',
   );
   lines.push(
-    'Mismatched bytes across all runs: ',
-    String(
-      Object.values(R).reduce(
-        (n, r) => n + (r.pp?.mismatches ?? 0) + (r.bulk?.mismatches ?? 0) + (r.conn?.mismatches ?? 0),
-        0,
-      ),
-    ),
+    'Every echoed byte was verified in every run; a mismatch fails the run (and with it `npm run bench`): none did.',
     '',
   );
+
   lines.push('## UDP (32 datagrams outstanding, 64 B)', '');
   lines.push('| server | datagrams/s (our client) | × baseline | × C | datagrams/s (C lg) | lost |');
   lines.push('|---|---|---|---|---|---|');

@@ -1,11 +1,11 @@
 // The bench client is a measuring tool: these check it measures and verifies, briefly (the
 // figures themselves come from `npm run bench`, never from tests).
-import { spawn, spawnSync } from 'node:child_process';
+import { spawnSync } from 'node:child_process';
 import net from 'node:net';
 import { describe, expect, it, onTestFinished } from 'vitest';
 import { runBench } from '../src/client/bench.js';
 import { startUdpEchoServer } from '../src/index.js';
-import { echoServer, spawnCli } from './helpers.js';
+import { echoServer, socatListen, spawnCli } from './helpers.js';
 
 const base = {
   host: '127.0.0.1',
@@ -140,20 +140,7 @@ describe('echo-client bench', () => {
   });
 
   it.skipIf(!hasSocat)('works against socat as the echo server', async () => {
-    const s = spawn('socat', ['-d', '-d', 'TCP-LISTEN:0,bind=127.0.0.1,fork,reuseaddr', 'PIPE'], {
-      stdio: ['ignore', 'ignore', 'pipe'],
-    });
-    onTestFinished(() => {
-      s.kill('SIGKILL');
-    });
-    let err = '';
-    const port = await new Promise<number>((resolve) => {
-      s.stderr.setEncoding('utf8').on('data', (d: string) => {
-        err += d;
-        const m = /listening on .*?:(\d+)/.exec(err);
-        if (m) resolve(Number(m[1]));
-      });
-    });
+    const { port } = await socatListen('PIPE', ',fork');
     const r = await runBench({ ...base, port, mode: 'pingpong', connections: 2 });
     expect(r.count).toBeGreaterThan(10);
     expect(r.mismatches).toBe(0);

@@ -2,7 +2,7 @@ import { execFileSync, spawn, spawnSync } from 'node:child_process';
 import { once } from 'node:events';
 import net from 'node:net';
 import { describe, expect, it, onTestFinished } from 'vitest';
-import { bin, spawnCli } from './helpers.js';
+import { bin, socatListen, spawnCli } from './helpers.js';
 
 const has = (cmd: string, arg = '-V') => spawnSync(cmd, [arg], { stdio: 'ignore' }).status === 0;
 const hasTmux = has('tmux');
@@ -135,28 +135,15 @@ describe('echo-chat', () => {
   });
 
   it.skipIf(!hasSocat)('interoperates with socat listening (echo-chat connects)', async () => {
-    const s = spawn('socat', ['-d', '-d', 'TCP-LISTEN:0,bind=127.0.0.1,reuseaddr', 'STDIO'], {
-      stdio: ['pipe', 'pipe', 'pipe'],
-    });
-    onTestFinished(() => {
-      s.kill('SIGKILL');
-    });
+    const { port, child: s } = await socatListen('STDIO');
     const socatClosed = once(s, 'close');
-    let err = '';
-    const port = await new Promise<number>((resolve) => {
-      s.stderr.setEncoding('utf8').on('data', (d: string) => {
-        err += d;
-        const m = /listening on .*?:(\d+)/.exec(err);
-        if (m) resolve(Number(m[1]));
-      });
-    });
     let out = '';
-    s.stdout.setEncoding('utf8').on('data', (d: string) => {
+    s.stdout!.setEncoding('utf8').on('data', (d: string) => {
       out += d;
     });
     const b = spawnCli('echo-chat', ['127.0.0.1', String(port), '--name', 'bob'], { stdin: 'pipe' });
     await b.waitStderr(/connected/);
-    s.stdin.write('hi bob\n');
+    s.stdin!.write('hi bob\n');
     await b.waitStdout(/hi bob\n/);
     b.child.stdin!.end('hi socat\n');
     await socatClosed;

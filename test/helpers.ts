@@ -2,6 +2,7 @@
 // stderr watched line by line, and small socket utilities. No sleeps: everything waits on events.
 
 import { type ChildProcess, spawn } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
 import { once } from 'node:events';
 import net, { type Socket } from 'node:net';
 import path from 'node:path';
@@ -182,4 +183,73 @@ export function jsonLines(text: string): Record<string, any>[] {
     .split('\n')
     .filter((l) => l.startsWith('{'))
     .map((l) => JSON.parse(l));
+}
+
+/**
+ * Stream a bounded random payload to an echo server until it closes its side (a shutdown),
+ * reading the echo all along. `onEchoing` runs once `threshold` bytes are back. Resolves with
+ * whether the echo is an exact prefix of what was sent, and its length.
+ */
+export async function streamUntilServerCloses(
+  port: number,
+  {
+    payloadBytes = 16 * 1024 * 1024,
+    chunkBytes = 64 * 1024,
+    threshold = 64 * 1024,
+    onEchoing = () => {},
+  } = {},
+): Promise<{ exact: boolean; length: number }> {
+  const s = await connect(port);
+  const payload = randomBytes(payloadBytes);
+  const got: Buffer[] = [];
+  let n = 0;
+  let signalled = false;
+  let ended = false;
+  s.on('data', (c: Buffer) => {
+    got.push(c);
+    n += c.length;
+    if (!signalled && n >= threshold) {
+      signalled = true;
+      onEchoing();
+    }
+  });
+  const end = new Promise<void>((r) =>
+    s.once('end', () => {
+      ended = true; // the server's FIN: stop sending, close our side
+      s.end();
+      r();
+    }),
+  );
+  let off = 0;
+  const pump = () => {
+    while (!ended && off < payload.length) {
+      const chunk = payload.subarray(off, off + chunkBytes);
+      off += chunk.length;
+      if (!s.write(chunk)) return void s.once('drain', pump);
+    }
+  };
+  pump();
+  await end;
+  const back = Buffer.concat(got);
+  return { exact: back.equals(payload.subarray(0, back.length)), length: back.length };
+}
+
+/** `socat … ADDRESS` listening on a kernel-chosen loopback port; resolves with the port. */
+export async function socatListen(other: string, extra = ''): Promise<{ port: number; child: ChildProcess }> {
+  const child = spawn('socat', ['-d', '-d', `TCP-LISTEN:0,bind=127.0.0.1,reuseaddr${extra}`, other], {
+    stdio: ['pipe', 'pipe', 'pipe'],
+  });
+  onTestFinished(() => {
+    child.kill('SIGKILL');
+  });
+  let err = '';
+  const port = await new Promise<number>((resolve, reject) => {
+    child.once('exit', () => reject(new Error(`socat exited: ${err}`)));
+    child.stderr!.setEncoding('utf8').on('data', (d: string) => {
+      err += d;
+      const m = /listening on .*?:(\d+)/.exec(err);
+      if (m) resolve(Number(m[1]));
+    });
+  });
+  return { port, child };
 }

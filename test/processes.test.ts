@@ -1,9 +1,16 @@
 // --mode workers and --mode fork: real processes, checked by pid.
-import { randomBytes } from 'node:crypto';
 import { once } from 'node:events';
 import { describe, expect, it } from 'vitest';
 import { echo } from '../src/index.js';
-import { connect, jsonLines, readAll, readN, spawnCli, spawnServer } from './helpers.js';
+import {
+  connect,
+  jsonLines,
+  readAll,
+  readN,
+  spawnCli,
+  spawnServer,
+  streamUntilServerCloses,
+} from './helpers.js';
 
 const alive = (pid: number) => {
   try {
@@ -25,45 +32,6 @@ async function gone(pids: number[], timeoutMs = 10_000): Promise<boolean> {
 }
 
 const closedLines = (stderr: string) => jsonLines(stderr).filter((l) => l.msg?.startsWith('closed '));
-
-/** Stream through the server until it closes; check that what came back is a prefix of what was sent. */
-function streamUntilClosed(port: number, onEchoing: () => void) {
-  return (async () => {
-    const s = await connect(port);
-    const payload = randomBytes(16 * 1024 * 1024);
-    const got: Buffer[] = [];
-    let n = 0;
-    let signalled = false;
-    let ended = false;
-    s.on('data', (c: Buffer) => {
-      got.push(c);
-      n += c.length;
-      if (!signalled && n >= 64 * 1024) {
-        signalled = true;
-        onEchoing();
-      }
-    });
-    const end = new Promise<void>((r) =>
-      s.once('end', () => {
-        ended = true;
-        s.end();
-        r();
-      }),
-    );
-    let off = 0;
-    const pump = () => {
-      while (!ended && off < payload.length) {
-        const chunk = payload.subarray(off, off + 64 * 1024);
-        off += chunk.length;
-        if (!s.write(chunk)) return void s.once('drain', pump);
-      }
-    };
-    pump();
-    await end;
-    const back = Buffer.concat(got);
-    return { exact: back.equals(payload.subarray(0, back.length)), length: back.length };
-  })();
-}
 
 describe('--mode workers', () => {
   it('connections are served by more than one worker pid', async () => {
@@ -119,8 +87,10 @@ describe('--mode workers', () => {
     const [, a, b] = (await srv.waitStderr(/2 workers: (\d+), (\d+)/)).map(Number);
     let started = 0;
     const streams = Array.from({ length: 4 }, () =>
-      streamUntilClosed(srv.port, () => {
-        if (++started === 4) srv.child.kill('SIGTERM');
+      streamUntilServerCloses(srv.port, {
+        onEchoing: () => {
+          if (++started === 4) srv.child.kill('SIGTERM');
+        },
       }),
     );
     const results = await Promise.all(streams);
@@ -190,8 +160,10 @@ describe('--mode fork', () => {
     const srv = await spawnServer(['--mode', 'fork']);
     let started = 0;
     const streams = Array.from({ length: 3 }, () =>
-      streamUntilClosed(srv.port, () => {
-        if (++started === 3) srv.child.kill('SIGTERM');
+      streamUntilServerCloses(srv.port, {
+        onEchoing: () => {
+          if (++started === 3) srv.child.kill('SIGTERM');
+        },
       }),
     );
     const results = await Promise.all(streams);

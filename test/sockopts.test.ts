@@ -166,17 +166,22 @@ describe.runIf(linux)('socket options, read back from the kernel', () => {
   });
 });
 
+/** A port whose server closed a connection first and then stopped: its side sits in TIME_WAIT. */
+async function portInTimeWait(): Promise<number> {
+  const first = net.createServer({ allowHalfOpen: true }, (s) => s.end());
+  const { port } = await listenTcp(first, { host: '127.0.0.1', port: 0 });
+  const c = await connect(port);
+  c.resume();
+  await once(c, 'end');
+  c.end();
+  await once(c, 'close');
+  await new Promise((r) => first.close(r));
+  return port;
+}
+
 describe.runIf(linux)('SO_REUSEADDR and TIME_WAIT', () => {
   it('restart after an active close: --no-reuse-addr fails with EADDRINUSE, the default succeeds', async () => {
-    // the server closes first, so its side of the connection sits in TIME_WAIT on the port
-    const first = net.createServer({ allowHalfOpen: true }, (s) => s.end());
-    const { port } = await listenTcp(first, { host: '127.0.0.1', port: 0 });
-    const c = await connect(port);
-    c.resume();
-    await once(c, 'end');
-    c.end();
-    await once(c, 'close');
-    await new Promise((r) => first.close(r));
+    const port = await portInTimeWait();
     const states = tcpStates([port]).entries.filter((e) => e.localPort === port);
     expect(states.map((e) => e.state)).toContain('TIME_WAIT');
 
@@ -192,14 +197,7 @@ describe.runIf(linux)('SO_REUSEADDR and TIME_WAIT', () => {
   });
 
   it('echo-server --no-reuse-addr on a port in TIME_WAIT exits 1 with the explained EADDRINUSE', async () => {
-    const first = net.createServer({ allowHalfOpen: true }, (s) => s.end());
-    const { port } = await listenTcp(first, { host: '127.0.0.1', port: 0 });
-    const c = await connect(port);
-    c.resume();
-    await once(c, 'end');
-    c.end();
-    await once(c, 'close');
-    await new Promise((r) => first.close(r));
+    const port = await portInTimeWait();
     const p = spawnCli('echo-server', ['--port', String(port), '--no-reuse-addr']);
     expect((await p.exit).code).toBe(1);
     expect(p.stderr()).toMatch(

@@ -4,7 +4,7 @@
 import { AccessControl } from '../core/access.js';
 import type { Logger } from '../core/log.js';
 import { formatAddress } from '../core/parse.js';
-import type { ServerConfig } from '../server/config.js';
+import { echoServerOptions, type ServerConfig } from '../server/config.js';
 import { startForkServer } from '../server/fork.js';
 import type { ServerTotals } from '../server/handler.js';
 import { startEchoServer } from '../server/tcp-server.js';
@@ -30,18 +30,7 @@ export async function startMode(cfg: ServerConfig, logger: Logger): Promise<Runn
     );
     return { close: () => h.close(), forceClose: () => h.forceClose() };
   }
-  const srv = await startEchoServer({
-    ...cfg.socket,
-    host: cfg.host,
-    port: cfg.port,
-    mode: cfg.mode === 'iterative' ? 'iterative' : 'evented',
-    maxConnections: cfg.maxConnections,
-    maxConnectionsPerIp: cfg.maxConnectionsPerIp,
-    access: new AccessControl(cfg.allow, cfg.deny),
-    idleTimeout: cfg.idleTimeout,
-    logger,
-    reportOptions: cfg.verbose,
-  });
+  const srv = await startEchoServer(echoServerOptions(cfg, logger));
   logger.info(
     { address: srv.address.address, port: srv.address.port, mode: cfg.mode, proto: 'tcp' },
     `listening on ${formatAddress(srv.address.address, srv.address.port)} (${cfg.label})`,

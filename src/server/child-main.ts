@@ -3,10 +3,9 @@
 // environment. A child never outlives its parent: when the IPC channel closes, it leaves.
 
 import type { Socket } from 'node:net';
-import { AccessControl } from '../core/access.js';
 import { errorCode, explainError } from '../core/errors.js';
 import { createLogger, type LogFormat, type LogLevel } from '../core/log.js';
-import type { ServerConfig } from './config.js';
+import { echoServerOptions, type ServerConfig } from './config.js';
 import { drainConnection, emptyTotals, serveEcho } from './handler.js';
 import { startEchoServer } from './tcp-server.js';
 
@@ -27,17 +26,8 @@ async function worker(): Promise<void> {
   let srv: Awaited<ReturnType<typeof startEchoServer>>;
   try {
     srv = await startEchoServer({
-      ...cfg.socket,
-      host: cfg.host,
-      port: cfg.port,
+      ...echoServerOptions(cfg, logger),
       mode: 'evented',
-      exclusive: cfg.exclusive,
-      maxConnections: cfg.maxConnections,
-      maxConnectionsPerIp: cfg.maxConnectionsPerIp,
-      access: new AccessControl(cfg.allow, cfg.deny),
-      idleTimeout: cfg.idleTimeout,
-      logger,
-      reportOptions: cfg.verbose,
       label,
       logFields: { worker: process.pid },
     });

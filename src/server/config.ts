@@ -1,8 +1,10 @@
 // The validated echo-server configuration, shared by the CLI and the multi-process modes
 // (a worker or forked child receives it from its parent).
 
-import type { Cidr } from '../core/access.js';
+import { AccessControl, type Cidr } from '../core/access.js';
+import type { Logger } from '../core/log.js';
 import type { SocketOptions } from '../core/sockopts.js';
+import type { EchoServerOptions } from './tcp-server.js';
 
 export interface ServerConfig {
   host: string;
@@ -29,4 +31,21 @@ export interface ServerConfig {
   label: string;
   /** `127.0.0.1:7007` as asked for (the port may be 0) */
   display: string;
+}
+
+/** The options of startEchoServer() that a validated config sets, for every process that serves. */
+export function echoServerOptions(cfg: ServerConfig, logger: Logger): EchoServerOptions {
+  return {
+    ...cfg.socket,
+    host: cfg.host,
+    port: cfg.port,
+    mode: cfg.mode === 'iterative' ? 'iterative' : 'evented',
+    exclusive: cfg.exclusive,
+    maxConnections: cfg.maxConnections,
+    maxConnectionsPerIp: cfg.maxConnectionsPerIp,
+    access: new AccessControl(cfg.allow, cfg.deny),
+    idleTimeout: cfg.idleTimeout,
+    logger,
+    reportOptions: cfg.verbose,
+  };
 }

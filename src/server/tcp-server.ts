@@ -90,7 +90,7 @@ export async function startEchoServer(opts: EchoServerOptions = {}): Promise<Ech
   const host = opts.host ?? DEFAULT_HOST;
   const totals = emptyTotals();
   const sockets = new Set<Socket>();
-  const waiting: Socket[] = []; // iterative mode: accepted by the kernel, not yet served
+  const waiting: Socket[] = []; // iterative mode: accepted with reading paused, not yet served
   let current: Socket | undefined;
   let closing = false;
   let onIdle: (() => void) | undefined; // set while close() waits for the last connection
@@ -130,10 +130,11 @@ export async function startEchoServer(opts: EchoServerOptions = {}): Promise<Ech
       ? Math.max(1, fds.limit - fds.open - Math.min(64, Math.ceil(fds.limit / 8)))
       : undefined;
   const refusals = new RateLimitedLog(logger);
-  const refuse = (socket: Socket, why: string) => {
+  // `kind` keys the log rate limit (one line per kind and source per interval); `why` is told
+  const refuse = (socket: Socket, kind: string, why: string) => {
     totals.refused++;
     const ip = socket.remoteAddress ?? '?';
-    refusals.warn(`${why}|${ip}`, { peer: ip, why, ...opts.logFields }, `refused ${ip}: ${why}`);
+    refusals.warn(`${kind}|${ip}`, { peer: ip, why, ...opts.logFields }, `refused ${ip}: ${why}`);
     socket.on('error', () => {});
     socket.destroy(); // nothing was read: a plain FIN
   };
@@ -143,15 +144,16 @@ export async function startEchoServer(opts: EchoServerOptions = {}): Promise<Ech
     const ip = socket.remoteAddress ?? '?';
     if (opts.access?.active) {
       const v = opts.access.check(ip);
-      if (!v.ok) return refuse(socket, v.why);
+      if (!v.ok) return refuse(socket, 'access', v.why);
     }
-    if (closing) return refuse(socket, 'shutting down');
+    if (closing) return refuse(socket, 'closing', 'shutting down');
     if (opts.maxConnections !== undefined && open >= opts.maxConnections) {
-      return refuse(socket, `${open} connections open (--max-connections ${opts.maxConnections})`);
+      return refuse(socket, 'max', `${open} connections open (--max-connections ${opts.maxConnections})`);
     }
     if (fdCap !== undefined && open >= fdCap) {
       return refuse(
         socket,
+        'fd-limit',
         `${open} connections open: the file-descriptor limit (${fds!.limit}) is nearly reached; raise ulimit -n`,
       );
     }
@@ -160,6 +162,7 @@ export async function startEchoServer(opts: EchoServerOptions = {}): Promise<Ech
       if (n >= opts.maxConnectionsPerIp) {
         return refuse(
           socket,
+          'per-ip',
           `${n} connections from this address (--max-connections-per-ip ${opts.maxConnectionsPerIp})`,
         );
       }

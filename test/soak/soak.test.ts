@@ -6,7 +6,7 @@ import { once } from 'node:events';
 import { readdirSync, readFileSync } from 'node:fs';
 import net from 'node:net';
 import { describe, expect, it, onTestFinished } from 'vitest';
-import { jsonLines, spawnServer } from '../helpers.js';
+import { jsonLines, spawnServer, streamUntilServerCloses } from '../helpers.js';
 
 const FULL = process.env.SOAK === 'full';
 const N_IDLE = FULL ? 10_000 : 1_000;
@@ -156,47 +156,22 @@ describe.runIf(linux)(`soak (${FULL ? 'full' : 'short'})`, () => {
     const srv = await spawnServer();
     let echoing = 0;
     let t0 = 0;
-    const results = await Promise.all(
-      Array.from({ length: N_STREAMS }, async () => {
-        const s = net.connect({ port: srv.port, host: '127.0.0.1', allowHalfOpen: true });
-        await once(s, 'connect');
-        const payload = randomBytes(4 * 1024 * 1024);
-        const got: Buffer[] = [];
-        let n = 0;
-        let signalled = false;
-        let ended = false;
-        s.on('data', (d: Buffer) => {
-          got.push(d);
-          n += d.length;
-          if (!signalled && n > 0) {
-            signalled = true;
+    const streams = await Promise.all(
+      Array.from({ length: N_STREAMS }, () =>
+        streamUntilServerCloses(srv.port, {
+          payloadBytes: 4 * 1024 * 1024,
+          chunkBytes: 16 * 1024,
+          threshold: 1,
+          onEchoing: () => {
             if (++echoing === N_STREAMS) {
               t0 = Date.now();
               srv.child.kill('SIGTERM');
             }
-          }
-        });
-        const done = new Promise<void>((r) =>
-          s.once('end', () => {
-            ended = true;
-            s.end();
-            r();
-          }),
-        );
-        let off = 0;
-        const pump = () => {
-          while (!ended && off < payload.length) {
-            const c = payload.subarray(off, off + 16 * 1024);
-            off += c.length;
-            if (!s.write(c)) return void s.once('drain', pump);
-          }
-        };
-        pump();
-        await done;
-        const back = Buffer.concat(got);
-        return back.equals(payload.subarray(0, back.length)) ? back.length : -1;
-      }),
+          },
+        }),
+      ),
     );
+    const results = streams.map((r) => (r.exact ? r.length : -1));
     expect(results.every((r) => r > 0)).toBe(true);
     expect((await srv.exit).code).toBe(0);
     const drainMs = Date.now() - t0;
