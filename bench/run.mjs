@@ -208,7 +208,7 @@ async function main() {
         startServer(
           'baseline',
           node,
-          ['-e', `require('net').createServer(s=>s.pipe(s)).listen(${p},'127.0.0.1')`],
+          ['-e', `require('net').createServer(s=>{s.on('error',()=>{});s.pipe(s)}).listen(${p},'127.0.0.1')`],
           p,
         ),
     ],
