@@ -51,3 +51,23 @@ export function waitFor<T = unknown[]>(emitter: NodeJS.EventEmitter, event: stri
 }
 
 export const errCode = (e: unknown) => (e as NodeJS.ErrnoException)?.code ?? 'none';
+
+/**
+ * A listening server and one client connected to it, plus the server's side of that
+ * connection; everything is closed by `cleanup`. Half-open on both sides when asked, so the
+ * scenario (not Node) decides when each side closes.
+ */
+export async function connectedPair(
+  cleanup: { add(fn: () => unknown): void },
+  { allowHalfOpen = false } = {},
+): Promise<{ server: net.Server; port: number; client: net.Socket; peer: net.Socket }> {
+  const server = net.createServer({ allowHalfOpen });
+  const port = await listenLocal(server);
+  cleanup.add(() => closeServer(server));
+  const accepted = waitFor<[net.Socket]>(server, 'connection');
+  const client = await connectLocal(port, { allowHalfOpen });
+  cleanup.add(() => client.destroy());
+  const [peer] = await accepted;
+  cleanup.add(() => peer.destroy());
+  return { server, port, client, peer };
+}

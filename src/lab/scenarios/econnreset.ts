@@ -1,19 +1,12 @@
 // Seed 003: the peer aborts with RST (SO_LINGER 0 / resetAndDestroy) → ECONNRESET on read.
-import net from 'node:net';
 import { Cleanup, Recorder, type ScenarioResult } from '../recorder.js';
-import { closeServer, connectLocal, errCode, listenLocal, waitFor } from '../util.js';
+import { connectedPair, errCode, waitFor } from '../util.js';
 
 export async function econnreset(): Promise<ScenarioResult> {
   const r = new Recorder('econnreset', 'the peer resets the connection (RST)', 'seed 003');
   const c = new Cleanup();
   try {
-    const server = net.createServer();
-    const port = await listenLocal(server);
-    c.add(() => closeServer(server));
-    const accepted = waitFor<[net.Socket]>(server, 'connection');
-    const client = await connectLocal(port);
-    c.add(() => client.destroy());
-    const [peer] = await accepted;
+    const { port, client, peer } = await connectedPair(c);
     r.step(`client connected to 127.0.0.1:${port}`);
     r.snapshot('connected', [port]);
     const failed = waitFor<[Error]>(client, 'error');

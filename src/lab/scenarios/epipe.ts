@@ -1,22 +1,15 @@
 // Seed 002: writing to a connection the peer has closed. The first write after the peer's
 // FIN draws an RST from the peer's kernel; the next write fails with EPIPE (Node ignores
 // SIGPIPE, so it arrives as an error, not a signal).
-import net from 'node:net';
 import { Cleanup, Recorder, type ScenarioResult } from '../recorder.js';
-import { closeServer, connectLocal, errCode, listenLocal, waitFor } from '../util.js';
+import { connectedPair, errCode, waitFor } from '../util.js';
 
 export async function epipe(): Promise<ScenarioResult> {
   const r = new Recorder('epipe', 'write after the peer has closed', 'seed 002');
   const c = new Cleanup();
   try {
-    const server = net.createServer();
-    const port = await listenLocal(server);
-    c.add(() => closeServer(server));
-    const accepted = waitFor<[net.Socket]>(server, 'connection');
-    // allowHalfOpen: Node must not close our side itself when the FIN arrives
-    const client = await connectLocal(port, { allowHalfOpen: true });
-    c.add(() => client.destroy());
-    const [peer] = await accepted;
+    // allowHalfOpen: Node must not close the client's side itself when the FIN arrives
+    const { port, client, peer } = await connectedPair(c, { allowHalfOpen: true });
     client.resume();
     const ended = waitFor(client, 'end');
     peer.destroy();

@@ -1,22 +1,14 @@
 // Seed 000/003: the server closes first. Its side waits in FIN_WAIT2, the client's in
 // CLOSE_WAIT — the client has read 0 bytes (EOF) but may still send — until the client
 // closes too; then the server side goes to TIME_WAIT.
-import net from 'node:net';
 import { Cleanup, Recorder, type ScenarioResult } from '../recorder.js';
-import { closeServer, connectLocal, listenLocal, waitFor } from '../util.js';
+import { connectedPair, waitFor } from '../util.js';
 
 export async function halfClose(): Promise<ScenarioResult> {
   const r = new Recorder('half-close', 'server closes first: FIN_WAIT2 and CLOSE_WAIT', 'seed 000, seed 003');
   const c = new Cleanup();
   try {
-    const server = net.createServer({ allowHalfOpen: true });
-    const port = await listenLocal(server);
-    c.add(() => closeServer(server));
-    const accepted = waitFor<[net.Socket]>(server, 'connection');
-    const client = await connectLocal(port, { allowHalfOpen: true });
-    c.add(() => client.destroy());
-    const [peer] = await accepted;
-    c.add(() => peer.destroy());
+    const { port, client, peer } = await connectedPair(c, { allowHalfOpen: true });
     const got: Buffer[] = [];
     peer.on('data', (d: Buffer) => got.push(d));
     client.resume();
