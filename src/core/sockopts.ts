@@ -298,10 +298,15 @@ const secs = (ms: number) => Math.max(1, Math.ceil(ms / 1000));
 
 /**
  * Apply the per-connection options to a connected (or connecting) TCP socket.
- * Returns one report per option set, with the value the kernel reports back.
+ * Returns one report per option set, with the value the kernel reports back (with
+ * `report: false`, nothing is read back and the list is empty: the accept path of a server).
  * Listen-only options (reuseAddr, reusePort, backlog) are for listenTcp().
  */
-export function applySocketOptions(socket: Socket, opts: SocketOptions): OptionReport[] {
+export function applySocketOptions(
+  socket: Socket,
+  opts: SocketOptions,
+  { report = true } = {},
+): OptionReport[] {
   const reports: OptionReport[] = [];
   if (opts.noDelay !== undefined) socket.setNoDelay(opts.noDelay);
   if (opts.keepAlive !== undefined && opts.keepAlive !== false) {
@@ -327,7 +332,8 @@ export function applySocketOptions(socket: Socket, opts: SocketOptions): OptionR
     if (opts.recvBuffer !== undefined) setIntOption(fd, 'SO_RCVBUF', opts.recvBuffer);
     if (opts.linger !== undefined) setLinger(fd, Math.ceil(opts.linger / 1000));
   }
-  return reportOptions(socket, opts, reports);
+  // the read-back costs a dozen getsockopt calls: only when someone will look at it
+  return report ? reportOptions(socket, opts, reports) : reports;
 }
 
 /** Compare what was asked with what the kernel reports, one line per option. */

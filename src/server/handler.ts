@@ -111,7 +111,7 @@ export function serveEcho(socket: Socket, ctx: HandlerContext): void {
   socket.on('close', onClose);
   if (hasConnectionOptions(ctx.socketOptions)) {
     try {
-      const reports = applySocketOptions(socket, ctx.socketOptions!);
+      const reports = applySocketOptions(socket, ctx.socketOptions!, { report: ctx.reportOptions === true });
       if (ctx.reportOptions) {
         ctx.reportOptions = false;
         for (const r of reports) ctx.logger.info({ ...r }, `accepted socket: ${formatReport(r)}`);
