@@ -2,15 +2,7 @@
 // names the flag, and nothing left listening on the port we asked for.
 import net from 'node:net';
 import { describe, expect, it } from 'vitest';
-import { spawnCli } from './helpers.js';
-
-async function freePort(): Promise<number> {
-  const s = net.createServer();
-  await new Promise<void>((r) => s.listen(0, '127.0.0.1', r));
-  const { port } = s.address() as net.AddressInfo;
-  await new Promise((r) => s.close(r));
-  return port;
-}
+import { closedPort, spawnCli } from './helpers.js';
 
 const refused = (port: number) =>
   new Promise<boolean>((resolve) => {
@@ -57,7 +49,7 @@ const serverCases: [string[], RegExp][] = [
 
 describe('bad input exits 2 with one clear line and nothing listening', () => {
   it.concurrent.for(serverCases)('echo-server %j', async ([args, re], ctx) => {
-    const port = await freePort();
+    const port = await closedPort();
     const p = spawnCli('echo-server', ['--port', String(port), ...args], { ctx });
     const { code } = await p.exit;
     expect(code).toBe(2);

@@ -1,11 +1,10 @@
 // The bench client is a measuring tool: these check it measures and verifies, briefly (the
 // figures themselves come from `npm run bench`, never from tests).
 import { spawnSync } from 'node:child_process';
-import net from 'node:net';
 import { describe, expect, it, onTestFinished } from 'vitest';
 import { runBench } from '../src/client/bench.js';
 import { startUdpEchoServer } from '../src/index.js';
-import { echoServer, socatListen, spawnCli } from './helpers.js';
+import { echoServer, plainServer, socatListen, spawnCli } from './helpers.js';
 
 const base = {
   host: '127.0.0.1',
@@ -93,14 +92,12 @@ describe('echo-client bench', () => {
   });
 
   it('detects a server that alters bytes', async () => {
-    const liar = net.createServer((s) =>
-      s.on('data', (d: Buffer) => s.write(Buffer.from(d).fill(0x41, 0, 1))),
+    const { port } = await plainServer(
+      (s) => {
+        s.on('data', (d: Buffer) => s.write(Buffer.from(d).fill(0x41, 0, 1)));
+      },
+      { allowHalfOpen: false },
     );
-    await new Promise<void>((r) => liar.listen(0, '127.0.0.1', r));
-    onTestFinished(() => {
-      liar.close();
-    });
-    const port = (liar.address() as net.AddressInfo).port;
     const r = await runBench({ ...base, port, mode: 'pingpong', connections: 1 });
     expect(r.mismatches).toBeGreaterThan(0);
   });

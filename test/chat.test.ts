@@ -2,7 +2,7 @@ import { execFileSync, spawn, spawnSync } from 'node:child_process';
 import { once } from 'node:events';
 import net from 'node:net';
 import { describe, expect, it, onTestFinished } from 'vitest';
-import { bin, socatListen, spawnCli } from './helpers.js';
+import { bin, plainServer, socatListen, spawnCli } from './helpers.js';
 
 const has = (cmd: string, arg = '-V') => spawnSync(cmd, [arg], { stdio: 'ignore' }).status === 0;
 const hasTmux = has('tmux');
@@ -41,18 +41,14 @@ describe('echo-chat', () => {
     const fin = new Promise<void>((r) => {
       peerSawFin = r;
     });
-    const srv = net.createServer({ allowHalfOpen: true }, (s) => {
+    const { port } = await plainServer((s) => {
       s.resume();
       s.on('end', () => {
         peerSawFin();
         s.end('still here after your FIN\n');
       });
     });
-    await new Promise<void>((r) => srv.listen(0, '127.0.0.1', r));
-    onTestFinished(() => {
-      srv.close();
-    });
-    const b = spawnCli('echo-chat', ['127.0.0.1', String((srv.address() as net.AddressInfo).port)], {
+    const b = spawnCli('echo-chat', ['127.0.0.1', String(port)], {
       stdin: 'pipe',
     });
     await b.waitStderr(/connected/);
@@ -88,14 +84,13 @@ describe('echo-chat', () => {
   });
 
   it('a reset prints the explained ECONNRESET and exits 1', async () => {
-    const srv = net.createServer((s) => {
-      s.once('data', () => s.resetAndDestroy());
-    });
-    await new Promise<void>((r) => srv.listen(0, '127.0.0.1', r));
-    onTestFinished(() => {
-      srv.close();
-    });
-    const b = spawnCli('echo-chat', ['127.0.0.1', String((srv.address() as net.AddressInfo).port)], {
+    const { port } = await plainServer(
+      (s) => {
+        s.once('data', () => s.resetAndDestroy());
+      },
+      { allowHalfOpen: false },
+    );
+    const b = spawnCli('echo-chat', ['127.0.0.1', String(port)], {
       stdin: 'pipe',
     });
     await b.waitStderr(/connected/);

@@ -4,7 +4,16 @@ import { once } from 'node:events';
 import net from 'node:net';
 import { describe, expect, it, onTestFinished } from 'vitest';
 import { boundPort, closeFd, rawListenFd } from '../src/core/sockopts.js';
-import { bin, echoServer, jsonLines, spawnCli, spawnServer, streamUntilServerCloses } from './helpers.js';
+import {
+  bin,
+  closedPort,
+  echoServer,
+  jsonLines,
+  plainServer,
+  spawnCli,
+  spawnServer,
+  streamUntilServerCloses,
+} from './helpers.js';
 
 const hasScript = spawnSync('script', ['--version']).status === 0;
 
@@ -100,29 +109,17 @@ describe('echo-client CLI', () => {
   });
 
   it('exits 1 when the echo differs (a server that is not an echo server)', async () => {
-    const liar = net.createServer({ allowHalfOpen: true }, (s) => {
+    const { port } = await plainServer((s) => {
       s.on('data', (d: Buffer) => s.write(Buffer.from(d.toString().toUpperCase())));
       s.on('end', () => s.end());
     });
-    await new Promise<void>((r) => liar.listen(0, '127.0.0.1', r));
-    onTestFinished(() => {
-      liar.close();
-    });
-    const c = spawnCli('echo-client', [
-      '127.0.0.1',
-      String((liar.address() as net.AddressInfo).port),
-      '--message',
-      'abc',
-    ]);
+    const c = spawnCli('echo-client', ['127.0.0.1', String(port), '--message', 'abc']);
     expect((await c.exit).code).toBe(1);
     expect(c.stderr()).toMatch(/echo differs from what was sent at byte 0/);
   });
 
   it('ECONNREFUSED: exit 1 with the explained line', async () => {
-    const probe = net.createServer();
-    await new Promise<void>((r) => probe.listen(0, '127.0.0.1', r));
-    const port = (probe.address() as net.AddressInfo).port;
-    await new Promise((r) => probe.close(r));
+    const port = await closedPort();
     const c = spawnCli('echo-client', ['127.0.0.1', String(port), '--message', 'x']);
     expect((await c.exit).code).toBe(1);
     expect(c.stderr()).toBe(
@@ -131,10 +128,7 @@ describe('echo-client CLI', () => {
   });
 
   it('--retry retries a refused connect with backoff, then gives up', async () => {
-    const probe = net.createServer();
-    await new Promise<void>((r) => probe.listen(0, '127.0.0.1', r));
-    const port = (probe.address() as net.AddressInfo).port;
-    await new Promise((r) => probe.close(r));
+    const port = await closedPort();
     const c = spawnCli('echo-client', [
       '127.0.0.1',
       String(port),

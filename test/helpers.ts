@@ -253,3 +253,25 @@ export async function socatListen(other: string, extra = ''): Promise<{ port: nu
   });
   return { port, child };
 }
+
+/** A loopback TCP port nothing listens on (bound by the kernel, then released). */
+export async function closedPort(): Promise<number> {
+  const s = net.createServer();
+  await new Promise<void>((r) => s.listen(0, '127.0.0.1', r));
+  const { port } = s.address() as net.AddressInfo;
+  await new Promise((r) => s.close(r));
+  return port;
+}
+
+/** A plain net server on a loopback port 0 (a peer that is not ours), closed after the test. */
+export async function plainServer(
+  handler?: (s: Socket) => void,
+  { allowHalfOpen = true } = {},
+): Promise<{ server: net.Server; port: number }> {
+  const server = net.createServer({ allowHalfOpen }, handler);
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  onTestFinished(() => {
+    server.close();
+  });
+  return { server, port: (server.address() as net.AddressInfo).port };
+}

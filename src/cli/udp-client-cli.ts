@@ -6,9 +6,7 @@ import { explainError } from '../core/errors.js';
 import type { Logger } from '../core/log.js';
 import { formatAddress } from '../core/parse.js';
 import { UdpEchoClient } from '../udp/client.js';
-import type { ClientConfig } from './echo-client.js';
-
-const PROMPT = 'Input message (Q to quit): ';
+import { type ClientConfig, PROMPT } from './echo-client.js';
 
 export async function runUdpClient(cfg: ClientConfig, logger: Logger): Promise<number> {
   const client = await UdpEchoClient.open({
