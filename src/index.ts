@@ -3,7 +3,8 @@
 //
 // Layout:
 //   core/    parsing, errors (explainError), logging, socket options (koffi), listenTcp
-//   server/  TCP echo: one listener (tcp-server.ts), one handler (handler.ts), workers, fork
+//   server/  one listener for every mode (listener.ts), one handler (handler.ts), admission,
+//            child processes (supervisor.ts, children.ts), startServer() (index.ts)
 //   client/  connectTcp, echo client, chat, bench
 //   udp/     UDP echo server and client
 //   lab/     echo-lab scenarios, shared by the CLI and the tests
@@ -32,9 +33,11 @@ export {
 } from './core/sockopts.js';
 export { type TcpEntry, type TcpView, tcpStates } from './core/tcp-states.js';
 export { findScenario, runScenario, SCENARIOS, type ScenarioInfo, type ScenarioResult } from './lab/index.js';
+export type { ServerConfig } from './server/config.js';
 export type { ConnectionRecord, ServerTotals } from './server/handler.js';
+export { startServer } from './server/index.js';
+export type { CloseOptions, LiveConnection, ServerHandle } from './server/listener.js';
 export {
-  type CloseOptions,
   type EchoServer,
   type EchoServerOptions,
   startEchoServer,

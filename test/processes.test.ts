@@ -145,7 +145,7 @@ describe('--mode fork', () => {
     let aClosed = false;
     const bEcho = new Promise<boolean>((resolve) => b.once('data', () => resolve(aClosed)));
     b.write('B');
-    await srv.waitStderr(/children busy \(--max-children 1\)/);
+    await srv.waitStderr(/busy \(--max-children 1\)/);
     a.end();
     await once(a, 'close');
     aClosed = true;

@@ -4,15 +4,12 @@
 import { availableParallelism } from 'node:os';
 import type { Command } from 'commander';
 import { Option } from 'commander';
-import {
-  formatAddress,
-  parseDuration,
-  parseHost,
-  parseInteger,
-  parsePort,
-  UsageError,
-} from '../core/parse.js';
+import { parseDuration, parseHost, parseInteger, parsePort, UsageError } from '../core/parse.js';
+import { plural } from '../server/admission.js';
 import type { ServerConfig } from '../server/config.js';
+import type { ServerTotals } from '../server/handler.js';
+import { listeningLine, startServer } from '../server/index.js';
+import type { ServerHandle } from '../server/listener.js';
 import { DEFAULT_HOST, DEFAULT_PORT } from '../server/tcp-server.js';
 import {
   addAccessFlags,
@@ -28,7 +25,6 @@ import {
   runCli,
   type SocketOptionFlags,
 } from './common.js';
-import { type RunningServer, startMode } from './server-modes.js';
 
 export function buildServerProgram(): Command {
   const cmd = newProgram('echo-server', 'TCP (RFC 862) and UDP echo server on real sockets')
@@ -54,15 +50,13 @@ export function buildServerProgram(): Command {
     .option('--idle-timeout <dur>', 'close a connection idle this long (e.g. 30s)')
     .option(
       '--grace <dur>',
-      'on SIGINT/SIGTERM, how long in-flight echoes may take before connections are cut',
-      '5s',
+      'TCP: on SIGINT/SIGTERM, how long in-flight echoes may take before connections are cut (default 5s)',
     )
     .option(
       '--rate-limit <n>',
-      'UDP: datagrams per second allowed per source (token bucket; 0 = no limit)',
-      '1000',
+      'UDP: datagrams per second allowed per source (token bucket; 0 = no limit; default 1000)',
     )
-    .option('--rate-burst <n>', 'UDP: burst size per source', '200');
+    .option('--rate-burst <n>', 'UDP: burst size per source (default 200)');
   addSocketOptionFlags(cmd, { listen: true });
   addAccessFlags(cmd);
   addLogFlags(cmd);
@@ -95,10 +89,23 @@ export interface ServerFlags extends SocketOptionFlags, LogFlags {
   allow?: string[];
   deny?: string[];
   idleTimeout?: string;
-  grace: string;
-  rateLimit: string;
-  rateBurst: string;
+  grace?: string;
+  rateLimit?: string;
+  rateBurst?: string;
 }
+
+/** Flags that mean something for TCP only, with how each shows in the resolved config. */
+const TCP_ONLY: [string, (f: ServerFlags, c: ServerConfig) => boolean][] = [
+  ['--max-connections', (f) => f.maxConnections !== undefined],
+  ['--max-connections-per-ip', (f) => f.maxConnectionsPerIp !== undefined],
+  ['--idle-timeout', (f) => f.idleTimeout !== undefined],
+  ['--grace', (f) => f.grace !== undefined],
+  ['--backlog', (_f, c) => c.socket.backlog !== undefined],
+  ['--keepalive', (_f, c) => c.socket.keepAlive !== undefined],
+  ['--user-timeout', (_f, c) => c.socket.userTimeout !== undefined],
+  ['--no-delay', (_f, c) => c.socket.noDelay !== undefined],
+  ['--linger', (_f, c) => c.socket.linger !== undefined],
+];
 
 /** Validate every flag up front; throws UsageError naming the flag. */
 export function resolveServerConfig(f: ServerFlags): ServerConfig {
@@ -113,7 +120,23 @@ export function resolveServerConfig(f: ServerFlags): ServerConfig {
   if (f.exclusive && mode !== 'workers')
     throw new UsageError('--exclusive', undefined, 'needs --mode workers');
   if (f.udp && mode !== 'evented') throw conflict('--udp', `--mode ${mode}`);
-  return {
+  if (!f.udp) {
+    if (f.rateLimit !== undefined) throw new UsageError('--rate-limit', f.rateLimit, 'needs --udp');
+    if (f.rateBurst !== undefined) throw new UsageError('--rate-burst', f.rateBurst, 'needs --udp');
+  }
+  if (f.exclusive) {
+    // no process sees every connection when each worker accepts on its own socket
+    for (const flag of ['--max-connections', '--max-connections-per-ip'] as const) {
+      if ((flag === '--max-connections' ? f.maxConnections : f.maxConnectionsPerIp) !== undefined) {
+        throw new UsageError(
+          flag,
+          undefined,
+          'cannot be used with --exclusive: each worker accepts on its own socket, so no process could hold the limit for all of them (drop --exclusive: the primary then accepts and the limit is global)',
+        );
+      }
+    }
+  }
+  const cfg: ServerConfig = {
     host,
     port,
     mode,
@@ -134,30 +157,32 @@ export function resolveServerConfig(f: ServerFlags): ServerConfig {
       f.idleTimeout !== undefined
         ? parseDuration('--idle-timeout', f.idleTimeout, 1, 2_147_483_647)
         : undefined,
-    graceMs: parseDuration('--grace', f.grace, 0, 3_600_000),
-    rateLimit: parseInteger('--rate-limit', f.rateLimit, 0, 10_000_000),
-    rateBurst: parseInteger('--rate-burst', f.rateBurst, 1, 10_000_000),
+    graceMs: parseDuration('--grace', f.grace ?? '5s', 0, 3_600_000),
+    rateLimit: parseInteger('--rate-limit', f.rateLimit ?? '1000', 0, 10_000_000),
+    rateBurst: parseInteger('--rate-burst', f.rateBurst ?? '200', 1, 10_000_000),
     socket: sock,
     verbose: f.verbose === true,
     logLevel: f.verbose ? 'debug' : f.quiet ? 'warn' : 'info',
     logFormat: (f.logFormat ?? 'auto') as ServerConfig['logFormat'],
-    label: `${f.udp ? 'udp' : 'tcp'}, ${mode}`,
-    display: formatAddress(host, port),
   };
+  if (cfg.udp) {
+    for (const [flag, given] of TCP_ONLY) if (given(f, cfg)) throw conflict(flag, '--udp');
+  }
+  return cfg;
 }
 
 /** Totals as one human line. */
-export function formatTotals(t: {
-  connections: number;
-  refused: number;
-  bytesIn: number;
-  bytesOut: number;
-  errors: Record<string, number>;
-}): string {
-  const errs = Object.entries(t.errors)
-    .map(([k, v]) => `${k} ${v}`)
-    .join(', ');
-  return `totals: ${t.connections} connections, ${t.refused} refused, in ${t.bytesIn} B, out ${t.bytesOut} B${errs ? `, errors: ${errs}` : ''}`;
+export function formatTotals(t: ServerTotals, udp = false): string {
+  const list = (r: Record<string, number>) =>
+    Object.entries(r)
+      .map(([k, v]) => `${k} ${v}`)
+      .join(', ');
+  const errs = list(t.errors);
+  const by = list(t.refusedBy);
+  const what = udp
+    ? `${plural(t.connections, 'source')}, ${t.refused} dropped`
+    : `${plural(t.connections, 'connection')}, ${t.refused} refused`;
+  return `totals: ${what}${by ? ` (${by})` : ''}, in ${t.bytesIn} B, out ${t.bytesOut} B${errs ? `, errors: ${errs}` : ''}`;
 }
 
 export async function runServerCli(argv: string[]): Promise<void> {
@@ -171,7 +196,7 @@ export async function runServerCli(argv: string[]): Promise<void> {
     }
     // signals are handled from before the first line is printed: a supervisor that reacts to
     // `listening on …` may signal at once
-    let runner: RunningServer | undefined;
+    let runner: ServerHandle | undefined;
     let done!: (code: number) => void;
     const finished = new Promise<number>((resolve) => {
       done = resolve;
@@ -180,9 +205,9 @@ export async function runServerCli(argv: string[]): Promise<void> {
       (signal) => {
         if (!runner) return done(signal === 'SIGINT' ? 130 : 143);
         logger.info({ signal }, `${signal}: shutting down, in-flight echoes get ${cfg.graceMs} ms`);
-        runner.close().then(
+        runner.close({ graceMs: cfg.graceMs }).then(
           (totals) => {
-            logger.info({ ...totals }, formatTotals(totals));
+            logger.info({ ...totals }, formatTotals(totals, cfg.udp));
             done(0);
           },
           (err) => {
@@ -193,7 +218,16 @@ export async function runServerCli(argv: string[]): Promise<void> {
       },
       () => runner?.forceClose(),
     );
-    runner = await startMode(cfg, logger);
+    runner = await startServer(cfg, logger);
+    logger.info(
+      {
+        address: runner.address.address,
+        port: runner.address.port,
+        mode: cfg.mode,
+        proto: cfg.udp ? 'udp' : 'tcp',
+      },
+      listeningLine(cfg, runner),
+    );
     return finished;
   });
 }

@@ -1,100 +1,146 @@
-// Entry point of the processes the server modes start: a cluster worker (--mode workers) or a
-// per-connection child (--mode fork). The role and the validated config come in the
-// environment. A child never outlives its parent: when the IPC channel closes, it leaves.
+// Process main of the children echo-server starts (a process main: it exits and handles
+// signals itself). The role and the validated config come in the environment:
+//   serve       a worker: echoes every connection the parent hands it
+//   serve-once  a fork child: echoes the one connection it is handed, then exits
+//   listen      a worker with its own listening socket (--exclusive --reuse-port)
+// Every connection's byte counts go to the parent as it closes, so the totals survive a
+// worker that is killed later. The parent coordinates shutdown: a terminal's Ctrl-C (sent to
+// the whole process group) is ignored here; SIGTERM — alone, or to the process group as
+// systemd sends it — drains like the parent's 'shutdown' message. A child never outlives its
+// parent: when the IPC channel closes, it drains and leaves.
 
 import type { Socket } from 'node:net';
 import { errorCode, explainError } from '../core/errors.js';
 import { createLogger, type LogFormat, type LogLevel } from '../core/log.js';
 import { echoServerOptions, type ServerConfig } from './config.js';
-import { drainConnection, emptyTotals, serveEcho } from './handler.js';
+import { drainConnection, emptyTotals, forceClose, serveEcho } from './handler.js';
+import { type ChildRole, sendToParent, type ToChild } from './ipc.js';
 import { startEchoServer } from './tcp-server.js';
 
+const role = process.env.ECHO_ROLE as ChildRole | undefined;
 const cfg = JSON.parse(process.env.ECHO_CONFIG ?? '{}') as ServerConfig;
 const logger = createLogger({
   level: (process.env.ECHO_LOG_LEVEL ?? 'info') as LogLevel,
   format: (process.env.ECHO_LOG_FORMAT ?? 'auto') as LogFormat,
   name: 'echo-server',
 });
-const send = (m: object) =>
-  new Promise<void>((resolve) => (process.connected ? process.send!(m, () => resolve()) : resolve()));
+const who = role === 'serve-once' ? 'child' : 'worker';
+const label = `${who} ${process.pid}`;
+const logFields = { [who]: process.pid };
 
-// A terminal's Ctrl-C reaches the whole process group: the parent decides, children wait for it.
-process.on('SIGINT', () => {});
+/** Stop by `deadline`: `drain` starts it, `force` cuts what is left then; exit when `idle`. */
+function stopper(drain: () => Promise<unknown> | void, force: () => void): (deadline: number) => void {
+  let stopping = false;
+  return (deadline) => {
+    if (stopping) return;
+    stopping = true;
+    setTimeout(force, Math.max(0, deadline - Date.now())).unref();
+    void drain();
+  };
+}
 
-async function worker(): Promise<void> {
-  const label = `worker ${process.pid}`;
+async function listenRole(): Promise<void> {
   let srv: Awaited<ReturnType<typeof startEchoServer>>;
   try {
     srv = await startEchoServer({
       ...echoServerOptions(cfg, logger),
-      mode: 'evented',
       label,
-      logFields: { worker: process.pid },
+      logFields,
+      onConnectionClosed: (r) =>
+        void sendToParent({ type: 'closed', bytesIn: r.bytesIn, bytesOut: r.bytesOut, error: r.error }),
     });
   } catch (err) {
-    await send({
+    await sendToParent({
       type: 'listen-failed',
       code: errorCode(err),
-      line: `worker ${process.pid}: ${explainError(err).line}`,
+      line: `${label}: ${explainError(err).line}`,
     });
     process.exit(1);
   }
-  await send({ type: 'listening', address: srv.address });
-  let stopping = false;
-  const stop = async () => {
-    if (stopping) return;
-    stopping = true;
-    const totals = await srv.close({ graceMs: cfg.graceMs });
-    await send({ type: 'totals', totals });
-    process.exit(0);
-  };
-  process.on('message', (m: { type: string }) => {
-    if (m.type === 'shutdown') void stop();
-  });
-  process.on('SIGTERM', () => void stop()); // a worker told to stop on its own drains too
-  process.on('disconnect', () => {
-    // the primary is gone: nothing will coordinate us any more
-    srv.forceClose();
-    process.exit(0);
-  });
+  await sendToParent({ type: 'listening', address: srv.address, options: srv.options });
+  const stop = stopper(
+    async () => {
+      const t = await srv.close({ graceMs: 2_147_483_647 }); // the deadline timer forces
+      await sendToParent({ type: 'refusals', refusedBy: t.refusedBy });
+      process.exit(0);
+    },
+    () => srv.forceClose(),
+  );
+  wire(stop, () => srv.forceClose());
 }
 
-function forkChild(): void {
-  const totals = emptyTotals();
-  let current: Socket | undefined;
-  process.on('message', (m: { type: string }, handle?: Socket) => {
-    if (m.type === 'conn' && handle && !current) {
-      current = handle;
-      handle.allowHalfOpen = true; // echo what arrived, then close, as in the evented server
-      serveEcho(handle, {
+function serveRole(once: boolean): void {
+  const scratch = emptyTotals(); // the handler's counters; the parent keeps the real totals
+  const live = new Map<Socket, number>(); // socket → hand-over id
+  let stopping = false;
+  const exitIfDone = () => {
+    if (live.size === 0 && (stopping || once)) process.exit(0);
+  };
+  process.on('message', (m: ToChild, handle?: Socket) => {
+    if (m.type !== 'conn' || !handle) return;
+    if (stopping || (once && live.size > 0)) {
+      handle.destroy(); // cannot happen with our parent; never leave a socket unowned
+      return;
+    }
+    live.set(handle, m.id);
+    handle.allowHalfOpen = true; // echo what arrived, then close, as in the evented server
+    serveEcho(
+      handle,
+      {
         logger,
-        totals,
+        totals: scratch,
         idleTimeout: cfg.idleTimeout,
         socketOptions: cfg.socket,
         reportOptions: cfg.verbose,
-        label: `child ${process.pid}`,
-        logFields: { child: process.pid },
-        onClose: async () => {
-          await send({ type: 'totals', totals });
-          process.exit(0);
+        label,
+        logFields,
+        onClose: async (socket, r) => {
+          const id = live.get(socket);
+          await sendToParent({
+            type: 'closed',
+            id,
+            bytesIn: r.bytesIn,
+            bytesOut: r.bytesOut,
+            error: r.error,
+          });
+          live.delete(socket);
+          exitIfDone();
         },
-      });
-    } else if (m.type === 'shutdown') {
-      if (current) drainConnection(current);
-      else process.exit(0); // an idle spare
-    }
+      },
+      m.peer,
+    );
+    handle.resume();
   });
-  process.on('disconnect', () => {
-    if (!current) process.exit(0);
-    // the parent is gone: finish this client quickly, then leave
-    drainConnection(current);
-    setTimeout(() => process.exit(0), cfg.graceMs).unref();
+  const stop = stopper(
+    () => {
+      stopping = true;
+      for (const s of live.keys()) drainConnection(s);
+      exitIfDone();
+    },
+    () => {
+      for (const s of live.keys()) forceClose(s);
+    },
+  );
+  wire(stop, () => {
+    for (const s of live.keys()) forceClose(s);
   });
-  void send({ type: 'ready' });
+  void sendToParent({ type: 'ready' });
 }
 
-if (process.env.ECHO_ROLE === 'worker') void worker();
-else if (process.env.ECHO_ROLE === 'fork-child') forkChild();
+/** The parent's messages and this process's signals, the same for every role. */
+function wire(stop: (deadline: number) => void, force: () => void): void {
+  process.on('message', (m: ToChild) => {
+    if (m.type === 'shutdown') stop(m.deadline);
+    else if (m.type === 'force') force();
+  });
+  process.on('SIGINT', () => {});
+  process.on('SIGTERM', () => stop(Date.now() + cfg.graceMs));
+  // the parent is gone: nothing will coordinate us any more
+  process.on('disconnect', () => stop(Date.now() + cfg.graceMs));
+}
+
+if (role === 'listen') void listenRole();
+else if (role === 'serve' || role === 'serve-once') serveRole(role === 'serve-once');
 else {
   process.stderr.write('child-main: started without ECHO_ROLE; this module is run by echo-server\n');
   process.exitCode = 2;

@@ -1,5 +1,5 @@
-// The validated echo-server configuration, shared by the CLI and the multi-process modes
-// (a worker or forked child receives it from its parent).
+// The validated echo-server configuration: what startServer() takes, and what a worker or
+// forked child receives from its parent.
 
 import { AccessControl, type Cidr } from '../core/access.js';
 import type { Logger } from '../core/log.js';
@@ -27,10 +27,6 @@ export interface ServerConfig {
   /** for child processes, which log as their parent does */
   logLevel: 'debug' | 'info' | 'warn';
   logFormat: 'auto' | 'pretty' | 'json';
-  /** `tcp, evented` */
-  label: string;
-  /** `127.0.0.1:7007` as asked for (the port may be 0) */
-  display: string;
 }
 
 /** The options of startEchoServer() that a validated config sets, for every process that serves. */
@@ -40,7 +36,6 @@ export function echoServerOptions(cfg: ServerConfig, logger: Logger): EchoServer
     host: cfg.host,
     port: cfg.port,
     mode: cfg.mode === 'iterative' ? 'iterative' : 'evented',
-    exclusive: cfg.exclusive,
     maxConnections: cfg.maxConnections,
     maxConnectionsPerIp: cfg.maxConnectionsPerIp,
     access: new AccessControl(cfg.allow, cfg.deny),

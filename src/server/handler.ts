@@ -29,33 +29,40 @@ export interface ConnectionRecord {
   discarded: number;
   ms: number;
   reason: CloseReason;
+  /** the socket error that ended it, if any (ECONNRESET…) */
+  error?: string;
 }
 
+/** What a server did, in every mode (UDP maps its own counters onto these). */
 export interface ServerTotals {
+  /** connections served (UDP: distinct sources) */
   connections: number;
   active: number;
   refused: number;
+  /** refusals (UDP: dropped datagrams) by reason: access, max, per-ip, fd-limit, rate-limit… */
+  refusedBy: Record<string, number>;
   bytesIn: number;
   bytesOut: number;
   errors: Record<string, number>;
 }
 
 export function emptyTotals(): ServerTotals {
-  return { connections: 0, active: 0, refused: 0, bytesIn: 0, bytesOut: 0, errors: {} };
+  return { connections: 0, active: 0, refused: 0, refusedBy: {}, bytesIn: 0, bytesOut: 0, errors: {} };
 }
 
-export function addTotals(into: ServerTotals, t: ServerTotals): void {
-  into.connections += t.connections;
-  into.refused += t.refused;
-  into.bytesIn += t.bytesIn;
-  into.bytesOut += t.bytesOut;
-  for (const [k, v] of Object.entries(t.errors)) into.errors[k] = (into.errors[k] ?? 0) + v;
+export function copyTotals(t: ServerTotals): ServerTotals {
+  return { ...t, refusedBy: { ...t.refusedBy }, errors: { ...t.errors } };
+}
+
+export function countError(errors: Record<string, number>, code: string, n = 1): void {
+  errors[code] = (errors[code] ?? 0) + n;
 }
 
 /** What the handler needs from whoever accepted the connection. */
 export interface HandlerContext {
   logger: Logger;
-  totals: ServerTotals;
+  /** the handler adds each connection's bytes and errors here when it closes */
+  totals: Pick<ServerTotals, 'bytesIn' | 'bytesOut' | 'errors'>;
   idleTimeout?: number;
   socketOptions?: SocketOptions;
   /** print the first accepted socket's option read-back (--verbose) */
@@ -65,6 +72,8 @@ export interface HandlerContext {
   /** appended to each connection log message, e.g. `worker 1234` */
   label?: string;
   onClose?: (socket: Socket, record: ConnectionRecord) => void;
+  /** told of every connection record once it is logged (a worker reports it to its parent) */
+  onClosed?: (record: ConnectionRecord) => void;
 }
 
 interface ConnState {
@@ -74,6 +83,7 @@ interface ConnState {
   reason: CloseReason | undefined;
   draining: boolean;
   discarded: number;
+  error: string | undefined;
 }
 
 const STATE = Symbol('echo-state');
@@ -94,19 +104,25 @@ export function hasConnectionOptions(o: SocketOptions | undefined): boolean {
   return !!o && connOptionKeys.some((k) => o[k] !== undefined);
 }
 
-/** Start echoing on an accepted socket. The socket may be paused (pauseOnConnect); resume it to serve. */
-export function serveEcho(socket: Socket, ctx: HandlerContext): void {
+/**
+ * Start echoing on an accepted socket. The socket may be paused (pauseOnConnect); resume it to
+ * serve. `peer` is the address saved at accept (a socket reset since then no longer knows it).
+ */
+export function serveEcho(
+  socket: Socket,
+  ctx: HandlerContext,
+  peer = formatAddress(socket.remoteAddress ?? '?', socket.remotePort ?? 0),
+): void {
   const s = socket as EchoSocket;
   s[STATE] = {
     ctx,
-    peer: formatAddress(socket.remoteAddress ?? '?', socket.remotePort ?? 0),
+    peer,
     start: Date.now(),
     reason: undefined,
     draining: false,
     discarded: 0,
+    error: undefined,
   };
-  ctx.totals.connections++;
-  ctx.totals.active++;
   socket.on('error', onError);
   socket.on('close', onClose);
   if (hasConnectionOptions(ctx.socketOptions)) {
@@ -164,13 +180,13 @@ function onError(this: EchoSocket, err: Error): void {
   const st = this[STATE];
   const code = errorCode(err);
   st.reason ??= code === 'ECONNRESET' ? 'reset by peer' : `error ${code}`;
-  st.ctx.totals.errors[code] = (st.ctx.totals.errors[code] ?? 0) + 1;
+  st.error = code;
+  countError(st.ctx.totals.errors, code);
 }
 
 function onClose(this: EchoSocket): void {
   const st = this[STATE];
   const { ctx } = st;
-  ctx.totals.active--;
   // bytesWritten counts what was handed to the socket; subtract what never left it
   const bytesOut = this.bytesWritten - this.writableLength;
   const bytesIn = this.bytesRead - st.discarded;
@@ -183,6 +199,7 @@ function onClose(this: EchoSocket): void {
     discarded: st.discarded,
     ms: Date.now() - st.start,
     reason: st.reason ?? 'client closed',
+    ...(st.error ? { error: st.error } : {}),
   };
   const level = record.reason.startsWith('error') ? 'warn' : 'info';
   ctx.logger[level](
@@ -194,13 +211,17 @@ function onClose(this: EchoSocket): void {
 
 /**
  * Shutdown for one connection: stop reading, let what was read be written back, then FIN.
- * Bytes that arrive after that are read and dropped (counted as discarded), so the close is
- * a clean FIN rather than an RST that could destroy echo data the client has not read yet.
+ * "Read" includes what sits in the socket's readable buffer while reading is paused for
+ * backpressure: that is echoed too. Bytes that arrive after that are read and dropped
+ * (counted as discarded), so the close is a clean FIN rather than an RST that could destroy
+ * echo data the client has not read yet.
  */
 export function drainConnection(socket: Socket): void {
   const s = socket as EchoSocket;
   const st = s[STATE];
   if (!st || st.draining) return;
+  // read() hands each buffered chunk to onData, which writes it back
+  while (s.readableLength > 0 && s.read() !== null) {}
   st.draining = true;
   st.reason ??= 'server shutdown';
   socket.end();

@@ -16,6 +16,7 @@ import {
   rawListenFd,
   readSocketOptions,
 } from '../core/sockopts.js';
+import type { ServerTotals } from '../server/handler.js';
 
 export interface UdpEchoServerOptions {
   host?: string;
@@ -55,6 +56,25 @@ export interface UdpEchoServer {
   /** per source address: datagrams in / out / dropped */
   sources(): Map<string, { in: number; out: number; dropped: number }>;
   close(): Promise<UdpTotals>;
+}
+
+/** The totals every server mode reports: a source is a "connection", a dropped datagram a refusal. */
+export function serverTotalsOfUdp(t: UdpTotals): ServerTotals {
+  const refusedBy: Record<string, number> = {};
+  let refused = 0;
+  for (const [k, v] of Object.entries(t.dropped)) {
+    if (v > 0) refusedBy[k] = v;
+    refused += v;
+  }
+  return {
+    connections: t.sources,
+    active: 0,
+    refused,
+    refusedBy,
+    bytesIn: t.bytesIn,
+    bytesOut: t.bytesOut,
+    errors: { ...t.errors },
+  };
 }
 
 /** Source ports of services that answer anything: replying to them starts an endless loop. */

@@ -1,0 +1,154 @@
+// The backends that serve connections in other processes. The listener (in this process)
+// accepts with reading paused, admits, and hands the socket over IPC; the child echoes it
+// and reports `closed` with its byte counts, which frees the slot here and adds to the totals.
+//   fork     a process per connection (`serve-once`), one warm spare kept ready so a new
+//            client does not wait for Node to start; the listener runs at most
+//            --max-children at once and queues the rest
+//   workers  N long-lived processes (`serve`); each connection goes to the least busy one;
+//            one that dies is replaced (with backoff when they keep dying)
+
+import type { Socket } from 'node:net';
+import { explainError } from '../core/errors.js';
+import type { Logger } from '../core/log.js';
+import type { ServerConfig } from './config.js';
+import { countError, type ServerTotals } from './handler.js';
+import { sendToChild } from './ipc.js';
+import type { Backend, LiveConnection } from './listener.js';
+import { type Child, Supervisor } from './supervisor.js';
+
+export interface ChildrenBackend extends Backend {
+  /** resolves once the first children are ready (workers: all N) */
+  started: Promise<void>;
+  pids(): number[];
+}
+
+export function childrenBackend(
+  kind: 'fork' | 'workers',
+  cfg: ServerConfig,
+  totals: ServerTotals,
+  logger: Logger,
+): ChildrenBackend {
+  let seq = 0;
+  const name = kind === 'fork' ? 'child' : 'worker';
+  const sup: Supervisor = new Supervisor({
+    role: kind === 'fork' ? 'serve-once' : 'serve',
+    cfg,
+    logger,
+    onMessage(child, m) {
+      if (m.type !== 'closed' || m.id === undefined) return;
+      totals.bytesIn += m.bytesIn;
+      totals.bytesOut += m.bytesOut;
+      if (m.error) countError(totals.errors, m.error);
+      const c = child.conns.get(m.id);
+      child.conns.delete(m.id);
+      c?.done();
+    },
+    onExit(child, expected, how) {
+      // connections it still had are over (a killed child's kernel closed them)
+      for (const c of child.conns.values()) {
+        countError(totals.errors, `${name} died`);
+        c.done();
+      }
+      child.conns.clear();
+      if (child === spare) spare = undefined;
+      if (expected || kind === 'fork') return;
+      const delay = sup.nextRestartDelay();
+      logger.warn(
+        { worker: child.pid, how, restartInMs: delay },
+        `worker ${child.pid} died (${how}); starting a replacement${delay ? ` in ${delay} ms` : ''}`,
+      );
+      setTimeout(() => {
+        if (sup.stopping) return;
+        const next = trySpawn();
+        next?.ready.then(
+          () => logger.info({ worker: next.pid }, `worker ${next.pid} replaced ${child.pid}`),
+          () => {},
+        );
+      }, delay).unref();
+    },
+  });
+
+  const trySpawn = (): Child | undefined => {
+    try {
+      return sup.spawn();
+    } catch (err) {
+      logger.warn(
+        { code: (err as NodeJS.ErrnoException).code },
+        `could not start a ${name}: ${explainError(err).line}`,
+      );
+      return undefined;
+    }
+  };
+
+  let spare: Child | undefined;
+  const pick = (): Child | undefined => {
+    if (kind === 'fork') {
+      const c = spare?.alive ? spare : trySpawn();
+      spare = sup.stopping ? undefined : trySpawn(); // warm the next one while this one works
+      return c;
+    }
+    let best: Child | undefined;
+    for (const c of sup.children) if (!best || c.conns.size < best.conns.size) best = c;
+    return best;
+  };
+
+  // `done(why)`: the connection could not be handed to any child; the listener refuses it
+  const handOver = async (child: Child, socket: Socket, peer: string, done: (refused?: string) => void) => {
+    try {
+      await child.ready;
+    } catch (err) {
+      return refuseLater(err);
+    }
+    const id = ++seq;
+    child.conns.set(id, { peer, done });
+    sendToChild(child.proc, { type: 'conn', id, peer }, socket, (err) => {
+      if (!err) {
+        logger.debug({ [name]: child.pid, peer }, `${name} ${child.pid} serves ${peer}`);
+        return;
+      }
+      if (child.conns.delete(id)) refuseLater(err);
+    });
+    function refuseLater(err: unknown) {
+      done(`could not hand it to ${name} ${child.pid}: ${explainError(err).line}`);
+    }
+  };
+
+  const started = (async () => {
+    if (kind === 'fork') {
+      spare = sup.spawn();
+      await spare.ready;
+      return;
+    }
+    const all = Array.from({ length: cfg.workers }, () => sup.spawn());
+    await Promise.all(all.map((c) => c.ready));
+    logger.info(
+      { workers: all.map((c) => c.pid) },
+      `${cfg.workers} workers: ${all.map((c) => c.pid).join(', ')} (the primary accepts and hands each connection to the least busy)`,
+    );
+  })();
+  started.catch(() => sup.killAll());
+
+  return {
+    pauseOnConnect: true,
+    started,
+    pids: () => [...sup.children].filter((c) => kind === 'workers' || c.conns.size > 0).map((c) => c.pid),
+    serve(socket, peer, done) {
+      const child = pick();
+      if (!child) return done(`no ${name} process could be started`);
+      void handOver(child, socket, peer, done);
+    },
+    drain: (deadline) => sup.stopAll(deadline),
+    force: () => sup.forceAll(),
+    connections: (): LiveConnection[] =>
+      [...sup.children].flatMap((c) =>
+        [...c.conns.values()].map((x) => ({
+          peer: x.peer,
+          bytesIn: 0,
+          bytesOut: 0,
+          buffered: 0,
+          reading: true,
+          pid: c.pid,
+        })),
+      ),
+  };
+}

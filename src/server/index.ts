@@ -1,0 +1,199 @@
+// startServer(): every echo-server mode behind one call and one handle. The CLI runs it;
+// the library can too (startEchoServer / startUdpEchoServer remain the in-process shortcuts).
+//   evented, iterative  listener + serve here            (tcp-server.ts, listener.ts, here.ts)
+//   fork, workers       listener + hand to child processes  (listener.ts, children.ts)
+//   workers --exclusive children that each listen (SO_REUSEPORT); this process supervises
+//   --udp               udp/server.ts, its totals mapped onto the same shape
+
+import { AccessControl } from '../core/access.js';
+import { DEFAULT_BACKLOG } from '../core/listen.js';
+import type { Logger } from '../core/log.js';
+import { formatAddress } from '../core/parse.js';
+import { serverTotalsOfUdp, startUdpEchoServer } from '../udp/server.js';
+import { plural } from './admission.js';
+import { childrenBackend } from './children.js';
+import { echoServerOptions, type ServerConfig } from './config.js';
+import { copyTotals, countError, emptyTotals } from './handler.js';
+import type { FromChild } from './ipc.js';
+import { graceTimer, type ServerHandle, startListener } from './listener.js';
+import { Supervisor } from './supervisor.js';
+import { startEchoServer } from './tcp-server.js';
+
+export async function startServer(cfg: ServerConfig, logger: Logger): Promise<ServerHandle> {
+  if (cfg.udp) return startUdp(cfg, logger);
+  if (cfg.mode === 'evented' || cfg.mode === 'iterative')
+    return startEchoServer(echoServerOptions(cfg, logger));
+  if (cfg.mode === 'workers' && cfg.exclusive) return startExclusiveWorkers(cfg, logger);
+  const totals = emptyTotals();
+  const kind = cfg.mode;
+  const backend = childrenBackend(kind, cfg, totals, logger);
+  try {
+    await backend.started;
+  } catch (err) {
+    await backend.drain(Date.now());
+    throw err;
+  }
+  const o = echoServerOptions(cfg, logger);
+  try {
+    return await startListener({
+      listen: {
+        host: cfg.host,
+        port: cfg.port,
+        backlog: cfg.socket.backlog ?? DEFAULT_BACKLOG,
+        reuseAddr: cfg.socket.reuseAddr,
+        reusePort: cfg.socket.reusePort,
+        recvBuffer: cfg.socket.recvBuffer,
+        sendBuffer: cfg.socket.sendBuffer,
+      },
+      admission: {
+        access: o.access,
+        maxConnections: cfg.maxConnections,
+        maxConnectionsPerIp: cfg.maxConnectionsPerIp,
+        // a fork child costs this process one descriptor (its IPC channel), as a queued client
+        // does; a worker's connections cost it none, and each worker has a limit of its own
+        fdPerConnection: kind === 'fork' ? 1 : 1 / cfg.workers,
+      },
+      backend,
+      totals,
+      concurrency: kind === 'fork' ? cfg.maxChildren : undefined,
+      waitReason: `${plural(cfg.maxChildren, 'child', 'children')} busy (--max-children ${cfg.maxChildren})`,
+      logger,
+      reportOptions: cfg.verbose,
+    });
+  } catch (err) {
+    await backend.drain(Date.now());
+    throw err;
+  }
+}
+
+async function startUdp(cfg: ServerConfig, logger: Logger): Promise<ServerHandle> {
+  const srv = await startUdpEchoServer({
+    host: cfg.host,
+    port: cfg.port,
+    rateLimit: cfg.rateLimit,
+    rateBurst: cfg.rateBurst,
+    access: new AccessControl(cfg.allow, cfg.deny),
+    reuseAddr: cfg.socket.reuseAddr,
+    reusePort: cfg.socket.reusePort,
+    sendBuffer: cfg.socket.sendBuffer,
+    recvBuffer: cfg.socket.recvBuffer,
+    logger,
+    reportOptions: cfg.verbose,
+  });
+  return {
+    address: srv.address,
+    options: srv.options,
+    stats: () => serverTotalsOfUdp(srv.stats()),
+    connections: () => [],
+    close: async () => serverTotalsOfUdp(await srv.close()),
+    forceClose: () => {},
+  };
+}
+
+/**
+ * --exclusive: each worker listens on its own SO_REUSEPORT socket and the kernel balances
+ * connections between them. The first worker binds the port asked for (0: the kernel picks),
+ * the others bind the port it got. Limits cannot be global here (no process sees every
+ * connection): the CLI refuses --max-connections* with --exclusive.
+ */
+async function startExclusiveWorkers(cfg: ServerConfig, logger: Logger): Promise<ServerHandle> {
+  const totals = emptyTotals();
+  const refusedBy: Record<string, number> = {};
+  const sup: Supervisor = new Supervisor({
+    role: 'listen',
+    cfg,
+    logger,
+    onMessage(_child, m: FromChild) {
+      if (m.type === 'closed') {
+        totals.connections++;
+        totals.bytesIn += m.bytesIn;
+        totals.bytesOut += m.bytesOut;
+        if (m.error) countError(totals.errors, m.error);
+      } else if (m.type === 'refusals') {
+        for (const [k, v] of Object.entries(m.refusedBy)) refusedBy[k] = (refusedBy[k] ?? 0) + v;
+      }
+    },
+    onExit(child, expected, how) {
+      if (expected) return;
+      const delay = sup.nextRestartDelay();
+      logger.warn(
+        { worker: child.pid, how, restartInMs: delay },
+        `worker ${child.pid} died (${how}); starting a replacement${delay ? ` in ${delay} ms` : ''}`,
+      );
+      setTimeout(() => {
+        if (sup.stopping) return;
+        const next = sup.spawn(workerCfg);
+        next.ready.then(
+          (m) =>
+            m.type === 'listening' &&
+            logger.info({ worker: next.pid }, `worker ${next.pid} replaced ${child.pid}`),
+          () => {},
+        );
+      }, delay).unref();
+    },
+  });
+  const listening = async (c: ReturnType<Supervisor['spawn']>) => {
+    const m = await c.ready;
+    if (m.type === 'listen-failed') throw exclusiveListenError(cfg, m.line, m.code);
+    if (m.type !== 'listening') throw new Error(`worker ${c.pid} did not listen`);
+    return m;
+  };
+  let workerCfg = cfg;
+  let first: Extract<FromChild, { type: 'listening' }>;
+  try {
+    first = await listening(sup.spawn(cfg));
+    workerCfg = { ...cfg, port: first.address.port };
+    await Promise.all(Array.from({ length: cfg.workers - 1 }, () => listening(sup.spawn(workerCfg))));
+  } catch (err) {
+    await sup.stopAll(Date.now());
+    throw err;
+  }
+  const pids = [...sup.children].map((c) => c.pid);
+  logger.info(
+    { workers: pids, exclusive: true },
+    `${cfg.workers} workers: ${pids.join(', ')} (each with its own socket, SO_REUSEPORT: the kernel balances)`,
+  );
+  const stats = () => {
+    const t = copyTotals(totals);
+    t.refusedBy = { ...refusedBy };
+    t.refused = Object.values(refusedBy).reduce((a, b) => a + b, 0);
+    return t;
+  };
+  let closed: Promise<ReturnType<typeof stats>> | undefined;
+  return {
+    address: first.address,
+    options: first.options,
+    stats,
+    connections: () => [],
+    forceClose: () => sup.forceAll(),
+    close({ graceMs = cfg.graceMs } = {}) {
+      closed ??= (async () => {
+        const cancel = graceTimer(graceMs, () => sup.forceAll());
+        await sup.stopAll(Date.now() + graceMs);
+        cancel();
+        return stats();
+      })();
+      return closed;
+    },
+  };
+}
+
+function exclusiveListenError(cfg: ServerConfig, line: string, code: string): Error {
+  if (code === 'EADDRINUSE' && !cfg.socket.reusePort) {
+    return Object.assign(
+      new Error(
+        `${line} With --exclusive each worker opens its own listening socket; without --reuse-port only the first can bind the port. Add --reuse-port (the kernel then balances connections) or drop --exclusive (the primary accepts and hands connections out).`,
+      ),
+      { code: 'EADDRINUSE_EXCLUSIVE' },
+    );
+  }
+  return Object.assign(new Error(line), { code: 'ERR_WORKER_LISTEN' }); // `line` is explained already
+}
+
+/** `listening on 127.0.0.1:7007 (tcp, evented)` */
+export function listeningLine(cfg: ServerConfig, h: ServerHandle): string {
+  const what = cfg.udp
+    ? 'udp'
+    : `tcp, ${cfg.mode}${cfg.mode === 'workers' ? ` ×${cfg.workers}` : cfg.mode === 'fork' ? `, at most ${cfg.maxChildren} children` : ''}`;
+  return `listening on ${formatAddress(h.address.address, h.address.port)} (${what})`;
+}

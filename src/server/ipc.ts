@@ -1,0 +1,66 @@
+// The messages between echo-server and the processes it starts (workers and fork children),
+// typed on both sides. Sending never throws: a channel can close at any moment (a child that
+// just exited, a parent that was killed), and that is not an error worth a crash.
+
+import type { ChildProcess } from 'node:child_process';
+import type { AddressInfo, Socket } from 'node:net';
+import type { OptionReport } from '../core/sockopts.js';
+
+/** What a child process is for. */
+export type ChildRole =
+  /** long-lived worker: serves every connection the parent hands it */
+  | 'serve'
+  /** fork mode: serves the one connection it is handed, then exits */
+  | 'serve-once'
+  /** workers --exclusive: listens on its own socket (SO_REUSEPORT) */
+  | 'listen';
+
+export type ToChild =
+  /** a connection to serve; the socket travels with the message */
+  | { type: 'conn'; id: number; peer: string }
+  /** stop: drain every connection, cut what is left at `deadline` (epoch ms), exit */
+  | { type: 'shutdown'; deadline: number }
+  /** grace is over: cut every connection now and exit */
+  | { type: 'force' };
+
+export type FromChild =
+  /** ready for connections ('serve', 'serve-once') */
+  | { type: 'ready' }
+  /** listening ('listen') */
+  | { type: 'listening'; address: AddressInfo; options: OptionReport[] }
+  | { type: 'listen-failed'; code: string; line: string }
+  /** a connection ended (`id` of the hand-over; none for a connection the child accepted itself) */
+  | { type: 'closed'; id?: number; bytesIn: number; bytesOut: number; error?: string }
+  /** refusals by reason, sent once before a 'listen' child exits */
+  | { type: 'refusals'; refusedBy: Record<string, number> };
+
+/** Parent → child; false when the channel is gone. Errors go to `done`, never thrown. */
+export function sendToChild(
+  proc: ChildProcess,
+  msg: ToChild,
+  handle?: Socket,
+  done: (err: Error | null) => void = () => {},
+): boolean {
+  if (!proc.connected) {
+    done(new Error('the child process has exited'));
+    return false;
+  }
+  try {
+    return proc.send(msg, handle, done);
+  } catch (err) {
+    done(err as Error);
+    return false;
+  }
+}
+
+/** Child → parent; resolves once written (or at once when there is no parent any more). */
+export function sendToParent(msg: FromChild): Promise<void> {
+  return new Promise<void>((resolve) => {
+    if (!process.connected || !process.send) return resolve();
+    try {
+      process.send(msg, undefined, {}, () => resolve());
+    } catch {
+      resolve();
+    }
+  });
+}

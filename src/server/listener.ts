@@ -1,0 +1,230 @@
+// The TCP listener of every server mode: it owns the listening socket (listenTcp), the
+// admission gate, accept errors, the totals, the FIFO queue of clients waiting for a slot and
+// the only grace timer. Where a connection is served is the backend's business:
+//   evented    here, no limit on concurrency              (here.ts)
+//   iterative  here, one at a time; the rest wait unread  (here.ts, concurrency 1)
+//   fork       a child process per connection, at most --max-children at once  (children.ts)
+//   workers    one of N long-lived worker processes       (children.ts)
+// With `--mode workers --exclusive` each worker runs a listener of its own (child-main.ts).
+
+import net, { type AddressInfo, type Socket } from 'node:net';
+import { errorCode, explainError } from '../core/errors.js';
+import { DEFAULT_BACKLOG, type ListenOptions, listenTcp } from '../core/listen.js';
+import type { Logger } from '../core/log.js';
+import { formatAddress } from '../core/parse.js';
+import { formatReport, type OptionReport, reportOptions } from '../core/sockopts.js';
+import { Admission, type AdmissionOptions, plural } from './admission.js';
+import { copyTotals, countError, type ServerTotals } from './handler.js';
+
+export interface LiveConnection {
+  peer: string;
+  bytesIn: number;
+  bytesOut: number;
+  /** bytes read but not yet handed to the kernel (bounded by backpressure) */
+  buffered: number;
+  /** false while reading is paused because the client does not read its echo */
+  reading: boolean;
+  /** the process serving it, where that is not this one */
+  pid?: number;
+}
+
+export interface CloseOptions {
+  /** how long in-flight echoes may take to finish before connections are destroyed (ms); default 5000 */
+  graceMs?: number;
+}
+
+/** A running server, whatever its mode (TCP in one or many processes, or UDP). */
+export interface ServerHandle {
+  readonly address: AddressInfo;
+  /** listening socket options as the kernel reports them */
+  readonly options: OptionReport[];
+  stats(): ServerTotals;
+  /** the connections being served now (bytes of those served by other processes are 0 until they close) */
+  connections(): LiveConnection[];
+  /**
+   * Stop accepting, let in-flight echoes finish (every byte read so far is written back,
+   * then FIN), force after the grace period. Resolves with the totals.
+   */
+  close(opts?: CloseOptions): Promise<ServerTotals>;
+  /** destroy every connection now (a second signal) */
+  forceClose(): void;
+}
+
+/** Where admitted connections are served. */
+export interface Backend {
+  /** accept with reading paused: the bytes are read later, or by another process */
+  readonly pauseOnConnect: boolean;
+  /**
+   * Serve an admitted connection; call `done` (once) when it is over, or `done(why)` when it
+   * could not be served at all (the listener then refuses it).
+   */
+  serve(socket: Socket, peer: string, done: (refused?: string) => void): void;
+  /** Shutdown began: drain what is being served by `deadline` (epoch ms). Resolves when the backend has stopped. */
+  drain(deadline: number): Promise<void>;
+  /** Grace is over: cut what is left. */
+  force(): void;
+  connections(): LiveConnection[];
+}
+
+export interface ListenerOptions {
+  listen: ListenOptions;
+  admission: Omit<AdmissionOptions, 'logger' | 'logFields'>;
+  backend: Backend;
+  /** shared with the backend, which adds bytes and errors */
+  totals: ServerTotals;
+  /** connections served at once; later ones wait unread in arrival order (default: no limit) */
+  concurrency?: number;
+  /** why clients wait, for the (rate-limited) log line when they do */
+  waitReason?: string;
+  logger: Logger;
+  logFields?: object;
+  /** log the listening socket's options as the kernel reports them */
+  reportOptions?: boolean;
+}
+
+interface Waiting {
+  socket: Socket;
+  peer: string;
+  release: () => void;
+}
+
+/** Stop a connection that was never served: FIN, then drop whatever the client still sends. */
+function finUnread(socket: Socket): void {
+  socket.on('error', () => {});
+  socket.end();
+  socket.resume();
+  socket.once('end', () => socket.destroy());
+}
+
+/** Call `force` after `ms` unless the returned function cancels it first: the grace timer of every mode. */
+export function graceTimer(ms: number, force: () => void): () => void {
+  const t = setTimeout(force, ms);
+  return () => clearTimeout(t);
+}
+
+export async function startListener(o: ListenerOptions): Promise<ServerHandle> {
+  const { backend, totals, logger } = o;
+  const concurrency = o.concurrency ?? Number.POSITIVE_INFINITY;
+  // clients waiting for a slot hold a descriptor each: bound them as the kernel bounds its queue
+  const queueLimit = o.listen.backlog ?? DEFAULT_BACKLOG;
+  const admission = new Admission({ ...o.admission, logger, logFields: o.logFields });
+  const queue: Waiting[] = [];
+  let serving = 0;
+  let onIdle: (() => void) | undefined;
+  const idle = () => serving === 0 && queue.length === 0;
+
+  const start = (socket: Socket, peer: string, release: () => void) => {
+    serving++;
+    totals.connections++;
+    totals.active++;
+    let over = false;
+    backend.serve(socket, peer, (refused) => {
+      if (over) return;
+      over = true;
+      serving--;
+      totals.active--;
+      release();
+      if (refused) {
+        totals.connections--;
+        admission.refuse(socket, 'no-child', refused, socket.remoteAddress ?? peer);
+      }
+      next();
+      if (idle()) onIdle?.();
+    });
+  };
+  const next = () => {
+    while (!admission.closing && serving < concurrency && queue.length > 0) {
+      const w = queue.shift()!;
+      if (w.socket.destroyed) w.release();
+      else start(w.socket, w.peer, w.release);
+    }
+  };
+
+  const server = net.createServer(
+    { allowHalfOpen: true, pauseOnConnect: backend.pauseOnConnect },
+    (socket) => {
+      const ip = socket.remoteAddress ?? '?';
+      const peer = formatAddress(ip, socket.remotePort ?? 0);
+      const release = admission.admit(socket, ip);
+      if (!release) return;
+      if (serving < concurrency) return start(socket, peer, release);
+      if (queue.length >= queueLimit) {
+        release();
+        admission.refuse(socket, 'queue-full', `${plural(queue.length, 'client')} already waiting`, ip);
+        return;
+      }
+      const w: Waiting = { socket, peer, release };
+      queue.push(w);
+      socket.on('error', () => {});
+      socket.once('close', () => {
+        const i = queue.indexOf(w);
+        if (i >= 0) queue.splice(i, 1);
+        release();
+        if (idle()) onIdle?.();
+      });
+      admission.warnOnce(
+        'queue',
+        { waiting: queue.length },
+        `new clients wait, unread, in arrival order: ${o.waitReason ?? `${serving} being served`}`,
+      );
+    },
+  );
+  const address = await listenTcp(server, o.listen);
+  // registered once listening: a failed listen is reported by listenTcp, not as an accept error
+  server.on('error', (err) => {
+    // accept() failures (EMFILE, ENFILE…) concern one connection: count, log once per interval,
+    // keep listening. At EMFILE libuv closes a reserved fd, accepts the pending connection,
+    // closes it and takes the fd back — so that client sees a close, not a hang.
+    const code = errorCode(err);
+    countError(totals.errors, code);
+    admission.warnOnce(`accept|${code}`, { code }, `accept failed: ${explainError(err).line}`);
+  });
+
+  const listenerReports = reportOptions(server, {
+    reuseAddr: o.listen.reuseAddr ?? true,
+    reusePort: o.listen.reusePort,
+    ...(o.listen.recvBuffer !== undefined ? { recvBuffer: o.listen.recvBuffer } : {}),
+    ...(o.listen.sendBuffer !== undefined ? { sendBuffer: o.listen.sendBuffer } : {}),
+  });
+  if (o.reportOptions) {
+    for (const r of listenerReports) logger.info({ ...r }, `listening socket: ${formatReport(r)}`);
+  }
+
+  const stats = () => {
+    const t = copyTotals(totals);
+    t.refused = admission.refused;
+    t.refusedBy = { ...admission.refusedBy } as Record<string, number>;
+    return t;
+  };
+  const force = () => {
+    backend.force();
+    for (const w of queue) w.socket.destroy();
+  };
+  let closed: Promise<ServerTotals> | undefined;
+  return {
+    address,
+    options: listenerReports,
+    stats,
+    connections: () => backend.connections(),
+    forceClose: force,
+    close({ graceMs = 5000 }: CloseOptions = {}) {
+      closed ??= (async () => {
+        admission.closing = true;
+        // Not awaited: once sockets have been handed to other processes, Node's close callback
+        // waits on them too; we wait on our own count of connections instead.
+        server.close();
+        // never served, nothing read: FIN without an echo (each leaves the queue when it closes)
+        for (const w of queue) finUnread(w.socket);
+        const cancel = graceTimer(graceMs, force);
+        const allDone = new Promise<void>((resolve) => {
+          onIdle = resolve;
+          if (idle()) resolve();
+        });
+        await Promise.all([allDone, backend.drain(Date.now() + graceMs)]);
+        cancel();
+        return stats();
+      })();
+      return closed;
+    },
+  };
+}

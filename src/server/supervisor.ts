@@ -1,0 +1,141 @@
+// Starts and stops the processes of the multi-process modes (workers and fork children):
+// spawn with the validated config, replace a worker that dies (backing off when they keep
+// dying), and stop them all by a deadline. Who uses the children is children.ts (serve /
+// serve-once) or index.ts (listen); this module only keeps them alive and ends them.
+
+import { type ChildProcess, fork } from 'node:child_process';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { explainError } from '../core/errors.js';
+import type { Logger } from '../core/log.js';
+import type { ServerConfig } from './config.js';
+import { type ChildRole, type FromChild, sendToChild } from './ipc.js';
+
+const here = path.dirname(fileURLToPath(import.meta.url));
+/** The process main of every child (child-main.ts, built). */
+export const CHILD_MAIN = path.join(here, 'child-main.js');
+
+/** After the deadline, how long children get to send their last counts before SIGKILL. */
+const KILL_AFTER_MS = 1000;
+
+export interface Child {
+  proc: ChildProcess;
+  pid: number;
+  /** ms since epoch at spawn, for crash backoff */
+  started: number;
+  /** connections handed to it and not yet reported closed, by hand-over id */
+  conns: Map<number, { peer: string; done: () => void }>;
+  /** resolves on its first 'ready' or 'listening' message; rejects if it exits first */
+  ready: Promise<FromChild>;
+  exited: Promise<void>;
+  alive: boolean;
+}
+
+export interface SupervisorOptions {
+  role: ChildRole;
+  cfg: ServerConfig;
+  logger: Logger;
+  onMessage(child: Child, m: FromChild): void;
+  /** a child ended; `expected` is false when it died while we were not stopping it */
+  onExit(child: Child, expected: boolean, how: string): void;
+}
+
+export class Supervisor {
+  readonly children = new Set<Child>();
+  stopping = false;
+  private crashes = 0; // consecutive early deaths, for backoff
+
+  constructor(private readonly o: SupervisorOptions) {}
+
+  /** Start a child; throws (explained) when the system refuses (EMFILE, EAGAIN…). */
+  spawn(cfg: ServerConfig = this.o.cfg): Child {
+    const { logger } = this.o;
+    const proc = fork(CHILD_MAIN, [], {
+      env: {
+        ...process.env,
+        ECHO_ROLE: this.o.role,
+        ECHO_CONFIG: JSON.stringify(cfg),
+        ECHO_LOG_LEVEL: cfg.logLevel,
+        ECHO_LOG_FORMAT: cfg.logFormat,
+      },
+      stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
+    });
+    if (proc.pid === undefined) {
+      // spawn failed at once (EMFILE, EAGAIN, ENOMEM): the error event follows; wait for none
+      proc.on('error', () => {});
+      throw Object.assign(
+        new Error('could not start a child process: the system is out of file descriptors or processes'),
+        { code: 'ERR_SPAWN' },
+      );
+    }
+    let readyResolve!: (m: FromChild) => void;
+    let readyReject!: (e: Error) => void;
+    const ready = new Promise<FromChild>((res, rej) => {
+      readyResolve = res;
+      readyReject = rej;
+    });
+    ready.catch(() => {});
+    let exitedResolve!: () => void;
+    const child: Child = {
+      proc,
+      pid: proc.pid,
+      started: Date.now(),
+      conns: new Map(),
+      ready,
+      exited: new Promise<void>((r) => {
+        exitedResolve = r;
+      }),
+      alive: true,
+    };
+    this.children.add(child);
+    proc.on('error', (err) =>
+      logger.warn({ child: proc.pid }, `child ${proc.pid}: ${explainError(err).line}`),
+    );
+    proc.on('message', (m: FromChild) => {
+      if (m.type === 'ready' || m.type === 'listening' || m.type === 'listen-failed') readyResolve(m);
+      this.o.onMessage(child, m);
+    });
+    proc.once('exit', (code, signal) => {
+      child.alive = false;
+      this.children.delete(child);
+      readyReject(new Error(`child ${proc.pid} exited (${signal ?? `exit ${code}`}) before it was ready`));
+      const expected = this.stopping || this.o.role === 'serve-once';
+      if (!expected) this.crashes = Date.now() - child.started < 2000 ? this.crashes + 1 : 0;
+      this.o.onExit(child, expected, signal ?? `exit ${code}`);
+      exitedResolve();
+    });
+    return child;
+  }
+
+  /** Backoff before replacing a worker that died: none at first, then 250 ms doubling to 10 s. */
+  nextRestartDelay(): number {
+    return this.crashes > 2 ? Math.min(10_000, 250 * 2 ** (this.crashes - 2)) : 0;
+  }
+
+  /**
+   * Tell every child to drain and exit by `deadline`; SIGKILL the ones still there shortly
+   * after it. Resolves when all have exited.
+   */
+  async stopAll(deadline: number): Promise<void> {
+    this.stopping = true;
+    const all = [...this.children];
+    for (const c of all) {
+      if (!sendToChild(c.proc, { type: 'shutdown', deadline })) c.proc.kill('SIGTERM');
+    }
+    const kill = setTimeout(() => this.killAll(), Math.max(0, deadline - Date.now()) + KILL_AFTER_MS);
+    await Promise.all(all.map((c) => c.exited));
+    clearTimeout(kill);
+  }
+
+  /** Grace is over: children cut their connections and exit (SIGKILL if they do not). */
+  forceAll(): void {
+    for (const c of this.children) {
+      if (!sendToChild(c.proc, { type: 'force' })) c.proc.kill('SIGKILL');
+    }
+    setTimeout(() => this.killAll(), KILL_AFTER_MS).unref();
+  }
+
+  killAll(): void {
+    for (const c of this.children) c.proc.kill('SIGKILL');
+  }
+}
