@@ -97,6 +97,8 @@ export function spawnCli(
     prefix?: string[];
     /** in concurrent tests, the test's own context (the global hook cannot tell them apart) */
     ctx?: { onTestFinished: typeof onTestFinished };
+    /** its own process group (pid = pgid), to signal the group as systemd does */
+    detached?: boolean;
   } = {},
 ): Spawned {
   const argv = [process.execPath, bin(name), ...args];
@@ -104,6 +106,7 @@ export function spawnCli(
   const child = spawn(cmd!, rest, {
     stdio: [opts.stdin ?? 'ignore', 'pipe', 'pipe'],
     env: { ...process.env, ...opts.env },
+    detached: opts.detached === true,
   });
   const text = { out: '', err: '' };
   const waiters: { which: 'out' | 'err'; re: RegExp; resolve: (m: RegExpMatchArray) => void }[] = [];
@@ -159,6 +162,11 @@ export function spawnCli(
   });
   (opts.ctx?.onTestFinished ?? onTestFinished)(() => {
     if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
+    if (opts.detached) {
+      try {
+        process.kill(-child.pid!, 'SIGKILL'); // whatever is left of its group
+      } catch {}
+    }
   });
   return {
     child,
@@ -171,8 +179,8 @@ export function spawnCli(
 }
 
 /** Start the echo-server CLI on port 0 with JSON logs and resolve with its port. */
-export async function spawnServer(args: string[] = []) {
-  const p = spawnCli('echo-server', ['--port', '0', '--log-format', 'json', ...args]);
+export async function spawnServer(args: string[] = [], opts: Parameters<typeof spawnCli>[2] = {}) {
+  const p = spawnCli('echo-server', ['--port', '0', '--log-format', 'json', ...args], opts);
   const m = await p.waitStderr(/listening on (?:\[([^\]]+)\]|([\d.]+)):(\d+)/);
   return { ...p, port: Number(m[3]) };
 }
@@ -274,4 +282,24 @@ export async function plainServer(
     server.close();
   });
   return { server, port: (server.address() as net.AddressInfo).port };
+}
+
+/** Wait (bounded) for a condition that no event announces, such as a kernel state or a pid's exit. */
+export async function until(cond: () => boolean, timeoutMs = 10_000, what = 'condition'): Promise<void> {
+  const end = Date.now() + timeoutMs;
+  while (!cond()) {
+    if (Date.now() > end) throw new Error(`${what} not reached within ${timeoutMs} ms`);
+    await new Promise((r) => setTimeout(r, 10));
+  }
+}
+
+/** Resolves when the socket has been closed by the peer (its FIN: 'end'), collecting what it sent. */
+export function watchEnd(s: Socket): { ended: () => boolean; end: Promise<Buffer> } {
+  let ended = false;
+  const end = readAll(s).then((b) => {
+    ended = true;
+    return b;
+  });
+  end.catch(() => {});
+  return { ended: () => ended, end };
 }

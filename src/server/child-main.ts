@@ -28,8 +28,8 @@ const who = role === 'serve-once' ? 'child' : 'worker';
 const label = `${who} ${process.pid}`;
 const logFields = { [who]: process.pid };
 
-/** Stop by `deadline`: `drain` starts it, `force` cuts what is left then; exit when `idle`. */
-function stopper(drain: () => Promise<unknown> | void, force: () => void): (deadline: number) => void {
+/** Stop once, by `deadline`: `drain` starts it, `force` cuts what is left then. */
+function stopper(drain: () => unknown, force: () => void): (deadline: number) => void {
   let stopping = false;
   return (deadline) => {
     if (stopping) return;

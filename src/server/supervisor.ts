@@ -95,7 +95,8 @@ export class Supervisor {
       if (m.type === 'ready' || m.type === 'listening' || m.type === 'listen-failed') readyResolve(m);
       this.o.onMessage(child, m);
     });
-    proc.once('exit', (code, signal) => {
+    // 'close', not 'exit': it comes after the last IPC message (a fork child's `closed`) is read
+    proc.once('close', (code, signal) => {
       child.alive = false;
       this.children.delete(child);
       readyReject(new Error(`child ${proc.pid} exited (${signal ?? `exit ${code}`}) before it was ready`));
