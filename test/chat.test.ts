@@ -1,8 +1,9 @@
 import { execFileSync, spawn, spawnSync } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
 import { once } from 'node:events';
 import net from 'node:net';
 import { describe, expect, it, onTestFinished } from 'vitest';
-import { bin, plainServer, socatListen, spawnCli } from './helpers.js';
+import { bin, closedPort, plainServer, socatListen, spawnCli } from './helpers.js';
 
 const has = (cmd: string, arg = '-V') => spawnSync(cmd, [arg], { stdio: 'ignore' }).status === 0;
 const hasTmux = has('tmux');
@@ -27,8 +28,12 @@ describe('echo-chat', () => {
     a.child.stdin!.write('hello from A\n');
     b.child.stdin!.write('hello from B\n');
     await Promise.all([b.waitStdout(/hello from A\n/), a.waitStdout(/hello from B\n/)]);
-    // Ctrl-D on A: A half-closes; B sees the close, closes too and exits; then A sees B's close
+    // Ctrl-D on A: A half-closes; B sees the close, sends the rest of its input, closes at its
+    // end and exits; then A sees B's close
     a.child.stdin!.end();
+    await b.waitStderr(/peer closed the connection/);
+    b.child.stdin!.end('last words from B\n');
+    await a.waitStdout(/last words from B\n/);
     const [ea, eb] = await Promise.all([a.exit, b.exit]);
     expect(eb.code).toBe(0);
     expect(ea.code).toBe(0);
@@ -80,6 +85,7 @@ describe('echo-chat', () => {
     const eb = await b.exit;
     expect(eb, b.stderr()).toEqual({ code: 130, signal: null });
     await a.waitStderr(/peer closed the connection/);
+    a.child.stdin!.end(); // piped: A sends its input to the end, then closes
     expect((await a.exit).code).toBe(0);
   });
 
@@ -124,10 +130,41 @@ describe('echo-chat', () => {
     await a.waitStdout(/from ncat\n/);
     nc.stdin.end(); // ncat half-closes on stdin EOF
     await a.waitStderr(/peer closed the connection/);
+    a.child.stdin!.end();
     expect((await a.exit).code).toBe(0);
     expect((await ncClosed)[0]).toBe(0);
     expect(ncOut).toBe('to ncat\n');
   });
+
+  it.skipIf(!hasNcat)(
+    'piped: after the peer half-closes, the rest of stdin is still sent (1,000,000 bytes to ncat)',
+    async () => {
+      const port = await closedPort();
+      // ncat listening with no input: it half-closes at once and writes what it receives to stdout
+      const nc = spawn('ncat', ['-l', '127.0.0.1', String(port)], { stdio: ['ignore', 'pipe', 'pipe'] });
+      onTestFinished(() => {
+        nc.kill('SIGKILL');
+      });
+      const got: Buffer[] = [];
+      nc.stdout.on('data', (d: Buffer) => got.push(d));
+      const ncClosed = once(nc, 'close');
+      let ncErr = '';
+      nc.stderr.setEncoding('utf8').on('data', (d: string) => {
+        ncErr += d;
+      });
+      // ncat says nothing once it listens: echo-chat retries a refused connect until it does
+      const payload = randomBytes(1_000_000);
+      const b = spawnCli('echo-chat', ['127.0.0.1', String(port), '--retry', '8'], { stdin: 'pipe' });
+      b.child.stdin!.write(payload.subarray(0, 1000));
+      await b.waitStderr(/peer closed the connection/);
+      b.child.stdin!.end(payload.subarray(1000));
+      expect((await b.exit).code).toBe(0);
+      await ncClosed;
+      const all = Buffer.concat(got);
+      expect(all.length, ncErr).toBe(payload.length);
+      expect(all.equals(payload)).toBe(true);
+    },
+  );
 
   it.skipIf(!hasSocat)('interoperates with socat listening (echo-chat connects)', async () => {
     const { port, child: s } = await socatListen('STDIO');

@@ -5,8 +5,9 @@
 import { Command, CommanderError, Option } from 'commander';
 import { type Cidr, parseCidr } from '../core/access.js';
 import { explainError } from '../core/errors.js';
+import type { Logger } from '../core/log.js';
 import { createLogger, type LogFormat, type LogLevel } from '../core/log.js';
-import { parseDuration, parseInteger, parseSize, UsageError } from '../core/parse.js';
+import { isLoopback, parseDuration, parseInteger, parseSize, UsageError } from '../core/parse.js';
 import type { SocketOptions } from '../core/sockopts.js';
 
 /** Run a command's main; map errors to the exit codes of SPEC §2 (2 = usage, 1 = runtime). */
@@ -90,6 +91,60 @@ export interface LogFlags {
 export function loggerFromFlags(name: string, f: LogFlags) {
   const level: LogLevel = f.verbose ? 'debug' : f.quiet ? 'warn' : 'info';
   return createLogger({ level, format: (f.logFormat ?? 'auto') as LogFormat, name });
+}
+
+// --- address family ------------------------------------------------------------------------
+
+export function addFamilyFlags(cmd: Command): Command {
+  return cmd.option('-4', 'IPv4 only').option('-6', 'IPv6 only');
+}
+
+export interface FamilyFlags {
+  4?: boolean;
+  6?: boolean;
+}
+
+export function resolveFamily(f: FamilyFlags): 4 | 6 | undefined {
+  if (f[4] && f[6]) throw conflict('-4', '-6');
+  return f[4] ? 4 : f[6] ? 6 : undefined;
+}
+
+/** `-v` and `-q` contradict each other: exit 2 naming both. */
+export function checkLogFlags(f: LogFlags): void {
+  if (f.verbose && f.quiet) throw conflict('--verbose', '--quiet');
+}
+
+/**
+ * Status lines for a command whose stderr a person reads next to a conversation (echo-chat):
+ * plain text lines by default, JSON lines with `--log-format json`, warnings only with -q.
+ */
+export function statusLogger(name: string, f: LogFlags): Logger {
+  if (f.logFormat === 'json') return loggerFromFlags(name, f);
+  const rank = { debug: 0, info: 1, warn: 2, error: 3 };
+  const min = f.verbose ? 0 : f.quiet ? 2 : 1;
+  const line = (level: keyof typeof rank) => (_o: object, msg?: string) => {
+    if (rank[level] >= min && msg !== undefined) process.stderr.write(`${msg}\n`);
+  };
+  return { debug: line('debug'), info: line('info'), warn: line('warn'), error: line('error') };
+}
+
+/** After a listen succeeded: say so when the address is reachable from other machines. */
+export function warnIfReachable(logger: Logger, address: string): void {
+  if (!isLoopback(address)) {
+    logger.warn({ host: address }, `listening on ${address}: this server is reachable from the network`);
+  }
+}
+
+/**
+ * The reader of our stdout may leave (`… | head -c 100`): the next write fails with EPIPE.
+ * Stop quietly with exit 0, as cat does when its reader has gone, instead of a stack trace.
+ */
+export function exitQuietlyOnClosedStdout(): void {
+  process.stdout.on('error', (err: NodeJS.ErrnoException) => {
+    if (err.code === 'EPIPE') process.exit(0);
+    process.stderr.write(`${explainError(err).line}\n`);
+    process.exit(1);
+  });
 }
 
 // --- socket option flags (SPEC §3) -----------------------------------------------------------

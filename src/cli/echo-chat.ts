@@ -1,15 +1,14 @@
-// echo-chat: two terminals over one TCP connection. Full duplex in one process: stdin → socket,
-// socket → stdout. On a TTY a readline prompt, and incoming text is printed above the line
-// being typed (cleared, printed, prompt redrawn with the half-typed text); piped, raw bytes.
+// echo-chat: two terminals over one TCP connection. Flags → listen for one peer or connect →
+// relayChat() (client/chat.ts) until the conversation ends → an exit code.
 //
 // Endings: the peer closes → `peer closed the connection`, exit 0. Ctrl-D → half-close (FIN)
-// and keep printing until the peer closes. Ctrl-C → close, exit 130. A reset or a dead peer
-// (keepalive / user timeout) → the explained error, exit 1.
+// and keep printing until the peer closes. Ctrl-C → close, exit 130 (SIGTERM: 143). A reset
+// or a dead peer (keepalive / user timeout) → the explained error, exit 1. Our stdout closed
+// (`| head`) → exit 0 quietly.
 
 import type { Socket } from 'node:net';
-import { createInterface, type Interface } from 'node:readline';
-import { connectChat, listenChat } from '../client/chat.js';
-import { AccessControl, RateLimitedLog } from '../core/access.js';
+import { connectChat, listenChat, type RelayEnd, relayChat } from '../client/chat.js';
+import { AccessControl } from '../core/access.js';
 import { explainError } from '../core/errors.js';
 import {
   formatAddress,
@@ -17,29 +16,39 @@ import {
   parseHost,
   parseInteger,
   parsePort,
+  parseTarget,
   UsageError,
 } from '../core/parse.js';
 import { formatReport, type OptionReport } from '../core/sockopts.js';
 import {
   addAccessFlags,
+  addFamilyFlags,
+  addLogFlags,
   addSocketOptionFlags,
+  checkLogFlags,
+  type FamilyFlags,
+  type LogFlags,
   newProgram,
+  onSignals,
   resolveAccess,
+  resolveFamily,
   resolveSocketOptions,
   runCli,
   type SocketOptionFlags,
+  statusLogger,
+  warnIfReachable,
 } from './common.js';
 
-interface ChatFlags extends SocketOptionFlags {
+interface ChatFlags extends SocketOptionFlags, LogFlags, FamilyFlags {
   allow?: string[];
   deny?: string[];
   listen?: boolean;
+  keepOpen?: boolean;
   host?: string;
   port?: string;
   name?: string;
   connectTimeout: string;
   retry: string;
-  verbose?: boolean;
 }
 
 export function buildChatProgram() {
@@ -47,177 +56,126 @@ export function buildChatProgram() {
     'echo-chat',
     'Chat between two terminals over one TCP connection (nc can be the other side)',
   )
-    .argument('[host]', 'peer to connect to')
+    .argument('[host]', 'peer to connect to (HOST, HOST:PORT, [v6]:PORT)')
     .argument('[port]', 'peer port')
     .option('-l, --listen', 'wait for one peer instead of connecting')
-    .option('-H, --host <addr>', 'with --listen: address to listen on', '127.0.0.1')
-    .option('-p, --port <port>', 'with --listen: port (0 picks one and prints it)', '7007')
+    .option('-k, --keep-open', 'with --listen: when a peer leaves, wait for the next one')
+    .option('-H, --host <addr>', 'with --listen: address to listen on (default 127.0.0.1)')
+    .option(
+      '-p, --port <port>',
+      'port: with --listen, where to listen (0 picks one and prints it; default 7007)',
+    )
     .option('--name <name>', 'prefix your lines with `name: `')
     .option('--connect-timeout <dur>', 'give up on a connect after this long', '10s')
-    .option('--retry <n>', 'retry a refused or timed-out connect, with backoff', '0')
-    .option('-v, --verbose', 'report the socket options the kernel applied');
+    .option('--retry <n>', 'retry a refused or timed-out connect, with backoff', '0');
+  addFamilyFlags(cmd);
   addSocketOptionFlags(cmd, { listen: true });
   addAccessFlags(cmd);
+  addLogFlags(cmd);
   cmd.addHelpText(
     'after',
     `
 Examples:
   terminal 1:  echo-chat --listen --port 7008
-  terminal 2:  echo-chat 127.0.0.1 7008
+  terminal 2:  echo-chat 127.0.0.1 7008        (or 127.0.0.1:7008)
   or with nc:  nc 127.0.0.1 7008   /   ncat -l 7008  +  echo-chat 127.0.0.1 7008
-  dead peers:  echo-chat --keepalive 10s --keepalive-interval 2s --keepalive-count 3 HOST PORT`,
+  dead peers:  echo-chat --keepalive 10s --keepalive-interval 2s --keepalive-count 3 HOST PORT
+
+Piped, bytes pass raw both ways; after the peer's FIN the rest of stdin is still sent, then
+the connection is closed (as ncat does).`,
   );
   return cmd;
 }
 
-const say = (line: string) => process.stderr.write(`${line}\n`);
-
-// One SIGINT handler for the whole run, installed before anything is printed (a peer that
-// reacts to our output may signal us at once); each phase says what Ctrl-C means in it.
-let onInterrupt: () => void = () => process.exit(130);
-
 export async function runChatCli(argv: string[]): Promise<void> {
-  process.on('SIGINT', () => onInterrupt());
+  // Ctrl-C / SIGTERM handled from before anything is printed (a peer that reacts to our output
+  // may signal us at once); what a signal means depends on the phase
+  let onSignal: (signal: NodeJS.Signals) => void = (signal) => process.exit(signal === 'SIGINT' ? 130 : 143);
+  const stopSignals = onSignals(
+    (signal) => onSignal(signal),
+    () => {},
+  );
   await runCli('echo-chat', async () => {
     const program = buildChatProgram();
     program.parse(argv, { from: 'user' });
     const f = program.opts<ChatFlags>();
+    checkLogFlags(f);
     const [hostArg, portArg] = program.processedArgs as [string | undefined, string | undefined];
     const sock = resolveSocketOptions(f);
+    const family = resolveFamily(f);
     const connectTimeout = parseDuration('--connect-timeout', f.connectTimeout, 1);
     const retries = parseInteger('--retry', f.retry, 0, 1000);
-    let socket: Socket;
-    let reports: OptionReport[];
+    const log = statusLogger('echo-chat', f);
+    const say = (line: string) => log.info({}, line);
+    const tty = process.stdin.isTTY === true && process.stdout.isTTY === true;
+
+    /** One conversation; resolves with its exit code (an error is thrown for the runner). */
+    const converse = async (socket: Socket, reports: OptionReport[]): Promise<number> => {
+      if (f.verbose) for (const r of reports) log.debug({ ...r }, formatReport(r));
+      const relay = relayChat({
+        socket,
+        input: process.stdin,
+        output: process.stdout,
+        tty,
+        name: f.name,
+        status: say,
+      });
+      let signalled: NodeJS.Signals | undefined;
+      onSignal = (signal) => {
+        signalled = signal;
+        onSignal = (s) => process.exit(s === 'SIGINT' ? 130 : 143); // a second one: at once
+        relay.interrupt();
+      };
+      const end: RelayEnd = await relay.done;
+      (process.stdin as { unref?: () => void }).unref?.(); // nothing more to read: let the process end
+      if (tty) process.stdout.write('\n'); // end the prompt's line: what follows starts clean
+      if (end.how === 'error') throw end.error;
+      if (end.how === 'interrupted') return signalled === 'SIGTERM' ? 143 : 130;
+      return 0;
+    };
+
     if (f.listen) {
       if (hostArg !== undefined)
         throw new UsageError('HOST', hostArg, 'not with --listen (use --host/--port)');
       const { allow, deny } = resolveAccess(f);
-      const refusals = new RateLimitedLog({
-        debug() {},
-        info() {},
-        error() {},
-        warn: (_o, msg) => say(msg ?? ''),
-      });
-      const listener = await listenChat({
-        ...sock,
-        host: parseHost('--host', f.host!),
-        port: parsePort('--port', f.port!),
-        access: new AccessControl(allow, deny),
-        onRefused: (ip, why) => refusals.warn(ip, {}, `refused ${ip}: ${why}`),
-      });
-      say(`listening on ${formatAddress(listener.address.address, listener.address.port)}`);
-      ({ socket, options: reports } = await listener.peer);
-      say(`peer ${formatAddress(socket.remoteAddress ?? '?', socket.remotePort ?? 0)} connected`);
-    } else {
-      if (hostArg === undefined || portArg === undefined) {
-        throw new UsageError('HOST PORT', undefined, 'give both, or use --listen');
+      const host = parseHost('--host', f.host ?? (family === 6 ? '::1' : '127.0.0.1'));
+      let port = parsePort('--port', f.port ?? '7007');
+      for (;;) {
+        const listener = await listenChat({
+          ...sock,
+          host,
+          port,
+          access: new AccessControl(allow, deny),
+          logger: log,
+        });
+        onSignal = (signal) => {
+          void listener.close();
+          process.exit(signal === 'SIGINT' ? 130 : 143);
+        };
+        say(`listening on ${formatAddress(listener.address.address, listener.address.port)}`);
+        warnIfReachable(log, listener.address.address);
+        port = listener.address.port; // with --keep-open, the next peer comes to the same port
+        const { socket, options } = await listener.peer;
+        say(`peer ${formatAddress(socket.remoteAddress ?? '?', socket.remotePort ?? 0)} connected`);
+        const code = await converse(socket, options);
+        if (!f.keepOpen || code !== 0) return code;
       }
-      const host = parseHost('HOST', hostArg);
-      const port = parsePort('PORT', portArg, { allowZero: false });
-      ({ socket, options: reports } = await connectChat({
-        host,
-        port,
-        connectTimeout,
-        retries,
-        socketOptions: sock,
-        onRetry: (err, attempt, delay) =>
-          say(`${explainError(err).summary}; retry ${attempt}/${retries} in ${delay} ms`),
-      }));
-      say(`connected to ${formatAddress(host, port)}`);
     }
-    if (f.verbose) for (const r of reports) say(formatReport(r));
-    return chat(socket, f.name);
+    if (f.keepOpen) throw new UsageError('--keep-open', undefined, 'needs --listen');
+    if (hostArg === undefined) throw new UsageError('HOST PORT', undefined, 'give both, or use --listen');
+    const { host, port } = parseTarget(hostArg, portArg ?? f.port, { host: '127.0.0.1' });
+    const { socket, options } = await connectChat({
+      host,
+      port,
+      family,
+      connectTimeout,
+      retries,
+      socketOptions: sock,
+      onRetry: (err, attempt, delay) =>
+        log.warn({}, `${explainError(err).summary}; retry ${attempt}/${retries} in ${delay} ms`),
+    });
+    say(`connected to ${formatAddress(host, port)}`);
+    return converse(socket, options);
   });
-}
-
-/** Run the conversation until it ends; resolves with the exit code. */
-function chat(socket: Socket, name?: string): Promise<number> {
-  return new Promise((resolve) => {
-    const tty = process.stdin.isTTY === true && process.stdout.isTTY === true;
-    let rl: Interface | undefined;
-    let finished = false;
-    let error: Error | undefined;
-    let interrupted = false;
-
-    const finish = (code: number) => {
-      if (finished) return;
-      finished = true;
-      rl?.close();
-      process.stdin.pause();
-      process.stdin.unref?.();
-      resolve(code);
-    };
-
-    // the peer's bytes → stdout; on a TTY, above the line being typed
-    socket.on('data', (chunk: Buffer) => {
-      if (!rl) {
-        process.stdout.write(chunk);
-        return;
-      }
-      process.stdout.write('\r\x1b[2K'); // clear the prompt line
-      const text = chunk.toString();
-      process.stdout.write(text.endsWith('\n') ? text : `${text}\n`);
-      rl.prompt(true); // redraw the prompt and what was typed so far
-    });
-    socket.on('error', (err) => {
-      error = err;
-    });
-    socket.on('end', () => {
-      // the peer sent FIN: it will send nothing more
-      if (rl) process.stdout.write('\r\x1b[2K');
-      say('peer closed the connection');
-      socket.end();
-    });
-    socket.on('close', () => {
-      if (error) {
-        say(`echo-chat: ${explainError(error).line}`);
-        finish(1);
-      } else {
-        finish(interrupted ? 130 : 0);
-      }
-    });
-    onInterrupt = () => {
-      // Ctrl-C: close (FIN) and leave; a second one exits at once
-      onInterrupt = () => process.exit(130);
-      interrupted = true;
-      socket.end();
-      socket.destroySoon();
-      finish(130);
-    };
-
-    if (tty) {
-      rl = createInterface({
-        input: process.stdin,
-        output: process.stdout,
-        prompt: name ? `${name}> ` : '> ',
-      });
-      rl.on('line', (line) => {
-        socket.write(`${name ? `${name}: ` : ''}${line}\n`);
-        rl!.prompt();
-      });
-      rl.on('SIGINT', () => onInterrupt());
-      rl.on('close', () => {
-        // Ctrl-D: half-close, keep printing until the peer closes
-        if (!finished && !socket.writableEnded) {
-          say('(you closed your side; waiting for the peer to close)');
-          socket.end();
-        }
-        rl = undefined;
-      });
-      rl.prompt();
-    } else {
-      process.stdin.on('data', (d: Buffer) => {
-        const out = name ? Buffer.from(prefixLines(d.toString(), name)) : d;
-        if (!socket.write(out)) {
-          process.stdin.pause();
-          socket.once('drain', () => process.stdin.resume());
-        }
-      });
-      process.stdin.once('end', () => socket.end()); // stdin EOF → FIN, keep reading
-    }
-  });
-}
-
-function prefixLines(text: string, name: string): string {
-  return text.replace(/^(?=.)/gm, `${name}: `);
+  stopSignals();
 }

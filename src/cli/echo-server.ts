@@ -15,6 +15,7 @@ import {
   addAccessFlags,
   addLogFlags,
   addSocketOptionFlags,
+  checkLogFlags,
   conflict,
   type LogFlags,
   loggerFromFlags,
@@ -24,6 +25,7 @@ import {
   resolveSocketOptions,
   runCli,
   type SocketOptionFlags,
+  warnIfReachable,
 } from './common.js';
 
 export function buildServerProgram(): Command {
@@ -189,11 +191,9 @@ export async function runServerCli(argv: string[]): Promise<void> {
   await runCli('echo-server', async () => {
     const program = buildServerProgram();
     program.parse(argv, { from: 'user' });
+    checkLogFlags(program.opts<ServerFlags>());
     const cfg = resolveServerConfig(program.opts<ServerFlags>());
     const logger = loggerFromFlags('echo-server', program.opts<ServerFlags>());
-    if (cfg.host !== '127.0.0.1' && cfg.host !== '::1' && cfg.host !== 'localhost') {
-      logger.warn({ host: cfg.host }, `listening on ${cfg.host}: this server is reachable from the network`);
-    }
     // signals are handled from before the first line is printed: a supervisor that reacts to
     // `listening on …` may signal at once
     let runner: ServerHandle | undefined;
@@ -228,6 +228,7 @@ export async function runServerCli(argv: string[]): Promise<void> {
       },
       listeningLine(cfg, runner),
     );
+    warnIfReachable(logger, runner.address.address);
     return finished;
   });
 }

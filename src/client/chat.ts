@@ -1,11 +1,17 @@
-// echo-chat's sockets (seed 004's P2P pair): one side listens for exactly one peer and then
-// stops listening; the other connects. Raw bytes on the wire, no framing, so nc, ncat or
-// socat can be either side. The terminal handling lives in cli/echo-chat.ts.
+// echo-chat's sockets and relay: one side listens for exactly one peer and then stops
+// listening (the classic peer-to-peer chat); the other connects. Raw bytes on the wire, no
+// framing, so nc, ncat or socat can be either side. relayChat() runs the conversation:
+// input → socket, socket → output, full duplex, with nc's half-close rules.
 
 import net, { type AddressInfo, type Socket } from 'node:net';
+import { createInterface, type Interface } from 'node:readline';
+import type { Readable, Writable } from 'node:stream';
 import type { AccessControl } from '../core/access.js';
 import { listenTcp } from '../core/listen.js';
+import { type Logger, silentLogger } from '../core/log.js';
 import { applySocketOptions, type OptionReport, type SocketOptions } from '../core/sockopts.js';
+import { TerminalText } from '../core/terminal.js';
+import { Admission } from '../server/admission.js';
 import { connectTcp, withRetry } from './connect.js';
 
 export interface ChatListenOptions extends SocketOptions {
@@ -13,7 +19,8 @@ export interface ChatListenOptions extends SocketOptions {
   port?: number;
   /** --allow / --deny: a refused peer is closed at once and the listener keeps waiting */
   access?: AccessControl;
-  onRefused?: (address: string, why: string) => void;
+  /** where refusals are logged (once per source per 10 s) */
+  logger?: Logger;
 }
 
 export interface ChatListener {
@@ -32,16 +39,13 @@ export async function listenChat(o: ChatListenOptions = {}): Promise<ChatListene
     reuseAddr: o.reuseAddr,
     reusePort: o.reusePort,
   });
+  // the same gate as echo-server's, with room for one peer
+  const admission = new Admission({ access: o.access, logger: o.logger ?? silentLogger, fdPerConnection: 0 });
   const peer = new Promise<{ socket: Socket; options: OptionReport[] }>((resolve, reject) => {
     const onConnection = (socket: Socket) => {
-      const verdict = o.access?.check(socket.remoteAddress) ?? { ok: true };
-      if (!verdict.ok) {
-        o.onRefused?.(socket.remoteAddress ?? '?', verdict.why);
-        socket.destroy();
-        return;
-      }
+      if (!admission.admit(socket)) return;
       server.off('connection', onConnection);
-      // seed 004 closes its listening socket once the peer is in: a chat is one to one
+      // a chat is one to one: the listening socket closes once the peer is in
       server.close();
       try {
         resolve({ socket, options: applySocketOptions(socket, o) });
@@ -64,13 +68,14 @@ export async function listenChat(o: ChatListenOptions = {}): Promise<ChatListene
 export interface ChatConnectOptions {
   host: string;
   port: number;
+  family?: 4 | 6;
   connectTimeout?: number;
   retries?: number;
   socketOptions?: SocketOptions;
   onRetry?: (err: unknown, attempt: number, delayMs: number) => void;
 }
 
-/** Library (SPEC §7): connect to a chat peer (an echo-chat --listen, nc -l, anything TCP). */
+/** Library: connect to a chat peer (an echo-chat --listen, nc -l, anything TCP). */
 export async function connectChat(
   o: ChatConnectOptions,
 ): Promise<{ socket: Socket; options: OptionReport[] }> {
@@ -79,9 +84,145 @@ export async function connectChat(
       connectTcp({
         host: o.host,
         port: o.port,
+        family: o.family,
         connectTimeout: o.connectTimeout,
         socketOptions: o.socketOptions,
       }),
     { retries: o.retries ?? 0, onRetry: o.onRetry },
   );
+}
+
+export interface RelayOptions {
+  socket: Socket;
+  input: Readable;
+  output: Writable;
+  /**
+   * A person at a terminal: a readline prompt on `output`, and the peer's text printed above
+   * the line being typed, decoded as UTF-8 and with control characters made visible. Otherwise
+   * raw bytes both ways.
+   */
+  tty?: boolean;
+  /** prefix each of our lines with `name: ` (and the prompt is `name> `) */
+  name?: string;
+  /** status lines (`peer closed the connection`…); the caller decides where they go */
+  status?: (line: string) => void;
+}
+
+export type RelayEnd =
+  | { how: 'closed' }
+  /** our output was closed (`| head`): we stopped, nothing is wrong */
+  | { how: 'output closed' }
+  | { how: 'interrupted' }
+  | { how: 'error'; error: Error };
+
+export interface Relay {
+  /** resolves once the connection is closed both ways */
+  done: Promise<RelayEnd>;
+  /** Ctrl-C: close our side (FIN) and stop */
+  interrupt(): void;
+}
+
+/**
+ * Run a chat over `socket`, as nc's readwrite(): input EOF → half-close (FIN) and keep
+ * printing; the peer's FIN → on a terminal, the conversation is over (we close too); piped,
+ * the rest of the input is still sent to its end, then we close, as ncat does (nc -N / -q
+ * decide the same question for nc).
+ */
+export function relayChat(o: RelayOptions): Relay {
+  const { socket, input, output } = o;
+  const status = o.status ?? (() => {});
+  let rl: Interface | undefined;
+  let end: RelayEnd | undefined;
+  let inputEnded = false;
+  let peerEnded = false;
+  let resolveDone!: (e: RelayEnd) => void;
+  const done = new Promise<RelayEnd>((r) => {
+    resolveDone = r;
+  });
+  const finish = (e: RelayEnd) => {
+    end ??= e;
+    rl?.close();
+    input.pause();
+    resolveDone(end);
+  };
+  const text = o.tty ? new TerminalText() : undefined;
+
+  socket.on('data', (chunk: Buffer) => {
+    if (!rl || !text) {
+      output.write(chunk);
+      return;
+    }
+    const t = text.write(chunk);
+    if (!t) return; // half a character: the rest comes with the next chunk
+    output.write('\r\x1b[2K'); // clear the prompt line
+    output.write(t.endsWith('\n') ? t : `${t}\n`);
+    rl.prompt(true); // redraw the prompt and what was typed so far
+  });
+  let error: Error | undefined;
+  socket.on('error', (err) => {
+    error = err;
+  });
+  socket.on('end', () => {
+    peerEnded = true;
+    if (rl) output.write('\r\x1b[2K');
+    status('peer closed the connection');
+    // a terminal's conversation ends with the peer; piped input is still sent to its end
+    if (o.tty || inputEnded) socket.end();
+  });
+  socket.on('close', () => {
+    if (error) finish({ how: 'error', error });
+    else finish(end ?? { how: 'closed' });
+  });
+  output.on('error', (err: NodeJS.ErrnoException) => {
+    // the reader of our output left (EPIPE): stop quietly, as cat does
+    end ??= err.code === 'EPIPE' ? { how: 'output closed' } : { how: 'error', error: err };
+    socket.destroy();
+  });
+
+  if (o.tty) {
+    const prefix = o.name ? `${o.name}: ` : '';
+    rl = createInterface({ input, output, prompt: o.name ? `${o.name}> ` : '> ' });
+    rl.on('line', (line) => {
+      socket.write(`${prefix}${line}\n`);
+      rl?.prompt();
+    });
+    rl.on('SIGINT', () => interrupt());
+    rl.on('close', () => {
+      // Ctrl-D: half-close, keep printing until the peer closes
+      if (!end && !socket.writableEnded && !peerEnded) {
+        status('(you closed your side; waiting for the peer to close)');
+        socket.end();
+      }
+      rl = undefined;
+    });
+    rl.prompt();
+  } else {
+    let pending = '';
+    input.on('data', (d: Buffer) => {
+      let out: Buffer = d;
+      if (o.name) {
+        // prefix whole lines only: a line split across reads gets one prefix
+        const lines = (pending + d.toString('latin1')).split('\n');
+        pending = lines.pop()!;
+        out = Buffer.from(lines.map((l) => `${o.name}: ${l}\n`).join(''), 'latin1');
+      }
+      if (!socket.write(out)) {
+        input.pause();
+        socket.once('drain', () => input.resume());
+      }
+    });
+    input.once('end', () => {
+      inputEnded = true;
+      if (o.name && pending) socket.write(Buffer.from(`${o.name}: ${pending}`, 'latin1'));
+      socket.end(); // input EOF → FIN, keep reading until the peer closes
+    });
+  }
+
+  const interrupt = () => {
+    end ??= { how: 'interrupted' };
+    socket.end();
+    socket.destroySoon();
+    finish(end);
+  };
+  return { done, interrupt };
 }

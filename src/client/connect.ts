@@ -14,6 +14,8 @@ export interface ConnectOptions {
   connectTimeout?: number;
   localAddress?: string;
   localPort?: number;
+  /** resolve the host to this family only (-4 / -6) */
+  family?: 4 | 6;
   socketOptions?: SocketOptions;
   /** keep our side open after the peer's FIN (default true: we decide when to close) */
   allowHalfOpen?: boolean;
@@ -44,6 +46,7 @@ export function connectTcp(o: ConnectOptions): Promise<ConnectResult> {
       port: o.port,
       localAddress: o.localAddress,
       localPort: o.localPort,
+      ...(o.family ? { family: o.family } : {}),
       allowHalfOpen: o.allowHalfOpen ?? true,
     });
     let timer: NodeJS.Timeout | undefined;

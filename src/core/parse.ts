@@ -55,6 +55,41 @@ export function parseHost(flag: string, raw: string): string {
   return s;
 }
 
+/**
+ * Where to connect, from the positional arguments a user of nc or socat would write:
+ * `HOST PORT`, `HOST:PORT`, `[v6]:PORT`, or a lone `PORT` (on the default host). A host that
+ * is all digits is never taken as an address (`20010` is not 0.0.78.42).
+ */
+export function parseTarget(
+  hostArg: string | undefined,
+  portArg: string | undefined,
+  defaults: { host: string; port?: string },
+): { host: string; port: number } {
+  let host = hostArg;
+  let port = portArg;
+  if (host !== undefined && port === undefined) {
+    const v6 = /^\[([^\]]+)\]:(\d*)$/.exec(host);
+    const v4 = /^([^:\s]+):(\d*)$/.exec(host);
+    if (v6 || v4) [host, port] = [(v6 ?? v4)![1], (v6 ?? v4)![2]];
+    else if (/^\d+$/.test(host)) [host, port] = [undefined, host];
+  }
+  if (host !== undefined && /^\d+$/.test(host)) {
+    throw new UsageError('HOST', host, 'is a number: give HOST PORT, HOST:PORT, or PORT alone');
+  }
+  port ??= defaults.port;
+  if (port === undefined) throw new UsageError('PORT', undefined, 'missing: give HOST PORT or HOST:PORT');
+  return {
+    host: parseHost('HOST', host ?? defaults.host),
+    port: parsePort('PORT', port, { allowZero: false }),
+  };
+}
+
+/** True for an address only this machine can reach: 127.0.0.0/8, ::1, ::ffff:127.x (a literal, after listen). */
+export function isLoopback(address: string): boolean {
+  const a = address.toLowerCase();
+  return a.startsWith('127.') || a === '::1' || a.startsWith('::ffff:127.') || a === 'localhost';
+}
+
 const SIZE_UNITS: Record<string, number> = {
   '': 1,
   b: 1,
