@@ -108,10 +108,24 @@ describe('access control', () => {
 
   it('binding a non-loopback address says the server is reachable from the network', async () => {
     const p = spawnCli('echo-server', ['--host', '0.0.0.0', '--port', '0', '--log-format', 'json']);
-    await p.waitStderr(/listening on 0\.0\.0\.0:\d+/);
-    expect(p.stderr()).toMatch(/"msg":"listening on 0\.0\.0\.0: this server is reachable from the network"/);
+    await p.waitStderr(/"msg":"listening on 0\.0\.0\.0: this server is reachable from the network"/);
+    // said after the listening line: only a server that did listen is reachable
+    expect(p.stderr().indexOf('reachable')).toBeGreaterThan(p.stderr().indexOf('(tcp, evented)'));
     p.child.kill('SIGTERM');
     expect((await p.exit).code).toBe(0);
+  });
+
+  it('a loopback alias (127.0.0.2) is not reachable from the network, and a failed listen warns of nothing', async () => {
+    const p = spawnCli('echo-server', ['--host', '127.0.0.2', '--port', '0', '--log-format', 'json']);
+    const m = await p.waitStderr(/listening on 127\.0\.0\.2:(\d+)/);
+    // the same port on 0.0.0.0 cannot be bound (a specific address holds it): exit 1, no warning
+    const q = spawnCli('echo-server', ['--host', '0.0.0.0', '--port', m[1]!, '--log-format', 'json']);
+    expect((await q.exit).code).toBe(1);
+    expect(q.stderr()).toMatch(/EADDRINUSE/);
+    expect(q.stderr()).not.toMatch(/reachable/);
+    p.child.kill('SIGTERM');
+    expect((await p.exit).code).toBe(0);
+    expect(p.stderr()).not.toMatch(/reachable/);
   });
 
   it.skipIf(!hasPrlimit)(

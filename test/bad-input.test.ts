@@ -85,7 +85,7 @@ describe('bad input exits 2 with one clear line and nothing listening', () => {
   it.concurrent.for([
     [['--listen', '--port', 'x'], /--port x/],
     [['--listen', '--allow', '300.1.1.1'], /--allow 300\.1\.1\.1/],
-    [['127.0.0.1'], /HOST PORT: give both/],
+    [['127.0.0.1'], /PORT: missing: give HOST PORT or HOST:PORT/],
   ] as [string[], RegExp][])('echo-chat %j', async ([args, re], ctx) => {
     const p = spawnCli('echo-chat', args, { ctx });
     expect((await p.exit).code).toBe(2);

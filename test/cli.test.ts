@@ -39,7 +39,7 @@ describe('echo-server CLI', () => {
     expect(srv.stderr()).toMatch(/listening on 127\.0\.0\.1:\d+ \(tcp, evented\)/);
     const c = spawnCli('echo-client', ['127.0.0.1', String(srv.port), '--message', 'hello']);
     expect((await c.exit).code).toBe(0);
-    expect(c.stdout()).toBe('hello');
+    expect(c.stdout()).toBe('hello\n'); // as echo(1): the echo on its own line
     srv.child.kill('SIGTERM');
     expect((await srv.exit).code).toBe(0);
     const lines = jsonLines(srv.stderr());
@@ -155,7 +155,9 @@ describe('echo-client CLI', () => {
   });
 
   it.each([
-    [['--port', '1'], /unknown option '--port'/],
+    [['--prot', '1'], /unknown option '--prot'/],
+    [['--port', '0'], /PORT 0: must be 1-65535/],
+    [['127.0.0.1', '7007', '--port', '7'], /--port: cannot be used with a PORT argument/],
     [['127.0.0.1', '70000'], /PORT 70000: must be 0-65535/],
     [['127.0.0.1', 'abc'], /PORT abc:/],
     [['-m', 'x', '--count', '-1'], /--count -1:/],

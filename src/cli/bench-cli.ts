@@ -4,25 +4,23 @@
 import type { Command } from 'commander';
 import { Option } from 'commander';
 import { type BenchResult, runBench } from '../client/bench.js';
+import { connectTcp } from '../client/connect.js';
 import {
   formatAddress,
   parseDuration,
-  parseHost,
   parseInteger,
-  parsePort,
   parseSize,
+  parseTarget,
   UsageError,
 } from '../core/parse.js';
 
-export function addBenchCommand(
-  program: Command,
-  onRun: (o: BenchFlags, host: string, port: string) => void,
-): void {
-  program
+/** `echo-client bench`: a subcommand whose action resolves with the exit code. */
+export function addBenchCommand(program: Command, onDone: (code: number) => void): Command {
+  return program
     .command('bench')
     .description('load and latency, tcpkali-style, with every echoed byte verified')
-    .argument('[host]', 'server address', '127.0.0.1')
-    .argument('[port]', 'server port', '7007')
+    .argument('[host]', 'server address (HOST, HOST:PORT, [v6]:PORT, or a lone PORT)')
+    .argument('[port]', 'server port (default 7007)')
     .option('-c, --connections <n>', 'connections (UDP: datagrams outstanding)', '10')
     .option('-d, --duration <dur>', 'how long to measure', '10s')
     .option('--requests <n>', 'stop after this many round trips / connections')
@@ -47,7 +45,9 @@ Examples:
   echo-client bench --rate 20000 -c 50            open loop, latency without coordinated omission
   echo-client bench --udp -c 32 --json`,
     )
-    .action((host: string, port: string, flags: BenchFlags) => onRun(flags, host, port));
+    .action(async (host: string | undefined, port: string | undefined, flags: BenchFlags) =>
+      onDone(await runBenchCli(flags, host, port)),
+    );
 }
 
 export interface BenchFlags {
@@ -65,11 +65,14 @@ export interface BenchFlags {
 
 const MAX_DURATION = 3_600_000;
 
-export async function runBenchCli(f: BenchFlags, hostArg: string, portArg: string): Promise<number> {
+export async function runBenchCli(
+  f: BenchFlags,
+  hostArg: string | undefined,
+  portArg: string | undefined,
+): Promise<number> {
   if (f.udp && f.mode !== 'pingpong')
     throw new UsageError('--udp', undefined, `cannot be used with --mode ${f.mode}`);
-  const host = parseHost('HOST', hostArg);
-  const port = parsePort('PORT', portArg, { allowZero: false });
+  const { host, port } = parseTarget(hostArg, portArg, { host: '127.0.0.1', port: '7007' });
   const connections = parseInteger('--connections', f.connections, 1, 100_000);
   const durationMs = parseDuration('--duration', f.duration, 100, MAX_DURATION);
   const defSize = f.mode === 'stream' ? '64k' : '64';
@@ -90,6 +93,8 @@ export async function runBenchCli(f: BenchFlags, hostArg: string, portArg: strin
     rate: f.rate !== undefined ? parseInteger('--rate', f.rate, 1, 10_000_000) : undefined,
     warmupMs: parseDuration('--warmup', f.warmup, 0, MAX_DURATION),
   };
+  // a server that is not there is one explained line, not a table of zeros
+  if (!opts.udp) (await connectTcp({ host, port, connectTimeout: 10_000 })).socket.destroy();
   const tty = process.stderr.isTTY === true && !f.json;
   const r = await runBench({
     ...opts,
@@ -101,10 +106,25 @@ export async function runBenchCli(f: BenchFlags, hostArg: string, portArg: strin
       : undefined,
   });
   if (tty) process.stderr.write('\r\x1b[2K');
+  if (r.count === 0 && Object.keys(r.errors).length > 0) {
+    // nothing came back and something failed: say what, as any other command would
+    const [code] = Object.entries(r.errors).sort((a, b) => b[1] - a[1])[0]!;
+    throw Object.assign(new Error(`${r.mode} bench to ${formatAddress(host, port)}: ${code}`), {
+      code,
+      syscall: opts.udp ? 'send' : 'connect',
+      address: host,
+      port,
+    });
+  }
   process.stdout.write(f.json ? `${JSON.stringify(r)}\n` : formatBench(r, formatAddress(host, port)));
   const failed = r.mismatches > 0 || (r.count === 0 && Object.keys(r.errors).length > 0);
   if (r.mismatches > 0)
     process.stderr.write(`echo-client: ${r.mismatches} echoed chunks differed from what was sent\n`);
+  if (r.lost) {
+    process.stderr.write(
+      `echo-client: ${r.lost} datagrams got no echo within 1 s; an echo-server limits each source to 1000 datagrams/s by default (start it with --udp --rate-limit 0 to measure)\n`,
+    );
+  }
   return failed ? 1 : 0;
 }
 

@@ -1,6 +1,8 @@
-// echo-client: interactive prompt on a TTY (seed 001), one-shot --message, or piped stdin
-// with an integrity check. `echo-client bench` is the load generator (bench-cli.ts).
+// echo-client: interactive prompt on a TTY, one-shot --message (ping-style with --count),
+// or piped stdin with an integrity check; --udp for datagrams; `echo-client bench` is the
+// load generator (bench-cli.ts).
 
+import type { Socket } from 'node:net';
 import { createInterface } from 'node:readline';
 import type { Command } from 'commander';
 import { type ConnectResult, connectTcp, withRetry } from '../client/connect.js';
@@ -10,19 +12,29 @@ import type { Logger } from '../core/log.js';
 import {
   formatAddress,
   parseDuration,
-  parseHost,
   parseInteger,
+  parseIp,
   parsePort,
+  parseSize,
+  parseTarget,
   UsageError,
 } from '../core/parse.js';
 import { formatReport, type SocketOptions } from '../core/sockopts.js';
-import { addBenchCommand, runBenchCli } from './bench-cli.js';
+import { escapeForTerminal } from '../core/terminal.js';
+import { addBenchCommand } from './bench-cli.js';
 import {
+  addFamilyFlags,
   addLogFlags,
   addSocketOptionFlags,
+  checkLogFlags,
+  conflict,
+  exitQuietlyOnClosedStdout,
+  type FamilyFlags,
   type LogFlags,
   loggerFromFlags,
   newProgram,
+  onSignals,
+  resolveFamily,
   resolveSocketOptions,
   runCli,
   type SocketOptionFlags,
@@ -35,18 +47,24 @@ export function buildClientProgram(): Command {
     'echo-client',
     'Echo client: interactive, one-shot, piped with an integrity check, UDP, bench',
   )
-    .argument('[host]', 'server address', '127.0.0.1')
-    .argument('[port]', 'server port', '7007')
+    .argument('[host]', 'server address: HOST, HOST:PORT, [v6]:PORT, or a lone PORT (default 127.0.0.1)')
+    .argument('[port]', 'server port (default 7007)')
+    .option('-p, --port <port>', 'server port (instead of the second argument)')
     .option('-m, --message <text>', 'send this message, print the echo, exit')
-    .option('-n, --count <n>', 'with --message: send it this many times over one connection', '1')
-    .option('-i, --interval <dur>', 'with --count: wait this long between messages', '0')
+    .option('-n, --count <n>', 'with --message: send it this many times over one connection, ping-style')
+    .option('-i, --interval <dur>', 'with --count: wait this long between messages')
     .option('--connect-timeout <dur>', 'give up on a connect after this long (ETIMEDOUT)', '10s')
-    .option('-t, --timeout <dur>', 'give up on a reply after this long')
-    .option('--retry <n>', 'retry a refused or timed-out connect this many times, with backoff', '0')
-    .option('--local-port <port>', 'bind this local port before connecting (seed 003)')
-    .option('--local-address <addr>', 'bind this local address before connecting')
-    .option('-u, --udp', 'UDP: one datagram per line or message')
-    .option('--retries <n>', 'UDP: resend an unanswered datagram this many times', '2');
+    .option('-t, --timeout <dur>', 'give up on a reply after this long (TCP: no limit by default; UDP: 1s)')
+    .option('--retry <n>', 'TCP: retry a refused or timed-out connect this many times, with backoff')
+    .option('--local-port <port>', 'bind this local port before connecting')
+    .option('--local-address <addr>', 'bind this local IP address before connecting')
+    .option('-u, --udp', 'UDP: one datagram per line (or per --datagram-size bytes) or message')
+    .option('--retries <n>', 'UDP: resend an unanswered datagram this many times (default 2)')
+    .option(
+      '--datagram-size <size>',
+      'UDP, piped: cut the input into datagrams of this size instead of lines',
+    );
+  addFamilyFlags(cmd);
   addSocketOptionFlags(cmd, { listen: false });
   addLogFlags(cmd);
   cmd.addHelpText(
@@ -55,31 +73,36 @@ export function buildClientProgram(): Command {
 Examples:
   echo-client                          interactive: ${PROMPT}
   echo-client 127.0.0.1 7007 --message hello
+  echo-client 127.0.0.1:7007 -m hello  (or [::1]:7007, or 7007 alone for 127.0.0.1)
   echo-client --message ping --count 5 --interval 1s
   head -c 10m /dev/urandom | echo-client > /dev/null   stream and verify every byte
   echo-client --connect-timeout 1s --retry 3 10.0.0.1 7
   echo-client --udp --message hello --timeout 500ms --retries 3
+  head -c 64k /dev/urandom | echo-client --udp --datagram-size 1400 > /dev/null
   echo-client bench -c 100 -d 5s`,
   );
   return cmd;
 }
 
-export interface ClientFlags extends SocketOptionFlags, LogFlags {
+export interface ClientFlags extends SocketOptionFlags, LogFlags, FamilyFlags {
+  port?: string;
   message?: string;
-  count: string;
-  interval: string;
+  count?: string;
+  interval?: string;
   connectTimeout: string;
   timeout?: string;
-  retry: string;
+  retry?: string;
   localPort?: string;
   localAddress?: string;
   udp?: boolean;
-  retries: string;
+  retries?: string;
+  datagramSize?: string;
 }
 
 export interface ClientConfig {
   host: string;
   port: number;
+  family?: 4 | 6;
   message?: string;
   count: number;
   interval: number;
@@ -87,6 +110,7 @@ export interface ClientConfig {
   timeout?: number;
   retry: number;
   retries: number;
+  datagramSize?: number;
   localPort?: number;
   localAddress?: string;
   udp: boolean;
@@ -94,26 +118,54 @@ export interface ClientConfig {
   verbose: boolean;
 }
 
-export function resolveClientConfig(hostArg: string, portArg: string, f: ClientFlags): ClientConfig {
+export function resolveClientConfig(
+  hostArg: string | undefined,
+  portArg: string | undefined,
+  f: ClientFlags,
+): ClientConfig {
+  checkLogFlags(f);
+  if (portArg !== undefined && f.port !== undefined) throw conflict('--port', 'a PORT argument');
+  const udp = f.udp === true;
+  // flags of the other protocol are refused, not ignored
+  if (udp && f.retry !== undefined) throw conflict('--retry', '--udp (UDP resends datagrams: --retries)');
+  if (!udp && f.retries !== undefined)
+    throw new UsageError('--retries', f.retries, 'needs --udp (TCP: --retry)');
+  if (!udp && f.datagramSize !== undefined)
+    throw new UsageError('--datagram-size', f.datagramSize, 'needs --udp');
+  if (f.count !== undefined && f.message === undefined)
+    throw new UsageError('--count', f.count, 'needs --message');
+  if (f.interval !== undefined && f.count === undefined)
+    throw new UsageError('--interval', f.interval, 'needs --count');
+  if (f.datagramSize !== undefined && f.message !== undefined) throw conflict('--datagram-size', '--message');
   const cfg: ClientConfig = {
-    host: parseHost('HOST', hostArg),
-    port: parsePort('PORT', portArg, { allowZero: false }),
+    ...parseTarget(hostArg, portArg ?? f.port, { host: '127.0.0.1', port: '7007' }),
+    family: resolveFamily(f),
     message: f.message,
-    count: parseInteger('--count', f.count, 1, 1_000_000_000),
-    interval: parseDuration('--interval', f.interval),
+    count: f.count !== undefined ? parseInteger('--count', f.count, 1, 1_000_000_000) : 1,
+    interval: f.interval !== undefined ? parseDuration('--interval', f.interval) : 0,
     connectTimeout: parseDuration('--connect-timeout', f.connectTimeout, 1),
     timeout: f.timeout !== undefined ? parseDuration('--timeout', f.timeout, 1) : undefined,
-    retry: parseInteger('--retry', f.retry, 0, 1000),
-    retries: parseInteger('--retries', f.retries, 0, 1000),
+    retry: f.retry !== undefined ? parseInteger('--retry', f.retry, 0, 1000) : 0,
+    retries: f.retries !== undefined ? parseInteger('--retries', f.retries, 0, 1000) : 2,
+    datagramSize:
+      f.datagramSize !== undefined ? parseSize('--datagram-size', f.datagramSize, 1, 65527) : undefined,
     localPort:
       f.localPort !== undefined ? parsePort('--local-port', f.localPort, { allowZero: false }) : undefined,
-    localAddress: f.localAddress !== undefined ? parseHost('--local-address', f.localAddress) : undefined,
-    udp: f.udp === true,
+    localAddress: f.localAddress !== undefined ? parseIp('--local-address', f.localAddress) : undefined,
+    udp,
     socket: resolveSocketOptions(f),
     verbose: f.verbose === true,
   };
   if (f.message === '' && !cfg.udp) throw new UsageError('--message', '""', 'must not be empty');
-  if (f.count !== '1' && f.message === undefined) throw new UsageError('--count', f.count, 'needs --message');
+  if (udp) {
+    const tcpOnly: [string, unknown][] = [
+      ['--keepalive', cfg.socket.keepAlive],
+      ['--user-timeout', cfg.socket.userTimeout],
+      ['--no-delay', cfg.socket.noDelay],
+      ['--linger', cfg.socket.linger],
+    ];
+    for (const [flag, v] of tcpOnly) if (v !== undefined) throw conflict(flag, '--udp');
+  }
   return cfg;
 }
 
@@ -123,6 +175,7 @@ async function connectWithRetry(cfg: ClientConfig, logger: Logger): Promise<Conn
       connectTcp({
         host: cfg.host,
         port: cfg.port,
+        family: cfg.family,
         connectTimeout: cfg.connectTimeout,
         localAddress: cfg.localAddress,
         localPort: cfg.localPort,
@@ -139,68 +192,86 @@ async function connectWithRetry(cfg: ClientConfig, logger: Logger): Promise<Conn
   );
 }
 
+/** ping's last line: `5 sent, 5 echoed; rtt min/avg/max = 0.081/0.112/0.204 ms` */
+export function pingSummary(sent: number, rtts: number[]): string {
+  if (!rtts.length) return `${sent} sent, 0 echoed\n`;
+  const avg = rtts.reduce((a, b) => a + b, 0) / rtts.length;
+  const f = (x: number) => x.toFixed(3);
+  return `${sent} sent, ${rtts.length} echoed; rtt min/avg/max = ${f(Math.min(...rtts))}/${f(avg)}/${f(Math.max(...rtts))} ms\n`;
+}
+
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 export async function runClientCli(argv: string[]): Promise<void> {
+  exitQuietlyOnClosedStdout();
   await runCli('echo-client', async () => {
+    let code = 0;
     const program = buildClientProgram();
     // options after `bench` belong to bench (it has its own --udp, --mode…)
     program.enablePositionalOptions();
-    program.action(() => {}); // with a subcommand defined, plain HOST PORT still go to the program
-    let bench: Promise<number> | undefined;
-    addBenchCommand(program, (f, host, port) => {
-      bench = runBenchCli(f, host, port);
+    program.helpCommand('help [command]', 'show help for a command (help bench)');
+    addBenchCommand(program, (c) => {
+      code = c;
     });
-    program.parse(argv, { from: 'user' });
-    if (bench) return bench;
-    const [hostArg, portArg] = program.processedArgs as [string, string];
-    const flags = program.opts<ClientFlags>();
-    const cfg = resolveClientConfig(hostArg, portArg, flags);
-    const logger = loggerFromFlags('echo-client', flags);
-    if (cfg.udp) {
-      const { runUdpClient } = await import('./udp-client-cli.js');
-      return runUdpClient(cfg, logger);
-    }
-    const { socket, options } = await connectWithRetry(cfg, logger);
-    const where = formatAddress(cfg.host, cfg.port);
-    logger.debug(
-      { local: `${socket.localAddress}:${socket.localPort}` },
-      `connected to ${where} from ${formatAddress(socket.localAddress ?? '?', socket.localPort ?? 0)}`,
-    );
-    for (const r of options) logger.info({ ...r }, formatReport(r));
-    if (cfg.message !== undefined) return oneShot(cfg, socket, logger);
-    if (process.stdin.isTTY) return interactive(cfg, socket);
-    const result = await streamThrough(socket, process.stdin, process.stdout);
-    if (!result.ok) {
-      process.stderr.write(`echo-client: ${explainError(result.problem).line}\n`);
-      return 1;
-    }
-    logger.info(
-      { sent: result.sent, received: result.received },
-      `${result.sent} bytes sent, all came back identical`,
-    );
-    return 0;
+    program.action(async (hostArg: string | undefined, portArg: string | undefined, flags: ClientFlags) => {
+      code = await runClient(hostArg, portArg, flags);
+    });
+    await program.parseAsync(argv, { from: 'user' });
+    return code;
   });
 }
 
-async function oneShot(
-  cfg: ClientConfig,
-  socket: import('node:net').Socket,
-  logger: Logger,
-): Promise<number> {
+async function runClient(hostArg: string | undefined, portArg: string | undefined, flags: ClientFlags) {
+  const cfg = resolveClientConfig(hostArg, portArg, flags);
+  const logger = loggerFromFlags('echo-client', flags);
+  if (cfg.udp) {
+    const { runUdpClient } = await import('./udp-client-cli.js');
+    return runUdpClient(cfg, logger);
+  }
+  const { socket, options } = await connectWithRetry(cfg, logger);
+  logger.debug(
+    { local: `${socket.localAddress}:${socket.localPort}` },
+    `connected to ${formatAddress(cfg.host, cfg.port)} from ${formatAddress(socket.localAddress ?? '?', socket.localPort ?? 0)}`,
+  );
+  for (const r of options) logger.debug({ ...r }, formatReport(r));
+  if (cfg.message !== undefined) return oneShot(cfg, socket, logger);
+  if (process.stdin.isTTY) return interactive(cfg, socket);
+  const result = await streamThrough(socket, process.stdin, process.stdout);
+  if (!result.ok) throw result.problem;
+  logger.info(
+    { sent: result.sent, received: result.received },
+    `${result.sent} bytes sent, all came back identical`,
+  );
+  return 0;
+}
+
+/** --message: print the echo; with --count, one ping-style line per echo and a summary. */
+async function oneShot(cfg: ClientConfig, socket: Socket, logger: Logger): Promise<number> {
   const conn = new EchoConnection(socket);
   const msg = Buffer.from(cfg.message!);
+  const where = formatAddress(cfg.host, cfg.port);
+  const rtts: number[] = [];
   try {
     for (let i = 0; i < cfg.count; i++) {
       if (i > 0 && cfg.interval > 0) await sleep(cfg.interval);
       const { reply, rttMs } = await conn.roundTrip(msg, cfg.timeout);
-      process.stdout.write(reply);
-      if (process.stdout.isTTY && reply[reply.length - 1] !== 0x0a) process.stdout.write('\n');
+      rtts.push(rttMs);
+      if (cfg.count === 1) {
+        // the echo, as echo(1) prints its argument: on its own line
+        const text = process.stdout.isTTY ? escapeForTerminal(reply.toString()) : reply;
+        process.stdout.write(text);
+        if (reply[reply.length - 1] !== 0x0a) process.stdout.write('\n');
+      } else {
+        process.stdout.write(
+          `${reply.length} bytes from ${where}: seq=${i + 1} time=${rttMs.toFixed(3)} ms\n`,
+        );
+      }
       logger.debug(
         { seq: i + 1, rtt_ms: Number(rttMs.toFixed(3)) },
         `reply ${i + 1}: ${rttMs.toFixed(3)} ms`,
       );
     }
+    if (cfg.count > 1) process.stdout.write(pingSummary(cfg.count, rtts));
     await conn.finish();
     return 0;
   } finally {
@@ -208,31 +279,44 @@ async function oneShot(
   }
 }
 
-async function interactive(cfg: ClientConfig, socket: import('node:net').Socket): Promise<number> {
+/**
+ * The prompt loop: each line is sent in full and its whole echo read back before the next
+ * prompt. The server closing is reported when it happens, not at the next line typed.
+ */
+async function interactive(cfg: ClientConfig, socket: Socket): Promise<number> {
   const conn = new EchoConnection(socket);
   const rl = createInterface({ input: process.stdin, output: process.stdout, prompt: PROMPT });
-  let serverGone = false;
-  socket.once('close', () => {
-    serverGone = true;
+  let ended: 'server' | 'interrupted' | undefined;
+  const stop = (why: 'server' | 'interrupted') => {
+    ended ??= why;
+    process.stdout.write('\n'); // end the prompt's line: the shell prompt starts clean
     rl.close();
-  });
+  };
+  socket.once('end', () => stop('server'));
+  socket.once('close', () => stop('server'));
+  rl.on('SIGINT', () => stop('interrupted'));
+  const stopSignals = onSignals(
+    () => stop('interrupted'),
+    () => {},
+  );
   rl.prompt();
   try {
     for await (const line of rl) {
       if (line === 'Q' || line === 'q') break;
-      // fgets in the seed keeps the newline; so do we, so `nc` on the other side sees lines
+      // the newline goes too, so `nc` on the other side sees lines
       const { reply } = await conn.roundTrip(Buffer.from(`${line}\n`), cfg.timeout);
-      process.stdout.write(`from server: ${reply.toString()}`);
+      process.stdout.write(`from server: ${escapeForTerminal(reply.toString())}`);
       rl.prompt();
     }
-    if (serverGone) {
-      process.stdout.write('\n');
+    if (ended === 'interrupted') return 130;
+    if (ended === 'server') {
       process.stderr.write('echo-client: the server closed the connection\n');
       return 1;
     }
     await conn.finish();
     return 0;
   } finally {
+    stopSignals();
     rl.close();
     socket.destroy();
   }

@@ -63,6 +63,9 @@ interface Run {
   lost: number;
   /** called once when measuring stops: each connection winds down (ends once its replies are in) */
   onStop: (() => void)[];
+  /** --requests: stop measuring at exactly this count */
+  requests?: number;
+  onLimit?: () => void;
 }
 
 const STREAM_WINDOW = 4 * 1024 * 1024; // un-echoed bytes allowed per connection in stream mode
@@ -77,6 +80,18 @@ function patterned(size: number, seed: number): Buffer {
     b[i] = x & 0xff;
   }
   return b;
+}
+
+/** One measured round trip (or connection); with --requests N, the Nth ends the measurement. */
+function record(run: Run, bytes: number, sentAt: number, now = performance.now()): void {
+  if (!run.measuring) return;
+  run.count++;
+  run.bytes += bytes;
+  run.hist.record(Math.max(1, Math.round((now - sentAt) * 1e6)));
+  if (run.requests !== undefined && run.count >= run.requests) {
+    run.measuring = false; // replies still in flight are not counted
+    run.onLimit?.();
+  }
 }
 
 function countError(run: Run, err: unknown): void {
@@ -135,11 +150,7 @@ async function pingpong(o: BenchOptions, run: Run, seed: number, intervalMs?: nu
         now ||= performance.now();
         const sent = ring[head]!;
         head = (head + 1) & 65535;
-        if (run.measuring) {
-          run.count++;
-          run.bytes += size;
-          run.hist.record(Math.max(1, Math.round((now - sent) * 1e6)));
-        }
+        record(run, size, sent, now);
         if (!run.stopped && intervalMs === undefined) send(now);
       }
     }
@@ -238,11 +249,7 @@ async function connectLoop(o: BenchOptions, run: Run, seed: number): Promise<voi
         s.on('close', () => resolve());
         s.write(payload);
       });
-      if (run.measuring) {
-        run.count++;
-        run.bytes += o.size;
-        run.hist.record(Math.max(1, Math.round((performance.now() - t0) * 1e6)));
-      }
+      record(run, o.size, t0);
     } catch (err) {
       countError(run, err);
       if (run.errors[errorCode(err)]! > 1000) return; // a dead server: stop hammering it
@@ -280,11 +287,7 @@ async function udpPingpong(o: BenchOptions, run: Run): Promise<void> {
       if (t === undefined) return; // late duplicate
       outstanding.delete(id);
       if (m.length !== size || m.compare(body, 8, size, 8, size) !== 0) run.mismatches++;
-      if (run.measuring) {
-        run.count++;
-        run.bytes += size;
-        run.hist.record(Math.max(1, Math.round((performance.now() - t) * 1e6)));
-      }
+      record(run, size, t);
       if (!run.stopped) send();
       else if (outstanding.size === 0) resolve();
     });
@@ -323,6 +326,7 @@ export async function runBench(o: BenchOptions): Promise<BenchResult> {
     hist: createHistogram({ lowest: 1, highest: 60e9, figures: 3 }),
     lost: 0,
     onStop: [],
+    requests: o.requests,
   };
   const perConnInterval = o.rate ? (1000 * o.connections) / o.rate : undefined;
   const workers: Promise<void>[] = [];
@@ -341,7 +345,7 @@ export async function runBench(o: BenchOptions): Promise<BenchResult> {
   }
   const all = Promise.all(workers);
   if (o.warmupMs > 0) await Promise.race([new Promise((r) => setTimeout(r, o.warmupMs).unref()), all]);
-  run.measuring = true;
+  run.measuring = o.requests === undefined || o.requests > 0;
   run.count = 0;
   run.bytes = 0;
   run.hist.reset();
@@ -352,19 +356,14 @@ export async function runBench(o: BenchOptions): Promise<BenchResult> {
         250,
       )
     : undefined;
-  // stop on time, on the request count (checked every ms, cheaply), or when every connection gave up
+  // stop on time, at the request count, or when every connection gave up
   await new Promise<void>((resolve) => {
     const done = () => {
       clearTimeout(limit);
-      clearInterval(check);
       resolve();
     };
     const limit = setTimeout(done, o.requests ? o.durationMs * 10 : o.durationMs);
-    const check = o.requests
-      ? setInterval(() => {
-          if (run.count >= o.requests!) done();
-        }, 1)
-      : undefined;
+    run.onLimit = done;
     void all.then(done);
   });
   const elapsed = (performance.now() - t0) / 1000;

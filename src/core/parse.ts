@@ -90,6 +90,14 @@ export function isLoopback(address: string): boolean {
   return a.startsWith('127.') || a === '::1' || a.startsWith('::ffff:127.') || a === 'localhost';
 }
 
+/** An IP literal only (a bind address: names are not resolved there). */
+export function parseIp(flag: string, raw: string): string {
+  let s = raw.trim();
+  if (s.startsWith('[') && s.endsWith(']')) s = s.slice(1, -1);
+  if (isIP(s)) return s;
+  throw new UsageError(flag, JSON.stringify(raw), 'must be an IP address such as 127.0.0.2 or ::1');
+}
+
 const SIZE_UNITS: Record<string, number> = {
   '': 1,
   b: 1,

@@ -17,6 +17,8 @@ export interface UdpClientOptions {
   recvBuffer?: number;
   localAddress?: string;
   localPort?: number;
+  /** with a host name: resolve to this family only (-4 / -6) */
+  family?: 4 | 6;
 }
 
 export interface UdpCounters {
@@ -52,7 +54,7 @@ export class UdpEchoClient {
   }
 
   static async open(o: UdpClientOptions): Promise<UdpEchoClient> {
-    const v6 = isIP(o.host) === 6;
+    const v6 = isIP(o.host) === 6 || o.family === 6;
     const socket = dgram.createSocket(v6 ? 'udp6' : 'udp4');
     await new Promise<void>((resolve, reject) => {
       socket.once('error', reject);
