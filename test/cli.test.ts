@@ -115,7 +115,7 @@ describe('echo-client CLI', () => {
     });
     const c = spawnCli('echo-client', ['127.0.0.1', String(port), '--message', 'abc']);
     expect((await c.exit).code).toBe(1);
-    expect(c.stderr()).toMatch(/echo differs from what was sent at byte 0/);
+    expect(c.stderr()).toMatch(/echo differs from what was sent at offset 0 of 3 \(cmp: byte 1\)/);
   });
 
   it('ECONNREFUSED: exit 1 with the explained line', async () => {
@@ -123,7 +123,7 @@ describe('echo-client CLI', () => {
     const c = spawnCli('echo-client', ['127.0.0.1', String(port), '--message', 'x']);
     expect((await c.exit).code).toBe(1);
     expect(c.stderr()).toBe(
-      `echo-client: connect ECONNREFUSED 127.0.0.1:${port} — nothing is listening on that port (its kernel answered the SYN with RST, or UDP's ICMP port unreachable). Start echo-server or check the port.\n`,
+      `echo-client: connect ECONNREFUSED 127.0.0.1:${port} — nothing is listening on that port (its kernel answered the SYN with RST). Start echo-server (or another echo server) there, or check the host and port.\n`,
     );
   });
 

@@ -56,7 +56,7 @@ describe('explainError', () => {
       port: 7007,
     });
     expect(explainError(err).line).toBe(
-      "connect ECONNREFUSED 127.0.0.1:7007 — nothing is listening on that port (its kernel answered the SYN with RST, or UDP's ICMP port unreachable). Start echo-server or check the port.",
+      'connect ECONNREFUSED 127.0.0.1:7007 — nothing is listening on that port (its kernel answered the SYN with RST). Check the host and port, and that the server is running.',
     );
   });
   it('unwraps an AggregateError (IPv4 and IPv6 both tried)', () => {

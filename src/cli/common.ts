@@ -2,6 +2,7 @@
 // exits), signal handling, and the flag groups for socket options and logging. Parsing of
 // values is done here, up front, so bad input exits 2 before any socket is opened.
 
+import { createRequire } from 'node:module';
 import { Command, CommanderError, Option } from 'commander';
 import { type Cidr, parseCidr } from '../core/access.js';
 import { explainError } from '../core/errors.js';
@@ -32,14 +33,18 @@ export function reportFatal(name: string, err: unknown): number {
     process.stderr.write(`${name}: ${err.message}\n`);
     return 2;
   }
-  process.stderr.write(`${name}: ${explainError(err).line}\n`);
+  const role = name === 'echo-client' ? 'client' : name === 'echo-chat' ? 'chat' : 'server';
+  process.stderr.write(`${name}: ${explainError(err, { role }).line}\n`);
   return 1;
 }
 
-/** A commander program that exits 2 on its own errors, printing `name: message`. */
+const VERSION: string = (createRequire(import.meta.url)('../../package.json') as { version: string }).version;
+
+/** A commander program that exits 2 on its own errors, printing `name: message`; -V prints the version. */
 export function newProgram(name: string, description: string): Command {
   return new Command(name)
     .description(description)
+    .version(VERSION, '-V, --version', 'print the version and exit')
     .exitOverride()
     .configureOutput({
       outputError: (str, write) => write(`${name}: ${str.replace(/^error: /, '')}`),

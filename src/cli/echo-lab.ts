@@ -67,12 +67,22 @@ export async function runLabCli(argv: string[]): Promise<void> {
     const chosen = name === 'all' ? [...SCENARIOS] : [findScenario(name)];
     if (!chosen[0])
       throw new UsageError('SCENARIO', name, `unknown; one of: ${SCENARIOS.map((s) => s.name).join(', ')}`);
-    let failed = 0;
+    const results: ScenarioResult[] = [];
     for (const s of chosen) {
       const r = await s!.run();
-      if (!r.ok && !r.skipped) failed++;
-      process.stdout.write(json ? `${JSON.stringify(r)}\n` : `${formatResult(r)}\n`);
+      results.push(r);
+      if (!json) process.stdout.write(`${formatResult(r)}\n`);
     }
-    return failed ? 1 : 0;
+    const failed = results.filter((r) => !r.ok && !r.skipped);
+    const skipped = results.filter((r) => r.skipped);
+    if (json) {
+      // one JSON document: the result for one scenario, an array (as `list --json`) for all
+      process.stdout.write(`${JSON.stringify(name === 'all' ? results : results[0])}\n`);
+    } else if (name === 'all') {
+      process.stdout.write(
+        `${results.length} scenarios: ${results.length - failed.length - skipped.length} reproduced, ${failed.length} not${failed.length ? ` (${failed.map((r) => r.name).join(', ')})` : ''}, ${skipped.length} skipped${skipped.length ? ` (${skipped.map((r) => r.name).join(', ')})` : ''}\n`,
+      );
+    }
+    return failed.length ? 1 : 0;
   });
 }

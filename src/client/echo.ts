@@ -48,7 +48,7 @@ export class EchoConnection {
       const at = firstDifference(reply, message);
       throw codedError(
         'ERR_ECHO_MISMATCH',
-        `echo differs from what was sent at byte ${at} of ${message.length}`,
+        `echo differs from what was sent at offset ${at} of ${message.length} (cmp: byte ${at + 1})`,
       );
     }
     return { reply, rttMs };
@@ -218,9 +218,10 @@ export function streamThrough(
           }
           const n = Math.min(head.length, chunk.length - off);
           if (head.compare(chunk, off, off + n, 0, n) !== 0) {
+            const at = received + off + firstDifference(chunk.subarray(off, off + n), head.subarray(0, n));
             problem = codedError(
               'ERR_ECHO_MISMATCH',
-              `echo differs from what was sent near byte ${received + off}`,
+              `echo differs from what was sent at offset ${at} (cmp: byte ${at + 1})`,
             );
             break;
           }

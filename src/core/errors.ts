@@ -1,4 +1,4 @@
-// The one table of errors people meet with sockets (SPEC §5): code → what happened, what to do.
+// The one table of errors people meet with sockets: code → what happened, what to do.
 // Every command and every echo-lab scenario explains errors through explainError(), so a
 // message reads the same wherever it appears.
 
@@ -7,13 +7,30 @@ export interface ErrnoEntry {
   meaning: string;
   /** What to do about it. */
   hint: string;
+  /** where the same code means something else over UDP */
+  udp?: { meaning?: string; hint?: string };
+  /** hints that fit one command better than the general one */
+  client?: string;
+  chat?: string;
+}
+
+/** Who is explaining: the command, and the protocol when the error does not say. */
+export interface ErrorContext {
+  role?: 'server' | 'client' | 'chat';
+  proto?: 'tcp' | 'udp';
 }
 
 export const ERRNO_TABLE: Readonly<Record<string, ErrnoEntry>> = {
   EADDRINUSE: {
     meaning:
-      'another socket already holds that address and port (a running server, or without SO_REUSEADDR an old connection in TIME_WAIT)',
-    hint: 'Stop the other process (ss -ltnp), pick another port, or use --port 0.',
+      'another socket holds that address and port: a listening server, or any connection still on the port (TIME_WAIT, FIN_WAIT2, CLOSE_WAIT, or one a child process kept) unless both the old and the new socket set SO_REUSEADDR',
+    hint: 'Stop the other process (ss -tanp | grep PORT), pick another port, or use --port 0.',
+    udp: {
+      meaning:
+        'another UDP socket is bound to that address and port (two can share it only when both set SO_REUSEADDR or SO_REUSEPORT)',
+      hint: 'Stop the other process (ss -uanp), pick another port, or use --port 0.',
+    },
+    client: 'Another socket holds that local port: choose another --local-port, or leave it out.',
   },
   EADDRNOTAVAIL: {
     meaning: 'that local address is not configured on this machine, or no ephemeral port is free',
@@ -28,12 +45,18 @@ export const ERRNO_TABLE: Readonly<Record<string, ErrnoEntry>> = {
     hint: 'Run with the needed capability, or choose an option that does not need it.',
   },
   ECONNREFUSED: {
-    meaning:
-      "nothing is listening on that port (its kernel answered the SYN with RST, or UDP's ICMP port unreachable)",
-    hint: 'Start echo-server or check the port.',
+    meaning: 'nothing is listening on that port (its kernel answered the SYN with RST)',
+    hint: 'Check the host and port, and that the server is running.',
+    udp: {
+      meaning: 'nothing is listening on that UDP port (its kernel answered with ICMP port unreachable)',
+      hint: 'Check the host and port, and that the server runs with --udp.',
+    },
+    client: 'Start echo-server (or another echo server) there, or check the host and port.',
+    chat: 'Start the other side first (echo-chat --listen, nc -l), or check the host and port.',
   },
   ECONNRESET: {
-    meaning: 'the peer reset the connection (RST): it closed with unread data, set SO_LINGER 0, or crashed',
+    meaning:
+      'the peer reset the connection (RST): it closed with data of ours unread, set SO_LINGER 0, had no socket for this connection any more, or lost its state (a reboot); a process that crashes sends FIN, not RST',
     hint: 'Data in flight may be lost; reconnect if you need to go on.',
   },
   EPIPE: {
@@ -81,8 +104,9 @@ export const ERRNO_TABLE: Readonly<Record<string, ErrnoEntry>> = {
     hint: 'Send at most 65507 bytes over IPv4 (65527 over IPv6), or less than the path MTU to avoid fragments.',
   },
   ENOBUFS: {
-    meaning: 'the kernel ran out of buffer space for this socket',
-    hint: 'Send more slowly or raise --send-buffer.',
+    meaning:
+      'the kernel could not get memory for the operation (UDP: a datagram found the interface queue full); a full TCP send buffer never gives this, it gives EAGAIN or blocks',
+    hint: 'Send more slowly; check the system memory.',
   },
   ENOPROTOOPT: {
     meaning: 'this platform does not have that socket option',
@@ -172,9 +196,9 @@ export function errorCode(err: unknown): string {
   return typeof e?.code === 'string' ? e.code : 'UNKNOWN';
 }
 
-/** One explained line for any error a socket can raise (SPEC §5). */
-export function explainError(err: unknown): ExplainedError {
-  const e = unwrapError(err) as ErrLike;
+/** One explained line for any error a socket can raise; `ctx` picks the text that fits the command. */
+export function explainError(err: unknown, ctx: ErrorContext = {}): ExplainedError {
+  const e = unwrapError(err) as ErrLike & { proto?: unknown };
   const code = typeof e?.code === 'string' ? e.code : 'UNKNOWN';
   let summary: string;
   if (typeof e?.syscall === 'string') {
@@ -184,9 +208,13 @@ export function explainError(err: unknown): ExplainedError {
     summary = e instanceof Error ? e.message : String(e);
   }
   const entry = ERRNO_TABLE[code];
+  const udp = (ctx.proto ?? e?.proto) === 'udp' ? entry?.udp : undefined;
   const meaning =
-    entry?.meaning ?? (e instanceof Error && summary !== e.message ? e.message : 'unexpected error');
-  const hint = entry?.hint ?? '';
+    udp?.meaning ??
+    entry?.meaning ??
+    (e instanceof Error && summary !== e.message ? e.message : 'unexpected error');
+  const roleHint = ctx.role === 'client' ? entry?.client : ctx.role === 'chat' ? entry?.chat : undefined;
+  const hint = udp?.hint ?? roleHint ?? entry?.hint ?? '';
   const line = entry ? `${summary} — ${meaning}. ${hint}`.trimEnd() : summary;
   return { code, summary, meaning, hint, line };
 }
@@ -194,6 +222,12 @@ export function explainError(err: unknown): ExplainedError {
 function formatHostPort(address: string, port: unknown): string {
   if (typeof port !== 'number') return address;
   return address.includes(':') ? `[${address}]:${port}` : `${address}:${port}`;
+}
+
+/** Mark an error as a UDP socket's, so it is explained in UDP's terms. */
+export function asUdpError<T>(err: T): T {
+  if (err && typeof err === 'object') Object.assign(err, { proto: 'udp' });
+  return err;
 }
 
 /** An error with a code from the table, for failures we detect ourselves (short echo, mismatch). */

@@ -5,7 +5,7 @@
 
 import dgram from 'node:dgram';
 import { isIP } from 'node:net';
-import { codedError } from '../core/errors.js';
+import { asUdpError, codedError } from '../core/errors.js';
 
 /** Largest UDP payload: 65535 − 20 (IPv4 header) − 8 (UDP header); IPv6's length field excludes its header: 65535 − 8. */
 export const MAX_DATAGRAM = { ipv4: 65507, ipv6: 65527 } as const;
@@ -42,7 +42,8 @@ export class UdpEchoClient {
     readonly maxSize: number,
   ) {
     socket.on('message', (msg) => this.onMessage(msg));
-    socket.on('error', (err) => {
+    socket.on('error', (e) => {
+      const err = asUdpError(e);
       if (this.waiting) {
         const w = this.waiting;
         this.waiting = undefined;
@@ -57,10 +58,11 @@ export class UdpEchoClient {
     const v6 = isIP(o.host) === 6 || o.family === 6;
     const socket = dgram.createSocket(v6 ? 'udp6' : 'udp4');
     await new Promise<void>((resolve, reject) => {
-      socket.once('error', reject);
+      const onError = (err: Error) => reject(asUdpError(err));
+      socket.once('error', onError);
       socket.bind({ address: o.localAddress, port: o.localPort ?? 0 }, () => {
         socket.connect(o.port, o.host, () => {
-          socket.off('error', reject);
+          socket.off('error', onError);
           resolve();
         });
       });

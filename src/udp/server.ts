@@ -6,6 +6,7 @@
 import dgram from 'node:dgram';
 import type { AddressInfo } from 'node:net';
 import type { AccessControl } from '../core/access.js';
+import { asUdpError } from '../core/errors.js';
 import { type Logger, silentLogger } from '../core/log.js';
 import { formatAddress } from '../core/parse.js';
 import {
@@ -136,10 +137,13 @@ export async function startUdpEchoServer(opts: UdpEchoServerOptions = {}): Promi
     dropTimer ??= setTimeout(flushDropLog, dropLogInterval);
   };
 
-  const useRaw = opts.reuseAddr === false || (opts.reusePort === true && !hasNativeReusePort());
+  // Unlike TCP, SO_REUSEADDR on UDP lets a second socket bind a port in use and take its
+  // datagrams silently: it is off unless asked for, so a second server fails with EADDRINUSE.
+  const reuseAddr = opts.reuseAddr === true;
+  const useRaw = opts.reusePort === true && !hasNativeReusePort();
   const socket = dgram.createSocket({
     type: v6 ? 'udp6' : 'udp4',
-    reuseAddr: opts.reuseAddr !== false,
+    reuseAddr,
     ...(opts.reusePort && !useRaw ? { reusePort: true } : {}),
   } as dgram.SocketOptions);
 
@@ -185,7 +189,7 @@ export async function startUdpEchoServer(opts: UdpEchoServerOptions = {}): Promi
   await new Promise<void>((resolve, reject) => {
     const onError = (err: Error) => {
       if (fd !== undefined) closeFd(fd);
-      reject(err);
+      reject(asUdpError(err));
     };
     socket.once('error', onError);
     if (useRaw) {
@@ -195,11 +199,11 @@ export async function startUdpEchoServer(opts: UdpEchoServerOptions = {}): Promi
           port: opts.port ?? 7007,
           backlog: 0,
           type: 'udp',
-          reuseAddr: opts.reuseAddr !== false,
+          reuseAddr,
           reusePort: opts.reusePort === true,
         });
       } catch (err) {
-        reject(err);
+        reject(asUdpError(err));
         return;
       }
       socket.bind({ fd }, () => {
@@ -229,7 +233,7 @@ export async function startUdpEchoServer(opts: UdpEchoServerOptions = {}): Promi
           ? { note: 'Linux doubles it for bookkeeping' }
           : {}),
       });
-    push('SO_REUSEADDR', opts.reuseAddr !== false);
+    push('SO_REUSEADDR', reuseAddr);
     if (opts.reusePort) push('SO_REUSEPORT', true);
     push('SO_SNDBUF', opts.sendBuffer);
     push('SO_RCVBUF', opts.recvBuffer);
