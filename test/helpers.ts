@@ -1,7 +1,7 @@
 // Test helpers: servers on port 0 closed after each test, the built CLIs spawned with their
 // stderr watched line by line, and small socket utilities. No sleeps: everything waits on events.
 
-import { type ChildProcess, spawn } from 'node:child_process';
+import { type ChildProcess, spawn, spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { once } from 'node:events';
 import net, { type Socket } from 'node:net';
@@ -302,4 +302,44 @@ export function watchEnd(s: Socket): { ended: () => boolean; end: Promise<Buffer
   });
   end.catch(() => {});
   return { ended: () => ended, end };
+}
+
+export const hasCommand = (cmd: string, arg = '--version') =>
+  spawnSync(cmd, [arg], { stdio: 'ignore' }).status === 0;
+
+/** A command of ours on a pseudo-terminal (util-linux `script`): type into it, read its screen bytes. */
+export function onPty(name: string, args: string[]) {
+  const quoted = [process.execPath, bin(name), ...args].map((a) => `'${a.replace(/'/g, "'\\''")}'`).join(' ');
+  const child = spawn('script', ['-qfec', quoted, '/dev/null'], { stdio: ['pipe', 'pipe', 'pipe'] });
+  onTestFinished(() => {
+    child.kill('SIGKILL');
+  });
+  let out = '';
+  child.stdout!.setEncoding('utf8').on('data', (d: string) => {
+    out += d;
+  });
+  const exit = new Promise<number | null>((resolve) => child.once('close', (code) => resolve(code)));
+  return {
+    child,
+    out: () => out,
+    type: (text: string) => child.stdin!.write(text),
+    exit,
+    waitFor(re: RegExp, timeoutMs = 15_000): Promise<void> {
+      return new Promise((resolve, reject) => {
+        const t = setTimeout(
+          () => reject(new Error(`no ${re} on the terminal within ${timeoutMs} ms:\n${out}`)),
+          timeoutMs,
+        );
+        const check = () => {
+          if (re.test(out)) {
+            clearTimeout(t);
+            child.stdout!.off('data', check);
+            resolve();
+          }
+        };
+        child.stdout!.on('data', check);
+        check();
+      });
+    },
+  };
 }

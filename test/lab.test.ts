@@ -53,7 +53,9 @@ describe.runIf(linux)('echo-lab scenarios', () => {
     expect((await p.exit).code).toBe(0);
     const out = p.stdout();
     expect(out).toMatch(/^echo-lab time-wait: /);
-    expect(out).toMatch(/EADDRINUSE: bind EADDRINUSE 127\.0\.0\.1:\d+ — another socket holds that address and port/);
+    expect(out).toMatch(
+      /EADDRINUSE: bind EADDRINUSE 127\.0\.0\.1:\d+ — another socket holds that address and port/,
+    );
     expect(out).toMatch(/tcp {2}127\.0\.0\.1:\d+ +127\.0\.0\.1:\d+ +TIME_WAIT/);
     expect(out).toMatch(/reproduced as expected/);
     const j = spawnCli('echo-lab', ['econnrefused', '--json']);

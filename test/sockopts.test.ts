@@ -201,7 +201,9 @@ describe.runIf(linux)('SO_REUSEADDR and TIME_WAIT', () => {
     const p = spawnCli('echo-server', ['--port', String(port), '--no-reuse-addr']);
     expect((await p.exit).code).toBe(1);
     expect(p.stderr()).toMatch(
-      new RegExp(`^echo-server: bind EADDRINUSE 127\\.0\\.0\\.1:${port} — another socket holds that address and port`),
+      new RegExp(
+        `^echo-server: bind EADDRINUSE 127\\.0\\.0\\.1:${port} — another socket holds that address and port`,
+      ),
     );
   });
 });

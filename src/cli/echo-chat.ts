@@ -139,26 +139,29 @@ export async function runChatCli(argv: string[]): Promise<void> {
         throw new UsageError('HOST', hostArg, 'not with --listen (use --host/--port)');
       const { allow, deny } = resolveAccess(f);
       const host = parseHost('--host', f.host ?? (family === 6 ? '::1' : '127.0.0.1'));
-      let port = parsePort('--port', f.port ?? '7007');
+      const listener = await listenChat({
+        ...sock,
+        host,
+        port: parsePort('--port', f.port ?? '7007'),
+        access: new AccessControl(allow, deny),
+        logger: log,
+        keepOpen: f.keepOpen === true,
+      });
+      onSignal = (signal) => {
+        void listener.close();
+        process.exit(signal === 'SIGINT' ? 130 : 143);
+      };
+      say(`listening on ${formatAddress(listener.address.address, listener.address.port)}`);
+      warnIfReachable(log, listener.address.address);
       for (;;) {
-        const listener = await listenChat({
-          ...sock,
-          host,
-          port,
-          access: new AccessControl(allow, deny),
-          logger: log,
-        });
+        const { socket, options } = await listener.next();
+        say(`peer ${formatAddress(socket.remoteAddress ?? '?', socket.remotePort ?? 0)} connected`);
+        const code = await converse(socket, options);
+        if (!f.keepOpen || code !== 0) return code;
         onSignal = (signal) => {
           void listener.close();
           process.exit(signal === 'SIGINT' ? 130 : 143);
         };
-        say(`listening on ${formatAddress(listener.address.address, listener.address.port)}`);
-        warnIfReachable(log, listener.address.address);
-        port = listener.address.port; // with --keep-open, the next peer comes to the same port
-        const { socket, options } = await listener.peer;
-        say(`peer ${formatAddress(socket.remoteAddress ?? '?', socket.remotePort ?? 0)} connected`);
-        const code = await converse(socket, options);
-        if (!f.keepOpen || code !== 0) return code;
       }
     }
     if (f.keepOpen) throw new UsageError('--keep-open', undefined, 'needs --listen');

@@ -288,7 +288,8 @@ async function interactive(cfg: ClientConfig, socket: Socket): Promise<number> {
   const rl = createInterface({ input: process.stdin, output: process.stdout, prompt: PROMPT });
   let ended: 'server' | 'interrupted' | undefined;
   const stop = (why: 'server' | 'interrupted') => {
-    ended ??= why;
+    if (ended) return;
+    ended = why;
     process.stdout.write('\n'); // end the prompt's line: the shell prompt starts clean
     rl.close();
   };

@@ -25,41 +25,81 @@ export interface ChatListenOptions extends SocketOptions {
 
 export interface ChatListener {
   readonly address: AddressInfo;
-  /** the one peer; the listening socket is closed as soon as it arrives */
+  /**
+   * The next peer. Without `keepOpen` there is one: the listening socket closes as soon as it
+   * arrives (a chat is one to one). With `keepOpen` the socket stays open and peers who come
+   * during a conversation wait, unread, for the next call (at most `backlog` of them).
+   */
+  next(): Promise<{ socket: Socket; options: OptionReport[] }>;
+  /** the first peer (the same as the first next()) */
   readonly peer: Promise<{ socket: Socket; options: OptionReport[] }>;
   close(): Promise<void>;
 }
 
-export async function listenChat(o: ChatListenOptions = {}): Promise<ChatListener> {
-  const server = net.createServer({ allowHalfOpen: true });
+export async function listenChat(o: ChatListenOptions & { keepOpen?: boolean } = {}): Promise<ChatListener> {
+  const backlog = o.backlog ?? 1;
+  const server = net.createServer({ allowHalfOpen: true, pauseOnConnect: o.keepOpen === true });
   const address = await listenTcp(server, {
     host: o.host ?? '127.0.0.1',
     port: o.port ?? 7007,
-    backlog: o.backlog ?? 1,
+    backlog,
     reuseAddr: o.reuseAddr,
     reusePort: o.reusePort,
   });
-  // the same gate as echo-server's, with room for one peer
+  // the same gate as echo-server's
   const admission = new Admission({ access: o.access, logger: o.logger ?? silentLogger, fdPerConnection: 0 });
-  const peer = new Promise<{ socket: Socket; options: OptionReport[] }>((resolve, reject) => {
-    const onConnection = (socket: Socket) => {
-      if (!admission.admit(socket)) return;
-      server.off('connection', onConnection);
-      // a chat is one to one: the listening socket closes once the peer is in
-      server.close();
-      try {
-        resolve({ socket, options: applySocketOptions(socket, o) });
-      } catch (err) {
-        socket.destroy();
-        reject(err);
-      }
-    };
-    server.on('connection', onConnection);
-    server.once('error', reject);
+  const arrived: Socket[] = [];
+  const takers: { resolve: (s: Socket) => void; reject: (e: Error) => void }[] = [];
+  let failed: Error | undefined;
+  server.on('connection', (socket: Socket) => {
+    const release = admission.admit(socket);
+    if (!release) return;
+    socket.once('close', release);
+    if (!o.keepOpen) server.close(); // one peer: stop listening at once
+    const t = takers.shift();
+    if (t) return t.resolve(socket);
+    if (arrived.length >= backlog) {
+      release();
+      admission.refuse(socket, 'queue-full', `a conversation is going on and ${arrived.length} more wait`);
+      return;
+    }
+    socket.on('error', () => {});
+    arrived.push(socket);
   });
+  server.on('error', (err) => {
+    failed = err;
+    for (const t of takers.splice(0)) t.reject(err);
+  });
+  const next = async () => {
+    const socket = await new Promise<Socket>((resolve, reject) => {
+      for (let s = arrived.shift(); s; s = arrived.shift()) if (!s.destroyed) return resolve(s);
+      if (failed) return reject(failed);
+      if (!server.listening && !o.keepOpen && first)
+        return reject(new Error('this chat listener took its one peer'));
+      takers.push({ resolve, reject });
+    });
+    if (socket.isPaused()) socket.resume();
+    try {
+      return { socket, options: applySocketOptions(socket, o) };
+    } catch (err) {
+      socket.destroy();
+      throw err;
+    }
+  };
+  let first: Promise<{ socket: Socket; options: OptionReport[] }> | undefined;
+  first = next();
+  first.catch(() => {});
+  let taken = false;
   return {
     address,
-    peer,
+    peer: first,
+    next: () => {
+      if (!taken) {
+        taken = true;
+        return first!;
+      }
+      return next();
+    },
     close: () =>
       new Promise<void>((resolve) => (server.listening ? server.close(() => resolve()) : resolve())),
   };
@@ -141,22 +181,40 @@ export function relayChat(o: RelayOptions): Relay {
   });
   const finish = (e: RelayEnd) => {
     end ??= e;
+    clearTimeout(flushTimer);
     rl?.close();
     input.pause();
     resolveDone(end);
   };
   const text = o.tty ? new TerminalText() : undefined;
+  // On a terminal, whole lines are printed above the prompt; a line still arriving is held
+  // (briefly: a peer may never send its newline) so that it is not cut in two on screen.
+  let partial = '';
+  let flushTimer: NodeJS.Timeout | undefined;
+  const printAbovePrompt = (t: string) => {
+    output.write('\r\x1b[2K'); // clear the prompt line
+    output.write(t.endsWith('\n') ? t : `${t}\n`);
+    rl?.prompt(true); // redraw the prompt and what was typed so far
+  };
+  const flushPartial = () => {
+    clearTimeout(flushTimer);
+    flushTimer = undefined;
+    const t = partial + (text?.end() ?? '');
+    partial = '';
+    if (t) printAbovePrompt(t);
+  };
 
   socket.on('data', (chunk: Buffer) => {
     if (!rl || !text) {
       output.write(chunk);
       return;
     }
-    const t = text.write(chunk);
-    if (!t) return; // half a character: the rest comes with the next chunk
-    output.write('\r\x1b[2K'); // clear the prompt line
-    output.write(t.endsWith('\n') ? t : `${t}\n`);
-    rl.prompt(true); // redraw the prompt and what was typed so far
+    const t = partial + text.write(chunk);
+    const cut = t.lastIndexOf('\n') + 1;
+    partial = t.slice(cut);
+    if (cut > 0) printAbovePrompt(t.slice(0, cut));
+    clearTimeout(flushTimer);
+    flushTimer = partial ? setTimeout(flushPartial, 200) : undefined;
   });
   let error: Error | undefined;
   socket.on('error', (err) => {
@@ -164,7 +222,10 @@ export function relayChat(o: RelayOptions): Relay {
   });
   socket.on('end', () => {
     peerEnded = true;
-    if (rl) output.write('\r\x1b[2K');
+    if (rl) {
+      flushPartial();
+      output.write('\r\x1b[2K');
+    }
     status('peer closed the connection');
     // a terminal's conversation ends with the peer; piped input is still sent to its end
     if (o.tty || inputEnded) socket.end();
@@ -211,11 +272,14 @@ export function relayChat(o: RelayOptions): Relay {
         socket.once('drain', () => input.resume());
       }
     });
-    input.once('end', () => {
+    const onInputEnd = () => {
       inputEnded = true;
       if (o.name && pending) socket.write(Buffer.from(`${o.name}: ${pending}`, 'latin1'));
       socket.end(); // input EOF → FIN, keep reading until the peer closes
-    });
+    };
+    // an input that ended in an earlier conversation (--keep-open) ends this one's side at once
+    if (input.readableEnded) onInputEnd();
+    else input.once('end', onInputEnd);
   }
 
   const interrupt = () => {
