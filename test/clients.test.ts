@@ -22,6 +22,8 @@ import {
 } from './helpers.js';
 
 const hasScript = hasCommand('script');
+/** readline's cursor move (ESC [ n G), as a regular expression source */
+const CURSOR = `${String.fromCharCode(27)}\\[\\d+G`;
 const hasSocat = hasCommand('socat', '-V');
 if (!hasScript) console.warn('skipped the terminal tests: `script` (util-linux) is not installed');
 if (!hasSocat)
@@ -142,7 +144,9 @@ describe('honest exits', () => {
     expect(await t.exit).toBe(1);
     // the prompt's line is ended first, then one line says why (readline moves the cursor: ESC [ n G)
     expect(t.out()).toMatch(
-      /Input message \(Q to quit\): (\x1b\[\d+G)?\r\necho-client: the server closed the connection\r\n$/,
+      new RegExp(
+        `Input message \\(Q to quit\\): (${CURSOR})?\r\necho-client: the server closed the connection\r\n$`,
+      ),
     );
   });
 
@@ -152,7 +156,7 @@ describe('honest exits', () => {
     await t.waitFor(/Input message \(Q to quit\): /);
     t.type('\x03');
     expect(await t.exit).toBe(130);
-    expect(t.out()).toMatch(/Input message \(Q to quit\): (\x1b\[\d+G)?\r\n$/);
+    expect(t.out()).toMatch(new RegExp(`Input message \\(Q to quit\\): (${CURSOR})?\r\n$`));
   });
 
   it.skipIf(!hasScript)(
