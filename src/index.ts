@@ -1,4 +1,4 @@
-// echo-toolkit library API (SPEC §7): echo servers as test fixtures, an echo client, the
+// echo-toolkit library API: echo servers as test fixtures, an echo client, the
 // socket-option module and the error explainer. No process.exit anywhere below this file.
 //
 // Layout:

@@ -40,7 +40,7 @@ describe.runIf(linux)('echo-lab scenarios', () => {
     }
   });
 
-  it('the TCP states the seeds show are observed', async () => {
+  it('the TCP states the tutorials show are observed', async () => {
     const hc = await runScenario('half-close');
     const states = hc.states.flatMap((s) => s.entries.map((e) => e.state));
     expect(states).toEqual(expect.arrayContaining(['FIN_WAIT2', 'CLOSE_WAIT', 'TIME_WAIT']));

@@ -11,7 +11,7 @@ import { createLogger, type LogFormat, type LogLevel } from '../core/log.js';
 import { isLoopback, parseDuration, parseInteger, parseSize, UsageError } from '../core/parse.js';
 import type { SocketOptions } from '../core/sockopts.js';
 
-/** Run a command's main; map errors to the exit codes of SPEC §2 (2 = usage, 1 = runtime). */
+/** Run a command's main; map errors to exit codes (2 = bad input, 1 = runtime failure). */
 export async function runCli(name: string, main: () => Promise<number | undefined>): Promise<void> {
   let code: number;
   try {
@@ -152,7 +152,7 @@ export function exitQuietlyOnClosedStdout(): void {
   });
 }
 
-// --- socket option flags (SPEC §3) -----------------------------------------------------------
+// --- socket option flags -----------------------------------------------------------
 
 export function addSocketOptionFlags(cmd: Command, { listen }: { listen: boolean }): Command {
   if (listen) {

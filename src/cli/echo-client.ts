@@ -302,13 +302,18 @@ async function interactive(cfg: ClientConfig, socket: Socket): Promise<number> {
   );
   rl.prompt();
   try {
+    let quit = false;
     for await (const line of rl) {
-      if (line === 'Q' || line === 'q') break;
+      if (line === 'Q' || line === 'q') {
+        quit = true;
+        break;
+      }
       // the newline goes too, so `nc` on the other side sees lines
       const { reply } = await conn.roundTrip(Buffer.from(`${line}\n`), cfg.timeout);
       process.stdout.write(`from server: ${escapeForTerminal(reply.toString())}`);
       rl.prompt();
     }
+    if (!ended && !quit) process.stdout.write('\n'); // Ctrl-D on the prompt: end its line
     if (ended === 'interrupted') return 130;
     if (ended === 'server') {
       process.stderr.write('echo-client: the server closed the connection\n');

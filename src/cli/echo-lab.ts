@@ -8,7 +8,7 @@ import { newProgram, runCli } from './common.js';
 
 export function formatResult(r: ScenarioResult): string {
   const out: string[] = [];
-  out.push(`echo-lab ${r.name}: ${r.title} (${r.seeds})`, '');
+  out.push(`echo-lab ${r.name}: ${r.title} (tutorials: ${r.tutorials})`, '');
   for (const s of r.steps) out.push(`  [${String(s.t).padStart(5)} ms] ${s.text}`);
   if (r.errors.length) {
     out.push('', 'errors:');

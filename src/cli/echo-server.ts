@@ -68,7 +68,7 @@ export function buildServerProgram(): Command {
 Examples:
   echo-server                          listen on 127.0.0.1:7007, evented
   echo-server --port 0                 pick a free port and print it
-  echo-server --mode iterative         one client at a time, as the seed's accept loop
+  echo-server --mode iterative         one client at a time, as a plain accept() loop
   echo-server --mode workers --workers 4
   echo-server --mode fork --max-children 50
   echo-server --udp --port 7007

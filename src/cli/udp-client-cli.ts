@@ -113,12 +113,17 @@ async function interactive(send: (m: Buffer) => Promise<{ reply: Buffer } | unde
   const stopSignals = onSignals(stop, () => {});
   try {
     rl.prompt();
+    let quit = false;
     for await (const line of rl) {
-      if (line === 'Q' || line === 'q') break;
+      if (line === 'Q' || line === 'q') {
+        quit = true;
+        break;
+      }
       const r = await send(Buffer.from(`${line}\n`));
       if (r) process.stdout.write(`from server: ${escapeForTerminal(r.reply.toString())}`);
       rl.prompt();
     }
+    if (!interrupted && !quit) process.stdout.write('\n'); // Ctrl-D on the prompt: end its line
     return interrupted ? 130 : 0;
   } finally {
     // an error (ECONNREFUSED) leaves the loop too: the prompt must not keep the process alive

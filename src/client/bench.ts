@@ -1,4 +1,4 @@
-// echo-client bench: tcpkali's job done for echo (SPEC §6). Modes: pingpong (round trips,
+// echo-client bench: tcpkali's job done for echo. Modes: pingpong (round trips,
 // --pipeline messages in flight per connection), stream (bulk MB/s), connect (connect, echo,
 // close per cycle), and UDP ping-pong. Every echoed byte is checked against what was sent.
 // --rate switches to an open loop: messages leave at their scheduled times whatever the

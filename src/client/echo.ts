@@ -1,6 +1,5 @@
 // The echo client's two ways of talking to a server over one connection:
-// - roundTrip(): send a message, read until its whole echo is back (the seed's writen/readn
-//   loops), verify it byte for byte. Used by the interactive prompt, --message/--count and echo().
+// - roundTrip(): send a message, read until its whole echo is back (writen/readn loops), verify it byte for byte. Used by the interactive prompt, --message/--count and echo().
 // - streamThrough(): pipe a stream (stdin) through the server, half-close at its end, write
 //   the echo out and check every byte on the way (the piped mode).
 

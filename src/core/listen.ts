@@ -1,4 +1,4 @@
-// listenTcp(): put a net.Server on an address with the listen-time options of SPEC §3.
+// listenTcp(): put a net.Server on an address with its listen-time options.
 // Node's own listen() always sets SO_REUSEADDR and (before 22.12) ignores reusePort, so
 // when those or a buffer size must be set before bind, the socket is made with libc and
 // handed over by fd. Used by echo-server, echo-chat --listen and the lab.

@@ -1,4 +1,4 @@
-// Socket options in one place (SPEC §3), like OpenBSD nc's set_common_sockopts: every command
+// Socket options in one place, like OpenBSD nc's set_common_sockopts: every command
 // applies options through applySocketOptions() and reports what the kernel says back through
 // readSocketOptions(). Node lacks several options, so libc setsockopt/getsockopt are called on
 // the socket's fd through koffi (loaded lazily: nothing here costs anything unless an option
@@ -424,7 +424,7 @@ export interface RawListenOptions {
   sendBuffer?: number;
   /** SOCK_STREAM (default) or SOCK_DGRAM (then no listen) */
   type?: 'tcp' | 'udp';
-  /** bind only, no listen (a client socket with a fixed port, as seed 003) */
+  /** bind only, no listen (a client socket with a fixed port) */
   bindOnly?: boolean;
 }
 

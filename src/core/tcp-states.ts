@@ -1,5 +1,5 @@
 // The kernel's view of TCP sockets, read from /proc/net/tcp and /proc/net/tcp6 (Linux): the
-// `netstat -an | grep PORT` of seed 000. Used by echo-lab to show the states a scenario
+// `netstat -an | grep PORT`. Used by echo-lab to show the states a scenario
 // goes through, and by tests to check them. Other platforms get `available: false`.
 
 import { readFileSync } from 'node:fs';

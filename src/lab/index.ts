@@ -1,4 +1,4 @@
-// The echo-lab scenarios (SPEC §2): each reproduces one classic socket failure on loopback
+// The echo-lab scenarios: each reproduces one classic socket failure on loopback
 // (or in network namespaces it makes itself) and returns a structured result. echo-lab
 // prints it; the test suite asserts on the very same results.
 
@@ -79,7 +79,7 @@ export function findScenario(name: string): ScenarioInfo | undefined {
   return SCENARIOS.find((s) => s.name === name);
 }
 
-/** Library entry (SPEC §7): run one scenario by name. */
+/** Library entry: run one scenario by name. */
 export async function runScenario(name: string): Promise<ScenarioResult> {
   const s = findScenario(name);
   if (!s) throw new Error(`no scenario named ${name}; try: ${SCENARIOS.map((x) => x.name).join(', ')}`);

@@ -1,6 +1,6 @@
 // What a lab scenario produces: the steps it took, the errors it met (explained from the one
-// table of SPEC §5), the kernel's TCP states at chosen moments, and whether the behaviour
-// matched what the seed describes. echo-lab prints it; the tests assert on it.
+// error table), the kernel's TCP states at chosen moments, and whether the behaviour
+// matched what the tutorials describe. echo-lab prints it; the tests assert on it.
 
 import { errorCode, explainError } from '../core/errors.js';
 import { type TcpEntry, tcpStates } from '../core/tcp-states.js';
@@ -32,7 +32,8 @@ export interface LabCheck {
 export interface ScenarioResult {
   name: string;
   title: string;
-  seeds: string;
+  /** the tutorials' topics this scenario checks */
+  tutorials: string;
   steps: LabStep[];
   errors: LabError[];
   states: LabStates[];
@@ -54,7 +55,7 @@ export class Recorder {
   constructor(
     readonly name: string,
     readonly title: string,
-    readonly seeds: string,
+    readonly tutorials: string,
   ) {}
 
   elapsed(): number {
@@ -117,7 +118,7 @@ export class Recorder {
     return {
       name: this.name,
       title: this.title,
-      seeds: this.seeds,
+      tutorials: this.tutorials,
       steps: this.steps,
       errors: this.errors,
       states: this.states,

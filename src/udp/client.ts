@@ -1,6 +1,7 @@
 // UDP echo client: one datagram per message on a connected socket, so the kernel reports a
 // closed port as ECONNREFUSED (ICMP port unreachable). Each message waits `timeout` for its
-// echo and is resent up to `retries` times — seed 001's client blocks forever on a lost datagram.
+// echo and is resent up to `retries` times — a client that just calls recvfrom() blocks forever on a
+// lost datagram.
 // Replies are matched by content: a second copy is a duplicate, one after we gave up is late.
 
 import dgram from 'node:dgram';

@@ -1,4 +1,4 @@
-// UDP echo (SPEC §4): every datagram back to its sender, byte-exact — but never as a
+// UDP echo: every datagram back to its sender, byte-exact — but never as a
 // reflection amplifier: a token bucket per source address, no replies to source ports that
 // are echo/chargen-style services themselves (7, 13, 17, 19) or port 0, and none to
 // broadcast or multicast sources. Drops are counted and logged at most once per interval.

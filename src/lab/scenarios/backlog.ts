@@ -11,7 +11,7 @@ export async function backlog({ n = 2 } = {}): Promise<ScenarioResult> {
   const r = new Recorder(
     'backlog',
     'the accept queue fills, SYNs are dropped, accept() drains it',
-    'seed 003',
+    'Linux socket programming basics',
   );
   const c = new Cleanup();
   try {

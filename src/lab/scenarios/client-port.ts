@@ -16,7 +16,11 @@ function twReuse(): string {
 }
 
 export async function clientPort(): Promise<ScenarioResult> {
-  const r = new Recorder('client-port', 'a fixed client port reused while in TIME_WAIT', 'seed 003');
+  const r = new Recorder(
+    'client-port',
+    'a fixed client port reused while in TIME_WAIT',
+    'Linux socket programming basics',
+  );
   const c = new Cleanup();
   try {
     const server = net.createServer({ allowHalfOpen: true }, (s) => {

@@ -7,7 +7,11 @@ import { Cleanup, Recorder, type ScenarioResult } from '../recorder.js';
 import { connectLocal, errCode } from '../util.js';
 
 export async function connectTimeout({ timeoutMs = 1000 } = {}): Promise<ScenarioResult> {
-  const r = new Recorder('connect-timeout', 'connect to a listener whose queue is full', 'seed 002');
+  const r = new Recorder(
+    'connect-timeout',
+    'connect to a listener whose queue is full',
+    'a robust TCP client and server, watched on the wire',
+  );
   const c = new Cleanup();
   try {
     // made with libc and never handed to Node: nothing ever accepts from it

@@ -18,7 +18,7 @@ export interface DeadPeerSpec {
 }
 
 export async function deadPeer(spec: DeadPeerSpec): Promise<ScenarioResult> {
-  const r = new Recorder(spec.name, spec.title, 'seed 002');
+  const r = new Recorder(spec.name, spec.title, 'a robust TCP client and server, watched on the wire');
   const why = netnsUnavailable();
   if (why) {
     r.step(`skipped: ${why}`);

@@ -4,7 +4,11 @@ import { Cleanup, Recorder, type ScenarioResult } from '../recorder.js';
 import { closeServer, errCode, listenLocal } from '../util.js';
 
 export async function eaddrinuse(): Promise<ScenarioResult> {
-  const r = new Recorder('eaddrinuse', 'a second listener on a port already in use', 'seed 000, seed 003');
+  const r = new Recorder(
+    'eaddrinuse',
+    'a second listener on a port already in use',
+    'bind errors in a one-to-one client/server; Linux socket programming basics',
+  );
   const c = new Cleanup();
   try {
     const first = net.createServer();

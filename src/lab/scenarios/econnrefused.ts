@@ -4,7 +4,11 @@ import { Recorder, type ScenarioResult } from '../recorder.js';
 import { closeServer, connectLocal, errCode, listenLocal } from '../util.js';
 
 export async function econnrefused(): Promise<ScenarioResult> {
-  const r = new Recorder('econnrefused', 'connect to a port with no listener', 'seed 002, seed 003');
+  const r = new Recorder(
+    'econnrefused',
+    'connect to a port with no listener',
+    'a robust TCP client and server, watched on the wire; Linux socket programming basics',
+  );
   // find a free port, then free it again: nothing listens there now
   const probe = net.createServer();
   const port = await listenLocal(probe);

@@ -3,7 +3,11 @@ import { Cleanup, Recorder, type ScenarioResult } from '../recorder.js';
 import { connectedPair, errCode, waitFor } from '../util.js';
 
 export async function econnreset(): Promise<ScenarioResult> {
-  const r = new Recorder('econnreset', 'the peer resets the connection (RST)', 'seed 003');
+  const r = new Recorder(
+    'econnreset',
+    'the peer resets the connection (RST)',
+    'Linux socket programming basics',
+  );
   const c = new Cleanup();
   try {
     const { port, client, peer } = await connectedPair(c);

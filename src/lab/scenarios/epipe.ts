@@ -5,7 +5,11 @@ import { Cleanup, Recorder, type ScenarioResult } from '../recorder.js';
 import { connectedPair, errCode, waitFor } from '../util.js';
 
 export async function epipe(): Promise<ScenarioResult> {
-  const r = new Recorder('epipe', 'write after the peer has closed', 'seed 002');
+  const r = new Recorder(
+    'epipe',
+    'write after the peer has closed',
+    'a robust TCP client and server, watched on the wire',
+  );
   const c = new Cleanup();
   try {
     // allowHalfOpen: Node must not close the client's side itself when the FIN arrives

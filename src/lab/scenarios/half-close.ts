@@ -5,7 +5,11 @@ import { Cleanup, Recorder, type ScenarioResult } from '../recorder.js';
 import { connectedPair, waitFor } from '../util.js';
 
 export async function halfClose(): Promise<ScenarioResult> {
-  const r = new Recorder('half-close', 'server closes first: FIN_WAIT2 and CLOSE_WAIT', 'seed 000, seed 003');
+  const r = new Recorder(
+    'half-close',
+    'server closes first: FIN_WAIT2 and CLOSE_WAIT',
+    'bind errors in a one-to-one client/server; Linux socket programming basics',
+  );
   const c = new Cleanup();
   try {
     const { port, client, peer } = await connectedPair(c, { allowHalfOpen: true });

@@ -8,7 +8,11 @@ import { Cleanup, Recorder, type ScenarioResult } from '../recorder.js';
 import { closeServer, connectLocal, listenLocal, waitFor } from '../util.js';
 
 export async function sockopts({ sendBuffer = 16384 } = {}): Promise<ScenarioResult> {
-  const r = new Recorder('sockopts', 'get, set and read back socket options', 'seed 001');
+  const r = new Recorder(
+    'sockopts',
+    'get, set and read back socket options',
+    'a first TCP client and server',
+  );
   const c = new Cleanup();
   try {
     const server = net.createServer();

@@ -10,7 +10,7 @@ export async function timeWait(): Promise<ScenarioResult> {
   const r = new Recorder(
     'time-wait',
     'restart after an active close, with and without SO_REUSEADDR',
-    'seed 000, seed 001, seed 004',
+    'bind errors in a one-to-one client/server; a first TCP client and server; port reuse and a process-per-client server',
   );
   const c = new Cleanup();
   try {

@@ -5,7 +5,11 @@ import { netnsUnavailable, withTwoHosts } from '../netns.js';
 import { Recorder, type ScenarioResult } from '../recorder.js';
 
 export async function unreachable(): Promise<ScenarioResult> {
-  const r = new Recorder('unreachable', 'EHOSTUNREACH and ENETUNREACH from the routing table', 'seed 003');
+  const r = new Recorder(
+    'unreachable',
+    'EHOSTUNREACH and ENETUNREACH from the routing table',
+    'Linux socket programming basics',
+  );
   const why = netnsUnavailable();
   if (why) {
     r.step(`skipped: ${why}`);
