@@ -65,11 +65,8 @@ export interface BenchFlags {
 
 const MAX_DURATION = 3_600_000;
 
-export async function runBenchCli(
-  f: BenchFlags,
-  hostArg: string | undefined,
-  portArg: string | undefined,
-): Promise<number> {
+/** Validate every bench flag up front; throws UsageError naming the flag. */
+export function resolveBenchOptions(f: BenchFlags, hostArg: string | undefined, portArg: string | undefined) {
   if (f.udp && f.mode !== 'pingpong')
     throw new UsageError('--udp', undefined, `cannot be used with --mode ${f.mode}`);
   const { host, port } = parseTarget(hostArg, portArg, { host: '127.0.0.1', port: '7007' });
@@ -93,6 +90,16 @@ export async function runBenchCli(
     rate: f.rate !== undefined ? parseInteger('--rate', f.rate, 1, 10_000_000) : undefined,
     warmupMs: parseDuration('--warmup', f.warmup, 0, MAX_DURATION),
   };
+  return opts;
+}
+
+export async function runBenchCli(
+  f: BenchFlags,
+  hostArg: string | undefined,
+  portArg: string | undefined,
+): Promise<number> {
+  const opts = resolveBenchOptions(f, hostArg, portArg);
+  const { host, port, durationMs } = opts;
   // a server that is not there is one explained line, not a table of zeros
   if (!opts.udp) (await connectTcp({ host, port, connectTimeout: 10_000 })).socket.destroy();
   const tty = process.stderr.isTTY === true && !f.json;

@@ -39,7 +39,7 @@ import {
   warnIfReachable,
 } from './common.js';
 
-interface ChatFlags extends SocketOptionFlags, LogFlags, FamilyFlags {
+export interface ChatFlags extends SocketOptionFlags, LogFlags, FamilyFlags {
   allow?: string[];
   deny?: string[];
   listen?: boolean;
@@ -87,6 +87,41 @@ the connection is closed (as ncat does).`,
   return cmd;
 }
 
+/** Validate every flag up front; throws UsageError naming the flag. */
+export function resolveChatConfig(hostArg: string | undefined, portArg: string | undefined, f: ChatFlags) {
+  checkLogFlags(f);
+  const common = {
+    sock: resolveSocketOptions(f),
+    family: resolveFamily(f),
+    connectTimeout: parseDuration('--connect-timeout', f.connectTimeout, 1),
+    retries: parseInteger('--retry', f.retry, 0, 1000),
+  };
+  if (f.listen) {
+    if (hostArg !== undefined) throw new UsageError('HOST', hostArg, 'not with --listen (use --host/--port)');
+    const { allow, deny } = resolveAccess(f);
+    return {
+      ...common,
+      connect: undefined,
+      listen: {
+        host: parseHost('--host', f.host ?? (common.family === 6 ? '::1' : '127.0.0.1')),
+        port: parsePort('--port', f.port ?? '7007'),
+        access: new AccessControl(allow, deny),
+      },
+    };
+  }
+  if (f.keepOpen) throw new UsageError('--keep-open', undefined, 'needs --listen');
+  if (f.host !== undefined)
+    throw new UsageError('--host', f.host, 'needs --listen (give the peer as HOST PORT)');
+  if (f.allow?.length || f.deny?.length)
+    throw new UsageError(f.allow?.length ? '--allow' : '--deny', undefined, 'needs --listen');
+  if (hostArg === undefined) throw new UsageError('HOST PORT', undefined, 'give both, or use --listen');
+  return {
+    ...common,
+    listen: undefined,
+    connect: parseTarget(hostArg, portArg ?? f.port, { host: '127.0.0.1' }),
+  };
+}
+
 export async function runChatCli(argv: string[]): Promise<void> {
   // Ctrl-C / SIGTERM handled from before anything is printed (a peer that reacts to our output
   // may signal us at once); what a signal means depends on the phase
@@ -99,12 +134,9 @@ export async function runChatCli(argv: string[]): Promise<void> {
     const program = buildChatProgram();
     program.parse(argv, { from: 'user' });
     const f = program.opts<ChatFlags>();
-    checkLogFlags(f);
     const [hostArg, portArg] = program.processedArgs as [string | undefined, string | undefined];
-    const sock = resolveSocketOptions(f);
-    const family = resolveFamily(f);
-    const connectTimeout = parseDuration('--connect-timeout', f.connectTimeout, 1);
-    const retries = parseInteger('--retry', f.retry, 0, 1000);
+    const cfg = resolveChatConfig(hostArg, portArg, f);
+    const { sock, family, connectTimeout, retries } = cfg;
     const log = statusLogger('echo-chat', f);
     const say = (line: string) => log.info({}, line);
     const tty = process.stdin.isTTY === true && process.stdout.isTTY === true;
@@ -164,9 +196,7 @@ export async function runChatCli(argv: string[]): Promise<void> {
         };
       }
     }
-    if (f.keepOpen) throw new UsageError('--keep-open', undefined, 'needs --listen');
-    if (hostArg === undefined) throw new UsageError('HOST PORT', undefined, 'give both, or use --listen');
-    const { host, port } = parseTarget(hostArg, portArg ?? f.port, { host: '127.0.0.1' });
+    const { host, port } = cfg.connect!;
     const { socket, options } = await connectChat({
       host,
       port,

@@ -42,7 +42,8 @@ import {
 
 export const PROMPT = 'Input message (Q to quit): ';
 
-export function buildClientProgram(): Command {
+/** The program with its `bench` subcommand; `onBench` gets the bench's exit code. */
+export function buildClientProgram(onBench: (code: number) => void = () => {}): Command {
   const cmd = newProgram(
     'echo-client',
     'Echo client: interactive, one-shot, piped with an integrity check, UDP, bench',
@@ -67,6 +68,10 @@ export function buildClientProgram(): Command {
   addFamilyFlags(cmd);
   addSocketOptionFlags(cmd, { listen: false });
   addLogFlags(cmd);
+  // options after `bench` belong to bench (it has its own --udp, --mode…)
+  cmd.enablePositionalOptions();
+  cmd.helpCommand('help [command]', 'show help for a command (help bench)');
+  addBenchCommand(cmd, onBench);
   cmd.addHelpText(
     'after',
     `
@@ -206,11 +211,7 @@ export async function runClientCli(argv: string[]): Promise<void> {
   exitQuietlyOnClosedStdout();
   await runCli('echo-client', async () => {
     let code = 0;
-    const program = buildClientProgram();
-    // options after `bench` belong to bench (it has its own --udp, --mode…)
-    program.enablePositionalOptions();
-    program.helpCommand('help [command]', 'show help for a command (help bench)');
-    addBenchCommand(program, (c) => {
+    const program = buildClientProgram((c) => {
       code = c;
     });
     program.action(async (hostArg: string | undefined, portArg: string | undefined, flags: ClientFlags) => {

@@ -4,7 +4,7 @@
 import { availableParallelism } from 'node:os';
 import type { Command } from 'commander';
 import { Option } from 'commander';
-import { parseDuration, parseHost, parseInteger, parsePort, UsageError } from '../core/parse.js';
+import { parseDuration, parseHost, parseInteger, parsePort, parseSize, UsageError } from '../core/parse.js';
 import { plural } from '../server/admission.js';
 import type { ServerConfig } from '../server/config.js';
 import type { ServerTotals } from '../server/handler.js';
@@ -51,6 +51,12 @@ export function buildServerProgram(): Command {
     )
     .option('--idle-timeout <dur>', 'close a connection idle this long (e.g. 30s)')
     .option(
+      '--min-rate <bytes>',
+      'close a connection whose client sends less than this per second (e.g. 100 or 1k), judged per --min-rate-window: stops a slow drip',
+    )
+    .option('--min-rate-window <dur>', 'with --min-rate: the window the rate is judged over (default 10s)')
+    .option('--max-lifetime <dur>', 'close every connection this long after it was accepted (e.g. 1h)')
+    .option(
       '--grace <dur>',
       'TCP: on SIGINT/SIGTERM, how long in-flight echoes may take before connections are cut (default 5s)',
     )
@@ -91,6 +97,9 @@ export interface ServerFlags extends SocketOptionFlags, LogFlags {
   allow?: string[];
   deny?: string[];
   idleTimeout?: string;
+  minRate?: string;
+  minRateWindow?: string;
+  maxLifetime?: string;
   grace?: string;
   rateLimit?: string;
   rateBurst?: string;
@@ -101,6 +110,8 @@ const TCP_ONLY: [string, (f: ServerFlags, c: ServerConfig) => boolean][] = [
   ['--max-connections', (f) => f.maxConnections !== undefined],
   ['--max-connections-per-ip', (f) => f.maxConnectionsPerIp !== undefined],
   ['--idle-timeout', (f) => f.idleTimeout !== undefined],
+  ['--min-rate', (f) => f.minRate !== undefined],
+  ['--max-lifetime', (f) => f.maxLifetime !== undefined],
   ['--grace', (f) => f.grace !== undefined],
   ['--backlog', (_f, c) => c.socket.backlog !== undefined],
   ['--keepalive', (_f, c) => c.socket.keepAlive !== undefined],
@@ -122,6 +133,8 @@ export function resolveServerConfig(f: ServerFlags): ServerConfig {
   if (f.exclusive && mode !== 'workers')
     throw new UsageError('--exclusive', undefined, 'needs --mode workers');
   if (f.udp && mode !== 'evented') throw conflict('--udp', `--mode ${mode}`);
+  if (f.minRateWindow !== undefined && f.minRate === undefined)
+    throw new UsageError('--min-rate-window', f.minRateWindow, 'needs --min-rate');
   if (!f.udp) {
     if (f.rateLimit !== undefined) throw new UsageError('--rate-limit', f.rateLimit, 'needs --udp');
     if (f.rateBurst !== undefined) throw new UsageError('--rate-burst', f.rateBurst, 'needs --udp');
@@ -159,6 +172,11 @@ export function resolveServerConfig(f: ServerFlags): ServerConfig {
       f.idleTimeout !== undefined
         ? parseDuration('--idle-timeout', f.idleTimeout, 1, 2_147_483_647)
         : undefined,
+    ...(f.minRate !== undefined ? { minRate: resolveMinRate(f.minRate, f.minRateWindow) } : {}),
+    maxLifetimeMs:
+      f.maxLifetime !== undefined
+        ? parseDuration('--max-lifetime', f.maxLifetime, 1, 2_147_483_647)
+        : undefined,
     graceMs: parseDuration('--grace', f.grace ?? '5s', 0, 3_600_000),
     rateLimit: parseInteger('--rate-limit', f.rateLimit ?? '1000', 0, 10_000_000),
     rateBurst: parseInteger('--rate-burst', f.rateBurst ?? '200', 1, 10_000_000),
@@ -171,6 +189,12 @@ export function resolveServerConfig(f: ServerFlags): ServerConfig {
     for (const [flag, given] of TCP_ONLY) if (given(f, cfg)) throw conflict(flag, '--udp');
   }
   return cfg;
+}
+
+function resolveMinRate(rate: string, window = '10s'): { bytes: number; windowMs: number } {
+  const perSecond = parseSize('--min-rate', rate, 1, 1024 ** 3);
+  const windowMs = parseDuration('--min-rate-window', window, 100, 3_600_000);
+  return { bytes: Math.max(1, Math.round((perSecond * windowMs) / 1000)), windowMs };
 }
 
 /** Totals as one human line. */

@@ -90,6 +90,8 @@ function serveRole(once: boolean): void {
         logger,
         totals: scratch,
         idleTimeout: cfg.idleTimeout,
+        minRate: cfg.minRate,
+        maxLifetimeMs: cfg.maxLifetimeMs,
         socketOptions: cfg.socket,
         reportOptions: cfg.verbose,
         label,

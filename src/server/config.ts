@@ -19,6 +19,9 @@ export interface ServerConfig {
   allow: Cidr[];
   deny: Cidr[];
   idleTimeout?: number;
+  /** --min-rate over --min-rate-window: bytes the client must send per window */
+  minRate?: { bytes: number; windowMs: number };
+  maxLifetimeMs?: number;
   graceMs: number;
   rateLimit: number;
   rateBurst: number;
@@ -40,6 +43,8 @@ export function echoServerOptions(cfg: ServerConfig, logger: Logger): EchoServer
     maxConnectionsPerIp: cfg.maxConnectionsPerIp,
     access: new AccessControl(cfg.allow, cfg.deny),
     idleTimeout: cfg.idleTimeout,
+    minRate: cfg.minRate,
+    maxLifetimeMs: cfg.maxLifetimeMs,
     logger,
     reportOptions: cfg.verbose,
   };

@@ -16,6 +16,8 @@ export type CloseReason =
   | 'client closed'
   | 'reset by peer'
   | 'idle timeout'
+  | 'too slow (--min-rate)'
+  | 'max lifetime'
   | 'server shutdown'
   | 'forced at shutdown'
   | `error ${string}`;
@@ -59,7 +61,15 @@ export function countError(errors: Record<string, number>, code: string, n = 1):
 }
 
 /** What the handler needs from whoever accepted the connection. */
-export interface HandlerContext {
+/** Limits that a slow drip cannot hold open forever (--idle-timeout alone can: one byte per timeout). */
+export interface ConnectionLimits {
+  /** fewer bytes than this from the client within `windowMs`: close it */
+  minRate?: { bytes: number; windowMs: number };
+  /** close a connection this long after it was accepted, whatever it does */
+  maxLifetimeMs?: number;
+}
+
+export interface HandlerContext extends ConnectionLimits {
   logger: Logger;
   /** the handler adds each connection's bytes and errors here when it closes */
   totals: Pick<ServerTotals, 'bytesIn' | 'bytesOut' | 'errors'>;
@@ -78,6 +88,9 @@ export interface HandlerContext {
 
 interface ConnState {
   ctx: HandlerContext;
+  /** --min-rate: bytes read at the start of the current window */
+  markBytes: number;
+  markAt: number;
   peer: string;
   start: number;
   reason: CloseReason | undefined;
@@ -122,6 +135,8 @@ export function serveEcho(
     draining: false,
     discarded: 0,
     error: undefined,
+    markBytes: 0,
+    markAt: Date.now(),
   };
   socket.on('error', onError);
   socket.on('close', onClose);
@@ -141,6 +156,7 @@ export function serveEcho(
     socket.setTimeout(ctx.idleTimeout);
     socket.on('timeout', onTimeout);
   }
+  if (ctx.minRate || ctx.maxLifetimeMs) watch(s);
   socket.on('data', onData);
   socket.on('drain', onDrain);
   socket.on('end', onEnd);
@@ -148,6 +164,62 @@ export function serveEcho(
     { peer: s[STATE].peer, ...ctx.logFields },
     `connection from ${s[STATE].peer}${ctx.label ? ` (${ctx.label})` : ''}`,
   );
+}
+
+// --- --min-rate and --max-lifetime: one sweep per context, not a timer per connection -------
+
+const WATCHED = new WeakMap<HandlerContext, { sockets: Set<EchoSocket>; timer: NodeJS.Timeout }>();
+
+function watch(s: EchoSocket): void {
+  const ctx = s[STATE].ctx;
+  let w = WATCHED.get(ctx);
+  if (!w) {
+    const every = Math.max(
+      50,
+      Math.min(1000, (ctx.minRate?.windowMs ?? 2000) / 2, (ctx.maxLifetimeMs ?? 2000) / 2),
+    );
+    const sockets = new Set<EchoSocket>();
+    w = { sockets, timer: setInterval(() => sweep(ctx, sockets), every) };
+    w.timer.unref();
+    WATCHED.set(ctx, w);
+  }
+  w.sockets.add(s);
+  s.once('close', () => {
+    w.sockets.delete(s);
+    if (w.sockets.size === 0) {
+      clearInterval(w.timer);
+      WATCHED.delete(ctx);
+    }
+  });
+}
+
+function sweep(ctx: HandlerContext, sockets: Set<EchoSocket>): void {
+  const now = Date.now();
+  for (const s of sockets) {
+    const st = s[STATE];
+    if (st.draining) {
+      // asked to leave a window ago and still here (it does not read its echo): cut it
+      if (now - st.markAt > (ctx.minRate?.windowMs ?? 2000)) s.destroy();
+      continue;
+    }
+    if (ctx.maxLifetimeMs !== undefined && now - st.start >= ctx.maxLifetimeMs) {
+      st.reason ??= 'max lifetime';
+      st.markAt = now;
+      drainConnection(s);
+      continue;
+    }
+    const rate = ctx.minRate;
+    if (rate && now - st.markAt >= rate.windowMs) {
+      if (s.bytesRead - st.markBytes < rate.bytes) {
+        st.reason ??= 'too slow (--min-rate)';
+        st.markAt = now;
+        drainConnection(s); // what it did send is echoed, then FIN
+        continue;
+      }
+      st.markBytes = s.bytesRead;
+      st.markAt = now;
+    }
+  }
 }
 
 function onData(this: EchoSocket, chunk: Buffer): void {

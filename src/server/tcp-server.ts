@@ -6,7 +6,7 @@ import type { AccessControl } from '../core/access.js';
 import { DEFAULT_BACKLOG } from '../core/listen.js';
 import { type Logger, silentLogger } from '../core/log.js';
 import type { SocketOptions } from '../core/sockopts.js';
-import { type ConnectionRecord, emptyTotals } from './handler.js';
+import { type ConnectionLimits, type ConnectionRecord, emptyTotals } from './handler.js';
 import { hereBackend } from './here.js';
 import { type ServerHandle, startListener } from './listener.js';
 
@@ -14,7 +14,7 @@ export type { CloseOptions, LiveConnection } from './listener.js';
 
 export type TcpMode = 'evented' | 'iterative';
 
-export interface EchoServerOptions extends SocketOptions {
+export interface EchoServerOptions extends SocketOptions, ConnectionLimits {
   host?: string;
   /** 0 = the kernel picks; read it back from `address.port` */
   port?: number;
@@ -69,6 +69,8 @@ export async function startEchoServer(opts: EchoServerOptions = {}): Promise<Ech
         logger,
         totals,
         idleTimeout: opts.idleTimeout,
+        minRate: opts.minRate,
+        maxLifetimeMs: opts.maxLifetimeMs,
         socketOptions: opts,
         reportOptions: opts.reportOptions,
         logFields: opts.logFields,

@@ -5,6 +5,7 @@
 
 import dgram from 'node:dgram';
 import type { AddressInfo } from 'node:net';
+import { networkInterfaces } from 'node:os';
 import type { AccessControl } from '../core/access.js';
 import { asUdpError } from '../core/errors.js';
 import { type Logger, silentLogger } from '../core/log.js';
@@ -38,7 +39,7 @@ export interface UdpEchoServerOptions {
   dropLogInterval?: number;
 }
 
-export type DropReason = 'rate-limit' | 'source-port' | 'broadcast-source' | 'access';
+export type DropReason = 'rate-limit' | 'source-port' | 'broadcast-source' | 'access' | 'self';
 
 export interface UdpTotals {
   datagramsIn: number;
@@ -93,6 +94,22 @@ export function isBroadcastOrMulticast(addr: string): boolean {
   return (first >= 224 && first <= 239) || addr === '255.255.255.255' || addr === '0.0.0.0';
 }
 
+/** Whether a source is this socket itself: its port, and its address (any local one when bound to a wildcard). */
+function selfCheck(bound: AddressInfo): (address: string, port: number) => boolean {
+  const plain = (a: string) => a.toLowerCase().replace(/^::ffff:/, '');
+  const wildcard = bound.address === '0.0.0.0' || bound.address === '::';
+  const own = new Set<string>([plain(bound.address)]);
+  if (wildcard) {
+    for (const list of Object.values(networkInterfaces()))
+      for (const i of list ?? []) own.add(plain(i.address));
+  }
+  return (address, port) => {
+    if (port !== bound.port) return false;
+    const a = plain(address);
+    return own.has(a) || (wildcard && (a.startsWith('127.') || a === '::1'));
+  };
+}
+
 interface Source {
   tokens: number;
   last: number;
@@ -115,7 +132,7 @@ export async function startUdpEchoServer(opts: UdpEchoServerOptions = {}): Promi
     datagramsOut: 0,
     bytesIn: 0,
     bytesOut: 0,
-    dropped: { 'rate-limit': 0, 'source-port': 0, 'broadcast-source': 0, access: 0 },
+    dropped: { 'rate-limit': 0, 'source-port': 0, 'broadcast-source': 0, access: 0, self: 0 },
     sources: 0,
     errors: {},
   };
@@ -147,10 +164,13 @@ export async function startUdpEchoServer(opts: UdpEchoServerOptions = {}): Promi
     ...(opts.reusePort && !useRaw ? { reusePort: true } : {}),
   } as dgram.SocketOptions);
 
+  let isSelf: (address: string, port: number) => boolean = () => false; // set once bound
   socket.on('message', (msg, rinfo) => {
     totals.datagramsIn++;
     totals.bytesIn += msg.length;
     if (BLOCKED_SOURCE_PORTS.has(rinfo.port)) return drop('source-port', undefined);
+    // a datagram "from" our own address and port (forged): answering it would echo to ourselves forever
+    if (isSelf(rinfo.address, rinfo.port)) return drop('self', undefined);
     if (isBroadcastOrMulticast(rinfo.address)) return drop('broadcast-source', undefined);
     if (opts.access?.active && !opts.access.check(rinfo.address).ok) return drop('access', undefined);
     let src = sources.get(rinfo.address);
@@ -245,6 +265,7 @@ export async function startUdpEchoServer(opts: UdpEchoServerOptions = {}): Promi
   }
 
   const address = socket.address();
+  isSelf = selfCheck(address);
   logger.debug({ address: formatAddress(address.address, address.port) }, 'udp socket bound');
   let closed: Promise<UdpTotals> | undefined;
   return {
