@@ -64,6 +64,18 @@ describe.runIf(linux)('echo-lab scenarios', () => {
     expect(r).toMatchObject({ name: 'econnrefused', ok: true, errors: [{ code: 'ECONNREFUSED' }] });
   });
 
+  it('echo-lab all --json prints one JSON array; the text form ends with a summary line', async () => {
+    const j = spawnCli('echo-lab', ['all', '--json']);
+    expect((await j.exit).code).toBe(0);
+    const all = JSON.parse(j.stdout()); // one document, not one per line
+    expect(all.map((r: { name: string }) => r.name)).toEqual(SCENARIOS.map((s) => s.name));
+    const t = spawnCli('echo-lab', ['all']);
+    expect((await t.exit).code).toBe(0);
+    expect(t.stdout()).toMatch(
+      new RegExp(`\\n${SCENARIOS.length} scenarios: \\d+ reproduced, 0 not, \\d+ skipped[^\\n]*\\n$`),
+    );
+  }, 90_000);
+
   it('echo-lab list names every scenario; an unknown one exits 2', async () => {
     const p = spawnCli('echo-lab', ['list']);
     expect((await p.exit).code).toBe(0);
