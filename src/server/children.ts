@@ -51,20 +51,7 @@ export function childrenBackend(
       }
       child.conns.clear();
       if (child === spare) spare = undefined;
-      if (expected || kind === 'fork') return;
-      const delay = sup.nextRestartDelay();
-      logger.warn(
-        { worker: child.pid, how, restartInMs: delay },
-        `worker ${child.pid} died (${how}); starting a replacement${delay ? ` in ${delay} ms` : ''}`,
-      );
-      setTimeout(() => {
-        if (sup.stopping) return;
-        const next = trySpawn();
-        next?.ready.then(
-          () => logger.info({ worker: next.pid }, `worker ${next.pid} replaced ${child.pid}`),
-          () => {},
-        );
-      }, delay).unref();
+      if (!expected && kind === 'workers') sup.replace(child, how);
     },
   });
 

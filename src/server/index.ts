@@ -99,6 +99,7 @@ async function startUdp(cfg: ServerConfig, logger: Logger): Promise<ServerHandle
 async function startExclusiveWorkers(cfg: ServerConfig, logger: Logger): Promise<ServerHandle> {
   const totals = emptyTotals();
   const refusedBy: Record<string, number> = {};
+  let workerCfg = cfg; // once the first worker has bound: the port it got
   const sup: Supervisor = new Supervisor({
     role: 'listen',
     cfg,
@@ -114,22 +115,7 @@ async function startExclusiveWorkers(cfg: ServerConfig, logger: Logger): Promise
       }
     },
     onExit(child, expected, how) {
-      if (expected) return;
-      const delay = sup.nextRestartDelay();
-      logger.warn(
-        { worker: child.pid, how, restartInMs: delay },
-        `worker ${child.pid} died (${how}); starting a replacement${delay ? ` in ${delay} ms` : ''}`,
-      );
-      setTimeout(() => {
-        if (sup.stopping) return;
-        const next = sup.spawn(workerCfg);
-        next.ready.then(
-          (m) =>
-            m.type === 'listening' &&
-            logger.info({ worker: next.pid }, `worker ${next.pid} replaced ${child.pid}`),
-          () => {},
-        );
-      }, delay).unref();
+      if (!expected) sup.replace(child, how, workerCfg);
     },
   });
   const listening = async (c: ReturnType<Supervisor['spawn']>) => {
@@ -138,7 +124,6 @@ async function startExclusiveWorkers(cfg: ServerConfig, logger: Logger): Promise
     if (m.type !== 'listening') throw new Error(`worker ${c.pid} did not listen`);
     return m;
   };
-  let workerCfg = cfg;
   let first: Extract<FromChild, { type: 'listening' }>;
   try {
     first = await listening(sup.spawn(cfg));

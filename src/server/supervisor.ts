@@ -108,9 +108,33 @@ export class Supervisor {
     return child;
   }
 
-  /** Backoff before replacing a worker that died: none at first, then 250 ms doubling to 10 s. */
-  nextRestartDelay(): number {
-    return this.crashes > 2 ? Math.min(10_000, 250 * 2 ** (this.crashes - 2)) : 0;
+  /**
+   * A worker died while we were not stopping it: start another, at once the first times, then
+   * with backoff (250 ms doubling to 10 s) while they keep dying within 2 s of starting.
+   */
+  replace(dead: Child, how: string, cfg: ServerConfig = this.o.cfg): void {
+    const { logger } = this.o;
+    const delay = this.crashes > 2 ? Math.min(10_000, 250 * 2 ** (this.crashes - 2)) : 0;
+    logger.warn(
+      { worker: dead.pid, how, restartInMs: delay },
+      `worker ${dead.pid} died (${how}); starting a replacement${delay ? ` in ${delay} ms` : ''}`,
+    );
+    setTimeout(() => {
+      if (this.stopping) return;
+      let next: Child;
+      try {
+        next = this.spawn(cfg);
+      } catch (err) {
+        logger.warn({}, `could not start a worker: ${explainError(err).line}`);
+        return;
+      }
+      next.ready.then(
+        (m) =>
+          m.type !== 'listen-failed' &&
+          logger.info({ worker: next.pid }, `worker ${next.pid} replaced ${dead.pid}`),
+        () => {},
+      );
+    }, delay).unref();
   }
 
   /**
