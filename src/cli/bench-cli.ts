@@ -5,6 +5,7 @@ import type { Command } from 'commander';
 import { Option } from 'commander';
 import { type BenchResult, runBench } from '../client/bench.js';
 import { connectTcp } from '../client/connect.js';
+import { codedError } from '../core/errors.js';
 import {
   formatAddress,
   parseDuration,
@@ -13,6 +14,7 @@ import {
   parseTarget,
   UsageError,
 } from '../core/parse.js';
+import { warn } from './common.js';
 
 /** `echo-client bench`: a subcommand whose action resolves with the exit code. */
 export function addBenchCommand(program: Command, onDone: (code: number) => void): Command {
@@ -124,15 +126,16 @@ export async function runBenchCli(
     });
   }
   process.stdout.write(f.json ? `${JSON.stringify(r)}\n` : formatBench(r, formatAddress(host, port)));
-  const failed = r.mismatches > 0 || (r.count === 0 && Object.keys(r.errors).length > 0);
-  if (r.mismatches > 0)
-    process.stderr.write(`echo-client: ${r.mismatches} echoed chunks differed from what was sent\n`);
   if (r.lost) {
-    process.stderr.write(
-      `echo-client: ${r.lost} datagrams got no echo within 1 s; an echo-server limits each source to 1000 datagrams/s by default (start it with --udp --rate-limit 0 to measure)\n`,
+    warn(
+      'echo-client',
+      `${r.lost} datagrams got no echo within 1 s; an echo-server limits each source to 1000 datagrams/s by default (start it with --udp --rate-limit 0 to measure)`,
     );
   }
-  return failed ? 1 : 0;
+  if (r.mismatches > 0) {
+    throw codedError('ERR_ECHO_MISMATCH', `${r.mismatches} echoed chunks differed from what was sent`);
+  }
+  return 0;
 }
 
 export function formatBench(r: BenchResult, where: string): string {

@@ -23,6 +23,11 @@ export async function runCli(name: string, main: () => Promise<number | undefine
   // let pending stdout writes flush; the event loop ends on its own when nothing is left
 }
 
+/** A warning a command gives without failing (`echo-client: 3 datagrams lost…`): the runner's format. */
+export function warn(name: string, text: string): void {
+  process.stderr.write(`${name}: ${text}\n`);
+}
+
 export function reportFatal(name: string, err: unknown): number {
   if (err instanceof CommanderError) {
     if (err.code === 'commander.helpDisplayed' || err.code === 'commander.version' || err.exitCode === 0)
@@ -34,7 +39,7 @@ export function reportFatal(name: string, err: unknown): number {
     return 2;
   }
   const role = name === 'echo-client' ? 'client' : name === 'echo-chat' ? 'chat' : 'server';
-  process.stderr.write(`${name}: ${explainError(err, { role }).line}\n`);
+  warn(name, explainError(err, { role }).line);
   return 1;
 }
 

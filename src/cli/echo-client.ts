@@ -7,7 +7,7 @@ import { createInterface } from 'node:readline';
 import type { Command } from 'commander';
 import { type ConnectResult, connectTcp, withRetry } from '../client/connect.js';
 import { EchoConnection, streamThrough } from '../client/echo.js';
-import { explainError } from '../core/errors.js';
+import { codedError, explainError } from '../core/errors.js';
 import type { Logger } from '../core/log.js';
 import {
   formatAddress,
@@ -316,10 +316,7 @@ async function interactive(cfg: ClientConfig, socket: Socket): Promise<number> {
     }
     if (!ended && !quit) process.stdout.write('\n'); // Ctrl-D on the prompt: end its line
     if (ended === 'interrupted') return 130;
-    if (ended === 'server') {
-      process.stderr.write('echo-client: the server closed the connection\n');
-      return 1;
-    }
+    if (ended === 'server') throw codedError('ERR_SERVER_CLOSED', 'the server closed the connection');
     await conn.finish();
     return 0;
   } finally {

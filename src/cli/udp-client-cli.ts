@@ -10,7 +10,7 @@ import type { Logger } from '../core/log.js';
 import { formatAddress } from '../core/parse.js';
 import { escapeForTerminal } from '../core/terminal.js';
 import { UdpEchoClient } from '../udp/client.js';
-import { onSignals } from './common.js';
+import { onSignals, warn } from './common.js';
 import { type ClientConfig, PROMPT, pingSummary } from './echo-client.js';
 
 /** Cut a byte stream into datagrams: at each newline (kept), or every `size` bytes. */
@@ -53,7 +53,7 @@ export async function runUdpClient(cfg: ClientConfig, logger: Logger): Promise<n
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code !== 'ERR_REPLY_TIMEOUT') throw err;
       lost++;
-      process.stderr.write(`echo-client: ${explainError(err).line}\n`);
+      warn('echo-client', explainError(err, { role: 'client' }).line);
       return undefined;
     }
   };

@@ -1,5 +1,6 @@
-// The lab's program for one side of a two-host scenario, run inside a network namespace by
-// netns.ts. Its role comes as JSON in argv; it reports over IPC and never outlives 60 s.
+// Process main (it exits by itself): the lab's program for one side of a two-host scenario,
+// run inside a network namespace by netns.ts. Its role comes as JSON in argv; it reports over
+// IPC and never outlives 60 s.
 
 import net from 'node:net';
 import { applySocketOptions, type SocketOptions } from '../core/sockopts.js';
