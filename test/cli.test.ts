@@ -3,7 +3,8 @@ import { randomBytes } from 'node:crypto';
 import { once } from 'node:events';
 import net from 'node:net';
 import { describe, expect, it, onTestFinished } from 'vitest';
-import { boundPort, closeFd, rawListenFd } from '../src/core/sockopts.js';
+import { boundPort, closeFd } from '../src/core/libc.js';
+import { rawListenFd } from '../src/core/listen.js';
 import {
   bin,
   closedPort,

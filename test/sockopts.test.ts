@@ -3,14 +3,9 @@ import { once } from 'node:events';
 import net from 'node:net';
 import { describe, expect, it, onTestFinished } from 'vitest';
 import { connectTcp } from '../src/client/connect.js';
-import { listenTcp } from '../src/core/listen.js';
-import {
-  applySocketOptions,
-  boundPort,
-  closeFd,
-  rawListenFd,
-  readSocketOptions,
-} from '../src/core/sockopts.js';
+import { boundPort, closeFd } from '../src/core/libc.js';
+import { listenTcp, rawListenFd } from '../src/core/listen.js';
+import { applySocketOptions, readSocketOptions } from '../src/core/sockopts.js';
 import { tcpStates } from '../src/core/tcp-states.js';
 import type { EchoServer } from '../src/index.js';
 import { connect, echoServer, jsonLines, readAll, spawnCli, spawnServer } from './helpers.js';

@@ -78,6 +78,10 @@ export const ERRNO_TABLE: Readonly<Record<string, ErrnoEntry>> = {
     meaning: 'the network is unreachable: this host has no route to that address',
     hint: 'Check the address and the routing table (ip route).',
   },
+  ENODEV: {
+    meaning: 'no such network interface (the zone after % in an IPv6 address, fe80::1%eth0, names one)',
+    hint: 'List the interfaces with ip link and use one of their names.',
+  },
   ENOTFOUND: {
     meaning: 'the host name could not be resolved (DNS or /etc/hosts has no such name)',
     hint: 'Check the spelling, or use an IP address such as 127.0.0.1.',

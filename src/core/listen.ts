@@ -5,7 +5,15 @@
 
 import cluster from 'node:cluster';
 import net, { type AddressInfo, type Server } from 'node:net';
-import { closeFd, hasNativeReusePort, rawListenFd } from './sockopts.js';
+import {
+  closeFd,
+  hasNativeReusePort,
+  loadLibc,
+  platformTable,
+  SocketOptionError,
+  setIntOption,
+  sysError,
+} from './libc.js';
 
 export interface ListenOptions {
   host: string;
@@ -86,4 +94,106 @@ export function listenTcp(server: Server, o: ListenOptions): Promise<AddressInfo
       } as Parameters<Server['listen']>[0]);
     }
   });
+}
+
+// --- sockets made with libc, for the options that must be set before bind() ----------------
+
+export interface RawListenOptions {
+  host: string;
+  port: number;
+  backlog: number;
+  reuseAddr: boolean;
+  reusePort: boolean;
+  recvBuffer?: number;
+  sendBuffer?: number;
+  /** SOCK_STREAM (default) or SOCK_DGRAM (then no listen) */
+  type?: 'tcp' | 'udp';
+  /** bind only, no listen (a client socket with a fixed port) */
+  bindOnly?: boolean;
+}
+
+function sockaddr(host: string, port: number): { family: number; addr: Buffer } {
+  const t = platformTable();
+  const v6 = host.includes(':');
+  const buf = Buffer.alloc(v6 ? 28 : 16);
+  if (t.sinLen) {
+    buf.writeUInt8(buf.length, 0);
+    buf.writeUInt8(v6 ? t.AF_INET6 : t.AF_INET, 1);
+  } else {
+    buf.writeUInt16LE(v6 ? t.AF_INET6 : t.AF_INET, 0);
+  }
+  buf.writeUInt16BE(port, 2);
+  if (v6) {
+    ipv6Bytes(host).copy(buf, 8);
+    // fe80::1%eth0: the zone is the interface a link-local address belongs to (sin6_scope_id)
+    const zone = host.split('%')[1];
+    if (zone !== undefined) buf.writeUInt32LE(scopeId(zone), 24);
+  } else {
+    const parts = host.split('.').map(Number);
+    if (parts.length !== 4 || parts.some((p) => !(p >= 0 && p <= 255))) {
+      throw new SocketOptionError('bind', `${host} is not an IPv4 or IPv6 address`, 'EINVAL');
+    }
+    Buffer.from(parts).copy(buf, 4);
+  }
+  return { family: v6 ? t.AF_INET6 : t.AF_INET, addr: buf };
+}
+
+/** An IPv6 zone: an interface name (if_nametoindex) or its number. */
+function scopeId(zone: string): number {
+  if (/^\d+$/.test(zone)) return Number(zone);
+  const index = loadLibc().if_nametoindex(zone);
+  if (!index) throw Object.assign(sysError('if_nametoindex', 19 /* ENODEV */, zone), { address: zone });
+  return index;
+}
+
+function ipv6Bytes(host: string): Buffer {
+  const [head = '', tail] = host.split('%')[0]!.split('::') as [string, string | undefined];
+  const words = (s: string) => (s ? s.split(':') : []);
+  let h = words(head);
+  let tl = tail === undefined ? [] : words(tail);
+  // embedded IPv4 at the end (::ffff:127.0.0.1)
+  const expand = (arr: string[]) => {
+    const last = arr[arr.length - 1];
+    if (last?.includes('.')) {
+      const b = last.split('.').map(Number);
+      arr.splice(-1, 1, ((b[0]! << 8) | b[1]!).toString(16), ((b[2]! << 8) | b[3]!).toString(16));
+    }
+    return arr;
+  };
+  h = expand(h);
+  tl = expand(tl);
+  const fill = tail === undefined ? [] : new Array(8 - h.length - tl.length).fill('0');
+  const all = [...h, ...fill, ...tl];
+  const out = Buffer.alloc(16);
+  for (const [i, w] of all.entries()) out.writeUInt16BE(Number.parseInt(w, 16), i * 2);
+  return out;
+}
+
+/**
+ * socket(), setsockopt() before bind, bind(), listen(): a listening fd with exactly the
+ * options asked for, for `server.listen({ fd }, backlog)`. The caller owns the fd.
+ */
+export function rawListenFd(o: RawListenOptions): number {
+  const t = platformTable();
+  const c = loadLibc();
+  const { family, addr } = sockaddr(o.host, o.port);
+  const fd = c.socket(family, o.type === 'udp' ? t.SOCK_DGRAM : t.SOCK_STREAM, 0);
+  if (fd < 0) throw sysError('socket', c.errno());
+  try {
+    setIntOption(fd, 'SO_REUSEADDR', o.reuseAddr ? 1 : 0);
+    if (o.reusePort) setIntOption(fd, 'SO_REUSEPORT', 1);
+    if (o.recvBuffer !== undefined) setIntOption(fd, 'SO_RCVBUF', o.recvBuffer);
+    if (o.sendBuffer !== undefined) setIntOption(fd, 'SO_SNDBUF', o.sendBuffer);
+    if (c.bind(fd, addr, addr.length) !== 0) {
+      throw Object.assign(sysError('bind', c.errno(), `${o.host}:${o.port}`), {
+        address: o.host,
+        port: o.port,
+      });
+    }
+    if (o.type !== 'udp' && !o.bindOnly && c.listen(fd, o.backlog) !== 0) throw sysError('listen', c.errno());
+  } catch (err) {
+    c.close(fd);
+    throw err;
+  }
+  return fd;
 }

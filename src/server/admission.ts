@@ -6,8 +6,8 @@
 
 import type { Socket } from 'node:net';
 import { type AccessControl, RateLimitedLog } from '../core/access.js';
+import { fdHeadroom } from '../core/libc.js';
 import type { Logger } from '../core/log.js';
-import { fdHeadroom } from '../core/sockopts.js';
 
 export interface AdmissionOptions {
   access?: AccessControl;

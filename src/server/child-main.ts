@@ -93,7 +93,7 @@ function serveRole(once: boolean): void {
         minRate: cfg.minRate,
         maxLifetimeMs: cfg.maxLifetimeMs,
         socketOptions: cfg.socket,
-        reportOptions: cfg.verbose,
+        logOptions: cfg.verbose,
         label,
         logFields,
         onClose: async (socket, r) => {

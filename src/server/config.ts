@@ -46,6 +46,6 @@ export function echoServerOptions(cfg: ServerConfig, logger: Logger): EchoServer
     minRate: cfg.minRate,
     maxLifetimeMs: cfg.maxLifetimeMs,
     logger,
-    reportOptions: cfg.verbose,
+    logOptions: cfg.verbose,
   };
 }

@@ -76,7 +76,7 @@ export interface HandlerContext extends ConnectionLimits {
   idleTimeout?: number;
   socketOptions?: SocketOptions;
   /** print the first accepted socket's option read-back (--verbose) */
-  reportOptions?: boolean;
+  logOptions?: boolean;
   /** extra fields for each connection log line (worker pid…) */
   logFields?: object;
   /** appended to each connection log message, e.g. `worker 1234` */
@@ -142,9 +142,9 @@ export function serveEcho(
   socket.on('close', onClose);
   if (hasConnectionOptions(ctx.socketOptions)) {
     try {
-      const reports = applySocketOptions(socket, ctx.socketOptions!, { report: ctx.reportOptions === true });
-      if (ctx.reportOptions) {
-        ctx.reportOptions = false;
+      const reports = applySocketOptions(socket, ctx.socketOptions!, { report: ctx.logOptions === true });
+      if (ctx.logOptions) {
+        ctx.logOptions = false;
         for (const r of reports) ctx.logger.info({ ...r }, `accepted socket: ${formatReport(r)}`);
       }
     } catch (err) {

@@ -58,7 +58,7 @@ export async function startServer(cfg: ServerConfig, logger: Logger): Promise<Se
       concurrency: kind === 'fork' ? cfg.maxChildren : undefined,
       waitReason: `${plural(cfg.maxChildren, 'child', 'children')} busy (--max-children ${cfg.maxChildren})`,
       logger,
-      reportOptions: cfg.verbose,
+      logOptions: cfg.verbose,
     });
   } catch (err) {
     await backend.drain(Date.now());
@@ -78,7 +78,7 @@ async function startUdp(cfg: ServerConfig, logger: Logger): Promise<ServerHandle
     sendBuffer: cfg.socket.sendBuffer,
     recvBuffer: cfg.socket.recvBuffer,
     logger,
-    reportOptions: cfg.verbose,
+    logOptions: cfg.verbose,
   });
   return {
     address: srv.address,

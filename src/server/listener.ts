@@ -12,7 +12,7 @@ import { errorCode, explainError } from '../core/errors.js';
 import { DEFAULT_BACKLOG, type ListenOptions, listenTcp } from '../core/listen.js';
 import type { Logger } from '../core/log.js';
 import { formatAddress } from '../core/parse.js';
-import { formatReport, type OptionReport, reportOptions } from '../core/sockopts.js';
+import { formatReport, type OptionReport, reportSocketOptions } from '../core/sockopts.js';
 import { Admission, type AdmissionOptions, plural } from './admission.js';
 import { copyTotals, countError, type ServerTotals } from './handler.js';
 
@@ -79,7 +79,7 @@ export interface ListenerOptions {
   logger: Logger;
   logFields?: object;
   /** log the listening socket's options as the kernel reports them */
-  reportOptions?: boolean;
+  logOptions?: boolean;
 }
 
 interface Waiting {
@@ -180,13 +180,13 @@ export async function startListener(o: ListenerOptions): Promise<ServerHandle> {
     admission.warnOnce(`accept|${code}`, { code }, `accept failed: ${explainError(err).line}`);
   });
 
-  const listenerReports = reportOptions(server, {
+  const listenerReports = reportSocketOptions(server, {
     reuseAddr: o.listen.reuseAddr ?? true,
     reusePort: o.listen.reusePort,
     ...(o.listen.recvBuffer !== undefined ? { recvBuffer: o.listen.recvBuffer } : {}),
     ...(o.listen.sendBuffer !== undefined ? { sendBuffer: o.listen.sendBuffer } : {}),
   });
-  if (o.reportOptions) {
+  if (o.logOptions) {
     for (const r of listenerReports) logger.info({ ...r }, `listening socket: ${formatReport(r)}`);
   }
 

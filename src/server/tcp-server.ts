@@ -30,7 +30,7 @@ export interface EchoServerOptions extends SocketOptions, ConnectionLimits {
   idleTimeout?: number;
   logger?: Logger;
   /** log each option requested vs. what the kernel reports */
-  reportOptions?: boolean;
+  logOptions?: boolean;
   /** extra fields on every connection log line */
   logFields?: object;
   /** appended to connection log messages (`worker 1234`) */
@@ -72,7 +72,7 @@ export async function startEchoServer(opts: EchoServerOptions = {}): Promise<Ech
         minRate: opts.minRate,
         maxLifetimeMs: opts.maxLifetimeMs,
         socketOptions: opts,
-        reportOptions: opts.reportOptions,
+        logOptions: opts.logOptions,
         logFields: opts.logFields,
         label: opts.label,
         onClosed: opts.onConnectionClosed,
@@ -85,6 +85,6 @@ export async function startEchoServer(opts: EchoServerOptions = {}): Promise<Ech
     waitReason: 'iterative mode serves one client at a time',
     logger,
     logFields: opts.logFields,
-    reportOptions: opts.reportOptions,
+    logOptions: opts.logOptions,
   });
 }

@@ -7,6 +7,7 @@
 import dgram from 'node:dgram';
 import { isIP } from 'node:net';
 import { asUdpError, codedError } from '../core/errors.js';
+import { applySocketOptions } from '../core/sockopts.js';
 
 /** Largest UDP payload: 65535 − 20 (IPv4 header) − 8 (UDP header); IPv6's length field excludes its header: 65535 − 8. */
 export const MAX_DATAGRAM = { ipv4: 65507, ipv6: 65527 } as const;
@@ -68,8 +69,7 @@ export class UdpEchoClient {
         });
       });
     });
-    if (o.sendBuffer !== undefined) socket.setSendBufferSize(o.sendBuffer);
-    if (o.recvBuffer !== undefined) socket.setRecvBufferSize(o.recvBuffer);
+    applySocketOptions(socket, { sendBuffer: o.sendBuffer, recvBuffer: o.recvBuffer }, { report: false });
     return new UdpEchoClient(socket, v6 ? MAX_DATAGRAM.ipv6 : MAX_DATAGRAM.ipv4);
   }
 

@@ -8,16 +8,11 @@ import type { AddressInfo } from 'node:net';
 import { networkInterfaces } from 'node:os';
 import type { AccessControl } from '../core/access.js';
 import { asUdpError } from '../core/errors.js';
+import { closeFd, hasNativeReusePort } from '../core/libc.js';
+import { rawListenFd } from '../core/listen.js';
 import { type Logger, silentLogger } from '../core/log.js';
 import { formatAddress } from '../core/parse.js';
-import {
-  closeFd,
-  formatReport,
-  hasNativeReusePort,
-  type OptionReport,
-  rawListenFd,
-  readSocketOptions,
-} from '../core/sockopts.js';
+import { applySocketOptions, formatReport, type OptionReport, type SocketOptions } from '../core/sockopts.js';
 import type { ServerTotals } from '../server/handler.js';
 
 export interface UdpEchoServerOptions {
@@ -34,7 +29,7 @@ export interface UdpEchoServerOptions {
   /** --allow / --deny: datagrams from other sources are dropped */
   access?: AccessControl;
   logger?: Logger;
-  reportOptions?: boolean;
+  logOptions?: boolean;
   /** how often drop summaries may be logged (ms, default 1000) */
   dropLogInterval?: number;
 }
@@ -237,31 +232,16 @@ export async function startUdpEchoServer(opts: UdpEchoServerOptions = {}): Promi
       });
     }
   });
-  // dgram sizes can only be set once bound
-  if (opts.sendBuffer !== undefined) socket.setSendBufferSize(opts.sendBuffer);
-  if (opts.recvBuffer !== undefined) socket.setRecvBufferSize(opts.recvBuffer);
-
-  const options: OptionReport[] = [];
-  if (process.platform === 'linux') {
-    const k = readSocketOptions(socket);
-    const push = (option: string, requested: number | boolean | undefined) =>
-      options.push({
-        option,
-        requested,
-        actual: k[option] ?? null,
-        ...(typeof requested === 'number' && k[option] === requested * 2
-          ? { note: 'Linux doubles it for bookkeeping' }
-          : {}),
-      });
-    push('SO_REUSEADDR', reuseAddr);
-    if (opts.reusePort) push('SO_REUSEPORT', true);
-    push('SO_SNDBUF', opts.sendBuffer);
-    push('SO_RCVBUF', opts.recvBuffer);
-  }
-  if (opts.reportOptions) {
-    for (const r of options) {
-      logger.info({ ...r }, `udp socket: ${formatReport(r)}`);
-    }
+  // the same options code as TCP: buffer sizes (dgram takes them only once bound), read back
+  const sockOpts: SocketOptions = {
+    reuseAddr,
+    ...(opts.reusePort ? { reusePort: true } : {}),
+    sendBuffer: opts.sendBuffer,
+    recvBuffer: opts.recvBuffer,
+  };
+  const options = applySocketOptions(socket, sockOpts, { report: process.platform === 'linux' });
+  if (opts.logOptions) {
+    for (const r of options) logger.info({ ...r }, `udp socket: ${formatReport(r)}`);
   }
 
   const address = socket.address();

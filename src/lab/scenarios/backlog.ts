@@ -2,7 +2,8 @@
 // backlog + 1 on Linux) until the server calls accept(); when it is full, new SYNs are
 // dropped and the client retransmits them (1 s, 3 s, …) — connect just takes longer.
 import net from 'node:net';
-import { boundPort, rawListenFd } from '../../core/sockopts.js';
+import { boundPort, closeFd } from '../../core/libc.js';
+import { rawListenFd } from '../../core/listen.js';
 import { tcpStates } from '../../core/tcp-states.js';
 import { Cleanup, Recorder, type ScenarioResult } from '../recorder.js';
 import { closeServer, connectLocal } from '../util.js';
@@ -19,9 +20,7 @@ export async function backlog({ n = 2 } = {}): Promise<ScenarioResult> {
     const port = boundPort(fd);
     const server = net.createServer();
     let fdOwned = false;
-    c.add(() =>
-      fdOwned ? closeServer(server) : import('../../core/sockopts.js').then((m) => m.closeFd(fd)),
-    );
+    c.add(() => (fdOwned ? closeServer(server) : Promise.resolve(closeFd(fd))));
     r.step(`listen(fd, ${n}) on 127.0.0.1:${port}; nobody calls accept() yet`);
     for (let i = 1; i <= n + 1; i++) {
       const s = await connectLocal(port);

@@ -3,7 +3,8 @@
 // and on loopback Linux may even reuse the TIME_WAIT pair (net.ipv4.tcp_tw_reuse).
 import { readFileSync } from 'node:fs';
 import net from 'node:net';
-import { closeFd, rawListenFd } from '../../core/sockopts.js';
+import { closeFd } from '../../core/libc.js';
+import { rawListenFd } from '../../core/listen.js';
 import { Cleanup, Recorder, type ScenarioResult } from '../recorder.js';
 import { closeServer, connectLocal, errCode, listenLocal, waitFor } from '../util.js';
 

@@ -2,7 +2,8 @@
 // N+1 connections completed, nobody calls accept) makes the kernel drop new SYNs
 // (tcp_abort_on_overflow = 0): the client retransmits its SYN until its own timeout.
 import { connectTcp } from '../../client/connect.js';
-import { boundPort, closeFd, rawListenFd } from '../../core/sockopts.js';
+import { boundPort, closeFd } from '../../core/libc.js';
+import { rawListenFd } from '../../core/listen.js';
 import { Cleanup, Recorder, type ScenarioResult } from '../recorder.js';
 import { connectLocal, errCode } from '../util.js';
 
