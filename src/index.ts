@@ -17,8 +17,8 @@ export {
   connectChat,
   listenChat,
 } from './client/chat.js';
-export { type ConnectOptions, connectTcp, withRetry } from './client/connect.js';
 export { EchoConnection, type EchoOptions, echo, streamThrough } from './client/echo.js';
+export { type ConnectOptions, connectTcp, withRetry } from './core/connect.js';
 export { ERRNO_TABLE, type ExplainedError, errorCode, explainError, unwrapError } from './core/errors.js';
 export { listenTcp } from './core/listen.js';
 export type { Logger } from './core/log.js';

@@ -7,6 +7,7 @@ import { once } from 'node:events';
 import net, { type Socket } from 'node:net';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
+import getPort from 'get-port';
 import { onTestFinished } from 'vitest';
 import { type EchoServerOptions, startEchoServer } from '../src/index.js';
 
@@ -262,13 +263,9 @@ export async function socatListen(other: string, extra = ''): Promise<{ port: nu
   return { port, child };
 }
 
-/** A loopback TCP port nothing listens on (bound by the kernel, then released). */
-export async function closedPort(): Promise<number> {
-  const s = net.createServer();
-  await new Promise<void>((r) => s.listen(0, '127.0.0.1', r));
-  const { port } = s.address() as net.AddressInfo;
-  await new Promise((r) => s.close(r));
-  return port;
+/** A loopback TCP port nothing listens on (get-port: one the kernel just gave out and took back). */
+export function closedPort(): Promise<number> {
+  return getPort({ host: '127.0.0.1' });
 }
 
 /** A plain net server on a loopback port 0 (a peer that is not ours), closed after the test. */

@@ -2,7 +2,7 @@ import { execFileSync } from 'node:child_process';
 import { once } from 'node:events';
 import net from 'node:net';
 import { describe, expect, it, onTestFinished } from 'vitest';
-import { connectTcp } from '../src/client/connect.js';
+import { connectTcp } from '../src/core/connect.js';
 import { boundPort, closeFd } from '../src/core/libc.js';
 import { listenTcp, rawListenFd } from '../src/core/listen.js';
 import { applySocketOptions, readSocketOptions } from '../src/core/sockopts.js';

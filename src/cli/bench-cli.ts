@@ -4,7 +4,7 @@
 import type { Command } from 'commander';
 import { Option } from 'commander';
 import { type BenchResult, runBench } from '../client/bench.js';
-import { connectTcp } from '../client/connect.js';
+import { connectTcp } from '../core/connect.js';
 import { codedError } from '../core/errors.js';
 import {
   formatAddress,

@@ -5,8 +5,8 @@
 import type { Socket } from 'node:net';
 import { createInterface } from 'node:readline';
 import type { Command } from 'commander';
-import { type ConnectResult, connectTcp, withRetry } from '../client/connect.js';
 import { EchoConnection, streamThrough } from '../client/echo.js';
+import { type ConnectResult, connectTcp, withRetry } from '../core/connect.js';
 import { codedError, explainError } from '../core/errors.js';
 import type { Logger } from '../core/log.js';
 import {

@@ -9,9 +9,10 @@
 // send times live in a ring of numbers; the histogram records integers (ns).
 
 import dgram from 'node:dgram';
-import net, { type Socket } from 'node:net';
+import type { Socket } from 'node:net';
 import { createHistogram, type RecordableHistogram } from 'node:perf_hooks';
-import { errorCode } from '../core/errors.js';
+import { connectTcp } from '../core/connect.js';
+import { countError, errorCode } from '../core/errors.js';
 
 export type BenchMode = 'pingpong' | 'stream' | 'connect';
 
@@ -94,31 +95,21 @@ function record(run: Run, bytes: number, sentAt: number, now = performance.now()
   }
 }
 
-function countError(run: Run, err: unknown): void {
-  const code = errorCode(err);
-  run.errors[code] = (run.errors[code] ?? 0) + 1;
-}
-
 /**
  * `onread`: libuv reads into one buffer of ours and the callback gets the byte count — no
  * Buffer allocated and no stream machinery per read, which is most of a small echo's cost.
  */
 type OnRead = (nread: number, buf: Buffer) => void;
 
-function connectOnce(o: BenchOptions, onread?: OnRead): Promise<Socket> {
-  return new Promise((resolve, reject) => {
-    const s = net.connect({
-      host: o.host,
-      port: o.port,
-      noDelay: o.noDelay ?? true,
-      ...(onread ? { onread: { buffer: Buffer.allocUnsafe(256 * 1024), callback: onread } } : {}),
-    } as net.NetConnectOpts);
-    s.once('connect', () => {
-      s.off('error', reject);
-      resolve(s);
-    });
-    s.once('error', reject);
+async function connectOnce(o: BenchOptions, onread?: OnRead): Promise<Socket> {
+  const { socket } = await connectTcp({
+    host: o.host,
+    port: o.port,
+    allowHalfOpen: false,
+    socketOptions: { noDelay: o.noDelay ?? true },
+    ...(onread ? { onread: { buffer: Buffer.allocUnsafe(256 * 1024), callback: onread } } : {}),
   });
+  return socket;
 }
 
 /** Ping-pong on one connection: closed loop with `pipeline` in flight, or open loop at `interval` ms. */
@@ -162,7 +153,7 @@ async function pingpong(o: BenchOptions, run: Run, seed: number, intervalMs?: nu
   });
   await new Promise<void>((resolve) => {
     s.on('error', (err) => {
-      countError(run, err);
+      countError(run.errors, err);
       resolve();
     });
     s.on('close', () => {
@@ -223,7 +214,7 @@ async function stream(o: BenchOptions, run: Run, seed: number): Promise<void> {
       if (s.writableLength === 0) pump();
     });
     s.on('error', (err) => {
-      countError(run, err);
+      countError(run.errors, err);
       resolve();
     });
     s.on('close', () => resolve());
@@ -251,7 +242,7 @@ async function connectLoop(o: BenchOptions, run: Run, seed: number): Promise<voi
       });
       record(run, o.size, t0);
     } catch (err) {
-      countError(run, err);
+      countError(run.errors, err);
       if (run.errors[errorCode(err)]! > 1000) return; // a dead server: stop hammering it
     }
   }
@@ -292,7 +283,7 @@ async function udpPingpong(o: BenchOptions, run: Run): Promise<void> {
       else if (outstanding.size === 0) resolve();
     });
     sock.on('error', (err) => {
-      countError(run, err);
+      countError(run.errors, err);
       if (!run.stopped) setTimeout(send, 10); // ECONNREFUSED etc.: keep the window, slowly
     });
     // a lost datagram would shrink the window forever: resend a slot after 1 s of silence
@@ -340,7 +331,7 @@ export async function runBench(o: BenchOptions): Promise<BenchResult> {
           : o.mode === 'stream'
             ? stream(o, run, seed)
             : connectLoop(o, run, seed);
-      workers.push(w.catch((err) => countError(run, err)));
+      workers.push(w.catch((err) => countError(run.errors, err)));
     }
   }
   const all = Promise.all(workers);

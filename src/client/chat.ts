@@ -7,12 +7,12 @@ import net, { type AddressInfo, type Socket } from 'node:net';
 import { createInterface, type Interface } from 'node:readline';
 import type { Readable, Writable } from 'node:stream';
 import type { AccessControl } from '../core/access.js';
+import { connectTcp, withRetry } from '../core/connect.js';
 import { listenTcp } from '../core/listen.js';
 import { type Logger, silentLogger } from '../core/log.js';
 import { applySocketOptions, type OptionReport, type SocketOptions } from '../core/sockopts.js';
 import { TerminalText } from '../core/terminal.js';
 import { Admission } from '../server/admission.js';
-import { connectTcp, withRetry } from './connect.js';
 
 export interface ChatListenOptions extends SocketOptions {
   host?: string;

@@ -5,9 +5,9 @@
 
 import type { Socket } from 'node:net';
 import type { Readable, Writable } from 'node:stream';
+import { connectTcp, withRetry } from '../core/connect.js';
 import { codedError } from '../core/errors.js';
 import type { SocketOptions } from '../core/sockopts.js';
-import { connectTcp, withRetry } from './connect.js';
 
 /** Reads echoes off one socket; one round trip at a time. */
 export class EchoConnection {

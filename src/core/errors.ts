@@ -2,6 +2,8 @@
 // Every command and every echo-lab scenario explains errors through explainError(), so a
 // message reads the same wherever it appears.
 
+import { formatAddress } from './parse.js';
+
 export interface ErrnoEntry {
   /** What the kernel (or Node) is telling you, in one line. */
   meaning: string;
@@ -206,7 +208,10 @@ export function explainError(err: unknown, ctx: ErrorContext = {}): ExplainedErr
   const code = typeof e?.code === 'string' ? e.code : 'UNKNOWN';
   let summary: string;
   if (typeof e?.syscall === 'string') {
-    const where = typeof e.address === 'string' ? ` ${formatHostPort(e.address, e.port)}` : '';
+    const where =
+      typeof e.address === 'string'
+        ? ` ${typeof e.port === 'number' ? formatAddress(e.address, e.port) : e.address}`
+        : '';
     summary = `${e.syscall} ${code}${where}`;
   } else {
     summary = e instanceof Error ? e.message : String(e);
@@ -223,9 +228,10 @@ export function explainError(err: unknown, ctx: ErrorContext = {}): ExplainedErr
   return { code, summary, meaning, hint, line };
 }
 
-function formatHostPort(address: string, port: unknown): string {
-  if (typeof port !== 'number') return address;
-  return address.includes(':') ? `[${address}]:${port}` : `${address}:${port}`;
+/** Count an error (or a code) in a per-code tally, as every totals object keeps them. */
+export function countError(errors: Record<string, number>, err: unknown, n = 1): void {
+  const code = typeof err === 'string' ? err : errorCode(err);
+  errors[code] = (errors[code] ?? 0) + n;
 }
 
 /** Mark an error as a UDP socket's, so it is explained in UDP's terms. */

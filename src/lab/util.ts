@@ -2,6 +2,7 @@
 
 import { once } from 'node:events';
 import net, { type AddressInfo } from 'node:net';
+import { connectTcp } from '../core/connect.js';
 
 export async function listenLocal(server: net.Server, port = 0, backlog?: number): Promise<number> {
   server.listen({ host: '127.0.0.1', port, ...(backlog !== undefined ? { backlog } : {}) });
@@ -13,16 +14,19 @@ export function closeServer(server: net.Server): Promise<void> {
   return new Promise((resolve) => server.close(() => resolve()));
 }
 
-/** Connect; resolves with the socket, rejects with the connect error. */
-export function connectLocal(port: number, opts: Partial<net.TcpNetConnectOpts> = {}): Promise<net.Socket> {
-  return new Promise((resolve, reject) => {
-    const s = net.connect({ host: '127.0.0.1', port, ...opts });
-    s.once('connect', () => {
-      s.off('error', reject);
-      resolve(s);
-    });
-    s.once('error', reject);
-  });
+/** Connect to 127.0.0.1:port (connectTcp); resolves with the socket, rejects with the connect error. */
+export async function connectLocal(
+  port: number,
+  opts: { localPort?: number; allowHalfOpen?: boolean } = {},
+): Promise<net.Socket> {
+  return (
+    await connectTcp({
+      host: '127.0.0.1',
+      port,
+      allowHalfOpen: opts.allowHalfOpen ?? false,
+      localPort: opts.localPort,
+    })
+  ).socket;
 }
 
 /** Wait for `event`, or for an 'error' (rejects), or for `ms` (rejects with a timeout). */
@@ -49,8 +53,6 @@ export function waitFor<T = unknown[]>(emitter: NodeJS.EventEmitter, event: stri
     if (event !== 'error') emitter.once('error', onError);
   });
 }
-
-export const errCode = (e: unknown) => (e as NodeJS.ErrnoException)?.code ?? 'none';
 
 /**
  * A listening server and one client connected to it, plus the server's side of that

@@ -8,10 +8,10 @@
 //            one that dies is replaced (with backoff when they keep dying)
 
 import type { Socket } from 'node:net';
-import { explainError } from '../core/errors.js';
+import { countError, explainError } from '../core/errors.js';
 import type { Logger } from '../core/log.js';
 import type { ServerConfig } from './config.js';
-import { countError, type ServerTotals } from './handler.js';
+import type { ServerTotals } from './handler.js';
 import { sendToChild } from './ipc.js';
 import type { Backend, LiveConnection } from './listener.js';
 import { type Child, Supervisor } from './supervisor.js';

@@ -7,7 +7,7 @@
 // socket's own counters when it closes.
 
 import type { Socket } from 'node:net';
-import { errorCode } from '../core/errors.js';
+import { countError, errorCode } from '../core/errors.js';
 import type { Logger } from '../core/log.js';
 import { formatAddress } from '../core/parse.js';
 import { applySocketOptions, formatReport, type SocketOptions } from '../core/sockopts.js';
@@ -54,10 +54,6 @@ export function emptyTotals(): ServerTotals {
 
 export function copyTotals(t: ServerTotals): ServerTotals {
   return { ...t, refusedBy: { ...t.refusedBy }, errors: { ...t.errors } };
-}
-
-export function countError(errors: Record<string, number>, code: string, n = 1): void {
-  errors[code] = (errors[code] ?? 0) + n;
 }
 
 /** What the handler needs from whoever accepted the connection. */

@@ -6,6 +6,7 @@
 //   --udp               udp/server.ts, its totals mapped onto the same shape
 
 import { AccessControl } from '../core/access.js';
+import { countError } from '../core/errors.js';
 import { DEFAULT_BACKLOG } from '../core/listen.js';
 import type { Logger } from '../core/log.js';
 import { formatAddress } from '../core/parse.js';
@@ -13,7 +14,7 @@ import { serverTotalsOfUdp, startUdpEchoServer } from '../udp/server.js';
 import { plural } from './admission.js';
 import { childrenBackend } from './children.js';
 import { echoServerOptions, type ServerConfig } from './config.js';
-import { copyTotals, countError, emptyTotals } from './handler.js';
+import { copyTotals, emptyTotals } from './handler.js';
 import type { FromChild } from './ipc.js';
 import { graceTimer, type ServerHandle, startListener } from './listener.js';
 import { Supervisor } from './supervisor.js';

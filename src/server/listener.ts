@@ -8,13 +8,13 @@
 // With `--mode workers --exclusive` each worker runs a listener of its own (child-main.ts).
 
 import net, { type AddressInfo, type Socket } from 'node:net';
-import { errorCode, explainError } from '../core/errors.js';
+import { countError, errorCode, explainError } from '../core/errors.js';
 import { DEFAULT_BACKLOG, type ListenOptions, listenTcp } from '../core/listen.js';
 import type { Logger } from '../core/log.js';
 import { formatAddress } from '../core/parse.js';
 import { formatReport, type OptionReport, reportSocketOptions } from '../core/sockopts.js';
 import { Admission, type AdmissionOptions, plural } from './admission.js';
-import { copyTotals, countError, type ServerTotals } from './handler.js';
+import { copyTotals, type ServerTotals } from './handler.js';
 
 export interface LiveConnection {
   peer: string;

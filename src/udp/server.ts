@@ -7,7 +7,7 @@ import dgram from 'node:dgram';
 import type { AddressInfo } from 'node:net';
 import { networkInterfaces } from 'node:os';
 import type { AccessControl } from '../core/access.js';
-import { asUdpError } from '../core/errors.js';
+import { asUdpError, countError, errorCode, explainError } from '../core/errors.js';
 import { closeFd, hasNativeReusePort } from '../core/libc.js';
 import { rawListenFd } from '../core/listen.js';
 import { type Logger, silentLogger } from '../core/log.js';
@@ -188,16 +188,14 @@ export async function startUdpEchoServer(opts: UdpEchoServerOptions = {}): Promi
     totals.bytesOut += msg.length;
     socket.send(msg, rinfo.port, rinfo.address, (err) => {
       if (err) {
-        const code = (err as NodeJS.ErrnoException).code ?? 'UNKNOWN';
-        totals.errors[code] = (totals.errors[code] ?? 0) + 1;
+        countError(totals.errors, err);
       }
     });
   });
   // ICMP errors from earlier sends (ECONNREFUSED…) surface here; they concern one peer only
   socket.on('error', (err) => {
-    const code = (err as NodeJS.ErrnoException).code ?? 'UNKNOWN';
-    totals.errors[code] = (totals.errors[code] ?? 0) + 1;
-    logger.warn({ code }, `udp socket error: ${err.message}`);
+    countError(totals.errors, err);
+    logger.warn({ code: errorCode(err) }, `udp socket error: ${explainError(asUdpError(err)).line}`);
   });
 
   let fd: number | undefined;

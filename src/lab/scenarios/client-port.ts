@@ -3,10 +3,11 @@
 // and on loopback Linux may even reuse the TIME_WAIT pair (net.ipv4.tcp_tw_reuse).
 import { readFileSync } from 'node:fs';
 import net from 'node:net';
+import { errorCode } from '../../core/errors.js';
 import { closeFd } from '../../core/libc.js';
 import { rawListenFd } from '../../core/listen.js';
 import { Cleanup, Recorder, type ScenarioResult } from '../recorder.js';
-import { closeServer, connectLocal, errCode, listenLocal, waitFor } from '../util.js';
+import { closeServer, connectLocal, listenLocal, waitFor } from '../util.js';
 
 function twReuse(): string {
   try {
@@ -64,11 +65,11 @@ export async function clientPort(): Promise<ScenarioResult> {
       r.step('bind() without SO_REUSEADDR succeeded (unexpected)');
       r.check('bind() without SO_REUSEADDR fails', false);
     } catch (err) {
-      r.step(`bind(${localPort}) without SO_REUSEADDR: ${errCode(err)}`);
+      r.step(`bind(${localPort}) without SO_REUSEADDR: ${errorCode(err)}`);
       r.error(err);
       r.check(
         'bind() of the port in TIME_WAIT without SO_REUSEADDR fails with EADDRINUSE',
-        errCode(err) === 'EADDRINUSE',
+        errorCode(err) === 'EADDRINUSE',
       );
     }
     try {
@@ -79,7 +80,7 @@ export async function clientPort(): Promise<ScenarioResult> {
       );
     } catch (err) {
       r.step(
-        `connecting again from port ${localPort} with SO_REUSEADDR: ${errCode(err)} (tcp_tw_reuse = ${twReuse()})`,
+        `connecting again from port ${localPort} with SO_REUSEADDR: ${errorCode(err)} (tcp_tw_reuse = ${twReuse()})`,
       );
       r.error(err);
     }

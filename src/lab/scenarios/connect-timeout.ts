@@ -1,11 +1,12 @@
 // Seed 002: a connect that nobody answers. A listener whose accept queue is full (backlog N,
 // N+1 connections completed, nobody calls accept) makes the kernel drop new SYNs
 // (tcp_abort_on_overflow = 0): the client retransmits its SYN until its own timeout.
-import { connectTcp } from '../../client/connect.js';
+import { connectTcp } from '../../core/connect.js';
+import { errorCode } from '../../core/errors.js';
 import { boundPort, closeFd } from '../../core/libc.js';
 import { rawListenFd } from '../../core/listen.js';
 import { Cleanup, Recorder, type ScenarioResult } from '../recorder.js';
-import { connectLocal, errCode } from '../util.js';
+import { connectLocal } from '../util.js';
 
 export async function connectTimeout({ timeoutMs = 1000 } = {}): Promise<ScenarioResult> {
   const r = new Recorder(
@@ -43,12 +44,12 @@ export async function connectTimeout({ timeoutMs = 1000 } = {}): Promise<Scenari
     } catch (err) {
       const ms = performance.now() - t0;
       r.step(
-        `connection 3 gives up after ${ms.toFixed(0)} ms (--connect-timeout ${timeoutMs} ms): ${errCode(err)}`,
+        `connection 3 gives up after ${ms.toFixed(0)} ms (--connect-timeout ${timeoutMs} ms): ${errorCode(err)}`,
       );
       r.error(err);
       r.check(
         'connection 3 ends with ETIMEDOUT at the client timeout',
-        errCode(err) === 'ETIMEDOUT' && ms >= timeoutMs * 0.95,
+        errorCode(err) === 'ETIMEDOUT' && ms >= timeoutMs * 0.95,
       );
     }
     return r.result();

@@ -1,7 +1,8 @@
 // Seed 000/003: a second server binds a port that a running server holds → EADDRINUSE.
 import net from 'node:net';
+import { errorCode } from '../../core/errors.js';
 import { Cleanup, Recorder, type ScenarioResult } from '../recorder.js';
-import { closeServer, errCode, listenLocal } from '../util.js';
+import { closeServer, listenLocal } from '../util.js';
 
 export async function eaddrinuse(): Promise<ScenarioResult> {
   const r = new Recorder(
@@ -22,9 +23,9 @@ export async function eaddrinuse(): Promise<ScenarioResult> {
       c.add(() => closeServer(second));
       r.step('server 2 listened too (unexpected)');
     } catch (err) {
-      r.step(`server 2 tries the same port: ${errCode(err)}`);
+      r.step(`server 2 tries the same port: ${errorCode(err)}`);
       r.error(err);
-      r.check('the second bind fails with EADDRINUSE', errCode(err) === 'EADDRINUSE');
+      r.check('the second bind fails with EADDRINUSE', errorCode(err) === 'EADDRINUSE');
     }
     return r.result();
   } finally {

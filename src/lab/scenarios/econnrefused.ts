@@ -1,7 +1,8 @@
 // Seed 002/003: connect to a port nobody listens on → the kernel answers the SYN with RST.
 import net from 'node:net';
+import { errorCode } from '../../core/errors.js';
 import { Recorder, type ScenarioResult } from '../recorder.js';
-import { closeServer, connectLocal, errCode, listenLocal } from '../util.js';
+import { closeServer, connectLocal, listenLocal } from '../util.js';
 
 export async function econnrefused(): Promise<ScenarioResult> {
   const r = new Recorder(
@@ -22,10 +23,10 @@ export async function econnrefused(): Promise<ScenarioResult> {
     r.step('connected (unexpected)');
   } catch (err) {
     r.step(
-      `connect fails after ${(performance.now() - t0).toFixed(1)} ms: ${errCode(err)} (an RST, no waiting)`,
+      `connect fails after ${(performance.now() - t0).toFixed(1)} ms: ${errorCode(err)} (an RST, no waiting)`,
     );
     r.error(err);
-    r.check('connect fails at once with ECONNREFUSED', errCode(err) === 'ECONNREFUSED');
+    r.check('connect fails at once with ECONNREFUSED', errorCode(err) === 'ECONNREFUSED');
   }
   return r.result();
 }

@@ -1,6 +1,8 @@
 // Seed 003: the peer aborts with RST (SO_LINGER 0 / resetAndDestroy) → ECONNRESET on read.
+
+import { errorCode } from '../../core/errors.js';
 import { Cleanup, Recorder, type ScenarioResult } from '../recorder.js';
-import { connectedPair, errCode, waitFor } from '../util.js';
+import { connectedPair, waitFor } from '../util.js';
 
 export async function econnreset(): Promise<ScenarioResult> {
   const r = new Recorder(
@@ -18,9 +20,9 @@ export async function econnreset(): Promise<ScenarioResult> {
     peer.resetAndDestroy();
     r.step('server calls resetAndDestroy(): SO_LINGER 0 then close() → RST instead of FIN');
     const [err] = await failed;
-    r.step(`client read fails: ${errCode(err)}`);
+    r.step(`client read fails: ${errorCode(err)}`);
     r.error(err);
-    r.check('the client sees ECONNRESET', errCode(err) === 'ECONNRESET');
+    r.check('the client sees ECONNRESET', errorCode(err) === 'ECONNRESET');
     r.snapshot('after the RST (no TIME_WAIT: an abort skips it)', [port]);
     return r.result();
   } finally {

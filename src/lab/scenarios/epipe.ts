@@ -1,8 +1,10 @@
 // Seed 002: writing to a connection the peer has closed. The first write after the peer's
 // FIN draws an RST from the peer's kernel; the next write fails with EPIPE (Node ignores
 // SIGPIPE, so it arrives as an error, not a signal).
+
+import { errorCode } from '../../core/errors.js';
 import { Cleanup, Recorder, type ScenarioResult } from '../recorder.js';
-import { connectedPair, errCode, waitFor } from '../util.js';
+import { connectedPair, waitFor } from '../util.js';
 
 export async function epipe(): Promise<ScenarioResult> {
   const r = new Recorder(
@@ -34,12 +36,12 @@ export async function epipe(): Promise<ScenarioResult> {
       });
       r.step(
         failure
-          ? `write ${i} fails: ${errCode(failure)}`
+          ? `write ${i} fails: ${errorCode(failure)}`
           : `write ${i} succeeds locally; the peer's kernel answers it with RST`,
       );
     }
     if (failure) r.error(failure);
-    r.check('a write after the RST fails with EPIPE', errCode(failure) === 'EPIPE');
+    r.check('a write after the RST fails with EPIPE', errorCode(failure) === 'EPIPE');
     return r.result();
   } finally {
     await c.run();

@@ -2,9 +2,10 @@
 // closes first keeps the connection in TIME_WAIT (2×MSL, 60 s on Linux); binding the port
 // again without SO_REUSEADDR fails with EADDRINUSE, with it (Node's default) it works.
 import net from 'node:net';
+import { errorCode } from '../../core/errors.js';
 import { listenTcp } from '../../core/listen.js';
 import { Cleanup, Recorder, type ScenarioResult } from '../recorder.js';
-import { closeServer, connectLocal, errCode, listenLocal, waitFor } from '../util.js';
+import { closeServer, connectLocal, listenLocal, waitFor } from '../util.js';
 
 export async function timeWait(): Promise<ScenarioResult> {
   const r = new Recorder(
@@ -43,9 +44,9 @@ export async function timeWait(): Promise<ScenarioResult> {
       r.step('restart without SO_REUSEADDR succeeded (unexpected)');
       r.check('restart without SO_REUSEADDR fails', false);
     } catch (err) {
-      r.step(`restart without SO_REUSEADDR: bind fails with ${errCode(err)}`);
+      r.step(`restart without SO_REUSEADDR: bind fails with ${errorCode(err)}`);
       r.error(err);
-      r.check('restart without SO_REUSEADDR fails with EADDRINUSE', errCode(err) === 'EADDRINUSE');
+      r.check('restart without SO_REUSEADDR fails with EADDRINUSE', errorCode(err) === 'EADDRINUSE');
     }
     const again = net.createServer();
     try {

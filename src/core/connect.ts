@@ -1,11 +1,11 @@
-// connectTcp(): one function for every outgoing TCP connection (echo-client, echo-chat,
+// connectTcp(): the one function for every outgoing TCP connection (echo-client, echo-chat,
 // bench, lab), in the spirit of nc's remote_connect/timeout_connect: optional local address
 // and port (bound before connect), a connect timeout that ends in a real ETIMEDOUT, retries
 // with backoff, and the shared socket options applied once connected.
 
 import net, { type Socket } from 'node:net';
-import { errorCode } from '../core/errors.js';
-import { applySocketOptions, type OptionReport, type SocketOptions } from '../core/sockopts.js';
+import { errorCode } from './errors.js';
+import { applySocketOptions, type OptionReport, type SocketOptions } from './sockopts.js';
 
 export interface ConnectOptions {
   host: string;
@@ -19,6 +19,8 @@ export interface ConnectOptions {
   socketOptions?: SocketOptions;
   /** keep our side open after the peer's FIN (default true: we decide when to close) */
   allowHalfOpen?: boolean;
+  /** read into this buffer with this callback instead of 'data' events (net's `onread`) */
+  onread?: { buffer: Buffer; callback: (nread: number, buf: Buffer) => unknown };
 }
 
 export interface ConnectResult {
@@ -47,6 +49,7 @@ export function connectTcp(o: ConnectOptions): Promise<ConnectResult> {
       localAddress: o.localAddress,
       localPort: o.localPort,
       ...(o.family ? { family: o.family } : {}),
+      ...(o.onread ? { onread: o.onread as net.OnReadOpts } : {}),
       allowHalfOpen: o.allowHalfOpen ?? true,
     });
     let timer: NodeJS.Timeout | undefined;
