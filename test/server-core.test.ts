@@ -139,7 +139,7 @@ describe('--mode fork survives what a peer can do', () => {
       const end = Date.now() + 15_000;
       let reply = '';
       while (!reply && Date.now() < end) {
-        reply = await echo({ port: srv.port, message: 'after', timeout: 5_000 }).then(
+        reply = await echo({ port: srv.port, message: 'after', timeoutMs: 5_000 }).then(
           (r) => r.reply.toString(),
           () => '',
         );

@@ -28,10 +28,11 @@ async function plainServer(handler?: (s: net.Socket) => void): Promise<net.Serve
 
 describe.runIf(linux)('socket options, read back from the kernel', () => {
   const opts = {
-    keepAlive: 7000,
-    keepAliveInterval: 3000,
+    keepAlive: true,
+    keepAliveIdleMs: 7000,
+    keepAliveIntervalMs: 3000,
     keepAliveCount: 4,
-    userTimeout: 4500,
+    userTimeoutMs: 4500,
     noDelay: true,
     sendBuffer: 65536,
     recvBuffer: 32768,
@@ -64,26 +65,32 @@ describe.runIf(linux)('socket options, read back from the kernel', () => {
   });
 
   it('server side: accepted sockets get the options (echo-server applies them per connection)', async () => {
-    const srv: EchoServer = await echoServer({ ...opts, logger: undefined });
-    // read the accepted socket's options through a server we control the same way
-    const raw = await plainServer();
-    const accepted = nextAccepted(raw);
-    const c = await connect((raw.address() as net.AddressInfo).port);
-    const s = await accepted;
-    applySocketOptions(s, opts);
-    expect(readSocketOptions(s)).toMatchObject({
+    // the handler reads the first accepted socket's options back from the kernel (getsockopt on
+    // that very socket) and logs them: capture those lines
+    const lines: { option: string; actual: unknown }[] = [];
+    const capture = {
+      debug() {},
+      warn() {},
+      error() {},
+      info(o: object, msg?: string) {
+        if (msg?.startsWith('accepted socket: ')) lines.push(o as { option: string; actual: unknown });
+      },
+    };
+    const srv: EchoServer = await echoServer({ socket: opts, logger: capture, logOptions: true });
+    const e = await connect(srv.address.port);
+    const back = readAll(e);
+    e.end('x');
+    expect((await back).toString()).toBe('x'); // and it still echoes with them set
+    const got = Object.fromEntries(lines.map((l) => [l.option, l.actual]));
+    expect(got).toMatchObject({
+      SO_KEEPALIVE: true,
       TCP_KEEPIDLE: 7,
       TCP_KEEPINTVL: 3,
       TCP_KEEPCNT: 4,
       TCP_USER_TIMEOUT: 4500,
+      TCP_NODELAY: true,
+      SO_SNDBUF: 131072,
     });
-    c.destroy();
-    s.destroy();
-    // and the echo server still echoes with them set
-    const e = await connect(srv.address.port);
-    const back = readAll(e);
-    e.end('x');
-    expect((await back).toString()).toBe('x');
   });
 
   it('echo-server --verbose reports each option requested vs. what the kernel says', async () => {
@@ -111,7 +118,7 @@ describe.runIf(linux)('socket options, read back from the kernel', () => {
     const accepted = nextAccepted(srv);
     const c = await connect((srv.address() as net.AddressInfo).port);
     const s = await accepted;
-    applySocketOptions(s, { linger: 0 });
+    applySocketOptions(s, { lingerMs: 0 });
     expect(readSocketOptions(s).SO_LINGER).toBe('on, 0s');
     const err = once(c, 'error');
     c.resume();

@@ -81,7 +81,7 @@ describe('echo-server (evented)', () => {
   });
 
   it('closes idle connections after --idle-timeout', async () => {
-    const srv = await echoServer({ idleTimeout: 200 });
+    const srv = await echoServer({ idleTimeoutMs: 200 });
     const s = await connect(srv.address.port);
     const t0 = Date.now();
     await readAll(s);

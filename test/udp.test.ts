@@ -69,7 +69,7 @@ describe('UDP echo', () => {
       lossy.close();
     });
     const c = await udpClient(lossy.address().port);
-    const { reply, attempts } = await c.roundTrip(Buffer.from('again'), { timeout: 200, retries: 2 });
+    const { reply, attempts } = await c.roundTrip(Buffer.from('again'), { timeoutMs: 200, retries: 2 });
     expect(reply.toString()).toBe('again');
     expect(attempts).toBe(2);
     expect(c.counters).toMatchObject({ retried: 1, answered: 1, lost: 0 });
@@ -85,7 +85,7 @@ describe('UDP echo', () => {
       slow.close();
     });
     const c = await udpClient(slow.address().port);
-    await expect(c.roundTrip(Buffer.from('late'), { timeout: 100, retries: 1 })).rejects.toMatchObject({
+    await expect(c.roundTrip(Buffer.from('late'), { timeoutMs: 100, retries: 1 })).rejects.toMatchObject({
       code: 'ERR_REPLY_TIMEOUT',
     });
     expect(c.counters.lost).toBe(1);
@@ -102,7 +102,7 @@ describe('UDP echo', () => {
     const port = probe.address().port;
     await new Promise<void>((r) => probe.close(() => r()));
     const c = await udpClient(port);
-    await expect(c.roundTrip(Buffer.from('anyone?'), { timeout: 2000, retries: 0 })).rejects.toMatchObject({
+    await expect(c.roundTrip(Buffer.from('anyone?'), { timeoutMs: 2000, retries: 0 })).rejects.toMatchObject({
       code: 'ECONNREFUSED',
     });
   });
@@ -123,7 +123,7 @@ describe('UDP echo', () => {
     const other = await udpClient(srv.address.port, '127.0.0.1', '127.0.0.3');
     for (let i = 0; i < 10; i++) {
       // the kernel itself may drop a datagram while the flood fills the socket buffer: allow resends
-      const r = await other.roundTrip(Buffer.from(`ok ${i}`), { timeout: 300, retries: 3 });
+      const r = await other.roundTrip(Buffer.from(`ok ${i}`), { timeoutMs: 300, retries: 3 });
       expect(r.reply.toString()).toBe(`ok ${i}`);
     }
     const elapsed = (performance.now() - t0) / 1000;

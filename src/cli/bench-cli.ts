@@ -103,7 +103,7 @@ export async function runBenchCli(
   const opts = resolveBenchOptions(f, hostArg, portArg);
   const { host, port, durationMs } = opts;
   // a server that is not there is one explained line, not a table of zeros
-  if (!opts.udp) (await connectTcp({ host, port, connectTimeout: 10_000 })).socket.destroy();
+  if (!opts.udp) (await connectTcp({ host, port, connectTimeoutMs: 10_000 })).socket.destroy();
   const tty = process.stderr.isTTY === true && !f.json;
   const r = await runBench({
     ...opts,

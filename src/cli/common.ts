@@ -207,23 +207,24 @@ export function resolveSocketOptions(f: SocketOptionFlags): SocketOptions {
   if (f.reusePort) o.reusePort = true;
   if (f.backlog !== undefined) o.backlog = parseInteger('--backlog', f.backlog, 0, 65535);
   if (f.keepalive !== undefined) {
-    o.keepAlive =
-      f.keepalive === true ? true : parseDuration('--keepalive', f.keepalive as string, 1000, 32767_000);
+    o.keepAlive = true;
+    if (typeof f.keepalive === 'string')
+      o.keepAliveIdleMs = parseDuration('--keepalive', f.keepalive, 1000, 32767_000);
   }
   if (f.keepaliveInterval !== undefined) {
-    o.keepAliveInterval = parseDuration('--keepalive-interval', f.keepaliveInterval, 1000, 32767_000);
+    o.keepAliveIntervalMs = parseDuration('--keepalive-interval', f.keepaliveInterval, 1000, 32767_000);
   }
   if (f.keepaliveCount !== undefined)
     o.keepAliveCount = parseInteger('--keepalive-count', f.keepaliveCount, 1, 127);
-  if ((o.keepAliveInterval !== undefined || o.keepAliveCount !== undefined) && o.keepAlive === undefined) {
+  if ((o.keepAliveIntervalMs !== undefined || o.keepAliveCount !== undefined) && o.keepAlive === undefined) {
     o.keepAlive = true; // interval and count mean nothing without keepalive on
   }
   if (f.userTimeout !== undefined)
-    o.userTimeout = parseDuration('--user-timeout', f.userTimeout, 0, 2_147_483_647);
+    o.userTimeoutMs = parseDuration('--user-timeout', f.userTimeout, 0, 2_147_483_647);
   if (f.delay === false) o.noDelay = true;
   if (f.sendBuffer !== undefined) o.sendBuffer = parseSize('--send-buffer', f.sendBuffer, 1, MAX_BUFFER);
   if (f.recvBuffer !== undefined) o.recvBuffer = parseSize('--recv-buffer', f.recvBuffer, 1, MAX_BUFFER);
-  if (f.linger !== undefined) o.linger = parseDuration('--linger', f.linger, 0, 65535_000);
+  if (f.linger !== undefined) o.lingerMs = parseDuration('--linger', f.linger, 0, 65535_000);
   return o;
 }
 

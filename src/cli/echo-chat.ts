@@ -93,7 +93,7 @@ export function resolveChatConfig(hostArg: string | undefined, portArg: string |
   const common = {
     sock: resolveSocketOptions(f),
     family: resolveFamily(f),
-    connectTimeout: parseDuration('--connect-timeout', f.connectTimeout, 1),
+    connectTimeoutMs: parseDuration('--connect-timeout', f.connectTimeout, 1),
     retries: parseInteger('--retry', f.retry, 0, 1000),
   };
   if (f.listen) {
@@ -136,7 +136,7 @@ export async function runChatCli(argv: string[]): Promise<void> {
     const f = program.opts<ChatFlags>();
     const [hostArg, portArg] = program.processedArgs as [string | undefined, string | undefined];
     const cfg = resolveChatConfig(hostArg, portArg, f);
-    const { sock, family, connectTimeout, retries } = cfg;
+    const { sock, family, connectTimeoutMs, retries } = cfg;
     const log = statusLogger('echo-chat', f);
     const say = (line: string) => log.info({}, line);
     const tty = process.stdin.isTTY === true && process.stdout.isTTY === true;
@@ -172,7 +172,7 @@ export async function runChatCli(argv: string[]): Promise<void> {
       const { allow, deny } = resolveAccess(f);
       const host = parseHost('--host', f.host ?? (family === 6 ? '::1' : '127.0.0.1'));
       const listener = await listenChat({
-        ...sock,
+        socket: sock,
         host,
         port: parsePort('--port', f.port ?? '7007'),
         access: new AccessControl(allow, deny),
@@ -201,7 +201,7 @@ export async function runChatCli(argv: string[]): Promise<void> {
       host,
       port,
       family,
-      connectTimeout,
+      connectTimeoutMs,
       retries,
       socketOptions: sock,
       onRetry: (err, attempt, delay) =>

@@ -110,9 +110,9 @@ export interface ClientConfig {
   family?: 4 | 6;
   message?: string;
   count: number;
-  interval: number;
-  connectTimeout: number;
-  timeout?: number;
+  intervalMs: number;
+  connectTimeoutMs: number;
+  timeoutMs?: number;
   retry: number;
   retries: number;
   datagramSize?: number;
@@ -147,9 +147,9 @@ export function resolveClientConfig(
     family: resolveFamily(f),
     message: f.message,
     count: f.count !== undefined ? parseInteger('--count', f.count, 1, 1_000_000_000) : 1,
-    interval: f.interval !== undefined ? parseDuration('--interval', f.interval) : 0,
-    connectTimeout: parseDuration('--connect-timeout', f.connectTimeout, 1),
-    timeout: f.timeout !== undefined ? parseDuration('--timeout', f.timeout, 1) : undefined,
+    intervalMs: f.interval !== undefined ? parseDuration('--interval', f.interval) : 0,
+    connectTimeoutMs: parseDuration('--connect-timeout', f.connectTimeout, 1),
+    timeoutMs: f.timeout !== undefined ? parseDuration('--timeout', f.timeout, 1) : undefined,
     retry: f.retry !== undefined ? parseInteger('--retry', f.retry, 0, 1000) : 0,
     retries: f.retries !== undefined ? parseInteger('--retries', f.retries, 0, 1000) : 2,
     datagramSize:
@@ -165,9 +165,9 @@ export function resolveClientConfig(
   if (udp) {
     const tcpOnly: [string, unknown][] = [
       ['--keepalive', cfg.socket.keepAlive],
-      ['--user-timeout', cfg.socket.userTimeout],
+      ['--user-timeout', cfg.socket.userTimeoutMs],
       ['--no-delay', cfg.socket.noDelay],
-      ['--linger', cfg.socket.linger],
+      ['--linger', cfg.socket.lingerMs],
     ];
     for (const [flag, v] of tcpOnly) if (v !== undefined) throw conflict(flag, '--udp');
   }
@@ -181,7 +181,7 @@ async function connectWithRetry(cfg: ClientConfig, logger: Logger): Promise<Conn
         host: cfg.host,
         port: cfg.port,
         family: cfg.family,
-        connectTimeout: cfg.connectTimeout,
+        connectTimeoutMs: cfg.connectTimeoutMs,
         localAddress: cfg.localAddress,
         localPort: cfg.localPort,
         socketOptions: cfg.socket,
@@ -254,8 +254,8 @@ async function oneShot(cfg: ClientConfig, socket: Socket, logger: Logger): Promi
   const rtts: number[] = [];
   try {
     for (let i = 0; i < cfg.count; i++) {
-      if (i > 0 && cfg.interval > 0) await sleep(cfg.interval);
-      const { reply, rttMs } = await conn.roundTrip(msg, cfg.timeout);
+      if (i > 0 && cfg.intervalMs > 0) await sleep(cfg.intervalMs);
+      const { reply, rttMs } = await conn.roundTrip(msg, cfg.timeoutMs);
       rtts.push(rttMs);
       if (cfg.count === 1) {
         // the echo, as echo(1) prints its argument: on its own line
@@ -310,7 +310,7 @@ async function interactive(cfg: ClientConfig, socket: Socket): Promise<number> {
         break;
       }
       // the newline goes too, so `nc` on the other side sees lines
-      const { reply } = await conn.roundTrip(Buffer.from(`${line}\n`), cfg.timeout);
+      const { reply } = await conn.roundTrip(Buffer.from(`${line}\n`), cfg.timeoutMs);
       process.stdout.write(`from server: ${escapeForTerminal(reply.toString())}`);
       rl.prompt();
     }

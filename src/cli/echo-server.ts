@@ -115,9 +115,9 @@ const TCP_ONLY: [string, (f: ServerFlags, c: ServerConfig) => boolean][] = [
   ['--grace', (f) => f.grace !== undefined],
   ['--backlog', (_f, c) => c.socket.backlog !== undefined],
   ['--keepalive', (_f, c) => c.socket.keepAlive !== undefined],
-  ['--user-timeout', (_f, c) => c.socket.userTimeout !== undefined],
+  ['--user-timeout', (_f, c) => c.socket.userTimeoutMs !== undefined],
   ['--no-delay', (_f, c) => c.socket.noDelay !== undefined],
-  ['--linger', (_f, c) => c.socket.linger !== undefined],
+  ['--linger', (_f, c) => c.socket.lingerMs !== undefined],
 ];
 
 /** Validate every flag up front; throws UsageError naming the flag. */
@@ -168,7 +168,7 @@ export function resolveServerConfig(f: ServerFlags): ServerConfig {
         ? parseInteger('--max-connections-per-ip', f.maxConnectionsPerIp, 1, 10_000_000)
         : undefined,
     ...resolveAccess(f),
-    idleTimeout:
+    idleTimeoutMs:
       f.idleTimeout !== undefined
         ? parseDuration('--idle-timeout', f.idleTimeout, 1, 2_147_483_647)
         : undefined,

@@ -38,7 +38,7 @@ export async function runUdpClient(cfg: ClientConfig, logger: Logger): Promise<n
     localAddress: cfg.localAddress,
     localPort: cfg.localPort,
   });
-  const timing = { timeout: cfg.timeout ?? 1000, retries: cfg.retries };
+  const timing = { timeoutMs: cfg.timeoutMs ?? 1000, retries: cfg.retries };
   const where = formatAddress(cfg.host, cfg.port);
   let lost = 0;
   /** One datagram's round trip; undefined when it was lost (said on stderr), other errors thrown. */
@@ -63,7 +63,7 @@ export async function runUdpClient(cfg: ClientConfig, logger: Logger): Promise<n
       const msg = Buffer.from(cfg.message);
       const rtts: number[] = [];
       for (let i = 0; i < cfg.count; i++) {
-        if (i > 0 && cfg.interval > 0) await new Promise((r) => setTimeout(r, cfg.interval));
+        if (i > 0 && cfg.intervalMs > 0) await new Promise((r) => setTimeout(r, cfg.intervalMs));
         const r = await send(msg);
         if (!r) continue;
         rtts.push(r.rttMs);

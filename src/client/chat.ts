@@ -14,8 +14,10 @@ import { applySocketOptions, type OptionReport, type SocketOptions } from '../co
 import { TerminalText } from '../core/terminal.js';
 import { Admission } from '../server/admission.js';
 
-export interface ChatListenOptions extends SocketOptions {
+export interface ChatListenOptions {
   host?: string;
+  /** options of the listening socket and of the peer's */
+  socket?: SocketOptions;
   port?: number;
   /** --allow / --deny: a refused peer is closed at once and the listener keeps waiting */
   access?: AccessControl;
@@ -37,14 +39,15 @@ export interface ChatListener {
 }
 
 export async function listenChat(o: ChatListenOptions & { keepOpen?: boolean } = {}): Promise<ChatListener> {
-  const backlog = o.backlog ?? 1;
+  const sock = o.socket ?? {};
+  const backlog = sock.backlog ?? 1;
   const server = net.createServer({ allowHalfOpen: true, pauseOnConnect: o.keepOpen === true });
   const address = await listenTcp(server, {
     host: o.host ?? '127.0.0.1',
     port: o.port ?? 7007,
     backlog,
-    reuseAddr: o.reuseAddr,
-    reusePort: o.reusePort,
+    reuseAddr: sock.reuseAddr,
+    reusePort: sock.reusePort,
   });
   // the same gate as echo-server's
   const admission = new Admission({ access: o.access, logger: o.logger ?? silentLogger, fdPerConnection: 0 });
@@ -80,7 +83,7 @@ export async function listenChat(o: ChatListenOptions & { keepOpen?: boolean } =
     });
     if (socket.isPaused()) socket.resume();
     try {
-      return { socket, options: applySocketOptions(socket, o) };
+      return { socket, options: applySocketOptions(socket, sock) };
     } catch (err) {
       socket.destroy();
       throw err;
@@ -109,7 +112,7 @@ export interface ChatConnectOptions {
   host: string;
   port: number;
   family?: 4 | 6;
-  connectTimeout?: number;
+  connectTimeoutMs?: number;
   retries?: number;
   socketOptions?: SocketOptions;
   onRetry?: (err: unknown, attempt: number, delayMs: number) => void;
@@ -125,7 +128,7 @@ export async function connectChat(
         host: o.host,
         port: o.port,
         family: o.family,
-        connectTimeout: o.connectTimeout,
+        connectTimeoutMs: o.connectTimeoutMs,
         socketOptions: o.socketOptions,
       }),
     { retries: o.retries ?? 0, onRetry: o.onRetry },

@@ -119,9 +119,9 @@ export interface EchoOptions {
   host?: string;
   port: number;
   message: string | Buffer;
-  connectTimeout?: number;
+  connectTimeoutMs?: number;
   /** ms to wait for the whole echo */
-  timeout?: number;
+  timeoutMs?: number;
   retries?: number;
   socketOptions?: SocketOptions;
 }
@@ -134,14 +134,14 @@ export async function echo(o: EchoOptions): Promise<{ reply: Buffer; rttMs: numb
       connectTcp({
         host: o.host ?? '127.0.0.1',
         port: o.port,
-        connectTimeout: o.connectTimeout,
+        connectTimeoutMs: o.connectTimeoutMs,
         socketOptions: o.socketOptions,
       }),
     { retries: o.retries ?? 0 },
   );
   const conn = new EchoConnection(socket);
   try {
-    const r = await conn.roundTrip(msg, o.timeout);
+    const r = await conn.roundTrip(msg, o.timeoutMs);
     await conn.finish();
     return r;
   } finally {

@@ -11,7 +11,7 @@ export interface ConnectOptions {
   host: string;
   port: number;
   /** give up on a connect after this many ms with ETIMEDOUT (a full backlog, a silent host) */
-  connectTimeout?: number;
+  connectTimeoutMs?: number;
   localAddress?: string;
   localPort?: number;
   /** resolve the host to this family only (-4 / -6) */
@@ -59,14 +59,14 @@ export function connectTcp(o: ConnectOptions): Promise<ConnectResult> {
       reject(err);
     };
     socket.once('error', onError);
-    if (o.connectTimeout !== undefined) {
+    if (o.connectTimeoutMs !== undefined) {
       // net's own `timeout` only emits 'timeout'; end the attempt ourselves with ETIMEDOUT
       timer = setTimeout(() => {
         socket.off('error', onError);
         socket.on('error', () => {});
         socket.destroy();
         reject(connectTimeoutError(o.host, o.port));
-      }, o.connectTimeout);
+      }, o.connectTimeoutMs);
     }
     socket.once('connect', () => {
       clearTimeout(timer);

@@ -27,22 +27,24 @@ export interface SocketOptions {
   reusePort?: boolean;
   /** listen queue length */
   backlog?: number;
-  /** SO_KEEPALIVE; a number is TCP_KEEPIDLE in ms. */
-  keepAlive?: boolean | number;
-  /** TCP_KEEPINTVL in ms */
-  keepAliveInterval?: number;
+  /** SO_KEEPALIVE */
+  keepAlive?: boolean;
+  /** TCP_KEEPIDLE: idle time before the first probe, in ms (rounded up to seconds); implies keepAlive */
+  keepAliveIdleMs?: number;
+  /** TCP_KEEPINTVL: time between probes, in ms (rounded up to seconds) */
+  keepAliveIntervalMs?: number;
   /** TCP_KEEPCNT */
   keepAliveCount?: number;
   /** TCP_USER_TIMEOUT in ms (Linux) */
-  userTimeout?: number;
+  userTimeoutMs?: number;
   /** TCP_NODELAY */
   noDelay?: boolean;
   /** SO_SNDBUF in bytes (the kernel doubles it on Linux) */
   sendBuffer?: number;
   /** SO_RCVBUF in bytes (the kernel doubles it on Linux) */
   recvBuffer?: number;
-  /** SO_LINGER in ms (rounded up to seconds); 0 = close with RST */
-  linger?: number;
+  /** SO_LINGER: how long close() waits for unsent data, in ms; the kernel takes whole seconds, so it is rounded up. 0 = close with RST */
+  lingerMs?: number;
 }
 
 /** One option: what was asked for and what the kernel reports back. */
@@ -81,28 +83,29 @@ export function applySocketOptions(
     return report ? reportSocketOptions(socket, opts, reports) : reports;
   }
   if (opts.noDelay !== undefined) socket.setNoDelay(opts.noDelay);
-  if (opts.keepAlive !== undefined && opts.keepAlive !== false) {
-    const idle = typeof opts.keepAlive === 'number' ? opts.keepAlive : undefined;
+  if (opts.keepAlive || opts.keepAliveIdleMs !== undefined) {
     // libuv sets TCP_KEEPIDLE and also forces TCP_KEEPINTVL=1s, TCP_KEEPCNT=10; fix those after
-    socket.setKeepAlive(true, idle ?? 0);
+    socket.setKeepAlive(true, opts.keepAliveIdleMs ?? 0);
   } else if (opts.keepAlive === false) {
     socket.setKeepAlive(false);
   }
   const needsFd =
-    opts.keepAliveInterval !== undefined ||
+    opts.keepAliveIntervalMs !== undefined ||
     opts.keepAliveCount !== undefined ||
-    opts.userTimeout !== undefined ||
+    opts.userTimeoutMs !== undefined ||
     opts.sendBuffer !== undefined ||
     opts.recvBuffer !== undefined ||
-    opts.linger !== undefined;
+    opts.lingerMs !== undefined;
   if (needsFd) {
     const fd = requireFd(socket, 'setsockopt');
-    if (opts.keepAliveInterval !== undefined) setIntOption(fd, 'TCP_KEEPINTVL', secs(opts.keepAliveInterval));
+    if (opts.keepAliveIntervalMs !== undefined)
+      setIntOption(fd, 'TCP_KEEPINTVL', secs(opts.keepAliveIntervalMs));
     if (opts.keepAliveCount !== undefined) setIntOption(fd, 'TCP_KEEPCNT', opts.keepAliveCount);
-    if (opts.userTimeout !== undefined) setIntOption(fd, 'TCP_USER_TIMEOUT', Math.round(opts.userTimeout));
+    if (opts.userTimeoutMs !== undefined)
+      setIntOption(fd, 'TCP_USER_TIMEOUT', Math.round(opts.userTimeoutMs));
     if (opts.sendBuffer !== undefined) setIntOption(fd, 'SO_SNDBUF', opts.sendBuffer);
     if (opts.recvBuffer !== undefined) setIntOption(fd, 'SO_RCVBUF', opts.recvBuffer);
-    if (opts.linger !== undefined) setLinger(fd, Math.ceil(opts.linger / 1000));
+    if (opts.lingerMs !== undefined) setLinger(fd, Math.ceil(opts.lingerMs / 1000));
   }
   // the read-back costs a dozen getsockopt calls: only when someone will look at it
   return report ? reportSocketOptions(socket, opts, reports) : reports;
@@ -110,11 +113,12 @@ export function applySocketOptions(
 
 const TCP_ONLY: [keyof SocketOptions, string][] = [
   ['keepAlive', 'SO_KEEPALIVE'],
-  ['keepAliveInterval', 'TCP_KEEPINTVL'],
+  ['keepAliveIdleMs', 'TCP_KEEPIDLE'],
+  ['keepAliveIntervalMs', 'TCP_KEEPINTVL'],
   ['keepAliveCount', 'TCP_KEEPCNT'],
-  ['userTimeout', 'TCP_USER_TIMEOUT'],
+  ['userTimeoutMs', 'TCP_USER_TIMEOUT'],
   ['noDelay', 'TCP_NODELAY'],
-  ['linger', 'SO_LINGER'],
+  ['lingerMs', 'SO_LINGER'],
 ];
 
 /** Compare what was asked with what the kernel reports, one line per option. */
@@ -135,22 +139,23 @@ export function reportSocketOptions(
   if (opts.reuseAddr !== undefined) push('SO_REUSEADDR', opts.reuseAddr);
   if (opts.reusePort) push('SO_REUSEPORT', true);
   if (opts.noDelay !== undefined) push('TCP_NODELAY', opts.noDelay);
-  if (opts.keepAlive !== undefined) {
+  if (opts.keepAlive !== undefined || opts.keepAliveIdleMs !== undefined) {
     push('SO_KEEPALIVE', opts.keepAlive !== false);
-    if (typeof opts.keepAlive === 'number') push('TCP_KEEPIDLE', secs(opts.keepAlive), 'seconds');
+    if (opts.keepAliveIdleMs !== undefined) push('TCP_KEEPIDLE', secs(opts.keepAliveIdleMs), 'seconds');
   }
-  if (opts.keepAliveInterval !== undefined) push('TCP_KEEPINTVL', secs(opts.keepAliveInterval), 'seconds');
+  if (opts.keepAliveIntervalMs !== undefined)
+    push('TCP_KEEPINTVL', secs(opts.keepAliveIntervalMs), 'seconds');
   if (opts.keepAliveCount !== undefined) push('TCP_KEEPCNT', opts.keepAliveCount);
-  if (opts.userTimeout !== undefined) push('TCP_USER_TIMEOUT', Math.round(opts.userTimeout), 'ms');
+  if (opts.userTimeoutMs !== undefined) push('TCP_USER_TIMEOUT', Math.round(opts.userTimeoutMs), 'ms');
   if (opts.sendBuffer !== undefined)
     push('SO_SNDBUF', opts.sendBuffer, doubled(opts.sendBuffer, 'SO_SNDBUF'));
   if (opts.recvBuffer !== undefined)
     push('SO_RCVBUF', opts.recvBuffer, doubled(opts.recvBuffer, 'SO_RCVBUF'));
-  if (opts.linger !== undefined) {
+  if (opts.lingerMs !== undefined) {
     push(
       'SO_LINGER',
-      `on, ${Math.ceil(opts.linger / 1000)}s`,
-      opts.linger === 0 ? 'close() sends RST' : undefined,
+      `on, ${Math.ceil(opts.lingerMs / 1000)}s`,
+      opts.lingerMs === 0 ? 'close() sends RST' : undefined,
     );
   }
   return into;

@@ -89,7 +89,7 @@ function serveRole(once: boolean): void {
       {
         logger,
         totals: scratch,
-        idleTimeout: cfg.idleTimeout,
+        idleTimeoutMs: cfg.idleTimeoutMs,
         minRate: cfg.minRate,
         maxLifetimeMs: cfg.maxLifetimeMs,
         socketOptions: cfg.socket,

@@ -18,7 +18,7 @@ export interface ServerConfig {
   maxConnectionsPerIp?: number;
   allow: Cidr[];
   deny: Cidr[];
-  idleTimeout?: number;
+  idleTimeoutMs?: number;
   /** --min-rate over --min-rate-window: bytes the client must send per window */
   minRate?: { bytes: number; windowMs: number };
   maxLifetimeMs?: number;
@@ -35,14 +35,14 @@ export interface ServerConfig {
 /** The options of startEchoServer() that a validated config sets, for every process that serves. */
 export function echoServerOptions(cfg: ServerConfig, logger: Logger): EchoServerOptions {
   return {
-    ...cfg.socket,
+    socket: cfg.socket,
     host: cfg.host,
     port: cfg.port,
     mode: cfg.mode === 'iterative' ? 'iterative' : 'evented',
     maxConnections: cfg.maxConnections,
     maxConnectionsPerIp: cfg.maxConnectionsPerIp,
     access: new AccessControl(cfg.allow, cfg.deny),
-    idleTimeout: cfg.idleTimeout,
+    idleTimeoutMs: cfg.idleTimeoutMs,
     minRate: cfg.minRate,
     maxLifetimeMs: cfg.maxLifetimeMs,
     logger,

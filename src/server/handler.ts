@@ -69,7 +69,7 @@ export interface HandlerContext extends ConnectionLimits {
   logger: Logger;
   /** the handler adds each connection's bytes and errors here when it closes */
   totals: Pick<ServerTotals, 'bytesIn' | 'bytesOut' | 'errors'>;
-  idleTimeout?: number;
+  idleTimeoutMs?: number;
   socketOptions?: SocketOptions;
   /** print the first accepted socket's option read-back (--verbose) */
   logOptions?: boolean;
@@ -100,13 +100,14 @@ type EchoSocket = Socket & { [STATE]: ConnState };
 
 const connOptionKeys = [
   'keepAlive',
-  'keepAliveInterval',
+  'keepAliveIdleMs',
+  'keepAliveIntervalMs',
   'keepAliveCount',
-  'userTimeout',
+  'userTimeoutMs',
   'noDelay',
   'sendBuffer',
   'recvBuffer',
-  'linger',
+  'lingerMs',
 ] as const;
 
 export function hasConnectionOptions(o: SocketOptions | undefined): boolean {
@@ -148,8 +149,8 @@ export function serveEcho(
       ctx.logger.warn({ peer: s[STATE].peer, err: (err as Error).message }, 'socket option failed');
     }
   }
-  if (ctx.idleTimeout) {
-    socket.setTimeout(ctx.idleTimeout);
+  if (ctx.idleTimeoutMs) {
+    socket.setTimeout(ctx.idleTimeoutMs);
     socket.on('timeout', onTimeout);
   }
   if (ctx.minRate || ctx.maxLifetimeMs) watch(s);

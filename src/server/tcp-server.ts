@@ -14,7 +14,7 @@ export type { CloseOptions, LiveConnection } from './listener.js';
 
 export type TcpMode = 'evented' | 'iterative';
 
-export interface EchoServerOptions extends SocketOptions, ConnectionLimits {
+export interface EchoServerOptions extends ConnectionLimits {
   host?: string;
   /** 0 = the kernel picks; read it back from `address.port` */
   port?: number;
@@ -27,7 +27,9 @@ export interface EchoServerOptions extends SocketOptions, ConnectionLimits {
   /** --allow / --deny: peers refused are closed at once */
   access?: AccessControl;
   /** close a connection after this many ms with nothing read or written */
-  idleTimeout?: number;
+  idleTimeoutMs?: number;
+  /** options of the listening socket (reuseAddr, reusePort, backlog, buffers) and of every accepted one */
+  socket?: SocketOptions;
   logger?: Logger;
   /** log each option requested vs. what the kernel reports */
   logOptions?: boolean;
@@ -49,15 +51,16 @@ export async function startEchoServer(opts: EchoServerOptions = {}): Promise<Ech
   const logger = opts.logger ?? silentLogger;
   const iterative = opts.mode === 'iterative';
   const totals = emptyTotals();
+  const sock = opts.socket ?? {};
   return startListener({
     listen: {
       host: opts.host ?? DEFAULT_HOST,
       port: opts.port ?? DEFAULT_PORT,
-      backlog: opts.backlog ?? DEFAULT_BACKLOG,
-      reuseAddr: opts.reuseAddr,
-      reusePort: opts.reusePort,
-      recvBuffer: opts.recvBuffer,
-      sendBuffer: opts.sendBuffer,
+      backlog: sock.backlog ?? DEFAULT_BACKLOG,
+      reuseAddr: sock.reuseAddr,
+      reusePort: sock.reusePort,
+      recvBuffer: sock.recvBuffer,
+      sendBuffer: sock.sendBuffer,
     },
     admission: {
       access: opts.access,
@@ -68,10 +71,10 @@ export async function startEchoServer(opts: EchoServerOptions = {}): Promise<Ech
       {
         logger,
         totals,
-        idleTimeout: opts.idleTimeout,
+        idleTimeoutMs: opts.idleTimeoutMs,
         minRate: opts.minRate,
         maxLifetimeMs: opts.maxLifetimeMs,
-        socketOptions: opts,
+        socketOptions: sock,
         logOptions: opts.logOptions,
         logFields: opts.logFields,
         label: opts.label,

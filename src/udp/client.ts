@@ -92,7 +92,7 @@ export class UdpEchoClient {
   /** Send `msg`, wait for its echo; resend on timeout. Throws ERR_REPLY_TIMEOUT after the last try. */
   async roundTrip(
     msg: Buffer,
-    { timeout = 1000, retries = 2 } = {},
+    { timeoutMs = 1000, retries = 2 } = {},
   ): Promise<{ reply: Buffer; rttMs: number; attempts: number }> {
     if (msg.length > this.maxSize) {
       throw codedError(
@@ -114,7 +114,7 @@ export class UdpEchoClient {
         const timer = setTimeout(() => {
           this.waiting = undefined;
           resolve(null);
-        }, timeout);
+        }, timeoutMs);
         this.waiting = {
           msg,
           done: (err, reply) => {
@@ -140,7 +140,7 @@ export class UdpEchoClient {
     this.givenUp.add(msg.toString('latin1'));
     throw codedError(
       'ERR_REPLY_TIMEOUT',
-      `no echo for a ${msg.length}-byte datagram after ${retries + 1} tries, ${timeout} ms each`,
+      `no echo for a ${msg.length}-byte datagram after ${retries + 1} tries, ${timeoutMs} ms each`,
     );
   }
 

@@ -31,7 +31,7 @@ export interface UdpEchoServerOptions {
   logger?: Logger;
   logOptions?: boolean;
   /** how often drop summaries may be logged (ms, default 1000) */
-  dropLogInterval?: number;
+  dropLogIntervalMs?: number;
 }
 
 export type DropReason = 'rate-limit' | 'source-port' | 'broadcast-source' | 'access' | 'self';
@@ -121,7 +121,7 @@ export async function startUdpEchoServer(opts: UdpEchoServerOptions = {}): Promi
   const v6 = host.includes(':');
   const rate = opts.rateLimit ?? 1000;
   const burst = opts.rateBurst ?? 200;
-  const dropLogInterval = opts.dropLogInterval ?? 1000;
+  const dropLogIntervalMs = opts.dropLogIntervalMs ?? 1000;
   const totals: UdpTotals = {
     datagramsIn: 0,
     datagramsOut: 0,
@@ -146,7 +146,7 @@ export async function startUdpEchoServer(opts: UdpEchoServerOptions = {}): Promi
     if (src) src.dropped++;
     dropsSinceLog[reason] = (dropsSinceLog[reason] ?? 0) + 1;
     // one summary line per interval, however hard we are flooded
-    dropTimer ??= setTimeout(flushDropLog, dropLogInterval);
+    dropTimer ??= setTimeout(flushDropLog, dropLogIntervalMs);
   };
 
   // Unlike TCP, SO_REUSEADDR on UDP lets a second socket bind a port in use and take its

@@ -27,7 +27,7 @@ export async function connectTimeout({ timeoutMs = 1000 } = {}): Promise<Scenari
       r.step(`connection ${i} completes (the kernel finishes the handshake and queues it)`);
     }
     const t0 = performance.now();
-    const attempt = connectTcp({ host: '127.0.0.1', port, connectTimeout: timeoutMs });
+    const attempt = connectTcp({ host: '127.0.0.1', port, connectTimeoutMs: timeoutMs });
     // look while the SYN is unanswered
     await new Promise((res) => setTimeout(res, Math.min(300, timeoutMs / 2)));
     const pending = r.snapshot(

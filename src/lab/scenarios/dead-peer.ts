@@ -65,10 +65,11 @@ export async function deadPeer(spec: DeadPeerSpec): Promise<ScenarioResult> {
 
 function describeOptions(o: SocketOptions): string[] {
   const out: string[] = [];
-  if (typeof o.keepAlive === 'number') out.push(`SO_KEEPALIVE on, TCP_KEEPIDLE ${o.keepAlive / 1000} s`);
-  if (o.keepAliveInterval !== undefined) out.push(`TCP_KEEPINTVL ${o.keepAliveInterval / 1000} s`);
+  if (o.keepAliveIdleMs !== undefined)
+    out.push(`SO_KEEPALIVE on, TCP_KEEPIDLE ${o.keepAliveIdleMs / 1000} s`);
+  if (o.keepAliveIntervalMs !== undefined) out.push(`TCP_KEEPINTVL ${o.keepAliveIntervalMs / 1000} s`);
   if (o.keepAliveCount !== undefined) out.push(`TCP_KEEPCNT ${o.keepAliveCount}`);
-  if (o.userTimeout !== undefined) out.push(`TCP_USER_TIMEOUT ${o.userTimeout} ms`);
+  if (o.userTimeoutMs !== undefined) out.push(`TCP_USER_TIMEOUT ${o.userTimeoutMs} ms`);
   return out;
 }
 
@@ -76,7 +77,7 @@ export const keepalive = () =>
   deadPeer({
     name: 'keepalive',
     title: 'an idle connection to a vanished host, found by keepalive probes',
-    options: { keepAlive: 1000, keepAliveInterval: 1000, keepAliveCount: 3 },
+    options: { keepAlive: true, keepAliveIdleMs: 1000, keepAliveIntervalMs: 1000, keepAliveCount: 3 },
     mode: 'idle',
     window: [2500, 8000],
     explain:
@@ -87,7 +88,7 @@ export const userTimeout = () =>
   deadPeer({
     name: 'user-timeout',
     title: 'sending to a vanished host, bounded by TCP_USER_TIMEOUT',
-    options: { userTimeout: 3000 },
+    options: { userTimeoutMs: 3000 },
     mode: 'write',
     window: [2500, 8000],
     explain:

@@ -30,8 +30,9 @@ export async function sockopts({ sendBuffer = 16384 } = {}): Promise<ScenarioRes
     const reports = applySocketOptions(tcp, {
       sendBuffer,
       noDelay: true,
-      keepAlive: 30_000,
-      keepAliveInterval: 5000,
+      keepAlive: true,
+      keepAliveIdleMs: 30_000,
+      keepAliveIntervalMs: 5000,
       keepAliveCount: 4,
     });
     for (const rep of reports) r.step(formatReport(rep));
