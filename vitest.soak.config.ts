@@ -2,6 +2,8 @@ import { defineConfig } from 'vitest/config';
 
 export default defineConfig({
   test: {
+    // builds dist/ when src/ is newer: the spawned CLIs must run the current code
+    globalSetup: ['test/global-setup.ts'],
     include: ['test/soak/**/*.test.ts'],
     env: { SOAK: 'full' },
     testTimeout: 300_000,

@@ -1,18 +1,67 @@
-// Every flag with out-of-range, non-numeric, empty and hostile values: exit 2, one line that
-// names the flag, and nothing left listening on the port we asked for.
-import net from 'node:net';
+// Every flag with out-of-range, non-numeric, empty and hostile values is refused before any
+// socket is opened: exit 2 and one line naming the flag. Checked in-process through the
+// commands' own program builders and validators (the code the commands run before they open
+// anything); a handful go through the real commands for the exit code and the single line.
+import type { Command } from 'commander';
+import { CommanderError } from 'commander';
 import { describe, expect, it } from 'vitest';
-import { closedPort, spawnCli } from './helpers.js';
+import { resolveBenchOptions } from '../src/cli/bench-cli.js';
+import { reportFatal } from '../src/cli/common.js';
+import { buildChatProgram, resolveChatConfig } from '../src/cli/echo-chat.js';
+import { buildClientProgram, resolveClientConfig } from '../src/cli/echo-client.js';
+import { buildServerProgram, resolveServerConfig } from '../src/cli/echo-server.js';
+import { UsageError } from '../src/core/parse.js';
+import { spawnCli } from './helpers.js';
 
-const refused = (port: number) =>
-  new Promise<boolean>((resolve) => {
-    const s = net.connect({ port, host: '127.0.0.1' });
-    s.once('connect', () => {
-      s.destroy();
-      resolve(false);
-    });
-    s.once('error', (e: NodeJS.ErrnoException) => resolve(e.code === 'ECONNREFUSED'));
-  });
+/** What the command would print and exit with for `argv`, without running it. */
+function refusal(name: string, program: Command, validate: (p: Command) => void, argv: string[]) {
+  let printed = '';
+  const quiet = { writeErr: (s: string) => (printed += s), writeOut: () => {} };
+  for (const c of [program, ...program.commands]) c.configureOutput(quiet);
+  try {
+    program.parse(argv, { from: 'user' });
+    const sub = program.commands.find((c) => c.name() === argv[0]);
+    validate(sub ?? program);
+  } catch (err) {
+    if (!(err instanceof UsageError || err instanceof CommanderError)) throw err; // a crash, not a refusal
+    if (err instanceof UsageError) printed = `${name}: ${err.message}\n`;
+    const write = process.stderr.write;
+    process.stderr.write = () => true; // reportFatal prints UsageErrors itself: keep the test quiet
+    try {
+      return { code: reportFatal(name, err), lines: printed.trim().split('\n') };
+    } finally {
+      process.stderr.write = write;
+    }
+  }
+  return { code: 0, lines: [] };
+}
+
+const server = (argv: string[]) =>
+  refusal('echo-server', buildServerProgram(), (p) => resolveServerConfig(p.opts()), [
+    '--port',
+    '0',
+    ...argv,
+  ]);
+const client = (argv: string[]) => {
+  const p = buildClientProgram().action(() => {}); // parse only: no connection
+  p.commands.find((c) => c.name() === 'bench')!.action(() => {});
+  return refusal(
+    'echo-client',
+    p,
+    (c) => {
+      if (c.name() === 'bench') resolveBenchOptions(c.opts(), c.processedArgs[0], c.processedArgs[1]);
+      else resolveClientConfig(c.processedArgs[0], c.processedArgs[1], c.opts());
+    },
+    argv,
+  );
+};
+const chat = (argv: string[]) =>
+  refusal(
+    'echo-chat',
+    buildChatProgram(),
+    (p) => resolveChatConfig(p.processedArgs[0], p.processedArgs[1], p.opts()),
+    argv,
+  );
 
 const serverCases: [string[], RegExp][] = [
   [['--port', '-1'], /--port -1/],
@@ -47,49 +96,62 @@ const serverCases: [string[], RegExp][] = [
   [['--frobnicate'], /unknown option '--frobnicate'/],
 ];
 
-describe('bad input exits 2 with one clear line and nothing listening', () => {
-  it.concurrent.for(serverCases)('echo-server %j', async ([args, re], ctx) => {
-    const port = await closedPort();
-    const p = spawnCli('echo-server', ['--port', String(port), ...args], { ctx });
-    const { code } = await p.exit;
-    expect(code).toBe(2);
-    const lines = p.stderr().trim().split('\n');
-    expect(lines).toHaveLength(1);
-    expect(lines[0]).toMatch(/^echo-server: /);
-    expect(lines[0]).toMatch(re);
-    expect(await refused(port)).toBe(true);
+const clientCases: [string[], RegExp][] = [
+  [['127.0.0.1', '0'], /PORT 0: must be 1-65535/],
+  [['no such host!', '7'], /HOST "no such host!"/],
+  [['-m', 'x', '--count', '0'], /--count 0/],
+  [['-m', 'x', '--count', '2', '--interval', 'x'], /--interval x/],
+  [['-m', 'x', '--timeout', '0'], /--timeout 0/],
+  [['-m', 'x', '--retry', '-2'], /--retry -2/],
+  [['-m', 'x', '--local-port', '70000'], /--local-port 70000/],
+  [['--count', '3'], /--count 3: needs --message/],
+  [['bench', '-c', '0'], /--connections 0/],
+  [['bench', '-d', '2h'], /--duration 2h/],
+  [['bench', '--size', '-1'], /--size -1/],
+  [['bench', '--udp', '--mode', 'stream'], /--udp: cannot be used with --mode stream/],
+  [['--frobnicate'], /unknown option '--frobnicate'/],
+];
+
+const chatCases: [string[], RegExp][] = [
+  [['--listen', '--port', 'x'], /--port x/],
+  [['--listen', '--allow', '300.1.1.1'], /--allow 300\.1\.1\.1/],
+  [['127.0.0.1'], /PORT: missing: give HOST PORT or HOST:PORT/],
+  [['--keep-open', '127.0.0.1', '7'], /--keep-open: needs --listen/],
+];
+
+describe('bad input is refused before anything is opened: exit 2, one line naming the flag', () => {
+  it.each(serverCases)('echo-server %j', (args, re) => {
+    const r = server(args);
+    expect(r.code).toBe(2);
+    expect(r.lines).toHaveLength(1);
+    expect(r.lines[0]).toMatch(/^echo-server: /);
+    expect(r.lines[0]).toMatch(re);
   });
 
-  const clientCases: [string[], RegExp][] = [
-    [['127.0.0.1', '0'], /PORT 0: must be 1-65535/],
-    [['no such host!', '7'], /HOST "no such host!"/],
-    [['-m', 'x', '--count', '0'], /--count 0/],
-    [['-m', 'x', '--interval', 'x'], /--interval x/],
-    [['-m', 'x', '--timeout', '0'], /--timeout 0/],
-    [['-m', 'x', '--retry', '-2'], /--retry -2/],
-    [['-m', 'x', '--local-port', '70000'], /--local-port 70000/],
-    [['--count', '3'], /--count 3: needs --message/],
-    [['bench', '-c', '0'], /--connections 0/],
-    [['bench', '-d', '2h'], /--duration 2h/],
-    [['bench', '--size', '-1'], /--size -1/],
-    [['bench', '--udp', '--mode', 'stream'], /--udp: cannot be used with --mode stream/],
-  ];
-  it.concurrent.for(clientCases)('echo-client %j', async ([args, re], ctx) => {
-    const p = spawnCli('echo-client', args, { ctx });
-    expect((await p.exit).code).toBe(2);
-    const lines = p.stderr().trim().split('\n');
-    expect(lines).toHaveLength(1);
-    expect(lines[0]).toMatch(re);
+  it.each(clientCases)('echo-client %j', (args, re) => {
+    const r = client(args);
+    expect(r.code).toBe(2);
+    expect(r.lines).toHaveLength(1);
+    expect(r.lines[0]).toMatch(re);
+  });
+
+  it.each(chatCases)('echo-chat %j', (args, re) => {
+    const r = chat(args);
+    expect(r.code).toBe(2);
+    expect(r.lines).toHaveLength(1);
+    expect(r.lines[0]).toMatch(re);
   });
 
   it.concurrent.for([
-    [['--listen', '--port', 'x'], /--port x/],
-    [['--listen', '--allow', '300.1.1.1'], /--allow 300\.1\.1\.1/],
-    [['127.0.0.1'], /PORT: missing: give HOST PORT or HOST:PORT/],
-  ] as [string[], RegExp][])('echo-chat %j', async ([args, re], ctx) => {
-    const p = spawnCli('echo-chat', args, { ctx });
+    ['echo-server', ['--port', '65536']],
+    ['echo-server', ['--frobnicate']],
+    ['echo-client', ['-m', 'x', '--count', '0']],
+    ['echo-client', ['bench', '-c', '0']],
+    ['echo-chat', ['--listen', '--port', 'x']],
+  ] as [string, string[]][])('the real command: %s %j exits 2 with one line', async ([cmd, args], ctx) => {
+    const p = spawnCli(cmd, args, { ctx });
     expect((await p.exit).code).toBe(2);
     expect(p.stderr().trim().split('\n')).toHaveLength(1);
-    expect(p.stderr()).toMatch(re);
+    expect(p.stderr()).toMatch(new RegExp(`^${cmd}: `));
   });
 });

@@ -60,8 +60,7 @@ describe('echo-client bench', () => {
       requests: 500,
       durationMs: 5000,
     });
-    expect(r.count).toBeGreaterThanOrEqual(500);
-    expect(r.count).toBeLessThan(2000);
+    expect(r.count).toBe(500);
   });
 
   it('open loop (--rate): sends on schedule, about rate × duration', async () => {
@@ -73,8 +72,10 @@ describe('echo-client bench', () => {
       rate: 2000,
       durationMs: 500,
     });
-    expect(r.count).toBeGreaterThan(700);
-    expect(r.count).toBeLessThan(1300);
+    // open loop: never more than scheduled (2000/s over the measured time, plus what each
+    // connection had in flight); on a loaded machine fewer may come back in time
+    expect(r.count).toBeLessThanOrEqual(Math.ceil(2000 * r.duration_s) + r.connections);
+    expect(r.count).toBeGreaterThan(2000 * r.duration_s * 0.3);
   });
 
   it('UDP ping-pong with datagrams outstanding', async () => {

@@ -24,12 +24,19 @@ const noNetns = process.platform === 'linux' ? netnsUnavailable() : 'Linux only'
 if (noNetns) console.warn(`skipping the network-namespace scenarios: ${noNetns}`);
 const linux = process.platform === 'linux';
 
+/** Each scenario runs once; the tests that look at its result share that run. */
+const runs = new Map<string, ReturnType<typeof runScenario>>();
+const run = (name: string) => {
+  if (!runs.has(name)) runs.set(name, runScenario(name));
+  return runs.get(name)!;
+};
+
 describe.runIf(linux)('echo-lab scenarios', () => {
   // the namespace scenarios take seconds each (they wait for the kernel's timers): run them concurrently
-  describe.concurrent('reproduce their seed behaviour', () => {
+  describe.concurrent('reproduce what the tutorials show', () => {
     for (const s of SCENARIOS) {
       it.skipIf(s.netns && !!noNetns)(s.name, async () => {
-        const r = await runScenario(s.name);
+        const r = await run(s.name);
         expect(r.skipped).toBeUndefined();
         expect(r.checks.filter((c) => !c.ok)).toEqual([]);
         expect(r.ok).toBe(true);
@@ -41,10 +48,10 @@ describe.runIf(linux)('echo-lab scenarios', () => {
   });
 
   it('the TCP states the tutorials show are observed', async () => {
-    const hc = await runScenario('half-close');
+    const hc = await run('half-close');
     const states = hc.states.flatMap((s) => s.entries.map((e) => e.state));
     expect(states).toEqual(expect.arrayContaining(['FIN_WAIT2', 'CLOSE_WAIT', 'TIME_WAIT']));
-    const tw = await runScenario('time-wait');
+    const tw = await run('time-wait');
     expect(tw.states[0]!.entries.map((e) => e.state)).toContain('TIME_WAIT');
   });
 

@@ -292,8 +292,9 @@ describe('no stack trace from any flag value', () => {
   it('echo-client (and bench)', () => {
     fc.assert(
       fc.property(flagsAnd(clientFlags, [[], ['--udp']]), ([pairs, extra, args]) => {
-        tryIt(buildClientProgram, (p) =>
-          resolveClientConfig(p.processedArgs[0], p.processedArgs[1], p.opts()),
+        tryIt(
+          () => buildClientProgram().action(() => {}),
+          (p) => resolveClientConfig(p.processedArgs[0], p.processedArgs[1], p.opts()),
         )([...args, ...pairs.flat(), ...extra]);
       }),
       { numRuns: 400 },

@@ -71,8 +71,9 @@ describe('UDP echo', () => {
     const c = await udpClient(lossy.address().port);
     const { reply, attempts } = await c.roundTrip(Buffer.from('again'), { timeoutMs: 200, retries: 2 });
     expect(reply.toString()).toBe('again');
-    expect(attempts).toBe(2);
-    expect(c.counters).toMatchObject({ retried: 1, answered: 1, lost: 0 });
+    // the first try was dropped for sure; on a loaded machine a later one may also time out
+    expect(attempts).toBeGreaterThanOrEqual(2);
+    expect(c.counters).toMatchObject({ retried: attempts - 1, answered: 1, lost: 0 });
   });
 
   it('gives up after the last retry with ERR_REPLY_TIMEOUT, and counts a late echo', async () => {
@@ -161,7 +162,10 @@ describe('UDP echo', () => {
     // prove the datagram arrived and was dropped, then that a normal source still gets replies
     const c = await udpClient(srv.address.port);
     await c.roundTrip(Buffer.from('after'));
+    // datagrams are handled in order: by the time 'after' is echoed, port 19's was dropped, and the
+    // server's own count says nothing was sent to it
     expect(srv.stats().dropped['source-port']).toBe(1);
+    expect(srv.stats().datagramsOut).toBe(1);
     expect(replies).toBe(0);
   });
 

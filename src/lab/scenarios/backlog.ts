@@ -1,4 +1,4 @@
-// Seed 003: the two listen queues. Completed connections wait in the accept queue (up to
+// the two listen queues. Completed connections wait in the accept queue (up to
 // backlog + 1 on Linux) until the server calls accept(); when it is full, new SYNs are
 // dropped and the client retransmits them (1 s, 3 s, …) — connect just takes longer.
 import net from 'node:net';

@@ -1,4 +1,4 @@
-// Seed 003: a client that binds a fixed local port. After it closes first, that port sits
+// a client that binds a fixed local port. After it closes first, that port sits
 // in TIME_WAIT: a plain bind() of it fails with EADDRINUSE. Node binds with SO_REUSEADDR,
 // and on loopback Linux may even reuse the TIME_WAIT pair (net.ipv4.tcp_tw_reuse).
 import { readFileSync } from 'node:fs';

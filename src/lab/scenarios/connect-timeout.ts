@@ -1,4 +1,4 @@
-// Seed 002: a connect that nobody answers. A listener whose accept queue is full (backlog N,
+// A connect that nobody answers. A listener whose accept queue is full (backlog N,
 // N+1 connections completed, nobody calls accept) makes the kernel drop new SYNs
 // (tcp_abort_on_overflow = 0): the client retransmits its SYN until its own timeout.
 import { connectTcp } from '../../core/connect.js';
@@ -28,12 +28,13 @@ export async function connectTimeout({ timeoutMs = 1000 } = {}): Promise<Scenari
     }
     const t0 = performance.now();
     const attempt = connectTcp({ host: '127.0.0.1', port, connectTimeoutMs: timeoutMs });
-    // look while the SYN is unanswered
-    await new Promise((res) => setTimeout(res, Math.min(300, timeoutMs / 2)));
-    const pending = r.snapshot(
+    // look while the SYN is unanswered (the ETIMEDOUT below shows it never was)
+    const pending = await r.settle(
       'while connection 3 waits',
       [port],
+      (entries) => entries.length === 1,
       (e) => e.remotePort === port && e.state === 'SYN_SENT',
+      timeoutMs / 2,
     );
     r.check('connection 3 sits in SYN_SENT: its SYN was dropped', pending.length === 1);
     try {

@@ -1,4 +1,4 @@
-// Seed 002: the peer's host vanishes — no FIN, no RST, nothing. Without help a client that
+// the peer's host vanishes — no FIN, no RST, nothing. Without help a client that
 // sends retransmits for ~15 minutes (tcp_retries2) and an idle one waits forever. Keepalive
 // probes find a dead idle peer; TCP_USER_TIMEOUT bounds how long sent data may stay
 // unacknowledged. Two namespaces, the path cut with a blackhole route on the server side

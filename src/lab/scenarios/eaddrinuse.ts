@@ -1,4 +1,4 @@
-// Seed 000/003: a second server binds a port that a running server holds → EADDRINUSE.
+// a second server binds a port that a running server holds → EADDRINUSE.
 import net from 'node:net';
 import { errorCode } from '../../core/errors.js';
 import { Cleanup, Recorder, type ScenarioResult } from '../recorder.js';

@@ -1,4 +1,4 @@
-// Seed 002/003: connect to a port nobody listens on → the kernel answers the SYN with RST.
+// connect to a port nobody listens on → the kernel answers the SYN with RST.
 import net from 'node:net';
 import { errorCode } from '../../core/errors.js';
 import { Recorder, type ScenarioResult } from '../recorder.js';

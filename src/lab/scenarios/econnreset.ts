@@ -1,4 +1,4 @@
-// Seed 003: the peer aborts with RST (SO_LINGER 0 / resetAndDestroy) → ECONNRESET on read.
+// the peer aborts with RST (SO_LINGER 0 / resetAndDestroy) → ECONNRESET on read.
 
 import { errorCode } from '../../core/errors.js';
 import { Cleanup, Recorder, type ScenarioResult } from '../recorder.js';

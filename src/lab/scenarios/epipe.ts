@@ -1,4 +1,4 @@
-// Seed 002: writing to a connection the peer has closed. The first write after the peer's
+// writing to a connection the peer has closed. The first write after the peer's
 // FIN draws an RST from the peer's kernel; the next write fails with EPIPE (Node ignores
 // SIGPIPE, so it arrives as an error, not a signal).
 

@@ -1,4 +1,4 @@
-// Seed 000/003: the server closes first. Its side waits in FIN_WAIT2, the client's in
+// the server closes first. Its side waits in FIN_WAIT2, the client's in
 // CLOSE_WAIT — the client has read 0 bytes (EOF) but may still send — until the client
 // closes too; then the server side goes to TIME_WAIT.
 import { Cleanup, Recorder, type ScenarioResult } from '../recorder.js';

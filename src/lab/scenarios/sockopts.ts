@@ -1,4 +1,4 @@
-// Seed 001 (lession76): SO_TYPE of a TCP and a UDP socket, SO_SNDBUF before and after
+// SO_TYPE of a TCP and a UDP socket, SO_SNDBUF before and after
 // setting it — Linux doubles the value for its bookkeeping — and the rest of the options
 // read back as echo-server --verbose reports them.
 import dgram from 'node:dgram';

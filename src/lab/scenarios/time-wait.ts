@@ -1,4 +1,4 @@
-// Seed 000/001/004: restart a server right after it closed connections first. The side that
+// restart a server right after it closed connections first. The side that
 // closes first keeps the connection in TIME_WAIT (2×MSL, 60 s on Linux); binding the port
 // again without SO_REUSEADDR fails with EADDRINUSE, with it (Node's default) it works.
 import net from 'node:net';

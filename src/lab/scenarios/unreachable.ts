@@ -1,4 +1,4 @@
-// Seed 003: connect errors that come from the routing table, not from the peer. In a
+// connect errors that come from the routing table, not from the peer. In a
 // namespace of our own: an `unreachable` route gives EHOSTUNREACH, an address with no route
 // at all gives ENETUNREACH — both at once, no packet ever leaves the namespace.
 import { netnsUnavailable, withTwoHosts } from '../netns.js';
