@@ -233,6 +233,13 @@ export function conflict(a: string, b: string): UsageError {
   return new UsageError(a, undefined, `cannot be used with ${b}`);
 }
 
+/** The flags of every command that listens: socket options (listen-time ones too), access lists, logging. */
+export function addListenerFlags(cmd: Command): Command {
+  addSocketOptionFlags(cmd, { listen: true });
+  addAccessFlags(cmd);
+  return addLogFlags(cmd);
+}
+
 // --- access control (--allow / --deny) ----------------------------------------------------------
 
 const collect = (v: string, prev: string[]) => [...prev, v];

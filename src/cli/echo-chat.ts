@@ -21,10 +21,8 @@ import {
 } from '../core/parse.js';
 import { formatReport, type OptionReport } from '../core/sockopts.js';
 import {
-  addAccessFlags,
   addFamilyFlags,
-  addLogFlags,
-  addSocketOptionFlags,
+  addListenerFlags,
   checkLogFlags,
   type FamilyFlags,
   type LogFlags,
@@ -69,9 +67,7 @@ export function buildChatProgram() {
     .option('--connect-timeout <dur>', 'give up on a connect after this long', '10s')
     .option('--retry <n>', 'retry a refused or timed-out connect, with backoff', '0');
   addFamilyFlags(cmd);
-  addSocketOptionFlags(cmd, { listen: true });
-  addAccessFlags(cmd);
-  addLogFlags(cmd);
+  addListenerFlags(cmd);
   cmd.addHelpText(
     'after',
     `

@@ -12,9 +12,7 @@ import { listeningLine, startServer } from '../server/index.js';
 import type { ServerHandle } from '../server/listener.js';
 import { DEFAULT_HOST, DEFAULT_PORT } from '../server/tcp-server.js';
 import {
-  addAccessFlags,
-  addLogFlags,
-  addSocketOptionFlags,
+  addListenerFlags,
   checkLogFlags,
   conflict,
   type LogFlags,
@@ -65,9 +63,7 @@ export function buildServerProgram(): Command {
       'UDP: datagrams per second allowed per source (token bucket; 0 = no limit; default 1000)',
     )
     .option('--rate-burst <n>', 'UDP: burst size per source (default 200)');
-  addSocketOptionFlags(cmd, { listen: true });
-  addAccessFlags(cmd);
-  addLogFlags(cmd);
+  addListenerFlags(cmd);
   cmd.addHelpText(
     'after',
     `

@@ -1,0 +1,214 @@
+// npm run bench: every server mode against a plain `net.createServer(s => s.pipe(s))` baseline
+// and the C epoll reference of ../shared/perf, all in one run on this machine, driven by our
+// bench client and by the C load generator. Writes bench/results.md and bench/latency.svg.
+// Absolute numbers drift on shared 2-core machines: the ratios measured in one run are the
+// result. Every server is up at once and runs are interleaved across servers and repeated
+// (BENCH_REPS), so a disturbance hits every server alike; each figure is the median.
+
+import path from 'node:path';
+import type { BenchResult } from '../src/client/bench.js';
+import { writeReport } from './report.js';
+import {
+  binDir,
+  buildC,
+  firstEchoMs,
+  holdMemory,
+  type LgResult,
+  lg,
+  medianRun,
+  node,
+  ourBench,
+  type Running,
+  root,
+  SECONDS,
+  startServer,
+} from './tools.js';
+
+const REPS = Number(process.env.BENCH_REPS ?? 3);
+const HOLD = Number(process.env.BENCH_HOLD ?? 10_000); // idle connections for the memory figure
+const echoServer = path.join(root, 'bin', 'echo-server.js');
+
+/** What is measured on a TCP server: with our client, and with the C load generator. */
+type OurRun = 'pp' | 'bulk' | 'conn';
+type LgRun = 'lgPp' | 'lgBulk';
+
+interface ServerSpec {
+  name: string;
+  command: (port: number) => [string, string[]];
+  ours: OurRun[];
+  lg: LgRun[];
+  /** connections in flight for the connect-rate run */
+  connInFlight?: number;
+  /** RSS per idle connection, on a fresh process */
+  memory?: boolean;
+  /** median time to the first echo of a new connection */
+  firstEcho?: boolean;
+  udp?: boolean;
+  needsC?: boolean;
+}
+
+const ours =
+  (...args: string[]) =>
+  (p: number): [string, string[]] => [
+    node,
+    [echoServer, '--port', String(p), '--log-format', 'json', ...args],
+  ];
+const ALL_OURS: OurRun[] = ['pp', 'bulk', 'conn'];
+const ALL_LG: LgRun[] = ['lgPp', 'lgBulk'];
+
+export const TCP: ServerSpec[] = [
+  {
+    name: 'baseline',
+    command: (p) => [
+      node,
+      ['-e', `require('net').createServer(s=>{s.on('error',()=>{});s.pipe(s)}).listen(${p},'127.0.0.1')`],
+    ],
+    ours: ALL_OURS,
+    lg: ALL_LG,
+    memory: true,
+  },
+  { name: 'evented', command: ours(), ours: ALL_OURS, lg: ALL_LG, memory: true, firstEcho: true },
+  { name: 'workers ×2', command: ours('--mode', 'workers', '--workers', '2'), ours: ALL_OURS, lg: ALL_LG },
+  {
+    name: 'fork',
+    command: ours('--mode', 'fork', '--max-children', '200'),
+    ours: ['conn'],
+    lg: [],
+    connInFlight: 8,
+    firstEcho: true,
+  },
+  {
+    name: 'C epoll',
+    command: (p) => [path.join(binDir, 'echo_epoll'), [String(p)]],
+    ours: ALL_OURS,
+    lg: ALL_LG,
+    memory: true,
+    needsC: true,
+  },
+];
+
+export const UDP: ServerSpec[] = [
+  {
+    name: 'baseline',
+    command: (p) => [
+      node,
+      [
+        '-e',
+        `const s=require('dgram').createSocket('udp4');s.on('message',(m,r)=>s.send(m,r.port,r.address));s.bind(${p},'127.0.0.1')`,
+      ],
+    ],
+    ours: ['pp'],
+    lg: ['lgPp'],
+    udp: true,
+  },
+  // no rate limit: a benchmark is one source on purpose
+  {
+    name: 'echo-server --udp',
+    command: ours('--udp', '--rate-limit', '0'),
+    ours: ['pp'],
+    lg: ['lgPp'],
+    udp: true,
+  },
+  {
+    name: 'C udp_echo',
+    command: (p) => [path.join(binDir, 'udp_echo'), [String(p)]],
+    ours: ['pp'],
+    lg: ['lgPp'],
+    udp: true,
+    needsC: true,
+  },
+];
+
+export interface ServerFigures {
+  ours: Partial<Record<OurRun, BenchResult>>;
+  lg: Partial<Record<LgRun, LgResult>>;
+  mem?: { held: number; bytesPerConn: number | undefined };
+  firstEchoMs?: number;
+  firstEchoSpacedMs?: number;
+}
+
+function ourArgs(run: OurRun, spec: ServerSpec): string[] {
+  if (spec.udp) return ['--udp', '-c', '32', '-s', '64'];
+  if (run === 'pp') return ['-c', '100', '-s', '64'];
+  if (run === 'bulk') return ['--mode', 'stream', '-c', '1', '-s', '64k'];
+  return ['--mode', 'connect', '-c', String(spec.connInFlight ?? 50), '-s', '64'];
+}
+
+function lgArgs(run: LgRun, spec: ServerSpec, port: number): string[] {
+  const p = ['-p', String(port), '-d', String(SECONDS)];
+  if (spec.udp) return ['udp', ...p, '-c', '32', '-m', '64'];
+  if (run === 'lgPp') return ['pp', ...p, '-c', '100', '-m', '64', '-w', '0.5'];
+  return ['bulk', ...p, '-c', '1', '-b', '65536', '-W', '4194304'];
+}
+
+/** Bring every server up, run each measurement REPS times interleaved across them, keep medians. */
+async function measure(specs: ServerSpec[], hasC: boolean): Promise<Record<string, ServerFigures>> {
+  const active = specs.filter((s) => hasC || !s.needsC);
+  const up = new Map<string, Running>();
+  const runs = new Map(
+    active.map((s) => [s.name, { ours: new Map<OurRun, BenchResult[]>(), lg: new Map<LgRun, LgResult[]>() }]),
+  );
+  try {
+    for (const s of active) up.set(s.name, await startServer(s.name, s.command, s.udp));
+    for (let rep = 0; rep < REPS; rep++) {
+      for (const run of ALL_OURS) {
+        for (const s of active.filter((x) => x.ours.includes(run))) {
+          const r = runs.get(s.name)!.ours;
+          r.set(run, [...(r.get(run) ?? []), ourBench(up.get(s.name)!.port, ourArgs(run, s))]);
+        }
+        // the C generator loads a server harder than a Node client can: it drives every server too
+        const lgRun = run === 'pp' ? 'lgPp' : run === 'bulk' ? 'lgBulk' : undefined;
+        for (const s of hasC && lgRun ? active.filter((x) => x.lg.includes(lgRun)) : []) {
+          const r = runs.get(s.name)!.lg;
+          r.set(lgRun!, [...(r.get(lgRun!) ?? []), lg(lgArgs(lgRun!, s, up.get(s.name)!.port))]);
+        }
+      }
+    }
+    const out: Record<string, ServerFigures> = {};
+    for (const s of active) {
+      const r = runs.get(s.name)!;
+      out[s.name] = {
+        ours: Object.fromEntries(
+          [...r.ours].map(([k, v]) => [k, medianRun(v, (x) => (k === 'bulk' ? x.mb_per_s : x.rate_per_s))]),
+        ),
+        lg: Object.fromEntries(
+          [...r.lg].map(([k, v]) => [k, medianRun(v, (x) => (k === 'lgBulk' ? x.rate_MBps! : x.rate!))]),
+        ),
+      };
+      if (s.firstEcho) {
+        out[s.name]!.firstEchoMs = await firstEchoMs(up.get(s.name)!.port);
+        out[s.name]!.firstEchoSpacedMs = await firstEchoMs(up.get(s.name)!.port, 10, 300);
+      }
+    }
+    return out;
+  } finally {
+    for (const srv of up.values()) await srv.stop();
+  }
+}
+
+/** RSS per idle connection, each server on a fresh process (a heap grown by load hides growth). */
+async function memory(specs: ServerSpec[], into: Record<string, ServerFigures>): Promise<void> {
+  for (const s of specs.filter((x) => x.memory && into[x.name])) {
+    console.error(`bench: ${s.name}: memory with ${HOLD} idle connections (fresh process)`);
+    const fresh = await startServer(`${s.name}-mem`, s.command);
+    try {
+      await new Promise((r) => setTimeout(r, 500));
+      into[s.name]!.mem = await holdMemory(fresh, HOLD);
+    } finally {
+      await fresh.stop();
+    }
+  }
+}
+
+async function main(): Promise<void> {
+  const hasC = buildC();
+  const tcp = await measure(TCP, hasC);
+  if (hasC) await memory(TCP, tcp);
+  const udp = await measure(UDP, hasC);
+  console.log(writeReport({ tcp, udp, hasC, seconds: SECONDS, reps: REPS }));
+}
+
+main().catch((err) => {
+  console.error(`bench: ${(err as Error).stack ?? err}`);
+  process.exitCode = 1;
+});

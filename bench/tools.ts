@@ -1,0 +1,212 @@
+// The bench's instruments: start a server process, drive it with our client (`echo-client
+// bench --json`, typed as BenchResult) or with the C load generator, read a process tree's RSS,
+// time the first echo. Loopback only; every run is bounded in time.
+
+import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
+import { closeSync, existsSync, mkdirSync, openSync, readFileSync } from 'node:fs';
+import net from 'node:net';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import getPort from 'get-port';
+import type { BenchResult } from '../src/client/bench.js';
+
+export const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
+export const binDir = path.join(root, 'bench', 'bin');
+const perfSrc = path.resolve(root, '..', 'shared', 'perf');
+export const node = process.execPath;
+/** seconds per measured run */
+export const SECONDS = Number(process.env.BENCH_SECONDS ?? 3);
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+/** Build the C reference (server, UDP echo, load generator) from ../shared/perf; false if it cannot. */
+export function buildC(): boolean {
+  if (process.platform !== 'linux' || !existsSync(perfSrc)) return false;
+  mkdirSync(binDir, { recursive: true });
+  try {
+    for (const [out, src, libs] of [
+      ['echo_epoll', 'echo_epoll.c', []],
+      ['udp_echo', 'udp_echo.c', []],
+      ['lg', 'lg.c', ['-lm']],
+    ] as [string, string, string[]][]) {
+      const dst = path.join(binDir, out);
+      if (!existsSync(dst))
+        execFileSync('gcc', ['-O2', '-Wall', '-o', dst, path.join(perfSrc, src), ...libs]);
+    }
+    return true;
+  } catch (err) {
+    console.error(`bench: could not build the C reference (${(err as Error).message}); running without it`);
+    return false;
+  }
+}
+
+export const freePort = () => getPort({ host: '127.0.0.1' });
+
+export interface Running {
+  name: string;
+  pid: number;
+  port: number;
+  stop(): Promise<void>;
+}
+
+/** Start a server process on a free port and wait until it accepts (TCP) or a moment (UDP). */
+export async function startServer(
+  name: string,
+  command: (port: number) => [string, string[]],
+  udp = false,
+): Promise<Running> {
+  const port = await freePort();
+  // the server logs to a file: a pipe would fill while this runner blocks in execFileSync
+  mkdirSync(binDir, { recursive: true });
+  const log = path.join(binDir, `${name.replace(/\W+/g, '-')}.log`);
+  const fd = openSync(log, 'w');
+  const [cmd, args] = command(port);
+  const child: ChildProcess = spawn(cmd, args, { stdio: ['ignore', 'ignore', fd] });
+  closeSync(fd);
+  const tail = () => readFileSync(log, 'utf8').slice(-2000);
+  if (udp) await sleep(500);
+  else {
+    const t0 = Date.now();
+    while (!(await accepts(port))) {
+      if (Date.now() - t0 > 10_000) throw new Error(`${name} did not start: ${tail()}`);
+      await sleep(50);
+    }
+  }
+  return {
+    name,
+    pid: child.pid!,
+    port,
+    async stop() {
+      if (child.exitCode !== null || child.signalCode !== null) {
+        throw new Error(`${name} had exited (${child.exitCode ?? child.signalCode}): ${tail()}`);
+      }
+      child.kill('SIGTERM');
+      const t = setTimeout(() => child.kill('SIGKILL'), 8000);
+      await new Promise((r) => child.once('exit', r));
+      clearTimeout(t);
+    },
+  };
+}
+
+function accepts(port: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const s = net.connect(port, '127.0.0.1');
+    s.once('connect', () => {
+      s.destroy();
+      resolve(true);
+    });
+    s.once('error', () => resolve(false));
+  });
+}
+
+/** `echo-client bench … --json` against a port. */
+export function ourBench(port: number, args: string[]): BenchResult {
+  console.error(`bench:   echo-client bench ${args.join(' ')}`);
+  const out = execFileSync(
+    node,
+    [
+      path.join(root, 'bin', 'echo-client.js'),
+      'bench',
+      `127.0.0.1:${port}`,
+      '--json',
+      '-d',
+      `${SECONDS}s`,
+      '--warmup',
+      '500ms',
+      ...args,
+    ],
+    { encoding: 'utf8', timeout: (SECONDS + 30) * 1000 },
+  );
+  return JSON.parse(out) as BenchResult;
+}
+
+/** What the C load generator prints: `mode=pp conns=100 … rate=123456 …`, numbers parsed. */
+export type LgResult = Record<string, number>;
+
+export function lg(args: string[]): LgResult {
+  const out = execFileSync(path.join(binDir, 'lg'), args, {
+    encoding: 'utf8',
+    timeout: (SECONDS + 40) * 1000,
+  });
+  const line = out.trim().split('\n').pop()!;
+  return Object.fromEntries(line.split(' ').map((kv) => [kv.split('=')[0]!, Number(kv.split('=')[1])]));
+}
+
+/** RSS of a process and its children, kB. */
+export function rssKb(pid: number): number {
+  const pids = [pid];
+  try {
+    pids.push(
+      ...execFileSync('pgrep', ['-P', String(pid)], { encoding: 'utf8' })
+        .trim()
+        .split('\n')
+        .filter(Boolean)
+        .map(Number),
+    );
+  } catch {}
+  let kb = 0;
+  for (const p of pids)
+    kb += Number(/VmRSS:\s+(\d+)/.exec(readFileSync(`/proc/${p}/status`, 'utf8'))?.[1] ?? 0);
+  return kb;
+}
+
+/** Bytes of server RSS per idle connection while `lg hold` keeps `n` of them open. */
+export async function holdMemory(
+  srv: Running,
+  n: number,
+): Promise<{ held: number; bytesPerConn: number | undefined }> {
+  const before = rssKb(srv.pid);
+  const child = spawn(
+    path.join(binDir, 'lg'),
+    ['hold', '-p', String(srv.port), '-n', String(n), '-m', '0', '-d', '4'],
+    {
+      stdio: ['ignore', 'pipe', 'ignore'],
+    },
+  );
+  let out = '';
+  await new Promise<void>((resolve) => {
+    child.stdout!.on('data', (d) => {
+      out += d;
+      if (/held=\d+/.test(out)) resolve();
+    });
+    child.once('exit', () => resolve());
+  });
+  await sleep(1000); // let the server settle its accepts
+  const after = rssKb(srv.pid);
+  await new Promise((r) => child.once('exit', r));
+  const held = Number(/held=(\d+)/.exec(out)?.[1] ?? 0);
+  return { held, bytesPerConn: held ? Math.round(((after - before) * 1024) / held) : undefined };
+}
+
+/**
+ * Time from connect to the first echoed byte, median of n fresh connections (the fork mode's
+ * cost). With gapMs, connections come that far apart, so a warm spare child has time to start.
+ */
+export async function firstEchoMs(port: number, n = 30, gapMs = 0): Promise<number> {
+  const times: number[] = [];
+  for (let i = 0; i < n; i++) {
+    if (gapMs) await sleep(gapMs);
+    const t0 = performance.now();
+    await new Promise<void>((resolve, reject) => {
+      const s = net.connect(port, '127.0.0.1', () => s.write('x'));
+      s.once('data', () => {
+        times.push(performance.now() - t0);
+        s.destroy();
+        resolve();
+      });
+      s.once('error', reject);
+    });
+  }
+  return median(times)!;
+}
+
+export function median(xs: number[]): number | undefined {
+  const v = xs.filter((x) => Number.isFinite(x)).sort((a, b) => a - b);
+  return v.length ? v[Math.floor(v.length / 2)] : undefined;
+}
+
+/** The run whose headline figure is the median, so every field reported comes from one real run. */
+export function medianRun<T>(runs: T[], figure: (r: T) => number): T | undefined {
+  const m = median(runs.map(figure));
+  return runs.find((r) => figure(r) === m);
+}
