@@ -21,8 +21,12 @@ export default function setup(): void {
     built = statSync(path.join(root, 'dist', 'index.js')).mtimeMs;
   } catch {}
   if (built >= newest(path.join(root, 'src'))) return;
-  execFileSync(process.execPath, [path.join(root, 'node_modules', 'typescript', 'bin', 'tsc'), '-p', 'tsconfig.build.json'], {
-    cwd: root,
-    stdio: 'inherit',
-  });
+  execFileSync(
+    process.execPath,
+    [path.join(root, 'node_modules', 'typescript', 'bin', 'tsc'), '-p', 'tsconfig.build.json'],
+    {
+      cwd: root,
+      stdio: 'inherit',
+    },
+  );
 }

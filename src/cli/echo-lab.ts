@@ -22,6 +22,11 @@ export function formatResult(r: ScenarioResult): string {
         out.push(`    ${line}`);
     }
   }
+  if (r.kernel.length || r.facts.length) {
+    out.push('', 'what Linux does here (settings read live from /proc/sys/net):');
+    for (const k of r.kernel) out.push(`  ${k.name} = ${k.value}: ${k.meaning}`);
+    for (const f of r.facts) out.push(`  ${f}`);
+  }
   if (r.checks.length) {
     out.push('', 'checks:');
     for (const c of r.checks) out.push(`  ${c.ok ? '✓' : '✗'} ${c.what}`);

@@ -35,8 +35,9 @@ export const ERRNO_TABLE: Readonly<Record<string, ErrnoEntry>> = {
     client: 'Another socket holds that local port: choose another --local-port, or leave it out.',
   },
   EADDRNOTAVAIL: {
-    meaning: 'that local address is not configured on this machine, or no ephemeral port is free',
-    hint: 'Bind an address this host owns (ip addr), or let the kernel choose.',
+    meaning:
+      'that local address and port cannot be used: the address is not on this machine, no ephemeral port is free, or (connect from a fixed --local-port) the same pair of ports is still in TIME_WAIT and TCP timestamps are off',
+    hint: 'Bind an address this host owns (ip addr), leave --local-port out, or wait out TIME_WAIT (60 s).',
   },
   EACCES: {
     meaning: 'permission denied: ports below 1024 need root or CAP_NET_BIND_SERVICE, or a route prohibits it',

@@ -3,6 +3,7 @@
 // matched what the tutorials describe. echo-lab prints it; the tests assert on it.
 
 import { errorCode, explainError } from '../core/errors.js';
+import { readSysctl, SYSCTLS, type SysctlName } from '../core/sysctl.js';
 import { type TcpEntry, tcpStates } from '../core/tcp-states.js';
 
 export interface LabStep {
@@ -29,6 +30,13 @@ export interface LabCheck {
   ok: boolean;
 }
 
+/** A kernel setting the scenario depends on, as read on this machine. */
+export interface LabSetting {
+  name: string;
+  value: string;
+  meaning: string;
+}
+
 export interface ScenarioResult {
   name: string;
   title: string;
@@ -38,6 +46,9 @@ export interface ScenarioResult {
   errors: LabError[];
   states: LabStates[];
   checks: LabCheck[];
+  /** the kernel settings and Linux timers it depends on */
+  kernel: LabSetting[];
+  facts: string[];
   /** every check held */
   ok: boolean;
   /** set when the scenario could not run here (missing capability) */
@@ -51,12 +62,23 @@ export class Recorder {
   readonly errors: LabError[] = [];
   readonly states: LabStates[] = [];
   readonly checks: LabCheck[] = [];
+  readonly kernel: LabSetting[] = [];
+  readonly facts: string[] = [];
 
   constructor(
     readonly name: string,
     readonly title: string,
     readonly tutorials: string,
   ) {}
+
+  /** Say which kernel settings (read live) and Linux constants this scenario depends on. */
+  dependsOn(names: SysctlName[], facts: string[] = []): void {
+    for (const name of names) {
+      const value = readSysctl(name);
+      if (value !== undefined) this.kernel.push({ name, value, meaning: SYSCTLS[name] });
+    }
+    this.facts.push(...facts);
+  }
 
   elapsed(): number {
     return Math.round(performance.now() - this.t0);
@@ -123,6 +145,8 @@ export class Recorder {
       errors: this.errors,
       states: this.states,
       checks: this.checks,
+      kernel: this.kernel,
+      facts: this.facts,
       ok: skipped === undefined && this.checks.length > 0 && this.checks.every((c) => c.ok),
       ...(skipped ? { skipped } : {}),
       ms: this.elapsed(),

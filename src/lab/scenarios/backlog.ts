@@ -14,6 +14,7 @@ export async function backlog({ n = 2 } = {}): Promise<ScenarioResult> {
     'the accept queue fills, SYNs are dropped, accept() drains it',
     'Linux socket programming basics',
   );
+  r.dependsOn(['somaxconn', 'tcp_max_syn_backlog', 'tcp_abort_on_overflow', 'tcp_syncookies']);
   const c = new Cleanup();
   try {
     const fd = rawListenFd({ host: '127.0.0.1', port: 0, backlog: n, reuseAddr: true, reusePort: false });
@@ -28,8 +29,10 @@ export async function backlog({ n = 2 } = {}): Promise<ScenarioResult> {
     }
     r.step(`${n + 1} connections complete the handshake without accept() (backlog + 1)`);
     const listener = tcpStates([port]).entries.find((e) => e.state === 'LISTEN');
+    // a listening socket's rx_queue in /proc/net/tcp is its accept queue; its tx_queue is 0, not
+    // the backlog (ss -ltn shows the accept queue as Recv-Q and the backlog as Send-Q)
     r.step(
-      `the listener's accept queue: ${listener?.rxQueue} of max ${listener?.txQueue} (ss shows them as Recv-Q / Send-Q)`,
+      `the listener's accept queue holds ${listener?.rxQueue} (ss -ltn: Recv-Q ${listener?.rxQueue}, Send-Q ${n} = the backlog we set); Linux lets backlog + 1 in`,
     );
     r.check(`accept queue holds ${n + 1}`, listener?.rxQueue === n + 1);
     const t0 = performance.now();

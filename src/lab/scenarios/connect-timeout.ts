@@ -14,6 +14,7 @@ export async function connectTimeout({ timeoutMs = 1000 } = {}): Promise<Scenari
     'connect to a listener whose queue is full',
     'a robust TCP client and server, watched on the wire',
   );
+  r.dependsOn(['tcp_syn_retries', 'tcp_abort_on_overflow', 'somaxconn']);
   const c = new Cleanup();
   try {
     // made with libc and never handed to Node: nothing ever accepts from it

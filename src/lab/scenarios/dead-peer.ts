@@ -19,6 +19,11 @@ export interface DeadPeerSpec {
 
 export async function deadPeer(spec: DeadPeerSpec): Promise<ScenarioResult> {
   const r = new Recorder(spec.name, spec.title, 'a robust TCP client and server, watched on the wire');
+  r.dependsOn(
+    spec.name === 'keepalive'
+      ? ['tcp_keepalive_time', 'tcp_keepalive_intvl', 'tcp_keepalive_probes']
+      : ['tcp_retries2'],
+  );
   const why = netnsUnavailable();
   if (why) {
     r.step(`skipped: ${why}`);

@@ -10,6 +10,7 @@ export async function eaddrinuse(): Promise<ScenarioResult> {
     'a second listener on a port already in use',
     'bind errors in a one-to-one client/server; Linux socket programming basics',
   );
+  r.dependsOn([], ['on Linux EADDRINUSE is errno 98 (macOS: 48)']);
   const c = new Cleanup();
   try {
     const first = net.createServer();

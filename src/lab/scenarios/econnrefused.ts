@@ -10,6 +10,7 @@ export async function econnrefused(): Promise<ScenarioResult> {
     'connect to a port with no listener',
     'a robust TCP client and server, watched on the wire; Linux socket programming basics',
   );
+  r.dependsOn(['tcp_syn_retries']);
   // find a free port, then free it again: nothing listens there now
   const probe = net.createServer();
   const port = await listenLocal(probe);

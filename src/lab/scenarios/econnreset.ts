@@ -10,6 +10,10 @@ export async function econnreset(): Promise<ScenarioResult> {
     'the peer resets the connection (RST)',
     'Linux socket programming basics',
   );
+  r.dependsOn(
+    [],
+    ['a process that crashes or is killed sends FIN, not RST: its kernel closes its sockets normally'],
+  );
   const c = new Cleanup();
   try {
     const { port, client, peer } = await connectedPair(c);

@@ -12,6 +12,12 @@ export async function epipe(): Promise<ScenarioResult> {
     'write after the peer has closed',
     'a robust TCP client and server, watched on the wire',
   );
+  r.dependsOn(
+    [],
+    [
+      'SIGPIPE: Node ignores it, so a write to a reset connection is the EPIPE error; a C program with the default action dies by signal 13 (echo-lab sigpipe)',
+    ],
+  );
   const c = new Cleanup();
   try {
     // allowHalfOpen: Node must not close the client's side itself when the FIN arrives

@@ -1,6 +1,7 @@
 // the server closes first. Its side waits in FIN_WAIT2, the client's in
 // CLOSE_WAIT — the client has read 0 bytes (EOF) but may still send — until the client
 // closes too; then the server side goes to TIME_WAIT.
+import { LINUX_FACTS } from '../../core/sysctl.js';
 import { Cleanup, Recorder, type ScenarioResult } from '../recorder.js';
 import { connectedPair, waitFor } from '../util.js';
 
@@ -10,6 +11,7 @@ export async function halfClose(): Promise<ScenarioResult> {
     'server closes first: FIN_WAIT2 and CLOSE_WAIT',
     'bind errors in a one-to-one client/server; Linux socket programming basics',
   );
+  r.dependsOn(['tcp_fin_timeout'], [LINUX_FACTS.timeWait, LINUX_FACTS.closeWait]);
   const c = new Cleanup();
   try {
     const { port, client, peer } = await connectedPair(c, { allowHalfOpen: true });

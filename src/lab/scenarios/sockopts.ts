@@ -13,6 +13,7 @@ export async function sockopts({ sendBuffer = 16384 } = {}): Promise<ScenarioRes
     'get, set and read back socket options',
     'a first TCP client and server',
   );
+  r.dependsOn([], ["Linux doubles SO_SNDBUF and SO_RCVBUF: the other half is the kernel's bookkeeping"]);
   const c = new Cleanup();
   try {
     const server = net.createServer();

@@ -4,6 +4,7 @@
 import net from 'node:net';
 import { errorCode } from '../../core/errors.js';
 import { listenTcp } from '../../core/listen.js';
+import { LINUX_FACTS } from '../../core/sysctl.js';
 import { Cleanup, Recorder, type ScenarioResult } from '../recorder.js';
 import { closeServer, connectLocal, listenLocal, waitFor } from '../util.js';
 
@@ -13,6 +14,7 @@ export async function timeWait(): Promise<ScenarioResult> {
     'restart after an active close, with and without SO_REUSEADDR',
     'bind errors in a one-to-one client/server; a first TCP client and server; port reuse and a process-per-client server',
   );
+  r.dependsOn(['tcp_timestamps', 'tcp_tw_reuse'], [LINUX_FACTS.timeWait]);
   const c = new Cleanup();
   try {
     const server = net.createServer({ allowHalfOpen: true }, (s) => s.end());

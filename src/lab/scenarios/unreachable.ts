@@ -10,6 +10,12 @@ export async function unreachable(): Promise<ScenarioResult> {
     'EHOSTUNREACH and ENETUNREACH from the routing table',
     'Linux socket programming basics',
   );
+  r.dependsOn(
+    ['tcp_syn_retries'],
+    [
+      "these come from this host's own routing table, at once; an ICMP unreachable from a router during connect aborts it on Linux too, where BSD treats it as a soft error and retransmits the SYN a few times first",
+    ],
+  );
   const why = netnsUnavailable();
   if (why) {
     r.step(`skipped: ${why}`);
