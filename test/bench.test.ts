@@ -72,9 +72,9 @@ describe('echo-client bench', () => {
       rate: 2000,
       durationMs: 500,
     });
-    // open loop: never more than scheduled (2000/s over the measured time, plus what each
-    // connection had in flight); on a loaded machine fewer may come back in time
-    expect(r.count).toBeLessThanOrEqual(Math.ceil(2000 * r.duration_s) + r.connections);
+    // open loop: never more than scheduled — 2000/s over the measured time, plus what was in
+    // flight when the window opened (5 %: the ticks are 1-10 ms apart); a loaded machine may see fewer
+    expect(r.count).toBeLessThanOrEqual(Math.ceil(2000 * r.duration_s * 1.05) + r.connections);
     expect(r.count).toBeGreaterThan(2000 * r.duration_s * 0.3);
   });
 

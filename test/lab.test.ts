@@ -1,8 +1,12 @@
 // The echo-lab scenarios, run exactly as `echo-lab NAME` runs them: demo and test cannot drift.
+
+import { readFileSync } from 'node:fs';
+import path from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { runScenario, SCENARIOS } from '../src/index.js';
+import { formatResult } from '../src/cli/echo-lab.js';
+import { explainError, runScenario, SCENARIOS } from '../src/index.js';
 import { netnsUnavailable } from '../src/lab/netns.js';
-import { spawnCli } from './helpers.js';
+import { ROOT, spawnCli } from './helpers.js';
 
 const expectedErrors: Record<string, string[]> = {
   eaddrinuse: ['EADDRINUSE'],
@@ -18,6 +22,12 @@ const expectedErrors: Record<string, string[]> = {
   keepalive: ['ETIMEDOUT'],
   'user-timeout': ['ETIMEDOUT'],
   unreachable: ['EHOSTUNREACH', 'ENETUNREACH'],
+  sigpipe: [],
+  'close-wait': [],
+  'process-exit': ['EADDRINUSE'],
+  'reuseaddr-rules': [],
+  'syn-retries': ['ETIMEDOUT'],
+  'nonblocking-connect': [],
 };
 
 const noNetns = process.platform === 'linux' ? netnsUnavailable() : 'Linux only';
@@ -69,6 +79,52 @@ describe.runIf(linux)('echo-lab scenarios', () => {
     expect((await j.exit).code).toBe(0);
     const r = JSON.parse(j.stdout());
     expect(r).toMatchObject({ name: 'econnrefused', ok: true, errors: [{ code: 'ECONNREFUSED' }] });
+  });
+
+  it('what was explained wrong is right now, pinned on the printed lines', async () => {
+    const text = (name: string) => run(name).then((r) => formatResult(r));
+    // 1. a listener's tx_queue is not its backlog
+    const backlog = await text('backlog');
+    expect(backlog).not.toMatch(/of max/);
+    expect(backlog).toMatch(/accept queue holds 3 \(ss -ltn: Recv-Q 3, Send-Q 2 = the backlog we set\)/);
+    // 2. the fixed-port reconnect is about timestamps, not tcp_tw_reuse
+    const cp = await text('client-port');
+    expect(cp).toMatch(/with TCP timestamps on \(tcp_timestamps = \d\) Linux lets a new SYN/);
+    expect(cp).toMatch(/tcp_tw_reuse does not decide this/);
+    expect(explainError(Object.assign(new Error('x'), { code: 'EADDRNOTAVAIL' })).line).toMatch(
+      /same pair of ports is still in TIME_WAIT and TCP timestamps are off/,
+    );
+    // 3. the epipe caption matches its rows
+    const ep = await run('epipe');
+    const st = ep.states.find((x) => x.label.includes('FIN_WAIT2'))!;
+    const connStates = st.entries.map((e) => e.state).filter((x) => x !== 'LISTEN');
+    expect(connStates.sort()).toEqual(['CLOSE_WAIT', 'FIN_WAIT2']);
+    // 4. EADDRINUSE names every socket that holds a port, and the old socket's SO_REUSEADDR
+    const inUse = explainError(Object.assign(new Error('x'), { code: 'EADDRINUSE' })).line;
+    expect(inUse).toMatch(/FIN_WAIT2, CLOSE_WAIT, or one a child process kept/);
+    expect(inUse).toMatch(/both the old and the new socket set SO_REUSEADDR/);
+    // 5. a crash sends FIN, not RST
+    const reset = explainError(Object.assign(new Error('x'), { code: 'ECONNRESET' })).line;
+    expect(reset).not.toMatch(/or crashed/);
+    expect(reset).toMatch(/a process that crashes sends FIN, not RST/);
+    // 6. the README's ETIMEDOUT sentence is followed by an ETIMEDOUT example
+    const readme = readFileSync(path.join(ROOT, 'README.md'), 'utf8');
+    const at = readme.indexOf('explained `ETIMEDOUT`:');
+    expect(at).toBeGreaterThan(0);
+    expect(readme.slice(at, at + 300)).toMatch(/```text\necho-client: connect ETIMEDOUT/);
+    // 7. a full TCP send buffer is EAGAIN, never ENOBUFS: no "raise --send-buffer" hint
+    const nobufs = explainError(Object.assign(new Error('x'), { code: 'ENOBUFS' })).line;
+    expect(nobufs).not.toMatch(/--send-buffer/);
+    expect(nobufs).toMatch(/a full TCP send buffer never gives this, it gives EAGAIN/);
+  });
+
+  it('every scenario says which kernel settings it reads, with this machine’s values', async () => {
+    const cw = await run('close-wait');
+    expect(cw.kernel.find((k) => k.name === 'tcp_fin_timeout')?.value).toBe(
+      readFileSync('/proc/sys/net/ipv4/tcp_fin_timeout', 'utf8').trim(),
+    );
+    expect(formatResult(await run('half-close'))).toMatch(/TIME_WAIT lasts a fixed 60 s on Linux/);
+    expect(formatResult(await run('half-close'))).toMatch(/CLOSE_WAIT never expires/);
   });
 
   it('echo-lab all --json prints one JSON array; the text form ends with a summary line', async () => {

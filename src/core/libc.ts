@@ -40,6 +40,7 @@ export type OptionName =
   | 'TCP_KEEPCNT'
   | 'TCP_SYNCNT'
   | 'TCP_USER_TIMEOUT'
+  | 'TCP_LINGER2'
   | 'IPV6_V6ONLY';
 
 // Per-OS constants, Linux first (from <asm-generic/socket.h>, <netinet/tcp.h>), then macOS
@@ -70,6 +71,7 @@ const TABLES: Record<string, PlatformTable> = {
       TCP_KEEPCNT: [6, 6],
       TCP_SYNCNT: [6, 7],
       TCP_USER_TIMEOUT: [6, 18],
+      TCP_LINGER2: [6, 8],
       IPV6_V6ONLY: [41, 26],
     },
   },
@@ -98,6 +100,7 @@ const TABLES: Record<string, PlatformTable> = {
       TCP_KEEPCNT: [6, 0x102],
       TCP_SYNCNT: null,
       TCP_USER_TIMEOUT: null,
+      TCP_LINGER2: null,
       IPV6_V6ONLY: [41, 27],
     },
   },
@@ -139,6 +142,11 @@ export interface Libc {
   bind(fd: number, addr: Buffer, len: number): number;
   listen(fd: number, backlog: number): number;
   getsockname(fd: number, addr: Buffer, len: number[]): number;
+  connect(fd: number, addr: Buffer, len: number): number;
+  /** fcntl(fd, cmd, int arg) */
+  fcntl(fd: number, cmd: number, type: 'int', arg: number): number;
+  /** poll() on one struct pollfd (8 bytes: int fd, short events, short revents) */
+  poll(fds: Buffer, nfds: number, timeoutMs: number): number;
   getrlimit(resource: number, out: Buffer): number;
   close(fd: number): number;
   if_nametoindex(name: string): number;
@@ -168,6 +176,9 @@ export function loadLibc(): Libc {
     bind: lib.func('int bind(int, const void *, uint32_t)'),
     listen: lib.func('int listen(int, int)'),
     getsockname: lib.func('int getsockname(int, _Out_ void *, _Inout_ uint32_t *)'),
+    connect: lib.func('int connect(int, const void *, uint32_t)'),
+    fcntl: lib.func('int fcntl(int, int, ...)'),
+    poll: lib.func('int poll(_Inout_ void *, unsigned long, int)'),
     getrlimit: lib.func('int getrlimit(int, _Out_ void *)'),
     close: lib.func('int close(int)'),
     if_nametoindex: lib.func('unsigned int if_nametoindex(const char *)'),

@@ -112,7 +112,8 @@ export interface RawListenOptions {
   bindOnly?: boolean;
 }
 
-function sockaddr(host: string, port: number): { family: number; addr: Buffer } {
+/** A sockaddr_in / sockaddr_in6 for bind() or connect(). */
+export function sockaddr(host: string, port: number): { family: number; addr: Buffer } {
   const t = platformTable();
   const v6 = host.includes(':');
   const buf = Buffer.alloc(v6 ? 28 : 16);

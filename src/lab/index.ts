@@ -5,6 +5,7 @@
 import type { ScenarioResult } from './recorder.js';
 import { backlog } from './scenarios/backlog.js';
 import { clientPort } from './scenarios/client-port.js';
+import { closeWait } from './scenarios/close-wait.js';
 import { connectTimeout } from './scenarios/connect-timeout.js';
 import { keepalive, userTimeout } from './scenarios/dead-peer.js';
 import { eaddrinuse } from './scenarios/eaddrinuse.js';
@@ -12,7 +13,12 @@ import { econnrefused } from './scenarios/econnrefused.js';
 import { econnreset } from './scenarios/econnreset.js';
 import { epipe } from './scenarios/epipe.js';
 import { halfClose } from './scenarios/half-close.js';
+import { nonblockingConnect } from './scenarios/nonblocking-connect.js';
+import { processExit } from './scenarios/process-exit.js';
+import { reuseaddrRules } from './scenarios/reuseaddr-rules.js';
+import { sigpipe } from './scenarios/sigpipe.js';
 import { sockopts } from './scenarios/sockopts.js';
+import { synRetries } from './scenarios/syn-retries.js';
 import { timeWait } from './scenarios/time-wait.js';
 import { unreachable } from './scenarios/unreachable.js';
 
@@ -64,6 +70,42 @@ export const SCENARIOS: readonly ScenarioInfo[] = [
     summary: 'the accept queue fills; SYNs retried until accept()',
     netns: false,
     run: () => backlog(),
+  },
+  {
+    name: 'sigpipe',
+    summary: 'SIGPIPE kills a writer to a reset socket; ignored, it is EPIPE',
+    netns: false,
+    run: sigpipe,
+  },
+  {
+    name: 'close-wait',
+    summary: 'a server that never closes: CLOSE_WAIT forever, the peer’s FIN_WAIT2 expires',
+    netns: false,
+    run: () => closeWait(),
+  },
+  {
+    name: 'process-exit',
+    summary: 'a process exits mid-connection: FIN, and the restart with(out) SO_REUSEADDR',
+    netns: false,
+    run: processExit,
+  },
+  {
+    name: 'reuseaddr-rules',
+    summary: 'SO_REUSEADDR on both sockets; wildcard vs specific; two addresses need nothing',
+    netns: false,
+    run: reuseaddrRules,
+  },
+  {
+    name: 'syn-retries',
+    summary: "the kernel's own connect timeout (TCP_SYNCNT 2: ~7 s)",
+    netns: false,
+    run: () => synRetries(),
+  },
+  {
+    name: 'nonblocking-connect',
+    summary: 'EINPROGRESS, poll for writable, SO_ERROR: refused, timed out, connected',
+    netns: false,
+    run: () => nonblockingConnect(),
   },
   { name: 'keepalive', summary: 'an idle dead peer found by keepalive probes', netns: true, run: keepalive },
   {

@@ -4,8 +4,13 @@ import { once } from 'node:events';
 import net, { type AddressInfo } from 'node:net';
 import { connectTcp } from '../core/connect.js';
 
-export async function listenLocal(server: net.Server, port = 0, backlog?: number): Promise<number> {
-  server.listen({ host: '127.0.0.1', port, ...(backlog !== undefined ? { backlog } : {}) });
+export async function listenLocal(
+  server: net.Server,
+  port = 0,
+  backlog?: number,
+  host = '127.0.0.1',
+): Promise<number> {
+  server.listen({ host, port, ...(backlog !== undefined ? { backlog } : {}) });
   await Promise.race([once(server, 'listening'), once(server, 'error').then(([e]) => Promise.reject(e))]);
   return (server.address() as AddressInfo).port;
 }

@@ -28,7 +28,14 @@ export async function epipe(): Promise<ScenarioResult> {
     r.step('server closes its socket (FIN); it will never read again');
     await ended;
     r.step("client reads 0 bytes ('end'): the peer sent FIN, but the client may still write");
-    r.snapshot('after the FIN: client CLOSE_WAIT, server FIN_WAIT2', [port]);
+    // the server's side reaches FIN_WAIT2 once the client's ACK of its FIN lands: wait for it
+    const states = await r.settle('after the FIN: client CLOSE_WAIT, server FIN_WAIT2', [port], (es) =>
+      ['CLOSE_WAIT', 'FIN_WAIT2'].every((st) => es.some((e) => e.state === st)),
+    );
+    r.check(
+      'the states under the caption are the ones it names',
+      ['CLOSE_WAIT', 'FIN_WAIT2'].every((st) => states.some((e) => e.state === st)),
+    );
     let failure: unknown;
     for (let i = 1; i <= 5 && !failure; i++) {
       failure = await new Promise<unknown>((resolve) => {
