@@ -4,6 +4,7 @@
 
 import type { ScenarioResult } from './recorder.js';
 import { backlog } from './scenarios/backlog.js';
+import { chatFork } from './scenarios/chat-fork.js';
 import { clientPort } from './scenarios/client-port.js';
 import { closeWait } from './scenarios/close-wait.js';
 import { connectTimeout } from './scenarios/connect-timeout.js';
@@ -12,6 +13,7 @@ import { eaddrinuse } from './scenarios/eaddrinuse.js';
 import { econnrefused } from './scenarios/econnrefused.js';
 import { econnreset } from './scenarios/econnreset.js';
 import { epipe } from './scenarios/epipe.js';
+import { forkHoldsPort } from './scenarios/fork-holds-port.js';
 import { halfClose } from './scenarios/half-close.js';
 import { nonblockingConnect } from './scenarios/nonblocking-connect.js';
 import { processExit } from './scenarios/process-exit.js';
@@ -94,6 +96,18 @@ export const SCENARIOS: readonly ScenarioInfo[] = [
     summary: 'SO_REUSEADDR on both sockets; wildcard vs specific; two addresses need nothing',
     netns: false,
     run: reuseaddrRules,
+  },
+  {
+    name: 'fork-holds-port',
+    summary: 'the fork server restarts while a child serves: what binds and why',
+    netns: false,
+    run: forkHoldsPort,
+  },
+  {
+    name: 'chat-fork',
+    summary: 'two-process chat: close() in one process sends no FIN; shutdown() does',
+    netns: false,
+    run: chatFork,
   },
   {
     name: 'syn-retries',
