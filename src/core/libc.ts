@@ -143,6 +143,7 @@ export interface Libc {
   listen(fd: number, backlog: number): number;
   getsockname(fd: number, addr: Buffer, len: number[]): number;
   connect(fd: number, addr: Buffer, len: number): number;
+  send(fd: number, buf: Buffer, len: number, flags: number): number;
   /** fcntl(fd, cmd, int arg) */
   fcntl(fd: number, cmd: number, type: 'int', arg: number): number;
   /** poll() on one struct pollfd (8 bytes: int fd, short events, short revents) */
@@ -177,6 +178,7 @@ export function loadLibc(): Libc {
     listen: lib.func('int listen(int, int)'),
     getsockname: lib.func('int getsockname(int, _Out_ void *, _Inout_ uint32_t *)'),
     connect: lib.func('int connect(int, const void *, uint32_t)'),
+    send: lib.func('long send(int, const void *, size_t, int)'),
     fcntl: lib.func('int fcntl(int, int, ...)'),
     poll: lib.func('int poll(_Inout_ void *, unsigned long, int)'),
     getrlimit: lib.func('int getrlimit(int, _Out_ void *)'),
@@ -187,7 +189,9 @@ export function loadLibc(): Libc {
   return libc;
 }
 
-const ERRNO_NAMES = new Map<number, string>(Object.entries(osConstants.errno).map(([k, v]) => [v, k]));
+// errno number → name; where two names share a number (EAGAIN/EWOULDBLOCK), the first, as strerror
+const ERRNO_NAMES = new Map<number, string>();
+for (const [k, v] of Object.entries(osConstants.errno)) if (!ERRNO_NAMES.has(v)) ERRNO_NAMES.set(v, k);
 
 /** An Error shaped like Node's own system errors (code, errno, syscall). */
 export function sysError(syscall: string, errno: number, detail?: string): NodeJS.ErrnoException {

@@ -1,7 +1,9 @@
 // The tutorials' non-blocking connect, step by step on a raw descriptor: set O_NONBLOCK,
 // connect() returns -1 with EINPROGRESS, wait until the socket is writable (poll), then read
 // SO_ERROR to learn how it ended — 0 (connected), ECONNREFUSED, or, when nothing ever answers,
-// our own timer runs out first. Node does exactly this under every net.connect().
+// our own timer runs out first. Node does exactly this under every net.connect(). Then, on the
+// connected socket, send() to a peer that never reads until the send buffer is full: EAGAIN,
+// never ENOBUFS. The sockaddr is built by hand, so its bytes show htons (2) and htonl (4).
 
 import net from 'node:net';
 import { constants } from 'node:os';
@@ -14,14 +16,21 @@ const F_GETFL = 3;
 const F_SETFL = 4;
 const O_NONBLOCK = 0o4000;
 const POLLOUT = 4;
-const ERRNO = new Map(Object.entries(constants.errno).map(([k, v]) => [v, k]));
+// errno number → name; where two names share a number (EAGAIN/EWOULDBLOCK), the first, as strerror
+const ERRNO = new Map<number, string>();
+for (const [k, v] of Object.entries(constants.errno)) if (!ERRNO.has(v)) ERRNO.set(v, k);
 
-/** One non-blocking connect; returns what each step said. */
-async function attempt(
-  c: Libc,
-  port: number,
-  timeoutMs: number,
-): Promise<{ rc: string; writable: boolean; soError: string; ms: number }> {
+interface Attempt {
+  rc: string;
+  writable: boolean;
+  soError: string;
+  ms: number;
+  /** connected: bytes send() took before it failed (the peer never reads), and the errno then */
+  filled?: { bytes: number; errno: string };
+}
+
+/** One non-blocking connect (and, with `fill`, send() until the buffers are full). */
+async function attempt(c: Libc, port: number, timeoutMs: number, fill = false): Promise<Attempt> {
   const { family, addr } = sockaddr('127.0.0.1', port);
   const fd = c.socket(family, platformTable().SOCK_STREAM, 0);
   try {
@@ -41,12 +50,26 @@ async function attempt(
       await new Promise((r) => setTimeout(r, 5));
     }
     const e = writable ? getIntOption(fd, 'SO_ERROR') : -1;
-    return {
+    const a: Attempt = {
       rc,
       writable,
       soError: e < 0 ? '—' : e === 0 ? '0' : (ERRNO.get(e) ?? String(e)),
       ms: performance.now() - t0,
     };
+    if (fill && e === 0) {
+      // the peer never reads: fill its receive buffer and our send buffer (bounded loop)
+      const chunk = Buffer.alloc(65536);
+      let bytes = 0;
+      for (let i = 0; i < 100_000; i++) {
+        const n = Number(c.send(fd, chunk, chunk.length, 0));
+        if (n < 0) {
+          a.filled = { bytes, errno: ERRNO.get(c.errno()) ?? String(c.errno()) };
+          break;
+        }
+        bytes += n;
+      }
+    }
+    return a;
   } finally {
     closeFd(fd);
   }
@@ -63,9 +86,14 @@ export async function nonblockingConnect({ timeoutMs = 1000 } = {}): Promise<Sce
   try {
     if (process.platform !== 'linux') return r.result('the raw descriptor steps are written for Linux');
     const c = loadLibc();
-    const server = net.createServer((s) => s.destroy());
+    const held: net.Socket[] = [];
+    const server = net.createServer({ pauseOnConnect: true }, (s) => held.push(s)); // never reads
     const open = await listenLocal(server);
     cl.add(() => closeServer(server));
+    // run first (cleanups run last-in first-out): the server's close waits for its connections
+    cl.add(() => {
+      for (const s of held) s.destroy();
+    });
     const probe = net.createServer(); // a port the kernel just gave out, closed again
     const closedPort = await listenLocal(probe);
     await closeServer(probe);
@@ -76,12 +104,16 @@ export async function nonblockingConnect({ timeoutMs = 1000 } = {}): Promise<Sce
       const s = await connectLocal(full);
       cl.add(() => s.destroy());
     }
+    const { addr } = sockaddr('127.0.0.1', open);
+    r.step(
+      `sockaddr_in for 127.0.0.1:${open}: port → htons → ${addr.subarray(2, 4).toString('hex').replace(/(..)/g, '$1 ').trim()} (2 bytes, big-endian), address → htonl → ${addr.subarray(4, 8).toString('hex').replace(/(..)/g, '$1 ').trim()} (4 bytes)`,
+    );
     for (const [what, port, want] of [
       ['a listening port', open, '0'],
       ['a port nobody listens on', closedPort, 'ECONNREFUSED'],
       ['a listener whose queue is full (SYNs dropped)', full, '—'],
     ] as const) {
-      const a = await attempt(c, port, timeoutMs);
+      const a = await attempt(c, port, timeoutMs, port === open);
       r.step(
         `${what}: connect() = ${a.rc}; ${a.writable ? `writable after ${a.ms.toFixed(1)} ms` : `not writable within ${timeoutMs} ms: our timer ends it`}; SO_ERROR = ${a.soError}`,
       );
@@ -90,6 +122,15 @@ export async function nonblockingConnect({ timeoutMs = 1000 } = {}): Promise<Sce
         `${what}: SO_ERROR says ${want === '—' ? 'nothing: it never became writable' : want}`,
         a.soError === want,
       );
+      if (port === open) {
+        r.step(
+          `connected, to a peer that never reads: send() took ${a.filled?.bytes ?? '?'} bytes (its receive buffer and our send buffer), then -1 ${a.filled?.errno ?? '?'}`,
+        );
+        r.check(
+          'a full send buffer on a non-blocking socket is EAGAIN, not ENOBUFS',
+          a.filled?.errno === 'EAGAIN',
+        );
+      }
     }
     return r.result();
   } finally {
