@@ -346,6 +346,29 @@ describe('flags a socat/ncat user reaches for', () => {
   });
 });
 
+describe('echo-client --local-port --no-reuse-addr', () => {
+  it('reproduces the tutorial’s bind error on a port in TIME_WAIT; without the flag the reconnect works', async () => {
+    const srv = await echoServer();
+    const local = await closedPort();
+    const args = ['127.0.0.1', String(srv.address.port), '-m', 'x', '--local-port', String(local)];
+    const first = spawnCli('echo-client', args);
+    expect((await first.exit).code).toBe(0); // the client closes first: its port goes to TIME_WAIT
+    const plain = spawnCli('echo-client', [...args, '--no-reuse-addr']);
+    expect((await plain.exit).code).toBe(1);
+    expect(plain.stderr()).toMatch(
+      new RegExp(`bind EADDRINUSE 0\\.0\\.0\\.0:${local} — another socket holds`),
+    );
+    const again = spawnCli('echo-client', args); // Node's bind sets SO_REUSEADDR
+    expect((await again.exit).code, again.stderr()).toBe(0);
+  });
+
+  it('--no-reuse-addr without --local-port exits 2', async () => {
+    const p = spawnCli('echo-client', ['-m', 'x', '--no-reuse-addr']);
+    expect((await p.exit).code).toBe(2);
+    expect(p.stderr()).toMatch(/--no-reuse-addr: needs --local-port/);
+  });
+});
+
 describe('echo-chat', () => {
   it('-q keeps stderr for problems; --log-format json makes status lines JSON', async () => {
     const a = spawnCli('echo-chat', ['--listen', '--port', '0', '--log-format', 'json'], { stdin: 'pipe' });

@@ -160,6 +160,12 @@ export function exitQuietlyOnClosedStdout(): void {
 // --- socket option flags -----------------------------------------------------------
 
 export function addSocketOptionFlags(cmd: Command, { listen }: { listen: boolean }): Command {
+  if (!listen) {
+    cmd.option(
+      '--no-reuse-addr',
+      'with --local-port: bind it without SO_REUSEADDR (a port still in TIME_WAIT then fails with EADDRINUSE)',
+    );
+  }
   if (listen) {
     cmd
       .option('--reuse-addr', 'set SO_REUSEADDR on the listening socket (the default)')

@@ -142,6 +142,13 @@ export function resolveClientConfig(
   if (f.interval !== undefined && f.count === undefined)
     throw new UsageError('--interval', f.interval, 'needs --count');
   if (f.datagramSize !== undefined && f.message !== undefined) throw conflict('--datagram-size', '--message');
+  if (f.reuseAddr === false && f.localPort === undefined)
+    throw new UsageError(
+      '--no-reuse-addr',
+      undefined,
+      'needs --local-port (it is about binding a fixed port)',
+    );
+  if (f.reuseAddr === false && udp) throw conflict('--no-reuse-addr', '--udp');
   const cfg: ClientConfig = {
     ...parseTarget(hostArg, portArg ?? f.port, { host: '127.0.0.1', port: '7007' }),
     family: resolveFamily(f),
@@ -184,6 +191,7 @@ async function connectWithRetry(cfg: ClientConfig, logger: Logger): Promise<Conn
         connectTimeoutMs: cfg.connectTimeoutMs,
         localAddress: cfg.localAddress,
         localPort: cfg.localPort,
+        reuseAddr: cfg.socket.reuseAddr,
         socketOptions: cfg.socket,
       }),
     {

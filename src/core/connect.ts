@@ -3,8 +3,9 @@
 // and port (bound before connect), a connect timeout that ends in a real ETIMEDOUT, retries
 // with backoff, and the shared socket options applied once connected.
 
-import net, { type Socket } from 'node:net';
+import net, { isIP, type Socket } from 'node:net';
 import { errorCode } from './errors.js';
+import { rawListenFd } from './listen.js';
 import { applySocketOptions, type OptionReport, type SocketOptions } from './sockopts.js';
 
 export interface ConnectOptions {
@@ -16,6 +17,8 @@ export interface ConnectOptions {
   localPort?: number;
   /** resolve the host to this family only (-4 / -6) */
   family?: 4 | 6;
+  /** false: bind localPort without SO_REUSEADDR (a port in TIME_WAIT then fails with EADDRINUSE) */
+  reuseAddr?: boolean;
   socketOptions?: SocketOptions;
   /** keep our side open after the peer's FIN (default true: we decide when to close) */
   allowHalfOpen?: boolean;
@@ -41,17 +44,45 @@ export function connectTimeoutError(host: string, port: number): NodeJS.ErrnoExc
   return err;
 }
 
+/**
+ * A socket bound to a fixed local port without SO_REUSEADDR (libuv always sets it on bind):
+ * made with libc, so a port still in TIME_WAIT gives the classic EADDRINUSE.
+ */
+function boundWithoutReuseAddr(o: ConnectOptions): net.Socket {
+  const host = o.localAddress ?? (isIP(o.host) === 6 || o.family === 6 ? '::' : '0.0.0.0');
+  const fd = rawListenFd({
+    host,
+    port: o.localPort!,
+    backlog: 0,
+    reuseAddr: false,
+    reusePort: false,
+    bindOnly: true,
+  });
+  return new net.Socket({ fd, readable: true, writable: true, allowHalfOpen: o.allowHalfOpen ?? true });
+}
+
 export function connectTcp(o: ConnectOptions): Promise<ConnectResult> {
   return new Promise((resolve, reject) => {
-    const socket = net.connect({
-      host: o.host,
-      port: o.port,
-      localAddress: o.localAddress,
-      localPort: o.localPort,
-      ...(o.family ? { family: o.family } : {}),
-      ...(o.onread ? { onread: o.onread as net.OnReadOpts } : {}),
-      allowHalfOpen: o.allowHalfOpen ?? true,
-    });
+    let socket: net.Socket;
+    if (o.reuseAddr === false && o.localPort !== undefined) {
+      try {
+        socket = boundWithoutReuseAddr(o);
+      } catch (err) {
+        reject(err);
+        return;
+      }
+      socket.connect({ host: o.host, port: o.port, ...(o.family ? { family: o.family } : {}) });
+    } else {
+      socket = net.connect({
+        host: o.host,
+        port: o.port,
+        localAddress: o.localAddress,
+        localPort: o.localPort,
+        ...(o.family ? { family: o.family } : {}),
+        ...(o.onread ? { onread: o.onread as net.OnReadOpts } : {}),
+        allowHalfOpen: o.allowHalfOpen ?? true,
+      });
+    }
     let timer: NodeJS.Timeout | undefined;
     const onError = (err: Error) => {
       clearTimeout(timer);
