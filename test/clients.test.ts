@@ -176,6 +176,24 @@ describe('honest exits', () => {
     },
   );
 
+  it.skipIf(!hasScript)(
+    '--heartbeat: a peer that stops answering is found while the prompt waits',
+    async () => {
+      const { port } = await plainServer((s) => s.resume()); // accepts, reads, never echoes: as good as dead
+      const t = onPty('echo-client', [
+        '127.0.0.1',
+        String(port),
+        '--heartbeat',
+        '200ms',
+        '--heartbeat-timeout',
+        '500ms',
+      ]);
+      await t.waitFor(/Input message \(Q to quit\): /);
+      expect(await t.exit).toBe(1); // nothing typed
+      expect(t.out()).toMatch(/ERR_HEARTBEAT_TIMEOUT|no heartbeat echo within 500 ms/);
+    },
+  );
+
   it('piped into `head -c 1`: echo-client stops quietly, no stack trace', async () => {
     const srv = await echoServer();
     const p = spawnCli('echo-client', ['127.0.0.1', String(srv.address.port)], { stdin: 'pipe' });

@@ -30,6 +30,7 @@ const expectedErrors: Record<string, string[]> = {
   'nonblocking-connect': [],
   'fork-holds-port': [],
   'chat-fork': [],
+  heartbeat: ['ERR_HEARTBEAT_TIMEOUT'],
 };
 
 const noNetns = process.platform === 'linux' ? netnsUnavailable() : 'Linux only';

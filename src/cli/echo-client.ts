@@ -5,7 +5,7 @@
 import type { Socket } from 'node:net';
 import { createInterface } from 'node:readline';
 import type { Command } from 'commander';
-import { EchoConnection, streamThrough } from '../client/echo.js';
+import { EchoConnection, startHeartbeat, streamThrough } from '../client/echo.js';
 import { type ConnectResult, connectTcp, withRetry } from '../core/connect.js';
 import { codedError, explainError } from '../core/errors.js';
 import type { Logger } from '../core/log.js';
@@ -55,6 +55,14 @@ export function buildClientProgram(onBench: (code: number) => void = () => {}): 
     .option('-n, --count <n>', 'with --message: send it this many times over one connection, ping-style')
     .option('-i, --interval <dur>', 'with --count: wait this long between messages')
     .option('--connect-timeout <dur>', 'give up on a connect after this long (ETIMEDOUT)', '10s')
+    .option(
+      '--heartbeat <dur>',
+      'interactive: when idle this long, send an echo to check the peer is still there',
+    )
+    .option(
+      '--heartbeat-timeout <dur>',
+      'with --heartbeat: the peer is gone when its echo takes longer (default 3 × --heartbeat)',
+    )
     .option('-t, --timeout <dur>', 'give up on a reply after this long (TCP: no limit by default; UDP: 1s)')
     .option('--retry <n>', 'TCP: retry a refused or timed-out connect this many times, with backoff')
     .option('--local-port <port>', 'bind this local port before connecting')
@@ -102,6 +110,8 @@ export interface ClientFlags extends SocketOptionFlags, LogFlags, FamilyFlags {
   udp?: boolean;
   retries?: string;
   datagramSize?: string;
+  heartbeat?: string;
+  heartbeatTimeout?: string;
 }
 
 export interface ClientConfig {
@@ -116,6 +126,7 @@ export interface ClientConfig {
   retry: number;
   retries: number;
   datagramSize?: number;
+  heartbeat?: { intervalMs: number; timeoutMs: number };
   localPort?: number;
   localAddress?: string;
   udp: boolean;
@@ -142,6 +153,10 @@ export function resolveClientConfig(
   if (f.interval !== undefined && f.count === undefined)
     throw new UsageError('--interval', f.interval, 'needs --count');
   if (f.datagramSize !== undefined && f.message !== undefined) throw conflict('--datagram-size', '--message');
+  if (f.heartbeat !== undefined && (udp || f.message !== undefined))
+    throw conflict('--heartbeat', udp ? '--udp' : '--message');
+  if (f.heartbeatTimeout !== undefined && f.heartbeat === undefined)
+    throw new UsageError('--heartbeat-timeout', f.heartbeatTimeout, 'needs --heartbeat');
   if (f.reuseAddr === false && f.localPort === undefined)
     throw new UsageError(
       '--no-reuse-addr',
@@ -159,6 +174,7 @@ export function resolveClientConfig(
     timeoutMs: f.timeout !== undefined ? parseDuration('--timeout', f.timeout, 1) : undefined,
     retry: f.retry !== undefined ? parseInteger('--retry', f.retry, 0, 1000) : 0,
     retries: f.retries !== undefined ? parseInteger('--retries', f.retries, 0, 1000) : 2,
+    heartbeat: f.heartbeat !== undefined ? resolveHeartbeat(f.heartbeat, f.heartbeatTimeout) : undefined,
     datagramSize:
       f.datagramSize !== undefined ? parseSize('--datagram-size', f.datagramSize, 1, 65527) : undefined,
     localPort:
@@ -179,6 +195,15 @@ export function resolveClientConfig(
     for (const [flag, v] of tcpOnly) if (v !== undefined) throw conflict(flag, '--udp');
   }
   return cfg;
+}
+
+function resolveHeartbeat(every: string, timeout?: string): { intervalMs: number; timeoutMs: number } {
+  const intervalMs = parseDuration('--heartbeat', every, 100, 3_600_000);
+  return {
+    intervalMs,
+    timeoutMs:
+      timeout !== undefined ? parseDuration('--heartbeat-timeout', timeout, 10, 3_600_000) : 3 * intervalMs,
+  };
 }
 
 async function connectWithRetry(cfg: ClientConfig, logger: Logger): Promise<ConnectResult> {
@@ -245,6 +270,14 @@ async function runClient(hostArg: string | undefined, portArg: string | undefine
   for (const r of options) logger.debug({ ...r }, formatReport(r));
   if (cfg.message !== undefined) return oneShot(cfg, socket, logger);
   if (process.stdin.isTTY) return interactive(cfg, socket);
+  if (cfg.heartbeat) {
+    socket.destroy();
+    throw new UsageError(
+      '--heartbeat',
+      undefined,
+      'works on a terminal (interactive mode); piped input is its own proof of life',
+    );
+  }
   const result = await streamThrough(socket, process.stdin, process.stdout);
   if (!result.ok) throw result.problem;
   logger.info(
@@ -295,8 +328,9 @@ async function oneShot(cfg: ClientConfig, socket: Socket, logger: Logger): Promi
 async function interactive(cfg: ClientConfig, socket: Socket): Promise<number> {
   const conn = new EchoConnection(socket);
   const rl = createInterface({ input: process.stdin, output: process.stdout, prompt: PROMPT });
-  let ended: 'server' | 'interrupted' | undefined;
-  const stop = (why: 'server' | 'interrupted') => {
+  let ended: 'server' | 'interrupted' | 'dead' | undefined;
+  let dead: Error | undefined;
+  const stop = (why: 'server' | 'interrupted' | 'dead') => {
     if (ended) return;
     ended = why;
     process.stdout.write('\n'); // end the prompt's line: the shell prompt starts clean
@@ -305,6 +339,12 @@ async function interactive(cfg: ClientConfig, socket: Socket): Promise<number> {
   socket.once('end', () => stop('server'));
   socket.once('close', () => stop('server'));
   rl.on('SIGINT', () => stop('interrupted'));
+  const stopHeartbeat = cfg.heartbeat
+    ? startHeartbeat(conn, cfg.heartbeat, (err) => {
+        dead = err;
+        stop('dead');
+      })
+    : () => {};
   const stopSignals = onSignals(
     () => stop('interrupted'),
     () => {},
@@ -324,10 +364,12 @@ async function interactive(cfg: ClientConfig, socket: Socket): Promise<number> {
     }
     if (!ended && !quit) process.stdout.write('\n'); // Ctrl-D on the prompt: end its line
     if (ended === 'interrupted') return 130;
+    if (ended === 'dead') throw dead;
     if (ended === 'server') throw codedError('ERR_SERVER_CLOSED', 'the server closed the connection');
     await conn.finish();
     return 0;
   } finally {
+    stopHeartbeat();
     stopSignals();
     rl.close();
     socket.destroy();

@@ -37,8 +37,24 @@ export class EchoConnection {
     });
   }
 
-  /** Send `message` in full and resolve with its echo once all of it is back and identical. */
-  async roundTrip(message: Buffer, timeoutMs?: number): Promise<{ reply: Buffer; rttMs: number }> {
+  private queue: Promise<unknown> = Promise.resolve();
+  /** round trips started and not yet finished (they run one after another) */
+  inFlight = 0;
+
+  /**
+   * Send `message` in full and resolve with its echo once all of it is back and identical.
+   * Round trips run one after another (a heartbeat and a typed line never interleave).
+   */
+  roundTrip(message: Buffer, timeoutMs?: number): Promise<{ reply: Buffer; rttMs: number }> {
+    this.inFlight++;
+    const run = this.queue.then(() => this.oneRoundTrip(message, timeoutMs));
+    this.queue = run.catch(() => {});
+    return run.finally(() => {
+      this.inFlight--;
+    });
+  }
+
+  private async oneRoundTrip(message: Buffer, timeoutMs?: number): Promise<{ reply: Buffer; rttMs: number }> {
     const t0 = performance.now();
     this.socket.write(message);
     const reply = await this.read(message.length, timeoutMs);
@@ -107,6 +123,44 @@ export class EchoConnection {
       throw codedError('ERR_ECHO_MISMATCH', `${this.pendingLength} bytes came back that were never sent`);
     }
   }
+}
+
+/** What a heartbeat sends: one newline (an empty line, if a person reads the other side). */
+export const HEARTBEAT = Buffer.from('\n');
+
+/**
+ * An application heartbeat over an echo connection: every `intervalMs` of quiet, one echo;
+ * if it is not back within `timeoutMs`, the peer (or the path to it) is gone: `onDead` gets
+ * ERR_HEARTBEAT_TIMEOUT. Finds a dead peer in seconds where TCP keepalive's defaults take over
+ * two hours. Returns the function that stops it.
+ */
+export function startHeartbeat(
+  conn: EchoConnection,
+  { intervalMs, timeoutMs }: { intervalMs: number; timeoutMs: number },
+  onDead: (err: Error) => void,
+): () => void {
+  let stopped = false;
+  const timer = setInterval(() => {
+    if (stopped || conn.inFlight > 0) return; // a round trip in flight already proves the peer is there
+    conn.roundTrip(HEARTBEAT, timeoutMs).catch((err: NodeJS.ErrnoException) => {
+      if (stopped) return;
+      stopped = true;
+      clearInterval(timer);
+      onDead(
+        err.code === 'ERR_REPLY_TIMEOUT'
+          ? codedError(
+              'ERR_HEARTBEAT_TIMEOUT',
+              `no heartbeat echo within ${timeoutMs} ms: the peer, or the path to it, is gone`,
+            )
+          : err,
+      );
+    });
+  }, intervalMs);
+  timer.unref();
+  return () => {
+    stopped = true;
+    clearInterval(timer);
+  };
 }
 
 function firstDifference(a: Buffer, b: Buffer): number {

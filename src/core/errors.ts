@@ -159,6 +159,11 @@ export const ERRNO_TABLE: Readonly<Record<string, ErrnoEntry>> = {
     meaning: 'the connection ended before every byte sent had come back',
     hint: 'The server closed early (shutdown, limit or idle timeout); see its log.',
   },
+  ERR_HEARTBEAT_TIMEOUT: {
+    meaning:
+      'a heartbeat echo did not come back in time: the peer, or the path to it, is gone (no FIN or RST ever came)',
+    hint: 'Reconnect when the peer is back; raise --heartbeat-timeout if the path is only slow.',
+  },
   ERR_REPLY_TIMEOUT: {
     meaning: 'the echo did not come back within --timeout',
     hint: 'The server is slow, stalled or not an echo server; raise --timeout if the path is slow.',

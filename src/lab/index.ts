@@ -8,7 +8,7 @@ import { chatFork } from './scenarios/chat-fork.js';
 import { clientPort } from './scenarios/client-port.js';
 import { closeWait } from './scenarios/close-wait.js';
 import { connectTimeout } from './scenarios/connect-timeout.js';
-import { keepalive, userTimeout } from './scenarios/dead-peer.js';
+import { heartbeat, keepalive, userTimeout } from './scenarios/dead-peer.js';
 import { eaddrinuse } from './scenarios/eaddrinuse.js';
 import { econnrefused } from './scenarios/econnrefused.js';
 import { econnreset } from './scenarios/econnreset.js';
@@ -127,6 +127,12 @@ export const SCENARIOS: readonly ScenarioInfo[] = [
     summary: 'sending to a dead peer, bounded by TCP_USER_TIMEOUT',
     netns: true,
     run: userTimeout,
+  },
+  {
+    name: 'heartbeat',
+    summary: 'an echo every second finds a dead peer in ~3 s; keepalive defaults take 2 h',
+    netns: true,
+    run: heartbeat,
   },
   { name: 'unreachable', summary: 'EHOSTUNREACH / ENETUNREACH from routes', netns: true, run: unreachable },
 ];

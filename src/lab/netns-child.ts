@@ -3,11 +3,19 @@
 // IPC and never outlives 60 s.
 
 import net from 'node:net';
+import { EchoConnection, startHeartbeat } from '../client/echo.js';
 import { applySocketOptions, type SocketOptions } from '../core/sockopts.js';
 
 type Role =
-  | { role: 'server'; host: string }
-  | { role: 'client'; host: string; port: number; options: SocketOptions; mode: 'idle' | 'write' }
+  | { role: 'server'; host: string; echo?: boolean }
+  | {
+      role: 'client';
+      host: string;
+      port: number;
+      options: SocketOptions;
+      mode: 'idle' | 'write' | 'heartbeat';
+      heartbeat?: { intervalMs: number; timeoutMs: number };
+    }
   | { role: 'connect'; host: string; port: number; timeoutMs: number };
 
 const role = JSON.parse(process.argv[2] ?? '{}') as Role;
@@ -18,7 +26,8 @@ process.on('disconnect', () => process.exit(0));
 if (role.role === 'server') {
   const server = net.createServer((s) => {
     s.on('error', () => {});
-    s.resume(); // read and drop: the peer's kernel keeps acknowledging
+    if (role.echo) s.pipe(s);
+    else s.resume(); // read and drop: the peer's kernel keeps acknowledging
   });
   server.listen(0, role.host, () =>
     send({ type: 'listening', port: (server.address() as net.AddressInfo).port }),
@@ -34,6 +43,14 @@ if (role.role === 'server') {
     setTimeout(() => process.exit(0), 50);
   });
   process.on('message', (m: { type: string }) => {
+    if (m.type === 'start' && role.mode === 'heartbeat' && role.heartbeat) {
+      // an echo is a natural heartbeat: one every interval, the peer is gone when one is late
+      startHeartbeat(new EchoConnection(s), role.heartbeat, (err: NodeJS.ErrnoException) => {
+        send({ type: 'error', code: err.code, syscall: 'heartbeat', message: err.message });
+        setTimeout(() => process.exit(0), 50);
+      });
+      return;
+    }
     if (m.type !== 'start' || role.mode !== 'write') return;
     // keep sending a little: unacknowledged data is what TCP_USER_TIMEOUT watches
     const chunk = Buffer.alloc(1024, 0x61);

@@ -11,7 +11,10 @@ export interface DeadPeerSpec {
   name: string;
   title: string;
   options: SocketOptions;
-  mode: 'idle' | 'write';
+  mode: 'idle' | 'write' | 'heartbeat';
+  heartbeat?: { intervalMs: number; timeoutMs: number };
+  /** the error the client reports (default ETIMEDOUT) */
+  expect?: string;
   /** when the error should arrive, ms after the cut: [at least, at most] */
   window: [number, number];
   explain: string;
@@ -20,17 +23,30 @@ export interface DeadPeerSpec {
 export async function deadPeer(spec: DeadPeerSpec): Promise<ScenarioResult> {
   const r = new Recorder(spec.name, spec.title, 'a robust TCP client and server, watched on the wire');
   r.dependsOn(
-    spec.name === 'keepalive'
-      ? ['tcp_keepalive_time', 'tcp_keepalive_intvl', 'tcp_keepalive_probes']
-      : ['tcp_retries2'],
+    spec.name === 'user-timeout'
+      ? ['tcp_retries2']
+      : ['tcp_keepalive_time', 'tcp_keepalive_intvl', 'tcp_keepalive_probes'],
   );
+  if (spec.mode === 'heartbeat') {
+    const k = (n: string) => Number(r.kernel.find((x) => x.name === n)?.value);
+    const total = k('tcp_keepalive_time') + k('tcp_keepalive_probes') * k('tcp_keepalive_intvl');
+    if (Number.isFinite(total)) {
+      r.step(
+        `keepalive with this machine's defaults (${k('tcp_keepalive_time')} s idle, ${k('tcp_keepalive_probes')} probes ${k('tcp_keepalive_intvl')} s apart) would notice after ${total} s (${(total / 3600).toFixed(1)} h)`,
+      );
+    }
+  }
   const why = netnsUnavailable();
   if (why) {
     r.step(`skipped: ${why}`);
     return r.result(why);
   }
   return withTwoHosts(async (h) => {
-    const server = h.spawnIn(h.server, { role: 'server', host: SERVER_ADDR });
+    const server = h.spawnIn(h.server, {
+      role: 'server',
+      host: SERVER_ADDR,
+      echo: spec.mode === 'heartbeat',
+    });
     const { port } = await server.next('listening');
     r.step(
       `two hosts: client ${CLIENT_ADDR} (netns ${h.client}), server ${SERVER_ADDR}:${port} (netns ${h.server})`,
@@ -41,6 +57,7 @@ export async function deadPeer(spec: DeadPeerSpec): Promise<ScenarioResult> {
       port,
       options: spec.options,
       mode: spec.mode,
+      heartbeat: spec.heartbeat,
     });
     await client.next('connected');
     for (const line of describeOptions(spec.options)) r.step(`client sets ${line}`);
@@ -59,7 +76,8 @@ export async function deadPeer(spec: DeadPeerSpec): Promise<ScenarioResult> {
       `client socket fails after ${(ms / 1000).toFixed(1)} s: ${failure.code} (syscall ${failure.syscall})`,
     );
     r.error(err);
-    r.check('the dead peer is reported as ETIMEDOUT', failure.code === 'ETIMEDOUT');
+    const expected = spec.expect ?? 'ETIMEDOUT';
+    r.check(`the dead peer is reported as ${expected}`, failure.code === expected);
     r.check(
       `it is detected within ${spec.window[0] / 1000}–${spec.window[1] / 1000} s of the cut`,
       ms >= spec.window[0] && ms <= spec.window[1],
@@ -87,6 +105,19 @@ export const keepalive = () =>
     window: [2500, 8000],
     explain:
       'the client is idle: without keepalive it would wait forever; with it, 1 s idle + 3 unanswered probes 1 s apart ≈ 4 s',
+  });
+
+export const heartbeat = () =>
+  deadPeer({
+    name: 'heartbeat',
+    title: 'an application heartbeat finds a vanished peer in seconds',
+    options: {},
+    mode: 'heartbeat',
+    heartbeat: { intervalMs: 1000, timeoutMs: 3000 },
+    expect: 'ERR_HEARTBEAT_TIMEOUT',
+    window: [2500, 8000],
+    explain:
+      'the client sends an echo every 1 s of quiet (echo-client --heartbeat 1s --heartbeat-timeout 3s); when one is not back within 3 s the peer is gone',
   });
 
 export const userTimeout = () =>
