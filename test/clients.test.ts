@@ -323,8 +323,9 @@ describe('flags a socat/ncat user reaches for', () => {
   });
 
   it.each([
-    [['-m', 'x', '--retries', '2'], /--retries 2: needs --udp/],
+    [['-m', 'x', '--resend', '2'], /--resend 2: needs --udp/],
     [['--udp', '-m', 'x', '--retry', '2'], /--retry: cannot be used with --udp/],
+    [['-m', 'x', '--retries', '2'], /unknown option '--retries'/],
     [['-m', 'x', '-v', '-q'], /--verbose: cannot be used with --quiet/],
     [['-m', 'x', '--local-address', 'localhost'], /--local-address "localhost": must be an IP address/],
     [['--udp', '-m', 'x', '--keepalive'], /--keepalive: cannot be used with --udp/],

@@ -226,7 +226,7 @@ describe('no stack trace from any flag value', () => {
     '--retry',
     '--local-port',
     '--local-address',
-    '--retries',
+    '--resend',
     '--datagram-size',
     '--keepalive',
     '--send-buffer',

@@ -68,7 +68,7 @@ export function buildClientProgram(onBench: (code: number) => void = () => {}): 
     .option('--local-port <port>', 'bind this local port before connecting')
     .option('--local-address <addr>', 'bind this local IP address before connecting')
     .option('-u, --udp', 'UDP: one datagram per line (or per --datagram-size bytes) or message')
-    .option('--retries <n>', 'UDP: resend an unanswered datagram this many times (default 2)')
+    .option('--resend <n>', 'UDP: resend an unanswered datagram this many times (default 2)')
     .option(
       '--datagram-size <size>',
       'UDP, piped: cut the input into datagrams of this size instead of lines',
@@ -90,7 +90,7 @@ Examples:
   echo-client --message ping --count 5 --interval 1s
   head -c 10m /dev/urandom | echo-client > /dev/null   stream and verify every byte
   echo-client --connect-timeout 1s --retry 3 10.0.0.1 7
-  echo-client --udp --message hello --timeout 500ms --retries 3
+  echo-client --udp --message hello --timeout 500ms --resend 3
   head -c 64k /dev/urandom | echo-client --udp --datagram-size 1400 > /dev/null
   echo-client bench -c 100 -d 5s`,
   );
@@ -108,7 +108,7 @@ export interface ClientFlags extends SocketOptionFlags, LogFlags, FamilyFlags {
   localPort?: string;
   localAddress?: string;
   udp?: boolean;
-  retries?: string;
+  resend?: string;
   datagramSize?: string;
   heartbeat?: string;
   heartbeatTimeout?: string;
@@ -123,8 +123,10 @@ export interface ClientConfig {
   intervalMs: number;
   connectTimeoutMs: number;
   timeoutMs?: number;
+  /** TCP: connect attempts after the first */
   retry: number;
-  retries: number;
+  /** UDP: resends of an unanswered datagram */
+  resend: number;
   datagramSize?: number;
   heartbeat?: { intervalMs: number; timeoutMs: number };
   localPort?: number;
@@ -143,9 +145,9 @@ export function resolveClientConfig(
   if (portArg !== undefined && f.port !== undefined) throw conflict('--port', 'a PORT argument');
   const udp = f.udp === true;
   // flags of the other protocol are refused, not ignored
-  if (udp && f.retry !== undefined) throw conflict('--retry', '--udp (UDP resends datagrams: --retries)');
-  if (!udp && f.retries !== undefined)
-    throw new UsageError('--retries', f.retries, 'needs --udp (TCP: --retry)');
+  if (udp && f.retry !== undefined) throw conflict('--retry', '--udp (UDP resends datagrams: --resend)');
+  if (!udp && f.resend !== undefined)
+    throw new UsageError('--resend', f.resend, 'needs --udp (a TCP connect is retried with --retry)');
   if (!udp && f.datagramSize !== undefined)
     throw new UsageError('--datagram-size', f.datagramSize, 'needs --udp');
   if (f.count !== undefined && f.message === undefined)
@@ -173,7 +175,7 @@ export function resolveClientConfig(
     connectTimeoutMs: parseDuration('--connect-timeout', f.connectTimeout, 1),
     timeoutMs: f.timeout !== undefined ? parseDuration('--timeout', f.timeout, 1) : undefined,
     retry: f.retry !== undefined ? parseInteger('--retry', f.retry, 0, 1000) : 0,
-    retries: f.retries !== undefined ? parseInteger('--retries', f.retries, 0, 1000) : 2,
+    resend: f.resend !== undefined ? parseInteger('--resend', f.resend, 0, 1000) : 2,
     heartbeat: f.heartbeat !== undefined ? resolveHeartbeat(f.heartbeat, f.heartbeatTimeout) : undefined,
     datagramSize:
       f.datagramSize !== undefined ? parseSize('--datagram-size', f.datagramSize, 1, 65527) : undefined,

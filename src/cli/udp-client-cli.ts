@@ -1,5 +1,5 @@
 // echo-client --udp: one datagram per --message, per input line, or per --datagram-size bytes
-// of piped input; each awaited for --timeout and resent --retries times. Piped input is sent
+// of piped input; each awaited for --timeout and resent --resend times. Piped input is sent
 // byte for byte (a line keeps its newline, and input without one gets none) and every echo is
 // compared with what was sent; lost, late and duplicate replies are counted.
 
@@ -38,7 +38,7 @@ export async function runUdpClient(cfg: ClientConfig, logger: Logger): Promise<n
     localAddress: cfg.localAddress,
     localPort: cfg.localPort,
   });
-  const timing = { timeoutMs: cfg.timeoutMs ?? 1000, retries: cfg.retries };
+  const timing = { timeoutMs: cfg.timeoutMs ?? 1000, retries: cfg.resend };
   const where = formatAddress(cfg.host, cfg.port);
   let lost = 0;
   /** One datagram's round trip; undefined when it was lost (said on stderr), other errors thrown. */
