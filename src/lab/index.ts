@@ -57,7 +57,7 @@ export const SCENARIOS: readonly ScenarioInfo[] = [
   },
   {
     name: 'half-close',
-    summary: 'server closes first: FIN_WAIT2 / CLOSE_WAIT',
+    summary: 'server closes first: FIN_WAIT2 / CLOSE_WAIT / LAST_ACK (netns) / TIME_WAIT',
     netns: false,
     run: halfClose,
   },

@@ -7,13 +7,13 @@ import { EchoConnection, startHeartbeat } from '../client/echo.js';
 import { applySocketOptions, type SocketOptions } from '../core/sockopts.js';
 
 type Role =
-  | { role: 'server'; host: string; echo?: boolean }
+  | { role: 'server'; host: string; echo?: boolean; closeFirst?: boolean }
   | {
       role: 'client';
       host: string;
       port: number;
       options: SocketOptions;
-      mode: 'idle' | 'write' | 'heartbeat';
+      mode: 'idle' | 'write' | 'heartbeat' | 'close-on-start';
       heartbeat?: { intervalMs: number; timeoutMs: number };
     }
   | { role: 'connect'; host: string; port: number; timeoutMs: number };
@@ -28,16 +28,19 @@ if (role.role === 'server') {
     s.on('error', () => {});
     if (role.echo) s.pipe(s);
     else s.resume(); // read and drop: the peer's kernel keeps acknowledging
+    if (role.closeFirst) s.end(); // the active close: FIN at once
   });
   server.listen(0, role.host, () =>
     send({ type: 'listening', port: (server.address() as net.AddressInfo).port }),
   );
 } else if (role.role === 'client') {
-  const s = net.connect({ host: role.host, port: role.port });
+  const s = net.connect({ host: role.host, port: role.port, allowHalfOpen: true });
   s.on('connect', () => {
     applySocketOptions(s, role.options);
     send({ type: 'connected', local: s.localPort });
   });
+  s.on('end', () => send({ type: 'peer-fin' }));
+  s.resume();
   s.on('error', (err: NodeJS.ErrnoException) => {
     send({ type: 'error', code: err.code, syscall: err.syscall, message: err.message });
     setTimeout(() => process.exit(0), 50);
@@ -49,6 +52,10 @@ if (role.role === 'server') {
         send({ type: 'error', code: err.code, syscall: 'heartbeat', message: err.message });
         setTimeout(() => process.exit(0), 50);
       });
+      return;
+    }
+    if (m.type === 'start' && role.mode === 'close-on-start') {
+      s.end(); // the passive side's FIN: it waits in LAST_ACK for the ACK
       return;
     }
     if (m.type !== 'start' || role.mode !== 'write') return;

@@ -118,10 +118,12 @@ export class Recorder {
     done: (entries: TcpEntry[]) => boolean,
     filter?: (e: TcpEntry) => boolean,
     timeoutMs = 2000,
+    /** read /proc/net/tcp elsewhere (inside a network namespace) */
+    read?: (file: string) => string,
   ): Promise<TcpEntry[]> {
     const end = performance.now() + timeoutMs;
     for (;;) {
-      const view = tcpStates(ports);
+      const view = tcpStates(ports, read);
       const entries = filter ? view.entries.filter(filter) : view.entries;
       if (!view.available || done(entries) || performance.now() > end) {
         this.states.push({ label, available: view.available, entries });

@@ -1,14 +1,16 @@
-// the server closes first. Its side waits in FIN_WAIT2, the client's in
-// CLOSE_WAIT — the client has read 0 bytes (EOF) but may still send — until the client
-// closes too; then the server side goes to TIME_WAIT.
+// The server closes first. Its side waits in FIN_WAIT2, the client's in CLOSE_WAIT — the
+// client has read 0 bytes (EOF) but may still send — until the client closes too; then the
+// client (the passive closer) waits in LAST_ACK for the ACK of its FIN, and the server side
+// goes to TIME_WAIT.
 import { LINUX_FACTS } from '../../core/sysctl.js';
+import { CLIENT_ADDR, netnsUnavailable, SERVER_ADDR, withTwoHosts } from '../netns.js';
 import { Cleanup, Recorder, type ScenarioResult } from '../recorder.js';
 import { connectedPair, waitFor } from '../util.js';
 
 export async function halfClose(): Promise<ScenarioResult> {
   const r = new Recorder(
     'half-close',
-    'server closes first: FIN_WAIT2 and CLOSE_WAIT',
+    'server closes first: FIN_WAIT2, CLOSE_WAIT, LAST_ACK, TIME_WAIT',
     'bind errors in a one-to-one client/server; Linux socket programming basics',
   );
   r.dependsOn(['tcp_fin_timeout'], [LINUX_FACTS.timeWait, LINUX_FACTS.closeWait]);
@@ -55,8 +57,50 @@ export async function halfClose(): Promise<ScenarioResult> {
       'server side in TIME_WAIT',
       s2.some((e) => e.localPort === port && e.state === 'TIME_WAIT'),
     );
+    await lastAck(r);
     return r.result();
   } finally {
     await c.run();
   }
+}
+
+/**
+ * The passive closer's LAST_ACK: between its FIN and the ACK of it. On loopback the ACK is back
+ * before anyone can look; in two namespaces with the server's replies cut, it stays there,
+ * retransmitting its FIN. Skipped (and said) without the capability for namespaces.
+ */
+async function lastAck(r: Recorder): Promise<void> {
+  const why = netnsUnavailable();
+  if (why) {
+    r.step(`LAST_ACK part skipped: ${why}`);
+    return;
+  }
+  await withTwoHosts(async (h) => {
+    const server = h.spawnIn(h.server, { role: 'server', host: SERVER_ADDR, closeFirst: true });
+    const { port } = await server.next('listening');
+    const client = h.spawnIn(h.client, {
+      role: 'client',
+      host: SERVER_ADDR,
+      port,
+      options: {},
+      mode: 'close-on-start',
+    });
+    await client.next('peer-fin');
+    r.step(`two hosts: the server (${SERVER_ADDR}:${port}) closes first; the client reads EOF (CLOSE_WAIT)`);
+    h.ip(h.server, 'route', 'add', 'blackhole', `${CLIENT_ADDR}/32`);
+    client.send({ type: 'start' });
+    r.step("the server's replies are cut; the client closes too: its FIN's ACK never arrives");
+    const la = await r.settle(
+      'the passive closer, waiting for the ACK of its FIN',
+      [port],
+      (es) => es.some((e) => e.state === 'LAST_ACK'),
+      (e) => e.remotePort === port,
+      3000,
+      h.readIn(h.client),
+    );
+    r.check(
+      'the passive side sits in LAST_ACK',
+      la.some((e) => e.state === 'LAST_ACK'),
+    );
+  });
 }
