@@ -3,6 +3,9 @@
 import { once } from 'node:events';
 import net, { type AddressInfo } from 'node:net';
 import { connectTcp } from '../core/connect.js';
+import { errorCode } from '../core/errors.js';
+import { closeFd } from '../core/libc.js';
+import { rawListenFd } from '../core/listen.js';
 
 export async function listenLocal(
   server: net.Server,
@@ -77,4 +80,23 @@ export async function connectedPair(
   const [peer] = await accepted;
   cleanup.add(() => peer.destroy());
   return { server, port, client, peer };
+}
+
+/**
+ * bind() and listen() with libc, with or without SO_REUSEADDR: 'listening' (the socket is closed
+ * by `cleanup`), or the error code the kernel gave.
+ */
+export function tryListen(
+  host: string,
+  port: number,
+  reuseAddr: boolean,
+  cleanup: { add(fn: () => unknown): void },
+): string {
+  try {
+    const fd = rawListenFd({ host, port, backlog: 1, reuseAddr, reusePort: false });
+    cleanup.add(() => closeFd(fd));
+    return 'listening';
+  } catch (err) {
+    return errorCode(err);
+  }
 }

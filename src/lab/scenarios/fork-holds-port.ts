@@ -8,11 +8,8 @@
 
 import { type ChildProcess, spawn } from 'node:child_process';
 import net from 'node:net';
-import { errorCode } from '../../core/errors.js';
-import { closeFd } from '../../core/libc.js';
-import { rawListenFd } from '../../core/listen.js';
 import { Cleanup, Recorder, type ScenarioResult } from '../recorder.js';
-import { connectLocal, listenLocal, waitFor } from '../util.js';
+import { connectLocal, listenLocal, tryListen, waitFor } from '../util.js';
 
 // a forked child: echoes the connection it is handed; holds a listening socket if given one
 const CHILD = `
@@ -26,16 +23,6 @@ function child(c: Cleanup): ChildProcess {
   const p = spawn(process.execPath, ['-e', CHILD], { stdio: ['ignore', 'ignore', 'ignore', 'ipc'] });
   c.add(() => p.kill('SIGKILL'));
   return p;
-}
-
-function bind(port: number, reuseAddr: boolean, c: Cleanup): string {
-  try {
-    const fd = rawListenFd({ host: '127.0.0.1', port, backlog: 1, reuseAddr, reusePort: false });
-    c.add(() => closeFd(fd));
-    return 'listening';
-  } catch (err) {
-    return errorCode(err);
-  }
 }
 
 export async function forkHoldsPort(): Promise<ScenarioResult> {
@@ -63,10 +50,10 @@ export async function forkHoldsPort(): Promise<ScenarioResult> {
     r.step(
       `the parent handed the connection on ${port} to child ${kid.pid} and stopped listening (as if it exited)`,
     );
-    const without = bind(port, false, c);
+    const without = tryListen('127.0.0.1', port, false, c);
     r.step(`restart without SO_REUSEADDR: ${without} (the child's connection still uses the port)`);
     r.check('without SO_REUSEADDR the restart fails while the child serves', without === 'EADDRINUSE');
-    const withIt = bind(port, true, c);
+    const withIt = tryListen('127.0.0.1', port, true, c);
     r.step(`restart with SO_REUSEADDR: ${withIt}`);
     r.check('with SO_REUSEADDR the restart succeeds', withIt === 'listening');
     client.write('still there?');
@@ -91,7 +78,7 @@ export async function forkHoldsPort(): Promise<ScenarioResult> {
       'the port is still in LISTEN: the child holds the socket',
       listening.some((e) => e.state === 'LISTEN'),
     );
-    const kept = bind(port2, true, c);
+    const kept = tryListen('127.0.0.1', port2, true, c);
     r.step(
       `restart with SO_REUSEADDR: ${kept}: SO_REUSEADDR does not share a port another socket listens on`,
     );
