@@ -34,6 +34,18 @@ export async function chatFork(): Promise<ScenarioResult> {
     ],
   );
   const c = new Cleanup();
+  // the readers' signal is listened for until every reader is gone: cleanups run last-in
+  // first-out, so this one, added first, runs last
+  let got = false;
+  let onSignal!: () => void;
+  const signalled = new Promise<void>((res) => {
+    onSignal = () => {
+      got = true;
+      res();
+    };
+  });
+  process.on('SIGUSR2', onSignal);
+  c.add(() => process.off('SIGUSR2', onSignal));
   try {
     const peers: net.Socket[] = [];
     const server = net.createServer({ allowHalfOpen: true }, (s) => {
@@ -49,7 +61,13 @@ export async function chatFork(): Promise<ScenarioResult> {
       const reader = spawn(process.execPath, ['-e', READER], {
         stdio: ['ignore', 'ignore', 'ignore', 'ipc'],
       });
-      c.add(() => reader.kill('SIGKILL'));
+      // killed and waited for: a reader still alive when its peer is closed below would signal
+      // a process that no longer listens for it (and SIGUSR2's default action terminates)
+      c.add(() => {
+        if (reader.exitCode !== null || reader.signalCode !== null) return;
+        reader.kill('SIGKILL');
+        return waitFor(reader, 'exit');
+      });
       // keepOpen: the writer (this process) keeps its own descriptor, as after fork()
       reader.send('sock', sock, { keepOpen: true });
       return reader;
@@ -95,13 +113,6 @@ export async function chatFork(): Promise<ScenarioResult> {
     );
 
     // the peer leaves: the reader reads EOF and tells the writer with a signal
-    let got = false;
-    const signalled = new Promise<void>((res) =>
-      process.once('SIGUSR2', () => {
-        got = true;
-        res();
-      }),
-    );
     peers.at(-1)!.end();
     await Promise.race([signalled, new Promise((res) => setTimeout(res, 5000))]);
     r.step(
