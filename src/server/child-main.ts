@@ -13,7 +13,7 @@ import type { Socket } from 'node:net';
 import { errorCode, explainError } from '../core/errors.js';
 import { createLogger, type LogFormat, type LogLevel } from '../core/log.js';
 import { echoServerOptions, type ServerConfig } from './config.js';
-import { drainConnection, emptyTotals, forceClose, serveEcho } from './handler.js';
+import { drainConnection, emptyTotals, forceClose, type HandlerContext, serveEcho } from './handler.js';
 import { type ChildRole, sendToParent, type ToChild } from './ipc.js';
 import { startEchoServer } from './tcp-server.js';
 
@@ -76,6 +76,24 @@ function serveRole(once: boolean): void {
   const exitIfDone = () => {
     if (live.size === 0 && (stopping || once)) process.exit(0);
   };
+  // one context for every connection of this process: one --min-rate sweep, one -v read-back
+  const ctx: HandlerContext = {
+    logger,
+    totals: scratch,
+    idleTimeoutMs: cfg.idleTimeoutMs,
+    minRate: cfg.minRate,
+    maxLifetimeMs: cfg.maxLifetimeMs,
+    socketOptions: cfg.socket,
+    logOptions: cfg.verbose,
+    label,
+    logFields,
+    onClose: async (socket, r) => {
+      const id = live.get(socket);
+      await sendToParent({ type: 'closed', id, bytesIn: r.bytesIn, bytesOut: r.bytesOut, error: r.error });
+      live.delete(socket);
+      exitIfDone();
+    },
+  };
   process.on('message', (m: ToChild, handle?: Socket) => {
     if (m.type !== 'conn' || !handle) return;
     if (stopping || (once && live.size > 0)) {
@@ -84,33 +102,7 @@ function serveRole(once: boolean): void {
     }
     live.set(handle, m.id);
     handle.allowHalfOpen = true; // echo what arrived, then close, as in the evented server
-    serveEcho(
-      handle,
-      {
-        logger,
-        totals: scratch,
-        idleTimeoutMs: cfg.idleTimeoutMs,
-        minRate: cfg.minRate,
-        maxLifetimeMs: cfg.maxLifetimeMs,
-        socketOptions: cfg.socket,
-        logOptions: cfg.verbose,
-        label,
-        logFields,
-        onClose: async (socket, r) => {
-          const id = live.get(socket);
-          await sendToParent({
-            type: 'closed',
-            id,
-            bytesIn: r.bytesIn,
-            bytesOut: r.bytesOut,
-            error: r.error,
-          });
-          live.delete(socket);
-          exitIfDone();
-        },
-      },
-      m.peer,
-    );
+    serveEcho(handle, ctx, m.peer);
     handle.resume();
   });
   const stop = stopper(

@@ -55,14 +55,14 @@ export function childrenBackend(
     },
   });
 
+  // why the last spawn failed: said once per refusal, through the listener's rate-limited log
+  let spawnError = '';
   const trySpawn = (): Child | undefined => {
     try {
       return sup.spawn();
     } catch (err) {
-      logger.warn(
-        { code: (err as NodeJS.ErrnoException).code },
-        `could not start a ${name}: ${explainError(err).line}`,
-      );
+      spawnError = explainError(err).line;
+      logger.debug({ code: (err as NodeJS.ErrnoException).code }, `could not start a ${name}: ${spawnError}`);
       return undefined;
     }
   };
@@ -121,7 +121,7 @@ export function childrenBackend(
     pids: () => [...sup.children].filter((c) => kind === 'workers' || c.conns.size > 0).map((c) => c.pid),
     serve(socket, peer, done) {
       const child = pick();
-      if (!child) return done(`no ${name} process could be started`);
+      if (!child) return done(`no ${name} process could be started${spawnError ? `: ${spawnError}` : ''}`);
       void handOver(child, socket, peer, done);
     },
     drain: (deadline) => sup.stopAll(deadline),
