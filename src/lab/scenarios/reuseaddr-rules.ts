@@ -8,6 +8,7 @@
 
 import net from 'node:net';
 import { rawListenFd } from '../../core/listen.js';
+import { tcpStates } from '../../core/tcp-states.js';
 import { Cleanup, Recorder, type ScenarioResult } from '../recorder.js';
 import { closeServer, connectLocal, listenLocal, tryListen, waitFor } from '../util.js';
 
@@ -59,11 +60,21 @@ export async function reuseaddrRules(): Promise<ScenarioResult> {
       two === 'EADDRINUSE',
     );
 
-    // 3. two specific addresses, no options
-    const first = net.createServer();
-    const p3 = await listenLocal(first, 0, undefined, '127.0.0.1');
-    c.add(() => closeServer(first));
-    const three = tryListen('127.0.0.2', p3, false, c);
+    // 3. two specific addresses, no options. The port is one the kernel just gave 127.0.0.1;
+    // another program's connection may hold it on 127.0.0.2 by chance (then the bind fails for
+    // that reason, which /proc/net/tcp shows): try another port a few times before concluding.
+    let three = '';
+    let p3 = 0;
+    for (let attempt = 0; attempt < 5 && three !== 'listening'; attempt++) {
+      const first = net.createServer();
+      p3 = await listenLocal(first, 0, undefined, '127.0.0.1');
+      c.add(() => closeServer(first));
+      three = tryListen('127.0.0.2', p3, false, c);
+      const busy =
+        three === 'EADDRINUSE' &&
+        tcpStates([p3]).entries.some((e) => e.localPort === p3 && e.local !== '127.0.0.1');
+      if (!busy) break;
+    }
     r.step(`3. 127.0.0.1:${p3} is listening; 127.0.0.2:${p3} WITHOUT SO_REUSEADDR: ${three}`);
     r.check('two different specific addresses share a port with no option at all', three === 'listening');
     return r.result();
