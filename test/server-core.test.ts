@@ -222,6 +222,29 @@ describe('--mode fork survives what a peer can do', () => {
   );
 });
 
+describe('UDP through the same handle', () => {
+  it('the exit totals count UDP drops by reason, access drops included', async () => {
+    const srv = await spawnServer(['--udp', '--deny', '127.0.0.2']);
+    const dgram = await import('node:dgram');
+    const send = async (from: string) => {
+      const s = dgram.createSocket('udp4');
+      await new Promise<void>((r) => s.bind(0, from, r));
+      s.send('x', srv.port, '127.0.0.1');
+      return s;
+    };
+    const denied = await send('127.0.0.2');
+    const ok = await send('127.0.0.1');
+    await once(ok, 'message'); // handled in order: the denied one was dropped before this echo
+    denied.close();
+    ok.close();
+    srv.child.kill('SIGTERM');
+    expect((await srv.exit).code).toBe(0);
+    // a denied source is dropped before it counts as one served
+    expect(totalsLine(srv.stderr())).toMatchObject({ connections: 1, refused: 1, refusedBy: { access: 1 } });
+    expect(srv.stderr()).toMatch(/totals: 1 source, 1 dropped \(access 1\)/);
+  });
+});
+
 describe('flags a mode cannot honour exit 2 naming both', () => {
   it.each([
     [['--udp', '--keepalive'], /--keepalive.*--udp/],
