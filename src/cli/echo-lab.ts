@@ -43,6 +43,9 @@ export function formatResult(r: ScenarioResult): string {
 }
 
 export async function runLabCli(argv: string[]): Promise<void> {
+  // chat-fork's reader processes tell their writer (this process) with SIGUSR2; one that arrives
+  // after the scenario stopped listening must not end the run (the default action terminates)
+  process.on('SIGUSR2', () => {});
   await runCli('echo-lab', async () => {
     const program = newProgram(
       'echo-lab',
