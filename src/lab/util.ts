@@ -100,3 +100,26 @@ export function tryListen(
     return errorCode(err);
   }
 }
+
+/**
+ * A server that keeps every connection it accepts open and never closes one itself (the
+ * classic missing close()): reading each to its end, or, with `read: false`, never reading.
+ * `peers` are the accepted sockets, in order; `cleanup` destroys them, then closes the server.
+ */
+export async function holdingServer(
+  cleanup: { add(fn: () => unknown): void },
+  { read = true } = {},
+): Promise<{ port: number; peers: net.Socket[] }> {
+  const peers: net.Socket[] = [];
+  const server = net.createServer({ allowHalfOpen: true, pauseOnConnect: !read }, (s) => {
+    peers.push(s);
+    if (read) s.resume();
+  });
+  const port = await listenLocal(server);
+  cleanup.add(() => closeServer(server));
+  // runs first (cleanups run last-in first-out): the server's close waits for its connections
+  cleanup.add(() => {
+    for (const s of peers) s.destroy();
+  });
+  return { port, peers };
+}

@@ -6,9 +6,9 @@
 // holds the socket.
 
 import { type ChildProcess, spawn } from 'node:child_process';
-import net from 'node:net';
+import type net from 'node:net';
 import { Cleanup, Recorder, type ScenarioResult } from '../recorder.js';
-import { closeServer, connectLocal, listenLocal, waitFor } from '../util.js';
+import { connectLocal, holdingServer, waitFor } from '../util.js';
 
 // the reader process: prints what arrives; on EOF, tells the writer (its parent) with a signal.
 // The tutorial uses SIGUSR1; Node keeps SIGUSR1 for its debugger, so here it is SIGUSR2.
@@ -47,16 +47,7 @@ export async function chatFork(): Promise<ScenarioResult> {
   process.on('SIGUSR2', onSignal);
   c.add(() => process.off('SIGUSR2', onSignal));
   try {
-    const peers: net.Socket[] = [];
-    const server = net.createServer({ allowHalfOpen: true }, (s) => {
-      peers.push(s);
-      s.resume();
-    });
-    const port = await listenLocal(server);
-    c.add(() => closeServer(server));
-    c.add(() => {
-      for (const s of peers) s.destroy();
-    });
+    const { port, peers } = await holdingServer(c);
     const spawnReader = (sock: net.Socket): ChildProcess => {
       const reader = spawn(process.execPath, ['-e', READER], {
         stdio: ['ignore', 'ignore', 'ignore', 'ipc'],

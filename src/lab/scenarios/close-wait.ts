@@ -3,11 +3,10 @@
 // orphaned in FIN_WAIT2, does expire: after tcp_fin_timeout (60 s by default) — shown live here
 // with a per-socket TCP_LINGER2 of 2 s.
 
-import net from 'node:net';
 import { setIntOption, socketFd } from '../../core/libc.js';
 import { LINUX_FACTS } from '../../core/sysctl.js';
 import { Cleanup, Recorder, type ScenarioResult } from '../recorder.js';
-import { closeServer, connectLocal, listenLocal, waitFor } from '../util.js';
+import { connectLocal, holdingServer, waitFor } from '../util.js';
 
 export async function closeWait({ linger2 = 2 } = {}): Promise<ScenarioResult> {
   const r = new Recorder(
@@ -18,17 +17,8 @@ export async function closeWait({ linger2 = 2 } = {}): Promise<ScenarioResult> {
   r.dependsOn(['tcp_fin_timeout'], [LINUX_FACTS.closeWait]);
   const c = new Cleanup();
   try {
-    const held: net.Socket[] = [];
     // reads to the end, then keeps its socket open: the classic missing close()
-    const server = net.createServer({ allowHalfOpen: true }, (s) => {
-      held.push(s);
-      s.resume();
-    });
-    const port = await listenLocal(server);
-    c.add(() => closeServer(server));
-    c.add(() => {
-      for (const s of held) s.destroy();
-    });
+    const { port } = await holdingServer(c);
     const client = await connectLocal(port, { allowHalfOpen: true });
     const fd = socketFd(client);
     if (fd !== undefined) setIntOption(fd, 'TCP_LINGER2', linger2);

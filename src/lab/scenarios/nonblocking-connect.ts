@@ -10,7 +10,7 @@ import { constants } from 'node:os';
 import { boundPort, closeFd, getIntOption, type Libc, loadLibc, platformTable } from '../../core/libc.js';
 import { rawListenFd, sockaddr } from '../../core/listen.js';
 import { Cleanup, Recorder, type ScenarioResult } from '../recorder.js';
-import { closeServer, connectLocal, listenLocal } from '../util.js';
+import { closeServer, connectLocal, holdingServer, listenLocal } from '../util.js';
 
 const F_GETFL = 3;
 const F_SETFL = 4;
@@ -86,14 +86,7 @@ export async function nonblockingConnect({ timeoutMs = 1000 } = {}): Promise<Sce
   try {
     if (process.platform !== 'linux') return r.result('the raw descriptor steps are written for Linux');
     const c = loadLibc();
-    const held: net.Socket[] = [];
-    const server = net.createServer({ pauseOnConnect: true }, (s) => held.push(s)); // never reads
-    const open = await listenLocal(server);
-    cl.add(() => closeServer(server));
-    // run first (cleanups run last-in first-out): the server's close waits for its connections
-    cl.add(() => {
-      for (const s of held) s.destroy();
-    });
+    const { port: open } = await holdingServer(cl, { read: false }); // never reads
     const probe = net.createServer(); // a port the kernel just gave out, closed again
     const closedPort = await listenLocal(probe);
     await closeServer(probe);
