@@ -3,7 +3,7 @@ import { randomBytes } from 'node:crypto';
 import { once } from 'node:events';
 import net from 'node:net';
 import { describe, expect, it, onTestFinished } from 'vitest';
-import { bin, closedPort, plainServer, socatListen, spawnCli } from './helpers.js';
+import { bin, freePort, plainServer, socatListen, spawnCli } from './helpers.js';
 
 const has = (cmd: string, arg = '-V') => spawnSync(cmd, [arg], { stdio: 'ignore' }).status === 0;
 const hasTmux = has('tmux');
@@ -139,7 +139,7 @@ describe('echo-chat', () => {
   it.skipIf(!hasNcat)(
     'piped: after the peer half-closes, the rest of stdin is still sent (1,000,000 bytes to ncat)',
     async () => {
-      const port = await closedPort();
+      const port = await freePort();
       // ncat listening with no input: it half-closes at once and writes what it receives to stdout
       const nc = spawn('ncat', ['-l', '127.0.0.1', String(port)], { stdio: ['ignore', 'pipe', 'pipe'] });
       onTestFinished(() => {

@@ -12,6 +12,7 @@ import {
   closedPort,
   connect,
   echoServer,
+  freePort,
   hasCommand,
   jsonLines,
   onPty,
@@ -368,7 +369,7 @@ describe('flags a socat/ncat user reaches for', () => {
 describe('echo-client --local-port --no-reuse-addr', () => {
   it('reproduces the tutorial’s bind error on a port in TIME_WAIT; without the flag the reconnect works', async () => {
     const srv = await echoServer();
-    const local = await closedPort();
+    const local = await freePort();
     const args = ['127.0.0.1', String(srv.address.port), '-m', 'x', '--local-port', String(local)];
     const first = spawnCli('echo-client', args);
     expect((await first.exit).code).toBe(0); // the client closes first: its port goes to TIME_WAIT

@@ -9,6 +9,8 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import getPort from 'get-port';
 import { onTestFinished } from 'vitest';
+import { boundPort, closeFd } from '../src/core/libc.js';
+import { rawListenFd } from '../src/core/listen.js';
 import { type EchoServerOptions, startEchoServer } from '../src/index.js';
 
 export const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
@@ -263,8 +265,27 @@ export async function socatListen(other: string, extra = ''): Promise<{ port: nu
   return { port, child };
 }
 
-/** A loopback TCP port nothing listens on (get-port: one the kernel just gave out and took back). */
+/**
+ * A loopback TCP port that nothing listens on for the whole test: bound by a socket that never
+ * listens (a connect there gets RST: ECONNREFUSED). Held, not released: a released port can be
+ * handed by the kernel to another test's server meanwhile, and a "refused" connect then lands
+ * on that server and takes one of its slots.
+ */
 export function closedPort(): Promise<number> {
+  const fd = rawListenFd({
+    host: '127.0.0.1',
+    port: 0,
+    backlog: 0,
+    reuseAddr: false,
+    reusePort: false,
+    bindOnly: true,
+  });
+  onTestFinished(() => closeFd(fd));
+  return Promise.resolve(boundPort(fd));
+}
+
+/** A loopback TCP port free right now, for a program that must bind it itself (get-port). */
+export function freePort(): Promise<number> {
   return getPort({ host: '127.0.0.1' });
 }
 
