@@ -4,7 +4,7 @@ import { once } from 'node:events';
 import net, { type AddressInfo } from 'node:net';
 import { connectTcp } from '../core/connect.js';
 import { errorCode } from '../core/errors.js';
-import { closeFd } from '../core/libc.js';
+import { boundPort, closeFd } from '../core/libc.js';
 import { rawListenFd } from '../core/listen.js';
 
 export async function listenLocal(
@@ -122,4 +122,22 @@ export async function holdingServer(
     for (const s of peers) s.destroy();
   });
   return { port, peers };
+}
+
+/**
+ * A loopback port nothing listens on, held for the scenario: bound by a socket that never calls
+ * listen(), so a connect there is answered with RST. (A port found free and released again
+ * could be handed by the kernel to some other program's server before the connect.)
+ */
+export function refusingPort(cleanup: { add(fn: () => unknown): void }): number {
+  const fd = rawListenFd({
+    host: '127.0.0.1',
+    port: 0,
+    backlog: 0,
+    reuseAddr: false,
+    reusePort: false,
+    bindOnly: true,
+  });
+  cleanup.add(() => closeFd(fd));
+  return boundPort(fd);
 }

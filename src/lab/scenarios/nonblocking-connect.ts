@@ -5,12 +5,11 @@
 // connected socket, send() to a peer that never reads until the send buffer is full: EAGAIN,
 // never ENOBUFS. The sockaddr is built by hand, so its bytes show htons (2) and htonl (4).
 
-import net from 'node:net';
 import { constants } from 'node:os';
 import { boundPort, closeFd, getIntOption, type Libc, loadLibc, platformTable } from '../../core/libc.js';
 import { rawListenFd, sockaddr } from '../../core/listen.js';
 import { Cleanup, Recorder, type ScenarioResult } from '../recorder.js';
-import { closeServer, connectLocal, holdingServer, listenLocal } from '../util.js';
+import { connectLocal, holdingServer, refusingPort } from '../util.js';
 
 const F_GETFL = 3;
 const F_SETFL = 4;
@@ -87,9 +86,7 @@ export async function nonblockingConnect({ timeoutMs = 1000 } = {}): Promise<Sce
     if (process.platform !== 'linux') return r.result('the raw descriptor steps are written for Linux');
     const c = loadLibc();
     const { port: open } = await holdingServer(cl, { read: false }); // never reads
-    const probe = net.createServer(); // a port the kernel just gave out, closed again
-    const closedPort = await listenLocal(probe);
-    await closeServer(probe);
+    const closedPort = refusingPort(cl);
     const fd = rawListenFd({ host: '127.0.0.1', port: 0, backlog: 1, reuseAddr: true, reusePort: false });
     cl.add(() => closeFd(fd));
     const full = boundPort(fd);
