@@ -2,7 +2,7 @@
 // a peer cannot crash. Each test runs the CLI as a user does.
 import { once } from 'node:events';
 import type net from 'node:net';
-import { describe, expect, it } from 'vitest';
+import { describe, expect, it, onTestFailed } from 'vitest';
 import { echo, startEchoServer } from '../src/index.js';
 import {
   connect,
@@ -23,6 +23,9 @@ const MODES: [string, string[]][] = [
   ['fork', ['--mode', 'fork']],
 ];
 
+/** The limit tests' servers listen here, not on 127.0.0.1 where every other test connects. */
+const HOST = '127.0.0.3';
+
 const totalsLine = (stderr: string) => jsonLines(stderr).find((l) => String(l.msg).startsWith('totals:'));
 
 /** Echo one byte on each socket; in iterative mode one at a time, each closed before the next. */
@@ -39,15 +42,27 @@ async function served(mode: string, socks: net.Socket[]): Promise<void> {
 
 describe.each(MODES)('--mode %s', (mode, args) => {
   it('--max-connections 2: of 5 connections 2 are served, 3 refused and logged', async () => {
-    const srv = await spawnServer([...args, '--max-connections', '2']);
-    const socks = [];
-    for (let i = 0; i < 5; i++) socks.push(await connect(srv.port));
+    // on an address of its own: other tests' connects to 127.0.0.1 (a port just released by
+    // them and handed to this server by the kernel) must not take one of the two slots
+    const srv = await spawnServer([...args, '--max-connections', '2', '-v', '--host', HOST]);
+    let stage = 'connect';
+    const socks: import('node:net').Socket[] = [];
+    onTestFailed(() => {
+      console.error(
+        `DIAG stage=${stage} mode=${mode} ours=${socks.map((x) => x.localPort).join(',')}\n${srv.stderr()}`,
+      );
+    });
+    for (let i = 0; i < 5; i++) socks.push(await connect(srv.port, HOST));
+    stage = 'wait for the refusals';
     const watched = socks.map(watchEnd);
     // one listener accepts in arrival order: the last three are refused (a FIN, nothing echoed)
     for (const w of watched.slice(2)) expect((await w.end).length).toBe(0);
     expect(watched[0]!.ended() || watched[1]!.ended()).toBe(false);
-    await srv.waitStderr(/refused 127\.0\.0\.1: 2 connections open \(--max-connections 2\)/);
+    stage = 'refusal line';
+    await srv.waitStderr(/refused 127\.0\.0\.\d+: 2 connections open \(--max-connections 2\)/);
+    stage = 'echo on the admitted';
     await served(mode, socks.slice(0, 2));
+    stage = 'exit';
     for (const s of socks) s.end();
     srv.child.kill('SIGTERM');
     expect((await srv.exit).code).toBe(0);
@@ -55,13 +70,14 @@ describe.each(MODES)('--mode %s', (mode, args) => {
   });
 
   it('--max-connections-per-ip 2: a third and fourth from 127.0.0.1 are refused, 127.0.0.2 is not', async () => {
-    const srv = await spawnServer([...args, '--max-connections-per-ip', '2']);
+    const srv = await spawnServer([...args, '--max-connections-per-ip', '2', '--host', HOST]);
     const socks = [];
-    for (let i = 0; i < 4; i++) socks.push(await connect(srv.port));
+    for (let i = 0; i < 4; i++)
+      socks.push(await connect(srv.port, HOST, { localAddress: '127.0.0.1' } as net.NetConnectOpts));
     const watched = socks.map(watchEnd);
     for (const w of watched.slice(2)) expect((await w.end).length).toBe(0);
     await srv.waitStderr(/refused 127\.0\.0\.1: 2 connections from this address/);
-    const other = await connect(srv.port, '127.0.0.1', { localAddress: '127.0.0.2' } as net.NetConnectOpts);
+    const other = await connect(srv.port, HOST, { localAddress: '127.0.0.2' } as net.NetConnectOpts);
     const otherEnd = watchEnd(other);
     await served(mode, socks.slice(0, 2));
     await served(mode, [other]);
