@@ -9,9 +9,8 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import getPort from 'get-port';
 import { onTestFinished } from 'vitest';
-import { boundPort, closeFd } from '../src/core/libc.js';
-import { rawListenFd } from '../src/core/listen.js';
 import { type EchoServerOptions, startEchoServer } from '../src/index.js';
+import { refusingPort } from '../src/lab/util.js';
 
 export const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 export const bin = (name: string) => path.join(ROOT, 'bin', `${name}.js`);
@@ -272,16 +271,7 @@ export async function socatListen(other: string, extra = ''): Promise<{ port: nu
  * on that server and takes one of its slots.
  */
 export function closedPort(): Promise<number> {
-  const fd = rawListenFd({
-    host: '127.0.0.1',
-    port: 0,
-    backlog: 0,
-    reuseAddr: false,
-    reusePort: false,
-    bindOnly: true,
-  });
-  onTestFinished(() => closeFd(fd));
-  return Promise.resolve(boundPort(fd));
+  return Promise.resolve(refusingPort({ add: (fn) => onTestFinished(() => void fn()) }));
 }
 
 /** A loopback TCP port free right now, for a program that must bind it itself (get-port). */
