@@ -68,14 +68,21 @@ export function childrenBackend(
   };
 
   let spare: Child | undefined;
+  let turn = 0;
   const pick = (): Child | undefined => {
     if (kind === 'fork') {
       const c = spare?.alive ? spare : trySpawn();
       spare = sup.stopping ? undefined : trySpawn(); // warm the next one while this one works
       return c;
     }
+    // the least busy; among equals, the next in turn (sequential clients would all land on the first)
+    const list = [...sup.children];
     let best: Child | undefined;
-    for (const c of sup.children) if (!best || c.conns.size < best.conns.size) best = c;
+    for (let k = 0; k < list.length; k++) {
+      const c = list[(turn + k) % list.length]!;
+      if (!best || c.conns.size < best.conns.size) best = c;
+    }
+    turn++;
     return best;
   };
 
