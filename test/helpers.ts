@@ -40,6 +40,9 @@ export async function connect(
 /** Read until the peer's FIN; resolves with every byte. */
 export function readAll(s: Socket): Promise<Buffer> {
   return new Promise((resolve, reject) => {
+    // a FIN that came before anyone listened: Node emitted 'end' already (net reads EOF with
+    // push(null) + read(0)), and it is not emitted again; nothing was left unread
+    if (s.readableEnded) return resolve(Buffer.alloc(0));
     const chunks: Buffer[] = [];
     s.on('data', (c: Buffer) => chunks.push(c));
     s.once('end', () => resolve(Buffer.concat(chunks)));

@@ -70,18 +70,30 @@ describe.each(MODES)('--mode %s', (mode, args) => {
   });
 
   it('--max-connections-per-ip 2: a third and fourth from 127.0.0.1 are refused, 127.0.0.2 is not', async () => {
-    const srv = await spawnServer([...args, '--max-connections-per-ip', '2', '--host', HOST]);
-    const socks = [];
+    const srv = await spawnServer([...args, '--max-connections-per-ip', '2', '-v', '--host', HOST]);
+    const socks: net.Socket[] = [];
+    let stage = 'connect';
+    onTestFailed(() => {
+      console.error(
+        `DIAG stage=${stage} mode=${mode} ours=${socks.map((x) => x.localPort).join(',')}\n${srv.stderr()}`,
+      );
+    });
     for (let i = 0; i < 4; i++)
       socks.push(await connect(srv.port, HOST, { localAddress: '127.0.0.1' } as net.NetConnectOpts));
+    stage = 'wait for the refusals';
     const watched = socks.map(watchEnd);
     for (const w of watched.slice(2)) expect((await w.end).length).toBe(0);
+    stage = 'refusal line';
     await srv.waitStderr(/refused 127\.0\.0\.1: 2 connections from this address/);
+    stage = 'connect from 127.0.0.2';
     const other = await connect(srv.port, HOST, { localAddress: '127.0.0.2' } as net.NetConnectOpts);
     const otherEnd = watchEnd(other);
+    stage = 'echo on the admitted';
     await served(mode, socks.slice(0, 2));
+    stage = 'echo on 127.0.0.2';
     await served(mode, [other]);
     expect(otherEnd.ended()).toBe(mode === 'iterative'); // iterative: served() closed it itself
+    stage = 'exit';
     for (const s of [...socks, other]) s.end();
     srv.child.kill('SIGTERM');
     expect((await srv.exit).code).toBe(0);
