@@ -53,6 +53,7 @@ export function readAll(s: Socket): Promise<Buffer> {
 /** Read exactly n bytes (or fail on EOF). */
 export function readN(s: Socket, n: number): Promise<Buffer> {
   return new Promise((resolve, reject) => {
+    if (s.readableEnded) return reject(new Error(`EOF before any of ${n} bytes`));
     const chunks: Buffer[] = [];
     let got = 0;
     const onData = (c: Buffer) => {
