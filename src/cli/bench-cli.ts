@@ -15,10 +15,16 @@ import {
   UsageError,
 } from '../core/parse.js';
 import { warn } from './common.js';
+import {
+  addClientTransportFlags,
+  type ClientTransportFlags,
+  INSECURE_WARNING,
+  resolveClientTransport,
+} from './transport.js';
 
 /** `echo-client bench`: a subcommand whose action resolves with the exit code. */
 export function addBenchCommand(program: Command, onDone: (code: number) => void): Command {
-  return program
+  const cmd = program
     .command('bench')
     .description('load and latency, tcpkali-style, with every echoed byte verified')
     .argument('[host]', 'server address (HOST, HOST:PORT, [v6]:PORT, or a lone PORT)')
@@ -36,7 +42,9 @@ export function addBenchCommand(program: Command, onDone: (code: number) => void
     )
     .option('-u, --udp', 'UDP ping-pong')
     .option('--warmup <dur>', 'run this long before measuring', '1s')
-    .option('--json', 'print one JSON object on stdout')
+    .option('--json', 'print one JSON object on stdout');
+  addClientTransportFlags(cmd);
+  return cmd
     .addHelpText(
       'after',
       `
@@ -45,14 +53,16 @@ Examples:
   echo-client bench --mode stream -c 1 -s 64k     bulk MB/s
   echo-client bench --mode connect -c 50          connect/echo/close per second
   echo-client bench --rate 20000 -c 50            open loop, latency without coordinated omission
-  echo-client bench --udp -c 32 --json`,
+  echo-client bench --udp -c 32 --json
+  echo-client bench --tls --insecure -c 10        TLS ping-pong (handshakes in --mode connect)
+  echo-client bench --unix /tmp/echo.sock --mode stream`,
     )
     .action(async (host: string | undefined, port: string | undefined, flags: BenchFlags) =>
       onDone(await runBenchCli(flags, host, port)),
     );
 }
 
-export interface BenchFlags {
+export interface BenchFlags extends ClientTransportFlags {
   connections: string;
   duration: string;
   requests?: string;
@@ -79,9 +89,17 @@ export function resolveBenchOptions(f: BenchFlags, hostArg: string | undefined, 
   const pipeline = parseInteger('--pipeline', f.pipeline, 1, 65535);
   if (f.rate !== undefined && f.mode !== 'pingpong')
     throw new UsageError('--rate', f.rate, 'needs --mode pingpong');
+  const transport = resolveClientTransport(f, {
+    udp: f.udp === true,
+    targetGiven:
+      hostArg !== undefined ? 'a HOST argument' : portArg !== undefined ? 'a PORT argument' : undefined,
+    socket: {},
+    local: undefined,
+  });
   const opts = {
     host,
     port,
+    ...transport,
     mode: f.mode,
     udp: f.udp === true,
     connections,
@@ -102,8 +120,20 @@ export async function runBenchCli(
 ): Promise<number> {
   const opts = resolveBenchOptions(f, hostArg, portArg);
   const { host, port, durationMs } = opts;
-  // a server that is not there is one explained line, not a table of zeros
-  if (!opts.udp) (await connectTcp({ host, port, connectTimeoutMs: 10_000 })).socket.destroy();
+  const where = opts.path !== undefined ? `unix:${opts.path}` : formatAddress(host, port);
+  if (opts.tls?.insecure) warn('echo-client', INSECURE_WARNING);
+  // a server that is not there (or a TLS check that fails) is one explained line, not a table of zeros
+  if (!opts.udp)
+    (
+      await connectTcp({
+        host,
+        port,
+        path: opts.path,
+        tls: opts.tls,
+        sendProxy: opts.sendProxy,
+        connectTimeoutMs: 10_000,
+      })
+    ).socket.destroy();
   const tty = process.stderr.isTTY === true && !f.json;
   const r = await runBench({
     ...opts,
@@ -118,14 +148,14 @@ export async function runBenchCli(
   if (r.count === 0 && Object.keys(r.errors).length > 0) {
     // nothing came back and something failed: say what, as any other command would
     const [code] = Object.entries(r.errors).sort((a, b) => b[1] - a[1])[0]!;
-    throw Object.assign(new Error(`${r.mode} bench to ${formatAddress(host, port)}: ${code}`), {
+    throw Object.assign(new Error(`${r.mode} bench to ${where}: ${code}`), {
       code,
       syscall: opts.udp ? 'send' : 'connect',
       address: host,
       port,
     });
   }
-  process.stdout.write(f.json ? `${JSON.stringify(r)}\n` : formatBench(r, formatAddress(host, port)));
+  process.stdout.write(f.json ? `${JSON.stringify(r)}\n` : formatBench(r, where));
   if (r.lost) {
     warn(
       'echo-client',

@@ -20,10 +20,13 @@ import {
   UsageError,
 } from '../core/parse.js';
 import { formatReport, type OptionReport } from '../core/sockopts.js';
+import { formatTlsInfo, selfSignedTls } from '../core/tls.js';
+import { peerName } from '../server/listener.js';
 import {
   addFamilyFlags,
   addListenerFlags,
   checkLogFlags,
+  conflict,
   type FamilyFlags,
   type LogFlags,
   newProgram,
@@ -36,8 +39,15 @@ import {
   statusLogger,
   warnIfReachable,
 } from './common.js';
+import {
+  addChatTransportFlags,
+  type ChatTransportFlags,
+  checkAddressRulesOnUnix,
+  INSECURE_WARNING,
+  resolveChatTransport,
+} from './transport.js';
 
-export interface ChatFlags extends SocketOptionFlags, LogFlags, FamilyFlags {
+export interface ChatFlags extends SocketOptionFlags, LogFlags, FamilyFlags, ChatTransportFlags {
   allow?: string[];
   deny?: string[];
   listen?: boolean;
@@ -67,6 +77,7 @@ export function buildChatProgram() {
     .option('--connect-timeout <dur>', 'give up on a connect after this long', '10s')
     .option('--retry <n>', 'retry a refused or timed-out connect, with backoff', '0');
   addFamilyFlags(cmd);
+  addChatTransportFlags(cmd);
   addListenerFlags(cmd);
   cmd.addHelpText(
     'after',
@@ -76,6 +87,8 @@ Examples:
   terminal 2:  echo-chat 127.0.0.1 7008        (or 127.0.0.1:7008)
   or with nc:  nc 127.0.0.1 7008   /   ncat -l 7008  +  echo-chat 127.0.0.1 7008
   dead peers:  echo-chat --keepalive 10s --keepalive-interval 2s --keepalive-count 3 HOST PORT
+  TLS:         echo-chat --listen --tls   +   echo-chat --tls --fingerprint SHA256 127.0.0.1 7007
+  Unix:        echo-chat --listen --unix /tmp/chat.sock   +   echo-chat --unix /tmp/chat.sock
 
 Piped, bytes pass raw both ways; after the peer's FIN the rest of stdin is still sent, then
 the connection is closed (as ncat does).`,
@@ -95,11 +108,22 @@ export function resolveChatConfig(hostArg: string | undefined, portArg: string |
   if (f.listen) {
     if (hostArg !== undefined) throw new UsageError('HOST', hostArg, 'not with --listen (use --host/--port)');
     const { allow, deny } = resolveAccess(f);
+    const host = parseHost('--host', f.host ?? (common.family === 6 ? '::1' : '127.0.0.1'));
+    const { server } = resolveChatTransport(f, true, {
+      host,
+      hostGiven: f.host !== undefined,
+      portGiven: f.port !== undefined,
+      socket: common.sock,
+    });
+    if (server!.path !== undefined && common.family)
+      throw conflict(common.family === 4 ? '-4' : '-6', '--unix');
+    checkAddressRulesOnUnix(server!, f);
     return {
       ...common,
       connect: undefined,
+      transport: server!,
       listen: {
-        host: parseHost('--host', f.host ?? (common.family === 6 ? '::1' : '127.0.0.1')),
+        host,
         port: parsePort('--port', f.port ?? '7007'),
         access: new AccessControl(allow, deny),
       },
@@ -110,10 +134,32 @@ export function resolveChatConfig(hostArg: string | undefined, portArg: string |
     throw new UsageError('--host', f.host, 'needs --listen (give the peer as HOST PORT)');
   if (f.allow?.length || f.deny?.length)
     throw new UsageError(f.allow?.length ? '--allow' : '--deny', undefined, 'needs --listen');
+  const { client } = resolveChatTransport(f, false, {
+    host: '',
+    hostGiven: false,
+    portGiven: false,
+    targetGiven:
+      hostArg !== undefined
+        ? 'a HOST argument'
+        : portArg !== undefined || f.port !== undefined
+          ? '--port'
+          : undefined,
+    socket: common.sock,
+    local: common.family ? `-${common.family}` : undefined,
+  });
+  if (client!.path !== undefined) {
+    return {
+      ...common,
+      listen: undefined,
+      clientTransport: client!,
+      connect: { host: 'localhost', port: 0 },
+    };
+  }
   if (hostArg === undefined) throw new UsageError('HOST PORT', undefined, 'give both, or use --listen');
   return {
     ...common,
     listen: undefined,
+    clientTransport: client!,
     connect: parseTarget(hostArg, portArg ?? f.port, { host: '127.0.0.1' }),
   };
 }
@@ -162,16 +208,16 @@ export async function runChatCli(argv: string[]): Promise<void> {
       return 0;
     };
 
-    if (f.listen) {
-      if (hostArg !== undefined)
-        throw new UsageError('HOST', hostArg, 'not with --listen (use --host/--port)');
-      const { allow, deny } = resolveAccess(f);
-      const host = parseHost('--host', f.host ?? (family === 6 ? '::1' : '127.0.0.1'));
+    if (cfg.listen) {
+      const t = cfg.transport!;
+      const tls = f.tls ? (t.tls ?? (await selfSignedTls(cfg.listen.host))) : undefined;
       const listener = await listenChat({
         socket: sock,
-        host,
-        port: parsePort('--port', f.port ?? '7007'),
-        access: new AccessControl(allow, deny),
+        ...cfg.listen,
+        path: t.path,
+        unixMode: t.unixMode,
+        ...(tls ? { tls: { cert: tls.cert, key: tls.key } } : {}),
+        handshakeTimeoutMs: t.handshakeTimeoutMs,
         logger: log,
         keepOpen: f.keepOpen === true,
       });
@@ -179,11 +225,18 @@ export async function runChatCli(argv: string[]): Promise<void> {
         void listener.close();
         process.exit(signal === 'SIGINT' ? 130 : 143);
       };
-      say(`listening on ${formatAddress(listener.address.address, listener.address.port)}`);
-      warnIfReachable(log, listener.address.address);
+      const unix = listener.address.family === 'unix';
+      say(
+        `listening on ${unix ? `unix:${listener.address.address}` : formatAddress(listener.address.address, listener.address.port)}${tls ? ' (TLS)' : ''}`,
+      );
+      if (tls)
+        say(
+          `TLS certificate${tls.selfSigned ? ' (self-signed, made at start)' : ''}: SHA-256 ${tls.fingerprint}; the peer can pin it with --tls --fingerprint ${tls.fingerprint}`,
+        );
+      if (!unix) warnIfReachable(log, listener.address.address);
       for (;;) {
         const { socket, options } = await listener.next();
-        say(`peer ${formatAddress(socket.remoteAddress ?? '?', socket.remotePort ?? 0)} connected`);
+        say(`peer ${peerName(socket, unix)} connected`);
         const code = await converse(socket, options);
         if (!f.keepOpen || code !== 0) return code;
         onSignal = (signal) => {
@@ -193,9 +246,12 @@ export async function runChatCli(argv: string[]): Promise<void> {
       }
     }
     const { host, port } = cfg.connect!;
-    const { socket, options } = await connectChat({
+    const ct = cfg.clientTransport!;
+    if (ct.tls?.insecure) log.warn({}, INSECURE_WARNING);
+    const { socket, options, tls } = await connectChat({
       host,
       port,
+      ...ct,
       family,
       connectTimeoutMs,
       retries,
@@ -203,7 +259,10 @@ export async function runChatCli(argv: string[]): Promise<void> {
       onRetry: (err, attempt, delay) =>
         log.warn({}, `${explainError(err).summary}; retry ${attempt}/${retries} in ${delay} ms`),
     });
-    say(`connected to ${formatAddress(host, port)}`);
+    say(
+      `connected to ${ct.path !== undefined ? `unix:${ct.path}` : formatAddress(host, port)}${tls ? ' (TLS)' : ''}`,
+    );
+    if (tls) log.debug({ ...tls }, `TLS: ${formatTlsInfo(tls)}`);
     return converse(socket, options);
   });
   stopSignals();

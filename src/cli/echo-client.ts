@@ -21,6 +21,7 @@ import {
 } from '../core/parse.js';
 import { formatReport, type SocketOptions } from '../core/sockopts.js';
 import { escapeForTerminal } from '../core/terminal.js';
+import { formatTlsInfo } from '../core/tls.js';
 import { addBenchCommand } from './bench-cli.js';
 import {
   addFamilyFlags,
@@ -39,6 +40,13 @@ import {
   runCli,
   type SocketOptionFlags,
 } from './common.js';
+import {
+  addClientTransportFlags,
+  type ClientTransport,
+  type ClientTransportFlags,
+  INSECURE_WARNING,
+  resolveClientTransport,
+} from './transport.js';
 
 export const PROMPT = 'Input message (Q to quit): ';
 
@@ -74,6 +82,7 @@ export function buildClientProgram(onBench: (code: number) => void = () => {}): 
       'UDP, piped: cut the input into datagrams of this size instead of lines',
     );
   addFamilyFlags(cmd);
+  addClientTransportFlags(cmd);
   addSocketOptionFlags(cmd, { listen: false });
   addLogFlags(cmd);
   // options after `bench` belong to bench (it has its own --udp, --mode…)
@@ -92,12 +101,16 @@ Examples:
   echo-client --connect-timeout 1s --retry 3 10.0.0.1 7
   echo-client --udp --message hello --timeout 500ms --resend 3
   head -c 64k /dev/urandom | echo-client --udp --datagram-size 1400 > /dev/null
+  echo-client --tls --fingerprint AB:CD:…   against echo-server --tls (pin what it printed)
+  echo-client --tls --ca ca.pem example.test 7007
+  echo-client --unix /tmp/echo.sock -m hello
+  echo-client --send-proxy v2 -m hello     as if relayed by HAProxy
   echo-client bench -c 100 -d 5s`,
   );
   return cmd;
 }
 
-export interface ClientFlags extends SocketOptionFlags, LogFlags, FamilyFlags {
+export interface ClientFlags extends SocketOptionFlags, LogFlags, FamilyFlags, ClientTransportFlags {
   port?: string;
   message?: string;
   count?: string;
@@ -134,6 +147,8 @@ export interface ClientConfig {
   udp: boolean;
   socket: SocketOptions;
   verbose: boolean;
+  /** --unix, --tls…, --send-proxy */
+  transport: ClientTransport;
 }
 
 export function resolveClientConfig(
@@ -183,9 +198,32 @@ export function resolveClientConfig(
       f.localPort !== undefined ? parsePort('--local-port', f.localPort, { allowZero: false }) : undefined,
     localAddress: f.localAddress !== undefined ? parseIp('--local-address', f.localAddress) : undefined,
     udp,
-    socket: resolveSocketOptions(f),
+    socket: clientSocketOptions(f),
     verbose: f.verbose === true,
+    transport: {},
   };
+  cfg.transport = resolveClientTransport(f, {
+    udp,
+    targetGiven:
+      hostArg !== undefined
+        ? 'a HOST argument'
+        : portArg !== undefined
+          ? 'a PORT argument'
+          : f.port !== undefined
+            ? '--port'
+            : undefined,
+    socket: cfg.socket,
+    local:
+      f.localPort !== undefined
+        ? '--local-port'
+        : f.localAddress !== undefined
+          ? '--local-address'
+          : f[4]
+            ? '-4'
+            : f[6]
+              ? '-6'
+              : undefined,
+  });
   if (f.message === '' && !cfg.udp) throw new UsageError('--message', '""', 'must not be empty');
   if (udp) {
     const tcpOnly: [string, unknown][] = [
@@ -197,6 +235,13 @@ export function resolveClientConfig(
     for (const [flag, v] of tcpOnly) if (v !== undefined) throw conflict(flag, '--udp');
   }
   return cfg;
+}
+
+/** A client sets SO_REUSEADDR only with --local-port (libuv does); --no-reuse-addr is the one choice. */
+function clientSocketOptions(f: ClientFlags): SocketOptions {
+  const o = resolveSocketOptions(f);
+  if (o.reuseAddr === true) delete o.reuseAddr;
+  return o;
 }
 
 function resolveHeartbeat(every: string, timeout?: string): { intervalMs: number; timeoutMs: number } {
@@ -214,6 +259,7 @@ async function connectWithRetry(cfg: ClientConfig, logger: Logger): Promise<Conn
       connectTcp({
         host: cfg.host,
         port: cfg.port,
+        ...cfg.transport,
         family: cfg.family,
         connectTimeoutMs: cfg.connectTimeoutMs,
         localAddress: cfg.localAddress,
@@ -264,11 +310,15 @@ async function runClient(hostArg: string | undefined, portArg: string | undefine
     const { runUdpClient } = await import('./udp-client-cli.js');
     return runUdpClient(cfg, logger);
   }
-  const { socket, options } = await connectWithRetry(cfg, logger);
+  if (cfg.transport.tls?.insecure) logger.warn({}, INSECURE_WARNING);
+  const { socket, options, tls } = await connectWithRetry(cfg, logger);
   logger.debug(
     { local: `${socket.localAddress}:${socket.localPort}` },
-    `connected to ${formatAddress(cfg.host, cfg.port)} from ${formatAddress(socket.localAddress ?? '?', socket.localPort ?? 0)}`,
+    cfg.transport.path !== undefined
+      ? `connected to unix:${cfg.transport.path}`
+      : `connected to ${formatAddress(cfg.host, cfg.port)} from ${formatAddress(socket.localAddress ?? '?', socket.localPort ?? 0)}`,
   );
+  if (tls) logger.debug({ ...tls }, `TLS: ${formatTlsInfo(tls)}`);
   for (const r of options) logger.debug({ ...r }, formatReport(r));
   if (cfg.message !== undefined) return oneShot(cfg, socket, logger);
   if (process.stdin.isTTY) return interactive(cfg, socket);
@@ -293,7 +343,8 @@ async function runClient(hostArg: string | undefined, portArg: string | undefine
 async function oneShot(cfg: ClientConfig, socket: Socket, logger: Logger): Promise<number> {
   const conn = new EchoConnection(socket);
   const msg = Buffer.from(cfg.message!);
-  const where = formatAddress(cfg.host, cfg.port);
+  const where =
+    cfg.transport.path !== undefined ? `unix:${cfg.transport.path}` : formatAddress(cfg.host, cfg.port);
   const rtts: number[] = [];
   try {
     for (let i = 0; i < cfg.count; i++) {

@@ -5,6 +5,7 @@ import { availableParallelism } from 'node:os';
 import type { Command } from 'commander';
 import { Option } from 'commander';
 import { parseDuration, parseHost, parseInteger, parsePort, parseSize, UsageError } from '../core/parse.js';
+import { describeCertificate, selfSignedTls } from '../core/tls.js';
 import { plural } from '../server/admission.js';
 import type { ServerConfig } from '../server/config.js';
 import type { ServerTotals } from '../server/handler.js';
@@ -25,11 +26,23 @@ import {
   type SocketOptionFlags,
   warnIfReachable,
 } from './common.js';
+import {
+  addServerTransportFlags,
+  checkAddressRulesOnUnix,
+  resolveServerTransport,
+  type ServerTransportFlags,
+} from './transport.js';
 
 export function buildServerProgram(): Command {
   const cmd = newProgram('echo-server', 'TCP (RFC 862) and UDP echo server on real sockets')
-    .option('-H, --host <addr>', 'address to listen on (0.0.0.0 or :: opens it to the network)', DEFAULT_HOST)
-    .option('-p, --port <port>', 'port to listen on; 0 picks a free one and prints it', String(DEFAULT_PORT))
+    .option(
+      '-H, --host <addr>',
+      `address to listen on (default ${DEFAULT_HOST}; 0.0.0.0 or :: opens it to the network, :: to both IPv4 and IPv6)`,
+    )
+    .option(
+      '-p, --port <port>',
+      `port to listen on (default ${DEFAULT_PORT}); 0 picks a free one and prints it`,
+    )
     .addOption(
       new Option('-m, --mode <mode>', 'concurrency model')
         .choices(['evented', 'iterative', 'workers', 'fork'])
@@ -63,6 +76,7 @@ export function buildServerProgram(): Command {
       'UDP: datagrams per second allowed per source (token bucket; 0 = no limit; default 1000)',
     )
     .option('--rate-burst <n>', 'UDP: burst size per source (default 200)');
+  addServerTransportFlags(cmd);
   addListenerFlags(cmd);
   cmd.addHelpText(
     'after',
@@ -74,15 +88,20 @@ Examples:
   echo-server --mode workers --workers 4
   echo-server --mode fork --max-children 50
   echo-server --udp --port 7007
+  echo-server --tls                    TLS with a self-signed certificate; its fingerprint is printed
+  echo-server --tls --cert c.pem --key k.pem --mode workers
+  echo-server --unix /tmp/echo.sock --unix-mode 0660
+  echo-server --proxy-protocol         behind HAProxy (send-proxy / send-proxy-v2)
+  echo-server --host :: --ipv6-only    IPv6 clients only
   echo-server --no-reuse-addr --verbose   show what the kernel reports for each option
   echo-server --host 0.0.0.0 --allow 10.0.0.0/8 --max-connections-per-ip 20`,
   );
   return cmd;
 }
 
-export interface ServerFlags extends SocketOptionFlags, LogFlags {
-  host: string;
-  port: string;
+export interface ServerFlags extends SocketOptionFlags, LogFlags, ServerTransportFlags {
+  host?: string;
+  port?: string;
   mode: string;
   udp?: boolean;
   workers?: string;
@@ -118,10 +137,19 @@ const TCP_ONLY: [string, (f: ServerFlags, c: ServerConfig) => boolean][] = [
 
 /** Validate every flag up front; throws UsageError naming the flag. */
 export function resolveServerConfig(f: ServerFlags): ServerConfig {
-  const host = parseHost('--host', f.host);
-  const port = parsePort('--port', f.port);
-  const mode = f.mode as ServerConfig['mode'];
+  const host = parseHost('--host', f.host ?? DEFAULT_HOST);
+  const port = parsePort('--port', f.port ?? String(DEFAULT_PORT));
+  const mode = (f.mode ?? 'evented') as ServerConfig['mode'];
   const sock = resolveSocketOptions(f);
+  const transport = resolveServerTransport(f, {
+    host,
+    hostGiven: f.host !== undefined,
+    portGiven: f.port !== undefined,
+    udp: f.udp === true,
+    socket: sock,
+  });
+  checkAddressRulesOnUnix(transport, f);
+  if (transport.path !== undefined && f.exclusive) throw conflict('--exclusive', '--unix');
   if (f.workers !== undefined && mode !== 'workers')
     throw new UsageError('--workers', f.workers, 'needs --mode workers');
   if (f.maxChildren !== undefined && mode !== 'fork')
@@ -150,6 +178,14 @@ export function resolveServerConfig(f: ServerFlags): ServerConfig {
   const cfg: ServerConfig = {
     host,
     port,
+    ...(transport.path !== undefined ? { path: transport.path } : {}),
+    ...(transport.unixMode !== undefined ? { unixMode: transport.unixMode } : {}),
+    ...(transport.ipv6Only ? { ipv6Only: true } : {}),
+    ...(transport.tls ? { tls: { cert: transport.tls.cert, key: transport.tls.key } } : {}),
+    ...(transport.proxyProtocol ? { proxyProtocol: true } : {}),
+    ...(transport.handshakeTimeoutMs !== undefined
+      ? { handshakeTimeoutMs: transport.handshakeTimeoutMs }
+      : {}),
     mode,
     udp: f.udp === true,
     workers: f.workers !== undefined ? parseInteger('--workers', f.workers, 1, 256) : availableParallelism(),
@@ -238,17 +274,27 @@ export async function runServerCli(argv: string[]): Promise<void> {
       },
       () => runner?.forceClose(),
     );
+    const flags = program.opts<ServerFlags>();
+    if (flags.tls && !cfg.tls) cfg.tls = await selfSignedTls(cfg.host);
     runner = await startServer(cfg, logger);
     logger.info(
       {
         address: runner.address.address,
         port: runner.address.port,
         mode: cfg.mode,
-        proto: cfg.udp ? 'udp' : 'tcp',
+        proto: cfg.udp ? 'udp' : cfg.path !== undefined ? 'unix' : 'tcp',
+        ...(cfg.tls ? { tls: true } : {}),
       },
       listeningLine(cfg, runner),
     );
-    warnIfReachable(logger, runner.address.address);
+    if (cfg.tls) {
+      const c = describeCertificate(cfg.tls.cert);
+      logger.info(
+        { fingerprint: c.fingerprint, subject: c.subject, validTo: c.validTo, selfSigned: !flags.cert },
+        `TLS certificate${flags.cert ? '' : ' (self-signed, made at start)'}: SHA-256 ${c.fingerprint}, valid to ${c.validTo}; pin it with echo-client --tls --fingerprint ${c.fingerprint}`,
+      );
+    }
+    if (cfg.path === undefined) warnIfReachable(logger, runner.address.address);
     return finished;
   });
 }

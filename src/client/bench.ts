@@ -13,12 +13,17 @@ import type { Socket } from 'node:net';
 import { createHistogram, type RecordableHistogram } from 'node:perf_hooks';
 import { connectTcp } from '../core/connect.js';
 import { countError, errorCode } from '../core/errors.js';
+import type { ClientTls } from '../core/tls.js';
 
 export type BenchMode = 'pingpong' | 'stream' | 'connect';
 
 export interface BenchOptions {
   host: string;
   port: number;
+  /** TCP modes: a Unix socket instead of host and port, TLS, a PROXY header first */
+  path?: string;
+  tls?: ClientTls;
+  sendProxy?: 1 | 2;
   mode: BenchMode;
   udp?: boolean;
   connections: number;
@@ -105,6 +110,9 @@ async function connectOnce(o: BenchOptions, onread?: OnRead): Promise<Socket> {
   const { socket } = await connectTcp({
     host: o.host,
     port: o.port,
+    path: o.path,
+    tls: o.tls,
+    sendProxy: o.sendProxy,
     allowHalfOpen: false,
     socketOptions: { noDelay: o.noDelay ?? true },
     ...(onread ? { onread: { buffer: Buffer.allocUnsafe(256 * 1024), callback: onread } } : {}),

@@ -7,15 +7,24 @@ import net, { type AddressInfo, type Socket } from 'node:net';
 import { createInterface, type Interface } from 'node:readline';
 import type { Readable, Writable } from 'node:stream';
 import type { AccessControl } from '../core/access.js';
-import { connectTcp, withRetry } from '../core/connect.js';
-import { listenTcp } from '../core/listen.js';
+import { type ConnectResult, connectTcp, withRetry } from '../core/connect.js';
+import { explainError } from '../core/errors.js';
+import { listenSocket } from '../core/listen.js';
 import { type Logger, silentLogger } from '../core/log.js';
 import { applySocketOptions, type OptionReport, type SocketOptions } from '../core/sockopts.js';
 import { TerminalText } from '../core/terminal.js';
+import { acceptTls, type ClientTls, serverSecureContext } from '../core/tls.js';
 import { Admission } from '../server/admission.js';
 
 export interface ChatListenOptions {
   host?: string;
+  /** a Unix-domain socket (path or @name) instead of host and port */
+  path?: string;
+  unixMode?: number;
+  /** TLS with this certificate and key (PEM) */
+  tls?: { cert: string; key: string };
+  /** the TLS handshake must be done within this (ms, default 10 000) */
+  handshakeTimeoutMs?: number;
   /** options of the listening socket and of the peer's */
   socket?: SocketOptions;
   port?: number;
@@ -42,9 +51,11 @@ export async function listenChat(o: ChatListenOptions & { keepOpen?: boolean } =
   const sock = o.socket ?? {};
   const backlog = sock.backlog ?? 1;
   const server = net.createServer({ allowHalfOpen: true, pauseOnConnect: o.keepOpen === true });
-  const address = await listenTcp(server, {
+  const address = await listenSocket(server, {
     host: o.host ?? '127.0.0.1',
     port: o.port ?? 7007,
+    path: o.path,
+    unixMode: o.unixMode,
     backlog,
     reuseAddr: sock.reuseAddr,
     reusePort: sock.reusePort,
@@ -73,7 +84,8 @@ export async function listenChat(o: ChatListenOptions & { keepOpen?: boolean } =
     failed = err;
     for (const t of takers.splice(0)) t.reject(err);
   });
-  const next = async () => {
+  const context = o.tls ? serverSecureContext(o.tls) : undefined;
+  const next = async (): Promise<{ socket: Socket; options: OptionReport[] }> => {
     const socket = await new Promise<Socket>((resolve, reject) => {
       for (let s = arrived.shift(); s; s = arrived.shift()) if (!s.destroyed) return resolve(s);
       if (failed) return reject(failed);
@@ -82,12 +94,32 @@ export async function listenChat(o: ChatListenOptions & { keepOpen?: boolean } =
       takers.push({ resolve, reject });
     });
     if (socket.isPaused()) socket.resume();
+    let options: OptionReport[];
     try {
-      return { socket, options: applySocketOptions(socket, sock) };
+      options = applySocketOptions(socket, sock);
     } catch (err) {
       socket.destroy();
       throw err;
     }
+    if (!context) return { socket, options };
+    const t = acceptTls(socket, context, { handshakeTimeoutMs: o.handshakeTimeoutMs });
+    try {
+      await new Promise<void>((resolve, reject) => {
+        t.once('secure', resolve);
+        t.once('error', reject);
+        t.once('close', () => reject(new Error('the peer closed before the TLS handshake was done')));
+      });
+    } catch (err) {
+      t.destroy();
+      if (!o.keepOpen) throw err;
+      // with --keep-open a failed handshake costs that peer only: say why, wait for the next
+      (o.logger ?? silentLogger).warn(
+        {},
+        `a peer's TLS handshake failed: ${explainError(err, { role: 'server' }).line}`,
+      );
+      return next();
+    }
+    return { socket: t, options };
   };
   let first: Promise<{ socket: Socket; options: OptionReport[] }> | undefined;
   first = next();
@@ -111,6 +143,8 @@ export async function listenChat(o: ChatListenOptions & { keepOpen?: boolean } =
 export interface ChatConnectOptions {
   host: string;
   port: number;
+  path?: string;
+  tls?: ClientTls;
   family?: 4 | 6;
   connectTimeoutMs?: number;
   retries?: number;
@@ -119,14 +153,14 @@ export interface ChatConnectOptions {
 }
 
 /** Library: connect to a chat peer (an echo-chat --listen, nc -l, anything TCP). */
-export async function connectChat(
-  o: ChatConnectOptions,
-): Promise<{ socket: Socket; options: OptionReport[] }> {
+export async function connectChat(o: ChatConnectOptions): Promise<ConnectResult> {
   return withRetry(
     () =>
       connectTcp({
         host: o.host,
         port: o.port,
+        path: o.path,
+        tls: o.tls,
         family: o.family,
         connectTimeoutMs: o.connectTimeoutMs,
         socketOptions: o.socketOptions,

@@ -7,6 +7,12 @@ import type { Socket } from 'node:net';
 import type { Readable, Writable } from 'node:stream';
 import { connectTcp, withRetry } from '../core/connect.js';
 import { codedError } from '../core/errors.js';
+import { looksLikeTls } from '../core/tls.js';
+
+/** The reply is a TLS record (an alert): the server speaks TLS, this connection does not. */
+const speaksTls = () =>
+  codedError('ERR_PEER_SPEAKS_TLS', 'the server answered with a TLS record (an alert), not an echo');
+
 import type { SocketOptions } from '../core/sockopts.js';
 
 /** Reads echoes off one socket; one round trip at a time. */
@@ -60,6 +66,7 @@ export class EchoConnection {
     const reply = await this.read(message.length, timeoutMs);
     const rttMs = performance.now() - t0;
     if (!reply.equals(message)) {
+      if (looksLikeTls(reply) && !looksLikeTls(message)) throw speaksTls();
       const at = firstDifference(reply, message);
       throw codedError(
         'ERR_ECHO_MISMATCH',
@@ -82,6 +89,7 @@ export class EchoConnection {
       while (this.pendingLength < n) {
         if (this.error) throw this.error;
         if (this.ended) {
+          if (this.pendingLength > 0 && looksLikeTls(this.pending[0]!)) throw speaksTls();
           throw codedError(
             'ERR_ECHO_SHORT',
             `sent ${n} bytes, ${this.pendingLength} came back before the server closed`,
@@ -271,6 +279,10 @@ export function streamThrough(
           }
           const n = Math.min(head.length, chunk.length - off);
           if (head.compare(chunk, off, off + n, 0, n) !== 0) {
+            if (received + off === 0 && looksLikeTls(chunk) && !looksLikeTls(head)) {
+              problem = speaksTls();
+              break;
+            }
             const at = received + off + firstDifference(chunk.subarray(off, off + n), head.subarray(0, n));
             problem = codedError(
               'ERR_ECHO_MISMATCH',

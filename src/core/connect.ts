@@ -3,14 +3,24 @@
 // and port (bound before connect), a connect timeout that ends in a real ETIMEDOUT, retries
 // with backoff, and the shared socket options applied once connected.
 
-import net, { isIP, type Socket } from 'node:net';
+import net, { isIP, type LookupFunction, type Socket } from 'node:net';
 import { errorCode } from './errors.js';
-import { rawListenFd } from './listen.js';
+import { rawListenFd, unixPathOf } from './listen.js';
+import { buildProxyHeader } from './proxy-protocol.js';
 import { applySocketOptions, type OptionReport, type SocketOptions } from './sockopts.js';
+import { type ClientTls, connectTls, type TlsInfo, tlsInfo } from './tls.js';
 
 export interface ConnectOptions {
   host: string;
   port: number;
+  /** a Unix-domain socket (a path, or `@name`) instead of host and port */
+  path?: string;
+  /** TLS over the connection, checked as these options say */
+  tls?: ClientTls;
+  /** first send a PROXY protocol header (v1 text, v2 binary) naming this connection's addresses */
+  sendProxy?: 1 | 2;
+  /** name resolution (tests: a resolver that answers ::1 then 127.0.0.1, as many hosts do for localhost) */
+  lookup?: LookupFunction;
   /** give up on a connect after this many ms with ETIMEDOUT (a full backlog, a silent host) */
   connectTimeoutMs?: number;
   localAddress?: string;
@@ -27,8 +37,11 @@ export interface ConnectOptions {
 }
 
 export interface ConnectResult {
+  /** the socket to use: a TLSSocket under `tls` */
   socket: Socket;
   options: OptionReport[];
+  /** what TLS negotiated */
+  tls?: TlsInfo;
 }
 
 /** An error shaped like Node's own connect errors. */
@@ -72,6 +85,12 @@ export function connectTcp(o: ConnectOptions): Promise<ConnectResult> {
         return;
       }
       socket.connect({ host: o.host, port: o.port, ...(o.family ? { family: o.family } : {}) });
+    } else if (o.path !== undefined) {
+      socket = net.connect({
+        path: unixPathOf(o.path),
+        ...(o.onread && !o.tls ? { onread: o.onread as net.OnReadOpts } : {}),
+        allowHalfOpen: o.allowHalfOpen ?? true,
+      });
     } else {
       socket = net.connect({
         host: o.host,
@@ -79,10 +98,12 @@ export function connectTcp(o: ConnectOptions): Promise<ConnectResult> {
         localAddress: o.localAddress,
         localPort: o.localPort,
         ...(o.family ? { family: o.family } : {}),
-        ...(o.onread ? { onread: o.onread as net.OnReadOpts } : {}),
+        ...(o.lookup ? { lookup: o.lookup } : {}),
+        ...(o.onread && !o.tls ? { onread: o.onread as net.OnReadOpts } : {}),
         allowHalfOpen: o.allowHalfOpen ?? true,
       });
     }
+    const started = Date.now();
     let timer: NodeJS.Timeout | undefined;
     const onError = (err: Error) => {
       clearTimeout(timer);
@@ -96,7 +117,7 @@ export function connectTcp(o: ConnectOptions): Promise<ConnectResult> {
         socket.off('error', onError);
         socket.on('error', () => {});
         socket.destroy();
-        reject(connectTimeoutError(o.host, o.port));
+        reject(connectTimeoutError(o.path ?? o.host, o.port));
       }, o.connectTimeoutMs);
     }
     socket.once('connect', () => {
@@ -110,7 +131,36 @@ export function connectTcp(o: ConnectOptions): Promise<ConnectResult> {
         reject(err);
         return;
       }
-      resolve({ socket, options });
+      if (o.sendProxy) {
+        const unix = o.path !== undefined;
+        socket.write(
+          buildProxyHeader(
+            o.sendProxy,
+            unix ? undefined : { address: socket.localAddress ?? '', port: socket.localPort ?? 0 },
+            unix ? undefined : { address: socket.remoteAddress ?? '', port: socket.remotePort ?? 0 },
+          ),
+        );
+      }
+      if (!o.tls) return resolve({ socket, options });
+      // the handshake shares the connect timeout: both are "getting a usable connection"
+      const left =
+        o.connectTimeoutMs !== undefined
+          ? Math.max(1, o.connectTimeoutMs - (Date.now() - started))
+          : undefined;
+      connectTls(socket, o.path !== undefined ? 'localhost' : o.host, o.tls, {
+        timeoutMs: left,
+        allowHalfOpen: o.allowHalfOpen ?? true,
+      }).then((t) => {
+        if (o.onread) {
+          const { callback } = o.onread;
+          t.on('data', (d: Buffer) => callback(d.length, d));
+        }
+        resolve({
+          socket: t,
+          options,
+          tls: { ...tlsInfo(t), ...(o.tls?.fingerprint ? { pinned: true } : {}) },
+        });
+      }, reject);
     });
   });
 }

@@ -14,6 +14,7 @@ export interface ErrnoEntry {
   /** hints that fit one command better than the general one */
   client?: string;
   chat?: string;
+  server?: string;
 }
 
 /** Who is explaining: the command, and the protocol when the error does not say. */
@@ -155,14 +156,108 @@ export const ERRNO_TABLE: Readonly<Record<string, ErrnoEntry>> = {
     meaning: 'the bytes that came back differ from the bytes sent',
     hint: 'The peer is not an echo server, or something on the path altered the data.',
   },
+  ERR_PEER_SPEAKS_TLS: {
+    meaning: 'the server speaks TLS and this connection is plain TCP',
+    hint: 'Add --tls (with --ca, --fingerprint or --insecure for a self-signed certificate).',
+  },
   ERR_ECHO_SHORT: {
     meaning: 'the connection ended before every byte sent had come back',
-    hint: 'The server closed early (shutdown, limit or idle timeout); see its log.',
+    hint: 'The server closed early (shutdown, limit or idle timeout; or it speaks TLS and got plain bytes: then add --tls); see its log.',
   },
   ERR_HEARTBEAT_TIMEOUT: {
     meaning:
       'a heartbeat echo did not come back in time: the peer, or the path to it, is gone (no FIN or RST ever came)',
     hint: 'Reconnect when the peer is back; raise --heartbeat-timeout if the path is only slow.',
+  },
+  // --- TLS: the codes Node and OpenSSL give, as measured on Node 20 and 24 (OpenSSL 3) ---
+  DEPTH_ZERO_SELF_SIGNED_CERT: {
+    meaning: "the server's certificate is self-signed and this client does not trust it",
+    hint: "Trust it with --ca FILE (the server's certificate), or pin it with --fingerprint (echo-server --tls prints it at start); --insecure skips every check.",
+  },
+  SELF_SIGNED_CERT_IN_CHAIN: {
+    meaning: "the server's certificate chain ends in a self-signed CA this client does not trust",
+    hint: 'Trust that CA with --ca FILE.',
+  },
+  UNABLE_TO_GET_ISSUER_CERT_LOCALLY: {
+    meaning: "the server's certificate was issued by a CA this client does not trust",
+    hint: 'Trust the issuing CA with --ca FILE.',
+  },
+  UNABLE_TO_VERIFY_LEAF_SIGNATURE: {
+    meaning:
+      "the server's certificate was issued by a CA this client does not trust (and the server sent no chain)",
+    hint: 'Trust the issuing CA with --ca FILE.',
+  },
+  CERT_HAS_EXPIRED: {
+    meaning: "the server's certificate has expired",
+    hint: 'Renew it (echo-server --tls without --cert makes a fresh one each start); check both clocks.',
+  },
+  CERT_NOT_YET_VALID: {
+    meaning: "the server's certificate is not valid yet: its notBefore date is in the future",
+    hint: 'Check the clocks of both machines.',
+  },
+  ERR_TLS_CERT_ALTNAME_INVALID: {
+    meaning: 'the certificate is valid but not for the name or address connected to',
+    hint: 'Connect with a name or address it lists (openssl x509 -noout -ext subjectAltName -in CERT), or name the one it has with --servername.',
+  },
+  ERR_TLS_FINGERPRINT_MISMATCH: {
+    meaning:
+      "the server's certificate is not the pinned one: another server, a new certificate, or someone in between",
+    hint: 'Compare with the fingerprint echo-server printed at start (a self-signed one is new at each start unless --cert/--key are given).',
+  },
+  ERR_TLS_HANDSHAKE_TIMEOUT: {
+    meaning: 'the TCP connection was made but the TLS handshake did not finish in time',
+    hint: 'The peer may not speak TLS.',
+    client:
+      'The server may not speak TLS (a plain server waits for a line): drop --tls, or raise --connect-timeout for a slow path.',
+    server:
+      'A plain-TCP client waits for the server to speak first, or the client is slow; raise --handshake-timeout for slow paths.',
+  },
+  ERR_SSL_UNEXPECTED_MESSAGE: {
+    meaning:
+      'the peer answered the TLS handshake with something else (a plain echo server sends the ClientHello back)',
+    hint: 'The server does not speak TLS: drop --tls, or start it with --tls.',
+  },
+  ERR_SSL_WRONG_VERSION_NUMBER: {
+    meaning: "the peer's bytes are not TLS: a plain-TCP peer on a TLS connection",
+    hint: 'Use TLS on both sides or on neither.',
+    client: 'The server does not speak TLS: drop --tls, or start it with --tls.',
+    server: 'The client is not using TLS: use echo-client --tls, openssl s_client or ncat --ssl.',
+  },
+  ERR_SSL_HTTP_REQUEST: {
+    meaning: 'a plain HTTP request arrived where TLS was expected',
+    hint: 'Use https://, or a TLS client.',
+  },
+  ERR_SSL_PACKET_LENGTH_TOO_LONG: {
+    meaning: 'bytes that are not TLS arrived where a TLS record was expected (a plain-TCP client)',
+    hint: 'The client is not using TLS: use echo-client --tls, openssl s_client or ncat --ssl.',
+  },
+  ERR_SSL_DATA_LENGTH_TOO_LONG: {
+    meaning: 'bytes that are not TLS arrived where a TLS record was expected (a plain-TCP client)',
+    hint: 'The client is not using TLS: use echo-client --tls, openssl s_client or ncat --ssl.',
+  },
+  ERR_SSL_TLSV1_ALERT_UNKNOWN_CA: {
+    meaning: 'the peer rejected our certificate: it does not trust its issuer',
+    hint: 'Give the client the certificate (--ca) or its fingerprint (--fingerprint).',
+  },
+  ERR_SSL_SSLV3_ALERT_BAD_CERTIFICATE: {
+    meaning: 'the peer rejected our certificate',
+    hint: 'Give the client the certificate (--ca) or its fingerprint (--fingerprint).',
+  },
+  ERR_SSL_SSLV3_ALERT_CERTIFICATE_UNKNOWN: {
+    meaning: 'the peer rejected our certificate',
+    hint: 'Give the client the certificate (--ca) or its fingerprint (--fingerprint).',
+  },
+  ERR_SSL_TLSV1_ALERT_PROTOCOL_VERSION: {
+    meaning: 'the two sides have no TLS version in common',
+    hint: 'Both sides need TLS 1.2 or 1.3.',
+  },
+  ERR_SSL_UNSUPPORTED_PROTOCOL: {
+    meaning: 'the peer offered a TLS version this side does not accept',
+    hint: 'Both sides need TLS 1.2 or 1.3.',
+  },
+  ERR_PROXY_HEADER: {
+    meaning: 'the connection did not start with a valid PROXY protocol header (v1 or v2)',
+    hint: 'Only a proxy that sends one (HAProxy send-proxy / send-proxy-v2, echo-client --send-proxy) may connect to a --proxy-protocol server.',
   },
   ERR_REPLY_TIMEOUT: {
     meaning: 'the echo did not come back within --timeout',
@@ -228,10 +323,35 @@ export function explainError(err: unknown, ctx: ErrorContext = {}): ExplainedErr
     udp?.meaning ??
     entry?.meaning ??
     (e instanceof Error && summary !== e.message ? e.message : 'unexpected error');
-  const roleHint = ctx.role === 'client' ? entry?.client : ctx.role === 'chat' ? entry?.chat : undefined;
+  const roleHint =
+    ctx.role === 'client'
+      ? entry?.client
+      : ctx.role === 'chat'
+        ? entry?.chat
+        : ctx.role === 'server'
+          ? entry?.server
+          : undefined;
   const hint = udp?.hint ?? roleHint ?? entry?.hint ?? '';
-  const line = entry ? `${summary} — ${meaning}. ${hint}`.trimEnd() : summary;
-  return { code, summary, meaning, hint, line };
+  const tried = triedAddresses(err);
+  if (tried) summary += ` (tried ${tried})`;
+  let fullHint = hint;
+  if (code === 'ECONNREFUSED' && (e?.address === '::1' || tried))
+    fullHint += ` A server on 127.0.0.1 does not answer on ::1, nor the reverse: localhost may mean either; echo-server --host :: listens on both.`;
+  const line = entry ? `${summary} — ${meaning}. ${fullHint.trim()}`.trimEnd() : summary;
+  return { code, summary, meaning, hint: fullHint.trim(), line };
+}
+
+/** Happy Eyeballs tried several addresses: `::1:7007 ECONNREFUSED, 127.0.0.1:7007 ECONNREFUSED`. */
+function triedAddresses(err: unknown): string | undefined {
+  const list = (err as ErrLike)?.errors;
+  if (!Array.isArray(list) || list.length < 2) return undefined;
+  return (list as ErrLike[])
+    .map((x) =>
+      typeof x?.address === 'string'
+        ? `${typeof x.port === 'number' ? formatAddress(x.address, x.port) : x.address} ${String(x.code ?? '?')}`
+        : String(x?.message ?? x),
+    )
+    .join(', ');
 }
 
 /** Count an error (or a code) in a per-code tally, as every totals object keeps them. */

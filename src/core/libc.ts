@@ -306,3 +306,19 @@ export function fdHeadroom(): { limit: number; open: number } | undefined {
 export function closeFd(fd: number): void {
   loadLibc().close(fd);
 }
+
+/** SO_PEERCRED of a connected Unix-domain socket (Linux): the peer process's pid, uid and gid. */
+export function peerCredentials(sock: unknown): { pid: number; uid: number; gid: number } | undefined {
+  if (process.platform !== 'linux') return undefined;
+  const fd = socketFd(sock);
+  if (fd === undefined) return undefined;
+  try {
+    const c = loadLibc();
+    const buf = Buffer.alloc(12);
+    const len = [12];
+    if (c.getsockopt(fd, 1 /* SOL_SOCKET */, 17 /* SO_PEERCRED */, buf, len) !== 0) return undefined;
+    return { pid: buf.readInt32LE(0), uid: buf.readUInt32LE(4), gid: buf.readUInt32LE(8) };
+  } catch {
+    return undefined;
+  }
+}

@@ -4,6 +4,7 @@
 // handed over by fd. Used by echo-server, echo-chat --listen and the lab.
 
 import cluster from 'node:cluster';
+import { chmodSync, lstatSync, unlinkSync } from 'node:fs';
 import net, { type AddressInfo, type Server } from 'node:net';
 import {
   closeFd,
@@ -14,10 +15,17 @@ import {
   setIntOption,
   sysError,
 } from './libc.js';
+import { ipv6Bytes } from './parse.js';
 
 export interface ListenOptions {
   host: string;
   port: number;
+  /** a Unix-domain socket instead of host and port; `@name` is a Linux abstract name */
+  path?: string;
+  /** with a path: chmod the socket file to this mode (e.g. 0o660) once bound */
+  unixMode?: number;
+  /** on `::`, refuse IPv4 clients (IPV6_V6ONLY); by default `::` takes both families */
+  ipv6Only?: boolean;
   backlog?: number;
   reuseAddr?: boolean;
   reusePort?: boolean;
@@ -37,6 +45,94 @@ export function needsRawListen(o: ListenOptions, nativeReusePort = hasNativeReus
     o.recvBuffer !== undefined ||
     o.sendBuffer !== undefined
   );
+}
+
+/** `@name` → the kernel's abstract name (a leading NUL byte); a path as it is. */
+export function unixPathOf(path: string): string {
+  return path.startsWith('@') ? `\0${path.slice(1)}` : path;
+}
+
+/** How a Unix socket address reads: `@name` for abstract ones. */
+export function displayUnixPath(path: string): string {
+  return path.startsWith('\0') ? `@${path.slice(1)}` : path;
+}
+
+/** What listenTcp() found at the path before it could bind. */
+export interface UnixListenNotes {
+  /** a socket file nobody listened on was removed first */
+  removedStale?: string;
+}
+
+/**
+ * Listen on a Unix socket path. A socket file left by a server that died (nobody accepts on
+ * it: connect gives ECONNREFUSED) is removed and the bind retried once; a live one (connect
+ * succeeds) or a file that is not a socket is left alone and reported as EADDRINUSE.
+ */
+async function listenUnix(server: Server, o: ListenOptions, notes: UnixListenNotes): Promise<AddressInfo> {
+  const path = unixPathOf(o.path!);
+  const backlog = o.backlog ?? DEFAULT_BACKLOG;
+  const once = () =>
+    new Promise<void>((resolve, reject) => {
+      const onError = (err: Error) => {
+        server.off('listening', onListening);
+        reject(err);
+      };
+      const onListening = () => {
+        server.off('error', onError);
+        resolve();
+      };
+      server.once('error', onError);
+      server.once('listening', onListening);
+      server.listen({ path, backlog });
+    });
+  try {
+    await once();
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== 'EADDRINUSE' || path.startsWith('\0')) throw err;
+    const verdict = await staleCheck(path);
+    if (verdict !== 'stale') throw unixInUseError(err as NodeJS.ErrnoException, o.path!, verdict);
+    unlinkSync(path);
+    notes.removedStale = path;
+    await once();
+  }
+  if (o.unixMode !== undefined && !path.startsWith('\0')) chmodSync(path, o.unixMode);
+  return { address: displayUnixPath(path), family: 'unix', port: 0 };
+}
+
+/** Is the socket file at `path` in use ('live'), left over ('stale'), or not a socket at all? */
+function staleCheck(path: string): Promise<'stale' | 'live' | 'not-a-socket'> {
+  try {
+    if (!lstatSync(path).isSocket()) return Promise.resolve('not-a-socket');
+  } catch {
+    return Promise.resolve('stale'); // gone meanwhile: binding again will tell
+  }
+  return new Promise((resolve) => {
+    const probe = net.connect({ path });
+    probe.once('connect', () => {
+      probe.destroy();
+      resolve('live');
+    });
+    probe.once('error', (e: NodeJS.ErrnoException) =>
+      resolve(e.code === 'ECONNREFUSED' || e.code === 'ENOENT' ? 'stale' : 'live'),
+    );
+  });
+}
+
+function unixInUseError(err: NodeJS.ErrnoException, path: string, why: 'live' | 'not-a-socket'): Error {
+  const e = new Error(
+    why === 'live'
+      ? `listen EADDRINUSE ${path} — another process is listening on this Unix socket (a connect to it succeeded), so it was left alone. Stop that process (ss -xlp | grep ${path}) or choose another path.`
+      : `listen EADDRINUSE ${path} — the path exists and is not a socket; it was left alone. Remove it yourself or choose another path.`,
+  );
+  return Object.assign(e, { code: 'EADDRINUSE_UNIX', cause: err });
+}
+
+export function listenSocket(
+  server: Server,
+  o: ListenOptions,
+  notes: UnixListenNotes = {},
+): Promise<AddressInfo> {
+  return o.path !== undefined ? listenUnix(server, o, notes) : listenTcp(server, o);
 }
 
 export function listenTcp(server: Server, o: ListenOptions): Promise<AddressInfo> {
@@ -64,6 +160,7 @@ export function listenTcp(server: Server, o: ListenOptions): Promise<AddressInfo
           reusePort: o.reusePort === true,
           recvBuffer: o.recvBuffer,
           sendBuffer: o.sendBuffer,
+          ipv6Only: o.ipv6Only,
         });
       } catch (err) {
         server.off('error', onError);
@@ -90,6 +187,7 @@ export function listenTcp(server: Server, o: ListenOptions): Promise<AddressInfo
         port: o.port,
         backlog,
         exclusive: o.exclusive,
+        ...(o.ipv6Only ? { ipv6Only: true } : {}),
         ...(o.reusePort ? { reusePort: true } : {}),
       } as Parameters<Server['listen']>[0]);
     }
@@ -110,6 +208,8 @@ export interface RawListenOptions {
   type?: 'tcp' | 'udp';
   /** bind only, no listen (a client socket with a fixed port) */
   bindOnly?: boolean;
+  /** IPV6_V6ONLY on an IPv6 socket (default: the kernel's net.ipv6.bindv6only, 0 on Linux) */
+  ipv6Only?: boolean;
 }
 
 /** A sockaddr_in / sockaddr_in6 for bind() or connect(). */
@@ -147,29 +247,6 @@ function scopeId(zone: string): number {
   return index;
 }
 
-function ipv6Bytes(host: string): Buffer {
-  const [head = '', tail] = host.split('%')[0]!.split('::') as [string, string | undefined];
-  const words = (s: string) => (s ? s.split(':') : []);
-  let h = words(head);
-  let tl = tail === undefined ? [] : words(tail);
-  // embedded IPv4 at the end (::ffff:127.0.0.1)
-  const expand = (arr: string[]) => {
-    const last = arr[arr.length - 1];
-    if (last?.includes('.')) {
-      const b = last.split('.').map(Number);
-      arr.splice(-1, 1, ((b[0]! << 8) | b[1]!).toString(16), ((b[2]! << 8) | b[3]!).toString(16));
-    }
-    return arr;
-  };
-  h = expand(h);
-  tl = expand(tl);
-  const fill = tail === undefined ? [] : new Array(8 - h.length - tl.length).fill('0');
-  const all = [...h, ...fill, ...tl];
-  const out = Buffer.alloc(16);
-  for (const [i, w] of all.entries()) out.writeUInt16BE(Number.parseInt(w, 16), i * 2);
-  return out;
-}
-
 /**
  * socket(), setsockopt() before bind, bind(), listen(): a listening fd with exactly the
  * options asked for, for `server.listen({ fd }, backlog)`. The caller owns the fd.
@@ -185,6 +262,8 @@ export function rawListenFd(o: RawListenOptions): number {
     if (o.reusePort) setIntOption(fd, 'SO_REUSEPORT', 1);
     if (o.recvBuffer !== undefined) setIntOption(fd, 'SO_RCVBUF', o.recvBuffer);
     if (o.sendBuffer !== undefined) setIntOption(fd, 'SO_SNDBUF', o.sendBuffer);
+    if (o.ipv6Only !== undefined && family === t.AF_INET6)
+      setIntOption(fd, 'IPV6_V6ONLY', o.ipv6Only ? 1 : 0);
     if (c.bind(fd, addr, addr.length) !== 0) {
       throw Object.assign(sysError('bind', c.errno(), `${o.host}:${o.port}`), {
         address: o.host,

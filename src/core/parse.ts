@@ -162,3 +162,27 @@ export function formatDuration(ms: number): string {
 export function formatAddress(host: string, port: number): string {
   return host.includes(':') ? `[${host}]:${port}` : `${host}:${port}`;
 }
+
+/** The 16 bytes of an IPv6 address (`::1`, `fe80::1%eth0`, `::ffff:127.0.0.1`). */
+export function ipv6Bytes(host: string): Buffer {
+  const [head = '', tail] = host.split('%')[0]!.split('::') as [string, string | undefined];
+  const words = (s: string) => (s ? s.split(':') : []);
+  let h = words(head);
+  let tl = tail === undefined ? [] : words(tail);
+  // embedded IPv4 at the end (::ffff:127.0.0.1)
+  const expand = (arr: string[]) => {
+    const last = arr[arr.length - 1];
+    if (last?.includes('.')) {
+      const b = last.split('.').map(Number);
+      arr.splice(-1, 1, ((b[0]! << 8) | b[1]!).toString(16), ((b[2]! << 8) | b[3]!).toString(16));
+    }
+    return arr;
+  };
+  h = expand(h);
+  tl = expand(tl);
+  const fill = tail === undefined ? [] : new Array(8 - h.length - tl.length).fill('0');
+  const all = [...h, ...fill, ...tl];
+  const out = Buffer.alloc(16);
+  for (const [i, w] of all.entries()) out.writeUInt16BE(Number.parseInt(w, 16), i * 2);
+  return out;
+}

@@ -177,8 +177,15 @@ export function readSocketOptions(sock: unknown): Record<string, number | boolea
   out.SO_RCVBUF = getIntOption(fd, 'SO_RCVBUF');
   const l = getLinger(fd);
   out.SO_LINGER = l.onoff ? `on, ${l.seconds}s` : 'off';
-  if (type === t.SOCK_STREAM) {
-    out.TCP_NODELAY = getIntOption(fd, 'TCP_NODELAY') !== 0;
+  let tcp = type === t.SOCK_STREAM;
+  if (tcp) {
+    try {
+      out.TCP_NODELAY = getIntOption(fd, 'TCP_NODELAY') !== 0;
+    } catch {
+      tcp = false; // a Unix-domain stream socket: no TCP level (EOPNOTSUPP)
+    }
+  }
+  if (tcp) {
     for (const name of [
       'TCP_KEEPIDLE',
       'TCP_KEEPINTVL',

@@ -26,7 +26,15 @@ export interface AdmissionOptions {
   logFields?: object;
 }
 
-export type RefusalKind = 'access' | 'closing' | 'max' | 'per-ip' | 'fd-limit' | 'queue-full' | 'no-child';
+export type RefusalKind =
+  | 'access'
+  | 'closing'
+  | 'max'
+  | 'per-ip'
+  | 'fd-limit'
+  | 'queue-full'
+  | 'no-child'
+  | 'proxy';
 
 export class Admission {
   /** connections admitted and not yet released */

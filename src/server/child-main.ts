@@ -13,9 +13,9 @@ import type { Socket } from 'node:net';
 import { errorCode, explainError } from '../core/errors.js';
 import { createLogger, type LogFormat, type LogLevel } from '../core/log.js';
 import { echoServerOptions, type ServerConfig } from './config.js';
-import { drainConnection, emptyTotals, forceClose, type HandlerContext, serveEcho } from './handler.js';
+import { drainConnection, emptyTotals, forceClose, type HandlerContext, serveConnection } from './handler.js';
 import { type ChildRole, sendToParent, type ToChild } from './ipc.js';
-import { startEchoServer } from './tcp-server.js';
+import { startEchoServer, tlsContextOf } from './tcp-server.js';
 
 const role = process.env.ECHO_ROLE as ChildRole | undefined;
 const cfg = JSON.parse(process.env.ECHO_CONFIG ?? '{}') as ServerConfig;
@@ -87,6 +87,7 @@ function serveRole(once: boolean): void {
     logOptions: cfg.verbose,
     label,
     logFields,
+    tls: tlsContextOf(echoServerOptions(cfg, logger)),
     onClose: async (socket, r) => {
       const id = live.get(socket);
       await sendToParent({ type: 'closed', id, bytesIn: r.bytesIn, bytesOut: r.bytesOut, error: r.error });
@@ -100,10 +101,10 @@ function serveRole(once: boolean): void {
       handle.destroy(); // cannot happen with our parent; never leave a socket unowned
       return;
     }
-    live.set(handle, m.id);
     handle.allowHalfOpen = true; // echo what arrived, then close, as in the evented server
-    serveEcho(handle, ctx, m.peer);
-    handle.resume();
+    const served = serveConnection(handle, ctx, m.peer, m.head ? Buffer.from(m.head, 'base64') : undefined);
+    live.set(served, m.id);
+    served.resume();
   });
   const stop = stopper(
     () => {

@@ -87,7 +87,13 @@ export function childrenBackend(
   };
 
   // `done(why)`: the connection could not be handed to any child; the listener refuses it
-  const handOver = async (child: Child, socket: Socket, peer: string, done: (refused?: string) => void) => {
+  const handOver = async (
+    child: Child,
+    socket: Socket,
+    peer: string,
+    done: (refused?: string) => void,
+    head?: Buffer,
+  ) => {
     try {
       await child.ready;
     } catch (err) {
@@ -95,7 +101,8 @@ export function childrenBackend(
     }
     const id = ++seq;
     child.conns.set(id, { peer, done });
-    sendToChild(child.proc, { type: 'conn', id, peer }, socket, (err) => {
+    const msg = { type: 'conn' as const, id, peer, ...(head ? { head: head.toString('base64') } : {}) };
+    sendToChild(child.proc, msg, socket, (err) => {
       if (!err) {
         logger.debug({ [name]: child.pid, peer }, `${name} ${child.pid} serves ${peer}`);
         return;
@@ -126,10 +133,10 @@ export function childrenBackend(
     pauseOnConnect: true,
     started,
     pids: () => [...sup.children].filter((c) => kind === 'workers' || c.conns.size > 0).map((c) => c.pid),
-    serve(socket, peer, done) {
+    serve(socket, peer, done, head) {
       const child = pick();
       if (!child) return done(`no ${name} process could be started${spawnError ? `: ${spawnError}` : ''}`);
-      void handOver(child, socket, peer, done);
+      void handOver(child, socket, peer, done, head);
     },
     drain: (deadline) => sup.stopAll(deadline),
     force: () => sup.forceAll(),

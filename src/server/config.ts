@@ -9,6 +9,14 @@ import type { EchoServerOptions } from './tcp-server.js';
 export interface ServerConfig {
   host: string;
   port: number;
+  /** --unix PATH (or @name) instead of host and port */
+  path?: string;
+  unixMode?: number;
+  ipv6Only?: boolean;
+  /** --tls: certificate and key (PEM), read from --cert/--key or made at start */
+  tls?: { cert: string; key: string };
+  proxyProtocol?: boolean;
+  handshakeTimeoutMs?: number;
   mode: 'evented' | 'iterative' | 'workers' | 'fork';
   udp: boolean;
   workers: number;
@@ -38,6 +46,12 @@ export function echoServerOptions(cfg: ServerConfig, logger: Logger): EchoServer
     socket: cfg.socket,
     host: cfg.host,
     port: cfg.port,
+    path: cfg.path,
+    unixMode: cfg.unixMode,
+    ipv6Only: cfg.ipv6Only,
+    tls: cfg.tls,
+    proxyProtocol: cfg.proxyProtocol,
+    handshakeTimeoutMs: cfg.handshakeTimeoutMs,
     mode: cfg.mode === 'iterative' ? 'iterative' : 'evented',
     maxConnections: cfg.maxConnections,
     maxConnectionsPerIp: cfg.maxConnectionsPerIp,

@@ -7,10 +7,13 @@
 // socket's own counters when it closes.
 
 import type { Socket } from 'node:net';
-import { countError, errorCode } from '../core/errors.js';
+import type { SecureContext } from 'node:tls';
+import { countError, errorCode, explainError } from '../core/errors.js';
 import type { Logger } from '../core/log.js';
 import { formatAddress } from '../core/parse.js';
 import { applySocketOptions, formatReport, type SocketOptions } from '../core/sockopts.js';
+import { acceptTls, formatTlsInfo, tlsInfo } from '../core/tls.js';
+import { resumeReading } from './preamble.js';
 
 export type CloseReason =
   | 'client closed'
@@ -20,6 +23,7 @@ export type CloseReason =
   | 'max lifetime'
   | 'server shutdown'
   | 'forced at shutdown'
+  | 'left during the TLS handshake (did it reject the certificate?)'
   | `error ${string}`;
 
 /** What one connection did, reported when it closes. */
@@ -80,6 +84,8 @@ export interface HandlerContext extends ConnectionLimits {
   onClose?: (socket: Socket, record: ConnectionRecord) => void;
   /** told of every connection record once it is logged (a worker reports it to its parent) */
   onClosed?: (record: ConnectionRecord) => void;
+  /** --tls: every connection is a TLS server socket over the accepted TCP (or Unix) one */
+  tls?: { context: SecureContext; handshakeTimeoutMs: number };
 }
 
 interface ConnState {
@@ -115,9 +121,49 @@ export function hasConnectionOptions(o: SocketOptions | undefined): boolean {
 }
 
 /**
- * Start echoing on an accepted socket. The socket may be paused (pauseOnConnect); resume it to
- * serve. `peer` is the address saved at accept (a socket reset since then no longer knows it).
+ * Serve an accepted connection: its socket options (on the TCP socket itself), TLS when the
+ * server has it, then the echo. `head` holds the client's bytes read already (after a PROXY
+ * header); they are echoed first. Returns the socket the echo runs on (the TLS one, under
+ * --tls): the one ctx.onClose is later called with. The socket may be paused; resume it to serve.
  */
+export function serveConnection(socket: Socket, ctx: HandlerContext, peer: string, head?: Buffer): Socket {
+  resumeReading(socket); // after a PROXY header this process stopped reading it
+  if (hasConnectionOptions(ctx.socketOptions)) {
+    try {
+      const reports = applySocketOptions(socket, ctx.socketOptions!, { report: ctx.logOptions === true });
+      if (ctx.logOptions) {
+        ctx.logOptions = false;
+        for (const r of reports) ctx.logger.info({ ...r }, `accepted socket: ${formatReport(r)}`);
+      }
+    } catch (err) {
+      // an option the kernel refuses is a per-connection failure: log it, keep serving
+      ctx.logger.warn({ peer, err: (err as Error).message }, 'socket option failed');
+    }
+  }
+  if (head) socket.unshift(head);
+  if (!ctx.tls) {
+    serveEcho(socket, ctx, peer);
+    return socket;
+  }
+  const t = acceptTls(socket, ctx.tls.context, { handshakeTimeoutMs: ctx.tls.handshakeTimeoutMs });
+  t.once('secure', () =>
+    ctx.logger.debug({ peer, ...ctx.logFields, ...tlsInfo(t) }, `${peer}: TLS ${formatTlsInfo(tlsInfo(t))}`),
+  );
+  serveEcho(t, ctx, peer);
+  // a client that leaves before the handshake is done usually rejected our certificate
+  let secure = false;
+  t.once('secure', () => {
+    secure = true;
+  });
+  t.prependOnceListener('end', () => {
+    if (!secure)
+      (t as unknown as EchoSocket)[STATE].reason ??=
+        'left during the TLS handshake (did it reject the certificate?)';
+  });
+  return t;
+}
+
+/** Start echoing on a socket (serveConnection has applied its options and TLS). */
 export function serveEcho(
   socket: Socket,
   ctx: HandlerContext,
@@ -137,18 +183,6 @@ export function serveEcho(
   };
   socket.on('error', onError);
   socket.on('close', onClose);
-  if (hasConnectionOptions(ctx.socketOptions)) {
-    try {
-      const reports = applySocketOptions(socket, ctx.socketOptions!, { report: ctx.logOptions === true });
-      if (ctx.logOptions) {
-        ctx.logOptions = false;
-        for (const r of reports) ctx.logger.info({ ...r }, `accepted socket: ${formatReport(r)}`);
-      }
-    } catch (err) {
-      // an option the kernel refuses is a per-connection failure: log it, keep serving
-      ctx.logger.warn({ peer: s[STATE].peer, err: (err as Error).message }, 'socket option failed');
-    }
-  }
   if (ctx.idleTimeoutMs) {
     socket.setTimeout(ctx.idleTimeoutMs);
     socket.on('timeout', onTimeout);
@@ -271,9 +305,13 @@ function onClose(this: EchoSocket): void {
     ...(st.error ? { error: st.error } : {}),
   };
   const level = record.reason.startsWith('error') ? 'warn' : 'info';
+  // an error from the table (TLS failures…) says what it means
+  const why =
+    st.error && st.error !== 'ECONNRESET' ? explainError({ code: st.error }, { role: 'server' }) : undefined;
+  const meaning = why && why.meaning !== 'unexpected error' ? ` — ${why.meaning}. ${why.hint}`.trimEnd() : '';
   ctx.logger[level](
     ctx.logFields ? { ...record, ...ctx.logFields } : record,
-    `closed ${record.peer}: in ${bytesIn} B, out ${bytesOut} B, ${record.ms} ms, ${record.reason}${ctx.label ? ` (${ctx.label})` : ''}`,
+    `closed ${record.peer}: in ${bytesIn} B, out ${bytesOut} B, ${record.ms} ms, ${record.reason}${meaning}${ctx.label ? ` (${ctx.label})` : ''}`,
   );
   ctx.onClose?.(this, record);
 }

@@ -2,27 +2,27 @@
 // every worker process): each admitted socket goes to the echo handler.
 
 import type { Socket } from 'node:net';
-import { formatAddress } from '../core/parse.js';
-import { drainConnection, forceClose, type HandlerContext, serveEcho } from './handler.js';
+import { drainConnection, forceClose, type HandlerContext, serveConnection } from './handler.js';
 import type { Backend, LiveConnection } from './listener.js';
 
 export function hereBackend(ctx: Omit<HandlerContext, 'onClose'>, { pauseOnConnect = false } = {}): Backend {
-  const live = new Map<Socket, () => void>();
+  const live = new Map<Socket, { done: () => void; peer: string }>();
   const handlerCtx: HandlerContext = {
     ...ctx,
     onClose(socket, record) {
-      const done = live.get(socket);
+      const entry = live.get(socket);
       live.delete(socket);
       ctx.onClosed?.(record);
-      done?.();
+      entry?.done();
     },
   };
   return {
     pauseOnConnect,
-    serve(socket, peer, done) {
-      live.set(socket, done);
-      serveEcho(socket, handlerCtx, peer);
-      if (pauseOnConnect) socket.resume();
+    serve(socket, peer, done, head) {
+      const served = serveConnection(socket, handlerCtx, peer, head);
+      live.set(served, { done, peer });
+      // paused when accepted so (iterative mode), or after a PROXY header was read
+      served.resume();
     },
     async drain() {
       for (const s of live.keys()) drainConnection(s);
@@ -31,8 +31,8 @@ export function hereBackend(ctx: Omit<HandlerContext, 'onClose'>, { pauseOnConne
       for (const s of live.keys()) forceClose(s);
     },
     connections: (): LiveConnection[] =>
-      [...live.keys()].map((s) => ({
-        peer: formatAddress(s.remoteAddress ?? '?', s.remotePort ?? 0),
+      [...live].map(([s, { peer }]) => ({
+        peer,
         bytesIn: s.bytesRead,
         bytesOut: s.bytesWritten - s.writableLength,
         buffered: s.writableLength,

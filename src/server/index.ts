@@ -7,7 +7,6 @@
 
 import { AccessControl } from '../core/access.js';
 import { countError } from '../core/errors.js';
-import { DEFAULT_BACKLOG } from '../core/listen.js';
 import type { Logger } from '../core/log.js';
 import { formatAddress } from '../core/parse.js';
 import { serverTotalsOfUdp, startUdpEchoServer } from '../udp/server.js';
@@ -18,7 +17,7 @@ import { copyTotals, emptyTotals } from './handler.js';
 import type { FromChild } from './ipc.js';
 import { graceTimer, type ServerHandle, startListener } from './listener.js';
 import { Supervisor } from './supervisor.js';
-import { startEchoServer } from './tcp-server.js';
+import { DEFAULT_HANDSHAKE_TIMEOUT_MS, listenOptions, startEchoServer } from './tcp-server.js';
 
 export async function startServer(cfg: ServerConfig, logger: Logger): Promise<ServerHandle> {
   if (cfg.udp) return startUdp(cfg, logger);
@@ -37,15 +36,10 @@ export async function startServer(cfg: ServerConfig, logger: Logger): Promise<Se
   const o = echoServerOptions(cfg, logger);
   try {
     return await startListener({
-      listen: {
-        host: cfg.host,
-        port: cfg.port,
-        backlog: cfg.socket.backlog ?? DEFAULT_BACKLOG,
-        reuseAddr: cfg.socket.reuseAddr,
-        reusePort: cfg.socket.reusePort,
-        recvBuffer: cfg.socket.recvBuffer,
-        sendBuffer: cfg.socket.sendBuffer,
-      },
+      listen: listenOptions(o),
+      proxyProtocol: o.proxyProtocol
+        ? { timeoutMs: o.handshakeTimeoutMs ?? DEFAULT_HANDSHAKE_TIMEOUT_MS }
+        : undefined,
       admission: {
         access: o.access,
         maxConnections: cfg.maxConnections,
@@ -178,8 +172,14 @@ function exclusiveListenError(cfg: ServerConfig, line: string, code: string): Er
 
 /** `listening on 127.0.0.1:7007 (tcp, evented)` */
 export function listeningLine(cfg: ServerConfig, h: ServerHandle): string {
+  const extras = [cfg.tls ? 'tls' : '', cfg.proxyProtocol ? 'proxy protocol' : ''].filter(Boolean);
   const what = cfg.udp
     ? 'udp'
-    : `tcp, ${cfg.mode}${cfg.mode === 'workers' ? ` ×${cfg.workers}` : cfg.mode === 'fork' ? `, at most ${cfg.maxChildren} children` : ''}`;
-  return `listening on ${formatAddress(h.address.address, h.address.port)} (${what})`;
+    : `${cfg.path !== undefined ? 'unix stream' : 'tcp'}, ${cfg.mode}${cfg.mode === 'workers' ? ` ×${cfg.workers}` : cfg.mode === 'fork' ? `, at most ${cfg.maxChildren} children` : ''}${extras.length ? `, ${extras.join(', ')}` : ''}`;
+  const where =
+    h.address.family === 'unix'
+      ? `unix:${h.address.address}`
+      : formatAddress(h.address.address, h.address.port);
+  const dual = !cfg.udp && cfg.path === undefined && h.address.address === '::' && !cfg.ipv6Only;
+  return `listening on ${where} (${what})${dual ? '; dual-stack: IPv4 clients too, shown as ::ffff:a.b.c.d' : ''}`;
 }

@@ -16,8 +16,8 @@ export type ChildRole =
   | 'listen';
 
 export type ToChild =
-  /** a connection to serve; the socket travels with the message */
-  | { type: 'conn'; id: number; peer: string }
+  /** a connection to serve; the socket travels with the message; `head`: base64 of bytes the parent read already */
+  | { type: 'conn'; id: number; peer: string; head?: string }
   /** stop: drain every connection, cut what is left at `deadline` (epoch ms), exit */
   | { type: 'shutdown'; deadline: number }
   /** grace is over: cut every connection now and exit */

@@ -9,12 +9,14 @@
 
 import net, { type AddressInfo, type Socket } from 'node:net';
 import { countError, errorCode, explainError } from '../core/errors.js';
-import { DEFAULT_BACKLOG, type ListenOptions, listenTcp } from '../core/listen.js';
+import { peerCredentials } from '../core/libc.js';
+import { DEFAULT_BACKLOG, type ListenOptions, listenSocket, type UnixListenNotes } from '../core/listen.js';
 import type { Logger } from '../core/log.js';
 import { formatAddress } from '../core/parse.js';
 import { formatReport, type OptionReport, reportSocketOptions } from '../core/sockopts.js';
 import { Admission, type AdmissionOptions, plural } from './admission.js';
 import { copyTotals, type ServerTotals } from './handler.js';
+import { readProxyHeader } from './preamble.js';
 
 export interface LiveConnection {
   peer: string;
@@ -56,9 +58,10 @@ export interface Backend {
   readonly pauseOnConnect: boolean;
   /**
    * Serve an admitted connection; call `done` (once) when it is over, or `done(why)` when it
-   * could not be served at all (the listener then refuses it).
+   * could not be served at all (the listener then refuses it). `head`: bytes already read
+   * from the client (after a PROXY header) that come before what the socket still holds.
    */
-  serve(socket: Socket, peer: string, done: (refused?: string) => void): void;
+  serve(socket: Socket, peer: string, done: (refused?: string) => void, head?: Buffer): void;
   /** Shutdown began: drain what is being served by `deadline` (epoch ms). Resolves when the backend has stopped. */
   drain(deadline: number): Promise<void>;
   /** Grace is over: cut what is left. */
@@ -80,13 +83,26 @@ export interface ListenerOptions {
   logFields?: object;
   /** log the listening socket's options as the kernel reports them */
   logOptions?: boolean;
+  /** every connection starts with a PROXY v1/v2 header, read within this many ms */
+  proxyProtocol?: { timeoutMs: number };
 }
 
 interface Waiting {
   socket: Socket;
   peer: string;
   release: () => void;
+  head?: Buffer;
 }
+
+/** How a peer is named in logs: `127.0.0.1:51234`, or `unix pid 1234 uid 1000`. */
+export function peerName(socket: Socket, unix: boolean): string {
+  if (!unix) return formatAddress(socket.remoteAddress ?? '?', socket.remotePort ?? 0);
+  const cred = peerCredentials(socket);
+  return cred ? `unix pid ${cred.pid} uid ${cred.uid}` : 'unix';
+}
+
+/** The address admission counts a peer under: its IP, or `unix` for every local client. */
+const peerIp = (socket: Socket, unix: boolean) => (unix ? 'unix' : (socket.remoteAddress ?? '?'));
 
 /** Stop a connection that was never served: FIN, then drop whatever the client still sends. */
 function finUnread(socket: Socket): void {
@@ -113,47 +129,49 @@ export async function startListener(o: ListenerOptions): Promise<ServerHandle> {
   let onIdle: (() => void) | undefined;
   const idle = () => serving === 0 && queue.length === 0;
 
-  const start = (socket: Socket, peer: string, release: () => void) => {
+  const start = (socket: Socket, peer: string, release: () => void, head?: Buffer) => {
     serving++;
     totals.connections++;
     totals.active++;
     let over = false;
-    backend.serve(socket, peer, (refused) => {
-      if (over) return;
-      over = true;
-      serving--;
-      totals.active--;
-      release();
-      if (refused) {
-        totals.connections--;
-        admission.refuse(socket, 'no-child', refused, socket.remoteAddress ?? peer);
-      }
-      next();
-      if (idle()) onIdle?.();
-    });
+    backend.serve(
+      socket,
+      peer,
+      (refused) => {
+        if (over) return;
+        over = true;
+        serving--;
+        totals.active--;
+        release();
+        if (refused) {
+          totals.connections--;
+          admission.refuse(socket, 'no-child', refused, socket.remoteAddress ?? peer);
+        }
+        next();
+        if (idle()) onIdle?.();
+      },
+      head,
+    );
   };
   const next = () => {
     while (!admission.closing && serving < concurrency && queue.length > 0) {
       const w = queue.shift()!;
       if (w.socket.destroyed) w.release();
-      else start(w.socket, w.peer, w.release);
+      else start(w.socket, w.peer, w.release, w.head);
     }
   };
 
-  const server = net.createServer(
-    { allowHalfOpen: true, pauseOnConnect: backend.pauseOnConnect },
-    (socket) => {
-      const ip = socket.remoteAddress ?? '?';
-      const peer = formatAddress(ip, socket.remotePort ?? 0);
-      const release = admission.admit(socket, ip);
-      if (!release) return;
-      if (serving < concurrency) return start(socket, peer, release);
-      if (queue.length >= queueLimit) {
-        release();
-        admission.refuse(socket, 'queue-full', `${plural(queue.length, 'client')} already waiting`, ip);
-        return;
-      }
-      const w: Waiting = { socket, peer, release };
+  const admitAndServe = (socket: Socket, ip: string, peer: string, head?: Buffer) => {
+    const release = admission.admit(socket, ip);
+    if (!release) return;
+    if (serving < concurrency) return start(socket, peer, release, head);
+    if (queue.length >= queueLimit) {
+      release();
+      admission.refuse(socket, 'queue-full', `${plural(queue.length, 'client')} already waiting`, ip);
+      return;
+    }
+    {
+      const w: Waiting = { socket, peer, release, head };
       queue.push(w);
       socket.on('error', () => {});
       socket.once('close', () => {
@@ -167,9 +185,45 @@ export async function startListener(o: ListenerOptions): Promise<ServerHandle> {
         { waiting: queue.length },
         `new clients wait, unread, in arrival order: ${o.waitReason ?? `${serving} being served`}`,
       );
+    }
+  };
+
+  // --proxy-protocol: the header names the client; until it has come, the connection holds no slot
+  const unix = o.listen.path !== undefined;
+  const pendingHeaders = new Set<Socket>();
+  const proxied = async (socket: Socket, timeoutMs: number) => {
+    pendingHeaders.add(socket);
+    try {
+      const { header, rest } = await readProxyHeader(socket, timeoutMs);
+      const via = peerName(socket, unix);
+      const src = header.command === 'proxy' && header.source?.port ? header.source : undefined;
+      const ip =
+        src && (header.family === 'tcp4' || header.family === 'tcp6') ? src.address : peerIp(socket, unix);
+      const peer = src && ip === src.address ? `${formatAddress(src.address, src.port)} via ${via}` : via;
+      admitAndServe(socket, ip, peer, rest.length ? rest : undefined);
+    } catch (err) {
+      admission.refuse(socket, 'proxy', explainError(err).summary, peerIp(socket, unix));
+    } finally {
+      pendingHeaders.delete(socket);
+    }
+  };
+
+  const proxy = o.proxyProtocol;
+  const server = net.createServer(
+    { allowHalfOpen: true, pauseOnConnect: backend.pauseOnConnect || proxy !== undefined },
+    (socket) => {
+      if (proxy) void proxied(socket, proxy.timeoutMs);
+      else admitAndServe(socket, peerIp(socket, unix), peerName(socket, unix));
     },
   );
-  const address = await listenTcp(server, o.listen);
+  const unixNotes: UnixListenNotes = {};
+  const address = await listenSocket(server, o.listen, unixNotes);
+  if (unixNotes.removedStale) {
+    logger.warn(
+      { path: unixNotes.removedStale },
+      `removed the stale socket file ${unixNotes.removedStale} (left by a server that is gone: a connect to it was refused)`,
+    );
+  }
   // registered once listening: a failed listen is reported by listenTcp, not as an accept error
   server.on('error', (err) => {
     // accept() failures (EMFILE, ENFILE…) concern one connection: count, log once per interval,
@@ -199,6 +253,7 @@ export async function startListener(o: ListenerOptions): Promise<ServerHandle> {
   const force = () => {
     backend.force();
     for (const w of queue) w.socket.destroy();
+    for (const s of pendingHeaders) s.destroy();
   };
   let closed: Promise<ServerTotals> | undefined;
   return {
@@ -215,6 +270,7 @@ export async function startListener(o: ListenerOptions): Promise<ServerHandle> {
         server.close();
         // never served, nothing read: FIN without an echo (each leaves the queue when it closes)
         for (const w of queue) finUnread(w.socket);
+        for (const s of pendingHeaders) s.destroy(); // no header yet: nothing of theirs was read
         const cancel = graceTimer(graceMs, force);
         const allDone = new Promise<void>((resolve) => {
           onIdle = resolve;

@@ -3,9 +3,10 @@
 // with the serve-here backend (here.ts).
 
 import type { AccessControl } from '../core/access.js';
-import { DEFAULT_BACKLOG } from '../core/listen.js';
+import { DEFAULT_BACKLOG, type ListenOptions } from '../core/listen.js';
 import { type Logger, silentLogger } from '../core/log.js';
 import type { SocketOptions } from '../core/sockopts.js';
+import { serverSecureContext } from '../core/tls.js';
 import { type ConnectionLimits, type ConnectionRecord, emptyTotals } from './handler.js';
 import { hereBackend } from './here.js';
 import { type ServerHandle, startListener } from './listener.js';
@@ -18,6 +19,18 @@ export interface EchoServerOptions extends ConnectionLimits {
   host?: string;
   /** 0 = the kernel picks; read it back from `address.port` */
   port?: number;
+  /** a Unix-domain socket (a path, or `@name`: a Linux abstract name) instead of host and port */
+  path?: string;
+  /** with `path`: the socket file's permissions, e.g. 0o660 */
+  unixMode?: number;
+  /** on `::`, IPv6 clients only (IPV6_V6ONLY); by default `::` accepts IPv4 clients too */
+  ipv6Only?: boolean;
+  /** TLS with this certificate and key (PEM); the echo runs inside it */
+  tls?: { cert: string; key: string };
+  /** every connection starts with a PROXY protocol v1 or v2 header naming the real client */
+  proxyProtocol?: boolean;
+  /** a new connection's PROXY header and TLS handshake must be done within this (ms, default 10 000) */
+  handshakeTimeoutMs?: number;
   /** evented: every client at once; iterative: one at a time, later ones wait unread */
   mode?: TcpMode;
   /** beyond this many open connections, new ones are closed at once (FIN) and counted as refused */
@@ -47,21 +60,45 @@ export type EchoServer = ServerHandle;
 export const DEFAULT_PORT = 7007;
 export const DEFAULT_HOST = '127.0.0.1';
 
+export const DEFAULT_HANDSHAKE_TIMEOUT_MS = 10_000;
+
+/** Where and how the listening socket is opened. */
+export function listenOptions(opts: EchoServerOptions): ListenOptions {
+  const sock = opts.socket ?? {};
+  return {
+    host: opts.host ?? DEFAULT_HOST,
+    port: opts.port ?? DEFAULT_PORT,
+    path: opts.path,
+    unixMode: opts.unixMode,
+    ipv6Only: opts.ipv6Only,
+    backlog: sock.backlog ?? DEFAULT_BACKLOG,
+    reuseAddr: sock.reuseAddr,
+    reusePort: sock.reusePort,
+    recvBuffer: sock.recvBuffer,
+    sendBuffer: sock.sendBuffer,
+  };
+}
+
+/** The TLS part of a handler's context, made once per process. */
+export function tlsContextOf(opts: EchoServerOptions) {
+  return opts.tls
+    ? {
+        context: serverSecureContext(opts.tls),
+        handshakeTimeoutMs: opts.handshakeTimeoutMs ?? DEFAULT_HANDSHAKE_TIMEOUT_MS,
+      }
+    : undefined;
+}
+
 export async function startEchoServer(opts: EchoServerOptions = {}): Promise<EchoServer> {
   const logger = opts.logger ?? silentLogger;
   const iterative = opts.mode === 'iterative';
   const totals = emptyTotals();
   const sock = opts.socket ?? {};
   return startListener({
-    listen: {
-      host: opts.host ?? DEFAULT_HOST,
-      port: opts.port ?? DEFAULT_PORT,
-      backlog: sock.backlog ?? DEFAULT_BACKLOG,
-      reuseAddr: sock.reuseAddr,
-      reusePort: sock.reusePort,
-      recvBuffer: sock.recvBuffer,
-      sendBuffer: sock.sendBuffer,
-    },
+    listen: listenOptions(opts),
+    proxyProtocol: opts.proxyProtocol
+      ? { timeoutMs: opts.handshakeTimeoutMs ?? DEFAULT_HANDSHAKE_TIMEOUT_MS }
+      : undefined,
     admission: {
       access: opts.access,
       maxConnections: opts.maxConnections,
@@ -79,6 +116,7 @@ export async function startEchoServer(opts: EchoServerOptions = {}): Promise<Ech
         logFields: opts.logFields,
         label: opts.label,
         onClosed: opts.onConnectionClosed,
+        tls: tlsContextOf(opts),
       },
       // iterative: later clients are accepted with reading paused and wait their turn
       { pauseOnConnect: iterative },
