@@ -76,7 +76,9 @@ describe('explainError', () => {
     const e = explainError(agg);
     expect(e.code).toBe('ECONNREFUSED');
     // every address Happy Eyeballs tried is named, and the ::1 / 127.0.0.1 trap explained
-    expect(e.summary).toBe('connect ECONNREFUSED [::1]:9 (tried [::1]:9 ECONNREFUSED, 127.0.0.1:9 ECONNREFUSED)');
+    expect(e.summary).toBe(
+      'connect ECONNREFUSED [::1]:9 (tried [::1]:9 ECONNREFUSED, 127.0.0.1:9 ECONNREFUSED)',
+    );
     expect(e.line).toMatch(/A server on 127\.0\.0\.1 does not answer on ::1/);
   });
   it('keeps unknown errors readable', () => {

@@ -94,6 +94,7 @@ interface ConnState {
   markBytes: number;
   markAt: number;
   peer: string;
+  base: number;
   start: number;
   reason: CloseReason | undefined;
   draining: boolean;
@@ -142,7 +143,8 @@ export function serveConnection(socket: Socket, ctx: HandlerContext, peer: strin
   }
   if (head) socket.unshift(head);
   if (!ctx.tls) {
-    serveEcho(socket, ctx, peer);
+    // bytes this process read before (a PROXY header) are not the client's; `head` ones are
+    serveEcho(socket, ctx, peer, socket.bytesRead - (head?.length ?? 0));
     return socket;
   }
   const t = acceptTls(socket, ctx.tls.context, { handshakeTimeoutMs: ctx.tls.handshakeTimeoutMs });
@@ -168,17 +170,20 @@ export function serveEcho(
   socket: Socket,
   ctx: HandlerContext,
   peer = formatAddress(socket.remoteAddress ?? '?', socket.remotePort ?? 0),
+  /** socket.bytesRead that are not the client's echoed bytes (negative: its bytes read elsewhere) */
+  base = 0,
 ): void {
   const s = socket as EchoSocket;
   s[STATE] = {
     ctx,
     peer,
+    base,
     start: Date.now(),
     reason: undefined,
     draining: false,
     discarded: 0,
     error: undefined,
-    markBytes: 0,
+    markBytes: base,
     markAt: Date.now(),
   };
   socket.on('error', onError);
@@ -292,7 +297,7 @@ function onClose(this: EchoSocket): void {
   const { ctx } = st;
   // bytesWritten counts what was handed to the socket; subtract what never left it
   const bytesOut = this.bytesWritten - this.writableLength;
-  const bytesIn = this.bytesRead - st.discarded;
+  const bytesIn = this.bytesRead - st.base - st.discarded;
   ctx.totals.bytesIn += bytesIn;
   ctx.totals.bytesOut += bytesOut;
   const record: ConnectionRecord = {

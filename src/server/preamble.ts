@@ -13,32 +13,39 @@ export interface ProxiedConnection {
   rest: Buffer;
 }
 
-type Held = Socket & { _read: (n: number) => void; _handle?: { reading?: boolean; readStop?: () => number } };
+type Handle = { reading?: boolean; readStop?: () => number; readStart?: () => number };
+type Held = Socket & { _handle?: Handle | null };
 
-function holdRead(): void {}
+/** Stands in for the handle's readStart while the socket is held: reading stays stopped. */
+function heldReadStart(): number {
+  return 0;
+}
 
 /**
- * Stop reading from the kernel now. `pause()` alone only stops 'data' events: the socket
- * would go on reading into its buffer (net's Readable calls _read, which starts the handle
- * reading again, from maybeReadMore on the next tick), and those bytes would stay in this
- * process when the socket is handed to another one. So the handle stops and _read is a no-op
- * until resumeReading().
+ * Stop reading from the kernel now. `pause()` alone only stops 'data' events: net's Readable
+ * goes on reading into the socket's buffer (maybeReadMore calls _read, which starts the
+ * handle again on the next tick), and those bytes would stay in this process when the socket
+ * is handed to another one. So the handle stops, and its readStart does nothing until
+ * resumeReading().
  */
 export function stopReading(socket: Socket): void {
   socket.pause();
-  const s = socket as Held;
-  s._read = holdRead; // an own property over net.Socket.prototype._read
-  const h = s._handle;
-  if (h?.reading && h.readStop) {
+  const h = (socket as Held)._handle;
+  if (!h) return;
+  if (h.reading && h.readStop) {
     h.reading = false;
     h.readStop();
   }
+  h.readStart = heldReadStart; // an own property over the handle's native method
 }
 
-/** Undo stopReading(): the next resume() reads from the kernel again. */
+/** Undo stopReading(): if net asked to read meanwhile, start the handle now. */
 export function resumeReading(socket: Socket): void {
-  const s = socket as Held;
-  if (s._read === holdRead) delete (s as Partial<Held>)._read;
+  const h = (socket as Held)._handle;
+  if (!h || h.readStart !== heldReadStart) return;
+  delete h.readStart;
+  const start = (h as Handle).readStart; // the native one again
+  if (h.reading && start) start.call(h);
 }
 
 /** Read a PROXY v1/v2 header within `timeoutMs`; rejects with ERR_PROXY_HEADER saying why. */
