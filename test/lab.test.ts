@@ -31,6 +31,7 @@ const expectedErrors: Record<string, string[]> = {
   'fork-holds-port': [],
   'chat-fork': [],
   heartbeat: ['ERR_HEARTBEAT_TIMEOUT'],
+  'stale-unix-socket': ['EADDRINUSE', 'ECONNREFUSED'],
 };
 
 const noNetns = process.platform === 'linux' ? netnsUnavailable() : 'Linux only';

@@ -11,6 +11,8 @@ export interface ErrnoEntry {
   hint: string;
   /** where the same code means something else over UDP */
   udp?: { meaning?: string; hint?: string };
+  /** …or on a Unix-domain socket (the address is a path) */
+  unix?: { meaning?: string; hint?: string };
   /** hints that fit one command better than the general one */
   client?: string;
   chat?: string;
@@ -20,7 +22,7 @@ export interface ErrnoEntry {
 /** Who is explaining: the command, and the protocol when the error does not say. */
 export interface ErrorContext {
   role?: 'server' | 'client' | 'chat';
-  proto?: 'tcp' | 'udp';
+  proto?: 'tcp' | 'udp' | 'unix';
 }
 
 export const ERRNO_TABLE: Readonly<Record<string, ErrnoEntry>> = {
@@ -34,6 +36,11 @@ export const ERRNO_TABLE: Readonly<Record<string, ErrnoEntry>> = {
       hint: 'Stop the other process (ss -uanp), pick another port, or use --port 0.',
     },
     client: 'Another socket holds that local port: choose another --local-port, or leave it out.',
+    unix: {
+      meaning:
+        'a file exists at that path: a server listening there, or the socket file of one that is gone (a Unix socket file outlives a killed process)',
+      hint: 'If a connect to it is refused nobody listens: remove the file (echo-server --unix does that itself, and says so). Otherwise stop the other server or choose another path.',
+    },
   },
   EADDRNOTAVAIL: {
     meaning:
@@ -57,6 +64,19 @@ export const ERRNO_TABLE: Readonly<Record<string, ErrnoEntry>> = {
     },
     client: 'Start echo-server (or another echo server) there, or check the host and port.',
     chat: 'Start the other side first (echo-chat --listen, nc -l), or check the host and port.',
+    unix: {
+      meaning:
+        'the socket file exists but nothing accepts on it: its server is gone and left the file (stale), or its accept queue is full',
+      hint: 'Start the server (echo-server --unix removes a stale file itself).',
+    },
+  },
+  ENOENT: {
+    meaning: 'no such file or directory',
+    hint: 'Check the path.',
+    unix: {
+      meaning: 'no socket file at that path: no server has listened there (or it was removed)',
+      hint: 'Check the path, and that the server runs with --unix on it.',
+    },
   },
   ECONNRESET: {
     meaning:
@@ -311,14 +331,15 @@ export function explainError(err: unknown, ctx: ErrorContext = {}): ExplainedErr
   if (typeof e?.syscall === 'string') {
     const where =
       typeof e.address === 'string'
-        ? ` ${typeof e.port === 'number' ? formatAddress(e.address, e.port) : e.address}`
+        ? ` ${typeof e.port === 'number' && e.port >= 0 && !isUnixAddress(e.address) ? formatAddress(e.address, e.port) : e.address}`
         : '';
     summary = `${e.syscall} ${code}${where}`;
   } else {
     summary = e instanceof Error ? e.message : String(e);
   }
   const entry = ERRNO_TABLE[code];
-  const udp = (ctx.proto ?? e?.proto) === 'udp' ? entry?.udp : undefined;
+  const proto = ctx.proto ?? e?.proto ?? (isUnixAddress(e?.address) ? 'unix' : undefined);
+  const udp = proto === 'udp' ? entry?.udp : proto === 'unix' ? entry?.unix : undefined;
   const meaning =
     udp?.meaning ??
     entry?.meaning ??
@@ -339,6 +360,14 @@ export function explainError(err: unknown, ctx: ErrorContext = {}): ExplainedErr
     fullHint += ` A server on 127.0.0.1 does not answer on ::1, nor the reverse: localhost may mean either; echo-server --host :: listens on both.`;
   const line = entry ? `${summary} — ${meaning}. ${fullHint.trim()}`.trimEnd() : summary;
   return { code, summary, meaning, hint: fullHint.trim(), line };
+}
+
+/** A Unix socket's address is a path (or an abstract @name), never an IP. */
+function isUnixAddress(a: unknown): boolean {
+  return (
+    typeof a === 'string' &&
+    (a.startsWith('/') || a.startsWith('@') || a.startsWith('\0') || a.startsWith('.'))
+  );
 }
 
 /** Happy Eyeballs tried several addresses: `::1:7007 ECONNREFUSED, 127.0.0.1:7007 ECONNREFUSED`. */

@@ -20,6 +20,7 @@ import { processExit } from './scenarios/process-exit.js';
 import { reuseaddrRules } from './scenarios/reuseaddr-rules.js';
 import { sigpipe } from './scenarios/sigpipe.js';
 import { sockopts } from './scenarios/sockopts.js';
+import { staleUnixSocket } from './scenarios/stale-unix-socket.js';
 import { synRetries } from './scenarios/syn-retries.js';
 import { timeWait } from './scenarios/time-wait.js';
 import { unreachable } from './scenarios/unreachable.js';
@@ -47,6 +48,12 @@ export const SCENARIOS: readonly ScenarioInfo[] = [
     run: clientPort,
   },
   { name: 'econnrefused', summary: 'connect to a port nobody listens on', netns: false, run: econnrefused },
+  {
+    name: 'stale-unix-socket',
+    summary: 'a killed server leaves its Unix socket file: EADDRINUSE; stale or live?',
+    netns: false,
+    run: staleUnixSocket,
+  },
   { name: 'epipe', summary: 'write after the peer closed', netns: false, run: epipe },
   { name: 'econnreset', summary: 'the peer aborts with RST', netns: false, run: econnreset },
   {
