@@ -12,6 +12,8 @@ const ratio = (a: number | undefined, b: number | undefined) => (a && b ? (a / b
 export interface Report {
   tcp: Record<string, ServerFigures>;
   udp: Record<string, ServerFigures>;
+  /** TLS and Unix sockets, each against a plain Node server of the same transport */
+  transports: Record<string, ServerFigures>;
   hasC: boolean;
   seconds: number;
   reps: number;
@@ -90,6 +92,25 @@ export function writeReport(r: Report): string {
     const l = f.lg.lgPp?.rate;
     L.push(
       `| ${name} | ${fmt(o?.rate_per_s)} | ${ratio(o?.rate_per_s, ub)} | ${ratio(o?.rate_per_s, uc)} | ${fmt(l)} | ${ratio(l, lub)} | ${ratio(l, luc)} | ${fmt(o?.lost)} |`,
+    );
+  }
+  const X = r.transports;
+  L.push(
+    '',
+    '## TLS and Unix-domain sockets (echo-client bench)',
+    '',
+    'Each of ours against a plain Node server of the same transport, in the same run: `tls.createServer(opts, s => s.pipe(s))` with the same certificate (EC P-256, TLS 1.3), and `net.createServer(s => s.pipe(s)).listen(path)`. TLS connect/s is full handshakes per second (no session resumption).',
+    '',
+    '| server | ping-pong rt/s (100 conn, 64 B) | × its baseline | bulk MB/s (1 conn, 64 KiB) | × its baseline | connect/s | × its baseline | p50 / p99 µs |',
+    '|---|---|---|---|---|---|---|---|',
+  );
+  for (const [name, f] of Object.entries(X)) {
+    const base = name.startsWith('unix') || name.endsWith('--unix') ? X['unix baseline'] : X['tls baseline'];
+    const pp = f.ours.pp;
+    const bulk = f.ours.bulk;
+    const conn = f.ours.conn;
+    L.push(
+      `| ${name} | ${fmt(pp?.rate_per_s)} | ${ratio(pp?.rate_per_s, base?.ours.pp?.rate_per_s)} | ${fmt(bulk?.mb_per_s)} | ${ratio(bulk?.mb_per_s, base?.ours.bulk?.mb_per_s)} | ${fmt(conn?.rate_per_s)} | ${ratio(conn?.rate_per_s, base?.ours.conn?.rate_per_s)} | ${pp ? `${fmt(pp.latency_us.p50)} / ${fmt(pp.latency_us.p99)}` : '—'} |`,
     );
   }
   L.push('', '![latency percentiles](latency.svg)', '');

@@ -5,8 +5,10 @@
 // result. Every server is up at once and runs are interleaved across servers and repeated
 // (BENCH_REPS), so a disturbance hits every server alike; each figure is the median.
 
+import { mkdirSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import type { BenchResult } from '../src/client/bench.js';
+import { selfSignedTls } from '../src/core/tls.js';
 import { writeReport } from './report.js';
 import {
   binDir,
@@ -45,6 +47,10 @@ interface ServerSpec {
   firstEcho?: boolean;
   udp?: boolean;
   needsC?: boolean;
+  /** a Unix-socket server listening here */
+  unixPath?: string;
+  /** what echo-client bench adds to reach it (--tls --insecure, --unix PATH) */
+  client?: string[];
 }
 
 const ours =
@@ -128,10 +134,73 @@ export interface ServerFigures {
 }
 
 function ourArgs(run: OurRun, spec: ServerSpec): string[] {
+  const extra = spec.client ?? [];
   if (spec.udp) return ['--udp', '-c', '32', '-s', '64'];
-  if (run === 'pp') return ['-c', '100', '-s', '64'];
-  if (run === 'bulk') return ['--mode', 'stream', '-c', '1', '-s', '64k'];
-  return ['--mode', 'connect', '-c', String(spec.connInFlight ?? 50), '-s', '64'];
+  if (run === 'pp') return ['-c', '100', '-s', '64', ...extra];
+  if (run === 'bulk') return ['--mode', 'stream', '-c', '1', '-s', '64k', ...extra];
+  return ['--mode', 'connect', '-c', String(spec.connInFlight ?? 50), '-s', '64', ...extra];
+}
+
+/** TLS and Unix sockets: each of ours against a plain Node server of the same transport. */
+function transportSpecs(): ServerSpec[] {
+  mkdirSync(binDir, { recursive: true });
+  const cert = path.join(binDir, 'bench.crt');
+  const key = path.join(binDir, 'bench.key');
+  const sock = (n: string) => path.join(binDir, `bench-${n}-${process.pid}.sock`);
+  const tlsClient = ['--tls', '--insecure', '-q'];
+  const plainUnix = sock('baseline');
+  const ourUnix = sock('evented');
+  return [
+    {
+      name: 'tls baseline',
+      command: (p) => [
+        node,
+        [
+          '-e',
+          `const fs=require('fs');require('tls').createServer({cert:fs.readFileSync(${JSON.stringify(cert)}),key:fs.readFileSync(${JSON.stringify(key)})},s=>{s.on('error',()=>{});s.pipe(s)}).listen(${p},'127.0.0.1')`,
+        ],
+      ],
+      ours: ALL_OURS,
+      lg: [],
+      client: tlsClient,
+    },
+    {
+      name: 'evented --tls',
+      command: ours('--tls', '--cert', cert, '--key', key),
+      ours: ALL_OURS,
+      lg: [],
+      client: tlsClient,
+    },
+    {
+      name: 'unix baseline',
+      command: () => [
+        node,
+        [
+          '-e',
+          `require('net').createServer(s=>{s.on('error',()=>{});s.pipe(s)}).listen(${JSON.stringify(plainUnix)})`,
+        ],
+      ],
+      ours: ALL_OURS,
+      lg: [],
+      unixPath: plainUnix,
+      client: ['--unix', plainUnix],
+    },
+    {
+      name: 'evented --unix',
+      command: () => [node, [echoServer, '--unix', ourUnix, '--log-format', 'json']],
+      ours: ALL_OURS,
+      lg: [],
+      unixPath: ourUnix,
+      client: ['--unix', ourUnix],
+    },
+  ];
+}
+
+/** One self-signed certificate both TLS servers use (the same key type: the same handshake cost). */
+async function benchCertificate(): Promise<void> {
+  const t = await selfSignedTls('127.0.0.1');
+  writeFileSync(path.join(binDir, 'bench.crt'), t.cert);
+  writeFileSync(path.join(binDir, 'bench.key'), t.key);
 }
 
 function lgArgs(run: LgRun, spec: ServerSpec, port: number): string[] {
@@ -149,7 +218,7 @@ async function measure(specs: ServerSpec[], hasC: boolean): Promise<Record<strin
     active.map((s) => [s.name, { ours: new Map<OurRun, BenchResult[]>(), lg: new Map<LgRun, LgResult[]>() }]),
   );
   try {
-    for (const s of active) up.set(s.name, await startServer(s.name, s.command, s.udp));
+    for (const s of active) up.set(s.name, await startServer(s.name, s.command, s.udp, s.unixPath));
     for (let rep = 0; rep < REPS; rep++) {
       for (const run of ALL_OURS) {
         for (const s of active.filter((x) => x.ours.includes(run))) {
@@ -205,7 +274,10 @@ async function main(): Promise<void> {
   const tcp = await measure(TCP, hasC);
   if (hasC) await memory(TCP, tcp);
   const udp = await measure(UDP, hasC);
-  console.log(writeReport({ tcp, udp, hasC, seconds: SECONDS, reps: REPS }));
+  mkdirSync(binDir, { recursive: true });
+  await benchCertificate();
+  const transports = await measure(transportSpecs(), hasC);
+  console.log(writeReport({ tcp, udp, transports, hasC, seconds: SECONDS, reps: REPS }));
 }
 
 main().catch((err) => {

@@ -54,6 +54,8 @@ export async function startServer(
   name: string,
   command: (port: number) => [string, string[]],
   udp = false,
+  /** a Unix-socket server: wait until this path accepts */
+  unixPath?: string,
 ): Promise<Running> {
   const port = await freePort();
   // the server logs to a file: a pipe would fill while this runner blocks in execFileSync
@@ -67,7 +69,7 @@ export async function startServer(
   if (udp) await sleep(500);
   else {
     const t0 = Date.now();
-    while (!(await accepts(port))) {
+    while (!(await accepts(port, unixPath))) {
       if (Date.now() - t0 > 10_000) throw new Error(`${name} did not start: ${tail()}`);
       await sleep(50);
     }
@@ -88,9 +90,9 @@ export async function startServer(
   };
 }
 
-function accepts(port: number): Promise<boolean> {
+function accepts(port: number, unixPath?: string): Promise<boolean> {
   return new Promise((resolve) => {
-    const s = net.connect(port, '127.0.0.1');
+    const s = unixPath ? net.connect(unixPath) : net.connect(port, '127.0.0.1');
     s.once('connect', () => {
       s.destroy();
       resolve(true);
@@ -107,7 +109,7 @@ export function ourBench(port: number, args: string[]): BenchResult {
     [
       path.join(root, 'bin', 'echo-client.js'),
       'bench',
-      `127.0.0.1:${port}`,
+      ...(args.includes('--unix') ? [] : [`127.0.0.1:${port}`]),
       '--json',
       '-d',
       `${SECONDS}s`,

@@ -20,9 +20,10 @@ export {
 export { EchoConnection, type EchoOptions, echo, streamThrough } from './client/echo.js';
 export { type ConnectOptions, connectTcp, withRetry } from './core/connect.js';
 export { ERRNO_TABLE, type ExplainedError, errorCode, explainError, unwrapError } from './core/errors.js';
-export { listenTcp } from './core/listen.js';
+export { listenSocket, listenTcp } from './core/listen.js';
 export type { Logger } from './core/log.js';
 export { formatAddress, parseDuration, parseHost, parsePort, parseSize, UsageError } from './core/parse.js';
+export { buildProxyHeader, type ProxyHeader, parseProxyHeader } from './core/proxy-protocol.js';
 export {
   applySocketOptions,
   formatReport,
@@ -32,6 +33,14 @@ export {
   type SocketOptions,
 } from './core/sockopts.js';
 export { type TcpEntry, type TcpView, tcpStates } from './core/tcp-states.js';
+export {
+  type ClientTls,
+  describeCertificate,
+  parseFingerprint,
+  type ServerTls,
+  selfSignedTls,
+  type TlsInfo,
+} from './core/tls.js';
 export { findScenario, runScenario, SCENARIOS, type ScenarioInfo, type ScenarioResult } from './lab/index.js';
 export type { ServerConfig } from './server/config.js';
 export type { ConnectionRecord, ServerTotals } from './server/handler.js';
