@@ -331,7 +331,14 @@ async function runClient(hostArg: string | undefined, portArg: string | undefine
     );
   }
   const result = await streamThrough(socket, process.stdin, process.stdout);
-  if (!result.ok) throw result.problem;
+  if (!result.ok) {
+    // where in the stream it broke: the byte count a reset or a close arrived at
+    logger.warn(
+      { sent: result.sent, received: result.received },
+      `${result.received} of ${result.sent} bytes sent had come back`,
+    );
+    throw result.problem;
+  }
   logger.info(
     { sent: result.sent, received: result.received },
     `${result.sent} bytes sent, all came back identical`,

@@ -8,6 +8,7 @@ import { parseDuration, parseHost, parseInteger, parsePort, parseSize, UsageErro
 import { describeCertificate, selfSignedTls } from '../core/tls.js';
 import { plural } from '../server/admission.js';
 import type { ServerConfig } from '../server/config.js';
+import { formatFault, parseFault, TCP_FAULTS, UDP_FAULTS } from '../server/faults.js';
 import type { ServerTotals } from '../server/handler.js';
 import { listeningLine, startServer } from '../server/index.js';
 import type { ServerHandle } from '../server/listener.js';
@@ -75,7 +76,12 @@ export function buildServerProgram(): Command {
       '--rate-limit <n>',
       'UDP: datagrams per second allowed per source (token bucket; 0 = no limit; default 1000)',
     )
-    .option('--rate-burst <n>', 'UDP: burst size per source (default 200)');
+    .option('--rate-burst <n>', 'UDP: burst size per source (default 200)')
+    .option(
+      '--fault <spec>',
+      'misbehave on purpose (repeatable): latency=DUR[,jitter=DUR] bandwidth=RATE slice=SIZE[,delay=DUR] stall-after=SIZE close-after=SIZE[,how=fin|rst] reset-on-connect blackhole corrupt=P; UDP: latency corrupt drop=P duplicate=P reorder[=P]; each may end in ,p=FRACTION or ,every=N',
+      (v: string, prev: string[] = []) => [...prev, v],
+    );
   addServerTransportFlags(cmd);
   addListenerFlags(cmd);
   cmd.addHelpText(
@@ -93,6 +99,7 @@ Examples:
   echo-server --unix /tmp/echo.sock --unix-mode 0660
   echo-server --proxy-protocol         behind HAProxy (send-proxy / send-proxy-v2)
   echo-server --host :: --ipv6-only    IPv6 clients only
+  echo-server --fault latency=50ms,jitter=10ms --fault close-after=64k,how=rst,p=0.05
   echo-server --no-reuse-addr --verbose   show what the kernel reports for each option
   echo-server --host 0.0.0.0 --allow 10.0.0.0/8 --max-connections-per-ip 20`,
   );
@@ -118,6 +125,7 @@ export interface ServerFlags extends SocketOptionFlags, LogFlags, ServerTranspor
   grace?: string;
   rateLimit?: string;
   rateBurst?: string;
+  fault?: string[];
 }
 
 /** Flags that mean something for TCP only, with how each shows in the resolved config. */
@@ -175,9 +183,19 @@ export function resolveServerConfig(f: ServerFlags): ServerConfig {
       }
     }
   }
+  const faults = (f.fault ?? []).map((spec) => parseFault(spec));
+  const udp = f.udp === true;
+  for (const x of faults) {
+    const allowed = udp ? UDP_FAULTS : TCP_FAULTS;
+    if (!allowed.includes(x.kind))
+      throw udp
+        ? conflict(`--fault ${x.kind}`, '--udp (it is about a TCP connection)')
+        : new UsageError(`--fault ${x.kind}`, undefined, 'needs --udp (it is about datagrams)');
+  }
   const cfg: ServerConfig = {
     host,
     port,
+    ...(faults.length ? { faults } : {}),
     ...(transport.path !== undefined ? { path: transport.path } : {}),
     ...(transport.unixMode !== undefined ? { unixMode: transport.unixMode } : {}),
     ...(transport.ipv6Only ? { ipv6Only: true } : {}),
@@ -295,6 +313,10 @@ export async function runServerCli(argv: string[]): Promise<void> {
       );
     }
     if (cfg.path === undefined) warnIfReachable(logger, runner.address.address);
+    if (cfg.faults) {
+      const list = cfg.faults.map(formatFault).join('; ');
+      logger.warn({ faults: cfg.faults }, `faults injected on purpose: ${list}`);
+    }
     return finished;
   });
 }

@@ -151,6 +151,8 @@ export interface Libc {
   getrlimit(resource: number, out: Buffer): number;
   close(fd: number): number;
   if_nametoindex(name: string): number;
+  /** ioctl(fd, request, int *out) */
+  ioctl(fd: number, request: number, out: number[]): number;
   errno(): number;
 }
 
@@ -184,6 +186,7 @@ export function loadLibc(): Libc {
     getrlimit: lib.func('int getrlimit(int, _Out_ void *)'),
     close: lib.func('int close(int)'),
     if_nametoindex: lib.func('unsigned int if_nametoindex(const char *)'),
+    ioctl: lib.func('int ioctl(int, unsigned long, _Out_ int *)'),
     errno: () => koffi.errno() as number,
   };
   return libc;
@@ -318,6 +321,22 @@ export function peerCredentials(sock: unknown): { pid: number; uid: number; gid:
     const len = [12];
     if (c.getsockopt(fd, 1 /* SOL_SOCKET */, 17 /* SO_PEERCRED */, buf, len) !== 0) return undefined;
     return { pid: buf.readInt32LE(0), uid: buf.readUInt32LE(4), gid: buf.readUInt32LE(8) };
+  } catch {
+    return undefined;
+  }
+}
+
+/**
+ * Bytes in a TCP socket's kernel send queue, sent or not, not yet acknowledged (Linux SIOCOUTQ);
+ * undefined where it cannot be read.
+ */
+export function sendQueueBytes(sock: unknown): number | undefined {
+  if (process.platform !== 'linux') return undefined;
+  const fd = socketFd(sock);
+  if (fd === undefined) return undefined;
+  try {
+    const out = [0];
+    return loadLibc().ioctl(fd, 0x5411 /* SIOCOUTQ = TIOCOUTQ */, out) === 0 ? out[0] : undefined;
   } catch {
     return undefined;
   }

@@ -67,6 +67,9 @@ async function listenRole(): Promise<void> {
     () => srv.forceClose(),
   );
   wire(stop, () => srv.forceClose());
+  process.on('message', (m: ToChild) => {
+    if (m.type === 'faults') srv.setFaults(m.faults);
+  });
 }
 
 function serveRole(once: boolean): void {
@@ -102,7 +105,13 @@ function serveRole(once: boolean): void {
       return;
     }
     handle.allowHalfOpen = true; // echo what arrived, then close, as in the evented server
-    const served = serveConnection(handle, ctx, m.peer, m.head ? Buffer.from(m.head, 'base64') : undefined);
+    const served = serveConnection(
+      handle,
+      ctx,
+      m.peer,
+      m.head ? Buffer.from(m.head, 'base64') : undefined,
+      m.faults,
+    );
     live.set(served, m.id);
     served.resume();
   });

@@ -11,6 +11,7 @@ import type { Socket } from 'node:net';
 import { countError, explainError } from '../core/errors.js';
 import type { Logger } from '../core/log.js';
 import type { ServerConfig } from './config.js';
+import type { Fault } from './faults.js';
 import type { ServerTotals } from './handler.js';
 import { sendToChild } from './ipc.js';
 import type { Backend, LiveConnection } from './listener.js';
@@ -93,6 +94,7 @@ export function childrenBackend(
     peer: string,
     done: (refused?: string) => void,
     head?: Buffer,
+    faults?: Fault[],
   ) => {
     try {
       await child.ready;
@@ -101,7 +103,13 @@ export function childrenBackend(
     }
     const id = ++seq;
     child.conns.set(id, { peer, done });
-    const msg = { type: 'conn' as const, id, peer, ...(head ? { head: head.toString('base64') } : {}) };
+    const msg = {
+      type: 'conn' as const,
+      id,
+      peer,
+      ...(head ? { head: head.toString('base64') } : {}),
+      ...(faults ? { faults } : {}),
+    };
     sendToChild(child.proc, msg, socket, (err) => {
       if (!err) {
         logger.debug({ [name]: child.pid, peer }, `${name} ${child.pid} serves ${peer}`);
@@ -133,10 +141,10 @@ export function childrenBackend(
     pauseOnConnect: true,
     started,
     pids: () => [...sup.children].filter((c) => kind === 'workers' || c.conns.size > 0).map((c) => c.pid),
-    serve(socket, peer, done, head) {
+    serve(socket, peer, done, head, faults) {
       const child = pick();
       if (!child) return done(`no ${name} process could be started${spawnError ? `: ${spawnError}` : ''}`);
-      void handOver(child, socket, peer, done, head);
+      void handOver(child, socket, peer, done, head, faults);
     },
     drain: (deadline) => sup.stopAll(deadline),
     force: () => sup.forceAll(),

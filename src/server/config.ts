@@ -4,6 +4,7 @@
 import { AccessControl, type Cidr } from '../core/access.js';
 import type { Logger } from '../core/log.js';
 import type { SocketOptions } from '../core/sockopts.js';
+import type { Fault } from './faults.js';
 import type { EchoServerOptions } from './tcp-server.js';
 
 export interface ServerConfig {
@@ -17,6 +18,8 @@ export interface ServerConfig {
   tls?: { cert: string; key: string };
   proxyProtocol?: boolean;
   handshakeTimeoutMs?: number;
+  /** --fault */
+  faults?: Fault[];
   mode: 'evented' | 'iterative' | 'workers' | 'fork';
   udp: boolean;
   workers: number;
@@ -52,6 +55,7 @@ export function echoServerOptions(cfg: ServerConfig, logger: Logger): EchoServer
     tls: cfg.tls,
     proxyProtocol: cfg.proxyProtocol,
     handshakeTimeoutMs: cfg.handshakeTimeoutMs,
+    faults: cfg.faults,
     mode: cfg.mode === 'iterative' ? 'iterative' : 'evented',
     maxConnections: cfg.maxConnections,
     maxConnectionsPerIp: cfg.maxConnectionsPerIp,

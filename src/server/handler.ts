@@ -13,7 +13,8 @@ import type { Logger } from '../core/log.js';
 import { formatAddress } from '../core/parse.js';
 import { applySocketOptions, formatReport, type SocketOptions } from '../core/sockopts.js';
 import { acceptTls, formatTlsInfo, tlsInfo } from '../core/tls.js';
-import { resumeReading } from './preamble.js';
+import { type Fault, FaultyEcho, resetSocket } from './faults.js';
+import { resumeReading, stopReading } from './preamble.js';
 
 export type CloseReason =
   | 'client closed'
@@ -24,6 +25,7 @@ export type CloseReason =
   | 'server shutdown'
   | 'forced at shutdown'
   | 'left during the TLS handshake (did it reject the certificate?)'
+  | `fault ${string}`
   | `error ${string}`;
 
 /** What one connection did, reported when it closes. */
@@ -100,6 +102,8 @@ interface ConnState {
   draining: boolean;
   discarded: number;
   error: string | undefined;
+  /** the echo through this connection's faults, if it has any */
+  faulty: FaultyEcho | undefined;
 }
 
 const STATE = Symbol('echo-state');
@@ -127,7 +131,27 @@ export function hasConnectionOptions(o: SocketOptions | undefined): boolean {
  * header); they are echoed first. Returns the socket the echo runs on (the TLS one, under
  * --tls): the one ctx.onClose is later called with. The socket may be paused; resume it to serve.
  */
-export function serveConnection(socket: Socket, ctx: HandlerContext, peer: string, head?: Buffer): Socket {
+export function serveConnection(
+  socket: Socket,
+  ctx: HandlerContext,
+  peer: string,
+  head?: Buffer,
+  faults?: Fault[],
+): Socket {
+  const kinds = new Set(faults?.map((f) => f.kind));
+  if (kinds.has('reset-on-connect') || kinds.has('blackhole')) {
+    // before TLS and before any byte: the TCP connection itself misbehaves
+    serveEcho(socket, ctx, peer, 0, undefined, true);
+    const st = (socket as EchoSocket)[STATE];
+    if (kinds.has('reset-on-connect')) {
+      st.reason = 'fault reset-on-connect';
+      resetSocket(socket);
+    } else {
+      st.reason = 'fault blackhole';
+      stopReading(socket); // never read, never answer: the client's data piles up in the kernel
+    }
+    return socket;
+  }
   resumeReading(socket); // after a PROXY header this process stopped reading it
   if (hasConnectionOptions(ctx.socketOptions)) {
     try {
@@ -144,14 +168,14 @@ export function serveConnection(socket: Socket, ctx: HandlerContext, peer: strin
   if (head) socket.unshift(head);
   if (!ctx.tls) {
     // bytes this process read before (a PROXY header) are not the client's; `head` ones are
-    serveEcho(socket, ctx, peer, socket.bytesRead - (head?.length ?? 0));
+    serveEcho(socket, ctx, peer, socket.bytesRead - (head?.length ?? 0), faults);
     return socket;
   }
   const t = acceptTls(socket, ctx.tls.context, { handshakeTimeoutMs: ctx.tls.handshakeTimeoutMs });
   t.once('secure', () =>
     ctx.logger.debug({ peer, ...ctx.logFields, ...tlsInfo(t) }, `${peer}: TLS ${formatTlsInfo(tlsInfo(t))}`),
   );
-  serveEcho(t, ctx, peer);
+  serveEcho(t, ctx, peer, 0, faults);
   // a client that leaves before the handshake is done usually rejected our certificate
   let secure = false;
   t.once('secure', () => {
@@ -172,6 +196,10 @@ export function serveEcho(
   peer = formatAddress(socket.remoteAddress ?? '?', socket.remotePort ?? 0),
   /** socket.bytesRead that are not the client's echoed bytes (negative: its bytes read elsewhere) */
   base = 0,
+  /** this connection's faults (--fault) */
+  faults?: Fault[],
+  /** serve nothing: a fault decides the connection's fate (reset-on-connect, blackhole) */
+  silent = false,
 ): void {
   const s = socket as EchoSocket;
   s[STATE] = {
@@ -185,7 +213,14 @@ export function serveEcho(
     error: undefined,
     markBytes: base,
     markAt: Date.now(),
+    faulty: undefined,
   };
+  if (faults?.length) {
+    const st = s[STATE];
+    st.faulty = new FaultyEcho(socket, faults, (why) => {
+      st.reason ??= why as CloseReason;
+    });
+  }
   socket.on('error', onError);
   socket.on('close', onClose);
   if (ctx.idleTimeoutMs) {
@@ -193,7 +228,11 @@ export function serveEcho(
     socket.on('timeout', onTimeout);
   }
   if (ctx.minRate || ctx.maxLifetimeMs) watch(s);
-  socket.on('data', onData);
+  if (silent) {
+    socket.on('end', onEnd);
+    return;
+  }
+  socket.on('data', s[STATE].faulty ? onFaultyData : onData);
   socket.on('drain', onDrain);
   socket.on('end', onEnd);
   ctx.logger.debug(
@@ -268,15 +307,27 @@ function onData(this: EchoSocket, chunk: Buffer): void {
   if (!this.write(chunk)) this.pause();
 }
 
+function onFaultyData(this: EchoSocket, chunk: Buffer): void {
+  const st = this[STATE];
+  if (st.draining) {
+    st.discarded += chunk.length;
+    return;
+  }
+  st.faulty!.data(chunk);
+}
+
 function onDrain(this: EchoSocket): void {
-  if (!this[STATE].draining) this.resume();
+  const st = this[STATE];
+  if (st.faulty) st.faulty.drained();
+  else if (!st.draining) this.resume();
 }
 
 function onEnd(this: EchoSocket): void {
   // peer sent FIN: everything it sent has been queued back; close our side after it
   const st = this[STATE];
   st.reason ??= st.draining ? 'server shutdown' : 'client closed';
-  this.end();
+  if (st.faulty) st.faulty.end();
+  else this.end();
 }
 
 function onTimeout(this: EchoSocket): void {
@@ -295,6 +346,7 @@ function onError(this: EchoSocket, err: Error): void {
 function onClose(this: EchoSocket): void {
   const st = this[STATE];
   const { ctx } = st;
+  st.faulty?.dispose();
   // bytesWritten counts what was handed to the socket; subtract what never left it
   const bytesOut = this.bytesWritten - this.writableLength;
   const bytesIn = this.bytesRead - st.base - st.discarded;
@@ -336,7 +388,8 @@ export function drainConnection(socket: Socket): void {
   while (s.readableLength > 0 && s.read() !== null) {}
   st.draining = true;
   st.reason ??= 'server shutdown';
-  socket.end();
+  if (st.faulty) st.faulty.end();
+  else socket.end();
   socket.resume();
 }
 

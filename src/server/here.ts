@@ -18,8 +18,8 @@ export function hereBackend(ctx: Omit<HandlerContext, 'onClose'>, { pauseOnConne
   };
   return {
     pauseOnConnect,
-    serve(socket, peer, done, head) {
-      const served = serveConnection(socket, handlerCtx, peer, head);
+    serve(socket, peer, done, head, faults) {
+      const served = serveConnection(socket, handlerCtx, peer, head, faults);
       live.set(served, { done, peer });
       // paused when accepted so (iterative mode), or after a PROXY header was read
       served.resume();

@@ -13,8 +13,9 @@ import { serverTotalsOfUdp, startUdpEchoServer } from '../udp/server.js';
 import { plural } from './admission.js';
 import { childrenBackend } from './children.js';
 import { echoServerOptions, type ServerConfig } from './config.js';
+import { FaultSet } from './faults.js';
 import { copyTotals, emptyTotals } from './handler.js';
-import type { FromChild } from './ipc.js';
+import { type FromChild, sendToChild } from './ipc.js';
 import { graceTimer, type ServerHandle, startListener } from './listener.js';
 import { Supervisor } from './supervisor.js';
 import { DEFAULT_HANDSHAKE_TIMEOUT_MS, listenOptions, startEchoServer } from './tcp-server.js';
@@ -40,6 +41,7 @@ export async function startServer(cfg: ServerConfig, logger: Logger): Promise<Se
       proxyProtocol: o.proxyProtocol
         ? { timeoutMs: o.handshakeTimeoutMs ?? DEFAULT_HANDSHAKE_TIMEOUT_MS }
         : undefined,
+      faults: new FaultSet(cfg.faults),
       admission: {
         access: o.access,
         maxConnections: cfg.maxConnections,
@@ -74,6 +76,7 @@ async function startUdp(cfg: ServerConfig, logger: Logger): Promise<ServerHandle
     recvBuffer: cfg.socket.recvBuffer,
     logger,
     logOptions: cfg.verbose,
+    faults: cfg.faults,
   });
   return {
     address: srv.address,
@@ -82,6 +85,7 @@ async function startUdp(cfg: ServerConfig, logger: Logger): Promise<ServerHandle
     connections: () => [],
     close: async () => serverTotalsOfUdp(await srv.close()),
     forceClose: () => {},
+    setFaults: (faults) => srv.setFaults(faults),
   };
 }
 
@@ -146,6 +150,11 @@ async function startExclusiveWorkers(cfg: ServerConfig, logger: Logger): Promise
     stats,
     connections: () => [],
     forceClose: () => sup.forceAll(),
+    setFaults(faults) {
+      // each worker chooses for its own connections: every= counts per worker here
+      workerCfg = { ...workerCfg, faults };
+      for (const c of sup.children) sendToChild(c.proc, { type: 'faults', faults });
+    },
     close({ graceMs = cfg.graceMs } = {}) {
       closed ??= (async () => {
         const cancel = graceTimer(graceMs, () => sup.forceAll());

@@ -5,6 +5,7 @@
 import type { ChildProcess } from 'node:child_process';
 import type { AddressInfo, Socket } from 'node:net';
 import type { OptionReport } from '../core/sockopts.js';
+import type { Fault } from './faults.js';
 
 /** What a child process is for. */
 export type ChildRole =
@@ -17,7 +18,9 @@ export type ChildRole =
 
 export type ToChild =
   /** a connection to serve; the socket travels with the message; `head`: base64 of bytes the parent read already */
-  | { type: 'conn'; id: number; peer: string; head?: string }
+  | { type: 'conn'; id: number; peer: string; head?: string; faults?: Fault[] }
+  /** --fault changed at run time (workers --exclusive choose faults themselves) */
+  | { type: 'faults'; faults: Fault[] }
   /** stop: drain every connection, cut what is left at `deadline` (epoch ms), exit */
   | { type: 'shutdown'; deadline: number }
   /** grace is over: cut every connection now and exit */

@@ -15,6 +15,7 @@ import type { Logger } from '../core/log.js';
 import { formatAddress } from '../core/parse.js';
 import { formatReport, type OptionReport, reportSocketOptions } from '../core/sockopts.js';
 import { Admission, type AdmissionOptions, plural } from './admission.js';
+import type { Fault, FaultSet } from './faults.js';
 import { copyTotals, type ServerTotals } from './handler.js';
 import { readProxyHeader } from './preamble.js';
 
@@ -50,6 +51,8 @@ export interface ServerHandle {
   close(opts?: CloseOptions): Promise<ServerTotals>;
   /** destroy every connection now (a second signal) */
   forceClose(): void;
+  /** replace the faults (--fault) for connections (UDP: datagrams) from now on; [] turns them off */
+  setFaults(faults: Fault[]): void;
 }
 
 /** Where admitted connections are served. */
@@ -61,7 +64,14 @@ export interface Backend {
    * could not be served at all (the listener then refuses it). `head`: bytes already read
    * from the client (after a PROXY header) that come before what the socket still holds.
    */
-  serve(socket: Socket, peer: string, done: (refused?: string) => void, head?: Buffer): void;
+  serve(
+    socket: Socket,
+    peer: string,
+    done: (refused?: string) => void,
+    head?: Buffer,
+    /** the faults chosen for this connection (--fault) */
+    faults?: Fault[],
+  ): void;
   /** Shutdown began: drain what is being served by `deadline` (epoch ms). Resolves when the backend has stopped. */
   drain(deadline: number): Promise<void>;
   /** Grace is over: cut what is left. */
@@ -85,6 +95,8 @@ export interface ListenerOptions {
   logOptions?: boolean;
   /** every connection starts with a PROXY v1/v2 header, read within this many ms */
   proxyProtocol?: { timeoutMs: number };
+  /** --fault: chosen here, per connection, so p= and every= hold across processes */
+  faults?: FaultSet;
 }
 
 interface Waiting {
@@ -92,6 +104,7 @@ interface Waiting {
   peer: string;
   release: () => void;
   head?: Buffer;
+  faults?: Fault[];
 }
 
 /** How a peer is named in logs: `127.0.0.1:51234`, or `unix pid 1234 uid 1000`. */
@@ -129,7 +142,7 @@ export async function startListener(o: ListenerOptions): Promise<ServerHandle> {
   let onIdle: (() => void) | undefined;
   const idle = () => serving === 0 && queue.length === 0;
 
-  const start = (socket: Socket, peer: string, release: () => void, head?: Buffer) => {
+  const start = (socket: Socket, peer: string, release: () => void, head?: Buffer, faults?: Fault[]) => {
     serving++;
     totals.connections++;
     totals.active++;
@@ -151,27 +164,29 @@ export async function startListener(o: ListenerOptions): Promise<ServerHandle> {
         if (idle()) onIdle?.();
       },
       head,
+      faults,
     );
   };
   const next = () => {
     while (!admission.closing && serving < concurrency && queue.length > 0) {
       const w = queue.shift()!;
       if (w.socket.destroyed) w.release();
-      else start(w.socket, w.peer, w.release, w.head);
+      else start(w.socket, w.peer, w.release, w.head, w.faults);
     }
   };
 
   const admitAndServe = (socket: Socket, ip: string, peer: string, head?: Buffer) => {
     const release = admission.admit(socket, ip);
     if (!release) return;
-    if (serving < concurrency) return start(socket, peer, release, head);
+    const faults = o.faults?.pick();
+    if (serving < concurrency) return start(socket, peer, release, head, faults);
     if (queue.length >= queueLimit) {
       release();
       admission.refuse(socket, 'queue-full', `${plural(queue.length, 'client')} already waiting`, ip);
       return;
     }
     {
-      const w: Waiting = { socket, peer, release, head };
+      const w: Waiting = { socket, peer, release, head, faults };
       queue.push(w);
       socket.on('error', () => {});
       socket.once('close', () => {
@@ -262,6 +277,7 @@ export async function startListener(o: ListenerOptions): Promise<ServerHandle> {
     stats,
     connections: () => backend.connections(),
     forceClose: force,
+    setFaults: (faults) => o.faults?.set(faults),
     close({ graceMs = 5000 }: CloseOptions = {}) {
       closed ??= (async () => {
         admission.closing = true;

@@ -7,6 +7,7 @@ import { DEFAULT_BACKLOG, type ListenOptions } from '../core/listen.js';
 import { type Logger, silentLogger } from '../core/log.js';
 import type { SocketOptions } from '../core/sockopts.js';
 import { serverSecureContext } from '../core/tls.js';
+import { type Fault, FaultSet } from './faults.js';
 import { type ConnectionLimits, type ConnectionRecord, emptyTotals } from './handler.js';
 import { hereBackend } from './here.js';
 import { type ServerHandle, startListener } from './listener.js';
@@ -31,6 +32,8 @@ export interface EchoServerOptions extends ConnectionLimits {
   proxyProtocol?: boolean;
   /** a new connection's PROXY header and TLS handshake must be done within this (ms, default 10 000) */
   handshakeTimeoutMs?: number;
+  /** misbehave on purpose (--fault); change them later with the handle's setFaults() */
+  faults?: Fault[];
   /** evented: every client at once; iterative: one at a time, later ones wait unread */
   mode?: TcpMode;
   /** beyond this many open connections, new ones are closed at once (FIN) and counted as refused */
@@ -99,6 +102,7 @@ export async function startEchoServer(opts: EchoServerOptions = {}): Promise<Ech
     proxyProtocol: opts.proxyProtocol
       ? { timeoutMs: opts.handshakeTimeoutMs ?? DEFAULT_HANDSHAKE_TIMEOUT_MS }
       : undefined,
+    faults: new FaultSet(opts.faults),
     admission: {
       access: opts.access,
       maxConnections: opts.maxConnections,

@@ -13,6 +13,7 @@ import { rawListenFd } from '../core/listen.js';
 import { type Logger, silentLogger } from '../core/log.js';
 import { formatAddress } from '../core/parse.js';
 import { applySocketOptions, formatReport, type OptionReport, type SocketOptions } from '../core/sockopts.js';
+import { type Fault, FaultSet, flipOneBit } from '../server/faults.js';
 import type { ServerTotals } from '../server/handler.js';
 
 export interface UdpEchoServerOptions {
@@ -32,9 +33,11 @@ export interface UdpEchoServerOptions {
   logOptions?: boolean;
   /** how often drop summaries may be logged (ms, default 1000) */
   dropLogIntervalMs?: number;
+  /** misbehave on purpose: latency, corrupt, drop, duplicate, reorder (chosen per datagram) */
+  faults?: Fault[];
 }
 
-export type DropReason = 'rate-limit' | 'source-port' | 'broadcast-source' | 'access' | 'self';
+export type DropReason = 'rate-limit' | 'source-port' | 'broadcast-source' | 'access' | 'self' | 'fault';
 
 export interface UdpTotals {
   datagramsIn: number;
@@ -53,6 +56,8 @@ export interface UdpEchoServer {
   /** per source address: datagrams in / out / dropped */
   sources(): Map<string, { in: number; out: number; dropped: number }>;
   close(): Promise<UdpTotals>;
+  /** replace the faults for datagrams from now on; [] turns them off */
+  setFaults(faults: Fault[]): void;
 }
 
 /** The totals every server mode reports: a source is a "connection", a dropped datagram a refusal. */
@@ -127,7 +132,7 @@ export async function startUdpEchoServer(opts: UdpEchoServerOptions = {}): Promi
     datagramsOut: 0,
     bytesIn: 0,
     bytesOut: 0,
-    dropped: { 'rate-limit': 0, 'source-port': 0, 'broadcast-source': 0, access: 0, self: 0 },
+    dropped: { 'rate-limit': 0, 'source-port': 0, 'broadcast-source': 0, access: 0, self: 0, fault: 0 },
     sources: 0,
     errors: {},
   };
@@ -183,15 +188,73 @@ export async function startUdpEchoServer(opts: UdpEchoServerOptions = {}): Promi
       if (src.tokens < 1) return drop('rate-limit', src);
       src.tokens -= 1;
     }
+    const chosen = faults.pick();
+    if (chosen) return faulty(msg, rinfo, chosen, src);
     src.out++;
     totals.datagramsOut++;
     totals.bytesOut += msg.length;
-    socket.send(msg, rinfo.port, rinfo.address, (err) => {
-      if (err) {
-        countError(totals.errors, err);
-      }
-    });
+    socket.send(msg, rinfo.port, rinfo.address, onSent);
   });
+  const onSent = (err: Error | null) => {
+    if (err) countError(totals.errors, err);
+  };
+
+  // --- --fault, per datagram: drop, corrupt, duplicate, reorder (held until the next), latency
+  const faults = new FaultSet(opts.faults);
+  let held: (() => void) | undefined;
+  let heldTimer: NodeJS.Timeout | undefined;
+  let lastAt = 0;
+  const timers = new Set<NodeJS.Timeout>();
+  const faulty = (msg: Buffer, rinfo: dgram.RemoteInfo, chosen: Fault[], src: Source) => {
+    const by: Partial<Record<string, Fault>> = {};
+    for (const f of chosen) by[f.kind] = f;
+    if (by.drop && Math.random() < by.drop.chance!) return drop('fault', src);
+    let out = msg;
+    if (by.corrupt && msg.length && Math.random() < by.corrupt.chance!) out = flipOneBit(msg);
+    const copies = by.duplicate && Math.random() < by.duplicate.chance! ? 2 : 1;
+    const send = () => {
+      for (let i = 0; i < copies; i++) {
+        src.out++;
+        totals.datagramsOut++;
+        totals.bytesOut += out.length;
+        socket.send(out, rinfo.port, rinfo.address, onSent);
+      }
+    };
+    const later = (fn: () => void) => {
+      const lat = by.latency;
+      if (!lat) return fn();
+      const jitter = lat.jitterMs ? (Math.random() * 2 - 1) * lat.jitterMs : 0;
+      const at = Math.max(performance.now() + Math.max(0, lat.delayMs! + jitter), lastAt);
+      lastAt = at;
+      const t = setTimeout(() => {
+        timers.delete(t);
+        fn();
+      }, at - performance.now());
+      timers.add(t);
+    };
+    if (held) {
+      // the one held back goes after this one: their order is swapped
+      const prev = held;
+      held = undefined;
+      clearTimeout(heldTimer);
+      later(() => {
+        send();
+        prev();
+      });
+      return;
+    }
+    if (by.reorder && Math.random() < by.reorder.chance!) {
+      held = send;
+      // nothing follows within 50 ms: send it anyway, late
+      heldTimer = setTimeout(() => {
+        const h = held;
+        held = undefined;
+        if (h) later(h);
+      }, 50);
+      return;
+    }
+    later(send);
+  };
   // ICMP errors from earlier sends (ECONNREFUSED…) surface here; they concern one peer only
   socket.on('error', (err) => {
     countError(totals.errors, err);
@@ -251,8 +314,11 @@ export async function startUdpEchoServer(opts: UdpEchoServerOptions = {}): Promi
     options,
     stats: () => ({ ...totals, dropped: { ...totals.dropped }, errors: { ...totals.errors } }),
     sources: () => new Map([...sources].map(([k, v]) => [k, { in: v.in, out: v.out, dropped: v.dropped }])),
+    setFaults: (list) => faults.set(list),
     close() {
       closed ??= new Promise((resolve) => {
+        for (const t of timers) clearTimeout(t);
+        clearTimeout(heldTimer);
         if (dropTimer) {
           clearTimeout(dropTimer);
           flushDropLog();

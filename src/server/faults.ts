@@ -1,0 +1,365 @@
+// Fault injection: an echo server that misbehaves on purpose, so a client can be tested
+// against a slow, trickling, stalling, resetting or corrupting far end (--fault, and
+// `faults` in the library). Faults are chosen per connection (UDP: per datagram) by the
+// process that accepts it, so `p=` and `every=` hold across worker and fork processes; they
+// travel with the connection to the process that serves it. A connection with no fault runs
+// the plain echo path untouched.
+
+import type { Socket } from 'node:net';
+import { sendQueueBytes } from '../core/libc.js';
+import { parseDuration, parseSize, UsageError } from '../core/parse.js';
+
+export type FaultKind =
+  | 'latency'
+  | 'bandwidth'
+  | 'slice'
+  | 'stall-after'
+  | 'close-after'
+  | 'reset-on-connect'
+  | 'blackhole'
+  | 'corrupt'
+  | 'drop'
+  | 'duplicate'
+  | 'reorder';
+
+export interface Fault {
+  kind: FaultKind;
+  /** latency: the delay; slice: the pause between pieces (ms) */
+  delayMs?: number;
+  /** latency: ± this much at random, order kept (ms) */
+  jitterMs?: number;
+  /** bandwidth: bytes per second */
+  rate?: number;
+  /** slice: piece size; stall-after, close-after: after this many bytes */
+  bytes?: number;
+  /** close-after: FIN, or RST (SO_LINGER 0) */
+  how?: 'fin' | 'rst';
+  /** corrupt, drop, duplicate, reorder: the chance per chunk (TCP) or datagram (UDP) */
+  chance?: number;
+  /** apply to this fraction of connections (UDP: datagrams) … */
+  fraction?: number;
+  /** … or to every Nth one */
+  every?: number;
+}
+
+export const TCP_FAULTS: readonly FaultKind[] = [
+  'latency',
+  'bandwidth',
+  'slice',
+  'stall-after',
+  'close-after',
+  'reset-on-connect',
+  'blackhole',
+  'corrupt',
+];
+export const UDP_FAULTS: readonly FaultKind[] = ['latency', 'corrupt', 'drop', 'duplicate', 'reorder'];
+
+const KINDS = new Set<FaultKind>([...TCP_FAULTS, ...UDP_FAULTS]);
+
+function chance(flag: string, raw: string): number {
+  const p = Number(raw);
+  if (!/^(0|1|0?\.\d+|1\.0*)$/.test(raw) || !(p >= 0 && p <= 1))
+    throw new UsageError(flag, raw, 'must be a probability between 0 and 1 (e.g. 0.05)');
+  return p;
+}
+
+/** `latency=50ms,jitter=10ms,p=0.5` → a Fault; bad input is a UsageError naming --fault. */
+export function parseFault(text: string, flag = '--fault'): Fault {
+  const parts = text.split(',').map((s) => s.trim());
+  const [head = '', ...opts] = parts;
+  const [name, value] = head.split('=', 2) as [string, string | undefined];
+  if (!KINDS.has(name as FaultKind))
+    throw new UsageError(flag, text, `unknown fault "${name}" (one of: ${[...KINDS].join(', ')})`);
+  const kind = name as FaultKind;
+  const f: Fault = { kind };
+  const need = (what: string) => {
+    if (value === undefined || value === '')
+      throw new UsageError(flag, text, `${kind} needs a value: ${kind}=${what}`);
+    return value;
+  };
+  switch (kind) {
+    case 'latency':
+      f.delayMs = parseDuration(flag, need('DUR'), 0, 600_000);
+      break;
+    case 'bandwidth':
+      f.rate = parseSize(flag, need('RATE (bytes per second, e.g. 64k)'), 1, 1024 ** 3);
+      break;
+    case 'slice':
+      f.bytes = parseSize(flag, need('SIZE'), 1, 64 * 1024 * 1024);
+      f.delayMs = 10; // each piece its own read on the client
+      break;
+    case 'stall-after':
+    case 'close-after':
+      f.bytes = parseSize(flag, need('SIZE'), 0, Number.MAX_SAFE_INTEGER);
+      if (kind === 'close-after') f.how = 'fin';
+      break;
+    case 'reset-on-connect':
+    case 'blackhole':
+      if (value !== undefined) throw new UsageError(flag, text, `${kind} takes no value`);
+      break;
+    case 'reorder':
+      f.chance = value === undefined ? 0.5 : chance(flag, value);
+      break;
+    default:
+      f.chance = chance(flag, need('P'));
+  }
+  for (const opt of opts) {
+    const [k, v] = opt.split('=', 2) as [string, string | undefined];
+    if (v === undefined || v === '') throw new UsageError(flag, text, `"${k}" needs a value (${k}=…)`);
+    if (k === 'p') f.fraction = chance(flag, v);
+    else if (k === 'every') {
+      if (!/^[1-9]\d{0,8}$/.test(v)) throw new UsageError(flag, text, 'every= needs a whole number ≥ 1');
+      f.every = Number(v);
+    } else if (k === 'jitter' && kind === 'latency') f.jitterMs = parseDuration(flag, v, 0, 600_000);
+    else if (k === 'delay' && kind === 'slice') f.delayMs = parseDuration(flag, v, 0, 60_000);
+    else if (k === 'how' && kind === 'close-after') {
+      if (v !== 'fin' && v !== 'rst') throw new UsageError(flag, text, 'how= is fin or rst');
+      f.how = v;
+    } else throw new UsageError(flag, text, `${kind} has no option "${k}"`);
+  }
+  if (f.fraction !== undefined && f.every !== undefined)
+    throw new UsageError(flag, text, 'p= and every= choose connections two ways: give one');
+  return f;
+}
+
+/** `latency=50ms,jitter=10ms`: a fault as it is written. */
+export function formatFault(f: Fault): string {
+  const main =
+    f.kind === 'latency'
+      ? `=${f.delayMs}ms${f.jitterMs ? `,jitter=${f.jitterMs}ms` : ''}`
+      : f.kind === 'bandwidth'
+        ? `=${f.rate}`
+        : f.kind === 'slice'
+          ? `=${f.bytes},delay=${f.delayMs}ms`
+          : f.kind === 'stall-after'
+            ? `=${f.bytes}`
+            : f.kind === 'close-after'
+              ? `=${f.bytes},how=${f.how}`
+              : f.chance !== undefined
+                ? `=${f.chance}`
+                : '';
+  const sel =
+    f.fraction !== undefined ? `,p=${f.fraction}` : f.every !== undefined ? `,every=${f.every}` : '';
+  return `${f.kind}${main}${sel}`;
+}
+
+/**
+ * The faults of a server, changeable while it runs; `pick()` chooses those that apply to the
+ * next connection (or datagram).
+ */
+export class FaultSet {
+  private list: Fault[];
+  private n = 0;
+
+  constructor(faults: Fault[] = []) {
+    this.list = faults;
+  }
+
+  get faults(): readonly Fault[] {
+    return this.list;
+  }
+
+  get active(): boolean {
+    return this.list.length > 0;
+  }
+
+  /** Replace every fault; connections already open keep theirs. */
+  set(faults: Fault[]): void {
+    this.list = faults;
+  }
+
+  pick(): Fault[] | undefined {
+    if (this.list.length === 0) return undefined;
+    const n = ++this.n;
+    const out = this.list.filter(
+      (f) =>
+        (f.every === undefined || n % f.every === 0) &&
+        (f.fraction === undefined || Math.random() < f.fraction),
+    );
+    return out.length ? out : undefined;
+  }
+}
+
+// --- TCP: one connection's faulty echo ------------------------------------------------------
+
+const HIGH = 256 * 1024; // stop reading the client while this much echo waits in our queue
+const LOW = 64 * 1024;
+
+interface Piece {
+  at: number;
+  buf?: Buffer;
+  close?: 'fin' | 'rst';
+}
+
+/** Flip one random bit of a copy of `b`. */
+export function flipOneBit(b: Buffer): Buffer {
+  const c = Buffer.from(b);
+  const i = Math.floor(Math.random() * c.length);
+  c[i] = c[i]! ^ (1 << Math.floor(Math.random() * 8));
+  return c;
+}
+
+/**
+ * The echo of one connection through its faults: each chunk read is cut (stall-after,
+ * close-after), maybe corrupted, split (slice, bandwidth) and scheduled (latency, jitter,
+ * slice delay, bandwidth), then written in order. Reading stops while too much waits
+ * (backpressure end to end) and for good after stall-after.
+ */
+export class FaultyEcho {
+  private readonly queue: Piece[] = [];
+  private queued = 0;
+  private timer: NodeJS.Timeout | undefined;
+  private blocked = false;
+  private ending = false;
+  private stopped = false; // stall-after reached or close-after scheduled: nothing more is echoed
+  private read = 0;
+  private lastAt = 0;
+  private bwNext = 0;
+  corrupted = 0;
+  private readonly by: Partial<Record<FaultKind, Fault>> = {};
+
+  constructor(
+    private readonly socket: Socket,
+    faults: Fault[],
+    /** told why the connection is being ended by a fault */
+    private readonly onFault: (why: string) => void,
+  ) {
+    for (const f of faults) this.by[f.kind] = f;
+  }
+
+  data(chunk: Buffer): void {
+    if (this.stopped) return; // read after stall-after or close-after: dropped
+    const { by } = this;
+    let c = chunk;
+    let close: 'fin' | 'rst' | undefined;
+    const stall = by['stall-after'];
+    if (stall && this.read + c.length >= stall.bytes!) {
+      c = c.subarray(0, stall.bytes! - this.read);
+      this.stopped = true;
+      this.socket.pause(); // for good: the client's writes back up into its send buffer
+    }
+    const closeAfter = by['close-after'];
+    if (closeAfter && this.read + c.length >= closeAfter.bytes!) {
+      c = c.subarray(0, closeAfter.bytes! - this.read);
+      close = closeAfter.how ?? 'fin';
+      this.stopped = true;
+      this.socket.pause();
+    }
+    this.read += c.length;
+    if (c.length && by.corrupt && Math.random() < by.corrupt.chance!) {
+      c = flipOneBit(c);
+      this.corrupted++;
+    }
+    if (c.length) this.schedule(c);
+    if (close) this.queue.push({ at: this.lastAt, close });
+    if (this.queued > HIGH) this.socket.pause();
+    this.pump();
+  }
+
+  private schedule(c: Buffer): void {
+    const { by } = this;
+    const now = performance.now();
+    const lat = by.latency;
+    let at = now;
+    if (lat) {
+      const jitter = lat.jitterMs ? (Math.random() * 2 - 1) * lat.jitterMs : 0;
+      at += Math.max(0, lat.delayMs! + jitter);
+    }
+    at = Math.max(at, this.lastAt); // order kept
+    const slice = by.slice;
+    const bw = by.bandwidth;
+    // bandwidth: pieces of at most 1/50 s worth, so the rate is smooth
+    const step = Math.min(slice?.bytes ?? c.length, bw ? Math.max(1, Math.floor(bw.rate! / 50)) : c.length);
+    for (let off = 0; off < c.length; off += step) {
+      const buf = c.subarray(off, off + step);
+      if (slice && off > 0) at += slice.delayMs ?? 0;
+      else if (slice && this.lastAt > 0 && at <= this.lastAt) at += slice.delayMs ?? 0;
+      if (bw) {
+        at = Math.max(at, this.bwNext);
+        this.bwNext = at + (buf.length * 1000) / bw.rate!;
+      }
+      this.queue.push({ at, buf });
+      this.queued += buf.length;
+      this.lastAt = at;
+    }
+  }
+
+  private pump = (): void => {
+    clearTimeout(this.timer);
+    this.timer = undefined;
+    if (this.blocked || this.socket.destroyed) return;
+    const now = performance.now();
+    while (this.queue.length && this.queue[0]!.at <= now + 1) {
+      const p = this.queue.shift()!;
+      if (p.close) {
+        this.close(p.close);
+        return;
+      }
+      this.queued -= p.buf!.length;
+      if (!this.socket.write(p.buf!)) {
+        this.blocked = true; // the client reads slowly: wait for 'drain'
+        return;
+      }
+    }
+    if (this.queue.length) {
+      this.timer = setTimeout(this.pump, Math.max(0, this.queue[0]!.at - now));
+      return;
+    }
+    if (this.ending) {
+      this.socket.end();
+      return;
+    }
+    if (!this.stopped && this.queued < LOW && this.socket.isPaused()) this.socket.resume();
+  };
+
+  /** The client can take more. */
+  drained(): void {
+    this.blocked = false;
+    this.pump();
+  }
+
+  /** The client sent FIN (or shutdown began): echo what is queued, then FIN. */
+  end(): void {
+    this.ending = true;
+    this.pump();
+  }
+
+  /** Stop: the connection is being destroyed. */
+  dispose(): void {
+    clearTimeout(this.timer);
+    this.queue.length = 0;
+  }
+
+  private close(how: 'fin' | 'rst'): void {
+    this.onFault(`fault close-after (${how})`);
+    if (how === 'fin') {
+      this.socket.end();
+      return;
+    }
+    // An RST discards what is still in our send queue, and the client's kernel discards what
+    // its program has not read yet (Linux purges the receive queue on RST). So: Node's buffer
+    // flushed, the kernel's send queue acknowledged (at most 1 s), then 50 ms for the client
+    // to read, then RST. A client that reads slower still sees fewer bytes: as with a real reset.
+    this.socket.write(Buffer.alloc(0), () => {
+      const tcp = (this.socket as Socket & { _parent?: Socket })._parent ?? this.socket;
+      const until = Date.now() + 1000;
+      const check = () => {
+        const left = sendQueueBytes(tcp);
+        if (this.socket.destroyed) return;
+        if (!left || Date.now() >= until) this.timer = setTimeout(() => resetSocket(this.socket), 50);
+        else this.timer = setTimeout(check, 2);
+      };
+      check();
+    });
+  }
+}
+
+/** Close with RST (SO_LINGER 0): Node's resetAndDestroy; on a TLS socket, on the TCP one under it. */
+export function resetSocket(socket: Socket): void {
+  const s = socket as Socket & { _parent?: Socket; resetAndDestroy?: () => void };
+  const target = s._parent ?? s;
+  if (typeof target.resetAndDestroy === 'function') {
+    target.resetAndDestroy();
+    if (target !== s) s.destroy();
+  } else s.destroy();
+}

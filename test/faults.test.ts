@@ -1,0 +1,281 @@
+// Fault injection: each fault driven by a client, asserting what the client observed — the
+// added latency, the chunk sizes, where the RST came, what the integrity check caught, the
+// datagrams lost, duplicated or reordered within binomial bounds.
+import { spawn } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import dgram from 'node:dgram';
+import { once } from 'node:events';
+import { describe, expect, it, onTestFinished } from 'vitest';
+import { echo, startEchoServer } from '../src/index.js';
+import { FaultSet, parseFault } from '../src/server/faults.js';
+import { bin, connect, spawnServer, until } from './helpers.js';
+
+function client(args: string[], input?: Buffer) {
+  const child = spawn(process.execPath, [bin('echo-client'), ...args], { stdio: ['pipe', 'pipe', 'pipe'] });
+  onTestFinished(() => {
+    if (child.exitCode === null) child.kill('SIGKILL');
+  });
+  const out: Buffer[] = [];
+  let err = '';
+  child.stdout!.on('data', (d: Buffer) => out.push(d));
+  child.stderr!.setEncoding('utf8').on('data', (d: string) => {
+    err += d;
+  });
+  child.stdin!.on('error', () => {});
+  child.stdin!.end(input);
+  return new Promise<{ code: number | null; out: Buffer; err: string }>((resolve) =>
+    child.once('close', (code) => resolve({ code, out: Buffer.concat(out), err })),
+  );
+}
+
+const rtts = (out: string) => [...out.matchAll(/time=([\d.]+) ms/g)].map((m) => Number(m[1]));
+
+const MODES: [string, string[]][] = [
+  ['evented', []],
+  ['iterative', ['--mode', 'iterative']],
+  ['workers', ['--mode', 'workers', '--workers', '2']],
+  ['fork', ['--mode', 'fork']],
+];
+
+describe.each(MODES)('--mode %s', (_mode, args) => {
+  it('latency=60ms: every round trip takes at least 60 ms more', async () => {
+    const srv = await spawnServer([...args, '--fault', 'latency=60ms']);
+    const r = await client(['-m', 'ping', '--count', '3', '127.0.0.1', String(srv.port)]);
+    expect(r.code).toBe(0);
+    const t = rtts(r.out.toString());
+    expect(t).toHaveLength(3);
+    for (const x of t) {
+      expect(x).toBeGreaterThanOrEqual(59);
+      expect(x).toBeLessThan(60 + 3000); // a loaded 2-core machine, not a precision timer
+    }
+  });
+
+  it('close-after=64k,how=rst: the reset comes after exactly 64 KiB of echo', async () => {
+    const srv = await spawnServer([...args, '--fault', 'close-after=64k,how=rst']);
+    const data = randomBytes(1024 * 1024);
+    const r = await client(['127.0.0.1', String(srv.port)], data);
+    expect(r.code).toBe(1);
+    expect(r.err).toMatch(/ECONNRESET — the peer reset the connection/);
+    // the server sent exactly 64 KiB, then RST; the client got them unless its kernel dropped
+    // unread ones on the RST (Linux does): a prefix of what it sent, never more
+    const closed = await srv.waitStderr(/"bytesOut":(\d+)[^\n]*fault close-after \(rst\)/);
+    expect(Number(closed[1])).toBe(65536);
+    expect(r.out.length).toBeLessThanOrEqual(65536);
+    expect(r.out.equals(data.subarray(0, r.out.length))).toBe(true);
+    expect(r.err).toMatch(new RegExp(`"received":${r.out.length}`));
+  });
+});
+
+describe('each fault, as a client sees it', () => {
+  it('latency with jitter keeps the order: 2 MB piped come back byte-exact', async () => {
+    const srv = await spawnServer(['--fault', 'latency=20ms,jitter=15ms']);
+    const data = randomBytes(2 * 1024 * 1024);
+    const r = await client(['127.0.0.1', String(srv.port)], data);
+    expect(r.code).toBe(0);
+    expect(r.out.equals(data)).toBe(true);
+    const t = rtts((await client(['-m', 'x', '--count', '5', '127.0.0.1', String(srv.port)])).out.toString());
+    for (const x of t) expect(x).toBeGreaterThanOrEqual(4); // 20 − 15 ms, at least
+  });
+
+  it('bandwidth=1m: 1 MiB takes about a second, byte-exact', async () => {
+    const srv = await spawnServer(['--fault', 'bandwidth=1m']);
+    const data = randomBytes(1024 * 1024);
+    const t0 = performance.now();
+    const r = await client(['127.0.0.1', String(srv.port)], data);
+    const ms = performance.now() - t0;
+    expect(r.code).toBe(0);
+    expect(r.out.equals(data)).toBe(true);
+    expect(ms).toBeGreaterThanOrEqual(900);
+  });
+
+  it('slice=10,delay=20ms: a 100-byte message arrives in reads of at most 10 bytes', async () => {
+    const srv = await spawnServer(['--fault', 'slice=10,delay=20ms']);
+    const s = await connect(srv.port);
+    const sizes: number[] = [];
+    let got = 0;
+    s.on('data', (d: Buffer) => {
+      sizes.push(d.length);
+      got += d.length;
+    });
+    s.write(Buffer.alloc(100, 7));
+    await until(() => got >= 100, 10_000, '100 bytes back');
+    expect(Math.max(...sizes)).toBeLessThanOrEqual(10);
+    expect(sizes.length).toBeGreaterThanOrEqual(10);
+  });
+
+  it('stall-after=64k: 64 KiB come back, then the server stops reading and the client’s writes back up', async () => {
+    const srv = await spawnServer(['--fault', 'stall-after=64k']);
+    const s = await connect(srv.port);
+    let got = 0;
+    s.on('data', (d: Buffer) => {
+      got += d.length;
+    });
+    const chunk = Buffer.alloc(64 * 1024, 1);
+    let blocked = false;
+    for (let i = 0; i < 512 && !blocked; i++) blocked = !s.write(chunk); // at most 32 MiB
+    expect(blocked).toBe(true);
+    await until(() => got === 65536, 10_000, '64 KiB echoed');
+    // the client's send buffer stays full: no 'drain' while the server does not read
+    const drained = await Promise.race([
+      once(s, 'drain').then(() => true),
+      new Promise((r) => setTimeout(() => r(false), 500)),
+    ]);
+    expect(drained).toBe(false);
+    expect(got).toBe(65536);
+  });
+
+  it('close-after=10,how=fin: 10 bytes, then a FIN; the client says what was missing', async () => {
+    const srv = await spawnServer(['--fault', 'close-after=10']);
+    const r = await client(['-m', 'a message longer than ten bytes', '127.0.0.1', String(srv.port)]);
+    expect(r.code).toBe(1);
+    expect(r.err).toMatch(/sent 31 bytes, 10 came back before the server closed/);
+  });
+
+  it('reset-on-connect and blackhole', async () => {
+    const reset = await spawnServer(['--fault', 'reset-on-connect']);
+    const r = await client(['-m', 'x', '127.0.0.1', String(reset.port)]);
+    expect(r.code).toBe(1);
+    expect(r.err).toMatch(/ECONNRESET/);
+    const hole = await spawnServer(['--fault', 'blackhole']);
+    const h = await client(['-m', 'anyone?', '--timeout', '300ms', '127.0.0.1', String(hole.port)]);
+    expect(h.code).toBe(1);
+    expect(h.err).toMatch(/0 of 7 bytes came back within 300 ms/);
+  });
+
+  it('corrupt=0.5: the bench’s integrity check catches about half the echoes (binomial bound)', async () => {
+    const srv = await spawnServer(['--fault', 'corrupt=0.5']);
+    const r = await client([
+      'bench',
+      '-c',
+      '1',
+      '--requests',
+      '400',
+      '--warmup',
+      '0',
+      '--json',
+      '127.0.0.1',
+      String(srv.port),
+    ]);
+    expect(r.code).toBe(1); // mismatches fail the bench
+    const j = JSON.parse(r.out.toString());
+    // one 64-byte echo per read at pipeline 1: mismatches ~ Binomial(count, 0.5); ±5σ
+    const n = j.count;
+    const sigma = Math.sqrt(n * 0.25);
+    expect(j.mismatches).toBeGreaterThan(n * 0.5 - 5 * sigma);
+    expect(j.mismatches).toBeLessThan(n * 0.5 + 5 * sigma);
+    expect(r.err).toMatch(/ERR_ECHO_MISMATCH|differed from what was sent/);
+  });
+
+  it('every=2 counts connections across worker processes: the 2nd and 4th are reset', async () => {
+    const srv = await spawnServer([
+      '--mode',
+      'workers',
+      '--workers',
+      '2',
+      '--fault',
+      'reset-on-connect,every=2',
+    ]);
+    const codes: (number | null)[] = [];
+    for (let i = 0; i < 4; i++) codes.push((await client(['-m', 'x', '127.0.0.1', String(srv.port)])).code);
+    expect(codes).toEqual([0, 1, 0, 1]);
+  });
+
+  it('library: faults switched on and off on a running server', async () => {
+    const srv = await startEchoServer({ port: 0 });
+    onTestFinished(() => void srv.close({ graceMs: 0 }));
+    const time = async () => {
+      const t0 = performance.now();
+      expect((await echo({ port: srv.address.port, message: 'x' })).reply.toString()).toBe('x');
+      return performance.now() - t0;
+    };
+    await time();
+    srv.setFaults([parseFault('latency=80ms')]);
+    expect(await time()).toBeGreaterThanOrEqual(79);
+    srv.setFaults([]);
+    expect(await time()).toBeLessThan(80 + 2000);
+  });
+});
+
+describe('UDP faults (per datagram)', () => {
+  /** Send n numbered datagrams, 20 outstanding at most; what came back, in arrival order. */
+  async function exchange(port: number, n: number): Promise<{ seqs: number[]; corrupted: number }> {
+    const s = dgram.createSocket('udp4');
+    onTestFinished(() => {
+      s.close();
+    });
+    await new Promise<void>((r) => s.bind(0, '127.0.0.1', r));
+    const seqs: number[] = [];
+    let corrupted = 0;
+    const body = (i: number) => {
+      const b = Buffer.alloc(32, i & 0xff);
+      b.writeUInt32BE(i, 0);
+      return b;
+    };
+    s.on('message', (m) => {
+      const i = m.readUInt32BE(0);
+      if (i < n && m.equals(body(i))) seqs.push(i);
+      else corrupted++;
+    });
+    for (let i = 0; i < n; i += 20) {
+      for (let j = i; j < Math.min(n, i + 20); j++) s.send(body(j), port, '127.0.0.1');
+      await new Promise((r) => setTimeout(r, 5));
+    }
+    await new Promise((r) => setTimeout(r, 300)); // the last replies (and held ones) arrive
+    return { seqs, corrupted };
+  }
+
+  const bound = (n: number, p: number) => 5 * Math.sqrt(n * p * (1 - p));
+
+  it('drop=0.3 loses about 30% (binomial bound); duplicate=0.3 doubles about 30%', async () => {
+    const n = 1000;
+    const lossy = await spawnServer(['--udp', '--rate-limit', '0', '--fault', 'drop=0.3']);
+    const a = await exchange(lossy.port, n);
+    expect(Math.abs(n - a.seqs.length - 0.3 * n)).toBeLessThan(bound(n, 0.3));
+    const dup = await spawnServer(['--udp', '--rate-limit', '0', '--fault', 'duplicate=0.3']);
+    const b = await exchange(dup.port, n);
+    expect(Math.abs(b.seqs.length - n - 0.3 * n)).toBeLessThan(bound(n, 0.3));
+    expect(new Set(b.seqs).size).toBe(n);
+  });
+
+  it('reorder swaps neighbours; corrupt=1 alters every datagram; latency delays each', async () => {
+    const re = await spawnServer(['--udp', '--rate-limit', '0', '--fault', 'reorder=0.5']);
+    const r = await exchange(re.port, 200);
+    expect(new Set(r.seqs).size).toBe(200); // nothing lost
+    const inversions = r.seqs.filter((x, i) => i > 0 && x < r.seqs[i - 1]!).length;
+    expect(inversions).toBeGreaterThan(10);
+    const bad = await spawnServer(['--udp', '--rate-limit', '0', '--fault', 'corrupt=1']);
+    expect((await exchange(bad.port, 100)).corrupted).toBe(100);
+    const slow = await spawnServer(['--udp', '--fault', 'latency=80ms']);
+    const t0 = performance.now();
+    const u = await client(['--udp', '-m', 'x', '--timeout', '2s', '127.0.0.1', String(slow.port)]);
+    expect(u.code).toBe(0);
+    expect(performance.now() - t0).toBeGreaterThanOrEqual(80);
+  });
+});
+
+describe('--fault bad input exits 2 naming it', () => {
+  it.each([
+    [['--fault', 'nonsense'], /--fault .*unknown fault "nonsense"/],
+    [['--fault', 'latency'], /latency needs a value/],
+    [['--fault', 'corrupt=2'], /probability between 0 and 1/],
+    [['--fault', 'drop=0.1'], /--fault drop: needs --udp/],
+    [['--udp', '--fault', 'slice=10'], /--fault slice: cannot be used with --udp/],
+    [['--fault', 'latency=5ms,p=0.5,every=2'], /p= and every=/],
+    [['--fault', 'close-after=1k,how=maybe'], /how= is fin or rst/],
+  ] as [string[], RegExp][])('%j', async (args, re) => {
+    const p = spawn(process.execPath, [bin('echo-server'), ...args], { stdio: ['ignore', 'ignore', 'pipe'] });
+    let err = '';
+    p.stderr!.setEncoding('utf8').on('data', (d: string) => {
+      err += d;
+    });
+    const [code] = await once(p, 'close');
+    expect(code).toBe(2);
+    expect(err).toMatch(re);
+  });
+
+  it('FaultSet picks by p= and every=', () => {
+    const set = new FaultSet([parseFault('latency=1ms,every=3'), parseFault('corrupt=1,p=0')]);
+    const picks = Array.from({ length: 6 }, () => set.pick()?.map((f) => f.kind));
+    expect(picks).toEqual([undefined, undefined, ['latency'], undefined, undefined, ['latency']]);
+  });
+});
