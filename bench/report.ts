@@ -146,3 +146,34 @@ function svg(T: Record<string, ServerFigures>): string {
   });
   return `${out}</svg>\n`;
 }
+
+/** The tables of a partial run (BENCH_ONLY): each server against the first of its transport. */
+export function partialReport(
+  only: string,
+  X: Record<string, ServerFigures>,
+  seconds: number,
+  reps: number,
+): string {
+  const L = [
+    `# Bench, partial run (BENCH_ONLY=${only})`,
+    '',
+    `Produced by \`BENCH_ONLY=${only} npm run bench\` on ${new Date().toISOString()} — Node ${process.versions.node}, ${seconds} s per run, medians of ${reps} interleaved runs, echo-client bench as the client.`,
+    '',
+    '| server | ping-pong rt/s (100 conn, 64 B) | × its baseline | bulk MB/s (1 conn, 64 KiB) | × its baseline | connect/s | × its baseline | p50 / p99 µs |',
+    '|---|---|---|---|---|---|---|---|',
+  ];
+  for (const [name, f] of Object.entries(X)) {
+    const base = name.includes('unix')
+      ? X['unix baseline']
+      : name.includes('tls')
+        ? X['tls baseline']
+        : X.baseline;
+    const pp = f.ours.pp;
+    const bulk = f.ours.bulk;
+    const conn = f.ours.conn;
+    L.push(
+      `| ${name} | ${fmt(pp?.rate_per_s)} | ${ratio(pp?.rate_per_s, base?.ours.pp?.rate_per_s)} | ${fmt(bulk?.mb_per_s)} | ${ratio(bulk?.mb_per_s, base?.ours.bulk?.mb_per_s)} | ${fmt(conn?.rate_per_s)} | ${ratio(conn?.rate_per_s, base?.ours.conn?.rate_per_s)} | ${pp ? `${fmt(pp.latency_us.p50)} / ${fmt(pp.latency_us.p99)}` : '—'} |`,
+    );
+  }
+  return `${L.join('\n')}\n`;
+}

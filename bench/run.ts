@@ -9,7 +9,7 @@ import { mkdirSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import type { BenchResult } from '../src/client/bench.js';
 import { selfSignedTls } from '../src/core/tls.js';
-import { writeReport } from './report.js';
+import { partialReport, writeReport } from './report.js';
 import {
   binDir,
   buildC,
@@ -147,7 +147,7 @@ function transportSpecs(): ServerSpec[] {
   const cert = path.join(binDir, 'bench.crt');
   const key = path.join(binDir, 'bench.key');
   const sock = (n: string) => path.join(binDir, `bench-${n}-${process.pid}.sock`);
-  const tlsClient = ['--tls', '--insecure', '-q'];
+  const tlsClient = ['--tls', '--insecure'];
   const plainUnix = sock('baseline');
   const ourUnix = sock('evented');
   return [
@@ -269,7 +269,32 @@ async function memory(specs: ServerSpec[], into: Record<string, ServerFigures>):
   }
 }
 
+/**
+ * BENCH_ONLY=transports: only the TLS and Unix rows; BENCH_ONLY=core: only the plain baseline and
+ * evented rows (a quick check of the hot path). Partial runs print their tables and write
+ * bench/results-partial.md, leaving the full results.md alone.
+ */
+async function partial(only: string): Promise<void> {
+  const hasC = false;
+  const figures =
+    only === 'transports'
+      ? await (async () => {
+          mkdirSync(binDir, { recursive: true });
+          await benchCertificate();
+          return measure(transportSpecs(), hasC);
+        })()
+      : await measure(
+          TCP.filter((s) => s.name === 'baseline' || s.name === 'evented'),
+          hasC,
+        );
+  const md = partialReport(only, figures, SECONDS, REPS);
+  writeFileSync(path.join(root, 'bench', 'results-partial.md'), md);
+  console.log(md);
+}
+
 async function main(): Promise<void> {
+  const only = process.env.BENCH_ONLY;
+  if (only) return partial(only);
   const hasC = buildC();
   const tcp = await measure(TCP, hasC);
   if (hasC) await memory(TCP, tcp);

@@ -43,6 +43,7 @@ export {
 } from './core/tls.js';
 export { findScenario, runScenario, SCENARIOS, type ScenarioInfo, type ScenarioResult } from './lab/index.js';
 export type { ServerConfig } from './server/config.js';
+export { type Fault, FaultSet, formatFault, parseFault } from './server/faults.js';
 export type { ConnectionRecord, ServerTotals } from './server/handler.js';
 export { startServer } from './server/index.js';
 export type { CloseOptions, LiveConnection, ServerHandle } from './server/listener.js';

@@ -142,6 +142,27 @@ describe('each fault, as a client sees it', () => {
     expect(h.err).toMatch(/0 of 7 bytes came back within 300 ms/);
   });
 
+  it('accept-delay=2s with --backlog 1: connections wait in the kernel; once it is full, a connect times out', async () => {
+    const srv = await spawnServer(['--backlog', '1', '--fault', 'accept-delay=2s']);
+    // the kernel completes backlog + 1 handshakes on its own, with nobody calling accept()
+    const first = await connect(srv.port);
+    const second = await connect(srv.port);
+    const third = await client(['--connect-timeout', '500ms', '-m', 'x', '127.0.0.1', String(srv.port)]);
+    expect(third.code).toBe(1);
+    expect(third.err).toMatch(/connect ETIMEDOUT/);
+    // accepted one per 2 s: both are served in the end
+    let got = '';
+    for (const s of [first, second]) {
+      s.on('data', (d: Buffer) => {
+        got += d.toString();
+      });
+    }
+    first.write('1');
+    second.write('2');
+    await until(() => got.length === 2, 10_000, 'both echoed');
+    expect([...got].sort().join('')).toBe('12');
+  });
+
   it('corrupt=0.5: the bench’s integrity check catches about half the echoes (binomial bound)', async () => {
     const srv = await spawnServer(['--fault', 'corrupt=0.5']);
     const r = await client([
@@ -262,6 +283,11 @@ describe('--fault bad input exits 2 naming it', () => {
     [['--udp', '--fault', 'slice=10'], /--fault slice: cannot be used with --udp/],
     [['--fault', 'latency=5ms,p=0.5,every=2'], /p= and every=/],
     [['--fault', 'close-after=1k,how=maybe'], /how= is fin or rst/],
+    [['--fault', 'accept-delay=1s,p=0.5'], /accept-delay is about the listening socket/],
+    [
+      ['--unix', '/tmp/x.sock', '--fault', 'accept-delay=1s'],
+      /--fault accept-delay: cannot be used with --unix/,
+    ],
   ] as [string[], RegExp][])('%j', async (args, re) => {
     const p = spawn(process.execPath, [bin('echo-server'), ...args], { stdio: ['ignore', 'ignore', 'pipe'] });
     let err = '';

@@ -79,7 +79,7 @@ export function buildServerProgram(): Command {
     .option('--rate-burst <n>', 'UDP: burst size per source (default 200)')
     .option(
       '--fault <spec>',
-      'misbehave on purpose (repeatable): latency=DUR[,jitter=DUR] bandwidth=RATE slice=SIZE[,delay=DUR] stall-after=SIZE close-after=SIZE[,how=fin|rst] reset-on-connect blackhole corrupt=P; UDP: latency corrupt drop=P duplicate=P reorder[=P]; each may end in ,p=FRACTION or ,every=N',
+      'misbehave on purpose (repeatable): latency=DUR[,jitter=DUR] bandwidth=RATE slice=SIZE[,delay=DUR] stall-after=SIZE close-after=SIZE[,how=fin|rst] reset-on-connect blackhole corrupt=P accept-delay=DUR; UDP: latency corrupt drop=P duplicate=P reorder[=P]; each may end in ,p=FRACTION or ,every=N',
       (v: string, prev: string[] = []) => [...prev, v],
     );
   addServerTransportFlags(cmd);
@@ -191,6 +191,15 @@ export function resolveServerConfig(f: ServerFlags): ServerConfig {
       throw udp
         ? conflict(`--fault ${x.kind}`, '--udp (it is about a TCP connection)')
         : new UsageError(`--fault ${x.kind}`, undefined, 'needs --udp (it is about datagrams)');
+  }
+  if (faults.some((x) => x.kind === 'accept-delay')) {
+    if (transport.path !== undefined) throw conflict('--fault accept-delay', '--unix');
+    if (process.platform !== 'linux')
+      throw new UsageError(
+        '--fault accept-delay',
+        undefined,
+        'needs Linux (accept4 on a socket Node does not watch)',
+      );
   }
   const cfg: ServerConfig = {
     host,

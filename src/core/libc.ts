@@ -141,6 +141,8 @@ export interface Libc {
   socket(domain: number, type: number, proto: number): number;
   bind(fd: number, addr: Buffer, len: number): number;
   listen(fd: number, backlog: number): number;
+  /** accept4(fd, NULL, NULL, flags) (Linux) */
+  accept4?(fd: number, addr: null, len: null, flags: number): number;
   getsockname(fd: number, addr: Buffer, len: number[]): number;
   connect(fd: number, addr: Buffer, len: number): number;
   send(fd: number, buf: Buffer, len: number, flags: number): number;
@@ -178,6 +180,7 @@ export function loadLibc(): Libc {
     socket: lib.func('int socket(int, int, int)'),
     bind: lib.func('int bind(int, const void *, uint32_t)'),
     listen: lib.func('int listen(int, int)'),
+    ...(process.platform === 'linux' ? { accept4: lib.func('int accept4(int, void *, void *, int)') } : {}),
     getsockname: lib.func('int getsockname(int, _Out_ void *, _Inout_ uint32_t *)'),
     connect: lib.func('int connect(int, const void *, uint32_t)'),
     send: lib.func('long send(int, const void *, size_t, int)'),
@@ -340,4 +343,18 @@ export function sendQueueBytes(sock: unknown): number | undefined {
   } catch {
     return undefined;
   }
+}
+
+/**
+ * Accept one pending connection on a listening fd that Node does not watch (Linux accept4,
+ * non-blocking and close-on-exec); undefined when none is waiting (EAGAIN).
+ */
+export function acceptOne(fd: number): number | undefined {
+  const c = loadLibc();
+  if (!c.accept4) throw new SocketOptionError('accept4', `not available on ${process.platform}`, 'ENOSYS');
+  const r = c.accept4(fd, null, null, 0o4000 /* SOCK_NONBLOCK */ | 0o2000000 /* SOCK_CLOEXEC */);
+  if (r >= 0) return r;
+  const errno = c.errno();
+  if (errno === 11 /* EAGAIN */ || errno === 103 /* ECONNABORTED */) return undefined;
+  throw sysError('accept4', errno);
 }

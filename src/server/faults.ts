@@ -20,7 +20,8 @@ export type FaultKind =
   | 'corrupt'
   | 'drop'
   | 'duplicate'
-  | 'reorder';
+  | 'reorder'
+  | 'accept-delay';
 
 export interface Fault {
   kind: FaultKind;
@@ -51,6 +52,7 @@ export const TCP_FAULTS: readonly FaultKind[] = [
   'reset-on-connect',
   'blackhole',
   'corrupt',
+  'accept-delay',
 ];
 export const UDP_FAULTS: readonly FaultKind[] = ['latency', 'corrupt', 'drop', 'duplicate', 'reorder'];
 
@@ -93,6 +95,9 @@ export function parseFault(text: string, flag = '--fault'): Fault {
       f.bytes = parseSize(flag, need('SIZE'), 0, Number.MAX_SAFE_INTEGER);
       if (kind === 'close-after') f.how = 'fin';
       break;
+    case 'accept-delay':
+      f.delayMs = parseDuration(flag, need('DUR'), 1, 600_000);
+      break;
     case 'reset-on-connect':
     case 'blackhole':
       if (value !== undefined) throw new UsageError(flag, text, `${kind} takes no value`);
@@ -119,13 +124,19 @@ export function parseFault(text: string, flag = '--fault'): Fault {
   }
   if (f.fraction !== undefined && f.every !== undefined)
     throw new UsageError(flag, text, 'p= and every= choose connections two ways: give one');
+  if (kind === 'accept-delay' && (f.fraction !== undefined || f.every !== undefined))
+    throw new UsageError(
+      flag,
+      text,
+      'accept-delay is about the listening socket, not a connection: no p= or every=',
+    );
   return f;
 }
 
 /** `latency=50ms,jitter=10ms`: a fault as it is written. */
 export function formatFault(f: Fault): string {
   const main =
-    f.kind === 'latency'
+    f.kind === 'latency' || f.kind === 'accept-delay'
       ? `=${f.delayMs}ms${f.jitterMs ? `,jitter=${f.jitterMs}ms` : ''}`
       : f.kind === 'bandwidth'
         ? `=${f.rate}`
@@ -163,6 +174,11 @@ export class FaultSet {
     return this.list.length > 0;
   }
 
+  /** accept-delay: the pause between two accept() calls, if set */
+  get acceptDelayMs(): number | undefined {
+    return this.list.find((f) => f.kind === 'accept-delay')?.delayMs;
+  }
+
   /** Replace every fault; connections already open keep theirs. */
   set(faults: Fault[]): void {
     this.list = faults;
@@ -173,6 +189,7 @@ export class FaultSet {
     const n = ++this.n;
     const out = this.list.filter(
       (f) =>
+        f.kind !== 'accept-delay' &&
         (f.every === undefined || n % f.every === 0) &&
         (f.fraction === undefined || Math.random() < f.fraction),
     );

@@ -9,8 +9,14 @@
 
 import net, { type AddressInfo, type Socket } from 'node:net';
 import { countError, errorCode, explainError } from '../core/errors.js';
-import { peerCredentials } from '../core/libc.js';
-import { DEFAULT_BACKLOG, type ListenOptions, listenSocket, type UnixListenNotes } from '../core/listen.js';
+import { acceptOne, boundPort, closeFd, peerCredentials } from '../core/libc.js';
+import {
+  DEFAULT_BACKLOG,
+  type ListenOptions,
+  listenSocket,
+  rawListenFd,
+  type UnixListenNotes,
+} from '../core/listen.js';
 import type { Logger } from '../core/log.js';
 import { formatAddress } from '../core/parse.js';
 import { formatReport, type OptionReport, reportSocketOptions } from '../core/sockopts.js';
@@ -224,15 +230,48 @@ export async function startListener(o: ListenerOptions): Promise<ServerHandle> {
   };
 
   const proxy = o.proxyProtocol;
-  const server = net.createServer(
-    { allowHalfOpen: true, pauseOnConnect: backend.pauseOnConnect || proxy !== undefined },
-    (socket) => {
-      if (proxy) void proxied(socket, proxy.timeoutMs);
-      else admitAndServe(socket, peerIp(socket, unix), peerName(socket, unix));
-    },
-  );
+  const paused = backend.pauseOnConnect || proxy !== undefined;
+  const onConnection = (socket: Socket) => {
+    if (proxy) void proxied(socket, proxy.timeoutMs);
+    else admitAndServe(socket, peerIp(socket, unix), peerName(socket, unix));
+  };
+  const server = net.createServer({ allowHalfOpen: true, pauseOnConnect: paused }, onConnection);
   const unixNotes: UnixListenNotes = {};
-  const address = await listenSocket(server, o.listen, unixNotes);
+  // --fault accept-delay: a listening socket Node does not watch, accepted from once per delay
+  const acceptDelay = unix ? undefined : o.faults?.acceptDelayMs;
+  let slow: { fd: number; timer: NodeJS.Timeout } | undefined;
+  let address: AddressInfo;
+  if (acceptDelay !== undefined) {
+    const fd = rawListenFd({
+      host: o.listen.host,
+      port: o.listen.port,
+      backlog: queueLimit,
+      reuseAddr: o.listen.reuseAddr !== false,
+      reusePort: o.listen.reusePort === true,
+      recvBuffer: o.listen.recvBuffer,
+      sendBuffer: o.listen.sendBuffer,
+      ipv6Only: o.listen.ipv6Only,
+    });
+    address = {
+      address: o.listen.host,
+      family: o.listen.host.includes(':') ? 'IPv6' : 'IPv4',
+      port: boundPort(fd),
+    };
+    const timer = setInterval(() => {
+      if (admission.closing) return;
+      let conn: number | undefined;
+      try {
+        conn = acceptOne(fd);
+      } catch (err) {
+        server.emit('error', err);
+        return;
+      }
+      if (conn === undefined) return;
+      const opts = { fd: conn, readable: true, writable: true, allowHalfOpen: true, pauseOnCreate: paused };
+      onConnection(new net.Socket(opts as net.SocketConstructorOpts));
+    }, acceptDelay);
+    slow = { fd, timer };
+  } else address = await listenSocket(server, o.listen, unixNotes);
   if (unixNotes.removedStale) {
     logger.warn(
       { path: unixNotes.removedStale },
@@ -284,6 +323,10 @@ export async function startListener(o: ListenerOptions): Promise<ServerHandle> {
         // Not awaited: once sockets have been handed to other processes, Node's close callback
         // waits on them too; we wait on our own count of connections instead.
         server.close();
+        if (slow) {
+          clearInterval(slow.timer);
+          closeFd(slow.fd); // connections still in its accept queue are reset by the kernel
+        }
         // never served, nothing read: FIN without an echo (each leaves the queue when it closes)
         for (const w of queue) finUnread(w.socket);
         for (const s of pendingHeaders) s.destroy(); // no header yet: nothing of theirs was read
