@@ -343,6 +343,27 @@ describe('TLS', () => {
     expect(r.err).toMatch(/certificate has expired — /);
   });
 
+  it('--alpn: the protocol both sides agree on is shown with -v (and to openssl s_client)', async () => {
+    const srv = await spawnServer(['--tls', '--alpn', 'echo']);
+    const r = await client([
+      '--tls',
+      '--insecure',
+      '--alpn',
+      'h2,echo',
+      '-v',
+      '-m',
+      'x',
+      '127.0.0.1',
+      String(srv.port),
+    ]);
+    expect(r.code).toBe(0);
+    expect(r.err).toMatch(/TLS: TLSv1\.3 \S+, ALPN echo, certificate NOT verified/);
+    if (hasOpenssl) {
+      const o = await run('openssl', ['s_client', '-connect', `127.0.0.1:${srv.port}`, '-alpn', 'echo'], '');
+      expect(o.out.toString()).toMatch(/ALPN protocol: echo/);
+    }
+  });
+
   it('plain on one side, TLS on the other: both sides say so', async () => {
     const srv = await spawnServer(['--tls']);
     const plain = await client(['-m', 'hello', '127.0.0.1', String(srv.port)]);

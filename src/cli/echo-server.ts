@@ -30,6 +30,7 @@ import {
 import {
   addServerTransportFlags,
   checkAddressRulesOnUnix,
+  parseAlpn,
   resolveServerTransport,
   type ServerTransportFlags,
 } from './transport.js';
@@ -208,7 +209,15 @@ export function resolveServerConfig(f: ServerFlags): ServerConfig {
     ...(transport.path !== undefined ? { path: transport.path } : {}),
     ...(transport.unixMode !== undefined ? { unixMode: transport.unixMode } : {}),
     ...(transport.ipv6Only ? { ipv6Only: true } : {}),
-    ...(transport.tls ? { tls: { cert: transport.tls.cert, key: transport.tls.key } } : {}),
+    ...(transport.tls
+      ? {
+          tls: {
+            cert: transport.tls.cert,
+            key: transport.tls.key,
+            ...(transport.alpn ? { alpn: transport.alpn } : {}),
+          },
+        }
+      : {}),
     ...(transport.proxyProtocol ? { proxyProtocol: true } : {}),
     ...(transport.handshakeTimeoutMs !== undefined
       ? { handshakeTimeoutMs: transport.handshakeTimeoutMs }
@@ -302,7 +311,10 @@ export async function runServerCli(argv: string[]): Promise<void> {
       () => runner?.forceClose(),
     );
     const flags = program.opts<ServerFlags>();
-    if (flags.tls && !cfg.tls) cfg.tls = await selfSignedTls(cfg.host);
+    if (flags.tls && !cfg.tls) {
+      const t = await selfSignedTls(cfg.host);
+      cfg.tls = { cert: t.cert, key: t.key, ...(flags.alpn ? { alpn: parseAlpn(flags.alpn) } : {}) };
+    }
     runner = await startServer(cfg, logger);
     logger.info(
       {

@@ -26,7 +26,8 @@ export function addServerTransportFlags(cmd: Command, { proxy = true } = {}): Co
       'TLS: with --cert and --key, or a self-signed certificate made at start (its SHA-256 fingerprint is printed)',
     )
     .option('--cert <file>', 'with --tls: certificate (PEM), chain included')
-    .option('--key <file>', 'with --tls: private key (PEM) of --cert');
+    .option('--key <file>', 'with --tls: private key (PEM) of --cert')
+    .option('--alpn <list>', 'with --tls: ALPN protocols to accept, comma-separated (e.g. echo,h2)');
   if (proxy) {
     cmd.option(
       '--proxy-protocol',
@@ -40,6 +41,7 @@ export function addServerTransportFlags(cmd: Command, { proxy = true } = {}): Co
 }
 
 export interface ServerTransportFlags {
+  alpn?: string;
   unix?: string;
   unixMode?: string;
   ipv6Only?: boolean;
@@ -56,6 +58,7 @@ export interface ServerTransport {
   ipv6Only?: boolean;
   /** --tls with --cert/--key, read and checked; with --tls alone: undefined and `selfSigned` */
   tls?: ServerTls;
+  alpn?: string[];
   selfSigned?: boolean;
   proxyProtocol?: boolean;
   handshakeTimeoutMs?: number;
@@ -120,6 +123,10 @@ export function resolveServerTransport(
     if (f.cert !== undefined) t.tls = loadServerTls(f.cert, f.key!);
     else t.selfSigned = true;
   }
+  if (f.alpn !== undefined) {
+    if (!f.tls) throw new UsageError('--alpn', f.alpn, 'needs --tls');
+    t.alpn = parseAlpn(f.alpn);
+  }
   if (f.proxyProtocol) {
     if (ctx.udp) throw conflict('--proxy-protocol', '--udp');
     t.proxyProtocol = true;
@@ -171,7 +178,8 @@ export function addClientTransportFlags(cmd: Command, { proxy = true } = {}): Co
     .option(
       '--fingerprint <sha256>',
       'with --tls: accept only a certificate with this SHA-256 fingerprint (as echo-server --tls prints it), whoever signed it',
-    );
+    )
+    .option('--alpn <list>', 'with --tls: ALPN protocols to offer, comma-separated, in order of preference');
   if (proxy) {
     cmd.option(
       '--send-proxy <version>',
@@ -189,6 +197,7 @@ export interface ClientTransportFlags {
   servername?: string;
   fingerprint?: string;
   sendProxy?: string;
+  alpn?: string;
 }
 
 export interface ClientTransport {
@@ -220,6 +229,7 @@ export function resolveClientTransport(
     ['--insecure', f.insecure],
     ['--servername', f.servername],
     ['--fingerprint', f.fingerprint],
+    ['--alpn', f.alpn],
   ];
   if (!f.tls) {
     for (const [flag, v] of tlsOnly)
@@ -237,6 +247,7 @@ export function resolveClientTransport(
       ...(f.fingerprint !== undefined
         ? { fingerprint: parseFingerprint('--fingerprint', f.fingerprint) }
         : {}),
+      ...(f.alpn !== undefined ? { alpn: parseAlpn(f.alpn) } : {}),
     };
   }
   if (f.sendProxy !== undefined) {
@@ -246,6 +257,20 @@ export function resolveClientTransport(
     t.sendProxy = v === '1' ? 1 : 2;
   }
   return t;
+}
+
+/** `echo,h2` → ['echo', 'h2']: each 1–255 printable bytes. */
+export function parseAlpn(raw: string): string[] {
+  const list = raw.split(',').map((x) => x.trim());
+  for (const p of list) {
+    if (!/^[\x21-\x7e]{1,255}$/.test(p))
+      throw new UsageError(
+        '--alpn',
+        raw,
+        'is a comma-separated list of protocol names (1–255 printable bytes each)',
+      );
+  }
+  return list;
 }
 
 /** The loud line --insecure earns. */

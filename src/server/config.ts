@@ -15,7 +15,7 @@ export interface ServerConfig {
   unixMode?: number;
   ipv6Only?: boolean;
   /** --tls: certificate and key (PEM), read from --cert/--key or made at start */
-  tls?: { cert: string; key: string };
+  tls?: { cert: string; key: string; alpn?: string[] };
   proxyProtocol?: boolean;
   handshakeTimeoutMs?: number;
   /** --fault */

@@ -87,7 +87,7 @@ export interface HandlerContext extends ConnectionLimits {
   /** told of every connection record once it is logged (a worker reports it to its parent) */
   onClosed?: (record: ConnectionRecord) => void;
   /** --tls: every connection is a TLS server socket over the accepted TCP (or Unix) one */
-  tls?: { context: SecureContext; handshakeTimeoutMs: number };
+  tls?: { context: SecureContext; handshakeTimeoutMs: number; alpn?: string[] };
 }
 
 interface ConnState {
@@ -171,7 +171,10 @@ export function serveConnection(
     serveEcho(socket, ctx, peer, socket.bytesRead - (head?.length ?? 0), faults);
     return socket;
   }
-  const t = acceptTls(socket, ctx.tls.context, { handshakeTimeoutMs: ctx.tls.handshakeTimeoutMs });
+  const t = acceptTls(socket, ctx.tls.context, {
+    handshakeTimeoutMs: ctx.tls.handshakeTimeoutMs,
+    alpn: ctx.tls.alpn,
+  });
   t.once('secure', () =>
     ctx.logger.debug({ peer, ...ctx.logFields, ...tlsInfo(t) }, `${peer}: TLS ${formatTlsInfo(tlsInfo(t))}`),
   );

@@ -26,8 +26,8 @@ export interface EchoServerOptions extends ConnectionLimits {
   unixMode?: number;
   /** on `::`, IPv6 clients only (IPV6_V6ONLY); by default `::` accepts IPv4 clients too */
   ipv6Only?: boolean;
-  /** TLS with this certificate and key (PEM); the echo runs inside it */
-  tls?: { cert: string; key: string };
+  /** TLS with this certificate and key (PEM); the echo runs inside it; `alpn`: protocols offered */
+  tls?: { cert: string; key: string; alpn?: string[] };
   /** every connection starts with a PROXY protocol v1 or v2 header naming the real client */
   proxyProtocol?: boolean;
   /** a new connection's PROXY header and TLS handshake must be done within this (ms, default 10 000) */
@@ -88,6 +88,7 @@ export function tlsContextOf(opts: EchoServerOptions) {
     ? {
         context: serverSecureContext(opts.tls),
         handshakeTimeoutMs: opts.handshakeTimeoutMs ?? DEFAULT_HANDSHAKE_TIMEOUT_MS,
+        alpn: opts.tls.alpn,
       }
     : undefined;
 }
