@@ -1,10 +1,14 @@
 // The echo-lab scenarios, run exactly as `echo-lab NAME` runs them: demo and test cannot drift.
 
 import { readFileSync } from 'node:fs';
+import os from 'node:os';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { formatResult } from '../src/cli/echo-lab.js';
 import { explainError, runScenario, SCENARIOS } from '../src/index.js';
+import { captureUnavailable } from '../src/lab/capture.js';
+import { findScenario, traced } from '../src/lab/index.js';
+import { formatLadder, type Ladder } from '../src/lab/ladder.js';
 import { netnsUnavailable } from '../src/lab/netns.js';
 import { ROOT, spawnCli } from './helpers.js';
 
@@ -152,5 +156,63 @@ describe.runIf(linux)('echo-lab scenarios', () => {
     const bad = spawnCli('echo-lab', ['nope']);
     expect((await bad.exit).code).toBe(2);
     expect(bad.stderr()).toMatch(/^echo-lab: SCENARIO nope: unknown/);
+  });
+});
+
+// --- the packet ladder: segments parsed from a capture on lo, not predicted ---------------------
+const noCapture = linux ? captureUnavailable() : 'Linux only';
+if (noCapture) console.warn(`skipping the packet-ladder tests: ${noCapture}`);
+
+describe.skipIf(!!noCapture)('echo-lab --trace: the scenario’s own segments', () => {
+  const ladderOf = async (name: string) => {
+    const r = await traced(findScenario(name)!);
+    expect(r.ok).toBe(true);
+    if (!r.trace || !('ladders' in r.trace)) throw new Error(`no ladder: ${JSON.stringify(r.trace)}`);
+    return r.trace.ladders;
+  };
+  const rows = (l: Ladder) => l.rows.map((x) => `${x.toServer ? '>' : '<'} ${x.label.split(' ')[0]}`);
+
+  it('time-wait: handshake, the data, FIN from the server first, TIME_WAIT on its side', async () => {
+    const [l, ...more] = await ladderOf('time-wait');
+    expect(more).toHaveLength(0);
+    expect(rows(l!).slice(0, 3)).toEqual(['> SYN', '< SYN,ACK', '> ACK']);
+    expect(l!.rows.some((x) => x.toServer && / len=6 /.test(x.label))).toBe(true); // the message
+    expect(l!.rows.some((x) => !x.toServer && / len=6 /.test(x.label))).toBe(true); // its echo
+    const fins = l!.rows.filter((x) => x.label.startsWith('FIN'));
+    expect(fins.map((x) => x.toServer)).toEqual([false, true]); // the server closes first
+    expect(l!.rows.map((x) => x.serverState).filter(Boolean)).toContain('TIME_WAIT');
+    expect(l!.rows.at(-1)!.clientState).toBe('CLOSED');
+    for (const line of formatLadder(l!)) expect(line.length).toBeLessThanOrEqual(80);
+  });
+
+  it('econnrefused: a SYN answered by RST', async () => {
+    const [l] = await ladderOf('econnrefused');
+    expect(rows(l!)).toEqual(['> SYN', '< RST,ACK']);
+  });
+
+  it('epipe: the RST comes right after the first write to a closed peer', async () => {
+    const [l] = await ladderOf('epipe');
+    const r = rows(l!);
+    const write = r.indexOf('> PSH,ACK');
+    expect(write).toBeGreaterThan(0);
+    expect(r[write + 1]).toBe('< RST');
+  });
+
+  it('--svg writes the ladder as an SVG document', async () => {
+    const file = path.join(os.tmpdir(), `ladder-${process.pid}.svg`);
+    const p = spawnCli('echo-lab', ['econnrefused', '--trace', '--svg', file]);
+    expect((await p.exit).code).toBe(0);
+    expect(p.stdout()).toMatch(/-- SYN seq=0 win=\d+ -+> SYN_RECV/);
+    const svg = readFileSync(file, 'utf8');
+    expect(svg.startsWith('<?xml')).toBe(true);
+    // well-formed: every element closed, in order
+    const stack: string[] = [];
+    for (const m of svg.matchAll(/<(\/?)([a-zA-Z]+)[^>]*?(\/?)>/g)) {
+      if (m[3] === '/') continue;
+      if (m[1] === '/') expect(stack.pop()).toBe(m[2]);
+      else stack.push(m[2]!);
+    }
+    expect(stack).toEqual([]);
+    expect(svg).toMatch(/RST,ACK/);
   });
 });

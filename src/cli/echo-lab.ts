@@ -1,9 +1,11 @@
 // echo-lab: run a scenario, print its steps, explained errors and TCP states (or --json).
 // Exit 0 when the behaviour was reproduced as expected (or skipped for a missing capability), 1 if not.
 
+import { writeFileSync } from 'node:fs';
 import { UsageError } from '../core/parse.js';
 import { formatTcpView } from '../core/tcp-states.js';
-import { findScenario, SCENARIOS, type ScenarioResult } from '../lab/index.js';
+import { findScenario, SCENARIOS, type ScenarioResult, traced } from '../lab/index.js';
+import { formatLadder, ladderSvg } from '../lab/ladder.js';
 import { newProgram, runCli } from './common.js';
 
 export function formatResult(r: ScenarioResult): string {
@@ -21,6 +23,15 @@ export function formatResult(r: ScenarioResult): string {
       for (const line of formatTcpView({ available: st.available, entries: st.entries }))
         out.push(`    ${line}`);
     }
+  }
+  if (r.trace && 'unavailable' in r.trace) out.push('', `packet ladder: not drawn — ${r.trace.unavailable}`);
+  else if (r.trace) {
+    out.push(
+      '',
+      `packets on lo (${r.trace.segments.length} segments of this scenario, captured with AF_PACKET):`,
+    );
+    if (!r.trace.ladders.length) out.push('  none');
+    for (const l of r.trace.ladders) out.push('', ...formatLadder(l));
   }
   if (r.kernel.length || r.facts.length) {
     out.push('', 'what Linux does here (settings read live from /proc/sys/net):');
@@ -52,14 +63,24 @@ export async function runLabCli(argv: string[]): Promise<void> {
       'Reproduce the classic socket failures on real sockets, observe them, explain them',
     )
       .argument('[scenario]', 'scenario name, `list`, or `all`', 'list')
-      .option('--json', 'print the structured result as JSON');
+      .option('--json', 'print the structured result as JSON')
+      .option(
+        '--trace',
+        "capture the scenario's own segments on lo and draw them as a ladder (root or CAP_NET_RAW)",
+      )
+      .option('--svg <file>', 'with --trace: also write the ladder as an SVG file');
     program.addHelpText(
       'after',
-      `\nScenarios:\n${SCENARIOS.map((s) => `  ${s.name.padEnd(16)} ${s.summary}${s.netns ? ' (network namespaces: root)' : ''}`).join('\n')}\n\nExamples:\n  echo-lab list\n  echo-lab time-wait\n  echo-lab epipe --json`,
+      `\nScenarios:\n${SCENARIOS.map((s) => `  ${s.name.padEnd(16)} ${s.summary}${s.netns ? ' (network namespaces: root)' : ''}`).join('\n')}\n\nExamples:\n  echo-lab list\n  echo-lab time-wait\n  echo-lab epipe --json\n  echo-lab time-wait --trace --svg time-wait.svg`,
     );
     program.parse(argv, { from: 'user' });
     const [name] = program.processedArgs as [string];
-    const json = program.opts<{ json?: boolean }>().json === true;
+    const {
+      json = false,
+      trace = false,
+      svg,
+    } = program.opts<{ json?: boolean; trace?: boolean; svg?: string }>();
+    if (svg !== undefined && !trace) throw new UsageError('--svg', svg, 'needs --trace');
     if (name === 'list') {
       if (json)
         process.stdout.write(
@@ -77,9 +98,13 @@ export async function runLabCli(argv: string[]): Promise<void> {
       throw new UsageError('SCENARIO', name, `unknown; one of: ${SCENARIOS.map((s) => s.name).join(', ')}`);
     const results: ScenarioResult[] = [];
     for (const s of chosen) {
-      const r = await s!.run();
+      const r = trace ? await traced(s!) : await s!.run();
       results.push(r);
       if (!json) process.stdout.write(`${formatResult(r)}\n`);
+    }
+    if (svg !== undefined) {
+      const drawn = results.flatMap((r) => (r.trace && 'ladders' in r.trace ? r.trace.ladders : []));
+      writeFileSync(svg, ladderSvg(drawn, `echo-lab ${name}: packets on lo`));
     }
     const failed = results.filter((r) => !r.ok && !r.skipped);
     const skipped = results.filter((r) => r.skipped);

@@ -336,7 +336,8 @@ export function explainError(err: unknown, ctx: ErrorContext = {}): ExplainedErr
     summary = `${e.syscall} ${code}${where}`;
   } else {
     // Node 24 adds advice about its own --use-system-ca flag to certificate errors: ours is in the hint
-    summary = e instanceof Error ? e.message.replace(/; if the root CA is installed locally, .*$/, '') : String(e);
+    summary =
+      e instanceof Error ? e.message.replace(/; if the root CA is installed locally, .*$/, '') : String(e);
   }
   const entry = ERRNO_TABLE[code];
   const proto = ctx.proto ?? e?.proto ?? (isUnixAddress(e?.address) ? 'unix' : undefined);

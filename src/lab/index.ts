@@ -2,6 +2,8 @@
 // (or in network namespaces it makes itself) and returns a structured result. echo-lab
 // prints it; the test suite asserts on the very same results.
 
+import { captureUnavailable, startCapture } from './capture.js';
+import { ladders } from './ladder.js';
 import type { ScenarioResult } from './recorder.js';
 import { backlog } from './scenarios/backlog.js';
 import { chatFork } from './scenarios/chat-fork.js';
@@ -149,10 +151,42 @@ export function findScenario(name: string): ScenarioInfo | undefined {
 }
 
 /** Library entry: run one scenario by name. */
-export async function runScenario(name: string): Promise<ScenarioResult> {
+export async function runScenario(name: string, opts: { trace?: boolean } = {}): Promise<ScenarioResult> {
   const s = findScenario(name);
   if (!s) throw new Error(`no scenario named ${name}; try: ${SCENARIOS.map((x) => x.name).join(', ')}`);
-  return s.run();
+  return opts.trace ? traced(s) : s.run();
+}
+
+/**
+ * Run a scenario with a packet capture on `lo` around it. The namespace scenarios' traffic
+ * runs on their own interfaces, which this capture does not see: they say so.
+ */
+export async function traced(s: ScenarioInfo): Promise<ScenarioResult> {
+  const why = s.netns
+    ? 'this scenario runs in network namespaces of its own; the capture on lo does not see their interfaces'
+    : captureUnavailable();
+  if (why) return { ...(await s.run()), trace: { unavailable: why } };
+  const cap = startCapture('lo');
+  let r: ScenarioResult;
+  try {
+    r = await s.run();
+  } finally {
+    // the last segments (a FIN's ACK, an RST) may still be on their way through lo
+    await new Promise((res) => setTimeout(res, 30));
+  }
+  const segments = await cap.stop();
+  const ports = scenarioPorts(r);
+  const mine = segments.filter((x) => ports.has(x.sport) || ports.has(x.dport));
+  return { ...r, trace: { segments: mine, ladders: ladders(mine, ports) } };
+}
+
+/** The ports a scenario used: those its steps and its TCP-state snapshots name. */
+export function scenarioPorts(r: ScenarioResult): Set<number> {
+  const ports = new Set<number>();
+  for (const s of r.steps) for (const m of s.text.matchAll(/:(\d{4,5})\b/g)) ports.add(Number(m[1]));
+  for (const st of r.states) for (const e of st.entries) ports.add(e.localPort).add(e.remotePort);
+  for (const p of [...ports]) if (p < 1024 || p > 65535) ports.delete(p);
+  return ports;
 }
 
 export type { ScenarioResult } from './recorder.js';

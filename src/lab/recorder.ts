@@ -5,6 +5,8 @@
 import { errorCode, explainError } from '../core/errors.js';
 import { readSysctl, SYSCTLS, type SysctlName } from '../core/sysctl.js';
 import { type TcpEntry, tcpStates } from '../core/tcp-states.js';
+import type { Segment } from './capture.js';
+import type { Ladder } from './ladder.js';
 
 export interface LabStep {
   /** ms since the scenario started */
@@ -54,6 +56,8 @@ export interface ScenarioResult {
   /** set when the scenario could not run here (missing capability) */
   skipped?: string;
   ms: number;
+  /** --trace: the scenario's TCP segments off the wire, one ladder per connection */
+  trace?: { segments: Segment[]; ladders: Ladder[] } | { unavailable: string };
 }
 
 export class Recorder {

@@ -17,12 +17,14 @@ export async function timeWait(): Promise<ScenarioResult> {
   r.dependsOn(['tcp_timestamps', 'tcp_tw_reuse'], [LINUX_FACTS.timeWait]);
   const c = new Cleanup();
   try {
-    const server = net.createServer({ allowHalfOpen: true }, (s) => s.end());
+    // echoes the first message, then closes first (active close)
+    const server = net.createServer({ allowHalfOpen: true }, (s) => s.once('data', (d: Buffer) => s.end(d)));
     const port = await listenLocal(server);
-    r.step(`server on 127.0.0.1:${port} closes each connection first (active close)`);
+    r.step(`server on 127.0.0.1:${port} echoes a client's first message, then closes first (active close)`);
     const client = await connectLocal(port, { allowHalfOpen: true });
     c.add(() => client.destroy());
     client.resume();
+    client.write('hello\n');
     await waitFor(client, 'end');
     client.end();
     await waitFor(client, 'close');
