@@ -2,6 +2,7 @@
 // exits), signal handling, and the flag groups for socket options and logging. Parsing of
 // values is done here, up front, so bad input exits 2 before any socket is opened.
 
+import { statSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { Command, CommanderError, Option } from 'commander';
 import { type Cidr, parseCidr } from '../core/access.js';
@@ -271,4 +272,47 @@ export function resolveAccess(f: { allow?: string[]; deny?: string[] }): { allow
     allow: (f.allow ?? []).map((c) => parseCidr('--allow', c)),
     deny: (f.deny ?? []).map((c) => parseCidr('--deny', c)),
   };
+}
+
+// --- data traces (--trace) ---------------------------------------------------------------------
+
+export function addTraceFlags(cmd: Command): Command {
+  return cmd
+    .option(
+      '--trace [format]',
+      'print every chunk read and written, with time, direction and length: text (socat -v style, the default) or hex (xxd style); to stderr',
+    )
+    .option('--trace-file <file>', 'with --trace: append the trace to this file instead of stderr');
+}
+
+export interface TraceFlags {
+  trace?: boolean | string;
+  traceFile?: string;
+}
+
+export function resolveTrace(f: TraceFlags): { format: 'text' | 'hex'; file?: string } | undefined {
+  if (f.traceFile !== undefined && f.trace === undefined)
+    throw new UsageError('--trace-file', f.traceFile, 'needs --trace');
+  if (f.trace === undefined) return undefined;
+  const format = f.trace === true ? 'text' : String(f.trace);
+  if (format !== 'text' && format !== 'hex') throw new UsageError('--trace', format, 'is text or hex');
+  if (f.traceFile !== undefined) {
+    if (f.traceFile === '') throw new UsageError('--trace-file', '""', 'needs a file name');
+    let isDir = false;
+    try {
+      isDir = statSync(f.traceFile).isDirectory();
+    } catch {}
+    if (isDir) throw new UsageError('--trace-file', f.traceFile, 'is a directory');
+  }
+  return { format, ...(f.traceFile !== undefined ? { file: f.traceFile } : {}) };
+}
+
+/**
+ * `--trace` takes an optional format; followed by anything else (`--trace 127.0.0.1 7007`) it
+ * means text, and the next word stays what it was.
+ */
+export function normalizeTraceArg(argv: string[]): string[] {
+  return argv.map((a, i) =>
+    a === '--trace' && argv[i + 1] !== 'text' && argv[i + 1] !== 'hex' ? '--trace=text' : a,
+  );
 }

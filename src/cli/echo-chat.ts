@@ -21,22 +21,27 @@ import {
 } from '../core/parse.js';
 import { formatReport, type OptionReport } from '../core/sockopts.js';
 import { formatTlsInfo, selfSignedTls } from '../core/tls.js';
+import { createTracer, traceSink, traceSocket } from '../core/trace.js';
 import { peerName } from '../server/listener.js';
 import {
   addFamilyFlags,
   addListenerFlags,
+  addTraceFlags,
   checkLogFlags,
   conflict,
   type FamilyFlags,
   type LogFlags,
   newProgram,
+  normalizeTraceArg,
   onSignals,
   resolveAccess,
   resolveFamily,
   resolveSocketOptions,
+  resolveTrace,
   runCli,
   type SocketOptionFlags,
   statusLogger,
+  type TraceFlags,
   warnIfReachable,
 } from './common.js';
 import {
@@ -47,7 +52,7 @@ import {
   resolveChatTransport,
 } from './transport.js';
 
-export interface ChatFlags extends SocketOptionFlags, LogFlags, FamilyFlags, ChatTransportFlags {
+export interface ChatFlags extends SocketOptionFlags, LogFlags, FamilyFlags, ChatTransportFlags, TraceFlags {
   allow?: string[];
   deny?: string[];
   listen?: boolean;
@@ -78,6 +83,7 @@ export function buildChatProgram() {
     .option('--retry <n>', 'retry a refused or timed-out connect, with backoff', '0');
   addFamilyFlags(cmd);
   addChatTransportFlags(cmd);
+  addTraceFlags(cmd);
   addListenerFlags(cmd);
   cmd.addHelpText(
     'after',
@@ -174,10 +180,12 @@ export async function runChatCli(argv: string[]): Promise<void> {
   );
   await runCli('echo-chat', async () => {
     const program = buildChatProgram();
-    program.parse(argv, { from: 'user' });
+    program.parse(normalizeTraceArg(argv), { from: 'user' });
     const f = program.opts<ChatFlags>();
     const [hostArg, portArg] = program.processedArgs as [string | undefined, string | undefined];
     const cfg = resolveChatConfig(hostArg, portArg, f);
+    const traceCfg = resolveTrace(f);
+    const tracer = traceCfg ? createTracer(traceCfg.format, traceSink(traceCfg.file)) : undefined;
     const { sock, family, connectTimeoutMs, retries } = cfg;
     const log = statusLogger('echo-chat', f);
     const say = (line: string) => log.info({}, line);
@@ -237,6 +245,7 @@ export async function runChatCli(argv: string[]): Promise<void> {
       for (;;) {
         const { socket, options } = await listener.next();
         say(`peer ${peerName(socket, unix)} connected`);
+        if (tracer) traceSocket(socket, tracer, peerName(socket, unix));
         const code = await converse(socket, options);
         if (!f.keepOpen || code !== 0) return code;
         onSignal = (signal) => {
@@ -263,6 +272,8 @@ export async function runChatCli(argv: string[]): Promise<void> {
       `connected to ${ct.path !== undefined ? `unix:${ct.path}` : formatAddress(host, port)}${tls ? ' (TLS)' : ''}`,
     );
     if (tls) log.debug({ ...tls }, `TLS: ${formatTlsInfo(tls)}`);
+    if (tracer)
+      traceSocket(socket, tracer, ct.path !== undefined ? `unix:${ct.path}` : formatAddress(host, port));
     return converse(socket, options);
   });
   stopSignals();

@@ -22,11 +22,13 @@ import {
 import { formatReport, type SocketOptions } from '../core/sockopts.js';
 import { escapeForTerminal } from '../core/terminal.js';
 import { formatTlsInfo } from '../core/tls.js';
+import { createTracer, traceSink, traceSocket } from '../core/trace.js';
 import { addBenchCommand } from './bench-cli.js';
 import {
   addFamilyFlags,
   addLogFlags,
   addSocketOptionFlags,
+  addTraceFlags,
   checkLogFlags,
   conflict,
   exitQuietlyOnClosedStdout,
@@ -34,11 +36,14 @@ import {
   type LogFlags,
   loggerFromFlags,
   newProgram,
+  normalizeTraceArg,
   onSignals,
   resolveFamily,
   resolveSocketOptions,
+  resolveTrace,
   runCli,
   type SocketOptionFlags,
+  type TraceFlags,
 } from './common.js';
 import {
   addClientTransportFlags,
@@ -83,6 +88,7 @@ export function buildClientProgram(onBench: (code: number) => void = () => {}): 
     );
   addFamilyFlags(cmd);
   addClientTransportFlags(cmd);
+  addTraceFlags(cmd);
   addSocketOptionFlags(cmd, { listen: false });
   addLogFlags(cmd);
   // options after `bench` belong to bench (it has its own --udp, --mode…)
@@ -110,7 +116,12 @@ Examples:
   return cmd;
 }
 
-export interface ClientFlags extends SocketOptionFlags, LogFlags, FamilyFlags, ClientTransportFlags {
+export interface ClientFlags
+  extends SocketOptionFlags,
+    LogFlags,
+    FamilyFlags,
+    ClientTransportFlags,
+    TraceFlags {
   port?: string;
   message?: string;
   count?: string;
@@ -149,6 +160,7 @@ export interface ClientConfig {
   verbose: boolean;
   /** --unix, --tls…, --send-proxy */
   transport: ClientTransport;
+  trace?: { format: 'text' | 'hex'; file?: string };
 }
 
 export function resolveClientConfig(
@@ -201,7 +213,9 @@ export function resolveClientConfig(
     socket: clientSocketOptions(f),
     verbose: f.verbose === true,
     transport: {},
+    trace: resolveTrace(f),
   };
+  if (cfg.trace && udp) throw conflict('--trace', '--udp (echo-server --udp --trace traces datagrams)');
   cfg.transport = resolveClientTransport(f, {
     udp,
     targetGiven:
@@ -298,7 +312,7 @@ export async function runClientCli(argv: string[]): Promise<void> {
     program.action(async (hostArg: string | undefined, portArg: string | undefined, flags: ClientFlags) => {
       code = await runClient(hostArg, portArg, flags);
     });
-    await program.parseAsync(argv, { from: 'user' });
+    await program.parseAsync(normalizeTraceArg(argv), { from: 'user' });
     return code;
   });
 }
@@ -319,6 +333,11 @@ async function runClient(hostArg: string | undefined, portArg: string | undefine
       : `connected to ${formatAddress(cfg.host, cfg.port)} from ${formatAddress(socket.localAddress ?? '?', socket.localPort ?? 0)}`,
   );
   if (tls) logger.debug({ ...tls }, `TLS: ${formatTlsInfo(tls)}`);
+  if (cfg.trace) {
+    const peer =
+      cfg.transport.path !== undefined ? `unix:${cfg.transport.path}` : formatAddress(cfg.host, cfg.port);
+    traceSocket(socket, createTracer(cfg.trace.format, traceSink(cfg.trace.file)), peer);
+  }
   for (const r of options) logger.debug({ ...r }, formatReport(r));
   if (cfg.message !== undefined) return oneShot(cfg, socket, logger);
   if (process.stdin.isTTY) return interactive(cfg, socket);

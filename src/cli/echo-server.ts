@@ -15,16 +15,20 @@ import type { ServerHandle } from '../server/listener.js';
 import { DEFAULT_HOST, DEFAULT_PORT } from '../server/tcp-server.js';
 import {
   addListenerFlags,
+  addTraceFlags,
   checkLogFlags,
   conflict,
   type LogFlags,
   loggerFromFlags,
   newProgram,
+  normalizeTraceArg,
   onSignals,
   resolveAccess,
   resolveSocketOptions,
+  resolveTrace,
   runCli,
   type SocketOptionFlags,
+  type TraceFlags,
   warnIfReachable,
 } from './common.js';
 import {
@@ -84,6 +88,7 @@ export function buildServerProgram(): Command {
       (v: string, prev: string[] = []) => [...prev, v],
     );
   addServerTransportFlags(cmd);
+  addTraceFlags(cmd);
   addListenerFlags(cmd);
   cmd.addHelpText(
     'after',
@@ -107,7 +112,7 @@ Examples:
   return cmd;
 }
 
-export interface ServerFlags extends SocketOptionFlags, LogFlags, ServerTransportFlags {
+export interface ServerFlags extends SocketOptionFlags, LogFlags, ServerTransportFlags, TraceFlags {
   host?: string;
   port?: string;
   mode: string;
@@ -202,10 +207,12 @@ export function resolveServerConfig(f: ServerFlags): ServerConfig {
         'needs Linux (accept4 on a socket Node does not watch)',
       );
   }
+  const trace = resolveTrace(f);
   const cfg: ServerConfig = {
     host,
     port,
     ...(faults.length ? { faults } : {}),
+    ...(trace ? { trace } : {}),
     ...(transport.path !== undefined ? { path: transport.path } : {}),
     ...(transport.unixMode !== undefined ? { unixMode: transport.unixMode } : {}),
     ...(transport.ipv6Only ? { ipv6Only: true } : {}),
@@ -282,7 +289,7 @@ export function formatTotals(t: ServerTotals, udp = false): string {
 export async function runServerCli(argv: string[]): Promise<void> {
   await runCli('echo-server', async () => {
     const program = buildServerProgram();
-    program.parse(argv, { from: 'user' });
+    program.parse(normalizeTraceArg(argv), { from: 'user' });
     checkLogFlags(program.opts<ServerFlags>());
     const cfg = resolveServerConfig(program.opts<ServerFlags>());
     const logger = loggerFromFlags('echo-server', program.opts<ServerFlags>());

@@ -15,7 +15,7 @@ import { createLogger, type LogFormat, type LogLevel } from '../core/log.js';
 import { echoServerOptions, type ServerConfig } from './config.js';
 import { drainConnection, emptyTotals, forceClose, type HandlerContext, serveConnection } from './handler.js';
 import { type ChildRole, sendToParent, type ToChild } from './ipc.js';
-import { startEchoServer, tlsContextOf } from './tcp-server.js';
+import { startEchoServer, tlsContextOf, tracerOf } from './tcp-server.js';
 
 const role = process.env.ECHO_ROLE as ChildRole | undefined;
 const cfg = JSON.parse(process.env.ECHO_CONFIG ?? '{}') as ServerConfig;
@@ -91,6 +91,7 @@ function serveRole(once: boolean): void {
     label,
     logFields,
     tls: tlsContextOf(echoServerOptions(cfg, logger)),
+    tracer: tracerOf(echoServerOptions(cfg, logger)),
     onClose: async (socket, r) => {
       const id = live.get(socket);
       await sendToParent({ type: 'closed', id, bytesIn: r.bytesIn, bytesOut: r.bytesOut, error: r.error });

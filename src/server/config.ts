@@ -20,6 +20,8 @@ export interface ServerConfig {
   handshakeTimeoutMs?: number;
   /** --fault */
   faults?: Fault[];
+  /** --trace [hex], --trace-file */
+  trace?: { format: 'text' | 'hex'; file?: string };
   mode: 'evented' | 'iterative' | 'workers' | 'fork';
   udp: boolean;
   workers: number;
@@ -56,6 +58,7 @@ export function echoServerOptions(cfg: ServerConfig, logger: Logger): EchoServer
     proxyProtocol: cfg.proxyProtocol,
     handshakeTimeoutMs: cfg.handshakeTimeoutMs,
     faults: cfg.faults,
+    trace: cfg.trace,
     mode: cfg.mode === 'iterative' ? 'iterative' : 'evented',
     maxConnections: cfg.maxConnections,
     maxConnectionsPerIp: cfg.maxConnectionsPerIp,

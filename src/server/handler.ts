@@ -13,6 +13,7 @@ import type { Logger } from '../core/log.js';
 import { formatAddress } from '../core/parse.js';
 import { applySocketOptions, formatReport, type SocketOptions } from '../core/sockopts.js';
 import { acceptTls, formatTlsInfo, tlsInfo } from '../core/tls.js';
+import { type Tracer, traceSocket } from '../core/trace.js';
 import { type Fault, FaultyEcho, resetSocket } from './faults.js';
 import { resumeReading, stopReading } from './preamble.js';
 
@@ -86,6 +87,8 @@ export interface HandlerContext extends ConnectionLimits {
   onClose?: (socket: Socket, record: ConnectionRecord) => void;
   /** told of every connection record once it is logged (a worker reports it to its parent) */
   onClosed?: (record: ConnectionRecord) => void;
+  /** --trace: every chunk read and written, to stderr or a file */
+  tracer?: Tracer;
   /** --tls: every connection is a TLS server socket over the accepted TCP (or Unix) one */
   tls?: { context: SecureContext; handshakeTimeoutMs: number; alpn?: string[] };
 }
@@ -236,6 +239,7 @@ export function serveEcho(
     return;
   }
   socket.on('data', s[STATE].faulty ? onFaultyData : onData);
+  if (ctx.tracer) traceSocket(socket, ctx.tracer, peer);
   socket.on('drain', onDrain);
   socket.on('end', onEnd);
   ctx.logger.debug(

@@ -9,6 +9,7 @@ import { AccessControl } from '../core/access.js';
 import { countError } from '../core/errors.js';
 import type { Logger } from '../core/log.js';
 import { formatAddress } from '../core/parse.js';
+import { createTracer, traceSink } from '../core/trace.js';
 import { serverTotalsOfUdp, startUdpEchoServer } from '../udp/server.js';
 import { plural } from './admission.js';
 import { childrenBackend } from './children.js';
@@ -77,6 +78,7 @@ async function startUdp(cfg: ServerConfig, logger: Logger): Promise<ServerHandle
     logger,
     logOptions: cfg.verbose,
     faults: cfg.faults,
+    tracer: cfg.trace ? createTracer(cfg.trace.format, traceSink(cfg.trace.file)) : undefined,
   });
   return {
     address: srv.address,

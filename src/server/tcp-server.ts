@@ -7,6 +7,7 @@ import { DEFAULT_BACKLOG, type ListenOptions } from '../core/listen.js';
 import { type Logger, silentLogger } from '../core/log.js';
 import type { SocketOptions } from '../core/sockopts.js';
 import { serverSecureContext } from '../core/tls.js';
+import { createTracer, type TraceFormat, type Tracer, traceSink } from '../core/trace.js';
 import { type Fault, FaultSet } from './faults.js';
 import { type ConnectionLimits, type ConnectionRecord, emptyTotals } from './handler.js';
 import { hereBackend } from './here.js';
@@ -32,6 +33,8 @@ export interface EchoServerOptions extends ConnectionLimits {
   proxyProtocol?: boolean;
   /** a new connection's PROXY header and TLS handshake must be done within this (ms, default 10 000) */
   handshakeTimeoutMs?: number;
+  /** --trace: every chunk, as text (socat -v) or hex (xxd), to stderr or `file` */
+  trace?: { format: TraceFormat; file?: string };
   /** misbehave on purpose (--fault); change them later with the handle's setFaults() */
   faults?: Fault[];
   /** evented: every client at once; iterative: one at a time, later ones wait unread */
@@ -82,6 +85,11 @@ export function listenOptions(opts: EchoServerOptions): ListenOptions {
   };
 }
 
+/** The tracer of a process (one sink per process, shared by its connections). */
+export function tracerOf(opts: EchoServerOptions): Tracer | undefined {
+  return opts.trace ? createTracer(opts.trace.format, traceSink(opts.trace.file)) : undefined;
+}
+
 /** The TLS part of a handler's context, made once per process. */
 export function tlsContextOf(opts: EchoServerOptions) {
   return opts.tls
@@ -122,6 +130,7 @@ export async function startEchoServer(opts: EchoServerOptions = {}): Promise<Ech
         label: opts.label,
         onClosed: opts.onConnectionClosed,
         tls: tlsContextOf(opts),
+        tracer: tracerOf(opts),
       },
       // iterative: later clients are accepted with reading paused and wait their turn
       { pauseOnConnect: iterative },

@@ -13,6 +13,7 @@ import { rawListenFd } from '../core/listen.js';
 import { type Logger, silentLogger } from '../core/log.js';
 import { formatAddress } from '../core/parse.js';
 import { applySocketOptions, formatReport, type OptionReport, type SocketOptions } from '../core/sockopts.js';
+import type { Tracer } from '../core/trace.js';
 import { type Fault, FaultSet, flipOneBit } from '../server/faults.js';
 import type { ServerTotals } from '../server/handler.js';
 
@@ -35,6 +36,8 @@ export interface UdpEchoServerOptions {
   dropLogIntervalMs?: number;
   /** misbehave on purpose: latency, corrupt, drop, duplicate, reorder (chosen per datagram) */
   faults?: Fault[];
+  /** --trace: every datagram in and out */
+  tracer?: Tracer;
 }
 
 export type DropReason = 'rate-limit' | 'source-port' | 'broadcast-source' | 'access' | 'self' | 'fault';
@@ -168,6 +171,7 @@ export async function startUdpEchoServer(opts: UdpEchoServerOptions = {}): Promi
   socket.on('message', (msg, rinfo) => {
     totals.datagramsIn++;
     totals.bytesIn += msg.length;
+    if (tracer) tracer.chunk('<', formatAddress(rinfo.address, rinfo.port), msg, 0);
     if (BLOCKED_SOURCE_PORTS.has(rinfo.port)) return drop('source-port', undefined);
     // a datagram "from" our own address and port (forged): answering it would echo to ourselves forever
     if (isSelf(rinfo.address, rinfo.port)) return drop('self', undefined);
@@ -193,8 +197,13 @@ export async function startUdpEchoServer(opts: UdpEchoServerOptions = {}): Promi
     src.out++;
     totals.datagramsOut++;
     totals.bytesOut += msg.length;
-    socket.send(msg, rinfo.port, rinfo.address, onSent);
+    send(msg, rinfo);
   });
+  const tracer = opts.tracer;
+  const send = (out: Buffer, rinfo: dgram.RemoteInfo) => {
+    if (tracer) tracer.chunk('>', formatAddress(rinfo.address, rinfo.port), out, 0);
+    socket.send(out, rinfo.port, rinfo.address, onSent);
+  };
   const onSent = (err: Error | null) => {
     if (err) countError(totals.errors, err);
   };
@@ -212,12 +221,12 @@ export async function startUdpEchoServer(opts: UdpEchoServerOptions = {}): Promi
     let out = msg;
     if (by.corrupt && msg.length && Math.random() < by.corrupt.chance!) out = flipOneBit(msg);
     const copies = by.duplicate && Math.random() < by.duplicate.chance! ? 2 : 1;
-    const send = () => {
+    const sendCopies = () => {
       for (let i = 0; i < copies; i++) {
         src.out++;
         totals.datagramsOut++;
         totals.bytesOut += out.length;
-        socket.send(out, rinfo.port, rinfo.address, onSent);
+        send(out, rinfo);
       }
     };
     const later = (fn: () => void) => {
@@ -238,13 +247,13 @@ export async function startUdpEchoServer(opts: UdpEchoServerOptions = {}): Promi
       held = undefined;
       clearTimeout(heldTimer);
       later(() => {
-        send();
+        sendCopies();
         prev();
       });
       return;
     }
     if (by.reorder && Math.random() < by.reorder.chance!) {
-      held = send;
+      held = sendCopies;
       // nothing follows within 50 ms: send it anyway, late
       heldTimer = setTimeout(() => {
         const h = held;
@@ -253,7 +262,7 @@ export async function startUdpEchoServer(opts: UdpEchoServerOptions = {}): Promi
       }, 50);
       return;
     }
-    later(send);
+    later(sendCopies);
   };
   // ICMP errors from earlier sends (ECONNREFUSED…) surface here; they concern one peer only
   socket.on('error', (err) => {

@@ -1,0 +1,119 @@
+// Seeing the wire: data traces (--trace text and hex) on server, client and chat.
+import { spawn } from 'node:child_process';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { afterAll, describe, expect, it, onTestFinished } from 'vitest';
+import { unescapeTrace } from '../src/core/trace.js';
+import { bin, spawnCli, spawnServer, until } from './helpers.js';
+
+const dir = mkdtempSync(path.join(tmpdir(), 'echo-wire-'));
+afterAll(() => rmSync(dir, { recursive: true, force: true }));
+
+// NUL, 0xff, an escape sequence, a backslash, CR LF, and a byte of every value
+const PAYLOAD = Buffer.concat([
+  Buffer.from('hi\x00\xff\x1b[31mred\x1b]0;title\x07\\x\r\n', 'latin1'),
+  Buffer.from(Array.from({ length: 256 }, (_, i) => i)),
+]);
+
+function client(args: string[], input?: Buffer) {
+  const child = spawn(process.execPath, [bin('echo-client'), ...args], { stdio: ['pipe', 'pipe', 'pipe'] });
+  onTestFinished(() => {
+    if (child.exitCode === null) child.kill('SIGKILL');
+  });
+  const out: Buffer[] = [];
+  let err = '';
+  child.stdout!.on('data', (d: Buffer) => out.push(d));
+  child.stderr!.setEncoding('latin1').on('data', (d: string) => {
+    err += d;
+  });
+  child.stdin!.end(input);
+  return new Promise<{ code: number | null; out: Buffer; err: string }>((resolve) =>
+    child.once('close', (code) => resolve({ code, out: Buffer.concat(out), err })),
+  );
+}
+
+/** The records of a trace: direction, offset, length and the bytes, decoded from text or hex. */
+function parseTrace(text: string): { dir: string; from: number; data: Buffer }[] {
+  const records: { dir: string; from: number; data: Buffer }[] = [];
+  const heads = [
+    ...text.matchAll(/^([<>]) \d{4}\/\d\d\/\d\d [\d:.]+ {2}length=(\d+) from=(\d+) to=-?\d+ {2}\S+ \S+\n/gm),
+  ];
+  heads.forEach((h, i) => {
+    const body = text.slice(h.index! + h[0].length, i + 1 < heads.length ? heads[i + 1]!.index : text.length);
+    const hex = /^[0-9a-f]{8}: /.test(body);
+    const data = hex
+      ? Buffer.from(
+          body
+            .split('\n')
+            .filter(Boolean)
+            .map((l) => l.slice(10, 50).replace(/ /g, ''))
+            .join(''),
+          'hex',
+        )
+      : unescapeTrace(body);
+    expect(data.length).toBe(Number(h[2]));
+    records.push({ dir: h[1]!, from: Number(h[3]), data });
+  });
+  return records;
+}
+
+const joined = (rs: { dir: string; data: Buffer }[], dir: string) =>
+  Buffer.concat(rs.filter((r) => r.dir === dir).map((r) => r.data));
+
+describe('--trace', () => {
+  it.each(['text', 'hex'])(
+    'server --trace %s: every byte in and out, exact, in the trace file',
+    async (format) => {
+      const file = path.join(dir, `server-${format}.trace`);
+      const srv = await spawnServer(['--trace', format, '--trace-file', file]);
+      const r = await client(['127.0.0.1', String(srv.port)], PAYLOAD);
+      expect(r.code).toBe(0);
+      expect(r.out.equals(PAYLOAD)).toBe(true); // the echo itself is untouched
+      srv.child.kill('SIGTERM');
+      await srv.exit;
+      const recs = parseTrace(readFileSync(file, 'latin1'));
+      expect(joined(recs, '<').equals(PAYLOAD)).toBe(true);
+      expect(joined(recs, '>').equals(PAYLOAD)).toBe(true);
+      expect(srv.stderr()).not.toMatch(/length=/); // to the file, not stderr
+    },
+  );
+
+  it('client --trace goes to stderr; stdout carries only the echo', async () => {
+    const srv = await spawnServer([]);
+    const r = await client(['--trace', '127.0.0.1', String(srv.port)], PAYLOAD);
+    expect(r.code).toBe(0);
+    expect(r.out.equals(PAYLOAD)).toBe(true);
+    const recs = parseTrace(
+      r.err
+        .split('\n')
+        .filter((l) => !l.startsWith('{"level"'))
+        .join('\n'),
+    );
+    expect(joined(recs, '>').equals(PAYLOAD)).toBe(true);
+    expect(joined(recs, '<').equals(PAYLOAD)).toBe(true);
+    // a terminal reading this stderr is safe: no raw ESC or BEL
+    expect(r.err.includes('\x1b') || r.err.includes('\x07')).toBe(false);
+  });
+
+  it('echo-chat --trace hex and bad trace flags', async () => {
+    const a = spawnCli('echo-chat', ['--listen', '--port', '0', '--trace', 'hex'], { stdin: 'pipe' });
+    const port = (await a.waitStderr(/listening on 127\.0\.0\.1:(\d+)/))[1]!;
+    const b = spawnCli('echo-chat', ['127.0.0.1', port], { stdin: 'pipe' });
+    b.child.stdin!.end('over \x00 chat\n');
+    await a.waitStdout(/over/);
+    a.child.stdin!.end();
+    await a.exit;
+    await until(() => /^< .*length=12 /m.test(a.stderr()), 5000, 'the trace record');
+    expect(a.stderr()).toMatch(/00000000: 6f76 6572 2000 2063 6861 740a/);
+    for (const [cmd, args, re] of [
+      ['echo-server', ['--trace=pcap'], /--trace: "pcap" is text or hex|--trace .*text or hex/],
+      ['echo-server', ['--trace-file', 'x'], /--trace-file .*needs --trace/],
+      ['echo-client', ['--udp', '--trace', '-m', 'x'], /--trace: cannot be used with --udp/],
+    ] as [string, string[], RegExp][]) {
+      const p = spawnCli(cmd, args);
+      expect((await p.exit).code).toBe(2);
+      expect(p.stderr()).toMatch(re);
+    }
+  });
+});
