@@ -5,7 +5,8 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterAll, describe, expect, it, onTestFinished } from 'vitest';
 import { unescapeTrace } from '../src/core/trace.js';
-import { bin, spawnCli, spawnServer, until } from './helpers.js';
+import { startEchoServer } from '../src/index.js';
+import { bin, connect, readN, spawnCli, spawnServer, until } from './helpers.js';
 
 const dir = mkdtempSync(path.join(tmpdir(), 'echo-wire-'));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
@@ -115,5 +116,33 @@ describe('--trace', () => {
       expect((await p.exit).code).toBe(2);
       expect(p.stderr()).toMatch(re);
     }
+  });
+});
+
+describe.runIf(process.platform === 'linux')('TCP_INFO', () => {
+  it('in each close line with --verbose, and in the library’s connections()', async () => {
+    const srv = await spawnServer(['-v']);
+    const r = await client(['127.0.0.1', String(srv.port)], Buffer.alloc(256 * 1024, 1));
+    expect(r.code).toBe(0);
+    const line = await srv.waitStderr(
+      /"msg":"closed [^"]*; TCP_INFO rtt [\d.]+\/[\d.]+ ms, rto \d+ ms, cwnd \d+[^"]*"/,
+    );
+    const rec = JSON.parse(
+      srv
+        .stderr()
+        .split('\n')
+        .find((l) => l.includes(line[0]))!,
+    );
+    expect(rec.tcp.bytesReceived).toBeGreaterThanOrEqual(256 * 1024);
+    expect(rec.tcp.rtoUs).toBeGreaterThan(0);
+
+    const lib = await startEchoServer({ port: 0 });
+    onTestFinished(() => void lib.close({ graceMs: 0 }));
+    const s = await connect(lib.address.port);
+    s.write('x');
+    await readN(s, 1);
+    const [c] = lib.connections();
+    expect(c!.tcp).toMatchObject({ state: 1 /* ESTABLISHED */ });
+    expect(c!.tcp!.bytesReceived).toBe(1);
   });
 });

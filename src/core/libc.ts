@@ -358,3 +358,63 @@ export function acceptOne(fd: number): number | undefined {
   if (errno === 11 /* EAGAIN */ || errno === 103 /* ECONNABORTED */) return undefined;
   throw sysError('accept4', errno);
 }
+
+/** What Linux's TCP_INFO says about a connection (the fields ss -ti shows). */
+export interface TcpInfo {
+  state: number;
+  /** retransmissions of the current segment (resets once acknowledged) */
+  retransmits: number;
+  /** every retransmission over the connection's life */
+  totalRetrans: number;
+  /** retransmission timeout, µs */
+  rtoUs: number;
+  /** smoothed round-trip time and its variation, µs */
+  rttUs: number;
+  rttVarUs: number;
+  /** congestion window, segments */
+  cwnd: number;
+  /** segments sent and not yet acknowledged */
+  unacked: number;
+  /** the kernel's estimate of the delivery rate, bytes/s (0 where the kernel does not give it) */
+  deliveryRate: number;
+  bytesAcked: number;
+  bytesReceived: number;
+}
+
+/** getsockopt(TCP_INFO) on a connected TCP socket (Linux); undefined elsewhere or when it fails. */
+export function tcpInfo(sock: unknown): TcpInfo | undefined {
+  if (process.platform !== 'linux') return undefined;
+  const s = sock as { _parent?: unknown };
+  const fd = socketFd(s._parent ?? sock);
+  if (fd === undefined) return undefined;
+  try {
+    const c = loadLibc();
+    const buf = Buffer.alloc(232);
+    const len = [232];
+    if (c.getsockopt(fd, 6 /* IPPROTO_TCP */, 11 /* TCP_INFO */, buf, len) !== 0) return undefined;
+    const n = len[0]!;
+    const u32 = (o: number) => (n >= o + 4 ? buf.readUInt32LE(o) : 0);
+    const u64 = (o: number) => (n >= o + 8 ? Number(buf.readBigUInt64LE(o)) : 0);
+    return {
+      state: buf[0]!,
+      retransmits: buf[2]!,
+      totalRetrans: u32(100),
+      rtoUs: u32(8),
+      rttUs: u32(68),
+      rttVarUs: u32(72),
+      cwnd: u32(80),
+      unacked: u32(24),
+      deliveryRate: u64(160),
+      bytesAcked: u64(120),
+      bytesReceived: u64(128),
+    };
+  } catch {
+    return undefined;
+  }
+}
+
+/** `rtt 0.05/0.02 ms, rto 201 ms, cwnd 10, unacked 0, retrans 0/0, delivery 1.2 MB/s` */
+export function formatTcpInfo(i: TcpInfo): string {
+  const ms = (us: number) => (us / 1000).toFixed(us < 10_000 ? 2 : 0);
+  return `rtt ${ms(i.rttUs)}/${ms(i.rttVarUs)} ms, rto ${ms(i.rtoUs)} ms, cwnd ${i.cwnd}, unacked ${i.unacked}, retrans ${i.retransmits}/${i.totalRetrans}${i.deliveryRate ? `, delivery ${(i.deliveryRate / 1e6).toFixed(1)} MB/s` : ''}`;
+}

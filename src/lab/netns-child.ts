@@ -4,6 +4,7 @@
 
 import net from 'node:net';
 import { EchoConnection, startHeartbeat } from '../client/echo.js';
+import { tcpInfo } from '../core/libc.js';
 import { applySocketOptions, type SocketOptions } from '../core/sockopts.js';
 
 type Role =
@@ -41,8 +42,14 @@ if (role.role === 'server') {
   });
   s.on('end', () => send({ type: 'peer-fin' }));
   s.resume();
+  // TCP_INFO sampled while the fd lives: by the time 'error' is emitted it is closed
+  let lastInfo: ReturnType<typeof tcpInfo>;
+  const sampler = setInterval(() => {
+    lastInfo = tcpInfo(s) ?? lastInfo;
+  }, 200);
   s.on('error', (err: NodeJS.ErrnoException) => {
-    send({ type: 'error', code: err.code, syscall: err.syscall, message: err.message });
+    clearInterval(sampler);
+    send({ type: 'error', code: err.code, syscall: err.syscall, message: err.message, tcp: lastInfo });
     setTimeout(() => process.exit(0), 50);
   });
   process.on('message', (m: { type: string }) => {

@@ -92,6 +92,7 @@ function serveRole(once: boolean): void {
     logFields,
     tls: tlsContextOf(echoServerOptions(cfg, logger)),
     tracer: tracerOf(echoServerOptions(cfg, logger)),
+    tcpInfo: cfg.verbose,
     onClose: async (socket, r) => {
       const id = live.get(socket);
       await sendToParent({ type: 'closed', id, bytesIn: r.bytesIn, bytesOut: r.bytesOut, error: r.error });

@@ -9,6 +9,7 @@
 import type { Socket } from 'node:net';
 import type { SecureContext } from 'node:tls';
 import { countError, errorCode, explainError } from '../core/errors.js';
+import { formatTcpInfo, type TcpInfo, tcpInfo } from '../core/libc.js';
 import type { Logger } from '../core/log.js';
 import { formatAddress } from '../core/parse.js';
 import { applySocketOptions, formatReport, type SocketOptions } from '../core/sockopts.js';
@@ -40,6 +41,8 @@ export interface ConnectionRecord {
   reason: CloseReason;
   /** the socket error that ended it, if any (ECONNRESET…) */
   error?: string;
+  /** TCP_INFO as the connection ended (with --verbose, Linux) */
+  tcp?: TcpInfo;
 }
 
 /** What a server did, in every mode (UDP maps its own counters onto these). */
@@ -89,6 +92,8 @@ export interface HandlerContext extends ConnectionLimits {
   onClosed?: (record: ConnectionRecord) => void;
   /** --trace: every chunk read and written, to stderr or a file */
   tracer?: Tracer;
+  /** --verbose: read TCP_INFO as each connection ends and put it in its close line */
+  tcpInfo?: boolean;
   /** --tls: every connection is a TLS server socket over the accepted TCP (or Unix) one */
   tls?: { context: SecureContext; handshakeTimeoutMs: number; alpn?: string[] };
 }
@@ -107,6 +112,8 @@ interface ConnState {
   error: string | undefined;
   /** the echo through this connection's faults, if it has any */
   faulty: FaultyEcho | undefined;
+  /** TCP_INFO, read while the socket still had its fd */
+  info: TcpInfo | undefined;
 }
 
 const STATE = Symbol('echo-state');
@@ -220,6 +227,7 @@ export function serveEcho(
     markBytes: base,
     markAt: Date.now(),
     faulty: undefined,
+    info: undefined,
   };
   if (faults?.length) {
     const st = s[STATE];
@@ -329,15 +337,23 @@ function onDrain(this: EchoSocket): void {
   else if (!st.draining) this.resume();
 }
 
+/** With --verbose: what the kernel knows of the connection, before its fd goes. */
+function noteTcpInfo(s: EchoSocket): void {
+  const st = s[STATE];
+  if (st.ctx.tcpInfo) st.info = tcpInfo(s) ?? st.info;
+}
+
 function onEnd(this: EchoSocket): void {
   // peer sent FIN: everything it sent has been queued back; close our side after it
   const st = this[STATE];
+  noteTcpInfo(this);
   st.reason ??= st.draining ? 'server shutdown' : 'client closed';
   if (st.faulty) st.faulty.end();
   else this.end();
 }
 
 function onTimeout(this: EchoSocket): void {
+  noteTcpInfo(this);
   this[STATE].reason ??= 'idle timeout';
   this.destroy();
 }
@@ -367,6 +383,7 @@ function onClose(this: EchoSocket): void {
     ms: Date.now() - st.start,
     reason: st.reason ?? 'client closed',
     ...(st.error ? { error: st.error } : {}),
+    ...(st.info ? { tcp: st.info } : {}),
   };
   const level = record.reason.startsWith('error') ? 'warn' : 'info';
   // an error from the table (TLS failures…) says what it means
@@ -375,7 +392,7 @@ function onClose(this: EchoSocket): void {
   const meaning = why && why.meaning !== 'unexpected error' ? ` — ${why.meaning}. ${why.hint}`.trimEnd() : '';
   ctx.logger[level](
     ctx.logFields ? { ...record, ...ctx.logFields } : record,
-    `closed ${record.peer}: in ${bytesIn} B, out ${bytesOut} B, ${record.ms} ms, ${record.reason}${meaning}${ctx.label ? ` (${ctx.label})` : ''}`,
+    `closed ${record.peer}: in ${bytesIn} B, out ${bytesOut} B, ${record.ms} ms, ${record.reason}${meaning}${ctx.label ? ` (${ctx.label})` : ''}${st.info ? `; TCP_INFO ${formatTcpInfo(st.info)}` : ''}`,
   );
   ctx.onClose?.(this, record);
 }
@@ -391,6 +408,7 @@ export function drainConnection(socket: Socket): void {
   const s = socket as EchoSocket;
   const st = s[STATE];
   if (!st || st.draining) return;
+  noteTcpInfo(s);
   // read() hands each buffered chunk to onData, which writes it back
   while (s.readableLength > 0 && s.read() !== null) {}
   st.draining = true;
@@ -402,6 +420,7 @@ export function drainConnection(socket: Socket): void {
 
 export function forceClose(socket: Socket): void {
   const st = (socket as EchoSocket)[STATE];
+  if (st) noteTcpInfo(socket as EchoSocket);
   if (st)
     st.reason = st.reason === 'server shutdown' ? 'forced at shutdown' : (st.reason ?? 'forced at shutdown');
   socket.destroy();

@@ -2,6 +2,7 @@
 // every worker process): each admitted socket goes to the echo handler.
 
 import type { Socket } from 'node:net';
+import { type TcpInfo, tcpInfo } from '../core/libc.js';
 import { drainConnection, forceClose, type HandlerContext, serveConnection } from './handler.js';
 import type { Backend, LiveConnection } from './listener.js';
 
@@ -33,10 +34,16 @@ export function hereBackend(ctx: Omit<HandlerContext, 'onClose'>, { pauseOnConne
     connections: (): LiveConnection[] =>
       [...live].map(([s, { peer }]) => ({
         peer,
+        ...optionalTcp(s),
         bytesIn: s.bytesRead,
         bytesOut: s.bytesWritten - s.writableLength,
         buffered: s.writableLength,
         reading: !s.isPaused(),
       })),
   };
+}
+
+function optionalTcp(s: Socket): { tcp?: TcpInfo } {
+  const tcp = tcpInfo(s);
+  return tcp ? { tcp } : {};
 }

@@ -9,7 +9,7 @@
 
 import net, { type AddressInfo, type Socket } from 'node:net';
 import { countError, errorCode, explainError } from '../core/errors.js';
-import { acceptOne, boundPort, closeFd, peerCredentials } from '../core/libc.js';
+import { acceptOne, boundPort, closeFd, peerCredentials, type TcpInfo } from '../core/libc.js';
 import {
   DEFAULT_BACKLOG,
   type ListenOptions,
@@ -35,6 +35,8 @@ export interface LiveConnection {
   reading: boolean;
   /** the process serving it, where that is not this one */
   pid?: number;
+  /** TCP_INFO now (Linux; connections served in this process) */
+  tcp?: TcpInfo;
 }
 
 export interface CloseOptions {

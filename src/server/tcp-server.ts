@@ -131,6 +131,7 @@ export async function startEchoServer(opts: EchoServerOptions = {}): Promise<Ech
         onClosed: opts.onConnectionClosed,
         tls: tlsContextOf(opts),
         tracer: tracerOf(opts),
+        tcpInfo: opts.logOptions === true,
       },
       // iterative: later clients are accepted with reading paused and wait their turn
       { pauseOnConnect: iterative },

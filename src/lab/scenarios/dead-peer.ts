@@ -3,6 +3,7 @@
 // probes find a dead idle peer; TCP_USER_TIMEOUT bounds how long sent data may stay
 // unacknowledged. Two namespaces, the path cut with a blackhole route on the server side
 // (the server still answers ARP, so no ICMP turns the timeout into EHOSTUNREACH).
+import type { TcpInfo } from '../../core/libc.js';
 import type { SocketOptions } from '../../core/sockopts.js';
 import { CLIENT_ADDR, netnsUnavailable, SERVER_ADDR, withTwoHosts } from '../netns.js';
 import { Recorder, type ScenarioResult } from '../recorder.js';
@@ -76,6 +77,16 @@ export async function deadPeer(spec: DeadPeerSpec): Promise<ScenarioResult> {
       `client socket fails after ${(ms / 1000).toFixed(1)} s: ${failure.code} (syscall ${failure.syscall})`,
     );
     r.error(err);
+    const info = (failure as { tcp?: TcpInfo }).tcp;
+    if (info && spec.mode === 'write') {
+      r.step(
+        `the client's TCP_INFO just before: ${info.totalRetrans} retransmissions, the last timeout ${(info.rtoUs / 1000).toFixed(0)} ms (doubling each time), ${info.unacked} segments unacknowledged — what TCP_USER_TIMEOUT cut short`,
+      );
+      r.check(
+        'the kernel was retransmitting unacknowledged data (TCP_INFO)',
+        info.totalRetrans > 0 && info.unacked > 0,
+      );
+    }
     const expected = spec.expect ?? 'ETIMEDOUT';
     r.check(`the dead peer is reported as ${expected}`, failure.code === expected);
     r.check(
