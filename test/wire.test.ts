@@ -146,3 +146,82 @@ describe.runIf(process.platform === 'linux')('TCP_INFO', () => {
     expect(c!.tcp!.bytesReceived).toBe(1);
   });
 });
+
+describe('--metrics: Prometheus text at /metrics', () => {
+  const value = (text: string, series: string) => {
+    const m = text.split('\n').find((l) => l.startsWith(`${series} `));
+    return m === undefined ? undefined : Number(m.split(' ')[1]);
+  };
+  const sum = (text: string, name: string) =>
+    text
+      .split('\n')
+      .filter((l) => l.startsWith(`${name}{`))
+      .reduce((s, l) => s + Number(l.split(' ')[1]), 0);
+
+  it.each([
+    ['evented', []],
+    ['workers', ['--mode', 'workers', '--workers', '2']],
+  ] as [string, string[]][])(
+    '%s: the counters add up to what a scripted workload did',
+    async (mode, args) => {
+      const srv = await spawnServer([...args, '--deny', '127.0.0.2', '--metrics', '0']);
+      const url = `http://${(await srv.waitStderr(/metrics on http:\/\/(127\.0\.0\.1:\d+)\/metrics/))[1]}/metrics`;
+      // one connection held open while scraping
+      const held = await connect(srv.port);
+      held.write('x');
+      await readN(held, 1);
+      const during = await (await fetch(url)).text();
+      expect(value(during, 'echo_connections_open')).toBe(1);
+      // four clients of 1000 bytes each, one refused by --deny
+      for (let i = 0; i < 4; i++)
+        expect((await client(['127.0.0.1', String(srv.port)], Buffer.alloc(1000, i))).code).toBe(0);
+      const denied = await connect(srv.port, '127.0.0.1', {
+        localAddress: '127.0.0.2',
+      } as import('node:net').NetConnectOpts);
+      denied.on('end', () => denied.end()); // refused: its FIN, then ours
+      await new Promise((r) => denied.once('close', r).resume());
+      held.end();
+      await new Promise((r) => held.once('close', r));
+      let text = '';
+      // the last 'closed' reports reach the primary asynchronously in workers mode
+      for (let i = 0; i < 50; i++) {
+        text = await (await fetch(url)).text();
+        if (value(text, 'echo_connections_total') === 5 && value(text, 'echo_connections_open') === 0) break;
+        await new Promise((r) => setTimeout(r, 100));
+      }
+      expect(value(text, 'echo_connections_total')).toBe(5);
+      expect(value(text, 'echo_connections_open')).toBe(0);
+      expect(value(text, 'echo_received_bytes_total')).toBe(4001);
+      expect(value(text, 'echo_sent_bytes_total')).toBe(4001);
+      expect(value(text, 'echo_refused_total{reason="access"}')).toBe(1);
+      expect(text).toMatch(/^echo_process_cpu_seconds_total /m);
+      if (mode === 'workers') {
+        expect(sum(text, 'echo_worker_connections_total')).toBe(5);
+        expect(sum(text, 'echo_worker_received_bytes_total')).toBe(4001);
+        expect(text.match(/^echo_worker_connections_total\{worker="\d+"\}/gm)!.length).toBe(2);
+      }
+      expect((await fetch(url.replace('/metrics', '/other'))).status).toBe(404);
+    },
+  );
+
+  it('--udp: datagrams in and out, drops by reason', async () => {
+    const srv = await spawnServer(['--udp', '--metrics', '0', '--fault', 'drop=1,every=3']);
+    const url = `http://${(await srv.waitStderr(/metrics on http:\/\/(127\.0\.0\.1:\d+)\/metrics/))[1]}/metrics`;
+    for (let i = 0; i < 3; i++)
+      await client([
+        '--udp',
+        '-m',
+        `d${i}`,
+        '--resend',
+        '0',
+        '--timeout',
+        '300ms',
+        '127.0.0.1',
+        String(srv.port),
+      ]);
+    const text = await (await fetch(url)).text();
+    expect(value(text, 'echo_udp_datagrams_total{direction="in"}')).toBe(3);
+    expect(value(text, 'echo_udp_datagrams_total{direction="out"}')).toBe(2);
+    expect(value(text, 'echo_refused_total{reason="fault"}')).toBe(1);
+  });
+});

@@ -4,7 +4,15 @@
 import { availableParallelism } from 'node:os';
 import type { Command } from 'commander';
 import { Option } from 'commander';
-import { parseDuration, parseHost, parseInteger, parsePort, parseSize, UsageError } from '../core/parse.js';
+import {
+  formatAddress,
+  parseDuration,
+  parseHost,
+  parseInteger,
+  parsePort,
+  parseSize,
+  UsageError,
+} from '../core/parse.js';
 import { describeCertificate, selfSignedTls } from '../core/tls.js';
 import { plural } from '../server/admission.js';
 import type { ServerConfig } from '../server/config.js';
@@ -12,6 +20,7 @@ import { formatFault, parseFault, TCP_FAULTS, UDP_FAULTS } from '../server/fault
 import type { ServerTotals } from '../server/handler.js';
 import { listeningLine, startServer } from '../server/index.js';
 import type { ServerHandle } from '../server/listener.js';
+import { type MetricsServer, startMetrics } from '../server/metrics.js';
 import { DEFAULT_HOST, DEFAULT_PORT } from '../server/tcp-server.js';
 import {
   addListenerFlags,
@@ -83,6 +92,10 @@ export function buildServerProgram(): Command {
     )
     .option('--rate-burst <n>', 'UDP: burst size per source (default 200)')
     .option(
+      '--metrics <[host:]port>',
+      'serve Prometheus metrics at http://HOST:PORT/metrics (host 127.0.0.1 unless given; port 0 picks one and prints it)',
+    )
+    .option(
       '--fault <spec>',
       'misbehave on purpose (repeatable): latency=DUR[,jitter=DUR] bandwidth=RATE slice=SIZE[,delay=DUR] stall-after=SIZE close-after=SIZE[,how=fin|rst] reset-on-connect blackhole corrupt=P accept-delay=DUR; UDP: latency corrupt drop=P duplicate=P reorder[=P]; each may end in ,p=FRACTION or ,every=N',
       (v: string, prev: string[] = []) => [...prev, v],
@@ -132,6 +145,7 @@ export interface ServerFlags extends SocketOptionFlags, LogFlags, ServerTranspor
   rateLimit?: string;
   rateBurst?: string;
   fault?: string[];
+  metrics?: string;
 }
 
 /** Flags that mean something for TCP only, with how each shows in the resolved config. */
@@ -208,11 +222,13 @@ export function resolveServerConfig(f: ServerFlags): ServerConfig {
       );
   }
   const trace = resolveTrace(f);
+  const metrics = f.metrics !== undefined ? parseMetricsAddress(f.metrics) : undefined;
   const cfg: ServerConfig = {
     host,
     port,
     ...(faults.length ? { faults } : {}),
     ...(trace ? { trace } : {}),
+    ...(metrics ? { metrics } : {}),
     ...(transport.path !== undefined ? { path: transport.path } : {}),
     ...(transport.unixMode !== undefined ? { unixMode: transport.unixMode } : {}),
     ...(transport.ipv6Only ? { ipv6Only: true } : {}),
@@ -266,6 +282,14 @@ export function resolveServerConfig(f: ServerFlags): ServerConfig {
   return cfg;
 }
 
+/** `--metrics 9100`, `--metrics 127.0.0.1:9100`, `--metrics [::1]:9100` */
+function parseMetricsAddress(raw: string): { host: string; port: number } {
+  const v6 = /^\[([^\]]+)\]:(\d+)$/.exec(raw);
+  const v4 = /^([^:\s]+):(\d+)$/.exec(raw);
+  const [host, port] = v6 ? [v6[1]!, v6[2]!] : v4 ? [v4[1]!, v4[2]!] : [DEFAULT_HOST, raw];
+  return { host: parseHost('--metrics', host), port: parsePort('--metrics', port) };
+}
+
 function resolveMinRate(rate: string, window = '10s'): { bytes: number; windowMs: number } {
   const perSecond = parseSize('--min-rate', rate, 1, 1024 ** 3);
   const windowMs = parseDuration('--min-rate-window', window, 100, 3_600_000);
@@ -296,6 +320,7 @@ export async function runServerCli(argv: string[]): Promise<void> {
     // signals are handled from before the first line is printed: a supervisor that reacts to
     // `listening on …` may signal at once
     let runner: ServerHandle | undefined;
+    let metricsServer: MetricsServer | undefined;
     let done!: (code: number) => void;
     const finished = new Promise<number>((resolve) => {
       done = resolve;
@@ -305,8 +330,9 @@ export async function runServerCli(argv: string[]): Promise<void> {
         if (!runner) return done(signal === 'SIGINT' ? 130 : 143);
         logger.info({ signal }, `${signal}: shutting down, in-flight echoes get ${cfg.graceMs} ms`);
         runner.close({ graceMs: cfg.graceMs }).then(
-          (totals) => {
+          async (totals) => {
             logger.info({ ...totals }, formatTotals(totals, cfg.udp));
+            await metricsServer?.close();
             done(0);
           },
           (err) => {
@@ -341,6 +367,15 @@ export async function runServerCli(argv: string[]): Promise<void> {
       );
     }
     if (cfg.path === undefined) warnIfReachable(logger, runner.address.address);
+    if (cfg.metrics) {
+      metricsServer = await startMetrics(runner, cfg.metrics.host, cfg.metrics.port);
+      const a = metricsServer.address;
+      logger.info(
+        { metrics: `${formatAddress(a.address, a.port)}` },
+        `metrics on http://${formatAddress(a.address, a.port)}/metrics`,
+      );
+      warnIfReachable(logger, a.address);
+    }
     if (cfg.faults) {
       const list = cfg.faults.map(formatFault).join('; ');
       logger.warn({ faults: cfg.faults }, `faults injected on purpose: ${list}`);

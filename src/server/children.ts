@@ -14,7 +14,7 @@ import type { ServerConfig } from './config.js';
 import type { Fault } from './faults.js';
 import type { ServerTotals } from './handler.js';
 import { sendToChild } from './ipc.js';
-import type { Backend, LiveConnection } from './listener.js';
+import type { Backend, LiveConnection, WorkerTotals } from './listener.js';
 import { type Child, Supervisor } from './supervisor.js';
 
 export interface ChildrenBackend extends Backend {
@@ -31,6 +31,8 @@ export function childrenBackend(
 ): ChildrenBackend {
   let seq = 0;
   const name = kind === 'fork' ? 'child' : 'worker';
+  // workers mode: what each worker served (fork children are one connection each: no per-pid series)
+  const perWorker = new Map<number, WorkerTotals>();
   const sup: Supervisor = new Supervisor({
     role: kind === 'fork' ? 'serve-once' : 'serve',
     cfg,
@@ -39,6 +41,13 @@ export function childrenBackend(
       if (m.type !== 'closed' || m.id === undefined) return;
       totals.bytesIn += m.bytesIn;
       totals.bytesOut += m.bytesOut;
+      if (kind === 'workers') {
+        const w = perWorker.get(child.pid) ?? { pid: child.pid, connections: 0, bytesIn: 0, bytesOut: 0 };
+        w.connections++;
+        w.bytesIn += m.bytesIn;
+        w.bytesOut += m.bytesOut;
+        perWorker.set(child.pid, w);
+      }
       if (m.error) countError(totals.errors, m.error);
       const c = child.conns.get(m.id);
       child.conns.delete(m.id);
@@ -146,6 +155,14 @@ export function childrenBackend(
       if (!child) return done(`no ${name} process could be started${spawnError ? `: ${spawnError}` : ''}`);
       void handOver(child, socket, peer, done, head, faults);
     },
+    ...(kind === 'workers'
+      ? {
+          workers: () =>
+            [...sup.children].map(
+              (c) => perWorker.get(c.pid) ?? { pid: c.pid, connections: 0, bytesIn: 0, bytesOut: 0 },
+            ),
+        }
+      : {}),
     drain: (deadline) => sup.stopAll(deadline),
     force: () => sup.forceAll(),
     connections: (): LiveConnection[] =>

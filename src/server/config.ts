@@ -20,6 +20,8 @@ export interface ServerConfig {
   handshakeTimeoutMs?: number;
   /** --fault */
   faults?: Fault[];
+  /** --metrics: where /metrics is served */
+  metrics?: { host: string; port: number };
   /** --trace [hex], --trace-file */
   trace?: { format: 'text' | 'hex'; file?: string };
   mode: 'evented' | 'iterative' | 'workers' | 'fork';

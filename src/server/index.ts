@@ -17,7 +17,7 @@ import { echoServerOptions, type ServerConfig } from './config.js';
 import { FaultSet } from './faults.js';
 import { copyTotals, emptyTotals } from './handler.js';
 import { type FromChild, sendToChild } from './ipc.js';
-import { graceTimer, type ServerHandle, startListener } from './listener.js';
+import { graceTimer, type ServerHandle, startListener, type WorkerTotals } from './listener.js';
 import { Supervisor } from './supervisor.js';
 import { DEFAULT_HANDSHAKE_TIMEOUT_MS, listenOptions, startEchoServer } from './tcp-server.js';
 
@@ -88,6 +88,7 @@ async function startUdp(cfg: ServerConfig, logger: Logger): Promise<ServerHandle
     close: async () => serverTotalsOfUdp(await srv.close()),
     forceClose: () => {},
     setFaults: (faults) => srv.setFaults(faults),
+    udp: () => srv.stats(),
   };
 }
 
@@ -100,16 +101,22 @@ async function startUdp(cfg: ServerConfig, logger: Logger): Promise<ServerHandle
 async function startExclusiveWorkers(cfg: ServerConfig, logger: Logger): Promise<ServerHandle> {
   const totals = emptyTotals();
   const refusedBy: Record<string, number> = {};
+  const perWorker = new Map<number, WorkerTotals>();
   let workerCfg = cfg; // once the first worker has bound: the port it got
   const sup: Supervisor = new Supervisor({
     role: 'listen',
     cfg,
     logger,
-    onMessage(_child, m: FromChild) {
+    onMessage(child, m: FromChild) {
       if (m.type === 'closed') {
         totals.connections++;
         totals.bytesIn += m.bytesIn;
         totals.bytesOut += m.bytesOut;
+        const w = perWorker.get(child.pid) ?? { pid: child.pid, connections: 0, bytesIn: 0, bytesOut: 0 };
+        w.connections++;
+        w.bytesIn += m.bytesIn;
+        w.bytesOut += m.bytesOut;
+        perWorker.set(child.pid, w);
         if (m.error) countError(totals.errors, m.error);
       } else if (m.type === 'refusals') {
         for (const [k, v] of Object.entries(m.refusedBy)) refusedBy[k] = (refusedBy[k] ?? 0) + v;
@@ -152,6 +159,10 @@ async function startExclusiveWorkers(cfg: ServerConfig, logger: Logger): Promise
     stats,
     connections: () => [],
     forceClose: () => sup.forceAll(),
+    workers: () =>
+      [...sup.children].map(
+        (c) => perWorker.get(c.pid) ?? { pid: c.pid, connections: 0, bytesIn: 0, bytesOut: 0 },
+      ),
     setFaults(faults) {
       // each worker chooses for its own connections: every= counts per worker here
       workerCfg = { ...workerCfg, faults };

@@ -20,6 +20,7 @@ import {
 import type { Logger } from '../core/log.js';
 import { formatAddress } from '../core/parse.js';
 import { formatReport, type OptionReport, reportSocketOptions } from '../core/sockopts.js';
+import type { UdpTotals } from '../udp/server.js';
 import { Admission, type AdmissionOptions, plural } from './admission.js';
 import type { Fault, FaultSet } from './faults.js';
 import { copyTotals, type ServerTotals } from './handler.js';
@@ -61,6 +62,17 @@ export interface ServerHandle {
   forceClose(): void;
   /** replace the faults (--fault) for connections (UDP: datagrams) from now on; [] turns them off */
   setFaults(faults: Fault[]): void;
+  /** workers modes: what each worker process served (for per-worker metrics) */
+  workers?(): WorkerTotals[];
+  /** --udp: the datagram counters */
+  udp?(): UdpTotals;
+}
+
+export interface WorkerTotals {
+  pid: number;
+  connections: number;
+  bytesIn: number;
+  bytesOut: number;
 }
 
 /** Where admitted connections are served. */
@@ -85,6 +97,8 @@ export interface Backend {
   /** Grace is over: cut what is left. */
   force(): void;
   connections(): LiveConnection[];
+  /** per worker process, where there are long-lived ones */
+  workers?(): WorkerTotals[];
 }
 
 export interface ListenerOptions {
@@ -319,6 +333,7 @@ export async function startListener(o: ListenerOptions): Promise<ServerHandle> {
     connections: () => backend.connections(),
     forceClose: force,
     setFaults: (faults) => o.faults?.set(faults),
+    ...(backend.workers ? { workers: () => backend.workers!() } : {}),
     close({ graceMs = 5000 }: CloseOptions = {}) {
       closed ??= (async () => {
         admission.closing = true;

@@ -1,0 +1,115 @@
+// Prometheus metrics (--metrics HOST:PORT): the server's own totals, read from its handle at
+// each scrape with prom-client (the library Prometheus users scrape Node with), plus the
+// process's own metrics. In workers and fork modes the primary's totals already include what
+// every child reported as its connections closed; per-worker series carry a `worker` label.
+
+import http from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { Counter, collectDefaultMetrics, Gauge, Registry } from 'prom-client';
+import type { ServerHandle } from './listener.js';
+
+export interface MetricsServer {
+  readonly address: AddressInfo;
+  close(): Promise<void>;
+}
+
+/** A counter whose value is read from the server at each scrape. */
+function mirrored(
+  registry: Registry,
+  name: string,
+  help: string,
+  labelNames: string[],
+  read: () => [Record<string, string>, number][],
+): void {
+  new Counter({
+    name,
+    help,
+    labelNames,
+    registers: [registry],
+    collect() {
+      this.reset();
+      for (const [labels, v] of read()) if (v > 0 || labelNames.length === 0) this.inc(labels, v);
+    },
+  });
+}
+
+export function metricsRegistry(h: ServerHandle): Registry {
+  const registry = new Registry();
+  collectDefaultMetrics({ register: registry, prefix: 'echo_' });
+  const stats = () => h.stats();
+  mirrored(registry, 'echo_connections_total', 'connections served (UDP: distinct sources)', [], () => [
+    [{}, stats().connections],
+  ]);
+  new Gauge({
+    name: 'echo_connections_open',
+    help: 'connections being served now',
+    registers: [registry],
+    collect() {
+      this.set(stats().active);
+    },
+  });
+  mirrored(
+    registry,
+    'echo_refused_total',
+    'connections refused (UDP: datagrams dropped), by reason',
+    ['reason'],
+    () => Object.entries(stats().refusedBy).map(([reason, v]) => [{ reason }, v]),
+  );
+  mirrored(registry, 'echo_received_bytes_total', 'bytes read from clients', [], () => [
+    [{}, stats().bytesIn],
+  ]);
+  mirrored(registry, 'echo_sent_bytes_total', 'bytes echoed back', [], () => [[{}, stats().bytesOut]]);
+  mirrored(registry, 'echo_errors_total', 'connection errors, by code', ['code'], () =>
+    Object.entries(stats().errors).map(([code, v]) => [{ code }, v]),
+  );
+  if (h.udp) {
+    const udp = h.udp;
+    mirrored(registry, 'echo_udp_datagrams_total', 'UDP datagrams, by direction', ['direction'], () => [
+      [{ direction: 'in' }, udp().datagramsIn],
+      [{ direction: 'out' }, udp().datagramsOut],
+    ]);
+  }
+  if (h.workers) {
+    const workers = h.workers;
+    mirrored(
+      registry,
+      'echo_worker_connections_total',
+      'connections each worker (or fork child) served',
+      ['worker'],
+      () => workers().map((w) => [{ worker: String(w.pid) }, w.connections]),
+    );
+    mirrored(registry, 'echo_worker_received_bytes_total', 'bytes each worker read', ['worker'], () =>
+      workers().map((w) => [{ worker: String(w.pid) }, w.bytesIn]),
+    );
+    mirrored(registry, 'echo_worker_sent_bytes_total', 'bytes each worker echoed', ['worker'], () =>
+      workers().map((w) => [{ worker: String(w.pid) }, w.bytesOut]),
+    );
+  }
+  return registry;
+}
+
+/** Serve GET /metrics (Prometheus text exposition) on host:port. */
+export async function startMetrics(h: ServerHandle, host: string, port: number): Promise<MetricsServer> {
+  const registry = metricsRegistry(h);
+  const server = http.createServer((req, res) => {
+    if (req.method !== 'GET' || (req.url ?? '').split('?')[0] !== '/metrics') {
+      res.writeHead(404, { 'content-type': 'text/plain' }).end('only GET /metrics here\n');
+      return;
+    }
+    registry.metrics().then(
+      (text) => res.writeHead(200, { 'content-type': registry.contentType }).end(text),
+      (err) => res.writeHead(500, { 'content-type': 'text/plain' }).end(`${(err as Error).message}\n`),
+    );
+  });
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(port, host, () => {
+      server.off('error', reject);
+      resolve();
+    });
+  });
+  return {
+    address: server.address() as AddressInfo,
+    close: () => new Promise<void>((resolve) => server.close(() => resolve())),
+  };
+}
