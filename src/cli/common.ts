@@ -99,9 +99,9 @@ export interface LogFlags {
   logFormat?: string;
 }
 
-export function loggerFromFlags(name: string, f: LogFlags) {
+export function loggerFromFlags(name: string, f: LogFlags, instance?: string) {
   const level: LogLevel = f.verbose ? 'debug' : f.quiet ? 'warn' : 'info';
-  return createLogger({ level, format: (f.logFormat ?? 'auto') as LogFormat, name });
+  return createLogger({ level, format: (f.logFormat ?? 'auto') as LogFormat, name, instance });
 }
 
 // --- address family ------------------------------------------------------------------------

@@ -78,6 +78,10 @@ export function buildClientProgram(onBench: (code: number) => void = () => {}): 
     )
     .option('-t, --timeout <dur>', 'give up on a reply after this long (TCP: no limit by default; UDP: 1s)')
     .option('--retry <n>', 'TCP: retry a refused or timed-out connect this many times, with backoff')
+    .option(
+      '--banner',
+      'TCP: the server sends a line first (echo-server --banner): print it to stderr, then echo',
+    )
     .option('--local-port <port>', 'bind this local port before connecting')
     .option('--local-address <addr>', 'bind this local IP address before connecting')
     .option('-u, --udp', 'UDP: one datagram per line (or per --datagram-size bytes) or message')
@@ -136,6 +140,7 @@ export interface ClientFlags
   datagramSize?: string;
   heartbeat?: string;
   heartbeatTimeout?: string;
+  banner?: boolean;
 }
 
 export interface ClientConfig {
@@ -161,6 +166,7 @@ export interface ClientConfig {
   /** --unix, --tls…, --send-proxy */
   transport: ClientTransport;
   trace?: { format: 'text' | 'hex'; file?: string };
+  banner: boolean;
 }
 
 export function resolveClientConfig(
@@ -214,7 +220,9 @@ export function resolveClientConfig(
     verbose: f.verbose === true,
     transport: {},
     trace: resolveTrace(f),
+    banner: f.banner === true,
   };
+  if (cfg.banner && udp) throw conflict('--banner', '--udp');
   if (cfg.trace && udp) throw conflict('--trace', '--udp (echo-server --udp --trace traces datagrams)');
   cfg.transport = resolveClientTransport(f, {
     udp,
@@ -292,6 +300,52 @@ async function connectWithRetry(cfg: ClientConfig, logger: Logger): Promise<Conn
   );
 }
 
+/** The first line the server sends (echo-server --banner), read before any echo. */
+function readBanner(socket: Socket, timeoutMs: number): Promise<string> {
+  return new Promise((resolve, reject) => {
+    let got = Buffer.alloc(0);
+    const done = (err?: Error, line?: string) => {
+      clearTimeout(timer);
+      socket.off('data', onData);
+      socket.off('end', onEnd);
+      // held until whoever reads next attaches its 'data' listener (no byte lost between)
+      socket.pause();
+      const onListener = (event: string) => {
+        if (event !== 'data') return;
+        socket.off('newListener', onListener);
+        process.nextTick(() => socket.resume());
+      };
+      socket.on('newListener', onListener);
+      if (err) reject(err);
+      else resolve(line!);
+    };
+    const onData = (d: Buffer) => {
+      got = Buffer.concat([got, d]);
+      const nl = got.indexOf(0x0a);
+      if (nl < 0) {
+        if (got.length > 4096) done(codedError('ERR_BANNER', 'no newline in the first 4 KiB: not a banner'));
+        return;
+      }
+      const rest = got.subarray(nl + 1);
+      if (rest.length) socket.unshift(rest);
+      done(undefined, got.subarray(0, nl).toString('utf8').replace(/\r$/, ''));
+    };
+    const onEnd = () => done(codedError('ERR_BANNER', 'the server closed before sending a banner line'));
+    const timer = setTimeout(
+      () =>
+        done(
+          codedError(
+            'ERR_BANNER',
+            `no banner line within ${timeoutMs} ms (does the server run with --banner?)`,
+          ),
+        ),
+      timeoutMs,
+    );
+    socket.on('data', onData);
+    socket.once('end', onEnd);
+  });
+}
+
 /** ping's last line: `5 sent, 5 echoed; rtt min/avg/max = 0.081/0.112/0.204 ms` */
 export function pingSummary(sent: number, rtts: number[]): string {
   if (!rtts.length) return `${sent} sent, 0 echoed\n`;
@@ -339,6 +393,10 @@ async function runClient(hostArg: string | undefined, portArg: string | undefine
     traceSocket(socket, createTracer(cfg.trace.format, traceSink(cfg.trace.file)), peer);
   }
   for (const r of options) logger.debug({ ...r }, formatReport(r));
+  if (cfg.banner) {
+    const line = await readBanner(socket, cfg.connectTimeoutMs);
+    process.stderr.write(`banner: ${escapeForTerminal(line)}\n`);
+  }
   if (cfg.message !== undefined) return oneShot(cfg, socket, logger);
   if (process.stdin.isTTY) return interactive(cfg, socket);
   if (cfg.heartbeat) {

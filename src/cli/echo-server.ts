@@ -1,7 +1,7 @@
 // echo-server: flags → a validated config → one of the server modes. The only code that
 // touches argv, signals and the exit code for the server.
 
-import { availableParallelism } from 'node:os';
+import { availableParallelism, hostname } from 'node:os';
 import type { Command } from 'commander';
 import { Option } from 'commander';
 import {
@@ -91,6 +91,11 @@ export function buildServerProgram(): Command {
       'UDP: datagrams per second allowed per source (token bucket; 0 = no limit; default 1000)',
     )
     .option('--rate-burst <n>', 'UDP: burst size per source (default 200)')
+    .option('--instance-name <name>', 'name of this instance in every log line and metric (default HOST:PID)')
+    .option(
+      '--banner [text]',
+      'send a line to each client on connect, before any echo (default: the instance name); off by default: RFC 862 echo stays byte-exact',
+    )
     .option(
       '--metrics <[host:]port>',
       'serve Prometheus metrics at http://HOST:PORT/metrics (host 127.0.0.1 unless given; port 0 picks one and prints it)',
@@ -146,6 +151,8 @@ export interface ServerFlags extends SocketOptionFlags, LogFlags, ServerTranspor
   rateBurst?: string;
   fault?: string[];
   metrics?: string;
+  instanceName?: string;
+  banner?: boolean | string;
 }
 
 /** Flags that mean something for TCP only, with how each shows in the resolved config. */
@@ -222,6 +229,12 @@ export function resolveServerConfig(f: ServerFlags): ServerConfig {
       );
   }
   const trace = resolveTrace(f);
+  const instanceName = f.instanceName ?? `${hostname()}:${process.pid}`;
+  if (!/^[\x21-\x7e]{1,128}$/.test(instanceName))
+    throw new UsageError('--instance-name', instanceName, 'is 1–128 printable characters without spaces');
+  if (f.banner !== undefined && f.udp) throw conflict('--banner', '--udp');
+  if (typeof f.banner === 'string' && /[\r\n]/.test(f.banner))
+    throw new UsageError('--banner', f.banner, 'is one line (the server adds the newline)');
   const metrics = f.metrics !== undefined ? parseMetricsAddress(f.metrics) : undefined;
   const cfg: ServerConfig = {
     host,
@@ -229,6 +242,10 @@ export function resolveServerConfig(f: ServerFlags): ServerConfig {
     ...(faults.length ? { faults } : {}),
     ...(trace ? { trace } : {}),
     ...(metrics ? { metrics } : {}),
+    instanceName,
+    ...(f.banner !== undefined
+      ? { banner: `${f.banner === true ? `echo-server ${instanceName}` : f.banner}\n` }
+      : {}),
     ...(transport.path !== undefined ? { path: transport.path } : {}),
     ...(transport.unixMode !== undefined ? { unixMode: transport.unixMode } : {}),
     ...(transport.ipv6Only ? { ipv6Only: true } : {}),
@@ -316,7 +333,7 @@ export async function runServerCli(argv: string[]): Promise<void> {
     program.parse(normalizeTraceArg(argv), { from: 'user' });
     checkLogFlags(program.opts<ServerFlags>());
     const cfg = resolveServerConfig(program.opts<ServerFlags>());
-    const logger = loggerFromFlags('echo-server', program.opts<ServerFlags>());
+    const logger = loggerFromFlags('echo-server', program.opts<ServerFlags>(), cfg.instanceName);
     // signals are handled from before the first line is printed: a supervisor that reacts to
     // `listening on …` may signal at once
     let runner: ServerHandle | undefined;
@@ -368,7 +385,7 @@ export async function runServerCli(argv: string[]): Promise<void> {
     }
     if (cfg.path === undefined) warnIfReachable(logger, runner.address.address);
     if (cfg.metrics) {
-      metricsServer = await startMetrics(runner, cfg.metrics.host, cfg.metrics.port);
+      metricsServer = await startMetrics(runner, cfg.metrics.host, cfg.metrics.port, cfg.instanceName);
       const a = metricsServer.address;
       logger.info(
         { metrics: `${formatAddress(a.address, a.port)}` },

@@ -30,6 +30,8 @@ export interface LoggerOptions {
   format?: LogFormat;
   /** Name shown in JSON lines (`name` field). */
   name?: string;
+  /** --instance-name: on every line, so a fleet's logs say which instance wrote them */
+  instance?: string;
 }
 
 /** Log bytes held for a stderr that is not being read; beyond that, lines are dropped and counted. */
@@ -41,9 +43,14 @@ const LOG_BUFFER = 1024 * 1024;
  * stderr nobody reads (a stuck terminal, Ctrl-S, a full pipe) holds at most LOG_BUFFER bytes;
  * further lines are dropped and, once writing resumes, one line says how many.
  */
-export function createLogger({ level = 'info', format = 'auto', name }: LoggerOptions = {}): pino.Logger {
+export function createLogger({
+  level = 'info',
+  format = 'auto',
+  name,
+  instance,
+}: LoggerOptions = {}): pino.Logger {
   const usePretty = format === 'pretty' || (format === 'auto' && process.stderr.isTTY === true);
-  const base = { pid: process.pid, ...(name ? { name } : {}) };
+  const base = { pid: process.pid, ...(name ? { name } : {}), ...(instance ? { instance } : {}) };
   // Under load, lines logged while a write is in flight go out together in the next one, so a
   // log line per connection costs no syscall each on the accept path. Lines still in flight when
   // the loop ends are written before the process exits; only a forced exit can cut the last ones.

@@ -23,6 +23,7 @@ const logger = createLogger({
   level: (process.env.ECHO_LOG_LEVEL ?? 'info') as LogLevel,
   format: (process.env.ECHO_LOG_FORMAT ?? 'auto') as LogFormat,
   name: 'echo-server',
+  instance: cfg.instanceName,
 });
 const who = role === 'serve-once' ? 'child' : 'worker';
 const label = `${who} ${process.pid}`;
@@ -93,6 +94,7 @@ function serveRole(once: boolean): void {
     tls: tlsContextOf(echoServerOptions(cfg, logger)),
     tracer: tracerOf(echoServerOptions(cfg, logger)),
     tcpInfo: cfg.verbose,
+    banner: cfg.banner !== undefined ? Buffer.from(cfg.banner) : undefined,
     onClose: async (socket, r) => {
       const id = live.get(socket);
       await sendToParent({ type: 'closed', id, bytesIn: r.bytesIn, bytesOut: r.bytesOut, error: r.error });

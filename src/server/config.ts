@@ -20,6 +20,10 @@ export interface ServerConfig {
   handshakeTimeoutMs?: number;
   /** --fault */
   faults?: Fault[];
+  /** --instance-name (default host:pid): in every log line and metric */
+  instanceName?: string;
+  /** --banner: a line sent to each client on connect */
+  banner?: string;
   /** --metrics: where /metrics is served */
   metrics?: { host: string; port: number };
   /** --trace [hex], --trace-file */
@@ -61,6 +65,7 @@ export function echoServerOptions(cfg: ServerConfig, logger: Logger): EchoServer
     handshakeTimeoutMs: cfg.handshakeTimeoutMs,
     faults: cfg.faults,
     trace: cfg.trace,
+    banner: cfg.banner,
     mode: cfg.mode === 'iterative' ? 'iterative' : 'evented',
     maxConnections: cfg.maxConnections,
     maxConnectionsPerIp: cfg.maxConnectionsPerIp,

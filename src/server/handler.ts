@@ -94,6 +94,8 @@ export interface HandlerContext extends ConnectionLimits {
   tracer?: Tracer;
   /** --verbose: read TCP_INFO as each connection ends and put it in its close line */
   tcpInfo?: boolean;
+  /** --banner: sent first to every client */
+  banner?: Buffer;
   /** --tls: every connection is a TLS server socket over the accepted TCP (or Unix) one */
   tls?: { context: SecureContext; handshakeTimeoutMs: number; alpn?: string[] };
 }
@@ -248,6 +250,7 @@ export function serveEcho(
   }
   socket.on('data', s[STATE].faulty ? onFaultyData : onData);
   if (ctx.tracer) traceSocket(socket, ctx.tracer, peer);
+  if (ctx.banner) socket.write(ctx.banner);
   socket.on('drain', onDrain);
   socket.on('end', onEnd);
   ctx.logger.debug(

@@ -33,8 +33,9 @@ function mirrored(
   });
 }
 
-export function metricsRegistry(h: ServerHandle): Registry {
+export function metricsRegistry(h: ServerHandle, instance?: string): Registry {
   const registry = new Registry();
+  if (instance) registry.setDefaultLabels({ instance });
   collectDefaultMetrics({ register: registry, prefix: 'echo_' });
   const stats = () => h.stats();
   mirrored(registry, 'echo_connections_total', 'connections served (UDP: distinct sources)', [], () => [
@@ -89,8 +90,13 @@ export function metricsRegistry(h: ServerHandle): Registry {
 }
 
 /** Serve GET /metrics (Prometheus text exposition) on host:port. */
-export async function startMetrics(h: ServerHandle, host: string, port: number): Promise<MetricsServer> {
-  const registry = metricsRegistry(h);
+export async function startMetrics(
+  h: ServerHandle,
+  host: string,
+  port: number,
+  instance?: string,
+): Promise<MetricsServer> {
+  const registry = metricsRegistry(h, instance);
   const server = http.createServer((req, res) => {
     if (req.method !== 'GET' || (req.url ?? '').split('?')[0] !== '/metrics') {
       res.writeHead(404, { 'content-type': 'text/plain' }).end('only GET /metrics here\n');

@@ -33,6 +33,8 @@ export interface EchoServerOptions extends ConnectionLimits {
   proxyProtocol?: boolean;
   /** a new connection's PROXY header and TLS handshake must be done within this (ms, default 10 000) */
   handshakeTimeoutMs?: number;
+  /** a line sent to each client as it connects (after TLS), before any echo: which instance answered */
+  banner?: string;
   /** --trace: every chunk, as text (socat -v) or hex (xxd), to stderr or `file` */
   trace?: { format: TraceFormat; file?: string };
   /** misbehave on purpose (--fault); change them later with the handle's setFaults() */
@@ -131,6 +133,7 @@ export async function startEchoServer(opts: EchoServerOptions = {}): Promise<Ech
         onClosed: opts.onConnectionClosed,
         tls: tlsContextOf(opts),
         tracer: tracerOf(opts),
+        banner: opts.banner !== undefined ? Buffer.from(opts.banner) : undefined,
         tcpInfo: opts.logOptions === true,
       },
       // iterative: later clients are accepted with reading paused and wait their turn
