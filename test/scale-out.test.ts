@@ -109,7 +109,7 @@ describe.skipIf(!hasHaproxy)('behind HAProxy with deploy/haproxy.cfg', () => {
     const { servers, front } = await fleet();
     const payloads = Array.from({ length: 30 }, () => randomBytes(50 * 1024));
     const results = await Promise.all(payloads.map((p) => stream(front, p)));
-    results.forEach((r, i) => expect(r.back.equals(payloads[i]!)).toBe(true));
+    for (const [i, r] of results.entries()) expect(r.back.equals(payloads[i]!)).toBe(true);
     await until(() => servers.reduce((n, s) => n + clientLines(s.stderr()).length, 0) === 30, 10_000, 'logs');
     const per = servers.map((s) => clientLines(s.stderr()).length);
     for (const n of per) {
@@ -196,7 +196,7 @@ describe.skipIf(!!nginxWhy)('behind nginx stream with deploy/nginx-stream.conf',
     });
     const payloads = Array.from({ length: 9 }, () => randomBytes(30 * 1024));
     const results = await Promise.all(payloads.map((p) => stream(tcpFront, p)));
-    results.forEach((r, i) => expect(r.back.equals(payloads[i]!)).toBe(true));
+    for (const [i, r] of results.entries()) expect(r.back.equals(payloads[i]!)).toBe(true);
     await until(() => tcp.reduce((n, s) => n + clientLines(s.stderr()).length, 0) === 9, 10_000, 'logs');
     for (const s of tcp) expect(clientLines(s.stderr()).length).toBe(3); // round robin, real addresses
 
@@ -265,5 +265,50 @@ describe('deploy files', () => {
     expect(term).toBeGreaterThan(grace);
     // no tabs (YAML forbids them for indentation)
     expect(k8s).not.toMatch(/\t/);
+  });
+});
+
+describe('echo-client bench over a fleet', () => {
+  it('--target ×3 and --targets-file: one result per target and the total', async () => {
+    const servers = await Promise.all(
+      ['127.0.0.2', '127.0.0.3', '127.0.0.4'].map((h) => spawnServer(['--host', h])),
+    );
+    const targets = servers.map((s, i) => `127.0.0.${i + 2}:${s.port}`);
+    const run = (args: string[]) =>
+      new Promise<{ code: number | null; out: string }>((resolve) => {
+        const p = spawn(process.execPath, [path.join(ROOT, 'bin', 'echo-client.js'), 'bench', ...args], {
+          stdio: ['ignore', 'pipe', 'inherit'],
+        });
+        let out = '';
+        p.stdout!.setEncoding('utf8').on('data', (d: string) => {
+          out += d;
+        });
+        p.once('close', (code) => resolve({ code, out }));
+      });
+    const r = await run([
+      ...targets.flatMap((t) => ['--target', t]),
+      '-c',
+      '2',
+      '--requests',
+      '100',
+      '--warmup',
+      '0',
+      '--json',
+    ]);
+    expect(r.code).toBe(0);
+    const j = JSON.parse(r.out);
+    expect(j.targets.map((t: { target: string }) => t.target)).toEqual(targets);
+    for (const t of j.targets) {
+      expect(t.count).toBeGreaterThanOrEqual(100);
+      expect(t.mismatches).toBe(0);
+    }
+    expect(j.total.count).toBe(j.targets.reduce((s: number, t: { count: number }) => s + t.count, 0));
+    const dir = mkdtempSync(path.join(tmpdir(), 'echo-fleet-'));
+    onTestFinished(() => rmSync(dir, { recursive: true, force: true }));
+    const file = path.join(dir, 'targets');
+    writeFileSync(file, `# the fleet\n${targets.join('\n')}\n`);
+    const t = await run(['--targets-file', file, '-c', '1', '--requests', '20', '--warmup', '0']);
+    expect(t.code).toBe(0);
+    expect(t.out).toMatch(/^total {10}3 targets: \d+ round trips/m);
   });
 });

@@ -1,6 +1,7 @@
 // `echo-client bench`: flags → BenchOptions → runBench; a progress line on a TTY (stderr),
 // a table at the end (stdout), or one JSON object with --json.
 
+import { readFileSync } from 'node:fs';
 import type { Command } from 'commander';
 import { Option } from 'commander';
 import { type BenchResult, runBench } from '../client/bench.js';
@@ -14,7 +15,7 @@ import {
   parseTarget,
   UsageError,
 } from '../core/parse.js';
-import { warn } from './common.js';
+import { conflict, warn } from './common.js';
 import {
   addClientTransportFlags,
   type ClientTransportFlags,
@@ -42,7 +43,13 @@ export function addBenchCommand(program: Command, onDone: (code: number) => void
     )
     .option('-u, --udp', 'UDP ping-pong')
     .option('--warmup <dur>', 'run this long before measuring', '1s')
-    .option('--json', 'print one JSON object on stdout');
+    .option('--json', 'print one JSON object on stdout')
+    .option(
+      '--target <host:port>',
+      'drive several servers at once, each with --connections of its own (repeatable); results per target and in total',
+      (v: string, prev: string[] = []) => [...prev, v],
+    )
+    .option('--targets-file <file>', 'read HOST:PORT targets from a file, one per line (# comments)');
   addClientTransportFlags(cmd);
   return cmd
     .addHelpText(
@@ -63,6 +70,8 @@ Examples:
 }
 
 export interface BenchFlags extends ClientTransportFlags {
+  target?: string[];
+  targetsFile?: string;
   connections: string;
   duration: string;
   requests?: string;
@@ -96,9 +105,40 @@ export function resolveBenchOptions(f: BenchFlags, hostArg: string | undefined, 
     socket: {},
     local: undefined,
   });
+  let targets: { host: string; port: number }[] | undefined;
+  if (f.target !== undefined || f.targetsFile !== undefined) {
+    if (hostArg !== undefined) throw conflict('--target', 'a HOST argument');
+    if (transport.path !== undefined) throw conflict('--target', '--unix');
+    const list = [...(f.target ?? [])];
+    if (f.targetsFile !== undefined) {
+      let text: string;
+      try {
+        text = readFileSync(f.targetsFile, 'utf8');
+      } catch (err) {
+        throw new UsageError(
+          '--targets-file',
+          f.targetsFile,
+          `cannot be read (${(err as NodeJS.ErrnoException).code})`,
+        );
+      }
+      for (const line of text.split('\n')) {
+        const t = line.replace(/#.*/, '').trim();
+        if (t) list.push(t);
+      }
+    }
+    if (list.length === 0) throw new UsageError('--targets-file', f.targetsFile, 'lists no targets');
+    targets = list.map((t) => {
+      try {
+        return parseTarget(t, undefined, { host: '127.0.0.1' });
+      } catch {
+        throw new UsageError('--target', t, 'is HOST:PORT ([v6]:PORT)');
+      }
+    });
+  }
   const opts = {
     host,
     port,
+    targets,
     ...transport,
     mode: f.mode,
     udp: f.udp === true,
@@ -119,6 +159,7 @@ export async function runBenchCli(
   portArg: string | undefined,
 ): Promise<number> {
   const opts = resolveBenchOptions(f, hostArg, portArg);
+  if (opts.targets) return runFleet(f, opts);
   const { host, port, durationMs } = opts;
   const where = opts.path !== undefined ? `unix:${opts.path}` : formatAddress(host, port);
   if (opts.tls?.insecure) warn('echo-client', INSECURE_WARNING);
@@ -165,6 +206,44 @@ export async function runBenchCli(
   if (r.mismatches > 0) {
     throw codedError('ERR_ECHO_MISMATCH', `${r.mismatches} echoed chunks differed from what was sent`);
   }
+  return 0;
+}
+
+/** Every target at once, each with its own connections; one result per target and the total. */
+async function runFleet(f: BenchFlags, opts: ReturnType<typeof resolveBenchOptions>): Promise<number> {
+  const targets = opts.targets!;
+  const name = (t: { host: string; port: number }) => formatAddress(t.host, t.port);
+  if (!opts.udp) {
+    for (const t of targets)
+      (
+        await connectTcp({ ...t, tls: opts.tls, sendProxy: opts.sendProxy, connectTimeoutMs: 10_000 })
+      ).socket.destroy();
+  }
+  const results = await Promise.all(targets.map((t) => runBench({ ...opts, host: t.host, port: t.port })));
+  const sum = (k: 'count' | 'rate_per_s' | 'mb_per_s' | 'mismatches') =>
+    results.reduce((s, r) => s + (r[k] ?? 0), 0);
+  const total = {
+    count: sum('count'),
+    rate_per_s: Math.round(sum('rate_per_s')),
+    mb_per_s: Number(sum('mb_per_s').toFixed(1)),
+    mismatches: sum('mismatches'),
+    errors: results.reduce<Record<string, number>>((acc, r) => {
+      for (const [k, v] of Object.entries(r.errors)) acc[k] = (acc[k] ?? 0) + v;
+      return acc;
+    }, {}),
+  };
+  if (f.json) {
+    process.stdout.write(
+      `${JSON.stringify({ targets: results.map((r, i) => ({ target: name(targets[i]!), ...r })), total })}\n`,
+    );
+  } else {
+    for (const [i, r] of results.entries()) process.stdout.write(`${formatBench(r, name(targets[i]!))}\n`);
+    process.stdout.write(
+      `total          ${targets.length} targets: ${total.count} ${opts.mode === 'stream' ? 'bytes' : opts.mode === 'connect' ? 'connections' : 'round trips'}, ${total.rate_per_s}/s, ${total.mb_per_s} MB/s, ${total.mismatches} mismatches\n`,
+    );
+  }
+  if (total.mismatches > 0)
+    throw codedError('ERR_ECHO_MISMATCH', `${total.mismatches} echoed chunks differed from what was sent`);
   return 0;
 }
 
