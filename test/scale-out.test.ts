@@ -257,9 +257,9 @@ describe('deploy files', () => {
       .filter(Boolean);
     expect(docs.map((d) => /^kind: (\w+)/m.exec(d)?.[1])).toEqual(['Deployment', 'Service']);
     // both probes use the echo itself, and the grace periods line up: --grace < terminationGracePeriodSeconds
-    expect(k8s).toMatch(/readinessProbe:\s+exec:\s+command: \[.*echo-client.*--message/);
-    expect(k8s).toMatch(/livenessProbe:\s+exec:\s+command: \[.*echo-client.*--message/);
-    const grace = Number(/--grace", "(\d+)s"/.exec(k8s)?.[1]);
+    expect(k8s).toMatch(/readinessProbe:\s+exec:\s+command:\s+\[[^\]]*echo-client[^\]]*--message/);
+    expect(k8s).toMatch(/livenessProbe:\s+exec:\s+command:\s+\[[^\]]*echo-client[^\]]*--message/);
+    const grace = Number(/"--grace",\s*"(\d+)s"/.exec(k8s)?.[1]);
     const term = Number(/terminationGracePeriodSeconds: (\d+)/.exec(k8s)?.[1]);
     expect(grace).toBeGreaterThan(0);
     expect(term).toBeGreaterThan(grace);

@@ -148,15 +148,28 @@ describe.runIf(process.platform === 'linux')('TCP_INFO', () => {
 });
 
 describe('--metrics: Prometheus text at /metrics', () => {
+  /** The value of a series, matched by name and labels, whatever else is on it (the instance label). */
   const value = (text: string, series: string) => {
-    const m = text.split('\n').find((l) => l.startsWith(`${series} `));
-    return m === undefined ? undefined : Number(m.split(' ')[1]);
+    const [, name, want = ''] = /^([a-z_]+)(?:\{(.*)\})?$/.exec(series)!;
+    for (const line of text.split('\n')) {
+      const m = /^([a-z_]+)(?:\{(.*)\})? (\S+)$/.exec(line);
+      if (!m || m[1] !== name) continue;
+      const labels = m[2] ?? '';
+      if (
+        want
+          .split(',')
+          .filter(Boolean)
+          .every((l) => labels.split(',').includes(l))
+      )
+        return Number(m[3]);
+    }
+    return undefined;
   };
   const sum = (text: string, name: string) =>
     text
       .split('\n')
-      .filter((l) => l.startsWith(`${name}{`))
-      .reduce((s, l) => s + Number(l.split(' ')[1]), 0);
+      .filter((l) => l.startsWith(`${name}{`) && l.includes('worker='))
+      .reduce((s, l) => s + Number(l.split(' ').at(-1)), 0);
 
   it.each([
     ['evented', []],
@@ -194,11 +207,12 @@ describe('--metrics: Prometheus text at /metrics', () => {
       expect(value(text, 'echo_received_bytes_total')).toBe(4001);
       expect(value(text, 'echo_sent_bytes_total')).toBe(4001);
       expect(value(text, 'echo_refused_total{reason="access"}')).toBe(1);
-      expect(text).toMatch(/^echo_process_cpu_seconds_total /m);
+      expect(text).toMatch(/^echo_process_cpu_seconds_total\{instance="[^"]+"\} /m);
       if (mode === 'workers') {
         expect(sum(text, 'echo_worker_connections_total')).toBe(5);
         expect(sum(text, 'echo_worker_received_bytes_total')).toBe(4001);
-        expect(text.match(/^echo_worker_connections_total\{worker="\d+"\}/gm)!.length).toBe(2);
+        expect(text.match(/^echo_worker_connections_total\{[^}]*worker="\d+"/gm)!.length).toBe(2);
+        expect(text).toMatch(/instance="[^"]+"/);
       }
       expect((await fetch(url.replace('/metrics', '/other'))).status).toBe(404);
     },
