@@ -131,6 +131,14 @@ describe.skipIf(!hasHaproxy)('behind HAProxy with deploy/haproxy.cfg', () => {
     await new Promise((r) => setTimeout(r, 150));
     servers[1]!.child.kill('SIGKILL');
     const results = await Promise.all(running);
+    // the instances log each close asynchronously: wait until e1 and e3 have logged every
+    // client that got all its bytes (an e2 client cannot have: it died mid-stream)
+    const whole = results.filter((r, i) => r.back.equals(payloads[i]!)).length;
+    await until(
+      () => clientLines(servers[0]!.stderr()).length + clientLines(servers[2]!.stderr()).length >= whole,
+      10_000,
+      'e1 and e3 logs',
+    );
     const survivors = new Set(
       [servers[0]!, servers[2]!].flatMap((s) =>
         clientLines(s.stderr()).map((l) => Number(String(l.peer).split(/[: ]/)[1])),
