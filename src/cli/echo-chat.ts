@@ -211,8 +211,10 @@ export async function runChatCli(argv: string[]): Promise<void> {
       const end: RelayEnd = await relay.done;
       (process.stdin as { unref?: () => void }).unref?.(); // nothing more to read: let the process end
       if (tty) process.stdout.write('\n'); // end the prompt's line: what follows starts clean
+      // a signal that came as the conversation was ending still ends the command (--keep-open
+      // would otherwise wait for the next peer)
+      if (signalled) return signalled === 'SIGTERM' ? 143 : 130;
       if (end.how === 'error') throw end.error;
-      if (end.how === 'interrupted') return signalled === 'SIGTERM' ? 143 : 130;
       return 0;
     };
 

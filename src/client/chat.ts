@@ -216,11 +216,13 @@ export function relayChat(o: RelayOptions): Relay {
   const done = new Promise<RelayEnd>((r) => {
     resolveDone = r;
   });
+  let detachInput = () => {};
   const finish = (e: RelayEnd) => {
     end ??= e;
     clearTimeout(flushTimer);
     rl?.close();
     input.pause();
+    detachInput(); // --keep-open: the next conversation reads the same input
     resolveDone(end);
   };
   const text = o.tty ? new TerminalText() : undefined;
@@ -296,7 +298,7 @@ export function relayChat(o: RelayOptions): Relay {
     rl.prompt();
   } else {
     let pending = '';
-    input.on('data', (d: Buffer) => {
+    const onInput = (d: Buffer) => {
       let out: Buffer = d;
       if (o.name) {
         // prefix whole lines only: a line split across reads gets one prefix
@@ -308,7 +310,8 @@ export function relayChat(o: RelayOptions): Relay {
         input.pause();
         socket.once('drain', () => input.resume());
       }
-    });
+    };
+    input.on('data', onInput);
     const onInputEnd = () => {
       inputEnded = true;
       if (o.name && pending) socket.write(Buffer.from(`${o.name}: ${pending}`, 'latin1'));
@@ -317,6 +320,12 @@ export function relayChat(o: RelayOptions): Relay {
     // an input that ended in an earlier conversation (--keep-open) ends this one's side at once
     if (input.readableEnded) onInputEnd();
     else input.once('end', onInputEnd);
+    detachInput = () => {
+      input.off('data', onInput);
+      input.off('end', onInputEnd);
+    };
+    // a previous conversation paused it: adding a 'data' listener does not undo an explicit pause
+    input.resume();
   }
 
   const interrupt = () => {
