@@ -94,6 +94,12 @@ export function startCapture(ifname = 'lo'): Capture {
   tv.writeBigInt64LE(0n, 0);
   tv.writeBigInt64LE(50_000n, 8);
   c.setsockopt(fd, 1 /* SOL_SOCKET */, 20 /* SO_RCVTIMEO */, tv, 16);
+  // room for bursts: other programs' bulk transfers on lo are captured too (and dropped by
+  // the kernel when this queue is full); SO_RCVBUFFORCE (root) may exceed net.core.rmem_max
+  const big = Buffer.alloc(4);
+  big.writeInt32LE(64 * 1024 * 1024);
+  if (c.setsockopt(fd, 1, 33 /* SO_RCVBUFFORCE */, big, 4) !== 0)
+    c.setsockopt(fd, 1, 8 /* SO_RCVBUF */, big, 4);
   // stamp packets as they arrive (without it the first SIOCGSTAMP stamps them when asked)
   const one = Buffer.alloc(4);
   one.writeInt32LE(1);
@@ -109,6 +115,8 @@ export function startCapture(ifname = 'lo'): Capture {
   let t0: number | undefined;
   const segments: Segment[] = [];
   let stopping = false;
+  let stopAt = 0;
+  let stopLimit = 0;
   let done!: () => void;
   const finished = new Promise<void>((r) => {
     done = r;
@@ -116,10 +124,14 @@ export function startCapture(ifname = 'lo'): Capture {
   const buf = Buffer.alloc(65_600);
   const from = Buffer.alloc(20);
   const loop = () => {
-    if (stopping) return done();
     recvfrom.async(fd, buf, buf.length, 0, from, [20], (err: Error | null, n: number) => {
+      // stopping: read on until the queue is empty (a receive that times out), so a reader
+      // that lags behind under load still gets every segment the kernel queued
+      if (stopping && (err || n < 0 || Date.now() > stopLimit)) return done();
       if (!err && n > 0 && from[10] !== PACKET_OUTGOING) {
         const at = kernelTime() ?? performance.timeOrigin + performance.now();
+        // caught up with the moment stop() was called: what follows is not the scenario's
+        if (stopping && at >= stopAt) return done();
         t0 ??= at;
         const s = parseFrame(buf.subarray(0, n), at - t0);
         if (s) segments.push(s);
@@ -130,6 +142,8 @@ export function startCapture(ifname = 'lo'): Capture {
   loop();
   return {
     async stop() {
+      stopAt = performance.timeOrigin + performance.now();
+      stopLimit = Date.now() + 3000;
       stopping = true;
       await finished;
       c.close(fd);
