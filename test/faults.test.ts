@@ -8,25 +8,9 @@ import { once } from 'node:events';
 import { describe, expect, it, onTestFinished } from 'vitest';
 import { echo, startEchoServer } from '../src/index.js';
 import { FaultSet, parseFault } from '../src/server/faults.js';
-import { bin, connect, spawnServer, until } from './helpers.js';
+import { bin, connect, runEchoClient, spawnServer, until } from './helpers.js';
 
-function client(args: string[], input?: Buffer) {
-  const child = spawn(process.execPath, [bin('echo-client'), ...args], { stdio: ['pipe', 'pipe', 'pipe'] });
-  onTestFinished(() => {
-    if (child.exitCode === null) child.kill('SIGKILL');
-  });
-  const out: Buffer[] = [];
-  let err = '';
-  child.stdout!.on('data', (d: Buffer) => out.push(d));
-  child.stderr!.setEncoding('utf8').on('data', (d: string) => {
-    err += d;
-  });
-  child.stdin!.on('error', () => {});
-  child.stdin!.end(input);
-  return new Promise<{ code: number | null; out: Buffer; err: string }>((resolve) =>
-    child.once('close', (code) => resolve({ code, out: Buffer.concat(out), err })),
-  );
-}
+const client = runEchoClient;
 
 const rtts = (out: string) => [...out.matchAll(/time=([\d.]+) ms/g)].map((m) => Number(m[1]));
 

@@ -355,3 +355,34 @@ export function onPty(name: string, args: string[]) {
     },
   };
 }
+
+/** Run a command with `input` on stdin; stdout as bytes, stderr as text. Killed after the test if still running. */
+export function runCommand(
+  cmd: string,
+  args: string[],
+  input?: Buffer | string,
+): Promise<{ code: number | null; out: Buffer; err: string; child: ChildProcess }> {
+  const child = spawn(cmd, args, { stdio: ['pipe', 'pipe', 'pipe'] });
+  onTestFinished(() => {
+    if (child.exitCode === null) child.kill('SIGKILL');
+  });
+  const out: Buffer[] = [];
+  let err = '';
+  child.stdout!.on('data', (d: Buffer) => out.push(d));
+  child.stderr!.setEncoding('utf8').on('data', (d: string) => {
+    err += d;
+  });
+  child.stdin!.on('error', () => {});
+  child.stdin!.end(input);
+  return new Promise((resolve) => {
+    child.once('close', (code) => resolve({ code, out: Buffer.concat(out), err, child }));
+  });
+}
+
+/** echo-client with these arguments and `input` on stdin. */
+export const runEchoClient = (args: string[], input?: Buffer | string) =>
+  runCommand(process.execPath, [bin('echo-client'), ...args], input);
+
+/** Whether something listens on this TCP port now (ss, as a person would check). */
+export const tcpListening = (port: number) =>
+  spawnSync('ss', ['-ltnH', `sport = :${port}`], { encoding: 'utf8' }).stdout.includes(String(port));

@@ -8,7 +8,7 @@ import net from 'node:net';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { describe, expect, it, onTestFinished } from 'vitest';
-import { freePort, hasCommand, jsonLines, ROOT, spawnServer, until } from './helpers.js';
+import { freePort, hasCommand, jsonLines, ROOT, spawnServer, tcpListening, until } from './helpers.js';
 
 const hasHaproxy = hasCommand('haproxy', '-v');
 if (!hasHaproxy) console.warn('skipped the HAProxy scale-out tests: haproxy is not installed');
@@ -192,14 +192,7 @@ describe.skipIf(!!nginxWhy)('behind nginx stream with deploy/nginx-stream.conf',
     onTestFinished(() => {
       ng.kill('SIGKILL');
     });
-    await until(
-      () =>
-        spawnSync('ss', ['-ltnH', `sport = :${tcpFront}`], { encoding: 'utf8' }).stdout.includes(
-          String(tcpFront),
-        ),
-      10_000,
-      'nginx listening',
-    ).catch((e) => {
+    await until(() => tcpListening(tcpFront), 10_000, 'nginx listening').catch((e) => {
       throw new Error(`${(e as Error).message}: ${nlog} exit ${ng.exitCode}`);
     });
     const payloads = Array.from({ length: 9 }, () => randomBytes(30 * 1024));

@@ -1,6 +1,6 @@
 // Transports: TLS, Unix-domain sockets, the PROXY protocol and dual stack, in every server mode
 // and through every client, against peers nobody here wrote (openssl, socat, ncat, HAProxy).
-import { type ChildProcess, spawn, spawnSync } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
 import { once } from 'node:events';
 import { existsSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
@@ -21,8 +21,11 @@ import {
   onPty,
   plainServer,
   readN,
+  runCommand,
+  runEchoClient,
   spawnCli,
   spawnServer,
+  tcpListening,
   until,
   watchEnd,
 } from './helpers.js';
@@ -65,30 +68,8 @@ afterAll(() => rmSync(dir, { recursive: true, force: true }));
 let seq = 0;
 const sockPath = (name = 'echo') => path.join(dir, `${name}-${process.pid}-${++seq}.sock`);
 
-/** Run a command with `input` on stdin; stdout as bytes. Killed after the test if still running. */
-function run(
-  cmd: string,
-  args: string[],
-  input?: Buffer | string,
-): Promise<{ code: number | null; out: Buffer; err: string; child: ChildProcess }> {
-  const child = spawn(cmd, args, { stdio: ['pipe', 'pipe', 'pipe'] });
-  onTestFinished(() => {
-    if (child.exitCode === null) child.kill('SIGKILL');
-  });
-  const out: Buffer[] = [];
-  let err = '';
-  child.stdout!.on('data', (d: Buffer) => out.push(d));
-  child.stderr!.setEncoding('utf8').on('data', (d: string) => {
-    err += d;
-  });
-  child.stdin!.on('error', () => {});
-  child.stdin!.end(input);
-  return new Promise((resolve) => {
-    child.once('close', (code) => resolve({ code, out: Buffer.concat(out), err, child }));
-  });
-}
-const client = (args: string[], input?: Buffer | string) =>
-  run(process.execPath, [bin('echo-client'), ...args], input);
+const run = runCommand;
+const client = runEchoClient;
 
 /** echo-server on a Unix socket, once it says it listens. */
 async function spawnUnixServer(args: string[]) {
@@ -280,12 +261,7 @@ describe('TLS', () => {
       onTestFinished(() => {
         socat.kill('SIGKILL');
       });
-      await until(
-        () =>
-          spawnSync('ss', ['-ltnH', `sport = :${port}`], { encoding: 'utf8' }).stdout.includes(String(port)),
-        10_000,
-        'socat listening',
-      );
+      await until(() => tcpListening(port), 10_000, 'socat listening');
       const r = await client(['--tls', '--ca', cert, '127.0.0.1', String(port)], MB10);
       expect(r.err).not.toMatch(/echo-client: /);
       expect(r.code).toBe(0);
@@ -550,12 +526,7 @@ describe.skipIf(!hasHaproxy)('HAProxy in front (send-proxy, send-proxy-v2)', () 
     onTestFinished(() => {
       hap.kill('SIGKILL');
     });
-    await until(
-      () =>
-        spawnSync('ss', ['-ltnH', `sport = :${front}`], { encoding: 'utf8' }).stdout.includes(String(front)),
-      10_000,
-      'haproxy listening',
-    );
+    await until(() => tcpListening(front), 10_000, 'haproxy listening');
     const s = await connect(front, '127.0.0.1', { localAddress: '127.0.0.5' } as net.NetConnectOpts);
     const sPort = s.localPort;
     s.write('through haproxy');

@@ -1,12 +1,11 @@
 // Seeing the wire: data traces (--trace text and hex) on server, client and chat.
-import { spawn } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterAll, describe, expect, it, onTestFinished } from 'vitest';
 import { unescapeTrace } from '../src/core/trace.js';
 import { startEchoServer } from '../src/index.js';
-import { bin, connect, readN, spawnCli, spawnServer, until } from './helpers.js';
+import { connect, readN, runEchoClient, spawnCli, spawnServer, until } from './helpers.js';
 
 const dir = mkdtempSync(path.join(tmpdir(), 'echo-wire-'));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
@@ -17,22 +16,7 @@ const PAYLOAD = Buffer.concat([
   Buffer.from(Array.from({ length: 256 }, (_, i) => i)),
 ]);
 
-function client(args: string[], input?: Buffer) {
-  const child = spawn(process.execPath, [bin('echo-client'), ...args], { stdio: ['pipe', 'pipe', 'pipe'] });
-  onTestFinished(() => {
-    if (child.exitCode === null) child.kill('SIGKILL');
-  });
-  const out: Buffer[] = [];
-  let err = '';
-  child.stdout!.on('data', (d: Buffer) => out.push(d));
-  child.stderr!.setEncoding('latin1').on('data', (d: string) => {
-    err += d;
-  });
-  child.stdin!.end(input);
-  return new Promise<{ code: number | null; out: Buffer; err: string }>((resolve) =>
-    child.once('close', (code) => resolve({ code, out: Buffer.concat(out), err })),
-  );
-}
+const client = runEchoClient;
 
 /** The records of a trace: direction, offset, length and the bytes, decoded from text or hex. */
 function parseTrace(text: string): { dir: string; from: number; data: Buffer }[] {
