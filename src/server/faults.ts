@@ -208,6 +208,12 @@ interface Piece {
   close?: 'fin' | 'rst';
 }
 
+/** A latency fault's delay for one chunk or datagram: the delay ± a uniform jitter, never < 0 (ms). */
+export function latencyDelay(f: Fault): number {
+  const jitter = f.jitterMs ? (Math.random() * 2 - 1) * f.jitterMs : 0;
+  return Math.max(0, f.delayMs! + jitter);
+}
+
 /** Flip one random bit of a copy of `b`. */
 export function flipOneBit(b: Buffer): Buffer {
   const c = Buffer.from(b);
@@ -277,11 +283,7 @@ export class FaultyEcho {
     const { by } = this;
     const now = performance.now();
     const lat = by.latency;
-    let at = now;
-    if (lat) {
-      const jitter = lat.jitterMs ? (Math.random() * 2 - 1) * lat.jitterMs : 0;
-      at += Math.max(0, lat.delayMs! + jitter);
-    }
+    let at = now + (lat ? latencyDelay(lat) : 0);
     at = Math.max(at, this.lastAt); // order kept
     const slice = by.slice;
     const bw = by.bandwidth;

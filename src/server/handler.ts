@@ -150,12 +150,13 @@ export function serveConnection(
   head?: Buffer,
   faults?: Fault[],
 ): Socket {
-  const kinds = new Set(faults?.map((f) => f.kind));
-  if (kinds.has('reset-on-connect') || kinds.has('blackhole')) {
-    // before TLS and before any byte: the TCP connection itself misbehaves
+  // before TLS and before any byte: the TCP connection itself misbehaves (the faultless
+  // common case allocates nothing here)
+  const reset = faults?.some((f) => f.kind === 'reset-on-connect');
+  if (reset || faults?.some((f) => f.kind === 'blackhole')) {
     serveEcho(socket, ctx, peer, 0, undefined, true);
     const st = (socket as EchoSocket)[STATE];
-    if (kinds.has('reset-on-connect')) {
+    if (reset) {
       st.reason = 'fault reset-on-connect';
       resetSocket(socket);
     } else {

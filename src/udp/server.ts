@@ -14,7 +14,7 @@ import { type Logger, silentLogger } from '../core/log.js';
 import { formatAddress } from '../core/parse.js';
 import { applySocketOptions, formatReport, type OptionReport, type SocketOptions } from '../core/sockopts.js';
 import type { Tracer } from '../core/trace.js';
-import { type Fault, FaultSet, flipOneBit } from '../server/faults.js';
+import { type Fault, FaultSet, flipOneBit, latencyDelay } from '../server/faults.js';
 import type { ServerTotals } from '../server/handler.js';
 
 export interface UdpEchoServerOptions {
@@ -232,8 +232,7 @@ export async function startUdpEchoServer(opts: UdpEchoServerOptions = {}): Promi
     const later = (fn: () => void) => {
       const lat = by.latency;
       if (!lat) return fn();
-      const jitter = lat.jitterMs ? (Math.random() * 2 - 1) * lat.jitterMs : 0;
-      const at = Math.max(performance.now() + Math.max(0, lat.delayMs! + jitter), lastAt);
+      const at = Math.max(performance.now() + latencyDelay(lat), lastAt);
       lastAt = at;
       const t = setTimeout(() => {
         timers.delete(t);
