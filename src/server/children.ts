@@ -14,8 +14,8 @@ import type { ServerConfig } from './config.js';
 import type { Fault } from './faults.js';
 import type { ServerTotals } from './handler.js';
 import { sendToChild } from './ipc.js';
-import type { Backend, LiveConnection, WorkerTotals } from './listener.js';
-import { type Child, Supervisor } from './supervisor.js';
+import type { Backend, LiveConnection } from './listener.js';
+import { type Child, Supervisor, WorkerTally } from './supervisor.js';
 
 export interface ChildrenBackend extends Backend {
   /** resolves once the first children are ready (workers: all N) */
@@ -32,7 +32,7 @@ export function childrenBackend(
   let seq = 0;
   const name = kind === 'fork' ? 'child' : 'worker';
   // workers mode: what each worker served (fork children are one connection each: no per-pid series)
-  const perWorker = new Map<number, WorkerTotals>();
+  const perWorker = new WorkerTally();
   const sup: Supervisor = new Supervisor({
     role: kind === 'fork' ? 'serve-once' : 'serve',
     cfg,
@@ -41,13 +41,7 @@ export function childrenBackend(
       if (m.type !== 'closed' || m.id === undefined) return;
       totals.bytesIn += m.bytesIn;
       totals.bytesOut += m.bytesOut;
-      if (kind === 'workers') {
-        const w = perWorker.get(child.pid) ?? { pid: child.pid, connections: 0, bytesIn: 0, bytesOut: 0 };
-        w.connections++;
-        w.bytesIn += m.bytesIn;
-        w.bytesOut += m.bytesOut;
-        perWorker.set(child.pid, w);
-      }
+      if (kind === 'workers') perWorker.add(child.pid, m.bytesIn, m.bytesOut);
       if (m.error) countError(totals.errors, m.error);
       const c = child.conns.get(m.id);
       child.conns.delete(m.id);
@@ -157,10 +151,7 @@ export function childrenBackend(
     },
     ...(kind === 'workers'
       ? {
-          workers: () =>
-            [...sup.children].map(
-              (c) => perWorker.get(c.pid) ?? { pid: c.pid, connections: 0, bytesIn: 0, bytesOut: 0 },
-            ),
+          workers: () => perWorker.of(sup.children),
         }
       : {}),
     drain: (deadline) => sup.stopAll(deadline),

@@ -17,8 +17,8 @@ import { echoServerOptions, type ServerConfig } from './config.js';
 import { FaultSet } from './faults.js';
 import { copyTotals, emptyTotals } from './handler.js';
 import { type FromChild, sendToChild } from './ipc.js';
-import { graceTimer, type ServerHandle, startListener, type WorkerTotals } from './listener.js';
-import { Supervisor } from './supervisor.js';
+import { graceTimer, type ServerHandle, startListener } from './listener.js';
+import { Supervisor, WorkerTally } from './supervisor.js';
 import { DEFAULT_HANDSHAKE_TIMEOUT_MS, listenOptions, startEchoServer } from './tcp-server.js';
 
 export async function startServer(cfg: ServerConfig, logger: Logger): Promise<ServerHandle> {
@@ -101,7 +101,7 @@ async function startUdp(cfg: ServerConfig, logger: Logger): Promise<ServerHandle
 async function startExclusiveWorkers(cfg: ServerConfig, logger: Logger): Promise<ServerHandle> {
   const totals = emptyTotals();
   const refusedBy: Record<string, number> = {};
-  const perWorker = new Map<number, WorkerTotals>();
+  const perWorker = new WorkerTally();
   let workerCfg = cfg; // once the first worker has bound: the port it got
   const sup: Supervisor = new Supervisor({
     role: 'listen',
@@ -112,11 +112,7 @@ async function startExclusiveWorkers(cfg: ServerConfig, logger: Logger): Promise
         totals.connections++;
         totals.bytesIn += m.bytesIn;
         totals.bytesOut += m.bytesOut;
-        const w = perWorker.get(child.pid) ?? { pid: child.pid, connections: 0, bytesIn: 0, bytesOut: 0 };
-        w.connections++;
-        w.bytesIn += m.bytesIn;
-        w.bytesOut += m.bytesOut;
-        perWorker.set(child.pid, w);
+        perWorker.add(child.pid, m.bytesIn, m.bytesOut);
         if (m.error) countError(totals.errors, m.error);
       } else if (m.type === 'refusals') {
         for (const [k, v] of Object.entries(m.refusedBy)) refusedBy[k] = (refusedBy[k] ?? 0) + v;
@@ -159,10 +155,7 @@ async function startExclusiveWorkers(cfg: ServerConfig, logger: Logger): Promise
     stats,
     connections: () => [],
     forceClose: () => sup.forceAll(),
-    workers: () =>
-      [...sup.children].map(
-        (c) => perWorker.get(c.pid) ?? { pid: c.pid, connections: 0, bytesIn: 0, bytesOut: 0 },
-      ),
+    workers: () => perWorker.of(sup.children),
     setFaults(faults) {
       // each worker chooses for its own connections: every= counts per worker here
       workerCfg = { ...workerCfg, faults };

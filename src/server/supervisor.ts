@@ -10,6 +10,7 @@ import { explainError } from '../core/errors.js';
 import type { Logger } from '../core/log.js';
 import type { ServerConfig } from './config.js';
 import { type ChildRole, type FromChild, sendToChild } from './ipc.js';
+import type { WorkerTotals } from './listener.js';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 /** The process main of every child (child-main.ts, built). */
@@ -38,6 +39,26 @@ export interface SupervisorOptions {
   onMessage(child: Child, m: FromChild): void;
   /** a child ended; `expected` is false when it died while we were not stopping it */
   onExit(child: Child, expected: boolean, how: string): void;
+}
+
+/** What each live worker process served, from its 'closed' reports (per-worker metrics). */
+export class WorkerTally {
+  private readonly by = new Map<number, WorkerTotals>();
+
+  add(pid: number, bytesIn: number, bytesOut: number): void {
+    const w = this.by.get(pid) ?? { pid, connections: 0, bytesIn: 0, bytesOut: 0 };
+    w.connections++;
+    w.bytesIn += bytesIn;
+    w.bytesOut += bytesOut;
+    this.by.set(pid, w);
+  }
+
+  /** one entry per child still running, zeros for one that has served nobody yet */
+  of(children: Iterable<Child>): WorkerTotals[] {
+    return [...children].map(
+      (c) => this.by.get(c.pid) ?? { pid: c.pid, connections: 0, bytesIn: 0, bytesOut: 0 },
+    );
+  }
 }
 
 export class Supervisor {
