@@ -101,18 +101,8 @@ export function writeReport(r: Report): string {
     '',
     'Each of ours against a plain Node server of the same transport, in the same run: `tls.createServer(opts, s => s.pipe(s))` with the same certificate (EC P-256, TLS 1.3), and `net.createServer(s => s.pipe(s)).listen(path)`. TLS connect/s is full handshakes per second (no session resumption).',
     '',
-    '| server | ping-pong rt/s (100 conn, 64 B) | × its baseline | bulk MB/s (1 conn, 64 KiB) | × its baseline | connect/s | × its baseline | p50 / p99 µs |',
-    '|---|---|---|---|---|---|---|---|',
+    ...baselineTable(X),
   );
-  for (const [name, f] of Object.entries(X)) {
-    const base = name.startsWith('unix') || name.endsWith('--unix') ? X['unix baseline'] : X['tls baseline'];
-    const pp = f.ours.pp;
-    const bulk = f.ours.bulk;
-    const conn = f.ours.conn;
-    L.push(
-      `| ${name} | ${fmt(pp?.rate_per_s)} | ${ratio(pp?.rate_per_s, base?.ours.pp?.rate_per_s)} | ${fmt(bulk?.mb_per_s)} | ${ratio(bulk?.mb_per_s, base?.ours.bulk?.mb_per_s)} | ${fmt(conn?.rate_per_s)} | ${ratio(conn?.rate_per_s, base?.ours.conn?.rate_per_s)} | ${pp ? `${fmt(pp.latency_us.p50)} / ${fmt(pp.latency_us.p99)}` : '—'} |`,
-    );
-  }
   L.push('', '![latency percentiles](latency.svg)', '');
   const md = `${L.join('\n')}\n`;
   writeFileSync(path.join(root, 'bench', 'results.md'), md);
@@ -159,6 +149,14 @@ export function partialReport(
     '',
     `Produced by \`BENCH_ONLY=${only} npm run bench\` on ${new Date().toISOString()} — Node ${process.versions.node}, ${seconds} s per run, medians of ${reps} interleaved runs, echo-client bench as the client.`,
     '',
+    ...baselineTable(X),
+  ];
+  return `${L.join('\n')}\n`;
+}
+
+/** Each server against the plain Node server of its transport: the one named tls/unix baseline, or `baseline`. */
+function baselineTable(X: Record<string, ServerFigures>): string[] {
+  const out = [
     '| server | ping-pong rt/s (100 conn, 64 B) | × its baseline | bulk MB/s (1 conn, 64 KiB) | × its baseline | connect/s | × its baseline | p50 / p99 µs |',
     '|---|---|---|---|---|---|---|---|',
   ];
@@ -171,9 +169,9 @@ export function partialReport(
     const pp = f.ours.pp;
     const bulk = f.ours.bulk;
     const conn = f.ours.conn;
-    L.push(
+    out.push(
       `| ${name} | ${fmt(pp?.rate_per_s)} | ${ratio(pp?.rate_per_s, base?.ours.pp?.rate_per_s)} | ${fmt(bulk?.mb_per_s)} | ${ratio(bulk?.mb_per_s, base?.ours.bulk?.mb_per_s)} | ${fmt(conn?.rate_per_s)} | ${ratio(conn?.rate_per_s, base?.ours.conn?.rate_per_s)} | ${pp ? `${fmt(pp.latency_us.p50)} / ${fmt(pp.latency_us.p99)}` : '—'} |`,
     );
   }
-  return `${L.join('\n')}\n`;
+  return out;
 }
