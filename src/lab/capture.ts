@@ -3,6 +3,8 @@
 // loop never blocks), parsed down to the TCP header. No tcpdump needed. Loopback shows each
 // packet twice (outgoing and incoming): only the incoming copy is kept.
 
+import { randomBytes } from 'node:crypto';
+import dgram from 'node:dgram';
 import { createRequire } from 'node:module';
 import { loadLibc, platformTable, sysError } from '../core/libc.js';
 
@@ -115,8 +117,9 @@ export function startCapture(ifname = 'lo'): Capture {
   let t0: number | undefined;
   const segments: Segment[] = [];
   let stopping = false;
-  let stopAt = 0;
   let stopLimit = 0;
+  // sent through lo at stop(): once the reader sees it, it has read everything before it
+  const marker = randomBytes(16);
   let done!: () => void;
   const finished = new Promise<void>((r) => {
     done = r;
@@ -125,13 +128,12 @@ export function startCapture(ifname = 'lo'): Capture {
   const from = Buffer.alloc(20);
   const loop = () => {
     recvfrom.async(fd, buf, buf.length, 0, from, [20], (err: Error | null, n: number) => {
-      // stopping: read on until the queue is empty (a receive that times out), so a reader
-      // that lags behind under load still gets every segment the kernel queued
+      // stopping: read on until the marker sent at stop() comes by (or the queue is empty, or
+      // 3 s passed), so a reader that lags behind under load still gets every queued segment
       if (stopping && (err || n < 0 || Date.now() > stopLimit)) return done();
+      if (stopping && n > 0 && buf.subarray(0, n).includes(marker)) return done();
       if (!err && n > 0 && from[10] !== PACKET_OUTGOING) {
-        const at = kernelTime() ?? performance.timeOrigin + performance.now();
-        // caught up with the moment stop() was called: what follows is not the scenario's
-        if (stopping && at >= stopAt) return done();
+        const at = kernelTime() ?? Date.now();
         t0 ??= at;
         const s = parseFrame(buf.subarray(0, n), at - t0);
         if (s) segments.push(s);
@@ -142,9 +144,11 @@ export function startCapture(ifname = 'lo'): Capture {
   loop();
   return {
     async stop() {
-      stopAt = performance.timeOrigin + performance.now();
       stopLimit = Date.now() + 3000;
       stopping = true;
+      const udp = dgram.createSocket('udp4');
+      udp.on('error', () => {});
+      udp.send(marker, 9, '127.0.0.1', () => udp.close()); // the discard port, on loopback
       await finished;
       c.close(fd);
       return segments;
