@@ -17,6 +17,7 @@ import { acceptTls, formatTlsInfo, tlsInfo } from '../core/tls.js';
 import { type Tracer, traceSocket } from '../core/trace.js';
 import { type Fault, FaultyEcho, resetSocket } from './faults.js';
 import { resumeReading, stopReading } from './preamble.js';
+import { SHARED_READ } from './user-buffer.js';
 
 export type CloseReason =
   | 'client closed'
@@ -249,7 +250,8 @@ export function serveEcho(
     socket.on('end', onEnd);
     return;
   }
-  socket.on('data', s[STATE].faulty ? onFaultyData : onData);
+  // a socket reading into the shared buffer calls onSharedRead instead of emitting 'data'
+  if (!(SHARED_READ in socket)) socket.on('data', s[STATE].faulty ? onFaultyData : onData);
   if (ctx.tracer) traceSocket(socket, ctx.tracer, peer);
   if (ctx.banner) socket.write(ctx.banner);
   socket.on('drain', onDrain);
@@ -324,6 +326,25 @@ function onData(this: EchoSocket, chunk: Buffer): void {
   }
   // backpressure: a client that does not read stops us reading from it
   if (!this.write(chunk)) this.pause();
+}
+
+/**
+ * The read callback of sockets built by acceptWithSharedRead(): `n` bytes at the start of the
+ * process's shared read buffer. The next read on any socket overwrites it, and a write the
+ * kernel does not take at once is queued by reference, so the echo writes a copy.
+ */
+export function onSharedRead(this: Socket, n: number, buf: Buffer): void {
+  const s = this as EchoSocket;
+  const st = s[STATE];
+  if (st === undefined) return; // never served (refused): what it sends is dropped
+  if (st.draining) {
+    st.discarded += n;
+    return;
+  }
+  const chunk = Buffer.allocUnsafe(n);
+  buf.copy(chunk, 0, 0, n);
+  if (st.faulty) st.faulty.data(chunk);
+  else if (!s.write(chunk)) s.pause();
 }
 
 function onFaultyData(this: EchoSocket, chunk: Buffer): void {

@@ -3,7 +3,13 @@
 
 import type { Socket } from 'node:net';
 import { type TcpInfo, tcpInfo } from '../core/libc.js';
-import { drainConnection, forceClose, type HandlerContext, serveConnection } from './handler.js';
+import {
+  drainConnection,
+  forceClose,
+  type HandlerContext,
+  onSharedRead,
+  serveConnection,
+} from './handler.js';
 import type { Backend, LiveConnection } from './listener.js';
 
 export function hereBackend(ctx: Omit<HandlerContext, 'onClose'>, { pauseOnConnect = false } = {}): Backend {
@@ -19,6 +25,8 @@ export function hereBackend(ctx: Omit<HandlerContext, 'onClose'>, { pauseOnConne
   };
   return {
     pauseOnConnect,
+    // TLS reads the TCP socket itself; --trace listens to 'data'
+    ...(ctx.tls || ctx.tracer ? {} : { sharedRead: onSharedRead }),
     serve(socket, peer, done, head, faults) {
       const served = serveConnection(socket, handlerCtx, peer, head, faults);
       live.set(served, { done, peer });

@@ -25,6 +25,7 @@ import { Admission, type AdmissionOptions, plural } from './admission.js';
 import type { Fault, FaultSet } from './faults.js';
 import { copyTotals, type ServerTotals } from './handler.js';
 import { readProxyHeader } from './preamble.js';
+import { acceptWithSharedRead, type ReadCallback, sharedReadEnabled } from './user-buffer.js';
 
 export interface LiveConnection {
   peer: string;
@@ -99,6 +100,11 @@ export interface Backend {
   connections(): LiveConnection[];
   /** per worker process, where there are long-lived ones */
   workers?(): WorkerTotals[];
+  /**
+   * Where this backend serves in this process and needs no 'data' events (no TLS, no trace):
+   * its read callback, for sockets that read into the shared buffer (user-buffer.ts).
+   */
+  readonly sharedRead?: ReadCallback;
 }
 
 export interface ListenerOptions {
@@ -287,7 +293,17 @@ export async function startListener(o: ListenerOptions): Promise<ServerHandle> {
       onConnection(new net.Socket(opts as net.SocketConstructorOpts));
     }, acceptDelay);
     slow = { fd, timer };
-  } else address = await listenSocket(server, o.listen, unixNotes);
+  } else {
+    address = await listenSocket(server, o.listen, unixNotes);
+    // a PROXY header is read through the stream before the echo starts: that path keeps 'data'
+    if (backend.sharedRead && !proxy && sharedReadEnabled())
+      acceptWithSharedRead(
+        server,
+        { allowHalfOpen: true, pauseOnCreate: paused },
+        backend.sharedRead,
+        onConnection,
+      );
+  }
   if (unixNotes.removedStale) {
     logger.warn(
       { path: unixNotes.removedStale },
