@@ -38,7 +38,7 @@ export function writeReport(r: Report): string {
     const bulk = f.ours.bulk;
     const conn = f.ours.conn;
     L.push(
-      `| ${name} | ${fmt(pp?.rate_per_s)} | ${ratio(pp?.rate_per_s, b?.ours.pp?.rate_per_s)} | ${ratio(pp?.rate_per_s, c?.ours.pp?.rate_per_s)} | ${fmt(bulk?.mb_per_s)} | ${ratio(bulk?.mb_per_s, b?.ours.bulk?.mb_per_s)} | ${ratio(bulk?.mb_per_s, c?.ours.bulk?.mb_per_s)} | ${fmt(conn?.rate_per_s)} | ${ratio(conn?.rate_per_s, b?.ours.conn?.rate_per_s)} | ${ratio(conn?.rate_per_s, c?.ours.conn?.rate_per_s)} | ${pp ? `${fmt(pp.latency_us.p50)} / ${fmt(pp.latency_us.p99)}` : '—'} | ${f.mem?.bytesPerConn ? `${f.mem.bytesPerConn} B (${f.mem.held} held)` : '—'} |`,
+      `| ${name} | ${fmt(pp?.rate_per_s)} | ${ratio(pp?.rate_per_s, b?.ours.pp?.rate_per_s)} | ${ratio(pp?.rate_per_s, c?.ours.pp?.rate_per_s)} | ${fmt(bulk?.mb_per_s)} | ${ratio(bulk?.mb_per_s, b?.ours.bulk?.mb_per_s)} | ${ratio(bulk?.mb_per_s, c?.ours.bulk?.mb_per_s)} | ${fmt(conn?.rate_per_s)} | ${ratio(conn?.rate_per_s, b?.ours.conn?.rate_per_s)} | ${ratio(conn?.rate_per_s, c?.ours.conn?.rate_per_s)} | ${pp ? `${fmt(pp.latency_us.p50)} / ${fmt(pp.latency_us.p99)}` : '—'} | ${f.mem?.bytesPerConn ? `${f.mem.bytesPerConn} B (${f.mem.held} held; ${f.mem.marginal ?? '—'} B each past ${Math.floor(f.mem.held / 2)})` : '—'} |`,
     );
   }
   const fork = T.fork;

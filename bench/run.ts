@@ -9,6 +9,7 @@ import { mkdirSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import type { BenchResult } from '../src/client/bench.js';
 import { selfSignedTls } from '../src/core/tls.js';
+import { c100k } from './c100k.js';
 import { partialReport, writeReport } from './report.js';
 import {
   binDir,
@@ -128,7 +129,7 @@ export const UDP: ServerSpec[] = [
 export interface ServerFigures {
   ours: Partial<Record<OurRun, BenchResult>>;
   lg: Partial<Record<LgRun, LgResult>>;
-  mem?: { held: number; bytesPerConn: number | undefined };
+  mem?: { held: number; bytesPerConn: number | undefined; marginal: number | undefined };
   firstEchoMs?: number;
   firstEchoSpacedMs?: number;
 }
@@ -293,6 +294,10 @@ async function partial(only: string): Promise<void> {
 }
 
 async function main(): Promise<void> {
+  if (process.argv.includes('--c100k')) {
+    console.log(await c100k());
+    return;
+  }
   const only = process.env.BENCH_ONLY;
   if (only) return partial(only);
   const hasC = buildC();

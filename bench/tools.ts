@@ -152,32 +152,52 @@ export function rssKb(pid: number): number {
   return kb;
 }
 
-/** Bytes of server RSS per idle connection while `lg hold` keeps `n` of them open. */
-export async function holdMemory(
-  srv: Running,
+/** `lg hold`: open n idle connections to port and keep them `seconds`; resolves once they are up. */
+async function holdIdle(
+  port: number,
   n: number,
-): Promise<{ held: number; bytesPerConn: number | undefined }> {
-  const before = rssKb(srv.pid);
+  seconds: number,
+): Promise<{ held: number; exited: Promise<unknown> }> {
   const child = spawn(
     path.join(binDir, 'lg'),
-    ['hold', '-p', String(srv.port), '-n', String(n), '-m', '0', '-d', '4'],
-    {
-      stdio: ['ignore', 'pipe', 'ignore'],
-    },
+    ['hold', '-p', String(port), '-n', String(n), '-m', '0', '-d', String(seconds)],
+    { stdio: ['ignore', 'pipe', 'ignore'] },
   );
+  const exited = new Promise((r) => child.once('exit', r));
   let out = '';
   await new Promise<void>((resolve) => {
     child.stdout!.on('data', (d) => {
       out += d;
       if (/held=\d+/.test(out)) resolve();
     });
-    child.once('exit', () => resolve());
+    void exited.then(() => resolve());
   });
+  return { held: Number(/held=(\d+)/.exec(out)?.[1] ?? 0), exited };
+}
+
+/**
+ * Bytes of server RSS per idle connection while `lg hold` keeps `n` of them open: counted from
+ * none (`bytesPerConn`, which includes the heap's one-off growth as the first thousands arrive)
+ * and for the second half only (`marginal`: what each further connection costs).
+ */
+export async function holdMemory(
+  srv: Running,
+  n: number,
+): Promise<{ held: number; bytesPerConn: number | undefined; marginal: number | undefined }> {
+  const before = rssKb(srv.pid);
+  const first = await holdIdle(srv.port, Math.floor(n / 2), 8);
   await sleep(1000); // let the server settle its accepts
+  const mid = rssKb(srv.pid);
+  const second = await holdIdle(srv.port, n - Math.floor(n / 2), 4);
+  await sleep(1000);
   const after = rssKb(srv.pid);
-  await new Promise((r) => child.once('exit', r));
-  const held = Number(/held=(\d+)/.exec(out)?.[1] ?? 0);
-  return { held, bytesPerConn: held ? Math.round(((after - before) * 1024) / held) : undefined };
+  await Promise.all([first.exited, second.exited]);
+  const held = first.held + second.held;
+  return {
+    held,
+    bytesPerConn: held ? Math.round(((after - before) * 1024) / held) : undefined,
+    marginal: second.held ? Math.round(((after - mid) * 1024) / second.held) : undefined,
+  };
 }
 
 /**
