@@ -10,6 +10,7 @@ import path from 'node:path';
 import type { BenchResult } from '../src/client/bench.js';
 import { selfSignedTls } from '../src/core/tls.js';
 import { c100k } from './c100k.js';
+import { type Frame, LOADS, type ProfileLoad, profileLoad, profileMarkdown } from './profile.js';
 import { partialReport, writeReport } from './report.js';
 import {
   binDir,
@@ -33,7 +34,7 @@ const echoServer = path.join(root, 'bin', 'echo-server.js');
 
 /** What is measured on a TCP server: with our client, and with the C load generator. */
 type OurRun = 'pp' | 'bulk' | 'conn';
-type LgRun = 'lgPp' | 'lgBulk';
+type LgRun = 'lgPp' | 'lgBulk' | 'lgConn';
 
 interface ServerSpec {
   name: string;
@@ -61,7 +62,7 @@ const ours =
     [echoServer, '--port', String(p), '--log-format', 'json', ...args],
   ];
 const ALL_OURS: OurRun[] = ['pp', 'bulk', 'conn'];
-const ALL_LG: LgRun[] = ['lgPp', 'lgBulk'];
+const ALL_LG: LgRun[] = ['lgPp', 'lgBulk', 'lgConn'];
 
 export const TCP: ServerSpec[] = [
   {
@@ -76,6 +77,12 @@ export const TCP: ServerSpec[] = [
   },
   { name: 'evented', command: ours(), ours: ALL_OURS, lg: ALL_LG, memory: true, firstEcho: true },
   { name: 'workers ×2', command: ours('--mode', 'workers', '--workers', '2'), ours: ALL_OURS, lg: ALL_LG },
+  {
+    name: 'workers ×2 exclusive',
+    command: ours('--mode', 'workers', '--workers', '2', '--exclusive', '--reuse-port'),
+    ours: [],
+    lg: ALL_LG,
+  },
   {
     name: 'fork',
     command: ours('--mode', 'fork', '--max-children', '200'),
@@ -208,6 +215,7 @@ function lgArgs(run: LgRun, spec: ServerSpec, port: number): string[] {
   const p = ['-p', String(port), '-d', String(SECONDS)];
   if (spec.udp) return ['udp', ...p, '-c', '32', '-m', '64'];
   if (run === 'lgPp') return ['pp', ...p, '-c', '100', '-m', '64', '-w', '0.5'];
+  if (run === 'lgConn') return ['conn', ...p, '-P', '50', '-m', '64'];
   return ['bulk', ...p, '-c', '1', '-b', '65536', '-W', '4194304'];
 }
 
@@ -227,10 +235,11 @@ async function measure(specs: ServerSpec[], hasC: boolean): Promise<Record<strin
           r.set(run, [...(r.get(run) ?? []), ourBench(up.get(s.name)!.port, ourArgs(run, s))]);
         }
         // the C generator loads a server harder than a Node client can: it drives every server too
-        const lgRun = run === 'pp' ? 'lgPp' : run === 'bulk' ? 'lgBulk' : undefined;
-        for (const s of hasC && lgRun ? active.filter((x) => x.lg.includes(lgRun)) : []) {
+        const lgRun: LgRun = run === 'pp' ? 'lgPp' : run === 'bulk' ? 'lgBulk' : 'lgConn';
+        for (const s of hasC ? active.filter((x) => x.lg.includes(lgRun)) : []) {
           const r = runs.get(s.name)!.lg;
-          r.set(lgRun!, [...(r.get(lgRun!) ?? []), lg(lgArgs(lgRun!, s, up.get(s.name)!.port))]);
+          const srv = up.get(s.name)!;
+          r.set(lgRun, [...(r.get(lgRun) ?? []), lg(lgArgs(lgRun, s, srv.port), { serverPid: srv.pid })]);
         }
       }
     }
@@ -254,6 +263,76 @@ async function measure(specs: ServerSpec[], hasC: boolean): Promise<Record<strin
   } finally {
     for (const srv of up.values()) await srv.stop();
   }
+}
+
+export interface ScaleFigures {
+  rows: { workers: number; cpus: string; rate: number; cpuUs: number | undefined }[];
+}
+
+/**
+ * Workers with their own listening sockets (--exclusive --reuse-port), the server pinned to
+ * `cpus` and the generator to CPU 1: one worker on CPU 0, then two on CPUs 0 and 1. On a 2-core
+ * machine the second worker shares its core with the generator, so this shows what 2 cores
+ * allow; the server's CPU time per round trip says whether a worker costs more when there
+ * are more of them (then N free cores would not give N times one).
+ */
+async function scaling(hasC: boolean): Promise<ScaleFigures | undefined> {
+  if (!hasC || process.platform !== 'linux') return undefined;
+  const setups = [
+    { workers: 1, cpus: '0' },
+    { workers: 2, cpus: '0,1' },
+  ];
+  const up: Running[] = [];
+  const runs = setups.map(() => [] as LgResult[]);
+  try {
+    for (const s of setups)
+      up.push(
+        await startServer(`scale-${s.workers}`, (p) => [
+          'taskset',
+          [
+            '-c',
+            s.cpus,
+            ...ours(
+              '--mode',
+              'workers',
+              '--workers',
+              String(s.workers),
+              '--exclusive',
+              '--reuse-port',
+            )(p).flat(),
+          ],
+        ]),
+      );
+    for (let rep = 0; rep < REPS; rep++) {
+      for (const [i, srv] of up.entries()) {
+        runs[i]!.push(
+          lg(['pp', '-p', String(srv.port), '-d', String(SECONDS), '-c', '100', '-m', '64', '-w', '0.5'], {
+            serverPid: srv.pid,
+            cpus: '1',
+          }),
+        );
+      }
+    }
+  } finally {
+    for (const srv of up) await srv.stop();
+  }
+  return {
+    rows: setups.map((s, i) => {
+      const m = medianRun(runs[i]!, (x) => x.rate!)!;
+      return { workers: s.workers, cpus: s.cpus, rate: m.rate!, cpuUs: m.server_cpu_us };
+    }),
+  };
+}
+
+/** --cpu-prof under each load of profile.ts: where the time goes. */
+async function profiles(hasC: boolean): Promise<{ load: ProfileLoad; rate: number; frames: Frame[] }[]> {
+  if (!hasC) return [];
+  const out = [];
+  for (const load of LOADS) {
+    console.error(`bench: profiling ${load.name}`);
+    out.push({ load, ...(await profileLoad(load)) });
+  }
+  return out;
 }
 
 /** RSS per idle connection, each server on a fresh process (a heap grown by load hides growth). */
@@ -298,6 +377,13 @@ async function main(): Promise<void> {
     console.log(await c100k());
     return;
   }
+  if (process.argv.includes('--profile')) {
+    // only the profiles (the full run ends with them too)
+    const md = `# Profiles\n\n${profileMarkdown(await profiles(buildC()))}`;
+    writeFileSync(path.join(root, 'bench', 'results-profile.md'), md);
+    console.log(md);
+    return;
+  }
   const only = process.env.BENCH_ONLY;
   if (only) return partial(only);
   const hasC = buildC();
@@ -307,7 +393,11 @@ async function main(): Promise<void> {
   mkdirSync(binDir, { recursive: true });
   await benchCertificate();
   const transports = await measure(transportSpecs(), hasC);
-  console.log(writeReport({ tcp, udp, transports, hasC, seconds: SECONDS, reps: REPS }));
+  const scale = await scaling(hasC);
+  const prof = await profiles(hasC);
+  console.log(
+    writeReport({ tcp, udp, transports, scale, profiles: prof, hasC, seconds: SECONDS, reps: REPS }),
+  );
 }
 
 main().catch((err) => {

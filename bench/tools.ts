@@ -125,27 +125,62 @@ export function ourBench(port: number, args: string[]): BenchResult {
 /** What the C load generator prints: `mode=pp conns=100 … rate=123456 …`, numbers parsed. */
 export type LgResult = Record<string, number>;
 
-export function lg(args: string[]): LgResult {
-  const out = execFileSync(path.join(binDir, 'lg'), args, {
+export function lg(args: string[], opts: { serverPid?: number; cpus?: string } = {}): LgResult {
+  const before = opts.serverPid ? cpuSeconds(opts.serverPid) : 0;
+  const bin = path.join(binDir, 'lg');
+  const [cmd, argv] = opts.cpus ? ['taskset', ['-c', opts.cpus, bin, ...args]] : [bin, args];
+  const out = execFileSync(cmd, argv, {
     encoding: 'utf8',
     timeout: (SECONDS + 40) * 1000,
   });
-  const line = out.trim().split('\n').pop()!;
-  return Object.fromEntries(line.split(' ').map((kv) => [kv.split('=')[0]!, Number(kv.split('=')[1])]));
+  const line = out.trim().split('\n').join(' ');
+  const r: LgResult = Object.fromEntries(
+    line
+      .split(' ')
+      .filter((kv) => kv.includes('='))
+      .map((kv) => [kv.split('=')[0]!, Number(kv.split('=')[1])]),
+  );
+  // the server's CPU time per operation (round trip, connection, datagram; MB for bulk), in µs
+  if (opts.serverPid) {
+    const ops = r.ops ?? (r.rate_MBps !== undefined ? r.rate_MBps * (r.dur ?? SECONDS) : undefined);
+    const spent = cpuSeconds(opts.serverPid) - before;
+    // lg's warm-up (0.5 s by default) is not in ops: count the CPU of the measured part only
+    const measured =
+      (r.dur ?? SECONDS) /
+      ((r.dur ?? SECONDS) + (args.includes('-w') ? Number(args[args.indexOf('-w') + 1]) : 0.5));
+    if (ops) r.server_cpu_us = (spent * measured * 1e6) / ops;
+  }
+  return r;
+}
+
+/** CPU time (user + system) of a process and its children so far, seconds. */
+export function cpuSeconds(pid: number): number {
+  let ticks = 0;
+  for (const p of [pid, ...childPids(pid)]) {
+    try {
+      const stat = readFileSync(`/proc/${p}/stat`, 'utf8');
+      const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+      ticks += Number(f[11]) + Number(f[12]); // utime, stime (fields 14 and 15)
+    } catch {}
+  }
+  return ticks / 100; // USER_HZ
+}
+
+function childPids(pid: number): number[] {
+  try {
+    return execFileSync('pgrep', ['-P', String(pid)], { encoding: 'utf8' })
+      .trim()
+      .split('\n')
+      .filter(Boolean)
+      .map(Number);
+  } catch {
+    return [];
+  }
 }
 
 /** RSS of a process and its children, kB. */
 export function rssKb(pid: number): number {
-  const pids = [pid];
-  try {
-    pids.push(
-      ...execFileSync('pgrep', ['-P', String(pid)], { encoding: 'utf8' })
-        .trim()
-        .split('\n')
-        .filter(Boolean)
-        .map(Number),
-    );
-  } catch {}
+  const pids = [pid, ...childPids(pid)];
   let kb = 0;
   for (const p of pids)
     kb += Number(/VmRSS:\s+(\d+)/.exec(readFileSync(`/proc/${p}/status`, 'utf8'))?.[1] ?? 0);
