@@ -11,13 +11,19 @@ export interface Logger {
   warn(obj: object, msg?: string): void;
   error(obj: object, msg?: string): void;
   child?(bindings: object): Logger;
+  /** pino's: lets a caller skip building a line that would not be written */
+  isLevelEnabled?(level: string): boolean;
 }
+
+/** Whether `level` lines are written (true for a logger that cannot say). */
+export const logs = (logger: Logger, level: LogLevel): boolean => logger.isLevelEnabled?.(level) ?? true;
 
 export type LogLevel = 'debug' | 'info' | 'warn' | 'error' | 'silent';
 export type LogFormat = 'pretty' | 'json' | 'auto';
 
 const noop = () => {};
 export const silentLogger: Logger = {
+  isLevelEnabled: () => false,
   debug: noop,
   info: noop,
   warn: noop,

@@ -9,7 +9,7 @@
 
 import type { Socket } from 'node:net';
 import { countError, explainError } from '../core/errors.js';
-import type { Logger } from '../core/log.js';
+import { type Logger, logs } from '../core/log.js';
 import type { ServerConfig } from './config.js';
 import type { Fault } from './faults.js';
 import type { ServerTotals } from './handler.js';
@@ -115,7 +115,8 @@ export function childrenBackend(
     };
     sendToChild(child.proc, msg, socket, (err) => {
       if (!err) {
-        logger.debug({ [name]: child.pid, peer }, `${name} ${child.pid} serves ${peer}`);
+        if (logs(logger, 'debug'))
+          logger.debug({ [name]: child.pid, peer }, `${name} ${child.pid} serves ${peer}`);
         return;
       }
       if (child.conns.delete(id)) refuseLater(err);

@@ -10,7 +10,7 @@ import type { Socket } from 'node:net';
 import type { SecureContext } from 'node:tls';
 import { countError, errorCode, explainError } from '../core/errors.js';
 import { formatTcpInfo, type TcpInfo, tcpInfo } from '../core/libc.js';
-import type { Logger } from '../core/log.js';
+import { type Logger, logs } from '../core/log.js';
 import { formatAddress } from '../core/parse.js';
 import { applySocketOptions, formatReport, type SocketOptions } from '../core/sockopts.js';
 import { acceptTls, formatTlsInfo, tlsInfo } from '../core/tls.js';
@@ -256,10 +256,12 @@ export function serveEcho(
   if (ctx.banner) socket.write(ctx.banner);
   socket.on('drain', onDrain);
   socket.on('end', onEnd);
-  ctx.logger.debug(
-    { peer: s[STATE].peer, ...ctx.logFields },
-    `connection from ${s[STATE].peer}${ctx.label ? ` (${ctx.label})` : ''}`,
-  );
+  // built only when written: this runs for every connection
+  if (logs(ctx.logger, 'debug'))
+    ctx.logger.debug(
+      { peer: s[STATE].peer, ...ctx.logFields },
+      `connection from ${s[STATE].peer}${ctx.label ? ` (${ctx.label})` : ''}`,
+    );
 }
 
 // --- --min-rate and --max-lifetime: one sweep per context, not a timer per connection -------
@@ -411,14 +413,20 @@ function onClose(this: EchoSocket): void {
     ...(st.info ? { tcp: st.info } : {}),
   };
   const level = record.reason.startsWith('error') ? 'warn' : 'info';
-  // an error from the table (TLS failures…) says what it means
-  const why =
-    st.error && st.error !== 'ECONNRESET' ? explainError({ code: st.error }, { role: 'server' }) : undefined;
-  const meaning = why && why.meaning !== 'unexpected error' ? ` — ${why.meaning}. ${why.hint}`.trimEnd() : '';
-  ctx.logger[level](
-    ctx.logFields ? { ...record, ...ctx.logFields } : record,
-    `closed ${record.peer}: in ${bytesIn} B, out ${bytesOut} B, ${record.ms} ms, ${record.reason}${meaning}${ctx.label ? ` (${ctx.label})` : ''}${st.info ? `; TCP_INFO ${formatTcpInfo(st.info)}` : ''}`,
-  );
+  // with -q the line is not written: do not build it (this runs for every connection)
+  if (logs(ctx.logger, level)) {
+    // an error from the table (TLS failures…) says what it means
+    const why =
+      st.error && st.error !== 'ECONNRESET'
+        ? explainError({ code: st.error }, { role: 'server' })
+        : undefined;
+    const meaning =
+      why && why.meaning !== 'unexpected error' ? ` — ${why.meaning}. ${why.hint}`.trimEnd() : '';
+    ctx.logger[level](
+      ctx.logFields ? { ...record, ...ctx.logFields } : record,
+      `closed ${record.peer}: in ${bytesIn} B, out ${bytesOut} B, ${record.ms} ms, ${record.reason}${meaning}${ctx.label ? ` (${ctx.label})` : ''}${st.info ? `; TCP_INFO ${formatTcpInfo(st.info)}` : ''}`,
+    );
+  }
   ctx.onClose?.(this, record);
 }
 
