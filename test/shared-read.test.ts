@@ -80,6 +80,33 @@ describe(`shared read buffer (Node ${process.versions.node})`, () => {
       });
     });
 
+    it(`${path}: a 16 MiB stream to a client that reads in fits and starts comes back exact`, async () => {
+      // large reads give the socket a buffer of its own, and a slow reader leaves writes
+      // pending: each pending write must keep its bytes while the next read goes elsewhere
+      process.env.ECHO_SHARED_READ = path.startsWith('shared') ? '1' : '0';
+      const srv = await echoServer();
+      const s = await connect(srv.address.port);
+      const payload = randomBytes(16 * 1024 * 1024);
+      const chunks: Buffer[] = [];
+      let got = 0;
+      const done = new Promise<void>((resolve) => {
+        s.on('data', (c: Buffer) => {
+          chunks.push(c);
+          got += c.length;
+          if (got >= payload.length) resolve();
+          else if (chunks.length % 7 === 0) {
+            s.pause();
+            setTimeout(() => s.resume(), 2);
+          }
+        });
+      });
+      s.write(payload);
+      await done;
+      expect(Buffer.concat(chunks).equals(payload)).toBe(true);
+      s.end();
+      await once(s, 'close');
+    });
+
     it(`${path}: a client that does not read stops the server reading, then gets it all`, async () => {
       process.env.ECHO_SHARED_READ = path.startsWith('shared') ? '1' : '0';
       const srv = await echoServer();

@@ -17,7 +17,7 @@ import { acceptTls, formatTlsInfo, tlsInfo } from '../core/tls.js';
 import { type Tracer, traceSocket } from '../core/trace.js';
 import { type Fault, FaultyEcho, resetSocket } from './faults.js';
 import { resumeReading, stopReading } from './preamble.js';
-import { SHARED_READ } from './user-buffer.js';
+import { readChunk, SHARED_READ } from './user-buffer.js';
 
 export type CloseReason =
   | 'client closed'
@@ -331,9 +331,9 @@ function onData(this: EchoSocket, chunk: Buffer): void {
 }
 
 /**
- * The read callback of sockets built by acceptWithSharedRead(): `n` bytes at the start of the
- * process's shared read buffer. The next read on any socket overwrites it, and a write the
- * kernel does not take at once is queued by reference, so the echo writes a copy.
+ * The read callback of sockets built by acceptWithSharedRead(): `n` bytes at the start of
+ * `buf`, the process's shared read buffer or the socket's own (readChunk() says what may be
+ * written as is). Faults may hold a chunk for later: they always get a copy.
  */
 export function onSharedRead(this: Socket, n: number, buf: Buffer): void {
   const s = this as EchoSocket;
@@ -343,10 +343,8 @@ export function onSharedRead(this: Socket, n: number, buf: Buffer): void {
     st.discarded += n;
     return;
   }
-  const chunk = Buffer.allocUnsafe(n);
-  buf.copy(chunk, 0, 0, n);
-  if (st.faulty) st.faulty.data(chunk);
-  else if (!s.write(chunk)) s.pause();
+  if (st.faulty) st.faulty.data(Buffer.from(buf.subarray(0, n)));
+  else if (!s.write(readChunk(s, n, buf))) s.pause();
 }
 
 function onFaultyData(this: EchoSocket, chunk: Buffer): void {

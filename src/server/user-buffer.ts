@@ -3,6 +3,10 @@
 // buffer per read, shrinks it to the bytes read and pushes it through the stream machinery
 // ('data' event); here the kernel writes into the shared buffer and one callback runs. Every
 // read on this thread reuses that buffer, so the callback copies out what must outlive it.
+// A socket whose reads are large (a bulk stream) gets a buffer of its own instead, and its
+// chunks are written without a copy (a write the kernel does not take at once holds the
+// buffer, and reading waits for it to drain); it goes back to the shared buffer when its
+// reads are small again.
 //
 // net.Server builds each accepted Socket itself, without `onread`. The listening handle calls
 // its `onconnection(status, clientHandle)` for every accept (libuv's connection callback, the
@@ -16,8 +20,47 @@ import { getSystemErrorName } from 'node:util';
 export const READ_SIZE = 64 * 1024;
 const shared = Buffer.allocUnsafe(READ_SIZE);
 
-/** Set on sockets built here: their bytes go to the read callback, never to 'data'. */
+/** Set on sockets built here (their read state): their bytes go to the read callback, never to 'data'. */
 export const SHARED_READ = Symbol('shared-read');
+
+/** A read at least this large makes the socket read into a buffer of its own (no copies). */
+const OWN_FROM = 16 * 1024;
+
+interface ReadState {
+  socket: net.Socket | undefined;
+  /** the socket's own read buffer while its reads are large */
+  own: Buffer | undefined;
+}
+
+/**
+ * The chunk a read callback may hand to write() and keep: a copy of a read into the shared
+ * buffer, the bytes themselves from a socket's own buffer (replaced before the next read if
+ * the write is still pending).
+ */
+export function readChunk(socket: net.Socket, n: number, buf: Buffer): Buffer {
+  const st = (socket as net.Socket & { [SHARED_READ]?: ReadState })[SHARED_READ];
+  if (buf === shared || !st) {
+    if (st && n >= OWN_FROM) st.own = Buffer.allocUnsafe(READ_SIZE); // from the next read on
+    const chunk = Buffer.allocUnsafe(n);
+    buf.copy(chunk, 0, 0, n);
+    return chunk;
+  }
+  if (n < OWN_FROM) st.own = undefined; // small reads again: the shared buffer from the next read
+  return buf.subarray(0, n);
+}
+
+/**
+ * Called by net after every read: the buffer the socket's next read goes into. A write still
+ * pending holds the last read's bytes. A chunk from the socket's own buffer is at least 16 KiB,
+ * the write high-water mark, so such a write returns false and the echo pauses reading until
+ * it drains; were the socket still reading, its next read would need a new buffer.
+ */
+function nextBuffer(st: ReadState): Buffer {
+  if (!st.own) return shared;
+  const s = st.socket;
+  if (s && s.writableLength > 0 && !s.isPaused()) st.own = Buffer.allocUnsafe(READ_SIZE);
+  return st.own;
+}
 
 /** `n` bytes at the start of `buf`, valid only until the callback returns. */
 export type ReadCallback = (this: net.Socket, n: number, buf: Buffer) => void;
@@ -51,15 +94,18 @@ export function acceptWithSharedRead(
       );
       return;
     }
+    const st: ReadState = { socket: undefined, own: undefined };
     const socket = new net.Socket({
       handle: clientHandle,
       allowHalfOpen: opts.allowHalfOpen,
       pauseOnCreate: opts.pauseOnCreate,
       readable: true,
       writable: true,
-      onread: { buffer: shared, callback: onRead },
+      // net calls this without the socket: the closure carries its state
+      onread: { buffer: () => nextBuffer(st), callback: onRead },
     } as unknown as net.SocketConstructorOpts);
-    (socket as net.Socket & { [SHARED_READ]?: true })[SHARED_READ] = true;
+    st.socket = socket;
+    (socket as net.Socket & { [SHARED_READ]?: ReadState })[SHARED_READ] = st;
     onSocket(socket);
   };
   return true;
