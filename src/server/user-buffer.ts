@@ -4,8 +4,8 @@
 // ('data' event); here the kernel writes into the shared buffer and one callback runs. Every
 // read on this thread reuses that buffer, so the callback copies out what must outlive it.
 // A socket whose reads are large (a bulk stream) gets a buffer of its own instead, and its
-// chunks are written without a copy (a write the kernel does not take at once holds the
-// buffer, and reading waits for it to drain); it goes back to the shared buffer when its
+// chunks are written without a copy (a write the kernel does not take at once keeps that
+// buffer, and the next read goes into a new one); it goes back to the shared buffer when its
 // reads are small again.
 //
 // net.Server builds each accepted Socket itself, without `onread`. The listening handle calls
@@ -51,14 +51,13 @@ export function readChunk(socket: net.Socket, n: number, buf: Buffer): Buffer {
 
 /**
  * Called by net after every read: the buffer the socket's next read goes into. A write still
- * pending holds the last read's bytes. A chunk from the socket's own buffer is at least 16 KiB,
- * the write high-water mark, so such a write returns false and the echo pauses reading until
- * it drains; were the socket still reading, its next read would need a new buffer.
+ * pending holds the last read's bytes, so the next read goes into a new buffer — even when the
+ * echo has paused reading until the write drains: shutdown resumes reading to drop what
+ * arrives, and those reads must not land in bytes still being echoed.
  */
 function nextBuffer(st: ReadState): Buffer {
   if (!st.own) return shared;
-  const s = st.socket;
-  if (s && s.writableLength > 0 && !s.isPaused()) st.own = Buffer.allocUnsafe(READ_SIZE);
+  if (st.socket && st.socket.writableLength > 0) st.own = Buffer.allocUnsafe(READ_SIZE);
   return st.own;
 }
 
