@@ -8,18 +8,11 @@ import { once } from 'node:events';
 import { describe, expect, it, onTestFinished } from 'vitest';
 import { echo, startEchoServer } from '../src/index.js';
 import { FaultSet, parseFault } from '../src/server/faults.js';
-import { bin, connect, runEchoClient, spawnServer, until } from './helpers.js';
+import { bin, connect, SERVER_MODES as MODES, runEchoClient, spawnServer, until } from './helpers.js';
 
 const client = runEchoClient;
 
 const rtts = (out: string) => [...out.matchAll(/time=([\d.]+) ms/g)].map((m) => Number(m[1]));
-
-const MODES: [string, string[]][] = [
-  ['evented', []],
-  ['iterative', ['--mode', 'iterative']],
-  ['workers', ['--mode', 'workers', '--workers', '2']],
-  ['fork', ['--mode', 'fork']],
-];
 
 describe.each(MODES)('--mode %s', (_mode, args) => {
   it('latency=60ms: every round trip takes at least 60 ms more', async () => {

@@ -15,6 +15,14 @@ import { refusingPort } from '../src/lab/util.js';
 export const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 export const bin = (name: string) => path.join(ROOT, 'bin', `${name}.js`);
 
+/** Every TCP server mode, as echo-server arguments: the cross product the mode tests run. */
+export const SERVER_MODES: [string, string[]][] = [
+  ['evented', []],
+  ['iterative', ['--mode', 'iterative']],
+  ['workers', ['--mode', 'workers', '--workers', '2']],
+  ['fork', ['--mode', 'fork']],
+];
+
 export async function echoServer(opts: EchoServerOptions = {}) {
   const srv = await startEchoServer({ port: 0, ...opts });
   onTestFinished(async () => {

@@ -13,14 +13,7 @@ import { buildClientProgram, resolveClientConfig } from '../src/cli/echo-client.
 import { buildServerProgram, resolveServerConfig } from '../src/cli/echo-server.js';
 import { UsageError } from '../src/core/parse.js';
 import { startUdpEchoServer } from '../src/index.js';
-import { bin, connect, hasCommand, jsonLines, readN, spawnServer } from './helpers.js';
-
-const MODES: [string, string[]][] = [
-  ['evented', []],
-  ['iterative', ['--mode', 'iterative']],
-  ['workers', ['--mode', 'workers', '--workers', '2']],
-  ['fork', ['--mode', 'fork']],
-];
+import { bin, connect, hasCommand, jsonLines, SERVER_MODES as MODES, readN, spawnServer } from './helpers.js';
 
 describe('a log terminal nobody reads does not stop the server', () => {
   it.skipIf(!hasCommand('script'))(

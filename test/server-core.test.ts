@@ -7,6 +7,7 @@ import { echo, startEchoServer } from '../src/index.js';
 import {
   connect,
   jsonLines,
+  SERVER_MODES as MODES,
   readAll,
   readN,
   spawnCli,
@@ -15,13 +16,6 @@ import {
   until,
   watchEnd,
 } from './helpers.js';
-
-const MODES: [string, string[]][] = [
-  ['evented', []],
-  ['iterative', ['--mode', 'iterative']],
-  ['workers', ['--mode', 'workers', '--workers', '2']],
-  ['fork', ['--mode', 'fork']],
-];
 
 /** The limit tests' servers listen here, not on 127.0.0.1 where every other test connects. */
 const HOST = '127.0.0.3';

@@ -18,6 +18,7 @@ import {
   freePort,
   hasCommand,
   jsonLines,
+  SERVER_MODES as MODES,
   onPty,
   plainServer,
   readN,
@@ -29,13 +30,6 @@ import {
   until,
   watchEnd,
 } from './helpers.js';
-
-const MODES: [string, string[]][] = [
-  ['evented', []],
-  ['iterative', ['--mode', 'iterative']],
-  ['workers', ['--mode', 'workers', '--workers', '2']],
-  ['fork', ['--mode', 'fork']],
-];
 
 const hasSocat = hasCommand('socat', '-V');
 const hasOpenssl = hasCommand('openssl', 'version');
