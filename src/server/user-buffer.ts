@@ -17,7 +17,7 @@ import net from 'node:net';
 import { getSystemErrorName } from 'node:util';
 
 /** Bytes one read may take: what Node's own read path asks libuv for. */
-export const READ_SIZE = 64 * 1024;
+const READ_SIZE = 64 * 1024;
 const shared = Buffer.allocUnsafe(READ_SIZE);
 
 /** Set on sockets built here (their read state): their bytes go to the read callback, never to 'data'. */

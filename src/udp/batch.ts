@@ -30,7 +30,6 @@ interface Mm {
   free: (p: unknown) => void;
   address: (p: unknown) => bigint;
   view: (p: unknown, len: number) => ArrayBuffer;
-  errno: () => number;
 }
 
 let mm: Mm | null | undefined;
@@ -50,7 +49,6 @@ function load(): Mm | null {
       free: (p) => koffi.free(p),
       address: (p) => koffi.address(p),
       view: (p, len) => koffi.view(p, len),
-      errno: () => koffi.errno(),
     };
   } catch {
     mm = null;
