@@ -421,6 +421,39 @@ describe('echo-chat', () => {
     expect((await a.exit).code).toBe(130);
   });
 
+  it('--keep-open: Ctrl-C during a conversation, with a peer waiting, ends the command (130)', async () => {
+    const a = spawnCli('echo-chat', ['--listen', '--keep-open', '--port', '0'], { stdin: 'pipe' });
+    const port = Number((await a.waitStderr(/listening on 127\.0\.0\.1:(\d+)/))[1]);
+    const talking = await connect(port); // half-open allowed: the conversation stays open
+    talking.resume();
+    talking.write('hi\n');
+    await a.waitStdout(/hi\n/);
+    const waiting = await connect(port); // queued for the next conversation
+    waiting.resume();
+    a.child.kill('SIGINT');
+    expect((await a.exit).code).toBe(130);
+  });
+
+  it('--keep-open: a peer that resets costs that conversation only; the next peer is taken', async () => {
+    const a = spawnCli('echo-chat', ['--listen', '--keep-open', '--port', '0']);
+    const port = Number((await a.waitStderr(/listening on 127\.0\.0\.1:(\d+)/))[1]);
+    const rude = await connect(port);
+    rude.write('one\n');
+    await a.waitStdout(/one\n/);
+    rude.resetAndDestroy();
+    await a.waitStderr(/ECONNRESET/);
+    const s = await connect(port);
+    s.resume();
+    const closed = once(s, 'close');
+    s.end('two\n');
+    await a.waitStdout(/two\n/);
+    await closed;
+    a.child.kill('SIGINT');
+    expect((await a.exit).code).toBe(130);
+    expect(a.stderr().match(/peer 127\.0\.0\.1:\d+ connected/g)).toHaveLength(2);
+    expect(a.stderr()).not.toMatch(/\n\s+at /);
+  });
+
   it('--listen --host 0.0.0.0 warns that it is reachable from the network', async () => {
     const a = spawnCli('echo-chat', ['--listen', '--host', '0.0.0.0', '--port', '0'], { stdin: 'pipe' });
     await a.waitStderr(/listening on 0\.0\.0\.0: this server is reachable from the network/);

@@ -72,7 +72,7 @@ export function buildChatProgram() {
     .argument('[host]', 'peer to connect to (HOST, HOST:PORT, [v6]:PORT)')
     .argument('[port]', 'peer port')
     .option('-l, --listen', 'wait for one peer instead of connecting')
-    .option('-k, --keep-open', 'with --listen: when a peer leaves, wait for the next one')
+    .option('-k, --keep-open', 'with --listen: when a peer leaves (or resets), wait for the next one')
     .option('-H, --host <addr>', 'with --listen: address to listen on (default 127.0.0.1)')
     .option(
       '-p, --port <port>',
@@ -192,7 +192,7 @@ export async function runChatCli(argv: string[]): Promise<void> {
     const tty = process.stdin.isTTY === true && process.stdout.isTTY === true;
 
     /** One conversation; resolves with its exit code (an error is thrown for the runner). */
-    const converse = async (socket: Socket, reports: OptionReport[]): Promise<number> => {
+    const converse = async (socket: Socket, reports: OptionReport[]): Promise<number | 'next'> => {
       if (f.verbose) for (const r of reports) log.debug({ ...r }, formatReport(r));
       const relay = relayChat({
         socket,
@@ -214,8 +214,15 @@ export async function runChatCli(argv: string[]): Promise<void> {
       // a signal that came as the conversation was ending still ends the command (--keep-open
       // would otherwise wait for the next peer)
       if (signalled) return signalled === 'SIGTERM' ? 143 : 130;
-      if (end.how === 'error') throw end.error;
-      return 0;
+      if (end.how === 'error') {
+        if (!f.keepOpen) throw end.error;
+        // --keep-open: a reset or a dead peer costs that conversation only (ncat -k does the same)
+        log.warn({}, explainError(end.error, { role: 'chat' }).line);
+        return 'next';
+      }
+      // our reader left (`| head`): there is nowhere to print the next conversation
+      if (end.how === 'output closed') return 0;
+      return f.keepOpen ? 'next' : 0;
     };
 
     if (cfg.listen) {
@@ -244,16 +251,22 @@ export async function runChatCli(argv: string[]): Promise<void> {
           `TLS certificate${tls.selfSigned ? ' (self-signed, made at start)' : ''}: SHA-256 ${tls.fingerprint}; the peer can pin it with --tls --fingerprint ${tls.fingerprint}`,
         );
       if (!unix) warnIfReachable(log, listener.address.address);
-      for (;;) {
-        const { socket, options } = await listener.next();
-        say(`peer ${peerName(socket, unix)} connected`);
-        if (tracer) traceSocket(socket, tracer, peerName(socket, unix));
-        const code = await converse(socket, options);
-        if (!f.keepOpen || code !== 0) return code;
-        onSignal = (signal) => {
-          void listener.close();
-          process.exit(signal === 'SIGINT' ? 130 : 143);
-        };
+      try {
+        for (;;) {
+          const { socket, options } = await listener.next();
+          say(`peer ${peerName(socket, unix)} connected`);
+          if (tracer) traceSocket(socket, tracer, peerName(socket, unix));
+          const code = await converse(socket, options);
+          if (code !== 'next') return code;
+          onSignal = (signal) => {
+            void listener.close();
+            process.exit(signal === 'SIGINT' ? 130 : 143);
+          };
+        }
+      } finally {
+        // --keep-open ended by a signal or an error: the listening socket (and the peers queued
+        // on it) would otherwise keep the process alive after the exit code is set
+        await listener.close();
       }
     }
     const { host, port } = cfg.connect!;
@@ -276,7 +289,8 @@ export async function runChatCli(argv: string[]): Promise<void> {
     if (tls) log.debug({ ...tls }, `TLS: ${formatTlsInfo(tls)}`);
     if (tracer)
       traceSocket(socket, tracer, ct.path !== undefined ? `unix:${ct.path}` : formatAddress(host, port));
-    return converse(socket, options);
+    const code = await converse(socket, options);
+    return code === 'next' ? 0 : code; // 'next' needs --listen --keep-open
   });
   stopSignals();
 }

@@ -135,8 +135,11 @@ export async function listenChat(o: ChatListenOptions & { keepOpen?: boolean } =
       }
       return next();
     },
-    close: () =>
-      new Promise<void>((resolve) => (server.listening ? server.close(() => resolve()) : resolve())),
+    close: () => {
+      // peers waiting, unread, for a conversation would keep the process alive
+      for (const s of arrived.splice(0)) s.destroy();
+      return new Promise<void>((resolve) => (server.listening ? server.close(() => resolve()) : resolve()));
+    },
   };
 }
 
