@@ -454,6 +454,18 @@ describe('echo-chat', () => {
     expect(a.stderr()).not.toMatch(/\n\s+at /);
   });
 
+  it('--keep-open piped into `head -c 1`: the reader left, so the command ends (0)', async () => {
+    const a = spawnCli('echo-chat', ['--listen', '--keep-open', '--port', '0'], { stdin: 'pipe' });
+    const port = Number((await a.waitStderr(/listening on 127\.0\.0\.1:(\d+)/))[1]);
+    a.child.stdout!.once('data', () => a.child.stdout!.destroy());
+    const s = await connect(port);
+    s.on('error', () => {});
+    s.resume();
+    s.write(Buffer.alloc(4 * 1024 * 1024, 0x62));
+    expect((await a.exit).code).toBe(0);
+    expect(a.stderr()).not.toMatch(/\n\s+at |EPIPE/);
+  });
+
   it('--listen --host 0.0.0.0 warns that it is reachable from the network', async () => {
     const a = spawnCli('echo-chat', ['--listen', '--host', '0.0.0.0', '--port', '0'], { stdin: 'pipe' });
     await a.waitStderr(/listening on 0\.0\.0\.0: this server is reachable from the network/);

@@ -266,7 +266,7 @@ export async function runChatCli(argv: string[]): Promise<void> {
       } finally {
         // --keep-open ended by a signal or an error: the listening socket (and the peers queued
         // on it) would otherwise keep the process alive after the exit code is set
-        await listener.close();
+        void listener.close();
       }
     }
     const { host, port } = cfg.connect!;
