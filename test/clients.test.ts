@@ -454,6 +454,26 @@ describe('echo-chat', () => {
     expect(a.stderr()).not.toMatch(/\n\s+at /);
   });
 
+  it.skipIf(!hasScript)(
+    'on a terminal, Ctrl-C exits 130: connecting, and listening with --keep-open',
+    async () => {
+      const { port } = await plainServer(() => {});
+      const c = onPty('echo-chat', ['127.0.0.1', String(port)]);
+      await c.waitFor(/> /);
+      c.type('\x03');
+      expect(await c.exit).toBe(130);
+
+      const l = onPty('echo-chat', ['--listen', '--keep-open', '--port', '0']);
+      await l.waitFor(/listening on 127\.0\.0\.1:(\d+)/);
+      const lport = Number(l.out().match(/listening on 127\.0\.0\.1:(\d+)/)![1]);
+      const s = await connect(lport);
+      s.resume();
+      await l.waitFor(/> /);
+      l.type('\x03');
+      expect(await l.exit).toBe(130);
+    },
+  );
+
   it('--keep-open piped into `head -c 1`: the reader left, so the command ends (0)', async () => {
     const a = spawnCli('echo-chat', ['--listen', '--keep-open', '--port', '0'], { stdin: 'pipe' });
     const port = Number((await a.waitStderr(/listening on 127\.0\.0\.1:(\d+)/))[1]);

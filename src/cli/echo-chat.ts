@@ -214,6 +214,8 @@ export async function runChatCli(argv: string[]): Promise<void> {
       // a signal that came as the conversation was ending still ends the command (--keep-open
       // would otherwise wait for the next peer)
       if (signalled) return signalled === 'SIGTERM' ? 143 : 130;
+      // Ctrl-C on a terminal reaches readline, not the signal handler: the same exit code
+      if (end.how === 'interrupted') return 130;
       if (end.how === 'error') {
         if (!f.keepOpen) throw end.error;
         // --keep-open: a reset or a dead peer costs that conversation only (ncat -k does the same)
