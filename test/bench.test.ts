@@ -4,7 +4,7 @@ import { spawnSync } from 'node:child_process';
 import { describe, expect, it, onTestFinished } from 'vitest';
 import { runBench } from '../src/client/bench.js';
 import { startUdpEchoServer } from '../src/index.js';
-import { echoServer, plainServer, socatListen, spawnCli } from './helpers.js';
+import { echoServer, plainServer, socatListen, spawnCli, until } from './helpers.js';
 
 const base = {
   host: '127.0.0.1',
@@ -101,6 +101,69 @@ describe('echo-client bench', () => {
     );
     const r = await runBench({ ...base, port, mode: 'pingpong', connections: 1 });
     expect(r.mismatches).toBeGreaterThan(0);
+  });
+
+  it('Ctrl-C stops a bench in every mode and prints what was measured, then exits 130', async () => {
+    // the server counts what it sees; the signal goes once the client has surely had replies
+    let seen = 0;
+    let conns = 0;
+    const { port } = await plainServer(
+      (s) => {
+        conns++;
+        s.on('data', (d: Buffer) => {
+          seen += d.length;
+          s.write(d);
+        });
+      },
+      { allowHalfOpen: false },
+    );
+    const udp = await startUdpEchoServer({ port: 0, rateLimit: 0 });
+    onTestFinished(() => udp.close().then(() => {}));
+    let udpBase = 0;
+    const cases: [string[], () => boolean][] = [
+      [['--mode', 'pingpong', '-c', '1'], () => seen >= 64 * 1024], // strict ping-pong: 1,000 round trips
+      [['--mode', 'stream', '-c', '1'], () => seen >= 16 << 20], // at most 4 MiB ahead of its echo
+      [['--mode', 'connect', '-c', '2'], () => conns >= 10], // each worker's next starts when one is done
+      [['--udp', '-c', '2'], () => udp.stats().datagramsIn - udpBase >= 20], // a new one per answer
+    ];
+    for (const [args, enough] of cases) {
+      seen = 0;
+      conns = 0;
+      udpBase = udp.stats().datagramsIn;
+      const target = args[0] === '--udp' ? udp.address.port : port;
+      const p = spawnCli('echo-client', [
+        'bench',
+        ...args,
+        ...['-d', '60s', '--warmup', '0', '--json', '127.0.0.1', String(target)],
+      ]);
+      await until(enough, 15_000, args.join(' '));
+      p.child.kill('SIGINT');
+      expect((await p.exit).code, p.stderr()).toBe(130);
+      const j = JSON.parse(p.stdout());
+      expect(j.interrupted, args.join(' ')).toBe(true);
+      expect(j.count, args.join(' ')).toBeGreaterThan(0);
+      expect(j.mismatches).toBe(0);
+      expect(j.duration_s).toBeLessThan(60);
+      expect(p.stderr()).not.toMatch(/\n\s+at /);
+    }
+    // the table says so too; SIGTERM exits 143
+    const t = spawnCli('echo-client', [
+      'bench',
+      '-c',
+      '1',
+      '-d',
+      '60s',
+      '--warmup',
+      '0',
+      '127.0.0.1',
+      String(port),
+    ]);
+    seen = 0;
+    await until(() => seen >= 64 * 1024, 15_000, 'text');
+    t.child.kill('SIGTERM');
+    expect((await t.exit).code).toBe(143);
+    expect(t.stdout()).toMatch(/^duration +[\d.]+ s \(interrupted: the figures cover this much\)$/m);
+    expect(t.stdout()).toMatch(/^verified +every echoed byte matched$/m);
   });
 
   it('CLI --json prints the SPEC §6 object', async () => {

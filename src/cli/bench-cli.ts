@@ -15,7 +15,7 @@ import {
   parseTarget,
   UsageError,
 } from '../core/parse.js';
-import { conflict, warn } from './common.js';
+import { conflict, onSignals, warn } from './common.js';
 import {
   addClientTransportFlags,
   type ClientTransportFlags,
@@ -176,15 +176,17 @@ export async function runBenchCli(
       })
     ).socket.destroy();
   const tty = process.stderr.isTTY === true && !f.json;
+  const stop = stopOnSignal();
   const r = await runBench({
     ...opts,
+    signal: stop.signal,
     onProgress: tty
       ? (p) =>
           process.stderr.write(
             `\r\x1b[2K${(p.elapsedMs / 1000).toFixed(1)}/${(durationMs / 1000).toFixed(1)} s  ${Math.round((f.mode === 'stream' ? p.bytes / 1e6 : p.count) / (p.elapsedMs / 1000))} ${f.mode === 'stream' ? 'MB/s' : f.mode === 'connect' ? 'conn/s' : 'rt/s'}`,
           )
       : undefined,
-  });
+  }).finally(stop.done);
   if (tty) process.stderr.write('\r\x1b[2K');
   if (r.count === 0 && Object.keys(r.errors).length > 0) {
     // nothing came back and something failed: say what, as any other command would
@@ -206,7 +208,28 @@ export async function runBenchCli(
   if (r.mismatches > 0) {
     throw codedError('ERR_ECHO_MISMATCH', `${r.mismatches} echoed chunks differed from what was sent`);
   }
-  return 0;
+  return stop.code();
+}
+
+/**
+ * Ctrl-C (or SIGTERM) while a bench runs stops it and prints what was measured so far, as wrk
+ * does; the exit code is still 130 (143). A second signal exits at once.
+ */
+function stopOnSignal(): { signal: AbortSignal; done: () => void; code: () => number } {
+  const ac = new AbortController();
+  let got: NodeJS.Signals | undefined;
+  const off = onSignals(
+    (signal) => {
+      got = signal;
+      ac.abort();
+    },
+    () => {},
+  );
+  return {
+    signal: ac.signal,
+    done: off,
+    code: () => (got === undefined ? 0 : got === 'SIGINT' ? 130 : 143),
+  };
 }
 
 /** Every target at once, each with its own connections; one result per target and the total. */
@@ -219,7 +242,10 @@ async function runFleet(f: BenchFlags, opts: ReturnType<typeof resolveBenchOptio
         await connectTcp({ ...t, tls: opts.tls, sendProxy: opts.sendProxy, connectTimeoutMs: 10_000 })
       ).socket.destroy();
   }
-  const results = await Promise.all(targets.map((t) => runBench({ ...opts, host: t.host, port: t.port })));
+  const stop = stopOnSignal();
+  const results = await Promise.all(
+    targets.map((t) => runBench({ ...opts, host: t.host, port: t.port, signal: stop.signal })),
+  ).finally(stop.done);
   const sum = (k: 'count' | 'rate_per_s' | 'mb_per_s' | 'mismatches') =>
     results.reduce((s, r) => s + (r[k] ?? 0), 0);
   const total = {
@@ -244,7 +270,7 @@ async function runFleet(f: BenchFlags, opts: ReturnType<typeof resolveBenchOptio
   }
   if (total.mismatches > 0)
     throw codedError('ERR_ECHO_MISMATCH', `${total.mismatches} echoed chunks differed from what was sent`);
-  return 0;
+  return stop.code();
 }
 
 export function formatBench(r: BenchResult, where: string): string {
@@ -254,7 +280,7 @@ export function formatBench(r: BenchResult, where: string): string {
     .join(', ');
   const rows: [string, string][] = [
     ['target', `${where} (${r.mode}, ${r.connections} ${r.mode === 'udp' ? 'outstanding' : 'connections'})`],
-    ['duration', `${r.duration_s} s`],
+    ['duration', `${r.duration_s} s${r.interrupted ? ' (interrupted: the figures cover this much)' : ''}`],
     [
       r.mode === 'stream' ? 'echoed' : r.mode === 'connect' ? 'connections' : 'round trips',
       r.mode === 'stream' ? `${(r.count / 1e6).toFixed(1)} MB` : String(r.count),

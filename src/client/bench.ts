@@ -40,6 +40,8 @@ export interface BenchOptions {
   noDelay?: boolean;
   /** called about every 250 ms while measuring (progress line) */
   onProgress?: (p: { elapsedMs: number; count: number; bytes: number }) => void;
+  /** aborted (Ctrl-C): stop early and report what was measured so far */
+  signal?: AbortSignal;
 }
 
 export interface BenchResult {
@@ -56,6 +58,8 @@ export interface BenchResult {
   mismatches: number;
   /** UDP: datagrams never answered */
   lost?: number;
+  /** stopped early by the caller's signal (Ctrl-C): the figures cover duration_s only */
+  interrupted?: true;
 }
 
 interface Run {
@@ -343,7 +347,12 @@ export async function runBench(o: BenchOptions): Promise<BenchResult> {
     }
   }
   const all = Promise.all(workers);
-  if (o.warmupMs > 0) await Promise.race([new Promise((r) => setTimeout(r, o.warmupMs).unref()), all]);
+  const aborted = new Promise<void>((resolve) => {
+    if (o.signal?.aborted) resolve();
+    else o.signal?.addEventListener('abort', () => resolve(), { once: true });
+  });
+  if (o.warmupMs > 0)
+    await Promise.race([new Promise((r) => setTimeout(r, o.warmupMs).unref()), all, aborted]);
   run.measuring = o.requests === undefined || o.requests > 0;
   run.count = 0;
   run.bytes = 0;
@@ -364,6 +373,7 @@ export async function runBench(o: BenchOptions): Promise<BenchResult> {
     const limit = setTimeout(done, o.requests ? o.durationMs * 10 : o.durationMs);
     run.onLimit = done;
     void all.then(done);
+    void aborted.then(done);
   });
   const elapsed = (performance.now() - t0) / 1000;
   run.measuring = false;
@@ -393,5 +403,6 @@ export async function runBench(o: BenchOptions): Promise<BenchResult> {
     errors: run.errors,
     mismatches: run.mismatches,
     ...(o.udp ? { lost: run.lost } : {}),
+    ...(o.signal?.aborted ? { interrupted: true as const } : {}),
   };
 }
