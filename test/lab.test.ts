@@ -1,5 +1,6 @@
 // The echo-lab scenarios, run exactly as `echo-lab NAME` runs them: demo and test cannot drift.
 
+import { execFileSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -10,7 +11,7 @@ import { captureUnavailable } from '../src/lab/capture.js';
 import { findScenario, traced } from '../src/lab/index.js';
 import { formatLadder, type Ladder } from '../src/lab/ladder.js';
 import { netnsUnavailable } from '../src/lab/netns.js';
-import { ROOT, spawnCli } from './helpers.js';
+import { ROOT, spawnCli, until } from './helpers.js';
 
 const expectedErrors: Record<string, string[]> = {
   eaddrinuse: ['EADDRINUSE'],
@@ -148,6 +149,22 @@ describe.runIf(linux)('echo-lab scenarios', () => {
       new RegExp(`\\n${SCENARIOS.length} scenarios: \\d+ reproduced, 0 not, \\d+ skipped[^\\n]*\\n$`),
     );
   }, 90_000);
+
+  it.skipIf(!!noNetns)(
+    'Ctrl-C during a namespace scenario removes its namespaces and children, exits 130',
+    async () => {
+      const lab = spawnCli('echo-lab', ['keepalive']);
+      // its namespaces are named after its pid (mod 100000)
+      const mine = (list: string) =>
+        list.split('\n').filter((l) => new RegExp(`^ek[CS]-${lab.child.pid! % 100000}\\d`).test(l));
+      const netns = () => execFileSync('ip', ['netns', 'list'], { encoding: 'utf8', stdio: 'pipe' });
+      await until(() => mine(netns()).length === 2, 15_000, 'the two namespaces');
+      lab.child.kill('SIGINT');
+      expect((await lab.exit).code).toBe(130);
+      expect(mine(netns())).toEqual([]);
+      expect(lab.stderr()).not.toMatch(/\n\s+at /);
+    },
+  );
 
   it('echo-lab list names every scenario; an unknown one exits 2', async () => {
     const p = spawnCli('echo-lab', ['list']);

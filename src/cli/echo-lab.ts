@@ -4,9 +4,9 @@
 import { writeFileSync } from 'node:fs';
 import { UsageError } from '../core/parse.js';
 import { formatTcpView } from '../core/tcp-states.js';
-import { findScenario, SCENARIOS, type ScenarioResult, traced } from '../lab/index.js';
+import { abortScenarios, findScenario, SCENARIOS, type ScenarioResult, traced } from '../lab/index.js';
 import { formatLadder, ladderSvg } from '../lab/ladder.js';
-import { newProgram, runCli } from './common.js';
+import { newProgram, onSignals, runCli } from './common.js';
 
 export function formatResult(r: ScenarioResult): string {
   const out: string[] = [];
@@ -57,6 +57,14 @@ export async function runLabCli(argv: string[]): Promise<void> {
   // chat-fork's reader processes tell their writer (this process) with SIGUSR2; one that arrives
   // after the scenario stopped listening must not end the run (the default action terminates)
   process.on('SIGUSR2', () => {});
+  // Ctrl-C in the middle of a scenario: remove its namespaces and children before exiting
+  const stopSignals = onSignals(
+    (signal) => {
+      abortScenarios();
+      process.exit(signal === 'SIGINT' ? 130 : 143);
+    },
+    () => {},
+  );
   await runCli('echo-lab', async () => {
     const program = newProgram(
       'echo-lab',
@@ -118,4 +126,5 @@ export async function runLabCli(argv: string[]): Promise<void> {
     }
     return failed.length ? 1 : 0;
   });
+  stopSignals();
 }

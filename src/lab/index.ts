@@ -4,7 +4,8 @@
 
 import { captureUnavailable, startCapture } from './capture.js';
 import { ladders } from './ladder.js';
-import type { ScenarioResult } from './recorder.js';
+import { removeNamespacesNow } from './netns.js';
+import { Cleanup, type ScenarioResult } from './recorder.js';
 import { backlog } from './scenarios/backlog.js';
 import { chatFork } from './scenarios/chat-fork.js';
 import { clientPort } from './scenarios/client-port.js';
@@ -145,6 +146,15 @@ export const SCENARIOS: readonly ScenarioInfo[] = [
   },
   { name: 'unreachable', summary: 'EHOSTUNREACH / ENETUNREACH from routes', netns: true, run: unreachable },
 ];
+
+/**
+ * A signal is ending the process in the middle of a scenario: remove what it set up (network
+ * namespaces, child processes, files) now, since the scenario's own cleanup will not run.
+ */
+export function abortScenarios(): void {
+  removeNamespacesNow();
+  Cleanup.runAllNow();
+}
 
 export function findScenario(name: string): ScenarioInfo | undefined {
   return SCENARIOS.find((s) => s.name === name);

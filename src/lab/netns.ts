@@ -14,6 +14,12 @@ export const SERVER_ADDR = '198.18.0.2';
 
 let counter = 0;
 
+/** Removal of every pair of namespaces in use, for a process that must exit now (a signal). */
+const pending = new Set<() => void>();
+export function removeNamespacesNow(): void {
+  for (const remove of pending) remove();
+}
+
 /** Why namespaces cannot be used here, or undefined when they can. */
 export function netnsUnavailable(): string | undefined {
   if (process.platform !== 'linux') return `network namespaces are Linux-only (this is ${process.platform})`;
@@ -61,6 +67,18 @@ export async function withTwoHosts<T>(fn: (h: TwoHosts) => Promise<T>): Promise<
   const children: ChildProcess[] = [];
   const run = (...args: string[]) =>
     execFileSync('ip', args, { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
+  const removeNow = () => {
+    pending.delete(removeNow);
+    for (const p of children) p.kill('SIGKILL');
+    for (const ns of [client, server]) {
+      try {
+        run('netns', 'del', ns);
+      } catch {
+        // not created, or removed already
+      }
+    }
+  };
+  pending.add(removeNow);
   try {
     run('netns', 'add', client);
     run('netns', 'add', server);
@@ -136,6 +154,7 @@ export async function withTwoHosts<T>(fn: (h: TwoHosts) => Promise<T>): Promise<
       },
     });
   } finally {
+    pending.delete(removeNow);
     await Promise.all(
       children.map(
         (p) =>

@@ -162,16 +162,40 @@ export class Recorder {
 
 /** Resources a scenario opened, closed on every exit path. */
 export class Cleanup {
+  /** every Cleanup not yet run: a signal that ends the process runs them all at once */
+  private static readonly live = new Set<Cleanup>();
   private readonly fns: (() => unknown)[] = [];
+  constructor() {
+    Cleanup.live.add(this);
+  }
   add(fn: () => unknown): void {
     this.fns.push(fn);
   }
   async run(): Promise<void> {
-    for (const fn of this.fns.reverse()) {
+    Cleanup.live.delete(this);
+    for (const fn of this.fns.splice(0).reverse()) {
       try {
         await fn();
       } catch {
         // best effort: one failed close must not leave the rest open
+      }
+    }
+  }
+  /**
+   * The process is about to exit (a signal): start every pending cleanup now. What is
+   * synchronous (killing a child, removing a file) is done when this returns; closing a
+   * socket is left to the exit.
+   */
+  static runAllNow(): void {
+    for (const c of Cleanup.live) {
+      Cleanup.live.delete(c);
+      for (const fn of c.fns.splice(0).reverse()) {
+        try {
+          const r = fn();
+          if (r instanceof Promise) r.catch(() => {});
+        } catch {
+          // best effort, as run()
+        }
       }
     }
   }
