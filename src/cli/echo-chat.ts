@@ -240,10 +240,12 @@ export async function runChatCli(argv: string[]): Promise<void> {
         logger: log,
         keepOpen: f.keepOpen === true,
       });
-      onSignal = (signal) => {
+      // waiting for a peer, a signal ends the command at once (closing removes a Unix socket file)
+      const whileWaiting = (signal: NodeJS.Signals) => {
         void listener.close();
         process.exit(signal === 'SIGINT' ? 130 : 143);
       };
+      onSignal = whileWaiting;
       const unix = listener.address.family === 'unix';
       say(
         `listening on ${unix ? `unix:${listener.address.address}` : formatAddress(listener.address.address, listener.address.port)}${tls ? ' (TLS)' : ''}`,
@@ -260,10 +262,7 @@ export async function runChatCli(argv: string[]): Promise<void> {
           if (tracer) traceSocket(socket, tracer, peerName(socket, unix));
           const code = await converse(socket, options);
           if (code !== 'next') return code;
-          onSignal = (signal) => {
-            void listener.close();
-            process.exit(signal === 'SIGINT' ? 130 : 143);
-          };
+          onSignal = whileWaiting;
         }
       } finally {
         // --keep-open ended by a signal or an error: the listening socket (and the peers queued

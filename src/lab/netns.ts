@@ -67,16 +67,19 @@ export async function withTwoHosts<T>(fn: (h: TwoHosts) => Promise<T>): Promise<
   const children: ChildProcess[] = [];
   const run = (...args: string[]) =>
     execFileSync('ip', args, { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
-  const removeNow = () => {
-    pending.delete(removeNow);
-    for (const p of children) p.kill('SIGKILL');
+  const deleteNamespaces = () => {
     for (const ns of [client, server]) {
       try {
         run('netns', 'del', ns);
       } catch {
-        // not created, or removed already
+        // not created (setup failed early), or removed already
       }
     }
+  };
+  const removeNow = () => {
+    pending.delete(removeNow);
+    for (const p of children) p.kill('SIGKILL');
+    deleteNamespaces();
   };
   pending.add(removeNow);
   try {
@@ -165,12 +168,6 @@ export async function withTwoHosts<T>(fn: (h: TwoHosts) => Promise<T>): Promise<
           }),
       ),
     );
-    for (const ns of [client, server]) {
-      try {
-        run('netns', 'del', ns);
-      } catch {
-        // not created (setup failed early)
-      }
-    }
+    deleteNamespaces();
   }
 }
