@@ -1,7 +1,9 @@
 // The echo-lab scenarios, run exactly as `echo-lab NAME` runs them: demo and test cannot drift.
 
 import { execFileSync } from 'node:child_process';
+import { once } from 'node:events';
 import { readFileSync } from 'node:fs';
+import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
@@ -11,6 +13,7 @@ import { captureUnavailable } from '../src/lab/capture.js';
 import { findScenario, traced } from '../src/lab/index.js';
 import { formatLadder, type Ladder } from '../src/lab/ladder.js';
 import { netnsUnavailable } from '../src/lab/netns.js';
+import { closeServer, listenLocal, othersOnPort } from '../src/lab/util.js';
 import { ROOT, spawnCli, until } from './helpers.js';
 
 const expectedErrors: Record<string, string[]> = {
@@ -163,6 +166,25 @@ describe.runIf(linux)('echo-lab scenarios', () => {
       expect((await lab.exit).code).toBe(130);
       expect(mine(netns())).toEqual([]);
       expect(lab.stderr()).not.toMatch(/\n\s+at /);
+    },
+  );
+
+  it.runIf(linux)(
+    "a scenario's listener gets a port no other socket uses (its state tables show only its own)",
+    async () => {
+      // a port left with a TIME_WAIT remain: its server closed first, then went away
+      const old = net.createServer((s) => s.destroy());
+      const port = await listenLocal(old);
+      const c = net.connect(port, '127.0.0.1');
+      c.resume();
+      await once(c, 'close');
+      await closeServer(old);
+      await until(() => othersOnPort(port).some((e) => e.state === 'TIME_WAIT'), 5000, 'TIME_WAIT');
+      // what listenLocal checks; the kernel may hand out such a port to bind(0) with SO_REUSEADDR
+      const fresh = net.createServer();
+      const got = await listenLocal(fresh);
+      expect(othersOnPort(got)).toEqual([]);
+      await closeServer(fresh);
     },
   );
 

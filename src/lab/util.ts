@@ -6,16 +6,32 @@ import { connectTcp } from '../core/connect.js';
 import { errorCode } from '../core/errors.js';
 import { boundPort, closeFd } from '../core/libc.js';
 import { rawListenFd } from '../core/listen.js';
+import { type TcpEntry, tcpStates } from '../core/tcp-states.js';
 
+/**
+ * Listen on `host:port`. With port 0, on a port no other socket uses: bind(0) with SO_REUSEADDR
+ * may hand out a port whose earlier connections still wait in TIME_WAIT, and the scenario's
+ * state tables (every socket on the port) would show them beside its own.
+ */
 export async function listenLocal(
   server: net.Server,
   port = 0,
   backlog?: number,
   host = '127.0.0.1',
 ): Promise<number> {
-  server.listen({ host, port, ...(backlog !== undefined ? { backlog } : {}) });
-  await Promise.race([once(server, 'listening'), once(server, 'error').then(([e]) => Promise.reject(e))]);
-  return (server.address() as AddressInfo).port;
+  for (let attempt = 1; ; attempt++) {
+    server.listen({ host, port, ...(backlog !== undefined ? { backlog } : {}) });
+    await Promise.race([once(server, 'listening'), once(server, 'error').then(([e]) => Promise.reject(e))]);
+    const got = (server.address() as AddressInfo).port;
+    if (port !== 0 || attempt === 20) return got;
+    if (othersOnPort(got).length === 0) return got;
+    await closeServer(server);
+  }
+}
+
+/** The sockets on loopback `port` besides its listeners: connections, and their TIME_WAIT remains. */
+export function othersOnPort(port: number): TcpEntry[] {
+  return tcpStates([port]).entries.filter((e) => !(e.localPort === port && e.state === 'LISTEN'));
 }
 
 export function closeServer(server: net.Server): Promise<void> {
