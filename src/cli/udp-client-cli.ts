@@ -8,7 +8,7 @@ import type { Readable } from 'node:stream';
 import { explainError } from '../core/errors.js';
 import type { Logger } from '../core/log.js';
 import { formatAddress } from '../core/parse.js';
-import { escapeForTerminal } from '../core/terminal.js';
+import { escapeForTerminal, TerminalText } from '../core/terminal.js';
 import { UdpEchoClient } from '../udp/client.js';
 import { onSignals, warn } from './common.js';
 import { type ClientConfig, PROMPT, pingSummary } from './echo-client.js';
@@ -82,12 +82,16 @@ export async function runUdpClient(cfg: ClientConfig, logger: Logger): Promise<n
     } else {
       let sent = 0;
       let n = 0;
+      // a terminal on stdout gets the echo as text with its controls made visible, whatever stdin is
+      const text = process.stdout.isTTY ? new TerminalText() : undefined;
       for await (const d of datagrams(process.stdin, cfg.datagramSize)) {
         n++;
         sent += d.length;
         const r = await send(d);
-        if (r) process.stdout.write(r.reply); // identical to `d`: roundTrip compared every byte
+        // identical to `d`: roundTrip compared every byte
+        if (r) process.stdout.write(text ? text.write(r.reply) : r.reply);
       }
+      if (text) process.stdout.write(text.end());
       if (!lost)
         logger.info({ datagrams: n, sent }, `${n} datagrams, ${sent} bytes sent, all came back identical`);
     }
