@@ -429,10 +429,18 @@ async function overConnection(
   // a long transfer shows its progress on a terminal's stderr (when stdout is not that terminal too)
   const progress =
     process.stderr.isTTY === true && process.stdout.isTTY !== true && !cfg.quiet && !cfg.jsonLogs;
+  let shown = '';
   const result = await streamThrough(socket, process.stdin, process.stdout, {
     timeoutMs: cfg.timeoutMs,
     terminal: process.stdout.isTTY === true,
-    onProgress: progress ? (p) => process.stderr.write(`\r\x1b[2K${formatProgress(p)}`) : undefined,
+    onProgress: progress
+      ? (p) => {
+          // a terminal write is synchronous: a stalled transfer does not repeat its line
+          const line = formatProgress(p);
+          if (line !== shown) process.stderr.write(`\r\x1b[2K${line}`);
+          shown = line;
+        }
+      : undefined,
   });
   if (progress) process.stderr.write('\r\x1b[2K');
   if (!result.ok) {

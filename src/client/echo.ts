@@ -294,6 +294,8 @@ export interface StreamProgress {
   /** bytes come back */
   received: number;
   elapsedMs: number;
+  /** bytes come back per second since the previous report */
+  rate: number;
 }
 
 export interface StreamOptions {
@@ -321,10 +323,9 @@ export function humanBytes(n: number): string {
   return `${(n / 1024 ** 3).toFixed(2)} GiB`;
 }
 
-/** The progress line of a stream: `1.5 MiB sent, 1.4 MiB back, 64.0 KiB/s` (the rate of the echo). */
+/** The progress line of a stream: `1.5 MiB sent, 1.4 MiB back, 64.0 KiB/s` (the echo's current rate). */
 export function formatProgress(p: StreamProgress): string {
-  const rate = p.elapsedMs > 0 ? (p.received * 1000) / p.elapsedMs : 0;
-  return `${humanBytes(p.sent)} sent, ${humanBytes(p.received)} back, ${humanBytes(rate)}/s`;
+  return `${humanBytes(p.sent)} sent, ${humanBytes(p.received)} back, ${humanBytes(p.rate)}/s`;
 }
 
 /**
@@ -406,11 +407,14 @@ export function streamThrough(
       if (!idleTimer && !done && limit() !== undefined) idleTimer = setTimeout(checkIdle, limit());
     };
 
+    let last = { at: t0, received: 0 };
     const progressTimer = o.onProgress
-      ? setInterval(
-          () => o.onProgress!({ sent, received, elapsedMs: performance.now() - t0 }),
-          o.progressEveryMs ?? 250,
-        )
+      ? setInterval(() => {
+          const now = performance.now();
+          const rate = now > last.at ? ((received - last.received) * 1000) / (now - last.at) : 0;
+          last = { at: now, received };
+          o.onProgress!({ sent, received, elapsedMs: now - t0, rate });
+        }, o.progressEveryMs ?? 250)
       : undefined;
     progressTimer?.unref();
 
@@ -470,7 +474,8 @@ export function streamThrough(
       }
       received += chunk.length;
       if (!problem && echo.length < chunk.length)
-        problem = received === chunk.length && looksLikeTls(chunk) ? speaksTls() : beyondSent(received - sent, sent);
+        problem =
+          received === chunk.length && looksLikeTls(chunk) ? speaksTls() : beyondSent(received - sent, sent);
       if (output && echo.length > 0) {
         // a slow stdout holds the socket back rather than buffering without bound
         if (!output.write(text ? text.write(echo) : echo)) {
