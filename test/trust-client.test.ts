@@ -321,6 +321,19 @@ describe('progress of a long piped transfer', () => {
     },
   );
 
+  it.skipIf(!hasScript)('--udp piped: the same line', async () => {
+    const srv = await startUdpEchoServer({ port: 0, faults: [parseFault('latency=100ms')] });
+    onTestFinished(async () => {
+      await srv.close();
+    });
+    const input = tempFile('lines', Buffer.from('a line of text\n'.repeat(12)));
+    const { screen, code } = await onTerminal(
+      `${client('--udp', '127.0.0.1', String(srv.address.port))} < ${sh([input])} > /dev/null`,
+    );
+    expect(code).toBe(0);
+    expect(screen.toString('utf8')).toMatch(new RegExp(`\r${ESC}\\[2K\\d+ B sent, \\d+ B back, `));
+  });
+
   it.skipIf(!hasScript)('-q: no progress', async () => {
     const srv = await echoServer({ faults: [parseFault('bandwidth=64k')] });
     const input = tempFile('in', randomBytes(48 * 1024));

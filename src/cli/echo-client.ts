@@ -5,7 +5,13 @@
 import type { Socket } from 'node:net';
 import { createInterface } from 'node:readline';
 import type { Command } from 'commander';
-import { EchoConnection, formatProgress, startHeartbeat, streamThrough } from '../client/echo.js';
+import {
+  EchoConnection,
+  formatProgress,
+  type StreamProgress,
+  startHeartbeat,
+  streamThrough,
+} from '../client/echo.js';
 import { type ConnectResult, connectTcp, withRetry } from '../core/connect.js';
 import { codedError, explainError } from '../core/errors.js';
 import type { Logger } from '../core/log.js';
@@ -351,6 +357,31 @@ function readBanner(socket: Socket, timeoutMs: number): Promise<string> {
   });
 }
 
+/**
+ * The progress line of a piped transfer, on stderr when it is a terminal and stdout is not that
+ * terminal too; none with -q or JSON logs. `clear()` removes it before the last log line.
+ */
+export function progressOnStderr(cfg: ClientConfig): {
+  onProgress?: (p: StreamProgress) => void;
+  clear: () => void;
+} {
+  if (process.stderr.isTTY !== true || process.stdout.isTTY === true || cfg.quiet || cfg.jsonLogs)
+    return { clear: () => {} };
+  let shown = '';
+  return {
+    onProgress: (p) => {
+      // a terminal write is synchronous: a stalled transfer does not repeat its line
+      const line = formatProgress(p);
+      if (line !== shown) process.stderr.write(`\r\x1b[2K${line}`);
+      shown = line;
+    },
+    clear: () => {
+      if (shown) process.stderr.write('\r\x1b[2K');
+      shown = '';
+    },
+  };
+}
+
 /** ping's last line: `5 sent, 5 echoed; rtt min/avg/max = 0.081/0.112/0.204 ms` */
 export function pingSummary(sent: number, rtts: number[]): string {
   if (!rtts.length) return `${sent} sent, 0 echoed\n`;
@@ -426,23 +457,13 @@ async function overConnection(
       'works on a terminal (interactive mode); piped input is its own proof of life',
     );
   }
-  // a long transfer shows its progress on a terminal's stderr (when stdout is not that terminal too)
-  const progress =
-    process.stderr.isTTY === true && process.stdout.isTTY !== true && !cfg.quiet && !cfg.jsonLogs;
-  let shown = '';
+  const progress = progressOnStderr(cfg);
   const result = await streamThrough(socket, process.stdin, process.stdout, {
     timeoutMs: cfg.timeoutMs,
     terminal: process.stdout.isTTY === true,
-    onProgress: progress
-      ? (p) => {
-          // a terminal write is synchronous: a stalled transfer does not repeat its line
-          const line = formatProgress(p);
-          if (line !== shown) process.stderr.write(`\r\x1b[2K${line}`);
-          shown = line;
-        }
-      : undefined,
+    onProgress: progress.onProgress,
   });
-  if (progress) process.stderr.write('\r\x1b[2K');
+  progress.clear();
   if (!result.ok) {
     // where in the stream it broke: the byte count a reset or a close arrived at
     if (result.received <= result.sent)

@@ -329,6 +329,28 @@ export function formatProgress(p: StreamProgress): string {
 }
 
 /**
+ * Report `counts()` every `everyMs` (250) with the time since the start and the echo's rate
+ * since the previous report. Returns the function that stops it.
+ */
+export function startProgress(
+  counts: () => { sent: number; received: number },
+  onProgress: (p: StreamProgress) => void,
+  everyMs = 250,
+): () => void {
+  const t0 = performance.now();
+  let last = { at: t0, received: 0 };
+  const timer = setInterval(() => {
+    const now = performance.now();
+    const { sent, received } = counts();
+    const rate = now > last.at ? ((received - last.received) * 1000) / (now - last.at) : 0;
+    last = { at: now, received };
+    onProgress({ sent, received, elapsedMs: now - t0, rate });
+  }, everyMs);
+  timer.unref();
+  return () => clearInterval(timer);
+}
+
+/**
  * Stream `input` through the echo server on `socket`, write each echoed chunk to `output`,
  * compare every byte with what was sent. Half-closes when `input` ends; resolves when the
  * server has closed its side. The first problem (a byte that differs, more bytes back than
@@ -350,15 +372,14 @@ export function streamThrough(
     let inputEnded = false;
     let outputBlocked = false;
     let done = false;
-    const t0 = performance.now();
-    let lastMove = t0;
+    let lastMove = performance.now();
     const text = o.terminal ? new TerminalText() : undefined;
 
     const finish = () => {
       if (done) return;
       done = true;
       clearTimeout(idleTimer);
-      clearInterval(progressTimer);
+      stopProgress();
       input.off('data', onInput);
       input.pause();
       if (text && output) output.write(text.end());
@@ -407,16 +428,9 @@ export function streamThrough(
       if (!idleTimer && !done && limit() !== undefined) idleTimer = setTimeout(checkIdle, limit());
     };
 
-    let last = { at: t0, received: 0 };
-    const progressTimer = o.onProgress
-      ? setInterval(() => {
-          const now = performance.now();
-          const rate = now > last.at ? ((received - last.received) * 1000) / (now - last.at) : 0;
-          last = { at: now, received };
-          o.onProgress!({ sent, received, elapsedMs: now - t0, rate });
-        }, o.progressEveryMs ?? 250)
-      : undefined;
-    progressTimer?.unref();
+    const stopProgress = o.onProgress
+      ? startProgress(() => ({ sent, received }), o.onProgress, o.progressEveryMs)
+      : () => {};
 
     const onInput = (chunk: Buffer) => {
       if (!owed()) lastMove = performance.now(); // the wait for the server starts now
