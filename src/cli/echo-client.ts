@@ -5,7 +5,13 @@
 import type { Socket } from 'node:net';
 import { createInterface } from 'node:readline';
 import type { Command } from 'commander';
-import { EchoConnection, startHeartbeat, streamThrough } from '../client/echo.js';
+import {
+  EchoConnection,
+  formatProgress,
+  type StreamProgress,
+  startHeartbeat,
+  streamThrough,
+} from '../client/echo.js';
 import { type ConnectResult, connectTcp, withRetry } from '../core/connect.js';
 import { codedError, explainError } from '../core/errors.js';
 import type { Logger } from '../core/log.js';
@@ -163,6 +169,9 @@ export interface ClientConfig {
   udp: boolean;
   socket: SocketOptions;
   verbose: boolean;
+  /** -q, and --log-format json: no progress line */
+  quiet: boolean;
+  jsonLogs: boolean;
   /** --unix, --tls…, --send-proxy */
   transport: ClientTransport;
   trace?: { format: 'text' | 'hex'; file?: string };
@@ -218,6 +227,8 @@ export function resolveClientConfig(
     udp,
     socket: clientSocketOptions(f),
     verbose: f.verbose === true,
+    quiet: f.quiet === true,
+    jsonLogs: f.logFormat === 'json',
     transport: {},
     trace: resolveTrace(f),
     banner: f.banner === true,
@@ -346,6 +357,31 @@ function readBanner(socket: Socket, timeoutMs: number): Promise<string> {
   });
 }
 
+/**
+ * The progress line of a piped transfer, on stderr when it is a terminal and stdout is not that
+ * terminal too; none with -q or JSON logs. `clear()` removes it before the last log line.
+ */
+export function progressOnStderr(cfg: ClientConfig): {
+  onProgress?: (p: StreamProgress) => void;
+  clear: () => void;
+} {
+  if (process.stderr.isTTY !== true || process.stdout.isTTY === true || cfg.quiet || cfg.jsonLogs)
+    return { clear: () => {} };
+  let shown = '';
+  return {
+    onProgress: (p) => {
+      // a terminal write is synchronous: a stalled transfer does not repeat its line
+      const line = formatProgress(p);
+      if (line !== shown) process.stderr.write(`\r\x1b[2K${line}`);
+      shown = line;
+    },
+    clear: () => {
+      if (shown) process.stderr.write('\r\x1b[2K');
+      shown = '';
+    },
+  };
+}
+
 /** ping's last line: `5 sent, 5 echoed; rtt min/avg/max = 0.081/0.112/0.204 ms` */
 export function pingSummary(sent: number, rtts: number[]): string {
   if (!rtts.length) return `${sent} sent, 0 echoed\n`;
@@ -380,6 +416,20 @@ async function runClient(hostArg: string | undefined, portArg: string | undefine
   }
   if (cfg.transport.tls?.insecure) logger.warn({}, INSECURE_WARNING);
   const { socket, options, tls } = await connectWithRetry(cfg, logger);
+  try {
+    return await overConnection(cfg, logger, socket, options, tls);
+  } finally {
+    socket.destroy(); // whatever ended the command (a banner that never came…) closes the connection
+  }
+}
+
+async function overConnection(
+  cfg: ClientConfig,
+  logger: Logger,
+  socket: Socket,
+  options: ConnectResult['options'],
+  tls: ConnectResult['tls'],
+): Promise<number> {
   logger.debug(
     { local: `${socket.localAddress}:${socket.localPort}` },
     cfg.transport.path !== undefined
@@ -407,13 +457,20 @@ async function runClient(hostArg: string | undefined, portArg: string | undefine
       'works on a terminal (interactive mode); piped input is its own proof of life',
     );
   }
-  const result = await streamThrough(socket, process.stdin, process.stdout);
+  const progress = progressOnStderr(cfg);
+  const result = await streamThrough(socket, process.stdin, process.stdout, {
+    timeoutMs: cfg.timeoutMs,
+    terminal: process.stdout.isTTY === true,
+    onProgress: progress.onProgress,
+  });
+  progress.clear();
   if (!result.ok) {
     // where in the stream it broke: the byte count a reset or a close arrived at
-    logger.warn(
-      { sent: result.sent, received: result.received },
-      `${result.received} of ${result.sent} bytes sent had come back`,
-    );
+    if (result.received <= result.sent)
+      logger.warn(
+        { sent: result.sent, received: result.received },
+        `${result.received} of ${result.sent} bytes sent had come back`,
+      );
     throw result.problem;
   }
   logger.info(
@@ -451,7 +508,7 @@ async function oneShot(cfg: ClientConfig, socket: Socket, logger: Logger): Promi
       );
     }
     if (cfg.count > 1) process.stdout.write(pingSummary(cfg.count, rtts));
-    await conn.finish();
+    await conn.finish(cfg.timeoutMs);
     return 0;
   } finally {
     socket.destroy();
@@ -503,7 +560,7 @@ async function interactive(cfg: ClientConfig, socket: Socket): Promise<number> {
     if (ended === 'interrupted') return 130;
     if (ended === 'dead') throw dead;
     if (ended === 'server') throw codedError('ERR_SERVER_CLOSED', 'the server closed the connection');
-    await conn.finish();
+    await conn.finish(cfg.timeoutMs);
     return 0;
   } finally {
     stopHeartbeat();

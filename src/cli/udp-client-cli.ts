@@ -5,13 +5,14 @@
 
 import { createInterface } from 'node:readline';
 import type { Readable } from 'node:stream';
+import { startProgress } from '../client/echo.js';
 import { explainError } from '../core/errors.js';
 import type { Logger } from '../core/log.js';
 import { formatAddress } from '../core/parse.js';
-import { escapeForTerminal } from '../core/terminal.js';
+import { escapeForTerminal, TerminalText } from '../core/terminal.js';
 import { UdpEchoClient } from '../udp/client.js';
 import { onSignals, warn } from './common.js';
-import { type ClientConfig, PROMPT, pingSummary } from './echo-client.js';
+import { type ClientConfig, PROMPT, pingSummary, progressOnStderr } from './echo-client.js';
 
 /** Cut a byte stream into datagrams: at each newline (kept), or every `size` bytes. */
 export async function* datagrams(input: Readable, size?: number): AsyncGenerator<Buffer> {
@@ -82,12 +83,28 @@ export async function runUdpClient(cfg: ClientConfig, logger: Logger): Promise<n
     } else {
       let sent = 0;
       let n = 0;
-      for await (const d of datagrams(process.stdin, cfg.datagramSize)) {
-        n++;
-        sent += d.length;
-        const r = await send(d);
-        if (r) process.stdout.write(r.reply); // identical to `d`: roundTrip compared every byte
+      // a terminal on stdout gets the echo as text with its controls made visible, whatever stdin is
+      const text = process.stdout.isTTY ? new TerminalText() : undefined;
+      let received = 0;
+      const progress = progressOnStderr(cfg);
+      const stopProgress = progress.onProgress
+        ? startProgress(() => ({ sent, received }), progress.onProgress)
+        : () => {};
+      try {
+        for await (const d of datagrams(process.stdin, cfg.datagramSize)) {
+          n++;
+          sent += d.length;
+          const r = await send(d);
+          if (!r) continue;
+          received += r.reply.length;
+          // identical to `d`: roundTrip compared every byte
+          process.stdout.write(text ? text.write(r.reply) : r.reply);
+        }
+      } finally {
+        stopProgress();
+        progress.clear();
       }
+      if (text) process.stdout.write(text.end());
       if (!lost)
         logger.info({ datagrams: n, sent }, `${n} datagrams, ${sent} bytes sent, all came back identical`);
     }

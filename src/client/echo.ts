@@ -5,8 +5,10 @@
 
 import type { Socket } from 'node:net';
 import type { Readable, Writable } from 'node:stream';
+import { TLSSocket } from 'node:tls';
 import { connectTcp, withRetry } from '../core/connect.js';
 import { codedError } from '../core/errors.js';
+import { TerminalText } from '../core/terminal.js';
 import { looksLikeTls } from '../core/tls.js';
 
 /** The reply is a TLS record (an alert): the server speaks TLS, this connection does not. */
@@ -15,6 +17,28 @@ const speaksTls = () =>
 
 import type { SocketOptions } from '../core/sockopts.js';
 
+/** How long the server's FIN is awaited once every byte is back, when no --timeout says. */
+export const FIN_WAIT_MS = 2000;
+
+/**
+ * A reset (or a write into one) before any byte came back on a plain connection: a TLS server
+ * that read bytes that are not TLS closes that way; the explanation says so.
+ */
+function noteResetBeforeEcho(err: Error, socket: Socket, received: number): void {
+  const code = (err as NodeJS.ErrnoException).code;
+  if (received === 0 && !(socket instanceof TLSSocket) && (code === 'ECONNRESET' || code === 'EPIPE'))
+    Object.assign(err, {
+      extraHint: 'Nothing came back: if the server speaks TLS (it drops plain bytes), add --tls.',
+    });
+}
+
+/** More bytes came back than were sent: no echo server does that. */
+const beyondSent = (extra: number, sent: number) =>
+  codedError(
+    'ERR_ECHO_MISMATCH',
+    `${extra} bytes came back beyond the ${sent} sent (not an echo server); stopped reading`,
+  );
+
 /** Reads echoes off one socket; one round trip at a time. */
 export class EchoConnection {
   private pending: Buffer[] = [];
@@ -22,9 +46,23 @@ export class EchoConnection {
   private ended = false;
   private error: Error | undefined;
   private wake: (() => void) | undefined;
+  /** bytes written and bytes come back, over the connection's life */
+  private sent = 0;
+  private received = 0;
+  /** when a byte last moved either way (a write taken by the kernel, a read) */
+  private lastMove = 0;
 
   constructor(readonly socket: Socket) {
     socket.on('data', (chunk: Buffer) => {
+      this.lastMove = performance.now();
+      this.received += chunk.length;
+      if (this.received > this.sent) {
+        // never kept: reading stops here, however much more the peer would send
+        this.error ??= beyondSent(this.received - this.sent, this.sent);
+        socket.destroy();
+        this.wake?.();
+        return;
+      }
       this.pending.push(chunk);
       this.pendingLength += chunk.length;
       this.wake?.();
@@ -34,7 +72,8 @@ export class EchoConnection {
       this.wake?.();
     });
     socket.on('error', (err) => {
-      this.error = err;
+      noteResetBeforeEcho(err, socket, this.received);
+      this.error ??= err;
       this.wake?.();
     });
     socket.on('close', () => {
@@ -62,8 +101,14 @@ export class EchoConnection {
 
   private async oneRoundTrip(message: Buffer, timeoutMs?: number): Promise<{ reply: Buffer; rttMs: number }> {
     const t0 = performance.now();
-    this.socket.write(message);
-    const reply = await this.read(message.length, timeoutMs);
+    this.sent += message.length;
+    let written = false;
+    this.socket.write(message, (err) => {
+      if (err) return;
+      written = true;
+      this.lastMove = performance.now();
+    });
+    const reply = await this.read(message.length, timeoutMs, () => written);
     const rttMs = performance.now() - t0;
     if (!reply.equals(message)) {
       if (looksLikeTls(reply) && !looksLikeTls(message)) throw speaksTls();
@@ -76,14 +121,25 @@ export class EchoConnection {
     return { reply, rttMs };
   }
 
-  private async read(n: number, timeoutMs?: number): Promise<Buffer> {
+  /**
+   * Wait for `n` bytes. `timeoutMs` is an idle limit, as nc -w: the wait ends when no byte has
+   * moved either way (our write taken by the kernel, a byte read) for that long.
+   */
+  private async read(n: number, timeoutMs?: number, written = () => true): Promise<Buffer> {
     let timer: NodeJS.Timeout | undefined;
     let timedOut = false;
     if (timeoutMs !== undefined) {
-      timer = setTimeout(() => {
+      this.lastMove = performance.now();
+      const check = () => {
+        const idle = performance.now() - this.lastMove;
+        if (idle < timeoutMs) {
+          timer = setTimeout(check, timeoutMs - idle);
+          return;
+        }
         timedOut = true;
         this.wake?.();
-      }, timeoutMs);
+      };
+      timer = setTimeout(check, timeoutMs);
     }
     try {
       while (this.pendingLength < n) {
@@ -98,7 +154,7 @@ export class EchoConnection {
         if (timedOut) {
           throw codedError(
             'ERR_REPLY_TIMEOUT',
-            `${this.pendingLength} of ${n} bytes came back within ${timeoutMs} ms`,
+            `${this.pendingLength} of ${n} bytes came back within ${timeoutMs} ms; nothing moved either way for that long (${written() ? `all ${n} bytes sent` : 'not all sent: the server stopped reading'})`,
           );
         }
         await new Promise<void>((res) => {
@@ -117,14 +173,27 @@ export class EchoConnection {
     return out;
   }
 
-  /** Half-close and wait for the server's FIN; extra bytes after our last echo are an error. */
-  async finish(): Promise<void> {
+  /**
+   * Half-close and wait for the server's FIN; extra bytes after our last echo are an error.
+   * A server that never closes is waited for `timeoutMs` (FIN_WAIT_MS by default), then left:
+   * every byte sent had come back.
+   */
+  async finish(timeoutMs = FIN_WAIT_MS): Promise<void> {
     this.socket.end();
-    while (!this.ended && !this.error) {
-      await new Promise<void>((res) => {
-        this.wake = res;
-      });
-      this.wake = undefined;
+    let timedOut = false;
+    const timer = setTimeout(() => {
+      timedOut = true;
+      this.wake?.();
+    }, timeoutMs);
+    try {
+      while (!this.ended && !this.error && !timedOut) {
+        await new Promise<void>((res) => {
+          this.wake = res;
+        });
+        this.wake = undefined;
+      }
+    } finally {
+      clearTimeout(timer);
     }
     if (this.error && (this.error as NodeJS.ErrnoException).code !== 'ECONNRESET') throw this.error;
     if (this.pendingLength > 0) {
@@ -219,29 +288,101 @@ export interface StreamResult {
   problem?: Error;
 }
 
+export interface StreamProgress {
+  /** bytes read from the input and written to the connection */
+  sent: number;
+  /** bytes come back */
+  received: number;
+  elapsedMs: number;
+  /** bytes come back per second since the previous report */
+  rate: number;
+}
+
+export interface StreamOptions {
+  /**
+   * Give up (ERR_REPLY_TIMEOUT) when no byte has moved either way for this long while an echo
+   * is owed, as nc -w does; also how long the server's FIN is awaited once every byte is back
+   * (FIN_WAIT_MS without it).
+   */
+  timeoutMs?: number;
+  /** `output` is a terminal: the echo is written as text with its controls made visible */
+  terminal?: boolean;
+  /** called every `progressEveryMs` (250) while the stream runs */
+  onProgress?: (p: StreamProgress) => void;
+  progressEveryMs?: number;
+}
+
 /** Bytes allowed out but not yet echoed before the input is paused (bounded memory). */
 const MAX_OUTSTANDING = 4 * 1024 * 1024;
+
+/** `1.5 MiB`, `96.0 KiB`, `512 B` */
+export function humanBytes(n: number): string {
+  if (n < 1024) return `${Math.round(n)} B`;
+  if (n < 1024 ** 2) return `${(n / 1024).toFixed(1)} KiB`;
+  if (n < 1024 ** 3) return `${(n / 1024 ** 2).toFixed(1)} MiB`;
+  return `${(n / 1024 ** 3).toFixed(2)} GiB`;
+}
+
+/** The progress line of a stream: `1.5 MiB sent, 1.4 MiB back, 64.0 KiB/s` (the echo's current rate). */
+export function formatProgress(p: StreamProgress): string {
+  return `${humanBytes(p.sent)} sent, ${humanBytes(p.received)} back, ${humanBytes(p.rate)}/s`;
+}
+
+/**
+ * Report `counts()` every `everyMs` (250) with the time since the start and the echo's rate
+ * since the previous report. Returns the function that stops it.
+ */
+export function startProgress(
+  counts: () => { sent: number; received: number },
+  onProgress: (p: StreamProgress) => void,
+  everyMs = 250,
+): () => void {
+  const t0 = performance.now();
+  let last = { at: t0, received: 0 };
+  const timer = setInterval(() => {
+    const now = performance.now();
+    const { sent, received } = counts();
+    const rate = now > last.at ? ((received - last.received) * 1000) / (now - last.at) : 0;
+    last = { at: now, received };
+    onProgress({ sent, received, elapsedMs: now - t0, rate });
+  }, everyMs);
+  timer.unref();
+  return () => clearInterval(timer);
+}
 
 /**
  * Stream `input` through the echo server on `socket`, write each echoed chunk to `output`,
  * compare every byte with what was sent. Half-closes when `input` ends; resolves when the
- * server has closed its side.
+ * server has closed its side. The first problem (a byte that differs, more bytes back than
+ * were sent, the idle timeout) ends the stream at once: nothing more is read.
  */
 export function streamThrough(
   socket: Socket,
   input: Readable,
   output: Writable | null,
+  o: StreamOptions = {},
 ): Promise<StreamResult> {
   return new Promise((resolve) => {
     const unverified: Buffer[] = []; // sent, not yet echoed
     let sent = 0;
+    let written = 0; // taken by the kernel (write callbacks)
     let received = 0;
     let problem: Error | undefined;
     let inputPaused = false;
+    let inputEnded = false;
+    let outputBlocked = false;
+    let done = false;
+    let lastMove = performance.now();
+    const text = o.terminal ? new TerminalText() : undefined;
 
     const finish = () => {
+      if (done) return;
+      done = true;
+      clearTimeout(idleTimer);
+      stopProgress();
       input.off('data', onInput);
       input.pause();
+      if (text && output) output.write(text.end());
       if (!problem && received < sent) {
         problem = codedError(
           'ERR_ECHO_SHORT',
@@ -250,60 +391,126 @@ export function streamThrough(
       }
       resolve({ sent, received, ok: !problem, problem });
     };
+    /** the first problem ends it: no more reading or writing */
+    const abort = (err: Error) => {
+      problem ??= err;
+      input.off('data', onInput);
+      input.pause();
+      socket.destroy();
+    };
+
+    // the idle timer runs while the server owes something: an echo, or its FIN after ours
+    let idleTimer: NodeJS.Timeout | undefined;
+    const owed = () => sent > received || inputEnded;
+    const limit = () => (sent > received ? o.timeoutMs : (o.timeoutMs ?? FIN_WAIT_MS));
+    const checkIdle = () => {
+      idleTimer = undefined;
+      const ms = limit();
+      if (done || !owed() || ms === undefined) return;
+      if (outputBlocked) lastMove = performance.now(); // waiting on our own reader, not the server
+      const idle = performance.now() - lastMove;
+      if (idle < ms) {
+        idleTimer = setTimeout(checkIdle, ms - idle);
+        return;
+      }
+      if (sent === received) {
+        socket.destroy(); // every byte is back; the server just never closed
+        return;
+      }
+      abort(
+        codedError(
+          'ERR_REPLY_TIMEOUT',
+          `no byte moved either way for ${ms} ms: ${written} bytes sent, ${received} came back${sent > written ? ` (${sent - written} more read from the input, not taken by the kernel: the server stopped reading)` : ''}`,
+        ),
+      );
+    };
+    const armIdle = () => {
+      if (!idleTimer && !done && limit() !== undefined) idleTimer = setTimeout(checkIdle, limit());
+    };
+
+    const stopProgress = o.onProgress
+      ? startProgress(() => ({ sent, received }), o.onProgress, o.progressEveryMs)
+      : () => {};
+
     const onInput = (chunk: Buffer) => {
+      if (!owed()) lastMove = performance.now(); // the wait for the server starts now
       sent += chunk.length;
       unverified.push(chunk);
-      const full = !socket.write(chunk);
+      const full = !socket.write(chunk, (err) => {
+        if (err) return;
+        written += chunk.length;
+        lastMove = performance.now();
+      });
       if ((full || sent - received > MAX_OUTSTANDING) && !inputPaused) {
         inputPaused = true;
         input.pause();
       }
+      armIdle();
     };
     const maybeResume = () => {
-      if (inputPaused && socket.writableLength === 0 && sent - received <= MAX_OUTSTANDING / 2) {
+      if (inputPaused && !problem && socket.writableLength === 0 && sent - received <= MAX_OUTSTANDING / 2) {
         inputPaused = false;
         input.resume();
       }
     };
     input.on('data', onInput);
-    input.once('end', () => socket.end()); // stdin EOF → shutdown(SHUT_WR), keep reading
+    input.once('end', () => {
+      if (!owed()) lastMove = performance.now();
+      inputEnded = true;
+      socket.end(); // stdin EOF → shutdown(SHUT_WR), keep reading
+      armIdle();
+    });
     socket.on('drain', maybeResume);
     socket.on('data', (chunk: Buffer) => {
-      if (!problem) {
-        let off = 0;
-        while (off < chunk.length) {
-          const head = unverified[0];
-          if (!head) {
-            problem = codedError('ERR_ECHO_MISMATCH', `byte ${received + off} came back but was never sent`);
+      if (problem) return;
+      lastMove = performance.now();
+      // never more than was sent is checked or written out
+      const echo = received + chunk.length > sent ? chunk.subarray(0, sent - received) : chunk;
+      let off = 0;
+      while (off < echo.length) {
+        const head = unverified[0]!;
+        const n = Math.min(head.length, echo.length - off);
+        if (head.compare(echo, off, off + n, 0, n) !== 0) {
+          if (received + off === 0 && looksLikeTls(echo) && !looksLikeTls(head)) {
+            problem = speaksTls();
             break;
           }
-          const n = Math.min(head.length, chunk.length - off);
-          if (head.compare(chunk, off, off + n, 0, n) !== 0) {
-            if (received + off === 0 && looksLikeTls(chunk) && !looksLikeTls(head)) {
-              problem = speaksTls();
-              break;
-            }
-            const at = received + off + firstDifference(chunk.subarray(off, off + n), head.subarray(0, n));
-            problem = codedError(
-              'ERR_ECHO_MISMATCH',
-              `echo differs from what was sent at offset ${at} (cmp: byte ${at + 1})`,
-            );
-            break;
-          }
-          off += n;
-          if (n === head.length) unverified.shift();
-          else unverified[0] = head.subarray(n);
+          const at = received + off + firstDifference(echo.subarray(off, off + n), head.subarray(0, n));
+          problem = codedError(
+            'ERR_ECHO_MISMATCH',
+            `echo differs from what was sent at offset ${at} (cmp: byte ${at + 1}); stopped reading`,
+          );
+          break;
         }
+        off += n;
+        if (n === head.length) unverified.shift();
+        else unverified[0] = head.subarray(n);
       }
       received += chunk.length;
-      // a slow stdout holds the socket back rather than buffering without bound
-      if (output && !output.write(chunk)) {
-        socket.pause();
-        output.once('drain', () => socket.resume());
+      if (!problem && echo.length < chunk.length)
+        problem =
+          received === chunk.length && looksLikeTls(chunk) ? speaksTls() : beyondSent(received - sent, sent);
+      if (output && echo.length > 0) {
+        // a slow stdout holds the socket back rather than buffering without bound
+        if (!output.write(text ? text.write(echo) : echo)) {
+          outputBlocked = true;
+          socket.pause();
+          output.once('drain', () => {
+            outputBlocked = false;
+            lastMove = performance.now();
+            socket.resume();
+          });
+        }
+      }
+      if (problem) {
+        abort(problem);
+        return;
       }
       maybeResume();
+      armIdle();
     });
     socket.on('error', (err) => {
+      noteResetBeforeEcho(err, socket, received);
       problem ??= err;
     });
     socket.on('close', finish);

@@ -280,8 +280,9 @@ export const ERRNO_TABLE: Readonly<Record<string, ErrnoEntry>> = {
     hint: 'Only a proxy that sends one (HAProxy send-proxy / send-proxy-v2, echo-client --send-proxy) may connect to a --proxy-protocol server.',
   },
   ERR_REPLY_TIMEOUT: {
-    meaning: 'the echo did not come back within --timeout',
-    hint: 'The server is slow, stalled or not an echo server; raise --timeout if the path is slow.',
+    meaning:
+      'the echo did not come back within --timeout (over TCP: no byte moved either way for that long while an echo was owed)',
+    hint: 'The server is slow, stalled (it stopped reading or echoing) or not an echo server; raise --timeout if the path is slow.',
   },
 };
 
@@ -302,6 +303,9 @@ type ErrLike = Error & {
   address?: unknown;
   port?: unknown;
   errors?: unknown;
+  hostname?: unknown;
+  /** advice the code that saw the error adds to the table's hint */
+  extraHint?: unknown;
 };
 
 /**
@@ -334,6 +338,9 @@ export function explainError(err: unknown, ctx: ErrorContext = {}): ExplainedErr
         ? ` ${typeof e.port === 'number' && e.port >= 0 && !isUnixAddress(e.address) ? formatAddress(e.address, e.port) : e.address}`
         : '';
     summary = `${e.syscall} ${code}${where}`;
+    // a failed name lookup says which name (Node's message has it; the summary would not)
+    if (e.syscall === 'getaddrinfo' && typeof e.hostname === 'string')
+      summary = `cannot resolve ${e.hostname}: ${summary}`;
   } else {
     // Node 24 adds advice about its own --use-system-ca flag to certificate errors: ours is in the hint
     summary =
@@ -358,6 +365,7 @@ export function explainError(err: unknown, ctx: ErrorContext = {}): ExplainedErr
   const tried = triedAddresses(err);
   if (tried) summary += ` (tried ${tried})`;
   let fullHint = hint;
+  if (typeof e?.extraHint === 'string') fullHint += ` ${e.extraHint}`;
   if (code === 'ECONNREFUSED' && (e?.address === '::1' || tried))
     fullHint += ` A server on 127.0.0.1 does not answer on ::1, nor the reverse: localhost may mean either; echo-server --host :: listens on both.`;
   const line = entry ? `${summary} — ${meaning}. ${fullHint.trim()}`.trimEnd() : summary;

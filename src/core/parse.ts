@@ -72,6 +72,7 @@ export function parseTarget(
     const v4 = /^([^:\s]+):(\d*)$/.exec(host);
     if (v6 || v4) [host, port] = [(v6 ?? v4)![1], (v6 ?? v4)![2]];
     else if (/^\d+$/.test(host)) [host, port] = [undefined, host];
+    else refuseAmbiguousV6(host);
   }
   if (host !== undefined && /^\d+$/.test(host)) {
     throw new UsageError('HOST', host, 'is a number: give HOST PORT, HOST:PORT, or PORT alone');
@@ -82,6 +83,21 @@ export function parseTarget(
     host: parseHost('HOST', host ?? defaults.host),
     port: parsePort('PORT', port, { allowZero: false }),
   };
+}
+
+/**
+ * `::1:7103` is both the address ::1:7103 and ::1 with port 7103: a bare IPv6 literal whose
+ * last group could be a port, with no port given, is refused and both readings are named.
+ */
+function refuseAmbiguousV6(host: string): void {
+  const cut = host.lastIndexOf(':');
+  const [addr, port] = [host.slice(0, cut), host.slice(cut + 1)];
+  if (isIP(host) !== 6 || isIP(addr) !== 6 || !/^\d{1,5}$/.test(port) || Number(port) > 65535) return;
+  throw new UsageError(
+    'HOST',
+    host,
+    `is ambiguous: for ${addr} port ${port} write [${addr}]:${port} (or ${addr} ${port}); for the address ${host} give the port too ([${host}]:PORT)`,
+  );
 }
 
 /** True for an address only this machine can reach: 127.0.0.0/8, ::1, ::ffff:127.x (a literal, after listen). */
