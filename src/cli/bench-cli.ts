@@ -15,7 +15,16 @@ import {
   parseTarget,
   UsageError,
 } from '../core/parse.js';
-import { conflict, onSignals, warn } from './common.js';
+import {
+  checkRedirects,
+  conflict,
+  type FamilyFlags,
+  hostForFamily,
+  onSignals,
+  redirectOption,
+  resolveFamily,
+  warn,
+} from './common.js';
 import {
   addClientTransportFlags,
   type ClientTransportFlags,
@@ -30,6 +39,10 @@ export function addBenchCommand(program: Command, onDone: (code: number) => void
     .description('load and latency, tcpkali-style, with every echoed byte verified')
     .argument('[host]', 'server address (HOST, HOST:PORT, [v6]:PORT, or a lone PORT)')
     .argument('[port]', 'server port (default 7007)')
+    .option('-p, --port <port>', 'server port (instead of the second argument)')
+    .option('-4', 'IPv4 only (the default server is 127.0.0.1)')
+    .option('-6', 'IPv6 only (the default server is ::1)')
+    .addOption(redirectOption('-m <value>'))
     .option('-c, --connections <n>', 'connections (UDP: datagrams outstanding)', '10')
     .option('-d, --duration <dur>', 'how long to measure', '10s')
     .option('--requests <n>', 'stop after this many round trips / connections')
@@ -61,6 +74,7 @@ Examples:
   echo-client bench --mode connect -c 50          connect/echo/close per second
   echo-client bench --rate 20000 -c 50            open loop, latency without coordinated omission
   echo-client bench --udp -c 32 --json
+  echo-client bench -6 -p 7007 -c 10              against [::1]:7007
   echo-client bench --tls --insecure -c 10        TLS ping-pong (handshakes in --mode connect)
   echo-client bench --unix /tmp/echo.sock --mode stream`,
     )
@@ -69,7 +83,10 @@ Examples:
     );
 }
 
-export interface BenchFlags extends ClientTransportFlags {
+export interface BenchFlags extends ClientTransportFlags, FamilyFlags {
+  port?: string;
+  /** -m: echo-client's --message; refused here, naming --mode */
+  m?: string;
   target?: string[];
   targetsFile?: string;
   connections: string;
@@ -88,9 +105,18 @@ const MAX_DURATION = 3_600_000;
 
 /** Validate every bench flag up front; throws UsageError naming the flag. */
 export function resolveBenchOptions(f: BenchFlags, hostArg: string | undefined, portArg: string | undefined) {
+  checkRedirects(f, [
+    ['m', '-m', (v) => `is echo-client's --message; for the bench's mode type --mode ${v}`],
+  ]);
   if (f.udp && f.mode !== 'pingpong')
     throw new UsageError('--udp', undefined, `cannot be used with --mode ${f.mode}`);
-  const { host, port } = parseTarget(hostArg, portArg, { host: '127.0.0.1', port: '7007' });
+  if (portArg !== undefined && f.port !== undefined) throw conflict('--port', 'a PORT argument');
+  const family = resolveFamily(f);
+  const { host, port } = parseTarget(hostArg, portArg ?? f.port, {
+    host: family === 6 ? '::1' : '127.0.0.1',
+    port: '7007',
+  });
+  hostForFamily(family, host, 'HOST');
   const connections = parseInteger('--connections', f.connections, 1, 100_000);
   const durationMs = parseDuration('--duration', f.duration, 100, MAX_DURATION);
   const defSize = f.mode === 'stream' ? '64k' : '64';
@@ -101,13 +127,20 @@ export function resolveBenchOptions(f: BenchFlags, hostArg: string | undefined, 
   const transport = resolveClientTransport(f, {
     udp: f.udp === true,
     targetGiven:
-      hostArg !== undefined ? 'a HOST argument' : portArg !== undefined ? 'a PORT argument' : undefined,
+      hostArg !== undefined
+        ? 'a HOST argument'
+        : portArg !== undefined
+          ? 'a PORT argument'
+          : f.port !== undefined
+            ? '--port'
+            : undefined,
     socket: {},
-    local: undefined,
+    local: family ? `-${family}` : undefined,
   });
   let targets: { host: string; port: number }[] | undefined;
   if (f.target !== undefined || f.targetsFile !== undefined) {
     if (hostArg !== undefined) throw conflict('--target', 'a HOST argument');
+    if (f.port !== undefined) throw conflict('--target', '--port');
     if (transport.path !== undefined) throw conflict('--target', '--unix');
     const list = [...(f.target ?? [])];
     if (f.targetsFile !== undefined) {
@@ -128,16 +161,20 @@ export function resolveBenchOptions(f: BenchFlags, hostArg: string | undefined, 
     }
     if (list.length === 0) throw new UsageError('--targets-file', f.targetsFile, 'lists no targets');
     targets = list.map((t) => {
+      let target: { host: string; port: number };
       try {
-        return parseTarget(t, undefined, { host: '127.0.0.1' });
+        target = parseTarget(t, undefined, { host: family === 6 ? '::1' : '127.0.0.1' });
       } catch {
         throw new UsageError('--target', t, 'is HOST:PORT ([v6]:PORT)');
       }
+      hostForFamily(family, target.host, '--target');
+      return target;
     });
   }
   const opts = {
     host,
     port,
+    ...(family ? { family } : {}),
     targets,
     ...transport,
     mode: f.mode,
@@ -172,6 +209,7 @@ export async function runBenchCli(
         path: opts.path,
         tls: opts.tls,
         sendProxy: opts.sendProxy,
+        family: opts.family,
         connectTimeoutMs: 10_000,
       })
     ).socket.destroy();
@@ -239,7 +277,13 @@ async function runFleet(f: BenchFlags, opts: ReturnType<typeof resolveBenchOptio
   if (!opts.udp) {
     for (const t of targets)
       (
-        await connectTcp({ ...t, tls: opts.tls, sendProxy: opts.sendProxy, connectTimeoutMs: 10_000 })
+        await connectTcp({
+          ...t,
+          tls: opts.tls,
+          sendProxy: opts.sendProxy,
+          family: opts.family,
+          connectTimeoutMs: 10_000,
+        })
       ).socket.destroy();
   }
   const stop = stopOnSignal();
