@@ -5,12 +5,12 @@
 
 import type { Command } from 'commander';
 import { describe, expect, it } from 'vitest';
-import { type BenchFlags, resolveBenchOptions } from '../src/cli/bench-cli.js';
+import { type BenchFlags, formatBench, resolveBenchOptions } from '../src/cli/bench-cli.js';
 import { buildChatProgram, type ChatFlags, resolveChatConfig } from '../src/cli/echo-chat.js';
 import { buildClientProgram, type ClientFlags, resolveClientConfig } from '../src/cli/echo-client.js';
 import { buildServerProgram, resolveServerConfig, type ServerFlags } from '../src/cli/echo-server.js';
 import { UsageError } from '../src/core/parse.js';
-import { SERVER_MODES, spawnCli } from './helpers.js';
+import { echoServer, runEchoClient, SERVER_MODES, spawnCli } from './helpers.js';
 
 const quiet = (p: Command) => {
   for (const c of [p, ...p.commands])
@@ -307,5 +307,69 @@ describe('the real commands', () => {
     expect(took).toBeGreaterThanOrEqual(1000);
     expect(took).toBeLessThan(8000);
     expect(c.stderr()).toMatch(/1000 ms|1 s/);
+  });
+});
+
+describe('echo-lab list and counts in words', () => {
+  it('echo-lab list: every summary starts in one column, two spaces after the longest name', async () => {
+    const p = spawnCli('echo-lab', ['list']);
+    expect((await p.exit).code).toBe(0);
+    const lines = p.stdout().trimEnd().split('\n');
+    expect(lines.length).toBeGreaterThan(5);
+    const names = lines.map((l) => l.split(' ')[0]!);
+    const width = Math.max(...names.map((n) => n.length)) + 2;
+    for (const [i, l] of lines.entries()) {
+      expect(l.slice(0, width).trimEnd(), l).toBe(names[i]);
+      expect(l[width], l).not.toBe(' ');
+    }
+  });
+
+  it('echo-lab --help: the scenario table is aligned the same way', async () => {
+    const p = spawnCli('echo-lab', ['--help']);
+    expect((await p.exit).code).toBe(0);
+    const rows = p.stdout().split('Scenarios:\n')[1]!.split('\n\n')[0]!.split('\n');
+    const starts = new Set(rows.map((r) => /^ {2}\S+ +/.exec(r)![0].length));
+    expect(starts.size).toBe(1);
+  });
+
+  it('formatBench: "1 connection"', () => {
+    const r = {
+      mode: 'pingpong',
+      connections: 1,
+      duration_s: 1,
+      count: 1,
+      rate_per_s: 1,
+      mb_per_s: 0,
+      latency_us: { p50: 1, p90: 1, p99: 1, p999: 1, max: 1, mean: 1 },
+      errors: {},
+      mismatches: 1,
+    };
+    const out = formatBench(r, '127.0.0.1:7007');
+    expect(out).toMatch(/\(pingpong, 1 connection\)/);
+    expect(out).toMatch(/1 MISMATCH\b/);
+  });
+
+  it('echo-client --count: "1 byte from"; piped: "1 byte sent"', async () => {
+    const srv = await echoServer();
+    const c = spawnCli('echo-client', ['-m', 'x', '--count', '2', String(srv.address.port)]);
+    expect((await c.exit).code, c.stderr()).toBe(0);
+    expect(c.stdout()).toMatch(/^1 byte from 127\.0\.0\.1:\d+: seq=1 /);
+    const piped = await runEchoClient([String(srv.address.port)], 'x');
+    expect(piped.code, piped.err).toBe(0);
+    expect(piped.err).toMatch(/1 byte sent, all came back identical/);
+    const u = spawnCli('echo-server', ['--udp', '0', '--log-format', 'json']);
+    const uport = (await u.waitStderr(/listening on [\d.]+:(\d+)/))[1]!;
+    const ud = spawnCli('echo-client', ['--udp', '-m', 'x', '--count', '2', uport]);
+    expect((await ud.exit).code, ud.stderr()).toBe(0);
+    expect(ud.stdout()).toMatch(/^1 byte from /);
+  });
+
+  it('echo-server --mode fork --max-children 1, --mode workers --workers 1: no "1 children", "1 workers"', async () => {
+    const f = spawnCli('echo-server', ['0', '--mode', 'fork', '--max-children', '1']);
+    await f.waitStderr(/listening on/);
+    expect(f.stderr()).toMatch(/at most 1 child\)/);
+    const w = spawnCli('echo-server', ['0', '--mode', 'workers', '--workers', '1']);
+    await w.waitStderr(/1 worker\b|1 workers\b/);
+    expect(w.stderr()).not.toMatch(/1 workers/);
   });
 });

@@ -13,6 +13,7 @@ import {
   parseInteger,
   parseSize,
   parseTarget,
+  plural,
   UsageError,
 } from '../core/parse.js';
 import {
@@ -240,7 +241,7 @@ export async function runBenchCli(
   if (r.lost) {
     warn(
       'echo-client',
-      `${r.lost} datagrams got no echo within 1 s; an echo-server limits each source to 1000 datagrams/s by default (start it with --udp --rate-limit 0 to measure)`,
+      `${plural(r.lost, 'datagram')} got no echo within 1 s; an echo-server limits each source to 1000 datagrams/s by default (start it with --udp --rate-limit 0 to measure)`,
     );
   }
   if (r.mismatches > 0) {
@@ -309,7 +310,7 @@ async function runFleet(f: BenchFlags, opts: ReturnType<typeof resolveBenchOptio
   } else {
     for (const [i, r] of results.entries()) process.stdout.write(`${formatBench(r, name(targets[i]!))}\n`);
     process.stdout.write(
-      `total          ${targets.length} targets: ${total.count} ${opts.mode === 'stream' ? 'bytes' : opts.mode === 'connect' ? 'connections' : 'round trips'}, ${total.rate_per_s}/s, ${total.mb_per_s} MB/s, ${total.mismatches} mismatches\n`,
+      `total          ${plural(targets.length, 'target')}: ${plural(total.count, opts.mode === 'stream' ? 'byte' : opts.mode === 'connect' ? 'connection' : 'round trip')}, ${total.rate_per_s}/s, ${total.mb_per_s} MB/s, ${plural(total.mismatches, 'mismatch', 'mismatches')}\n`,
     );
   }
   if (total.mismatches > 0)
@@ -323,7 +324,10 @@ export function formatBench(r: BenchResult, where: string): string {
     .map(([k, v]) => `${k} ${v}`)
     .join(', ');
   const rows: [string, string][] = [
-    ['target', `${where} (${r.mode}, ${r.connections} ${r.mode === 'udp' ? 'outstanding' : 'connections'})`],
+    [
+      'target',
+      `${where} (${r.mode}, ${r.mode === 'udp' ? `${r.connections} outstanding` : plural(r.connections, 'connection')})`,
+    ],
     ['duration', `${r.duration_s} s${r.interrupted ? ' (interrupted: the figures cover this much)' : ''}`],
     [
       r.mode === 'stream' ? 'echoed' : r.mode === 'connect' ? 'connections' : 'round trips',
@@ -342,7 +346,10 @@ export function formatBench(r: BenchResult, where: string): string {
           string,
           string,
         ][])),
-    ['verified', r.mismatches === 0 ? 'every echoed byte matched' : `${r.mismatches} MISMATCHES`],
+    [
+      'verified',
+      r.mismatches === 0 ? 'every echoed byte matched' : plural(r.mismatches, 'MISMATCH', 'MISMATCHES'),
+    ],
     ['errors', errs || 'none'],
     ...(r.lost !== undefined ? ([['lost', String(r.lost)]] as [string, string][]) : []),
   ];

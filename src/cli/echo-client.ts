@@ -17,6 +17,7 @@ import {
   parsePort,
   parseSize,
   parseTarget,
+  plural,
   UsageError,
 } from '../core/parse.js';
 import { formatReport, type SocketOptions } from '../core/sockopts.js';
@@ -447,13 +448,13 @@ async function runClient(hostArg: string | undefined, portArg: string | undefine
     // where in the stream it broke: the byte count a reset or a close arrived at
     logger.warn(
       { sent: result.sent, received: result.received },
-      `${result.received} of ${result.sent} bytes sent had come back`,
+      `${result.received} of ${plural(result.sent, 'byte')} sent had come back`,
     );
     throw result.problem;
   }
   logger.info(
     { sent: result.sent, received: result.received },
-    `${result.sent} bytes sent, all came back identical`,
+    `${plural(result.sent, 'byte')} sent, all came back identical`,
   );
   return 0;
 }
@@ -477,7 +478,7 @@ async function oneShot(cfg: ClientConfig, socket: Socket, logger: Logger): Promi
         if (reply[reply.length - 1] !== 0x0a) process.stdout.write('\n');
       } else {
         process.stdout.write(
-          `${reply.length} bytes from ${where}: seq=${i + 1} time=${rttMs.toFixed(3)} ms\n`,
+          `${plural(reply.length, 'byte')} from ${where}: seq=${i + 1} time=${rttMs.toFixed(3)} ms\n`,
         );
       }
       logger.debug(
