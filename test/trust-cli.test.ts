@@ -3,14 +3,24 @@
 // counts in words. Parsed in-process through the commands' own builders and resolvers, and
 // through the real commands in every server mode.
 
+import path from 'node:path';
 import type { Command } from 'commander';
 import { describe, expect, it } from 'vitest';
+import { describeTally, routesFromHaproxyLog, tally } from '../deploy/cluster-tally.js';
 import { type BenchFlags, formatBench, resolveBenchOptions } from '../src/cli/bench-cli.js';
 import { buildChatProgram, type ChatFlags, resolveChatConfig } from '../src/cli/echo-chat.js';
 import { buildClientProgram, type ClientFlags, resolveClientConfig } from '../src/cli/echo-client.js';
 import { buildServerProgram, resolveServerConfig, type ServerFlags } from '../src/cli/echo-server.js';
 import { UsageError } from '../src/core/parse.js';
-import { echoServer, runEchoClient, SERVER_MODES, spawnCli } from './helpers.js';
+import {
+  echoServer,
+  hasCommand,
+  ROOT,
+  runCommand,
+  runEchoClient,
+  SERVER_MODES,
+  spawnCli,
+} from './helpers.js';
 
 const quiet = (p: Command) => {
   for (const c of [p, ...p.commands])
@@ -372,4 +382,66 @@ describe('echo-lab list and counts in words', () => {
     await w.waitStderr(/1 worker\b|1 workers\b/);
     expect(w.stderr()).not.toMatch(/1 workers/);
   });
+});
+
+describe('npm run cluster-demo tells what happened', () => {
+  const line = (port: number, to: string, bytes: number) =>
+    `<6>127.0.0.9:${port} [03/Dec/2026:14:28:13.472] echo_in echo_servers/${to} 1/0/684 ${bytes} -- 30/30/29/9/0 0/0`;
+
+  it('counts each client where the balancer sent it; a client with every byte back is never "cut"', () => {
+    const log = [
+      line(40001, 'e1', 655360),
+      line(40002, 'e2', 229376),
+      line(40003, 'e3', 655360),
+      '[WARNING]  (16040) : Server echo_servers/e2 is DOWN, reason: Layer4 connection problem',
+      line(40004, 'e2', 655360),
+      '<6>127.0.0.10:40005 [03/Dec/2026:14:28:13.472] echo_in echo_servers/e1 1/0/684 1 -- 1/1/0/0/0 0/0',
+    ].join('\n');
+    const routes = routesFromHaproxyLog(log, '127.0.0.9');
+    expect([...routes]).toEqual([
+      [40001, 'e1'],
+      [40002, 'e2'],
+      [40003, 'e3'],
+      [40004, 'e2'],
+    ]);
+    const size = 655360;
+    const results = [
+      { ok: true, got: size, port: 40001, size },
+      { ok: false, got: 229376, port: 40002, size },
+      { ok: true, got: size, port: 40003, size },
+      { ok: true, got: size, port: 40004, size },
+      { ok: true, got: size, port: 40009, size },
+    ];
+    const t = tally(results, routes, ['e1', 'e2', 'e3'], 'e2');
+    expect([...t.perInstance]).toEqual([
+      ['e1', 1],
+      ['e2', 2],
+      ['e3', 1],
+    ]);
+    expect(t.unrouted.map((r) => r.port)).toEqual([40009]);
+    expect(describeTally(t, 'e2')).toEqual([
+      'connections per instance: e1 1, e2 2 (killed), e3 1',
+      'clients on e1 and e3: 2, all bytes back: 2 of 2; bytes lost: 0',
+      'clients on e2: 2, 1 cut mid-stream after 229376 bytes (their instance died); 1 had every byte back before it died',
+    ]);
+  });
+
+  it.skipIf(!hasCommand('haproxy', '-v'))(
+    'the real demo: 10 clients per instance, and only clients that lost bytes are listed as cut',
+    { timeout: 60_000 },
+    async () => {
+      const r = await runCommand(process.execPath, [
+        '--import',
+        'tsx',
+        path.join(ROOT, 'deploy', 'cluster-demo.ts'),
+      ]);
+      const out = r.out.toString();
+      expect(r.code, `${out}\n${r.err}`).toBe(0);
+      expect(out).toMatch(/^connections per instance: e1 10, e2 10 \(killed\), e3 10$/m);
+      expect(out).toMatch(/^clients on e1 and e3: 20, all bytes back: 20 of 20; bytes lost: 0$/m);
+      const cut = /^clients on e2: 10, (\d+) cut mid-stream after ([\d, ]+) bytes/m.exec(out);
+      expect(cut, out).not.toBeNull();
+      for (const n of cut![2]!.split(', ').map(Number)) expect(n).toBeLessThan(40 * 16384);
+    },
+  );
 });
