@@ -101,7 +101,7 @@ describe('echo-server: nc -l spellings', () => {
   });
 
   it('-w names what to type instead', () => {
-    expect(refusal(() => server(['-w', '5']))).toMatch(/type --idle-timeout/);
+    expect(refusal(() => server(['-w', '5']))).toMatch(/type --idle-timeout 5s$/);
   });
 });
 

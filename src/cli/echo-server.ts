@@ -207,8 +207,8 @@ export function resolveServerConfig(f: ServerFlags, args: (string | undefined)[]
     [
       'w',
       '-w',
-      () =>
-        "is echo-client's timeout (nc -w does nothing with -l); to close idle connections type --idle-timeout 30s",
+      (v) =>
+        `is echo-client's timeout (nc -w does nothing with -l); to close idle connections type --idle-timeout ${/^\d+(\.\d+)?$/.test(v) ? `${v}s` : v}`,
     ],
   ]);
   const given = listenArgs(f, args[0], args[1]);
