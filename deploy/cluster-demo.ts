@@ -9,6 +9,7 @@ import net from 'node:net';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import getPort from 'get-port';
+import { describeTally, routesFromHaproxyLog, tally } from './cluster-tally.js';
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const CLIENT = '127.0.0.9';
@@ -118,27 +119,36 @@ async function main(): Promise<number> {
   );
   const results = (await Promise.all(running)).map((r, i) => ({ ...r, size: payloads[i]!.length }));
 
-  const portsOf = (log: string) =>
-    new Set(
-      log
-        .split('\n')
-        .filter((l) => l.includes('"msg":"closed ') && l.includes(`"peer":"${CLIENT}:`))
-        .map((l) => Number(new RegExp(`"peer":"${CLIENT.replace(/\./g, '\\.')}:(\\d+)`).exec(l)![1])),
-    );
-  const served = [instances[0]!, instances[2]!].map((i) => portsOf(i.log()));
-  const onSurvivors = results.filter((r) => served.some((s) => s.has(r.port)));
-  const cut = results.filter((r) => !served.some((s) => s.has(r.port)));
+  // HAProxy logs a session when it ends, a little after the client saw its close: wait for the
+  // line of every client before counting (counting early listed finished clients as cut)
+  const names = ['e1', 'e2', 'e3'];
+  await until(
+    () => tally(results, routesFromHaproxyLog(hap.log(), CLIENT), names, 'e2').unrouted.length === 0,
+    10_000,
+    'HAProxy logging every client session',
+  );
+  const t = tally(results, routesFromHaproxyLog(hap.log(), CLIENT), names, 'e2');
   say('');
-  say(`connections per instance: e1 ${served[0]!.size}, e2 ${cut.length} (killed), e3 ${served[1]!.size}`);
-  say(
-    `clients on e1 and e3: ${onSurvivors.length}, all bytes back: ${onSurvivors.filter((r) => r.ok).length} of ${onSurvivors.length}; bytes lost: ${onSurvivors.reduce((n, r) => n + (r.ok ? 0 : r.size - r.got), 0)}`,
+  for (const l of describeTally(t, 'e2')) say(l);
+  // the instances that stayed up saw each client's own address (PROXY v2), not HAProxy's:
+  // `"peer":"127.0.0.9:PORT via 127.0.0.1:PORT"`
+  const seen = (port: number) =>
+    [instances[0]!, instances[2]!].some((i) => i.log().includes(`"peer":"${CLIENT}:${port} via `));
+  await until(() => t.onSurvivors.every((r) => seen(r.port)), 10_000, 'e1 and e3 logging their clients');
+  say(`e1 and e3 logged each of their clients as ${CLIENT}:PORT (PROXY v2), not as HAProxy's address`);
+  const after = (await Promise.all(Array.from({ length: 6 }, () => client(front, randomBytes(16384))))).map(
+    (r) => ({ ...r, size: 16384 }),
   );
-  say(
-    `clients on e2: ${cut.length}, cut mid-stream after ${cut.map((r) => r.got).join(', ')} bytes (their instance died)`,
+  await until(
+    () => tally(after, routesFromHaproxyLog(hap.log(), CLIENT), names, 'e2').unrouted.length === 0,
+    10_000,
+    'HAProxy logging the new sessions',
   );
-  const after = await Promise.all(Array.from({ length: 6 }, () => client(front, randomBytes(16384))));
-  say(`6 new clients after the kill: ${after.filter((r) => r.ok).length} served (by e1 and e3)`);
-  return onSurvivors.every((r) => r.ok) && after.every((r) => r.ok) ? 0 : 1;
+  const a = tally(after, routesFromHaproxyLog(hap.log(), CLIENT), names, 'e2');
+  say(
+    `6 new clients after the kill: ${after.filter((r) => r.ok).length} served (${[...a.perInstance].map(([n, c]) => `${n} ${c}`).join(', ')})`,
+  );
+  return t.onSurvivors.every((r) => r.ok) && after.every((r) => r.ok) && a.onKilled.length === 0 ? 0 : 1;
 }
 
 main()

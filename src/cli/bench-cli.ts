@@ -13,9 +13,19 @@ import {
   parseInteger,
   parseSize,
   parseTarget,
+  plural,
   UsageError,
 } from '../core/parse.js';
-import { conflict, onSignals, warn } from './common.js';
+import {
+  checkRedirects,
+  conflict,
+  type FamilyFlags,
+  hostForFamily,
+  onSignals,
+  redirectOption,
+  resolveFamily,
+  warn,
+} from './common.js';
 import {
   addClientTransportFlags,
   type ClientTransportFlags,
@@ -30,6 +40,10 @@ export function addBenchCommand(program: Command, onDone: (code: number) => void
     .description('load and latency, tcpkali-style, with every echoed byte verified')
     .argument('[host]', 'server address (HOST, HOST:PORT, [v6]:PORT, or a lone PORT)')
     .argument('[port]', 'server port (default 7007)')
+    .option('-p, --port <port>', 'server port (instead of the second argument)')
+    .option('-4', 'IPv4 only (the default server is 127.0.0.1)')
+    .option('-6', 'IPv6 only (the default server is ::1)')
+    .addOption(redirectOption('-m <value>'))
     .option('-c, --connections <n>', 'connections (UDP: datagrams outstanding)', '10')
     .option('-d, --duration <dur>', 'how long to measure', '10s')
     .option('--requests <n>', 'stop after this many round trips / connections')
@@ -61,6 +75,7 @@ Examples:
   echo-client bench --mode connect -c 50          connect/echo/close per second
   echo-client bench --rate 20000 -c 50            open loop, latency without coordinated omission
   echo-client bench --udp -c 32 --json
+  echo-client bench -6 -p 7007 -c 10              against [::1]:7007
   echo-client bench --tls --insecure -c 10        TLS ping-pong (handshakes in --mode connect)
   echo-client bench --unix /tmp/echo.sock --mode stream`,
     )
@@ -69,7 +84,10 @@ Examples:
     );
 }
 
-export interface BenchFlags extends ClientTransportFlags {
+export interface BenchFlags extends ClientTransportFlags, FamilyFlags {
+  port?: string;
+  /** -m: echo-client's --message; refused here, naming --mode */
+  m?: string;
   target?: string[];
   targetsFile?: string;
   connections: string;
@@ -88,9 +106,18 @@ const MAX_DURATION = 3_600_000;
 
 /** Validate every bench flag up front; throws UsageError naming the flag. */
 export function resolveBenchOptions(f: BenchFlags, hostArg: string | undefined, portArg: string | undefined) {
+  checkRedirects(f, [
+    ['m', '-m', (v) => `is echo-client's --message; for the bench's mode type --mode ${v}`],
+  ]);
   if (f.udp && f.mode !== 'pingpong')
     throw new UsageError('--udp', undefined, `cannot be used with --mode ${f.mode}`);
-  const { host, port } = parseTarget(hostArg, portArg, { host: '127.0.0.1', port: '7007' });
+  if (portArg !== undefined && f.port !== undefined) throw conflict('--port', 'a PORT argument');
+  const family = resolveFamily(f);
+  const { host, port } = parseTarget(hostArg, portArg ?? f.port, {
+    host: family === 6 ? '::1' : '127.0.0.1',
+    port: '7007',
+  });
+  hostForFamily(family, host, 'HOST');
   const connections = parseInteger('--connections', f.connections, 1, 100_000);
   const durationMs = parseDuration('--duration', f.duration, 100, MAX_DURATION);
   const defSize = f.mode === 'stream' ? '64k' : '64';
@@ -101,13 +128,20 @@ export function resolveBenchOptions(f: BenchFlags, hostArg: string | undefined, 
   const transport = resolveClientTransport(f, {
     udp: f.udp === true,
     targetGiven:
-      hostArg !== undefined ? 'a HOST argument' : portArg !== undefined ? 'a PORT argument' : undefined,
+      hostArg !== undefined
+        ? 'a HOST argument'
+        : portArg !== undefined
+          ? 'a PORT argument'
+          : f.port !== undefined
+            ? '--port'
+            : undefined,
     socket: {},
-    local: undefined,
+    local: family ? `-${family}` : undefined,
   });
   let targets: { host: string; port: number }[] | undefined;
   if (f.target !== undefined || f.targetsFile !== undefined) {
     if (hostArg !== undefined) throw conflict('--target', 'a HOST argument');
+    if (f.port !== undefined) throw conflict('--target', '--port');
     if (transport.path !== undefined) throw conflict('--target', '--unix');
     const list = [...(f.target ?? [])];
     if (f.targetsFile !== undefined) {
@@ -128,16 +162,20 @@ export function resolveBenchOptions(f: BenchFlags, hostArg: string | undefined, 
     }
     if (list.length === 0) throw new UsageError('--targets-file', f.targetsFile, 'lists no targets');
     targets = list.map((t) => {
+      let target: { host: string; port: number };
       try {
-        return parseTarget(t, undefined, { host: '127.0.0.1' });
+        target = parseTarget(t, undefined, { host: family === 6 ? '::1' : '127.0.0.1' });
       } catch {
         throw new UsageError('--target', t, 'is HOST:PORT ([v6]:PORT)');
       }
+      hostForFamily(family, target.host, '--target');
+      return target;
     });
   }
   const opts = {
     host,
     port,
+    ...(family ? { family } : {}),
     targets,
     ...transport,
     mode: f.mode,
@@ -172,6 +210,7 @@ export async function runBenchCli(
         path: opts.path,
         tls: opts.tls,
         sendProxy: opts.sendProxy,
+        family: opts.family,
         connectTimeoutMs: 10_000,
       })
     ).socket.destroy();
@@ -202,7 +241,7 @@ export async function runBenchCli(
   if (r.lost) {
     warn(
       'echo-client',
-      `${r.lost} datagrams got no echo within 1 s; an echo-server limits each source to 1000 datagrams/s by default (start it with --udp --rate-limit 0 to measure)`,
+      `${plural(r.lost, 'datagram')} got no echo within 1 s; an echo-server limits each source to 1000 datagrams/s by default (start it with --udp --rate-limit 0 to measure)`,
     );
   }
   if (r.mismatches > 0) {
@@ -239,7 +278,13 @@ async function runFleet(f: BenchFlags, opts: ReturnType<typeof resolveBenchOptio
   if (!opts.udp) {
     for (const t of targets)
       (
-        await connectTcp({ ...t, tls: opts.tls, sendProxy: opts.sendProxy, connectTimeoutMs: 10_000 })
+        await connectTcp({
+          ...t,
+          tls: opts.tls,
+          sendProxy: opts.sendProxy,
+          family: opts.family,
+          connectTimeoutMs: 10_000,
+        })
       ).socket.destroy();
   }
   const stop = stopOnSignal();
@@ -265,7 +310,7 @@ async function runFleet(f: BenchFlags, opts: ReturnType<typeof resolveBenchOptio
   } else {
     for (const [i, r] of results.entries()) process.stdout.write(`${formatBench(r, name(targets[i]!))}\n`);
     process.stdout.write(
-      `total          ${targets.length} targets: ${total.count} ${opts.mode === 'stream' ? 'bytes' : opts.mode === 'connect' ? 'connections' : 'round trips'}, ${total.rate_per_s}/s, ${total.mb_per_s} MB/s, ${total.mismatches} mismatches\n`,
+      `total          ${plural(targets.length, 'target')}: ${plural(total.count, opts.mode === 'stream' ? 'byte' : opts.mode === 'connect' ? 'connection' : 'round trip')}, ${total.rate_per_s}/s, ${total.mb_per_s} MB/s, ${plural(total.mismatches, 'mismatch', 'mismatches')}\n`,
     );
   }
   if (total.mismatches > 0)
@@ -279,7 +324,10 @@ export function formatBench(r: BenchResult, where: string): string {
     .map(([k, v]) => `${k} ${v}`)
     .join(', ');
   const rows: [string, string][] = [
-    ['target', `${where} (${r.mode}, ${r.connections} ${r.mode === 'udp' ? 'outstanding' : 'connections'})`],
+    [
+      'target',
+      `${where} (${r.mode}, ${r.mode === 'udp' ? `${r.connections} outstanding` : plural(r.connections, 'connection')})`,
+    ],
     ['duration', `${r.duration_s} s${r.interrupted ? ' (interrupted: the figures cover this much)' : ''}`],
     [
       r.mode === 'stream' ? 'echoed' : r.mode === 'connect' ? 'connections' : 'round trips',
@@ -298,7 +346,10 @@ export function formatBench(r: BenchResult, where: string): string {
           string,
           string,
         ][])),
-    ['verified', r.mismatches === 0 ? 'every echoed byte matched' : `${r.mismatches} MISMATCHES`],
+    [
+      'verified',
+      r.mismatches === 0 ? 'every echoed byte matched' : plural(r.mismatches, 'MISMATCH', 'MISMATCHES'),
+    ],
     ['errors', errs || 'none'],
     ...(r.lost !== undefined ? ([['lost', String(r.lost)]] as [string, string][]) : []),
   ];

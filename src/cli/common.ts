@@ -4,6 +4,7 @@
 
 import { statSync } from 'node:fs';
 import { createRequire } from 'node:module';
+import { isIP } from 'node:net';
 import { Command, CommanderError, Option } from 'commander';
 import { type Cidr, parseCidr } from '../core/access.js';
 import { explainError } from '../core/errors.js';
@@ -118,6 +119,73 @@ export interface FamilyFlags {
 export function resolveFamily(f: FamilyFlags): 4 | 6 | undefined {
   if (f[4] && f[6]) throw conflict('-4', '-6');
   return f[4] ? 4 : f[6] ? 6 : undefined;
+}
+
+/**
+ * The address under -4/-6: the family's loopback when none was given (127.0.0.1 or ::1), the
+ * given one when it is of that family. An IP literal of the other family is refused naming both;
+ * a name is refused too where it would be used as given (a listen address), since its family is
+ * only known after resolving it.
+ */
+export function hostForFamily(
+  family: 4 | 6 | undefined,
+  host: string | undefined,
+  hostFlag: string,
+  { names = true }: { names?: boolean } = {},
+): string | undefined {
+  if (family === undefined) return host;
+  if (host === undefined) return family === 6 ? '::1' : '127.0.0.1';
+  const bare = host.startsWith('[') && host.endsWith(']') ? host.slice(1, -1) : host;
+  const is = isIP(bare);
+  if (is !== 0 && is !== family) throw conflict(`-${family}`, `${hostFlag} ${host} (an IPv${is} address)`);
+  if (is === 0 && !names)
+    throw conflict(
+      `-${family}`,
+      `${hostFlag} ${host} (a name): give an IPv${family} address such as ${family === 6 ? '::1' : '127.0.0.1'}`,
+    );
+  return host;
+}
+
+/**
+ * Where to listen, from --host/--port and nc's positional forms: `PORT` (nc -l 7007) or
+ * `HOST PORT` (nc -l 127.0.0.1 7007). A place given twice is refused naming both.
+ */
+export function listenArgs(
+  f: { host?: string; port?: string },
+  a1: string | undefined,
+  a2: string | undefined,
+): { host?: string; hostFlag: string; port?: string } {
+  let host = f.host;
+  let hostFlag = '--host';
+  if (a2 !== undefined || (a1 !== undefined && !/^\d+$/.test(a1))) {
+    if (a2 === undefined)
+      throw new UsageError('PORT', undefined, `missing after ${a1}: give PORT, or HOST PORT (as nc -l)`);
+    if (f.host !== undefined) throw conflict('--host', 'a HOST argument');
+    host = a1;
+    hostFlag = 'HOST';
+  }
+  const portArg = a2 ?? a1;
+  if (portArg !== undefined && f.port !== undefined) throw conflict('--port', 'a PORT argument');
+  return { host, hostFlag, port: portArg ?? f.port };
+}
+
+/**
+ * A short letter that means something else in another command (or in nc) than it could here: a
+ * hidden option that takes what follows, so the resolver can say what to type instead.
+ */
+export function redirectOption(flags: string): Option {
+  return new Option(flags).hideHelp();
+}
+
+/** The first redirected letter given: a usage error saying what to type instead. */
+export function checkRedirects(
+  f: object,
+  redirects: [key: string, flag: string, instead: (v: string) => string][],
+): void {
+  for (const [key, flag, instead] of redirects) {
+    const v = (f as Record<string, unknown>)[key];
+    if (v !== undefined) throw new UsageError(flag, undefined, instead(String(v)));
+  }
 }
 
 /** `-v` and `-q` contradict each other: exit 2 naming both. */

@@ -28,12 +28,16 @@ import {
   addListenerFlags,
   addTraceFlags,
   checkLogFlags,
+  checkRedirects,
   conflict,
   type FamilyFlags,
+  hostForFamily,
   type LogFlags,
+  listenArgs,
   newProgram,
   normalizeTraceArg,
   onSignals,
+  redirectOption,
   resolveAccess,
   resolveFamily,
   resolveSocketOptions,
@@ -62,6 +66,8 @@ export interface ChatFlags extends SocketOptionFlags, LogFlags, FamilyFlags, Cha
   name?: string;
   connectTimeout: string;
   retry: string;
+  /** -w: nc's connect and idle timeout; refused here, naming --connect-timeout */
+  w?: string;
 }
 
 export function buildChatProgram() {
@@ -69,9 +75,13 @@ export function buildChatProgram() {
     'echo-chat',
     'Chat between two terminals over one TCP connection (nc can be the other side)',
   )
-    .argument('[host]', 'peer to connect to (HOST, HOST:PORT, [v6]:PORT)')
+    .argument(
+      '[host]',
+      'peer to connect to (HOST, HOST:PORT, [v6]:PORT); with --listen, PORT or HOST PORT as in nc -l',
+    )
     .argument('[port]', 'peer port')
     .option('-l, --listen', 'wait for one peer instead of connecting')
+    .addOption(redirectOption('-w <seconds>'))
     .option('-k, --keep-open', 'with --listen: when a peer leaves (or resets), wait for the next one')
     .option('-H, --host <addr>', 'with --listen: address to listen on (default 127.0.0.1)')
     .option(
@@ -89,7 +99,7 @@ export function buildChatProgram() {
     'after',
     `
 Examples:
-  terminal 1:  echo-chat --listen --port 7008
+  terminal 1:  echo-chat --listen --port 7008   (or as nc: echo-chat -l 7008)
   terminal 2:  echo-chat 127.0.0.1 7008        (or 127.0.0.1:7008)
   or with nc:  nc 127.0.0.1 7008   /   ncat -l 7008  +  echo-chat 127.0.0.1 7008
   dead peers:  echo-chat --keepalive 10s --keepalive-interval 2s --keepalive-count 3 HOST PORT
@@ -105,6 +115,14 @@ the connection is closed (as ncat does).`,
 /** Validate every flag up front; throws UsageError naming the flag. */
 export function resolveChatConfig(hostArg: string | undefined, portArg: string | undefined, f: ChatFlags) {
   checkLogFlags(f);
+  checkRedirects(f, [
+    [
+      'w',
+      '-w',
+      (v) =>
+        `is nc's connect and idle timeout; echo-chat has no idle timeout (an idle conversation is fine): for the connect type --connect-timeout ${/^\d+(\.\d+)?$/.test(v) ? `${v}s` : v}`,
+    ],
+  ]);
   const common = {
     sock: resolveSocketOptions(f),
     family: resolveFamily(f),
@@ -112,13 +130,16 @@ export function resolveChatConfig(hostArg: string | undefined, portArg: string |
     retries: parseInteger('--retry', f.retry, 0, 1000),
   };
   if (f.listen) {
-    if (hostArg !== undefined) throw new UsageError('HOST', hostArg, 'not with --listen (use --host/--port)');
+    const given = listenArgs(f, hostArg, portArg);
     const { allow, deny } = resolveAccess(f);
-    const host = parseHost('--host', f.host ?? (common.family === 6 ? '::1' : '127.0.0.1'));
+    const host = parseHost(
+      given.hostFlag,
+      hostForFamily(common.family, given.host, given.hostFlag, { names: false }) ?? '127.0.0.1',
+    );
     const { server } = resolveChatTransport(f, true, {
       host,
-      hostGiven: f.host !== undefined,
-      portGiven: f.port !== undefined,
+      hostGiven: given.host !== undefined,
+      portGiven: given.port !== undefined,
       socket: common.sock,
     });
     if (server!.path !== undefined && common.family)
@@ -130,7 +151,7 @@ export function resolveChatConfig(hostArg: string | undefined, portArg: string |
       transport: server!,
       listen: {
         host,
-        port: parsePort('--port', f.port ?? '7007'),
+        port: parsePort('--port', given.port ?? '7007'),
         access: new AccessControl(allow, deny),
       },
     };
@@ -162,12 +183,10 @@ export function resolveChatConfig(hostArg: string | undefined, portArg: string |
     };
   }
   if (hostArg === undefined) throw new UsageError('HOST PORT', undefined, 'give both, or use --listen');
-  return {
-    ...common,
-    listen: undefined,
-    clientTransport: client!,
-    connect: parseTarget(hostArg, portArg ?? f.port, { host: '127.0.0.1' }),
-  };
+  if (portArg !== undefined && f.port !== undefined) throw conflict('--port', 'a PORT argument');
+  const connect = parseTarget(hostArg, portArg ?? f.port, { host: '127.0.0.1' });
+  hostForFamily(common.family, connect.host, 'HOST');
+  return { ...common, listen: undefined, clientTransport: client!, connect };
 }
 
 export async function runChatCli(argv: string[]): Promise<void> {

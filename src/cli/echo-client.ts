@@ -23,6 +23,7 @@ import {
   parsePort,
   parseSize,
   parseTarget,
+  plural,
   UsageError,
 } from '../core/parse.js';
 import { formatReport, type SocketOptions } from '../core/sockopts.js';
@@ -36,14 +37,17 @@ import {
   addSocketOptionFlags,
   addTraceFlags,
   checkLogFlags,
+  checkRedirects,
   conflict,
   exitQuietlyOnClosedStdout,
   type FamilyFlags,
+  hostForFamily,
   type LogFlags,
   loggerFromFlags,
   newProgram,
   normalizeTraceArg,
   onSignals,
+  redirectOption,
   resolveFamily,
   resolveSocketOptions,
   resolveTrace,
@@ -83,6 +87,12 @@ export function buildClientProgram(onBench: (code: number) => void = () => {}): 
       'with --heartbeat: the peer is gone when its echo takes longer (default 3 × --heartbeat)',
     )
     .option('-t, --timeout <dur>', 'give up on a reply after this long (TCP: no limit by default; UDP: 1s)')
+    .option(
+      '-w <seconds>',
+      'as nc -w: give up on a connect or a reply after this many seconds (--timeout, and --connect-timeout when shorter)',
+    )
+    .addOption(redirectOption('-l [port]'))
+    .addOption(redirectOption('-k'))
     .option('--retry <n>', 'TCP: retry a refused or timed-out connect this many times, with backoff')
     .option(
       '--banner',
@@ -113,6 +123,7 @@ Examples:
   echo-client 127.0.0.1 7007 --message hello
   echo-client 127.0.0.1:7007 -m hello  (or [::1]:7007, or 7007 alone for 127.0.0.1)
   echo-client --message ping --count 5 --interval 1s
+  echo-client -6 -w 2 7007 -m hi       as nc -6 -w 2: [::1]:7007, 2 s to connect and to answer
   head -c 10m /dev/urandom | echo-client > /dev/null   stream and verify every byte
   echo-client --connect-timeout 1s --retry 3 10.0.0.1 7
   echo-client --udp --message hello --timeout 500ms --resend 3
@@ -147,6 +158,11 @@ export interface ClientFlags
   heartbeat?: string;
   heartbeatTimeout?: string;
   banner?: boolean;
+  /** -w SECONDS, as nc */
+  w?: string;
+  /** -l / -k: nc's listen flags; refused here, naming echo-server */
+  l?: string;
+  k?: boolean;
 }
 
 export interface ClientConfig {
@@ -184,7 +200,21 @@ export function resolveClientConfig(
   f: ClientFlags,
 ): ClientConfig {
   checkLogFlags(f);
+  checkRedirects(f, [
+    [
+      'l',
+      '-l',
+      (v) => {
+        const port = /^\d+$/.test(v) ? v : 'PORT';
+        return `echo-client connects; to listen type echo-server -l ${port} (or echo-chat -l ${port})`;
+      },
+    ],
+    ['k', '-k', () => 'is nc -l -k (keep listening); echo-server always does: type echo-server -l PORT'],
+  ]);
   if (portArg !== undefined && f.port !== undefined) throw conflict('--port', 'a PORT argument');
+  if (f.w !== undefined && f.timeout !== undefined) throw conflict('-w', '--timeout');
+  const family = resolveFamily(f);
+  const waitMs = f.w !== undefined ? parseDuration('-w', f.w, 1) : undefined;
   const udp = f.udp === true;
   // flags of the other protocol are refused, not ignored
   if (udp && f.retry !== undefined) throw conflict('--retry', '--udp (UDP resends datagrams: --resend)');
@@ -208,14 +238,20 @@ export function resolveClientConfig(
       'needs --local-port (it is about binding a fixed port)',
     );
   if (f.reuseAddr === false && udp) throw conflict('--no-reuse-addr', '--udp');
+  const target = parseTarget(hostArg, portArg ?? f.port, {
+    host: family === 6 ? '::1' : '127.0.0.1',
+    port: '7007',
+  });
+  hostForFamily(family, target.host, 'HOST');
+  const connectTimeoutMs = parseDuration('--connect-timeout', f.connectTimeout, 1);
   const cfg: ClientConfig = {
-    ...parseTarget(hostArg, portArg ?? f.port, { host: '127.0.0.1', port: '7007' }),
-    family: resolveFamily(f),
+    ...target,
+    family,
     message: f.message,
     count: f.count !== undefined ? parseInteger('--count', f.count, 1, 1_000_000_000) : 1,
     intervalMs: f.interval !== undefined ? parseDuration('--interval', f.interval) : 0,
-    connectTimeoutMs: parseDuration('--connect-timeout', f.connectTimeout, 1),
-    timeoutMs: f.timeout !== undefined ? parseDuration('--timeout', f.timeout, 1) : undefined,
+    connectTimeoutMs: waitMs !== undefined ? Math.min(waitMs, connectTimeoutMs) : connectTimeoutMs,
+    timeoutMs: f.timeout !== undefined ? parseDuration('--timeout', f.timeout, 1) : waitMs,
     retry: f.retry !== undefined ? parseInteger('--retry', f.retry, 0, 1000) : 0,
     resend: f.resend !== undefined ? parseInteger('--resend', f.resend, 0, 1000) : 2,
     heartbeat: f.heartbeat !== undefined ? resolveHeartbeat(f.heartbeat, f.heartbeatTimeout) : undefined,
@@ -469,13 +505,13 @@ async function overConnection(
     if (result.received <= result.sent)
       logger.warn(
         { sent: result.sent, received: result.received },
-        `${result.received} of ${result.sent} bytes sent had come back`,
+        `${result.received} of ${plural(result.sent, 'byte')} sent had come back`,
       );
     throw result.problem;
   }
   logger.info(
     { sent: result.sent, received: result.received },
-    `${result.sent} bytes sent, all came back identical`,
+    `${plural(result.sent, 'byte')} sent, all came back identical`,
   );
   return 0;
 }
@@ -499,7 +535,7 @@ async function oneShot(cfg: ClientConfig, socket: Socket, logger: Logger): Promi
         if (reply[reply.length - 1] !== 0x0a) process.stdout.write('\n');
       } else {
         process.stdout.write(
-          `${reply.length} bytes from ${where}: seq=${i + 1} time=${rttMs.toFixed(3)} ms\n`,
+          `${plural(reply.length, 'byte')} from ${where}: seq=${i + 1} time=${rttMs.toFixed(3)} ms\n`,
         );
       }
       logger.debug(

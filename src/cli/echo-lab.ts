@@ -2,7 +2,7 @@
 // Exit 0 when the behaviour was reproduced as expected (or skipped for a missing capability), 1 if not.
 
 import { writeFileSync } from 'node:fs';
-import { UsageError } from '../core/parse.js';
+import { plural, UsageError } from '../core/parse.js';
 import { formatTcpView } from '../core/tcp-states.js';
 import { abortScenarios, findScenario, SCENARIOS, type ScenarioResult, traced } from '../lab/index.js';
 import { formatLadder, ladderSvg } from '../lab/ladder.js';
@@ -28,7 +28,7 @@ export function formatResult(r: ScenarioResult): string {
   else if (r.trace) {
     out.push(
       '',
-      `packets on lo (${r.trace.segments.length} segments of this scenario, captured with AF_PACKET):`,
+      `packets on lo (${plural(r.trace.segments.length, 'segment')} of this scenario, captured with AF_PACKET):`,
     );
     if (!r.trace.ladders.length) out.push('  none');
     for (const l of r.trace.ladders) out.push('', ...formatLadder(l));
@@ -51,6 +51,12 @@ export function formatResult(r: ScenarioResult): string {
         : `NOT reproduced as expected (${r.ms} ms)`,
   );
   return `${out.join('\n')}\n`;
+}
+
+/** One line per scenario, the summaries in one column two spaces after the longest name. */
+export function scenarioTable(indent: string, netnsNote: string): string[] {
+  const width = Math.max(...SCENARIOS.map((s) => s.name.length)) + 2;
+  return SCENARIOS.map((s) => `${indent}${s.name.padEnd(width)}${s.summary}${s.netns ? netnsNote : ''}`);
 }
 
 export async function runLabCli(argv: string[]): Promise<void> {
@@ -79,7 +85,7 @@ export async function runLabCli(argv: string[]): Promise<void> {
       .option('--svg <file>', 'with --trace: also write the ladder as an SVG file');
     program.addHelpText(
       'after',
-      `\nScenarios:\n${SCENARIOS.map((s) => `  ${s.name.padEnd(16)} ${s.summary}${s.netns ? ' (network namespaces: root)' : ''}`).join('\n')}\n\nExamples:\n  echo-lab list\n  echo-lab time-wait\n  echo-lab epipe --json\n  echo-lab time-wait --trace --svg time-wait.svg`,
+      `\nScenarios:\n${scenarioTable('  ', ' (network namespaces: root)').join('\n')}\n\nExamples:\n  echo-lab list\n  echo-lab time-wait\n  echo-lab epipe --json\n  echo-lab time-wait --trace --svg time-wait.svg`,
     );
     program.parse(argv, { from: 'user' });
     const [name] = program.processedArgs as [string];
@@ -94,11 +100,7 @@ export async function runLabCli(argv: string[]): Promise<void> {
         process.stdout.write(
           `${JSON.stringify(SCENARIOS.map(({ name: n, summary, netns }) => ({ name: n, summary, netns })))}\n`,
         );
-      else
-        for (const s of SCENARIOS)
-          process.stdout.write(
-            `${s.name.padEnd(16)} ${s.summary}${s.netns ? ' (needs network namespaces)' : ''}\n`,
-          );
+      else process.stdout.write(`${scenarioTable('', ' (needs network namespaces)').join('\n')}\n`);
       return 0;
     }
     const chosen = name === 'all' ? [...SCENARIOS] : [findScenario(name)];

@@ -26,13 +26,19 @@ import {
   addListenerFlags,
   addTraceFlags,
   checkLogFlags,
+  checkRedirects,
   conflict,
+  type FamilyFlags,
+  hostForFamily,
   type LogFlags,
+  listenArgs,
   loggerFromFlags,
   newProgram,
   normalizeTraceArg,
   onSignals,
+  redirectOption,
   resolveAccess,
+  resolveFamily,
   resolveSocketOptions,
   resolveTrace,
   runCli,
@@ -50,6 +56,8 @@ import {
 
 export function buildServerProgram(): Command {
   const cmd = newProgram('echo-server', 'TCP (RFC 862) and UDP echo server on real sockets')
+    .argument('[addr]', 'PORT to listen on (as nc -l PORT), or HOST followed by PORT (as nc -l HOST PORT)')
+    .argument('[port]', 'after HOST: the port')
     .option(
       '-H, --host <addr>',
       `address to listen on (default ${DEFAULT_HOST}; 0.0.0.0 or :: opens it to the network, :: to both IPv4 and IPv6)`,
@@ -58,8 +66,17 @@ export function buildServerProgram(): Command {
       '-p, --port <port>',
       `port to listen on (default ${DEFAULT_PORT}); 0 picks a free one and prints it`,
     )
+    .option('-4', 'IPv4: listen on 127.0.0.1 by default; an IPv6 --host is refused')
+    .option('-6', 'IPv6: listen on ::1 by default; an IPv4 --host is refused')
+    .option('-l, --listen', 'accepted as in nc -l (echo-server always listens)')
+    .option(
+      '-k, --keep-open',
+      'accepted as in nc -k (echo-server always keeps listening when a client leaves)',
+    )
+    .addOption(redirectOption('-m <value>'))
+    .addOption(redirectOption('-w <seconds>'))
     .addOption(
-      new Option('-m, --mode <mode>', 'concurrency model')
+      new Option('--mode <mode>', 'concurrency model')
         .choices(['evented', 'iterative', 'workers', 'fork'])
         .default('evented'),
     )
@@ -114,6 +131,8 @@ export function buildServerProgram(): Command {
 Examples:
   echo-server                          listen on 127.0.0.1:7007, evented
   echo-server --port 0                 pick a free port and print it
+  echo-server -l 7007                  as nc -l 7007 (also: echo-server 7007, -l -p 7007, -k)
+  echo-server -6 7007                  on [::1]:7007
   echo-server --mode iterative         one client at a time, as a plain accept() loop
   echo-server --mode workers --workers 4
   echo-server --mode fork --max-children 50
@@ -130,7 +149,18 @@ Examples:
   return cmd;
 }
 
-export interface ServerFlags extends SocketOptionFlags, LogFlags, ServerTransportFlags, TraceFlags {
+export interface ServerFlags
+  extends SocketOptionFlags,
+    LogFlags,
+    ServerTransportFlags,
+    TraceFlags,
+    FamilyFlags {
+  listen?: boolean;
+  keepOpen?: boolean;
+  /** -m: echo-client's --message; refused here, naming --mode */
+  m?: string;
+  /** -w: nc's client timeout; refused here, naming --idle-timeout */
+  w?: string;
   host?: string;
   port?: string;
   mode: string;
@@ -170,16 +200,28 @@ const TCP_ONLY: [string, (f: ServerFlags, c: ServerConfig) => boolean][] = [
   ['--linger', (_f, c) => c.socket.lingerMs !== undefined],
 ];
 
-/** Validate every flag up front; throws UsageError naming the flag. */
-export function resolveServerConfig(f: ServerFlags): ServerConfig {
-  const host = parseHost('--host', f.host ?? DEFAULT_HOST);
-  const port = parsePort('--port', f.port ?? String(DEFAULT_PORT));
+/** Validate every flag up front; throws UsageError naming the flag. `args`: the positional ones. */
+export function resolveServerConfig(f: ServerFlags, args: (string | undefined)[] = []): ServerConfig {
+  checkRedirects(f, [
+    ['m', '-m', (v) => `is echo-client's --message; for the server's mode type --mode ${v}`],
+    [
+      'w',
+      '-w',
+      (v) =>
+        `is echo-client's timeout (nc -w does nothing with -l); to close idle connections type --idle-timeout ${/^\d+(\.\d+)?$/.test(v) ? `${v}s` : v}`,
+    ],
+  ]);
+  const given = listenArgs(f, args[0], args[1]);
+  if (f.unix !== undefined && (f[4] || f[6])) throw conflict(f[4] ? '-4' : '-6', '--unix');
+  given.host = hostForFamily(resolveFamily(f), given.host, given.hostFlag, { names: false });
+  const host = parseHost(given.hostFlag, given.host ?? DEFAULT_HOST);
+  const port = parsePort('--port', given.port ?? String(DEFAULT_PORT));
   const mode = (f.mode ?? 'evented') as ServerConfig['mode'];
   const sock = resolveSocketOptions(f);
   const transport = resolveServerTransport(f, {
     host,
-    hostGiven: f.host !== undefined,
-    portGiven: f.port !== undefined,
+    hostGiven: f.host !== undefined || args[1] !== undefined,
+    portGiven: given.port !== undefined,
     udp: f.udp === true,
     socket: sock,
   });
@@ -332,7 +374,7 @@ export async function runServerCli(argv: string[]): Promise<void> {
     const program = buildServerProgram();
     program.parse(normalizeTraceArg(argv), { from: 'user' });
     checkLogFlags(program.opts<ServerFlags>());
-    const cfg = resolveServerConfig(program.opts<ServerFlags>());
+    const cfg = resolveServerConfig(program.opts<ServerFlags>(), program.processedArgs as string[]);
     const logger = loggerFromFlags('echo-server', program.opts<ServerFlags>(), cfg.instanceName);
     // signals are handled from before the first line is printed: a supervisor that reacts to
     // `listening on …` may signal at once

@@ -8,7 +8,7 @@ import type { Readable } from 'node:stream';
 import { startProgress } from '../client/echo.js';
 import { explainError } from '../core/errors.js';
 import type { Logger } from '../core/log.js';
-import { formatAddress } from '../core/parse.js';
+import { formatAddress, plural } from '../core/parse.js';
 import { escapeForTerminal, TerminalText } from '../core/terminal.js';
 import { UdpEchoClient } from '../udp/client.js';
 import { onSignals, warn } from './common.js';
@@ -70,7 +70,7 @@ export async function runUdpClient(cfg: ClientConfig, logger: Logger): Promise<n
         rtts.push(r.rttMs);
         if (cfg.count > 1) {
           process.stdout.write(
-            `${r.reply.length} bytes from ${where}: seq=${i + 1} time=${r.rttMs.toFixed(3)} ms${r.attempts > 1 ? ` (${r.attempts} tries)` : ''}\n`,
+            `${plural(r.reply.length, 'byte')} from ${where}: seq=${i + 1} time=${r.rttMs.toFixed(3)} ms${r.attempts > 1 ? ` (${r.attempts} tries)` : ''}\n`,
           );
         } else {
           process.stdout.write(process.stdout.isTTY ? escapeForTerminal(r.reply.toString()) : r.reply);
@@ -106,7 +106,10 @@ export async function runUdpClient(cfg: ClientConfig, logger: Logger): Promise<n
       }
       if (text) process.stdout.write(text.end());
       if (!lost)
-        logger.info({ datagrams: n, sent }, `${n} datagrams, ${sent} bytes sent, all came back identical`);
+        logger.info(
+          { datagrams: n, sent },
+          `${plural(n, 'datagram')}, ${plural(sent, 'byte')} sent, all came back identical`,
+        );
     }
   } finally {
     const c = client.counters;

@@ -24,6 +24,8 @@ export interface BenchOptions {
   path?: string;
   tls?: ClientTls;
   sendProxy?: 1 | 2;
+  /** resolve the host to this family only (-4 / -6) */
+  family?: 4 | 6;
   mode: BenchMode;
   udp?: boolean;
   connections: number;
@@ -117,6 +119,7 @@ async function connectOnce(o: BenchOptions, onread?: OnRead): Promise<Socket> {
     path: o.path,
     tls: o.tls,
     sendProxy: o.sendProxy,
+    ...(o.family ? { family: o.family } : {}),
     allowHalfOpen: false,
     socketOptions: { noDelay: o.noDelay ?? true },
     ...(onread ? { onread: { buffer: Buffer.allocUnsafe(256 * 1024), callback: onread } } : {}),
@@ -262,7 +265,7 @@ async function connectLoop(o: BenchOptions, run: Run, seed: number): Promise<voi
 
 /** UDP ping-pong: `connections` datagrams outstanding on one socket, each carrying its sequence number. */
 async function udpPingpong(o: BenchOptions, run: Run): Promise<void> {
-  const v6 = o.host.includes(':');
+  const v6 = o.host.includes(':') || o.family === 6;
   const sock = dgram.createSocket(v6 ? 'udp6' : 'udp4');
   await new Promise<void>((res, rej) => {
     sock.once('error', rej);

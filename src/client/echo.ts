@@ -15,6 +15,7 @@ import { looksLikeTls } from '../core/tls.js';
 const speaksTls = () =>
   codedError('ERR_PEER_SPEAKS_TLS', 'the server answered with a TLS record (an alert), not an echo');
 
+import { plural } from '../core/parse.js';
 import type { SocketOptions } from '../core/sockopts.js';
 
 /** How long the server's FIN is awaited once every byte is back, when no --timeout says. */
@@ -148,13 +149,13 @@ export class EchoConnection {
           if (this.pendingLength > 0 && looksLikeTls(this.pending[0]!)) throw speaksTls();
           throw codedError(
             'ERR_ECHO_SHORT',
-            `sent ${n} bytes, ${this.pendingLength} came back before the server closed`,
+            `sent ${plural(n, 'byte')}, ${this.pendingLength} came back before the server closed`,
           );
         }
         if (timedOut) {
           throw codedError(
             'ERR_REPLY_TIMEOUT',
-            `${this.pendingLength} of ${n} bytes came back within ${timeoutMs} ms; nothing moved either way for that long (${written() ? `all ${n} bytes sent` : 'not all sent: the server stopped reading'})`,
+            `${this.pendingLength} of ${plural(n, 'byte')} came back within ${timeoutMs} ms; nothing moved either way for that long (${written() ? `all ${n} bytes sent` : 'not all sent: the server stopped reading'})`,
           );
         }
         await new Promise<void>((res) => {
@@ -197,7 +198,10 @@ export class EchoConnection {
     }
     if (this.error && (this.error as NodeJS.ErrnoException).code !== 'ECONNRESET') throw this.error;
     if (this.pendingLength > 0) {
-      throw codedError('ERR_ECHO_MISMATCH', `${this.pendingLength} bytes came back that were never sent`);
+      throw codedError(
+        'ERR_ECHO_MISMATCH',
+        `${plural(this.pendingLength, 'byte')} came back that were never sent`,
+      );
     }
   }
 }
@@ -386,7 +390,7 @@ export function streamThrough(
       if (!problem && received < sent) {
         problem = codedError(
           'ERR_ECHO_SHORT',
-          `sent ${sent} bytes, ${received} came back before the server closed`,
+          `sent ${plural(sent, 'byte')}, ${received} came back before the server closed`,
         );
       }
       resolve({ sent, received, ok: !problem, problem });

@@ -169,6 +169,11 @@ export function formatBytes(n: number): string {
   return String(n);
 }
 
+/** `1 connection`, `2 connections`: a count with its noun in the right number. */
+export function plural(n: number, word: string, words = `${word}s`): string {
+  return `${n} ${n === 1 ? word : words}`;
+}
+
 export function formatDuration(ms: number): string {
   if (ms >= 1000 && ms % 1000 === 0) return `${ms / 1000}s`;
   return `${ms}ms`;

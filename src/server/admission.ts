@@ -8,6 +8,7 @@ import type { Socket } from 'node:net';
 import { type AccessControl, RateLimitedLog } from '../core/access.js';
 import { fdHeadroom } from '../core/libc.js';
 import type { Logger } from '../core/log.js';
+import { plural } from '../core/parse.js';
 
 export interface AdmissionOptions {
   access?: AccessControl;
@@ -136,6 +137,4 @@ export class Admission {
   }
 }
 
-export function plural(n: number, word: string, words = `${word}s`): string {
-  return `${n} ${n === 1 ? word : words}`;
-}
+export { plural };

@@ -10,6 +10,7 @@
 import type { Socket } from 'node:net';
 import { countError, explainError } from '../core/errors.js';
 import { type Logger, logs } from '../core/log.js';
+import { plural } from '../core/parse.js';
 import type { ServerConfig } from './config.js';
 import type { Fault } from './faults.js';
 import type { ServerTotals } from './handler.js';
@@ -136,7 +137,7 @@ export function childrenBackend(
     await Promise.all(all.map((c) => c.ready));
     logger.info(
       { workers: all.map((c) => c.pid) },
-      `${cfg.workers} workers: ${all.map((c) => c.pid).join(', ')} (the primary accepts and hands each connection to the least busy)`,
+      `${plural(cfg.workers, 'worker')}: ${all.map((c) => c.pid).join(', ')} (the primary accepts and hands each connection to the least busy)`,
     );
   })();
   started.catch(() => sup.killAll());

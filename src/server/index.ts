@@ -140,7 +140,7 @@ async function startExclusiveWorkers(cfg: ServerConfig, logger: Logger): Promise
   const pids = [...sup.children].map((c) => c.pid);
   logger.info(
     { workers: pids, exclusive: true },
-    `${cfg.workers} workers: ${pids.join(', ')} (each with its own socket, SO_REUSEPORT: the kernel balances)`,
+    `${plural(cfg.workers, 'worker')}: ${pids.join(', ')} (each with its own socket, SO_REUSEPORT: the kernel balances)`,
   );
   const stats = () => {
     const t = copyTotals(totals);
@@ -190,7 +190,7 @@ export function listeningLine(cfg: ServerConfig, h: ServerHandle): string {
   const extras = [cfg.tls ? 'tls' : '', cfg.proxyProtocol ? 'proxy protocol' : ''].filter(Boolean);
   const what = cfg.udp
     ? 'udp'
-    : `${cfg.path !== undefined ? 'unix stream' : 'tcp'}, ${cfg.mode}${cfg.mode === 'workers' ? ` ×${cfg.workers}` : cfg.mode === 'fork' ? `, at most ${cfg.maxChildren} children` : ''}${extras.length ? `, ${extras.join(', ')}` : ''}`;
+    : `${cfg.path !== undefined ? 'unix stream' : 'tcp'}, ${cfg.mode}${cfg.mode === 'workers' ? ` ×${cfg.workers}` : cfg.mode === 'fork' ? `, at most ${plural(cfg.maxChildren, 'child', 'children')}` : ''}${extras.length ? `, ${extras.join(', ')}` : ''}`;
   const where =
     h.address.family === 'unix'
       ? `unix:${h.address.address}`

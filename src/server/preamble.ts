@@ -4,7 +4,7 @@
 
 import type { Socket } from 'node:net';
 import { codedError } from '../core/errors.js';
-import { formatDuration } from '../core/parse.js';
+import { formatDuration, plural } from '../core/parse.js';
 import { type ProxyHeader, parseProxyHeader } from '../core/proxy-protocol.js';
 
 export interface ProxiedConnection {
@@ -72,7 +72,12 @@ export function readProxyHeader(socket: Socket, timeoutMs: number): Promise<Prox
       finish(undefined, { header: r.header, rest: got.subarray(r.header.length) });
     };
     const onEnd = () =>
-      finish(codedError('ERR_PROXY_HEADER', `closed after ${got.length} bytes, before a whole PROXY header`));
+      finish(
+        codedError(
+          'ERR_PROXY_HEADER',
+          `closed after ${plural(got.length, 'byte')}, before a whole PROXY header`,
+        ),
+      );
     const onError = (err: Error) => finish(err);
     const timer = setTimeout(
       () => finish(codedError('ERR_PROXY_HEADER', `no PROXY header within ${formatDuration(timeoutMs)}`)),

@@ -11,7 +11,7 @@ import { asUdpError, countError, errorCode, explainError } from '../core/errors.
 import { closeFd, hasNativeReusePort, socketFd } from '../core/libc.js';
 import { rawListenFd } from '../core/listen.js';
 import { type Logger, silentLogger } from '../core/log.js';
-import { formatAddress } from '../core/parse.js';
+import { formatAddress, plural } from '../core/parse.js';
 import { applySocketOptions, formatReport, type OptionReport, type SocketOptions } from '../core/sockopts.js';
 import type { Tracer } from '../core/trace.js';
 import { type Fault, FaultSet, flipOneBit, latencyDelay } from '../server/faults.js';
@@ -372,7 +372,7 @@ export async function startUdpEchoServer(opts: UdpEchoServerOptions = {}): Promi
           );
         }
         if (sources.size > busiest.length)
-          logger.info({}, `… and ${sources.size - busiest.length} more sources`);
+          logger.info({}, `… and ${plural(sources.size - busiest.length, 'more source', 'more sources')}`);
         batch?.free();
         batch = undefined;
         socket.close(() =>

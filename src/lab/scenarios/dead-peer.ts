@@ -4,6 +4,7 @@
 // unacknowledged. Two namespaces, the path cut with a blackhole route on the server side
 // (the server still answers ARP, so no ICMP turns the timeout into EHOSTUNREACH).
 import type { TcpInfo } from '../../core/libc.js';
+import { plural } from '../../core/parse.js';
 import type { SocketOptions } from '../../core/sockopts.js';
 import { CLIENT_ADDR, netnsUnavailable, SERVER_ADDR, withTwoHosts } from '../netns.js';
 import { Recorder, type ScenarioResult } from '../recorder.js';
@@ -80,7 +81,7 @@ export async function deadPeer(spec: DeadPeerSpec): Promise<ScenarioResult> {
     const info = (failure as { tcp?: TcpInfo }).tcp;
     if (info && spec.mode === 'write') {
       r.step(
-        `the client's TCP_INFO just before: ${info.totalRetrans} retransmissions, the last timeout ${(info.rtoUs / 1000).toFixed(0)} ms (doubling each time), ${info.unacked} segments unacknowledged — what TCP_USER_TIMEOUT cut short`,
+        `the client's TCP_INFO just before: ${info.totalRetrans} retransmissions, the last timeout ${(info.rtoUs / 1000).toFixed(0)} ms (doubling each time), ${plural(info.unacked, 'segment')} unacknowledged — what TCP_USER_TIMEOUT cut short`,
       );
       r.check(
         'the kernel was retransmitting unacknowledged data (TCP_INFO)',
