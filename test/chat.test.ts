@@ -3,7 +3,7 @@ import { randomBytes } from 'node:crypto';
 import { once } from 'node:events';
 import net from 'node:net';
 import { describe, expect, it, onTestFinished } from 'vitest';
-import { bin, freePort, plainServer, socatListen, spawnCli } from './helpers.js';
+import { bin, freePort, plainServer, refusal, socatListen, spawnCli } from './helpers.js';
 
 const has = (cmd: string, arg = '-V') => spawnSync(cmd, [arg], { stdio: 'ignore' }).status === 0;
 const hasTmux = has('tmux');
@@ -106,11 +106,11 @@ describe('echo-chat', () => {
   });
 
   it('bad flags exit 2 naming the flag', async () => {
-    const p = spawnCli('echo-chat', ['127.0.0.1', '99999']);
-    expect((await p.exit).code).toBe(2);
-    expect(p.stderr()).toMatch(/PORT 99999: must be 0-65535/);
-    const q = spawnCli('echo-chat', []);
-    expect((await q.exit).code).toBe(2);
+    const p = await refusal('echo-chat', ['127.0.0.1', '99999']);
+    expect(p.code).toBe(2);
+    expect(p.stderr).toMatch(/PORT 99999: must be 0-65535/);
+    const q = await refusal('echo-chat', []);
+    expect(q.code).toBe(2);
   });
 
   it.skipIf(!hasNcat)('interoperates with ncat as the other side (raw bytes, no framing)', async () => {

@@ -18,6 +18,7 @@ import {
   onPty,
   plainServer,
   readN,
+  refusal,
   spawnCli,
   spawnServer,
 } from './helpers.js';
@@ -331,9 +332,9 @@ describe('flags a socat/ncat user reaches for', () => {
     [['-m', 'x', '--local-address', 'localhost'], /--local-address "localhost": must be an IP address/],
     [['--udp', '-m', 'x', '--keepalive'], /--keepalive: cannot be used with --udp/],
   ])('%j exits 2 naming both', async (args, re) => {
-    const p = spawnCli('echo-client', args);
-    expect((await p.exit).code).toBe(2);
-    expect(p.stderr()).toMatch(re);
+    const p = await refusal('echo-client', args);
+    expect(p.code).toBe(2);
+    expect(p.stderr).toMatch(re);
   });
 
   it('hints fit the command: echo-chat to a closed port does not say "start echo-server"', async () => {
@@ -383,9 +384,9 @@ describe('echo-client --local-port --no-reuse-addr', () => {
   });
 
   it('--no-reuse-addr without --local-port exits 2', async () => {
-    const p = spawnCli('echo-client', ['-m', 'x', '--no-reuse-addr']);
-    expect((await p.exit).code).toBe(2);
-    expect(p.stderr()).toMatch(/--no-reuse-addr: needs --local-port/);
+    const p = await refusal('echo-client', ['-m', 'x', '--no-reuse-addr']);
+    expect(p.code).toBe(2);
+    expect(p.stderr).toMatch(/--no-reuse-addr: needs --local-port/);
   });
 });
 

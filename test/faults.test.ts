@@ -1,14 +1,13 @@
 // Fault injection: each fault driven by a client, asserting what the client observed — the
 // added latency, the chunk sizes, where the RST came, what the integrity check caught, the
 // datagrams lost, duplicated or reordered within binomial bounds.
-import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import dgram from 'node:dgram';
 import { once } from 'node:events';
 import { describe, expect, it, onTestFinished } from 'vitest';
 import { echo, startEchoServer } from '../src/index.js';
 import { FaultSet, parseFault } from '../src/server/faults.js';
-import { bin, connect, SERVER_MODES as MODES, runEchoClient, spawnServer, until } from './helpers.js';
+import { connect, SERVER_MODES as MODES, refusal, runEchoClient, spawnServer, until } from './helpers.js';
 
 const client = runEchoClient;
 
@@ -266,14 +265,9 @@ describe('--fault bad input exits 2 naming it', () => {
       /--fault accept-delay: cannot be used with --unix/,
     ],
   ] as [string[], RegExp][])('%j', async (args, re) => {
-    const p = spawn(process.execPath, [bin('echo-server'), ...args], { stdio: ['ignore', 'ignore', 'pipe'] });
-    let err = '';
-    p.stderr!.setEncoding('utf8').on('data', (d: string) => {
-      err += d;
-    });
-    const [code] = await once(p, 'close');
+    const { code, stderr } = await refusal('echo-server', args);
     expect(code).toBe(2);
-    expect(err).toMatch(re);
+    expect(stderr).toMatch(re);
   });
 
   it('FaultSet picks by p= and every=', () => {

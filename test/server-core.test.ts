@@ -10,7 +10,7 @@ import {
   SERVER_MODES as MODES,
   readAll,
   readN,
-  spawnCli,
+  refusal,
   spawnServer,
   streamUntilServerCloses,
   until,
@@ -279,8 +279,8 @@ describe('flags a mode cannot honour exit 2 naming both', () => {
       /--max-connections.*--exclusive/,
     ],
   ])('%j', async (args, re) => {
-    const p = spawnCli('echo-server', ['--port', '0', ...args]);
-    expect((await p.exit).code).toBe(2);
-    expect(p.stderr()).toMatch(re);
+    const p = await refusal('echo-server', ['--port', '0', ...args]);
+    expect(p.code).toBe(2);
+    expect(p.stderr).toMatch(re);
   });
 });

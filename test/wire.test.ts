@@ -5,7 +5,16 @@ import path from 'node:path';
 import { afterAll, describe, expect, it, onTestFinished } from 'vitest';
 import { unescapeTrace } from '../src/core/trace.js';
 import { startEchoServer } from '../src/index.js';
-import { connect, readN, runEchoClient, spawnCli, spawnServer, until } from './helpers.js';
+import {
+  type CliName,
+  connect,
+  readN,
+  refusal,
+  runEchoClient,
+  spawnCli,
+  spawnServer,
+  until,
+} from './helpers.js';
 
 const dir = mkdtempSync(path.join(tmpdir(), 'echo-wire-'));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
@@ -95,10 +104,10 @@ describe('--trace', () => {
       ['echo-server', ['--trace=pcap'], /--trace: "pcap" is text or hex|--trace .*text or hex/],
       ['echo-server', ['--trace-file', 'x'], /--trace-file .*needs --trace/],
       ['echo-client', ['--udp', '--trace', '-m', 'x'], /--trace: cannot be used with --udp/],
-    ] as [string, string[], RegExp][]) {
-      const p = spawnCli(cmd, args);
-      expect((await p.exit).code).toBe(2);
-      expect(p.stderr()).toMatch(re);
+    ] as [CliName, string[], RegExp][]) {
+      const p = await refusal(cmd, args);
+      expect(p.code).toBe(2);
+      expect(p.stderr).toMatch(re);
     }
   });
 });
