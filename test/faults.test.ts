@@ -197,8 +197,33 @@ describe('each fault, as a client sees it', () => {
 });
 
 describe('UDP faults (per datagram)', () => {
-  /** Send n numbered datagrams, 20 outstanding at most; what came back, in arrival order. */
-  async function exchange(port: number, n: number): Promise<{ seqs: number[]; corrupted: number }> {
+  /** An echo-server --udp with this --fault and its /metrics, from which the exchange learns what it did. */
+  async function udpServer(fault: string) {
+    const srv = await spawnServer(['--udp', '--rate-limit', '0', '--metrics', '0', '--fault', fault]);
+    const url = `http://${(await srv.waitStderr(/metrics on http:\/\/(127\.0\.0\.1:\d+)\/metrics/))[1]}/metrics`;
+    const datagrams = async () => {
+      const text = await (await fetch(url)).text();
+      const count = (dir: string) =>
+        Number(
+          new RegExp(`^echo_udp_datagrams_total\\{[^}]*direction="${dir}"[^}]*\\} (\\d+)$`, 'm').exec(
+            text,
+          )?.[1],
+        );
+      return { in: count('in'), out: count('out') };
+    };
+    return { port: srv.port, datagrams };
+  }
+
+  /**
+   * Send n numbered datagrams in waves of 20, each wave once the server has read the last; what
+   * came back, in arrival order, once every datagram the server sent has arrived (`out`: how
+   * many it must send in all, when a held one may still be on its way).
+   */
+  async function exchange(
+    srv: Awaited<ReturnType<typeof udpServer>>,
+    n: number,
+    out?: number,
+  ): Promise<{ seqs: number[]; corrupted: number }> {
     const s = dgram.createSocket('udp4');
     onTestFinished(() => {
       s.close();
@@ -211,16 +236,32 @@ describe('UDP faults (per datagram)', () => {
       b.writeUInt32BE(i, 0);
       return b;
     };
+    let received = 0;
     s.on('message', (m) => {
+      received++;
       const i = m.readUInt32BE(0);
       if (i < n && m.equals(body(i))) seqs.push(i);
       else corrupted++;
     });
+    let d = { in: 0, out: 0 };
     for (let i = 0; i < n; i += 20) {
-      for (let j = i; j < Math.min(n, i + 20); j++) s.send(body(j), port, '127.0.0.1');
-      await new Promise((r) => setTimeout(r, 5));
+      const wave = Math.min(n, i + 20);
+      for (let j = i; j < wave; j++) s.send(body(j), srv.port, '127.0.0.1');
+      await until(
+        async () => (d = await srv.datagrams()).in >= wave,
+        10_000,
+        () => `the server reading datagram ${wave} (in ${d.in})`,
+      );
     }
-    await new Promise((r) => setTimeout(r, 300)); // the last replies (and held ones) arrive
+    await until(
+      async () => {
+        d = await srv.datagrams();
+        return received === d.out && (out === undefined || d.out >= out);
+      },
+      10_000,
+      () =>
+        `every datagram sent back arriving (sent ${d.out}${out ? ` of ${out}` : ''}, received ${received})`,
+    );
     return { seqs, corrupted };
   }
 
@@ -228,23 +269,20 @@ describe('UDP faults (per datagram)', () => {
 
   it('drop=0.3 loses about 30% (binomial bound); duplicate=0.3 doubles about 30%', async () => {
     const n = 1000;
-    const lossy = await spawnServer(['--udp', '--rate-limit', '0', '--fault', 'drop=0.3']);
-    const a = await exchange(lossy.port, n);
+    const a = await exchange(await udpServer('drop=0.3'), n);
     expect(Math.abs(n - a.seqs.length - 0.3 * n)).toBeLessThan(bound(n, 0.3));
-    const dup = await spawnServer(['--udp', '--rate-limit', '0', '--fault', 'duplicate=0.3']);
-    const b = await exchange(dup.port, n);
+    const b = await exchange(await udpServer('duplicate=0.3'), n);
     expect(Math.abs(b.seqs.length - n - 0.3 * n)).toBeLessThan(bound(n, 0.3));
     expect(new Set(b.seqs).size).toBe(n);
   });
 
   it('reorder swaps neighbours; corrupt=1 alters every datagram; latency delays each', async () => {
-    const re = await spawnServer(['--udp', '--rate-limit', '0', '--fault', 'reorder=0.5']);
-    const r = await exchange(re.port, 200);
+    // a held datagram goes with the next one or 50 ms later: all 200 are sent back in the end
+    const r = await exchange(await udpServer('reorder=0.5'), 200, 200);
     expect(new Set(r.seqs).size).toBe(200); // nothing lost
     const inversions = r.seqs.filter((x, i) => i > 0 && x < r.seqs[i - 1]!).length;
     expect(inversions).toBeGreaterThan(10);
-    const bad = await spawnServer(['--udp', '--rate-limit', '0', '--fault', 'corrupt=1']);
-    expect((await exchange(bad.port, 100)).corrupted).toBe(100);
+    expect((await exchange(await udpServer('corrupt=1'), 100)).corrupted).toBe(100);
     const slow = await spawnServer(['--udp', '--fault', 'latency=80ms']);
     const t0 = performance.now();
     const u = await client(['--udp', '-m', 'x', '--timeout', '2s', '127.0.0.1', String(slow.port)]);

@@ -190,11 +190,14 @@ describe('--metrics: Prometheus text at /metrics', () => {
       await new Promise((r) => held.once('close', r));
       let text = '';
       // the last 'closed' reports reach the primary asynchronously in workers mode
-      for (let i = 0; i < 50; i++) {
-        text = await (await fetch(url)).text();
-        if (value(text, 'echo_connections_total') === 5 && value(text, 'echo_connections_open') === 0) break;
-        await new Promise((r) => setTimeout(r, 100));
-      }
+      await until(
+        async () => {
+          text = await (await fetch(url)).text();
+          return value(text, 'echo_connections_total') === 5 && value(text, 'echo_connections_open') === 0;
+        },
+        5000,
+        'all 5 connections counted and closed',
+      ).catch(() => {}); // the assertions below say what differs
       expect(value(text, 'echo_connections_total')).toBe(5);
       expect(value(text, 'echo_connections_open')).toBe(0);
       expect(value(text, 'echo_received_bytes_total')).toBe(4001);
