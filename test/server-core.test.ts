@@ -193,7 +193,7 @@ describe('--mode fork survives what a peer can do', () => {
         expect(r.code).toBe(0);
       }
     }
-  });
+  }, 60_000);
 
   it.each(['fork', 'workers'])(
     '--mode %s: SIGTERM to the process group drains like SIGTERM to the parent',
