@@ -2,66 +2,12 @@
 // socket is opened: exit 2 and one line naming the flag. Checked in-process through the
 // commands' own program builders and validators (the code the commands run before they open
 // anything); a handful go through the real commands for the exit code and the single line.
-import type { Command } from 'commander';
-import { CommanderError } from 'commander';
 import { describe, expect, it } from 'vitest';
-import { resolveBenchOptions } from '../src/cli/bench-cli.js';
-import { reportFatal } from '../src/cli/common.js';
-import { buildChatProgram, resolveChatConfig } from '../src/cli/echo-chat.js';
-import { buildClientProgram, resolveClientConfig } from '../src/cli/echo-client.js';
-import { buildServerProgram, resolveServerConfig } from '../src/cli/echo-server.js';
-import { UsageError } from '../src/core/parse.js';
-import { spawnCli } from './helpers.js';
+import { refusal, spawnCli } from './helpers.js';
 
-/** What the command would print and exit with for `argv`, without running it. */
-function refusal(name: string, program: Command, validate: (p: Command) => void, argv: string[]) {
-  let printed = '';
-  const quiet = { writeErr: (s: string) => (printed += s), writeOut: () => {} };
-  for (const c of [program, ...program.commands]) c.configureOutput(quiet);
-  try {
-    program.parse(argv, { from: 'user' });
-    const sub = program.commands.find((c) => c.name() === argv[0]);
-    validate(sub ?? program);
-  } catch (err) {
-    if (!(err instanceof UsageError || err instanceof CommanderError)) throw err; // a crash, not a refusal
-    if (err instanceof UsageError) printed = `${name}: ${err.message}\n`;
-    const write = process.stderr.write;
-    process.stderr.write = () => true; // reportFatal prints UsageErrors itself: keep the test quiet
-    try {
-      return { code: reportFatal(name, err), lines: printed.trim().split('\n') };
-    } finally {
-      process.stderr.write = write;
-    }
-  }
-  return { code: 0, lines: [] };
-}
-
-const server = (argv: string[]) =>
-  refusal('echo-server', buildServerProgram(), (p) => resolveServerConfig(p.opts()), [
-    '--port',
-    '0',
-    ...argv,
-  ]);
-const client = (argv: string[]) => {
-  const p = buildClientProgram().action(() => {}); // parse only: no connection
-  p.commands.find((c) => c.name() === 'bench')!.action(() => {});
-  return refusal(
-    'echo-client',
-    p,
-    (c) => {
-      if (c.name() === 'bench') resolveBenchOptions(c.opts(), c.processedArgs[0], c.processedArgs[1]);
-      else resolveClientConfig(c.processedArgs[0], c.processedArgs[1], c.opts());
-    },
-    argv,
-  );
-};
-const chat = (argv: string[]) =>
-  refusal(
-    'echo-chat',
-    buildChatProgram(),
-    (p) => resolveChatConfig(p.processedArgs[0], p.processedArgs[1], p.opts()),
-    argv,
-  );
+const server = (argv: string[]) => refusal('echo-server', ['--port', '0', ...argv]);
+const client = (argv: string[]) => refusal('echo-client', argv);
+const chat = (argv: string[]) => refusal('echo-chat', argv);
 
 const serverCases: [string[], RegExp][] = [
   [['--port', '-1'], /--port -1/],
@@ -120,26 +66,33 @@ const chatCases: [string[], RegExp][] = [
 ];
 
 describe('bad input is refused before anything is opened: exit 2, one line naming the flag', () => {
-  it.each(serverCases)('echo-server %j', (args, re) => {
-    const r = server(args);
+  it.each(serverCases)('echo-server %j', async (args, re) => {
+    const r = await server(args);
     expect(r.code).toBe(2);
     expect(r.lines).toHaveLength(1);
     expect(r.lines[0]).toMatch(/^echo-server: /);
     expect(r.lines[0]).toMatch(re);
   });
 
-  it.each(clientCases)('echo-client %j', (args, re) => {
-    const r = client(args);
+  it.each(clientCases)('echo-client %j', async (args, re) => {
+    const r = await client(args);
     expect(r.code).toBe(2);
     expect(r.lines).toHaveLength(1);
     expect(r.lines[0]).toMatch(re);
   });
 
-  it.each(chatCases)('echo-chat %j', (args, re) => {
-    const r = chat(args);
+  it.each(chatCases)('echo-chat %j', async (args, re) => {
+    const r = await chat(args);
     expect(r.code).toBe(2);
     expect(r.lines).toHaveLength(1);
     expect(r.lines[0]).toMatch(re);
+  });
+
+  it('flags that are fine are not refused: the in-process check tells the two apart', async () => {
+    expect(await server(['--mode', 'workers', '--workers', '2'])).toMatchObject({ code: 0, lines: [] });
+    expect(await client(['-m', 'x', '--count', '2', '127.0.0.1', '7'])).toMatchObject({ code: 0, lines: [] });
+    expect(await client(['bench', '-c', '3'])).toMatchObject({ code: 0, lines: [] });
+    expect(await chat(['--listen', '--port', '0'])).toMatchObject({ code: 0, lines: [] });
   });
 
   it.concurrent.for([

@@ -4,7 +4,7 @@ import { spawnSync } from 'node:child_process';
 import { describe, expect, it, onTestFinished } from 'vitest';
 import { runBench } from '../src/client/bench.js';
 import { startUdpEchoServer } from '../src/index.js';
-import { echoServer, plainServer, socatListen, spawnCli, until } from './helpers.js';
+import { echoServer, plainServer, refusal, socatListen, spawnCli, until } from './helpers.js';
 
 const base = {
   host: '127.0.0.1',
@@ -195,9 +195,9 @@ describe('echo-client bench', () => {
       ]),
     );
     expect(Object.keys(j.latency_us)).toEqual(expect.arrayContaining(['p50', 'p90', 'p99', 'p999', 'max']));
-    const bad = spawnCli('echo-client', ['bench', '-c', '0']);
-    expect((await bad.exit).code).toBe(2);
-    expect(bad.stderr()).toMatch(/--connections 0/);
+    const bad = await refusal('echo-client', ['bench', '-c', '0']);
+    expect(bad.code).toBe(2);
+    expect(bad.stderr).toMatch(/--connections 0/);
   });
 
   it.skipIf(!hasSocat)('works against socat as the echo server', async () => {

@@ -3,7 +3,7 @@ import { randomBytes } from 'node:crypto';
 import { once } from 'node:events';
 import net from 'node:net';
 import { describe, expect, it, onTestFinished } from 'vitest';
-import { bin, freePort, plainServer, socatListen, spawnCli } from './helpers.js';
+import { bin, freePort, plainServer, refusal, socatListen, spawnCli, until } from './helpers.js';
 
 const has = (cmd: string, arg = '-V') => spawnSync(cmd, [arg], { stdio: 'ignore' }).status === 0;
 const hasTmux = has('tmux');
@@ -106,11 +106,11 @@ describe('echo-chat', () => {
   });
 
   it('bad flags exit 2 naming the flag', async () => {
-    const p = spawnCli('echo-chat', ['127.0.0.1', '99999']);
-    expect((await p.exit).code).toBe(2);
-    expect(p.stderr()).toMatch(/PORT 99999: must be 0-65535/);
-    const q = spawnCli('echo-chat', []);
-    expect((await q.exit).code).toBe(2);
+    const p = await refusal('echo-chat', ['127.0.0.1', '99999']);
+    expect(p.code).toBe(2);
+    expect(p.stderr).toMatch(/PORT 99999: must be 0-65535/);
+    const q = await refusal('echo-chat', []);
+    expect(q.code).toBe(2);
   });
 
   it.skipIf(!hasNcat)('interoperates with ncat as the other side (raw bytes, no framing)', async () => {
@@ -216,19 +216,18 @@ describe('echo-chat', () => {
         throw new Error(`the tmux session ended; listener said: ${a.stderr()}`);
       }
     };
-    const until = async (re: RegExp) => {
-      const end = Date.now() + 10_000;
-      while (!re.test(screen())) {
-        if (Date.now() > end)
-          throw new Error(`screen never matched ${re}:\n${screen()}\nlistener: ${a.stderr()}`);
-        await new Promise((r) => setTimeout(r, 20));
-      }
-    };
-    await until(/alice> ?$/m);
+    // tmux has no event for a changed pane: the screen is looked at until it shows `re`
+    const shows = (re: RegExp) =>
+      until(
+        () => re.test(screen()),
+        10_000,
+        () => `screen matching ${re}:\n${screen()}\nlistener: ${a.stderr()}\n`,
+      );
+    await shows(/alice> ?$/m);
     tmux('send-keys', '-t', session, 'half typ');
-    await until(/alice> half typ$/m);
+    await shows(/alice> half typ$/m);
     a.child.stdin!.write('incoming while you type\n');
-    await until(/bob: incoming while you type\n(.*\n)*alice> half typ$/m);
+    await shows(/bob: incoming while you type\n(.*\n)*alice> half typ$/m);
     // the incoming line sits above; the prompt line holds exactly the half-typed text
     const lines = screen().split('\n');
     expect(lines.filter((l) => l.includes('incoming while you type'))).toEqual([
@@ -237,7 +236,7 @@ describe('echo-chat', () => {
     tmux('send-keys', '-t', session, 'ed text', 'Enter');
     await a.waitStdout(/alice: half typed text\n/);
     a.child.stdin!.end();
-    await until(/peer closed the connection/);
+    await shows(/peer closed the connection/);
     expect((await a.exit).code).toBe(0);
   });
 });

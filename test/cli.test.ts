@@ -11,6 +11,7 @@ import {
   echoServer,
   jsonLines,
   plainServer,
+  refusal,
   spawnCli,
   spawnServer,
   streamUntilServerCloses,
@@ -79,11 +80,10 @@ describe('echo-server CLI', () => {
     [['--send-buffer', '-1'], /--send-buffer -1:/],
     [['--keepalive-count', '0'], /--keepalive-count 0: must be 1-127/],
   ])('exits 2 naming the flag: %s', async (args, re) => {
-    const p = spawnCli('echo-server', args as string[]);
-    const { code } = await p.exit;
-    expect(code).toBe(2);
-    expect(p.stderr()).toMatch(re);
-    expect(p.stderr().trim().split('\n')).toHaveLength(1);
+    const p = await refusal('echo-server', args as string[]);
+    expect(p.code).toBe(2);
+    expect(p.stderr).toMatch(re);
+    expect(p.stderr.trim().split('\n')).toHaveLength(1);
   });
 });
 
@@ -164,9 +164,9 @@ describe('echo-client CLI', () => {
     [['-m', 'x', '--count', '-1'], /--count -1:/],
     [['-m', 'x', '--connect-timeout', 'soon'], /--connect-timeout soon:/],
   ])('exits 2 naming the flag: %s', async (args, re) => {
-    const p = spawnCli('echo-client', args as string[]);
-    expect((await p.exit).code).toBe(2);
-    expect(p.stderr()).toMatch(re);
+    const p = await refusal('echo-client', args as string[]);
+    expect(p.code).toBe(2);
+    expect(p.stderr).toMatch(re);
   });
 
   it.skipIf(!hasScript)('interactive on a terminal: prompt, "from server:", Q quits', async () => {

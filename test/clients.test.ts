@@ -6,6 +6,7 @@ import dgram from 'node:dgram';
 import { once } from 'node:events';
 import net from 'node:net';
 import { describe, expect, it, onTestFinished } from 'vitest';
+import { tcpStates } from '../src/core/tcp-states.js';
 import { startUdpEchoServer } from '../src/index.js';
 import {
   bin,
@@ -18,8 +19,10 @@ import {
   onPty,
   plainServer,
   readN,
+  refusal,
   spawnCli,
   spawnServer,
+  until,
 } from './helpers.js';
 
 const hasScript = hasCommand('script');
@@ -59,26 +62,22 @@ async function socatUdpEcho(): Promise<number> {
   await new Promise<void>((r) => s.bind(0, '127.0.0.1', r));
   const { port } = s.address();
   await new Promise<void>((r) => s.close(() => r()));
-  const child = spawn('socat', [`UDP4-RECVFROM:${port},bind=127.0.0.1,fork`, 'PIPE'], { stdio: 'ignore' });
+  const child = spawn('socat', ['-d', '-d', `UDP4-RECVFROM:${port},bind=127.0.0.1,fork`, 'PIPE'], {
+    stdio: ['ignore', 'ignore', 'pipe'],
+  });
   onTestFinished(() => {
     child.kill('SIGKILL');
   });
-  // socat says nothing when ready: wait until it answers
-  for (let i = 0; i < 100; i++) {
-    const c = dgram.createSocket('udp4');
-    const got = await new Promise<boolean>((resolve) => {
-      const t = setTimeout(() => resolve(false), 50);
-      c.once('message', () => {
-        clearTimeout(t);
-        resolve(true);
-      });
-      c.once('error', () => resolve(false));
-      c.send('ping', port, '127.0.0.1');
+  // with -d -d socat says `receiving on …` once its socket is bound
+  let err = '';
+  await new Promise<void>((resolve, reject) => {
+    child.once('exit', () => reject(new Error(`socat exited: ${err}`)));
+    child.stderr!.setEncoding('utf8').on('data', (d: string) => {
+      err += d;
+      if (/ receiving on /.test(err)) resolve();
     });
-    c.close();
-    if (got) return port;
-  }
-  throw new Error('socat did not answer');
+  });
+  return port;
 }
 
 describe('echo-client --udp piped: byte-exact', () => {
@@ -331,9 +330,9 @@ describe('flags a socat/ncat user reaches for', () => {
     [['-m', 'x', '--local-address', 'localhost'], /--local-address "localhost": must be an IP address/],
     [['--udp', '-m', 'x', '--keepalive'], /--keepalive: cannot be used with --udp/],
   ])('%j exits 2 naming both', async (args, re) => {
-    const p = spawnCli('echo-client', args);
-    expect((await p.exit).code).toBe(2);
-    expect(p.stderr()).toMatch(re);
+    const p = await refusal('echo-client', args);
+    expect(p.code).toBe(2);
+    expect(p.stderr).toMatch(re);
   });
 
   it('hints fit the command: echo-chat to a closed port does not say "start echo-server"', async () => {
@@ -383,9 +382,9 @@ describe('echo-client --local-port --no-reuse-addr', () => {
   });
 
   it('--no-reuse-addr without --local-port exits 2', async () => {
-    const p = spawnCli('echo-client', ['-m', 'x', '--no-reuse-addr']);
-    expect((await p.exit).code).toBe(2);
-    expect(p.stderr()).toMatch(/--no-reuse-addr: needs --local-port/);
+    const p = await refusal('echo-client', ['-m', 'x', '--no-reuse-addr']);
+    expect(p.code).toBe(2);
+    expect(p.stderr).toMatch(/--no-reuse-addr: needs --local-port/);
   });
 });
 
@@ -513,9 +512,19 @@ describe('echo-chat', () => {
       });
       const t = onPty('echo-chat', ['127.0.0.1', String(port)]);
       await t.waitFor(/> /);
-      peer.write('\x1b]0;TITLE\x07\x1b[2J\x1b]52;c;aGVsbG8=\x07 caf\xc3', 'latin1');
-      // the second byte of é in its own segment, once the first is surely read
-      await new Promise((r) => setTimeout(r, 100));
+      await new Promise<void>((r) =>
+        peer.write('\x1b]0;TITLE\x07\x1b[2J\x1b]52;c;aGVsbG8=\x07 caf\xc3', 'latin1', () => r()),
+      );
+      // the second byte of é in its own segment, once the first is read: the kernel took it (the
+      // write callback) and echo-chat's socket has nothing left in its receive queue
+      const chatPort = peer.remotePort!;
+      await until(
+        () =>
+          tcpStates([chatPort]).entries.find((e) => e.localPort === chatPort && e.remotePort === port)
+            ?.rxQueue === 0,
+        5000,
+        'echo-chat reading the first segment',
+      );
       peer.end('\xa9!\n', 'latin1');
       await t.waitFor(/peer closed the connection/);
       const screen = t.out();

@@ -7,8 +7,15 @@ import { once } from 'node:events';
 import net, { type Socket } from 'node:net';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { type Command, CommanderError } from 'commander';
 import getPort from 'get-port';
 import { onTestFinished } from 'vitest';
+import { type BenchFlags, resolveBenchOptions } from '../src/cli/bench-cli.js';
+import { checkLogFlags, normalizeTraceArg, reportFatal, resolveTrace } from '../src/cli/common.js';
+import { buildChatProgram, type ChatFlags, resolveChatConfig } from '../src/cli/echo-chat.js';
+import { buildClientProgram, type ClientFlags, resolveClientConfig } from '../src/cli/echo-client.js';
+import { buildServerProgram, resolveServerConfig, type ServerFlags } from '../src/cli/echo-server.js';
+import { UsageError } from '../src/core/parse.js';
 import { type EchoServerOptions, startEchoServer } from '../src/index.js';
 import { refusingPort } from '../src/lab/util.js';
 
@@ -304,11 +311,20 @@ export async function plainServer(
   return { server, port: (server.address() as net.AddressInfo).port };
 }
 
-/** Wait (bounded) for a condition that no event announces, such as a kernel state or a pid's exit. */
-export async function until(cond: () => boolean, timeoutMs = 10_000, what = 'condition'): Promise<void> {
+/**
+ * Wait (bounded) for a condition that no event announces, such as a kernel state, a pid's exit or
+ * a metrics page: checked every 10 ms (an async condition is awaited each time). `what` names it
+ * in the timeout error; a function is called then, to describe the state it was left in.
+ */
+export async function until(
+  cond: () => boolean | Promise<boolean>,
+  timeoutMs = 10_000,
+  what: string | (() => string) = 'condition',
+): Promise<void> {
   const end = Date.now() + timeoutMs;
-  while (!cond()) {
-    if (Date.now() > end) throw new Error(`${what} not reached within ${timeoutMs} ms`);
+  while (!(await cond())) {
+    if (Date.now() > end)
+      throw new Error(`${typeof what === 'function' ? what() : what} not reached within ${timeoutMs} ms`);
     await new Promise((r) => setTimeout(r, 10));
   }
 }
@@ -394,3 +410,75 @@ export const runEchoClient = (args: string[], input?: Buffer | string) =>
 /** Whether something listens on this TCP port now (ss, as a person would check). */
 export const tcpListening = (port: number) =>
   spawnSync('ss', ['-ltnH', `sport = :${port}`], { encoding: 'utf8' }).stdout.includes(String(port));
+
+export type CliName = 'echo-server' | 'echo-client' | 'echo-chat';
+
+/**
+ * What a command prints on stderr and exits with for `argv` when its flags are refused, checked
+ * in-process: a fresh commander program parses argv and the command's own validators run, the
+ * same steps its run function takes before it opens anything; an error goes through
+ * reportFatal, as runCli does (2 for a UsageError or a commander error, with its one line).
+ * Nothing is opened: echo-client's actions are replaced by their validators. Flags that pass
+ * give code 0 and no lines; an error that is not a refusal is thrown (a crash, not exit 2).
+ */
+export async function refusal(
+  name: CliName,
+  argv: string[],
+): Promise<{ code: number; stderr: string; lines: string[] }> {
+  let printed = '';
+  const capture = {
+    writeErr: (t: string) => {
+      printed += t;
+    },
+    writeOut: () => {},
+  };
+  const each = (c: Command, fn: (c: Command) => void) => {
+    fn(c);
+    for (const sub of c.commands) each(sub, fn);
+  };
+  const args = normalizeTraceArg(argv);
+  try {
+    if (name === 'echo-server') {
+      const program = buildServerProgram();
+      each(program, (c) => c.configureOutput(capture));
+      program.parse(args, { from: 'user' });
+      checkLogFlags(program.opts<ServerFlags>());
+      resolveServerConfig(program.opts<ServerFlags>());
+    } else if (name === 'echo-client') {
+      const program = buildClientProgram().action(
+        (h: string | undefined, p: string | undefined, f: ClientFlags) => {
+          resolveClientConfig(h, p, f);
+        },
+      );
+      program.commands
+        .find((c) => c.name() === 'bench')!
+        .action((h: string | undefined, p: string | undefined, f: BenchFlags) => {
+          resolveBenchOptions(f, h, p);
+        });
+      each(program, (c) => c.configureOutput(capture));
+      await program.parseAsync(args, { from: 'user' });
+    } else {
+      const program = buildChatProgram();
+      each(program, (c) => c.configureOutput(capture));
+      program.parse(args, { from: 'user' });
+      const [h, p] = program.processedArgs as [string | undefined, string | undefined];
+      resolveChatConfig(h, p, program.opts<ChatFlags>());
+      resolveTrace(program.opts<ChatFlags>());
+    }
+  } catch (err) {
+    if (!(err instanceof UsageError || err instanceof CommanderError)) throw err;
+    const write = process.stderr.write;
+    process.stderr.write = ((t: string) => {
+      printed += t;
+      return true;
+    }) as typeof process.stderr.write;
+    let code: number;
+    try {
+      code = reportFatal(name, err);
+    } finally {
+      process.stderr.write = write;
+    }
+    return { code, stderr: printed, lines: printed.trim().split('\n') };
+  }
+  return { code: 0, stderr: printed, lines: [] };
+}

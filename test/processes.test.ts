@@ -10,6 +10,7 @@ import {
   spawnCli,
   spawnServer,
   streamUntilServerCloses,
+  until,
 } from './helpers.js';
 
 const alive = (pid: number) => {
@@ -22,13 +23,11 @@ const alive = (pid: number) => {
 };
 
 /** Wait (bounded) for processes to be gone: exit is not an event we can subscribe to from here. */
-async function gone(pids: number[], timeoutMs = 10_000): Promise<boolean> {
-  const end = Date.now() + timeoutMs;
-  while (pids.some(alive)) {
-    if (Date.now() > end) return false;
-    await new Promise((r) => setTimeout(r, 20));
-  }
-  return true;
+function gone(pids: number[], timeoutMs = 10_000): Promise<boolean> {
+  return until(() => !pids.some(alive), timeoutMs, 'the processes gone').then(
+    () => true,
+    () => false,
+  );
 }
 
 const closedLines = (stderr: string) => jsonLines(stderr).filter((l) => l.msg?.startsWith('closed '));

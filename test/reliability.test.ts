@@ -29,12 +29,17 @@ describe('a log terminal nobody reads does not stop the server', () => {
         s.kill('SIGKILL');
       });
       let out = '';
-      const onData = (d: Buffer) => {
-        out += d.toString();
-      };
+      let onData!: (d: Buffer) => void;
+      const listening = new Promise<RegExpExecArray>((resolve, reject) => {
+        onData = (d: Buffer) => {
+          out += d.toString();
+          const m = /listening on [\d.]+:(\d+)/.exec(out);
+          if (m) resolve(m);
+        };
+        s.once('close', () => reject(new Error(`the server ended before listening:\n${out}`)));
+      });
       s.stdout.on('data', onData);
-      while (!/listening on [\d.]+:(\d+)/.test(out)) await new Promise((r) => setTimeout(r, 20));
-      const port = Number(/listening on [\d.]+:(\d+)/.exec(out)![1]);
+      const port = Number((await listening)[1]);
       s.stdout.off('data', onData);
       s.stdout.pause(); // nobody reads the terminal any more
       for (let i = 0; i < 1000; i++) {
@@ -69,8 +74,11 @@ describe.each(MODES)('--mode %s: a slow drip cannot hold a slot', (_mode, args) 
     await closed;
     clearInterval(drip);
     expect(Date.now() - t0).toBeLessThan(5000);
-    expect(Buffer.concat(got).toString()).toBe('x'.repeat(Buffer.concat(got).length));
-    expect(Buffer.concat(got).length).toBeLessThanOrEqual(sent);
+    // the window closed after about five drips: some came back, only what was sent
+    const back = Buffer.concat(got);
+    expect(back.length).toBeGreaterThan(0);
+    expect(back.toString()).toBe('x'.repeat(back.length));
+    expect(back.length).toBeLessThanOrEqual(sent);
     c.end();
     await srv.waitStderr(/too slow \(--min-rate\)/);
     srv.child.kill('SIGTERM');

@@ -23,11 +23,15 @@ if (nginxWhy) console.warn(`skipped the nginx stream tests: ${nginxWhy}`);
 
 const CLIENT = '127.0.0.9';
 
-/** Send `data` through `port` from CLIENT in 16 KiB writes; resolves with what came back. */
+/**
+ * Send `data` through `port` from CLIENT in 16 KiB writes, `gapMs` apart (a stream that lasts);
+ * resolves with what came back. `onEcho` runs at the first echoed bytes.
+ */
 function stream(
   port: number,
   data: Buffer,
   gapMs = 0,
+  onEcho = () => {},
 ): Promise<{ back: Buffer; localPort: number; error?: string }> {
   return new Promise((resolve) => {
     const s = net.connect({ port, host: '127.0.0.1', localAddress: CLIENT, allowHalfOpen: true });
@@ -37,7 +41,10 @@ function stream(
     const got: Buffer[] = [];
     let localPort = 0;
     let error: string | undefined;
-    s.on('data', (d: Buffer) => got.push(d));
+    s.on('data', (d: Buffer) => {
+      if (got.length === 0) onEcho();
+      got.push(d);
+    });
     s.on('error', (e: NodeJS.ErrnoException) => {
       error = e.code;
     });
@@ -127,8 +134,18 @@ describe.skipIf(!hasHaproxy)('behind HAProxy with deploy/haproxy.cfg', () => {
   it('an instance killed mid-run: HAProxy takes it out; clients on the others lose no byte', async () => {
     const { servers, front, log } = await fleet();
     const payloads = Array.from({ length: 9 }, () => randomBytes(40 * 16384));
-    const running = payloads.map((p) => stream(front, p, 15)); // ~600 ms each
-    await new Promise((r) => setTimeout(r, 150));
+    // ~600 ms each; e2 is killed once every stream is echoing, so its clients are mid-stream
+    let echoing = 0;
+    let allEchoing!: () => void;
+    const started = new Promise<void>((r) => {
+      allEchoing = r;
+    });
+    const running = payloads.map((p) =>
+      stream(front, p, 15, () => {
+        if (++echoing === payloads.length) allEchoing();
+      }),
+    );
+    await Promise.race([started, Promise.all(running)]);
     servers[1]!.child.kill('SIGKILL');
     const results = await Promise.all(running);
     // the instances log each close asynchronously: wait until e1 and e3 have logged every
@@ -215,7 +232,9 @@ describe.skipIf(!!nginxWhy)('behind nginx stream with deploy/nginx-stream.conf',
         b.writeUInt32BE(j, 0);
         sock.send(b, udpFront, '127.0.0.1');
       }
-      await new Promise((r) => setTimeout(r, 10));
+      // the next wave once this one is back (a lost datagram is counted below, not waited for)
+      const back = () => Array.from({ length: 20 }, (_, k) => i + k).every((j) => seen.has(j));
+      await until(back, 1000, 'the wave echoed').catch(() => {});
     }
     await until(() => seen.size === 200, 5000, `200 datagrams echoed through nginx (got ${seen.size})`).catch(
       () => {},

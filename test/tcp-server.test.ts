@@ -3,16 +3,7 @@ import { once } from 'node:events';
 import { readFileSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
 import { echo } from '../src/index.js';
-import { connect, echoServer, readAll, readN } from './helpers.js';
-
-/** Wait for a condition that events cannot announce (a paused socket), checking each turn of the loop. */
-async function until(cond: () => boolean, timeoutMs = 10_000): Promise<void> {
-  const end = Date.now() + timeoutMs;
-  while (!cond()) {
-    if (Date.now() > end) throw new Error('condition not met in time');
-    await new Promise((r) => setTimeout(r, 5));
-  }
-}
+import { connect, echoServer, readAll, readN, until } from './helpers.js';
 
 describe('echo-server (evented)', () => {
   it('echoes a multi-megabyte random binary payload byte-exact', async () => {
@@ -54,7 +45,7 @@ describe('echo-server (evented)', () => {
     const payload = randomBytes(64 * 1024 * 1024);
     s.write(payload);
     // the server stops reading once its echo is not drained
-    await until(() => srv.connections()[0]?.reading === false);
+    await until(() => srv.connections()[0]?.reading === false, 10_000, 'the server paused reading');
     const [c] = srv.connections();
     // bound: what the kernel may buffer on both sides (the largest send buffer of the server and
     // receive buffer of the client, tcp_wmem and tcp_rmem's maximum) plus one write queue

@@ -13,7 +13,7 @@ import { connectTcp } from '../src/core/connect.js';
 import { explainError } from '../src/core/errors.js';
 import { buildProxyHeader } from '../src/core/proxy-protocol.js';
 import {
-  bin,
+  type CliName,
   connect,
   freePort,
   hasCommand,
@@ -22,6 +22,7 @@ import {
   onPty,
   plainServer,
   readN,
+  refusal,
   runCommand,
   runEchoClient,
   spawnCli,
@@ -617,18 +618,18 @@ describe('bad transport flags exit 2 naming the flag', () => {
     ['echo-client', ['--send-proxy', 'v3', '-m', 'x'], /--send-proxy .*v1 or v2/],
     ['echo-chat', ['--listen', '--fingerprint', 'AA'.repeat(32)], /--fingerprint: checks the peer/],
     ['echo-chat', ['--cert', 'x', '127.0.0.1', '7'], /--cert: needs --listen/],
-  ] as [string, string[], RegExp][])('%s %j', async (cmd, args, re) => {
-    const r = await run(process.execPath, [bin(cmd), ...args]);
+  ] as [CliName, string[], RegExp][])('%s %j', async (cmd, args, re) => {
+    const r = await refusal(cmd, args);
     expect(r.code).toBe(2);
-    expect(r.err).toMatch(re);
-    expect(r.err).not.toMatch(/\n\s+at /);
+    expect(r.stderr).toMatch(re);
+    expect(r.stderr).not.toMatch(/\n\s+at /);
   });
 
   it('a key that does not belong to the certificate', async () => {
     const a = await certFiles('a', ['127.0.0.1']);
     const b = await certFiles('b', ['127.0.0.1']);
-    const r = await run(process.execPath, [bin('echo-server'), '--tls', '--cert', a.cert, '--key', b.key]);
+    const r = await refusal('echo-server', ['--tls', '--cert', a.cert, '--key', b.key]);
     expect(r.code).toBe(2);
-    expect(r.err).toMatch(/--key .*does not belong to the certificate/);
+    expect(r.stderr).toMatch(/--key .*does not belong to the certificate/);
   });
 });

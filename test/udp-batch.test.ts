@@ -43,6 +43,7 @@ async function waves(
   await new Promise<void>((r) => s.bind(0, local, r));
   const got: Buffer[] = [];
   s.on('message', (m) => got.push(m));
+  const outBefore = srv.stats().datagramsOut;
   for (let i = 0; i < msgs.length; i += wave) {
     const before = srv.stats().datagramsIn;
     const part = msgs.slice(i, i + wave);
@@ -50,8 +51,13 @@ async function waves(
     await until(() => srv.stats().datagramsIn >= before + part.length, 5000, 'the server read the wave');
   }
   await until(() => got.length >= expectReplies, 5000, `${expectReplies} replies`);
-  // anything late (a duplicate that should not exist) has a moment to show up
-  await new Promise((r) => setTimeout(r, 100));
+  // whatever else the server sent to this socket (a duplicate that should not exist) is
+  // waited for too: it sends only to this socket during the call
+  await until(
+    () => got.length >= srv.stats().datagramsOut - outBefore,
+    5000,
+    () => `${srv.stats().datagramsOut - outBefore} replies sent (${got.length} received)`,
+  );
   return got;
 }
 

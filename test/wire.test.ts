@@ -5,7 +5,16 @@ import path from 'node:path';
 import { afterAll, describe, expect, it, onTestFinished } from 'vitest';
 import { unescapeTrace } from '../src/core/trace.js';
 import { startEchoServer } from '../src/index.js';
-import { connect, readN, runEchoClient, spawnCli, spawnServer, until } from './helpers.js';
+import {
+  type CliName,
+  connect,
+  readN,
+  refusal,
+  runEchoClient,
+  spawnCli,
+  spawnServer,
+  until,
+} from './helpers.js';
 
 const dir = mkdtempSync(path.join(tmpdir(), 'echo-wire-'));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
@@ -95,10 +104,10 @@ describe('--trace', () => {
       ['echo-server', ['--trace=pcap'], /--trace: "pcap" is text or hex|--trace .*text or hex/],
       ['echo-server', ['--trace-file', 'x'], /--trace-file .*needs --trace/],
       ['echo-client', ['--udp', '--trace', '-m', 'x'], /--trace: cannot be used with --udp/],
-    ] as [string, string[], RegExp][]) {
-      const p = spawnCli(cmd, args);
-      expect((await p.exit).code).toBe(2);
-      expect(p.stderr()).toMatch(re);
+    ] as [CliName, string[], RegExp][]) {
+      const p = await refusal(cmd, args);
+      expect(p.code).toBe(2);
+      expect(p.stderr).toMatch(re);
     }
   });
 });
@@ -181,11 +190,14 @@ describe('--metrics: Prometheus text at /metrics', () => {
       await new Promise((r) => held.once('close', r));
       let text = '';
       // the last 'closed' reports reach the primary asynchronously in workers mode
-      for (let i = 0; i < 50; i++) {
-        text = await (await fetch(url)).text();
-        if (value(text, 'echo_connections_total') === 5 && value(text, 'echo_connections_open') === 0) break;
-        await new Promise((r) => setTimeout(r, 100));
-      }
+      await until(
+        async () => {
+          text = await (await fetch(url)).text();
+          return value(text, 'echo_connections_total') === 5 && value(text, 'echo_connections_open') === 0;
+        },
+        5000,
+        'all 5 connections counted and closed',
+      ).catch(() => {}); // the assertions below say what differs
       expect(value(text, 'echo_connections_total')).toBe(5);
       expect(value(text, 'echo_connections_open')).toBe(0);
       expect(value(text, 'echo_received_bytes_total')).toBe(4001);

@@ -6,7 +6,7 @@ import { once } from 'node:events';
 import { readdirSync, readFileSync } from 'node:fs';
 import net from 'node:net';
 import { describe, expect, it, onTestFinished } from 'vitest';
-import { jsonLines, spawnServer, streamUntilServerCloses } from '../helpers.js';
+import { jsonLines, spawnServer, streamUntilServerCloses, until } from '../helpers.js';
 
 const FULL = process.env.SOAK === 'full';
 const N_IDLE = FULL ? 10_000 : 1_000;
@@ -17,14 +17,6 @@ const linux = process.platform === 'linux';
 
 const rssKb = (pid: number) => Number(/VmRSS:\s+(\d+)/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))![1]);
 const fdCount = (pid: number) => readdirSync(`/proc/${pid}/fd`).length;
-
-async function until(cond: () => boolean, timeoutMs = 20_000): Promise<void> {
-  const end = Date.now() + timeoutMs;
-  while (!cond()) {
-    if (Date.now() > end) throw new Error('condition not met in time');
-    await new Promise((r) => setTimeout(r, 20));
-  }
-}
 
 function report(what: string, value: string) {
   console.log(`[soak${FULL ? '' : ' short'}] ${what}: ${value}`);
@@ -51,7 +43,7 @@ describe.runIf(linux)(`soak (${FULL ? 'full' : 'short'})`, () => {
       await Promise.all(batch);
     }
     // the server has accepted them all once its fd table holds them
-    await until(() => fdCount(pid) >= N_IDLE);
+    await until(() => fdCount(pid) >= N_IDLE, 20_000, `${N_IDLE} descriptors open`);
     const after = rssKb(pid);
     const perConn = Math.round(((after - before) * 1024) / N_IDLE);
     report(`RSS per idle connection (${N_IDLE} held)`, `${perConn} B`);
@@ -66,7 +58,7 @@ describe.runIf(linux)(`soak (${FULL ? 'full' : 'short'})`, () => {
   }, async () => {
     const srv = await spawnServer();
     const pid = srv.child.pid!;
-    await until(() => fdCount(pid) > 0);
+    await until(() => fdCount(pid) > 0, 20_000, 'descriptors open');
     const fdsBefore = fdCount(pid);
     // steady clients: echo continuously during the storm
     let stop = false;
@@ -103,7 +95,11 @@ describe.runIf(linux)(`soak (${FULL ? 'full' : 'short'})`, () => {
     const rounds = await Promise.all(steady);
     expect(rounds.every((r) => r > 0)).toBe(true);
     // every reset connection is gone from the server's fd table
-    await until(() => fdCount(pid) === fdsBefore);
+    await until(
+      () => fdCount(pid) === fdsBefore,
+      20_000,
+      () => `descriptors back to ${fdsBefore} (${fdCount(pid)})`,
+    );
     report(
       `reset storm (${N_RESET} resets)`,
       `server alive, ${rounds.reduce((a, b) => a + b)} steady echoes exact, fds back to ${fdsBefore}`,
