@@ -255,7 +255,10 @@ describe('UDP faults (per datagram)', () => {
       const wave = Math.min(n, i + 20);
       for (let j = i; j < wave; j++) s.send(body(j), srv.port, '127.0.0.1');
       await until(
-        async () => (d = await srv.datagrams()).in >= wave,
+        async () => {
+          d = await srv.datagrams();
+          return d.in >= wave;
+        },
         10_000,
         () => `the server reading datagram ${wave} (in ${d.in})`,
       );

@@ -443,7 +443,7 @@ export async function refusal(
       each(program, (c) => c.configureOutput(capture));
       program.parse(args, { from: 'user' });
       checkLogFlags(program.opts<ServerFlags>());
-      resolveServerConfig(program.opts<ServerFlags>());
+      resolveServerConfig(program.opts<ServerFlags>(), program.processedArgs as string[]);
     } else if (name === 'echo-client') {
       const program = buildClientProgram().action(
         (h: string | undefined, p: string | undefined, f: ClientFlags) => {
