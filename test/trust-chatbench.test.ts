@@ -3,9 +3,10 @@
 // own request, and echo-chat on a terminal stays linear on a peer line with no newline.
 
 import dgram from 'node:dgram';
+import type { Socket } from 'node:net';
 import { afterEach, describe, expect, it, onTestFinished } from 'vitest';
 import { parseFault, startUdpEchoServer } from '../src/index.js';
-import { until } from './helpers.js';
+import { plainServer, runEchoClient, until } from './helpers.js';
 
 const savedBatch = process.env.ECHO_UDP_BATCH;
 afterEach(() => {
@@ -52,5 +53,92 @@ describe('UDP duplicate fault and the rate limit', () => {
     expect(srv.stats().dropped['rate-limit']).toBeGreaterThan(0);
     // what arrived is what was counted (loopback loses nothing at this size)
     await until(() => replies === out, 10_000, 'every reply received');
+  });
+});
+
+/** A UDP port with nothing bound: a datagram there gets ICMP port unreachable. */
+async function closedUdpPort(): Promise<number> {
+  const probe = dgram.createSocket('udp4');
+  await new Promise<void>((r) => probe.bind(0, '127.0.0.1', r));
+  const port = probe.address().port;
+  await new Promise<void>((r) => probe.close(() => r()));
+  return port;
+}
+
+/** A UDP socket that reads every datagram and answers none. */
+async function silentUdpPort(): Promise<{ port: number; received: () => number }> {
+  const s = dgram.createSocket('udp4');
+  let n = 0;
+  s.on('message', () => n++);
+  await new Promise<void>((r) => s.bind(0, '127.0.0.1', r));
+  onTestFinished(() => {
+    s.close();
+  });
+  return { port: s.address().port, received: () => n };
+}
+
+describe('echo-client bench when nothing comes back', () => {
+  it('UDP to a closed port: errors counted (ECONNREFUSED), exit 1, nothing claimed verified', async () => {
+    const port = await closedUdpPort();
+    const t0 = performance.now();
+    const r = await runEchoClient(['bench', '--udp', '-d', '1s', '--warmup', '0', `127.0.0.1:${port}`]);
+    expect(r.code).toBe(1);
+    expect(r.out.toString()).not.toMatch(/every echoed byte matched/);
+    expect(r.err).toMatch(/ECONNREFUSED/);
+    expect(performance.now() - t0).toBeLessThan(8000);
+  });
+
+  it('UDP to a port that never answers: says nothing came back, exit 1', async () => {
+    const silent = await silentUdpPort();
+    const r = await runEchoClient([
+      'bench',
+      '--udp',
+      '-d',
+      '1s',
+      '--warmup',
+      '0',
+      '--json',
+      `127.0.0.1:${silent.port}`,
+    ]);
+    expect(silent.received()).toBeGreaterThan(0);
+    expect(r.code).toBe(1);
+    expect(r.err).toMatch(/no echo came back/);
+    const j = JSON.parse(r.out.toString());
+    expect(j.count).toBe(0);
+  });
+
+  it('TCP to a server that accepts and never echoes: says nothing came back, exit 1, ends', async () => {
+    const held: Socket[] = [];
+    const { port } = await plainServer((s) => {
+      held.push(s); // read, never answer
+      s.on('error', () => {});
+    });
+    onTestFinished(() => {
+      for (const s of held) s.destroy();
+    });
+    const t0 = performance.now();
+    const r = await runEchoClient(['bench', '-c', '2', '-d', '1s', '--warmup', '0', `127.0.0.1:${port}`]);
+    expect(r.code).toBe(1);
+    expect(r.out.toString()).not.toMatch(/every echoed byte matched/);
+    expect(r.err).toMatch(/no echo came back/);
+    expect(performance.now() - t0).toBeLessThan(8000);
+  });
+
+  it('--requests 1 -d 1s ends with its duration when the requests never complete', async () => {
+    const silent = await silentUdpPort();
+    const t0 = performance.now();
+    const r = await runEchoClient([
+      'bench',
+      '--udp',
+      '--requests',
+      '1',
+      '-d',
+      '1s',
+      `127.0.0.1:${silent.port}`,
+    ]);
+    const took = performance.now() - t0;
+    expect(r.code).toBe(1);
+    // warmup 1 s + duration 1 s + at most 2 s for replies in flight, with room for a loaded machine
+    expect(took).toBeLessThan(7000);
   });
 });

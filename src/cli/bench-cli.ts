@@ -196,10 +196,12 @@ export async function runBenchCli(
       syscall: opts.udp ? 'send' : 'connect',
       address: host,
       port,
+      ...(opts.udp ? { proto: 'udp' } : {}),
     });
   }
   process.stdout.write(f.json ? `${JSON.stringify(r)}\n` : formatBench(r, where));
-  if (r.lost) {
+  if (r.count === 0 && !r.interrupted) throw noEcho(r, where);
+  if (r.lost && r.count > 0) {
     warn(
       'echo-client',
       `${r.lost} datagrams got no echo within 1 s; an echo-server limits each source to 1000 datagrams/s by default (start it with --udp --rate-limit 0 to measure)`,
@@ -209,6 +211,15 @@ export async function runBenchCli(
     throw codedError('ERR_ECHO_MISMATCH', `${r.mismatches} echoed chunks differed from what was sent`);
   }
   return stop.code();
+}
+
+/** Nothing was echoed (and no error said why): a bench that measured nothing has failed. */
+function noEcho(r: BenchResult, where: string): Error {
+  const sent = r.lost ? ` (${r.lost} datagrams went unanswered)` : '';
+  return codedError(
+    'ERR_NO_ECHO',
+    `${r.mode} bench to ${where}: no echo came back in ${r.duration_s} s${sent}`,
+  );
 }
 
 /**
@@ -270,6 +281,8 @@ async function runFleet(f: BenchFlags, opts: ReturnType<typeof resolveBenchOptio
   }
   if (total.mismatches > 0)
     throw codedError('ERR_ECHO_MISMATCH', `${total.mismatches} echoed chunks differed from what was sent`);
+  const silent = results.findIndex((r) => r.count === 0 && !r.interrupted);
+  if (silent >= 0) throw noEcho(results[silent]!, name(targets[silent]!));
   return stop.code();
 }
 
@@ -298,7 +311,14 @@ export function formatBench(r: BenchResult, where: string): string {
           string,
           string,
         ][])),
-    ['verified', r.mismatches === 0 ? 'every echoed byte matched' : `${r.mismatches} MISMATCHES`],
+    [
+      'verified',
+      r.mismatches > 0
+        ? `${r.mismatches} MISMATCHES`
+        : r.count === 0
+          ? 'nothing: no echo came back'
+          : 'every echoed byte matched',
+    ],
     ['errors', errs || 'none'],
     ...(r.lost !== undefined ? ([['lost', String(r.lost)]] as [string, string][]) : []),
   ];
