@@ -5,8 +5,8 @@
 import dgram from 'node:dgram';
 import type { Socket } from 'node:net';
 import { afterEach, describe, expect, it, onTestFinished } from 'vitest';
-import { parseFault, startUdpEchoServer } from '../src/index.js';
-import { plainServer, runEchoClient, until } from './helpers.js';
+import { parseFault, startUdpEchoServer, UdpEchoClient } from '../src/index.js';
+import { jsonLines, plainServer, runEchoClient, spawnServer, until } from './helpers.js';
 
 const savedBatch = process.env.ECHO_UDP_BATCH;
 afterEach(() => {
@@ -140,5 +140,68 @@ describe('echo-client bench when nothing comes back', () => {
     expect(r.code).toBe(1);
     // warmup 1 s + duration 1 s + at most 2 s for replies in flight, with room for a loaded machine
     expect(took).toBeLessThan(7000);
+  });
+});
+
+describe('echo-client --udp matches each reply to its own request', () => {
+  it('each request of a run leaves from its own source port, carrying exactly the bytes asked for', async () => {
+    const seen: { msg: string; port: number }[] = [];
+    const peer = dgram.createSocket('udp4');
+    onTestFinished(() => {
+      peer.close();
+    });
+    // an echo that answers every datagram twice
+    peer.on('message', (m, r) => {
+      seen.push({ msg: m.toString('latin1'), port: r.port });
+      peer.send(m, r.port, r.address);
+      peer.send(m, r.port, r.address);
+    });
+    await new Promise<void>((r) => peer.bind(0, '127.0.0.1', r));
+    const c = await UdpEchoClient.open({ host: '127.0.0.1', port: peer.address().port });
+    onTestFinished(() => c.close());
+    for (let i = 0; i < 5; i++) {
+      const { reply } = await c.roundTrip(Buffer.from('hello'));
+      expect(reply.toString()).toBe('hello');
+    }
+    expect(seen.map((s) => s.msg)).toEqual(Array(5).fill('hello'));
+    expect(new Set(seen.map((s) => s.port)).size).toBe(5);
+    // every second copy lands on its request's socket, kept open until close()
+    await until(() => c.counters.duplicate === 5, 10_000, 'five duplicates counted');
+    expect(c.counters).toMatchObject({ answered: 5, lost: 0, late: 0 });
+  });
+
+  it('against --fault latency=20ms duplicate=0.3 reorder=0.3: RTTs >= 20 ms, duplicates counted', async () => {
+    const srv = await spawnServer([
+      '--udp',
+      '--fault',
+      'latency=20ms',
+      '--fault',
+      'duplicate=0.3',
+      '--fault',
+      'reorder=0.3',
+    ]);
+    const n = 40;
+    const r = await runEchoClient([
+      '--udp',
+      '-m',
+      'hello',
+      '--count',
+      String(n),
+      '--timeout',
+      '5s',
+      '--log-format',
+      'json',
+      `127.0.0.1:${srv.port}`,
+    ]);
+    expect(r.code).toBe(0);
+    const rtts = [...r.out.toString().matchAll(/time=([\d.]+) ms/g)].map((m) => Number(m[1]));
+    expect(rtts).toHaveLength(n);
+    for (const t of rtts) expect(t).toBeGreaterThanOrEqual(20);
+    const summary = jsonLines(r.err).find((l) => typeof l.duplicate === 'number')!;
+    expect(summary).toMatchObject({ answered: n, lost: 0 });
+    // binomial(40, 0.3): mean 12, sd 2.9; the last request's copy may come after the end
+    expect(summary.duplicate).toBeGreaterThanOrEqual(1);
+    expect(summary.duplicate).toBeLessThanOrEqual(27);
+    expect(summary.duplicate + summary.late).toBeLessThanOrEqual(n);
   });
 });

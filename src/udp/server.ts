@@ -274,11 +274,20 @@ export async function startUdpEchoServer(opts: UdpEchoServerOptions = {}): Promi
       if (!lat) return fn();
       const at = Math.max(performance.now() + latencyDelay(lat), lastAt);
       lastAt = at;
-      const t = setTimeout(() => {
-        timers.delete(t);
-        fn();
-      }, at - performance.now());
-      timers.add(t);
+      // a timer counts from the event loop's cached clock, which lags: it can fire a
+      // millisecond or more early, and the delay is a promise: wait out what is left
+      const arm = () => {
+        const t = setTimeout(
+          () => {
+            timers.delete(t);
+            if (performance.now() < at) arm();
+            else fn();
+          },
+          Math.ceil(at - performance.now()),
+        );
+        timers.add(t);
+      };
+      arm();
     };
     if (held) {
       // the one held back goes after this one: their order is swapped
