@@ -2,11 +2,13 @@
 // echo-client bench says so when nothing came back, echo-client --udp matches each reply to its
 // own request, and echo-chat on a terminal stays linear on a peer line with no newline.
 
+import { spawn } from 'node:child_process';
 import dgram from 'node:dgram';
 import type { Socket } from 'node:net';
 import { afterEach, describe, expect, it, onTestFinished } from 'vitest';
+import { CHAT_PIECE, inPieces } from '../src/client/chat.js';
 import { parseFault, startUdpEchoServer, UdpEchoClient } from '../src/index.js';
-import { jsonLines, plainServer, runEchoClient, spawnServer, until } from './helpers.js';
+import { bin, hasCommand, jsonLines, plainServer, runEchoClient, spawnServer, until } from './helpers.js';
 
 const savedBatch = process.env.ECHO_UDP_BATCH;
 afterEach(() => {
@@ -203,5 +205,142 @@ describe('echo-client --udp matches each reply to its own request', () => {
     expect(summary.duplicate).toBeGreaterThanOrEqual(1);
     expect(summary.duplicate).toBeLessThanOrEqual(27);
     expect(summary.duplicate + summary.late).toBeLessThanOrEqual(n);
+  });
+});
+
+/**
+ * echo-chat on a pseudo-terminal (util-linux `script`), its screen bytes read as they come:
+ * how many peer bytes ('z') were shown, the longest unbroken run of them, the last 4 KB.
+ */
+function chatOnPty(port: number) {
+  const cmd = `'${process.execPath}' '${bin('echo-chat')}' 127.0.0.1 ${port}`;
+  const child = spawn('script', ['-qfec', cmd, '/dev/null'], { stdio: ['pipe', 'pipe', 'pipe'] });
+  onTestFinished(() => {
+    child.kill('SIGKILL');
+  });
+  const seen = { shown: 0, run: 0, longest: 0, tail: '' };
+  const waiters: { cond: () => boolean; resolve: () => void }[] = [];
+  child.stdout!.on('data', (d: Buffer) => {
+    for (const b of d) {
+      if (b === 0x7a) {
+        seen.shown++;
+        if (++seen.run > seen.longest) seen.longest = seen.run;
+      } else seen.run = 0;
+    }
+    seen.tail = (seen.tail + d.toString('latin1')).slice(-4096);
+    for (const w of [...waiters]) if (w.cond()) waiters.splice(waiters.indexOf(w), 1) && w.resolve();
+  });
+  const exit = new Promise<number | null>((resolve) => child.once('close', (code) => resolve(code)));
+  const wait = (cond: () => boolean, what: string, timeoutMs = 20_000) =>
+    new Promise<void>((resolve, reject) => {
+      if (cond()) return resolve();
+      const t = setTimeout(
+        () =>
+          reject(
+            new Error(
+              `${what} not seen within ${timeoutMs} ms; screen ends: ${JSON.stringify(seen.tail.slice(-300))}`,
+            ),
+          ),
+        timeoutMs,
+      );
+      const done = () => {
+        clearTimeout(t);
+        resolve();
+      };
+      waiters.push({ cond, resolve: done });
+      void exit.then(() => {
+        if (!cond()) {
+          clearTimeout(t);
+          reject(
+            new Error(
+              `echo-chat exited before ${what}; screen ends: ${JSON.stringify(seen.tail.slice(-300))}`,
+            ),
+          );
+        }
+      });
+    });
+  /** the last screen bytes without cursor moves and line clearing (CSI sequences) */
+  // biome-ignore lint/suspicious/noControlCharactersInRegex: terminal escape sequences
+  const end = () => seen.tail.replace(/\x1b\[[0-9;]*[A-Za-z]/g, '');
+  return { child, seen, exit, wait, end, type: (t: string) => child.stdin!.write(t) };
+}
+
+/** A peer that hands its one connection over and collects what it receives. */
+async function chatPeer() {
+  let resolvePeer!: (s: Socket) => void;
+  const peer = new Promise<Socket>((r) => {
+    resolvePeer = r;
+  });
+  let got = '';
+  const { port } = await plainServer((s) => {
+    s.on('error', () => {});
+    s.setEncoding('latin1').on('data', (d: string) => {
+      got += d;
+    });
+    resolvePeer(s);
+  });
+  onTestFinished(async () => {
+    (await peer).destroy();
+  });
+  return { port, peer, got: () => got };
+}
+
+describe('inPieces', () => {
+  it('cuts only lines longer than CHAT_PIECE, never inside a surrogate pair', () => {
+    expect(inPieces('short\nlines\n')).toBe('short\nlines\n');
+    const long = `${'x'.repeat(CHAT_PIECE * 2 + 5)}\nend`;
+    expect(
+      inPieces(long)
+        .split('\n')
+        .map((l) => l.length),
+    ).toEqual([CHAT_PIECE, CHAT_PIECE, 5, 3]);
+    const emoji = `x${'\u{1F600}'.repeat(CHAT_PIECE)}`; // 2 units each, after one: a cut at CHAT_PIECE would split one
+    const pieces = inPieces(emoji).split('\n');
+    expect(pieces.join('')).toBe(emoji);
+    for (const piece of pieces) {
+      expect(piece.length).toBeLessThanOrEqual(CHAT_PIECE);
+      expect(piece).not.toMatch(/[\ud800-\udbff]$/); // no high surrogate left without its pair
+    }
+  });
+});
+
+describe.skipIf(!hasCommand('script', '-V'))('echo-chat on a terminal, a peer line with no end', () => {
+  it('a 1 MB line is shown in pieces of at most CHAT_PIECE, and a half-typed line survives', async () => {
+    const p = await chatPeer();
+    const chat = chatOnPty(p.port);
+    const s = await p.peer;
+    await chat.wait(() => chat.end().endsWith('> '), 'the prompt');
+    chat.type('half typ');
+    await chat.wait(() => chat.end().endsWith('> half typ'), 'the typed text');
+    const n = 1024 * 1024;
+    s.write(Buffer.alloc(n, 'z'));
+    await chat.wait(() => chat.seen.shown >= n - CHAT_PIECE, 'the line, all but the piece held');
+    s.write('\n');
+    await chat.wait(() => chat.seen.shown === n, 'the whole line');
+    expect(chat.seen.longest).toBeLessThanOrEqual(CHAT_PIECE);
+    // the prompt was redrawn under the pieces with what had been typed
+    await chat.wait(() => chat.end().endsWith('> half typ'), 'the prompt and the typed text redrawn');
+    chat.type('ed\r');
+    await until(() => p.got() === 'half typed\n', 10_000, 'the typed line at the peer');
+    s.end();
+    expect(await chat.exit).toBe(0);
+  });
+
+  it('48 MB with no newline: shown whole and in time (linear, not quadratic)', async () => {
+    const p = await chatPeer();
+    const chat = chatOnPty(p.port);
+    const s = await p.peer;
+    await chat.wait(() => chat.end().endsWith('> '), 'the prompt');
+    const n = 48 * 1024 * 1024;
+    const t0 = performance.now();
+    const block = Buffer.alloc(1024 * 1024, 'z');
+    for (let i = 0; i < n / block.length; i++) {
+      if (!s.write(block)) await new Promise((r) => s.once('drain', r));
+    }
+    s.end();
+    // quadratic work took 11.6 s for 16 MB here (9 × that for 48 MB); linear work takes ~2 s
+    await chat.wait(() => chat.seen.shown === n, 'all 48 MB', 25_000);
+    expect(performance.now() - t0).toBeLessThan(25_000);
+    expect(await chat.exit).toBe(0);
   });
 });
