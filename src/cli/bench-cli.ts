@@ -215,10 +215,12 @@ export async function runBenchCli(
 
 /** Nothing was echoed (and no error said why): a bench that measured nothing has failed. */
 function noEcho(r: BenchResult, where: string): Error {
+  const errs = Object.entries(r.errors).map(([k, v]) => `${k} ${v}`);
   const sent = r.lost ? ` (${r.lost} datagrams went unanswered)` : '';
+  const why = errs.length ? `; errors: ${errs.join(', ')}` : '';
   return codedError(
     'ERR_NO_ECHO',
-    `${r.mode} bench to ${where}: no echo came back in ${r.duration_s} s${sent}`,
+    `${r.mode} bench to ${where}: no echo came back in ${r.duration_s} s${sent}${why}`,
   );
 }
 
