@@ -235,10 +235,12 @@ export async function runBenchCli(
       syscall: opts.udp ? 'send' : 'connect',
       address: host,
       port,
+      ...(opts.udp ? { proto: 'udp' } : {}),
     });
   }
   process.stdout.write(f.json ? `${JSON.stringify(r)}\n` : formatBench(r, where));
-  if (r.lost) {
+  if (r.count === 0 && !r.interrupted) throw noEcho(r, where);
+  if (r.lost && r.count > 0) {
     warn(
       'echo-client',
       `${plural(r.lost, 'datagram')} got no echo within 1 s; an echo-server limits each source to 1000 datagrams/s by default (start it with --udp --rate-limit 0 to measure)`,
@@ -248,6 +250,17 @@ export async function runBenchCli(
     throw codedError('ERR_ECHO_MISMATCH', `${r.mismatches} echoed chunks differed from what was sent`);
   }
   return stop.code();
+}
+
+/** Nothing was echoed (and no error said why): a bench that measured nothing has failed. */
+function noEcho(r: BenchResult, where: string): Error {
+  const errs = Object.entries(r.errors).map(([k, v]) => `${k} ${v}`);
+  const sent = r.lost ? ` (${r.lost} datagrams went unanswered)` : '';
+  const why = errs.length ? `; errors: ${errs.join(', ')}` : '';
+  return codedError(
+    'ERR_NO_ECHO',
+    `${r.mode} bench to ${where}: no echo came back in ${r.duration_s} s${sent}${why}`,
+  );
 }
 
 /**
@@ -315,6 +328,8 @@ async function runFleet(f: BenchFlags, opts: ReturnType<typeof resolveBenchOptio
   }
   if (total.mismatches > 0)
     throw codedError('ERR_ECHO_MISMATCH', `${total.mismatches} echoed chunks differed from what was sent`);
+  const silent = results.findIndex((r) => r.count === 0 && !r.interrupted);
+  if (silent >= 0) throw noEcho(results[silent]!, name(targets[silent]!));
   return stop.code();
 }
 
@@ -348,7 +363,11 @@ export function formatBench(r: BenchResult, where: string): string {
         ][])),
     [
       'verified',
-      r.mismatches === 0 ? 'every echoed byte matched' : plural(r.mismatches, 'MISMATCH', 'MISMATCHES'),
+      r.mismatches > 0
+        ? plural(r.mismatches, 'MISMATCH', 'MISMATCHES')
+        : r.count === 0
+          ? 'nothing: no echo came back'
+          : 'every echoed byte matched',
     ],
     ['errors', errs || 'none'],
     ...(r.lost !== undefined ? ([['lost', String(r.lost)]] as [string, string][]) : []),

@@ -113,8 +113,8 @@ export async function runUdpClient(cfg: ClientConfig, logger: Logger): Promise<n
     }
   } finally {
     const c = client.counters;
-    const line = `udp ${where}: ${c.answered} answered, ${c.lost} lost, ${c.retried} resent, ${c.late} late, ${c.duplicate} duplicate`;
-    if (c.lost || c.late || c.duplicate) logger.warn({ ...c }, line);
+    const line = `udp ${where}: ${c.answered} answered, ${c.lost} lost, ${c.retried} resent, ${c.late} late, ${c.duplicate} duplicate${c.mismatched ? `, ${c.mismatched} differing from what was sent` : ''}`;
+    if (c.lost || c.late || c.duplicate || c.mismatched) logger.warn({ ...c }, line);
     else logger.info({ ...c }, line);
     await client.close();
   }

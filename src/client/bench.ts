@@ -29,9 +29,9 @@ export interface BenchOptions {
   mode: BenchMode;
   udp?: boolean;
   connections: number;
-  /** measured duration, ms (ignored when requests is set) */
+  /** measured duration, ms: the bench ends then, --requests done or not */
   durationMs: number;
-  /** stop after this many round trips / connections instead (bounded by durationMs × 10 anyway) */
+  /** stop after this many round trips / connections, or at durationMs if that comes first */
   requests?: number;
   /** message size (pingpong, connect, udp) or write size (stream) */
   size: number;
@@ -75,6 +75,9 @@ interface Run {
   lost: number;
   /** called once when measuring stops: each connection winds down (ends once its replies are in) */
   onStop: (() => void)[];
+  /** called once the wait for replies in flight is over: each connection closes at once */
+  onAbandon: (() => void)[];
+  abandoned: boolean;
   /** --requests: stop measuring at exactly this count */
   requests?: number;
   onLimit?: () => void;
@@ -92,6 +95,12 @@ function patterned(size: number, seed: number): Buffer {
     b[i] = x & 0xff;
   }
   return b;
+}
+
+/** `fn` closes a connection once the wait for replies is over (at once if it already is). */
+function whenAbandoned(run: Run, fn: () => void): void {
+  if (run.abandoned) fn();
+  else run.onAbandon.push(fn);
 }
 
 /** One measured round trip (or connection); with --requests N, the Nth ends the measurement. */
@@ -175,6 +184,7 @@ async function pingpong(o: BenchOptions, run: Run, seed: number, intervalMs?: nu
       clearInterval(timer);
       resolve();
     });
+    whenAbandoned(run, () => s.destroy());
     if (intervalMs === undefined) {
       const now = performance.now();
       for (let i = 0; i < o.pipeline; i++) send(now);
@@ -216,6 +226,7 @@ async function stream(o: BenchOptions, run: Run, seed: number): Promise<void> {
     };
     s.on('drain', pump);
     run.onStop.push(pump);
+    whenAbandoned(run, () => s.destroy());
     s.on('data', (chunk: Buffer) => {
       let off = 0;
       while (off < chunk.length) {
@@ -244,6 +255,16 @@ async function connectLoop(o: BenchOptions, run: Run, seed: number): Promise<voi
     const t0 = performance.now();
     try {
       const s = await connectOnce(o);
+      if (run.abandoned) {
+        s.destroy();
+        break;
+      }
+      let abandoned = false;
+      const abandon = () => {
+        abandoned = true;
+        s.destroy();
+      };
+      whenAbandoned(run, abandon);
       await new Promise<void>((resolve, reject) => {
         let pos = 0;
         s.on('data', (chunk: Buffer) => {
@@ -254,7 +275,11 @@ async function connectLoop(o: BenchOptions, run: Run, seed: number): Promise<voi
         s.on('error', reject);
         s.on('close', () => resolve());
         s.write(payload);
+      }).finally(() => {
+        const i = run.onAbandon.indexOf(abandon);
+        if (i >= 0) run.onAbandon.splice(i, 1);
       });
+      if (abandoned) break; // its echo never came
       record(run, o.size, t0);
     } catch (err) {
       countError(run.errors, err);
@@ -278,13 +303,22 @@ async function udpPingpong(o: BenchOptions, run: Run): Promise<void> {
   const body = patterned(size, 7);
   const outstanding = new Map<number, number>(); // seq → send time
   let seq = 0;
+  let closed = false;
   const send = () => {
+    if (closed) return;
     const b = Buffer.from(body);
-    b.writeUInt32LE(seq >>> 0, 0);
-    b.writeUInt32LE((seq / 2 ** 32) >>> 0, 4);
-    outstanding.set(seq, performance.now());
-    seq++;
-    sock.send(b);
+    const id = seq++;
+    b.writeUInt32LE(id >>> 0, 0);
+    b.writeUInt32LE((id / 2 ** 32) >>> 0, 4);
+    outstanding.set(id, performance.now());
+    // an ICMP error (port unreachable: ECONNREFUSED) left on the connected socket by an earlier
+    // datagram fails this send: nothing left, so the slot is sent again shortly
+    sock.send(b, (err) => {
+      if (!err) return;
+      outstanding.delete(id);
+      countError(run.errors, err);
+      if (!run.stopped) setTimeout(() => !run.stopped && send(), 10);
+    });
   };
   await new Promise<void>((resolve) => {
     sock.on('message', (m) => {
@@ -297,10 +331,8 @@ async function udpPingpong(o: BenchOptions, run: Run): Promise<void> {
       if (!run.stopped) send();
       else if (outstanding.size === 0) resolve();
     });
-    sock.on('error', (err) => {
-      countError(run.errors, err);
-      if (!run.stopped) setTimeout(send, 10); // ECONNREFUSED etc.: keep the window, slowly
-    });
+    // the same ICMP error read by recvmsg: its datagram is reaped as lost below and sent again
+    sock.on('error', (err) => countError(run.errors, err));
     // a lost datagram would shrink the window forever: resend a slot after 1 s of silence
     const reaper = setInterval(() => {
       const now = performance.now();
@@ -316,8 +348,13 @@ async function udpPingpong(o: BenchOptions, run: Run): Promise<void> {
         resolve();
       }
     }, 250);
+    whenAbandoned(run, () => {
+      clearInterval(reaper);
+      resolve();
+    });
     for (let i = 0; i < o.connections; i++) send();
   });
+  closed = true;
   sock.close();
 }
 
@@ -332,6 +369,8 @@ export async function runBench(o: BenchOptions): Promise<BenchResult> {
     hist: createHistogram({ lowest: 1, highest: 60e9, figures: 3 }),
     lost: 0,
     onStop: [],
+    onAbandon: [],
+    abandoned: false,
     requests: o.requests,
   };
   const perConnInterval = o.rate ? (1000 * o.connections) / o.rate : undefined;
@@ -373,7 +412,7 @@ export async function runBench(o: BenchOptions): Promise<BenchResult> {
       clearTimeout(limit);
       resolve();
     };
-    const limit = setTimeout(done, o.requests ? o.durationMs * 10 : o.durationMs);
+    const limit = setTimeout(done, o.durationMs);
     run.onLimit = done;
     void all.then(done);
     void aborted.then(done);
@@ -383,8 +422,14 @@ export async function runBench(o: BenchOptions): Promise<BenchResult> {
   run.stopped = true;
   for (const f of run.onStop) f();
   clearInterval(progress);
-  // let in-flight replies come back (bounded), then report
-  await Promise.race([all, new Promise((r) => setTimeout(r, 2000).unref())]);
+  // let in-flight replies come back (bounded), then close what is still open (a server that
+  // never echoes would otherwise hold its connections, and this process, open) and report
+  let grace: NodeJS.Timeout | undefined;
+  await Promise.race([all, new Promise((r) => (grace = setTimeout(r, 2000)))]);
+  clearTimeout(grace);
+  run.abandoned = true;
+  for (const f of run.onAbandon.splice(0)) f();
+  await all;
   const h = run.hist;
   const us = (ns: number) => Math.round(ns / 10) / 100;
   const count = o.mode === 'stream' && !o.udp ? run.bytes : run.count;

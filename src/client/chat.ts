@@ -172,6 +172,35 @@ export async function connectChat(o: ChatConnectOptions): Promise<ConnectResult>
   );
 }
 
+/**
+ * On a terminal, the most of a peer's unfinished line held back (UTF-16 units of escaped
+ * text): a longer line is shown in pieces of this size, so memory and work stay linear in
+ * what arrives however long a line the peer sends.
+ */
+export const CHAT_PIECE = 4096;
+
+const isHighSurrogate = (c: number) => c >= 0xd800 && c <= 0xdbff;
+
+/** `t` with a newline put into each line longer than CHAT_PIECE, every CHAT_PIECE units (a surrogate pair stays whole). */
+export function inPieces(t: string): string {
+  if (t.length <= CHAT_PIECE) return t;
+  let out = '';
+  let pos = 0;
+  while (pos < t.length) {
+    const nl = t.indexOf('\n', pos);
+    const end = nl < 0 ? t.length : nl;
+    while (end - pos > CHAT_PIECE) {
+      let n = CHAT_PIECE;
+      if (isHighSurrogate(t.charCodeAt(pos + n - 1))) n--;
+      out += `${t.slice(pos, pos + n)}\n`;
+      pos += n;
+    }
+    out += t.slice(pos, nl < 0 ? end : end + 1);
+    pos = end + 1;
+  }
+  return out;
+}
+
 export interface RelayOptions {
   socket: Socket;
   input: Readable;
@@ -230,13 +259,19 @@ export function relayChat(o: RelayOptions): Relay {
   };
   const text = o.tty ? new TerminalText() : undefined;
   // On a terminal, whole lines are printed above the prompt; a line still arriving is held
-  // (briefly: a peer may never send its newline) so that it is not cut in two on screen.
+  // (briefly: a peer may never send its newline) so that it is not cut in two on screen, and
+  // at most CHAT_PIECE of it: beyond that it is shown in pieces, each on a line of its own.
   let partial = '';
   let flushTimer: NodeJS.Timeout | undefined;
   const printAbovePrompt = (t: string) => {
     output.write('\r\x1b[2K'); // clear the prompt line
-    output.write(t.endsWith('\n') ? t : `${t}\n`);
+    const more = output.write(t.endsWith('\n') ? t : `${t}\n`);
     rl?.prompt(true); // redraw the prompt and what was typed so far
+    if (!more && !socket.isPaused()) {
+      // a slow output: stop reading the peer until it has taken what it has
+      socket.pause();
+      output.once('drain', () => socket.resume());
+    }
   };
   const flushPartial = () => {
     clearTimeout(flushTimer);
@@ -251,10 +286,23 @@ export function relayChat(o: RelayOptions): Relay {
       output.write(chunk);
       return;
     }
-    const t = partial + text.write(chunk);
+    // only the new text is searched and joined: the held part is bounded, so each chunk costs
+    // its own length, not that of the line so far
+    const t = text.write(chunk);
     const cut = t.lastIndexOf('\n') + 1;
-    partial = t.slice(cut);
-    if (cut > 0) printAbovePrompt(t.slice(0, cut));
+    let show = '';
+    if (cut > 0) {
+      show = partial + t.slice(0, cut);
+      partial = t.slice(cut);
+    } else partial += t;
+    if (partial.length > CHAT_PIECE) {
+      // what is beyond the bound is shown now, in pieces; the last piece (at most CHAT_PIECE) waits
+      let n = Math.floor((partial.length - 1) / CHAT_PIECE) * CHAT_PIECE;
+      if (isHighSurrogate(partial.charCodeAt(n - 1))) n--;
+      show += `${partial.slice(0, n)}\n`;
+      partial = partial.slice(n);
+    }
+    if (show) printAbovePrompt(inPieces(show));
     clearTimeout(flushTimer);
     flushTimer = partial ? setTimeout(flushPartial, 200) : undefined;
   });

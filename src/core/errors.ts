@@ -279,6 +279,10 @@ export const ERRNO_TABLE: Readonly<Record<string, ErrnoEntry>> = {
     meaning: 'the connection did not start with a valid PROXY protocol header (v1 or v2)',
     hint: 'Only a proxy that sends one (HAProxy send-proxy / send-proxy-v2, echo-client --send-proxy) may connect to a --proxy-protocol server.',
   },
+  ERR_NO_ECHO: {
+    meaning: 'not one echo came back while the bench ran, so nothing was measured or verified',
+    hint: 'The server is not an echo server, drops what it gets (a firewall, a rate limit) or stalled; check it with echo-client -m hello.',
+  },
   ERR_REPLY_TIMEOUT: {
     meaning:
       'the echo did not come back within --timeout (over TCP: no byte moved either way for that long while an echo was owed)',

@@ -2,7 +2,12 @@
 // closed port as ECONNREFUSED (ICMP port unreachable). Each message waits `timeout` for its
 // echo and is resent up to `retries` times — a client that just calls recvfrom() blocks forever on a
 // lost datagram.
-// Replies are matched by content: a second copy is a duplicate, one after we gave up is late.
+// Each request goes from a socket (a source port) of its own, so a reply is matched to its
+// request by where it arrives, never by its bytes (the payload is exactly what was asked for):
+// the first identical reply on a request's socket is its echo, a later one a duplicate, one
+// after the request was given up late. The sockets are kept (the latest MAX_KEPT) until
+// close(), so duplicates and late replies are still seen. With a fixed local port every
+// request shares that one socket, and replies can only be told apart by their content.
 
 import dgram from 'node:dgram';
 import { isIP } from 'node:net';
@@ -11,6 +16,9 @@ import { applySocketOptions } from '../core/sockopts.js';
 
 /** Largest UDP payload: 65535 − 20 (IPv4 header) − 8 (UDP header); IPv6's length field excludes its header: 65535 − 8. */
 export const MAX_DATAGRAM = { ipv4: 65507, ipv6: 65527 } as const;
+
+/** Request sockets kept open at most (the oldest is closed beyond): bounded descriptors. */
+const MAX_KEPT = 256;
 
 export interface UdpClientOptions {
   host: string;
@@ -30,35 +38,20 @@ export interface UdpCounters {
   late: number;
   duplicate: number;
   retried: number;
+  /** replies on a request's socket whose bytes differ from what it sent */
+  mismatched: number;
 }
 
-export class UdpEchoClient {
-  readonly counters: UdpCounters = { sent: 0, answered: 0, lost: 0, late: 0, duplicate: 0, retried: 0 };
-  private waiting: { msg: Buffer; done: (err: Error | null, reply?: Buffer) => void } | undefined;
-  private answered = new Set<string>();
-  private givenUp = new Set<string>();
-  private lastError: Error | undefined;
+interface Request {
+  msg: Buffer;
+  state: 'waiting' | 'answered' | 'given-up';
+  done?: (err: Error | null, reply?: Buffer) => void;
+}
 
-  private constructor(
-    readonly socket: dgram.Socket,
-    readonly maxSize: number,
-  ) {
-    socket.on('message', (msg) => this.onMessage(msg));
-    socket.on('error', (e) => {
-      const err = asUdpError(e);
-      if (this.waiting) {
-        const w = this.waiting;
-        this.waiting = undefined;
-        w.done(err);
-      } else {
-        this.lastError = err;
-      }
-    });
-  }
-
-  static async open(o: UdpClientOptions): Promise<UdpEchoClient> {
-    const v6 = isIP(o.host) === 6 || o.family === 6;
-    const socket = dgram.createSocket(v6 ? 'udp6' : 'udp4');
+async function openSocket(o: UdpClientOptions): Promise<dgram.Socket> {
+  const v6 = isIP(o.host) === 6 || o.family === 6;
+  const socket = dgram.createSocket(v6 ? 'udp6' : 'udp4');
+  try {
     await new Promise<void>((resolve, reject) => {
       const onError = (err: Error) => reject(asUdpError(err));
       socket.once('error', onError);
@@ -69,23 +62,79 @@ export class UdpEchoClient {
         });
       });
     });
-    applySocketOptions(socket, { sendBuffer: o.sendBuffer, recvBuffer: o.recvBuffer }, { report: false });
-    return new UdpEchoClient(socket, v6 ? MAX_DATAGRAM.ipv6 : MAX_DATAGRAM.ipv4);
+  } catch (err) {
+    socket.close();
+    throw err;
+  }
+  applySocketOptions(socket, { sendBuffer: o.sendBuffer, recvBuffer: o.recvBuffer }, { report: false });
+  return socket;
+}
+
+export class UdpEchoClient {
+  readonly counters: UdpCounters = {
+    sent: 0,
+    answered: 0,
+    lost: 0,
+    late: 0,
+    duplicate: 0,
+    retried: 0,
+    mismatched: 0,
+  };
+  /** each open socket and the request it was last used for (none yet: the first socket) */
+  private readonly owner = new Map<dgram.Socket, Request | undefined>();
+  private current: dgram.Socket;
+  private lastError: Error | undefined;
+
+  private constructor(
+    first: dgram.Socket,
+    readonly maxSize: number,
+    private readonly options: UdpClientOptions,
+  ) {
+    this.current = first;
+    this.adopt(first);
   }
 
-  private onMessage(msg: Buffer): void {
-    const key = msg.toString('latin1');
-    const w = this.waiting;
-    if (w && msg.equals(w.msg)) {
-      this.waiting = undefined;
-      this.answered.add(key);
-      w.done(null, msg);
-    } else if (this.givenUp.has(key)) {
+  /** The socket of the latest request (before any, the one opened first). */
+  get socket(): dgram.Socket {
+    return this.current;
+  }
+
+  static async open(o: UdpClientOptions): Promise<UdpEchoClient> {
+    const v6 = isIP(o.host) === 6 || o.family === 6;
+    return new UdpEchoClient(await openSocket(o), v6 ? MAX_DATAGRAM.ipv6 : MAX_DATAGRAM.ipv4, o);
+  }
+
+  private adopt(socket: dgram.Socket): void {
+    this.owner.set(socket, undefined);
+    socket.on('message', (msg) => this.onMessage(socket, msg));
+    socket.on('error', (e) => {
+      const err = asUdpError(e);
+      const r = this.owner.get(socket);
+      if (r?.state === 'waiting' && r.done) r.done(err);
+      else if (socket === this.current) this.lastError = err;
+    });
+    // oldest first (a Map keeps insertion order): beyond the bound, the oldest is closed
+    if (this.owner.size > MAX_KEPT) {
+      const [oldest] = this.owner.keys();
+      this.owner.delete(oldest!);
+      oldest!.close();
+    }
+  }
+
+  private onMessage(socket: dgram.Socket, msg: Buffer): void {
+    const r = this.owner.get(socket);
+    if (!r) {
+      this.counters.duplicate++; // an echo of nothing we sent from this socket: count it, never print it
+      return;
+    }
+    if (r.state === 'given-up') {
       this.counters.late++;
-    } else if (this.answered.has(key)) {
-      this.counters.duplicate++;
+    } else if (!msg.equals(r.msg)) {
+      this.counters.mismatched++;
+    } else if (r.state === 'waiting' && r.done) {
+      r.done(null, msg);
     } else {
-      this.counters.duplicate++; // an echo of nothing we are waiting for: count it, never print it
+      this.counters.duplicate++;
     }
   }
 
@@ -105,46 +154,57 @@ export class UdpEchoClient {
       this.lastError = undefined;
       throw e;
     }
-    this.answered.delete(msg.toString('latin1')); // the same text may legitimately be sent again
+    // a socket of its own, unless the first is still unused or the local port is fixed
+    if (this.owner.get(this.current) !== undefined && this.options.localPort === undefined) {
+      const next = await openSocket(this.options);
+      this.current = next;
+      this.adopt(next);
+    }
+    const socket = this.current;
+    const req: Request = { msg, state: 'waiting' };
+    this.owner.set(socket, req);
     const t0 = performance.now();
     for (let attempt = 1; attempt <= retries + 1; attempt++) {
       if (attempt > 1) this.counters.retried++;
       this.counters.sent++;
       const result = await new Promise<Buffer | Error | null>((resolve) => {
         const timer = setTimeout(() => {
-          this.waiting = undefined;
+          req.done = undefined;
           resolve(null);
         }, timeoutMs);
-        this.waiting = {
-          msg,
-          done: (err, reply) => {
-            clearTimeout(timer);
-            resolve(err ?? reply!);
-          },
+        req.done = (err, reply) => {
+          clearTimeout(timer);
+          req.done = undefined;
+          resolve(err ?? reply!);
         };
-        this.socket.send(msg, (err) => {
-          if (err && this.waiting?.msg === msg) {
-            const w = this.waiting;
-            this.waiting = undefined;
-            w.done(err);
-          }
+        socket.send(msg, (err) => {
+          if (err) req.done?.(asUdpError(err));
         });
       });
-      if (result instanceof Error) throw result;
+      if (result instanceof Error) {
+        req.state = 'given-up';
+        throw result;
+      }
       if (result) {
+        req.state = 'answered';
         this.counters.answered++;
         return { reply: result, rttMs: performance.now() - t0, attempts: attempt };
       }
     }
+    req.state = 'given-up';
     this.counters.lost++;
-    this.givenUp.add(msg.toString('latin1'));
     throw codedError(
       'ERR_REPLY_TIMEOUT',
       `no echo for a ${msg.length}-byte datagram after ${retries + 1} tries, ${timeoutMs} ms each`,
     );
   }
 
+  /** Close every socket of the run. */
   close(): Promise<void> {
-    return new Promise((resolve) => this.socket.close(() => resolve()));
+    const all = [...this.owner.keys()];
+    this.owner.clear();
+    return Promise.all(all.map((s) => new Promise<void>((resolve) => s.close(() => resolve())))).then(
+      () => {},
+    );
   }
 }

@@ -180,21 +180,25 @@ export async function startUdpEchoServer(opts: UdpEchoServerOptions = {}): Promi
     if (isBroadcastOrMulticast(address)) return drop('broadcast-source', undefined);
     if (opts.access?.active && !opts.access.check(address).ok) return drop('access', undefined);
     let src = sources.get(address);
-    const now = performance.now();
     if (!src) {
       if (sources.size >= MAX_SOURCES) sources.delete(sources.keys().next().value!);
-      src = { tokens: burst, last: now, in: 0, out: 0, dropped: 0 };
+      src = { tokens: burst, last: performance.now(), in: 0, out: 0, dropped: 0 };
       sources.set(address, src);
       totals.sources++;
     }
     src.in++;
-    if (rate > 0) {
-      src.tokens = Math.min(burst, src.tokens + ((now - src.last) * rate) / 1000);
-      src.last = now;
-      if (src.tokens < 1) return drop('rate-limit', src);
-      src.tokens -= 1;
-    }
+    if (!take(src)) return drop('rate-limit', src);
     return src;
+  };
+  /** One datagram out to `src` charged to its token bucket: false when the bucket is empty. */
+  const take = (src: Source): boolean => {
+    if (rate <= 0) return true;
+    const now = performance.now();
+    src.tokens = Math.min(burst, src.tokens + ((now - src.last) * rate) / 1000);
+    src.last = now;
+    if (src.tokens < 1) return false;
+    src.tokens -= 1;
+    return true;
   };
   const countOut = (src: Source, length: number) => {
     src.out++;
@@ -250,7 +254,13 @@ export async function startUdpEchoServer(opts: UdpEchoServerOptions = {}): Promi
     if (by.drop && Math.random() < by.drop.chance!) return drop('fault', src);
     let out = msg;
     if (by.corrupt && msg.length && Math.random() < by.corrupt.chance!) out = flipOneBit(msg);
-    const copies = by.duplicate && Math.random() < by.duplicate.chance! ? 2 : 1;
+    let copies = by.duplicate && Math.random() < by.duplicate.chance! ? 2 : 1;
+    // the copy is a datagram sent to the source like any other: it is charged to its bucket
+    // (admit() charged the first), so duplicates cannot make the server an amplifier
+    if (copies === 2 && !take(src)) {
+      copies = 1;
+      drop('rate-limit', src);
+    }
     const sendCopies = () => {
       for (let i = 0; i < copies; i++) {
         src.out++;
@@ -264,11 +274,20 @@ export async function startUdpEchoServer(opts: UdpEchoServerOptions = {}): Promi
       if (!lat) return fn();
       const at = Math.max(performance.now() + latencyDelay(lat), lastAt);
       lastAt = at;
-      const t = setTimeout(() => {
-        timers.delete(t);
-        fn();
-      }, at - performance.now());
-      timers.add(t);
+      // a timer counts from the event loop's cached clock, which lags: it can fire a
+      // millisecond or more early, and the delay is a promise: wait out what is left
+      const arm = () => {
+        const t = setTimeout(
+          () => {
+            timers.delete(t);
+            if (performance.now() < at) arm();
+            else fn();
+          },
+          Math.ceil(at - performance.now()),
+        );
+        timers.add(t);
+      };
+      arm();
     };
     if (held) {
       // the one held back goes after this one: their order is swapped
