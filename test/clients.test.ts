@@ -534,6 +534,25 @@ describe('echo-chat', () => {
       expect(screen).not.toContain('\ufffd');
     },
   );
+
+  it.skipIf(!hasScript)(
+    'on a terminal, a character split across a held line that was already shown stays whole',
+    async () => {
+      let peer!: net.Socket;
+      const { port } = await plainServer((s) => {
+        peer = s;
+      });
+      const t = onPty('echo-chat', ['127.0.0.1', String(port)]);
+      await t.waitFor(/> /);
+      peer.write('held caf\xc3', 'latin1');
+      // a line without its newline is shown after a short hold: the first byte of é is still unread
+      await t.waitFor(/held caf/);
+      peer.end('\xa9!\n', 'latin1');
+      await t.waitFor(/peer closed the connection/);
+      expect(t.out()).toMatch(/held caf\r\n[^\n]*é!\r\n/);
+      expect(t.out()).not.toContain('\ufffd');
+    },
+  );
 });
 
 describe('packaging', () => {

@@ -273,10 +273,12 @@ export function relayChat(o: RelayOptions): Relay {
       output.once('drain', () => socket.resume());
     }
   };
-  const flushPartial = () => {
+  // `final`: the peer is done, so bytes of a character still incomplete are shown as U+FFFD;
+  // before that they stay in the decoder for the next chunk
+  const flushPartial = (final = false) => {
     clearTimeout(flushTimer);
     flushTimer = undefined;
-    const t = partial + (text?.end() ?? '');
+    const t = partial + (final ? (text?.end() ?? '') : '');
     partial = '';
     if (t) printAbovePrompt(t);
   };
@@ -304,7 +306,7 @@ export function relayChat(o: RelayOptions): Relay {
     }
     if (show) printAbovePrompt(inPieces(show));
     clearTimeout(flushTimer);
-    flushTimer = partial ? setTimeout(flushPartial, 200) : undefined;
+    flushTimer = partial ? setTimeout(() => flushPartial(), 200) : undefined;
   });
   let error: Error | undefined;
   socket.on('error', (err) => {
@@ -313,7 +315,7 @@ export function relayChat(o: RelayOptions): Relay {
   socket.on('end', () => {
     peerEnded = true;
     if (rl) {
-      flushPartial();
+      flushPartial(true);
       output.write('\r\x1b[2K');
     }
     status('peer closed the connection');
