@@ -1,7 +1,8 @@
 // Starts and stops the processes of the multi-process modes (workers and fork children):
-// spawn with the validated config, replace a worker that dies (backing off when they keep
-// dying), and stop them all by a deadline. Who uses the children is children.ts (serve /
-// serve-once) or index.ts (listen); this module only keeps them alive and ends them.
+// spawn them and hand each the validated config over IPC (never in its environment),
+// replace a worker that dies (backing off when they keep dying), and stop them all by a
+// deadline. Who uses the children is children.ts (serve / serve-once) or index.ts (listen);
+// this module only keeps them alive and ends them.
 
 import { type ChildProcess, fork } from 'node:child_process';
 import path from 'node:path';
@@ -71,14 +72,9 @@ export class Supervisor {
   /** Start a child; throws (explained) when the system refuses (EMFILE, EAGAIN…). */
   spawn(cfg: ServerConfig = this.o.cfg): Child {
     const { logger } = this.o;
+    // the role only: the config (with --tls, the private key) goes over the IPC channel
     const proc = fork(CHILD_MAIN, [], {
-      env: {
-        ...process.env,
-        ECHO_ROLE: this.o.role,
-        ECHO_CONFIG: JSON.stringify(cfg),
-        ECHO_LOG_LEVEL: cfg.logLevel,
-        ECHO_LOG_FORMAT: cfg.logFormat,
-      },
+      env: { ...process.env, ECHO_ROLE: this.o.role },
       stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
     });
     if (proc.pid === undefined) {
@@ -112,7 +108,14 @@ export class Supervisor {
     proc.on('error', (err) =>
       logger.warn({ child: proc.pid }, `child ${proc.pid}: ${explainError(err).line}`),
     );
+    let configured = false;
     proc.on('message', (m: FromChild) => {
+      if (m.type === 'hello') {
+        // once: the child starts serving only after it has this, its first message from here
+        if (!configured) sendToChild(proc, { type: 'config', config: cfg });
+        configured = true;
+        return;
+      }
       if (m.type === 'ready' || m.type === 'listening' || m.type === 'listen-failed') readyResolve(m);
       this.o.onMessage(child, m);
     });

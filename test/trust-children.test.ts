@@ -1,0 +1,164 @@
+// The processes of the workers and fork modes: what a child can be seen holding (/proc),
+// shutdown while connections are still being handed over, signals during start-up, and the
+// file-descriptor limit in the workers mode.
+import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import tls from 'node:tls';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { selfSignedTls } from '../src/core/tls.js';
+import { SERVER_MODES, spawnCli, spawnServer, until } from './helpers.js';
+
+const linux = process.platform === 'linux';
+
+/** The direct children of a process (Linux: /proc/PID/task/TID/children). */
+function childrenOf(pid: number): number[] {
+  const out: number[] = [];
+  try {
+    for (const tid of readdirSync(`/proc/${pid}/task`)) {
+      const list = readFileSync(`/proc/${pid}/task/${tid}/children`, 'utf8').trim();
+      if (list) out.push(...list.split(/\s+/).map(Number));
+    }
+  } catch {} // gone meanwhile
+  return out;
+}
+
+/** A process and all its descendants, now. */
+function tree(pid: number): number[] {
+  const all = [pid];
+  for (let i = 0; i < all.length; i++) all.push(...childrenOf(all[i]!));
+  return all;
+}
+
+const alive = (pid: number) => {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch {
+    return false;
+  }
+};
+
+const procFile = (pid: number, file: string) => {
+  try {
+    return readFileSync(`/proc/${pid}/${file}`).toString('latin1');
+  } catch {
+    return '';
+  }
+};
+
+/** One message over TLS (the test's own self-signed server), its echo as text. */
+async function tlsEcho(port: number, message: string): Promise<string> {
+  const c = tls.connect({ port, host: '127.0.0.1', rejectUnauthorized: false });
+  try {
+    await new Promise<void>((resolve, reject) => {
+      c.once('secureConnect', () => resolve());
+      c.once('error', reject);
+    });
+    c.write(message);
+    let back = '';
+    for await (const d of c) {
+      back += d;
+      if (back.length >= message.length) break;
+    }
+    return back;
+  } finally {
+    c.destroy();
+  }
+}
+
+describe.skipIf(!linux)('the TLS private key is in no process environment, argv or log', () => {
+  let dir: string;
+  let files: { cert: string; key: string };
+  let keyLines: string[];
+  beforeAll(async () => {
+    dir = mkdtempSync(path.join(tmpdir(), 'echo-trust-children-'));
+    const t = await selfSignedTls('127.0.0.1');
+    files = { cert: path.join(dir, 'c.pem'), key: path.join(dir, 'k.pem') };
+    writeFileSync(files.cert, t.cert);
+    writeFileSync(files.key, t.key, { mode: 0o600 });
+    // every line of the key's base64 body: any of them found anywhere is a leak
+    keyLines = t.key
+      .split('\n')
+      .map((l) => l.trim())
+      .filter((l) => l && !l.startsWith('-----'));
+    expect(keyLines.length).toBeGreaterThanOrEqual(2);
+  });
+  afterAll(() => rmSync(dir, { recursive: true, force: true }));
+
+  const leaks = (text: string) => keyLines.filter((l) => text.includes(l));
+
+  it.each([
+    ['workers', ['--mode', 'workers', '--workers', '2'], 3],
+    ['workers --exclusive', ['--mode', 'workers', '--workers', '2', '--exclusive', '--reuse-port'], 3],
+    ['fork', ['--mode', 'fork'], 3], // the parent, the child serving the client, the warm spare
+  ])(
+    '--mode %s: /proc/PID/environ and cmdline of every process hold no part of the key',
+    async (_m, args, procs) => {
+      const srv = await spawnServer(['--tls', '--cert', files.cert, '--key', files.key, ...args]);
+      // a client being served: in fork mode its child exists only then
+      const c = tls.connect({ port: srv.port, host: '127.0.0.1', rejectUnauthorized: false });
+      c.on('error', () => {});
+      await new Promise<void>((resolve) => c.once('secureConnect', () => resolve()));
+      c.write('ping');
+      await new Promise<void>((resolve) => c.once('data', () => resolve())); // the config reached the child
+      await until(() => tree(srv.child.pid!).length >= procs, 10_000, `${procs} processes`);
+      const pids = tree(srv.child.pid!);
+      const check = (list: number[]) => {
+        for (const pid of list) {
+          const environ = procFile(pid, 'environ');
+          expect(environ.length, `environ of ${pid}`).toBeGreaterThan(0); // readable: the check means something
+          expect(leaks(environ), `environ of ${pid}`).toEqual([]);
+          expect(leaks(procFile(pid, 'cmdline')), `cmdline of ${pid}`).toEqual([]);
+        }
+      };
+      check(pids);
+      if (args.includes('workers')) {
+        // a replacement worker gets its config the same way
+        const victim = pids.find((p) => p !== srv.child.pid && alive(p))!;
+        process.kill(victim, 'SIGKILL');
+        const m = await srv.waitStderr(new RegExp(`worker (\\d+) replaced ${victim}`));
+        check([Number(m[1])]);
+        expect(await tlsEcho(srv.port, 'again')).toBe('again');
+      }
+      c.destroy();
+      srv.child.kill('SIGTERM');
+      expect((await srv.exit).code).toBe(0);
+      expect(leaks(srv.stderr() + srv.stdout())).toEqual([]);
+    },
+  );
+});
+
+describe.skipIf(!linux)('a signal during start-up ends the process and its children', () => {
+  const modes: [string, string[]][] = [
+    ...SERVER_MODES,
+    ['workers --exclusive', ['--mode', 'workers', '--workers', '2', '--exclusive', '--reuse-port']],
+  ];
+  it.each(modes)('--mode %s: SIGTERM before "listening on"', async (mode, args) => {
+    const p = spawnCli('echo-server', ['--port', '0', '--log-format', 'json', '--grace', '3s', ...args]);
+    const pid = p.child.pid!;
+    const seen = new Set<number>();
+    if (mode === 'evented' || mode === 'iterative') {
+      p.child.kill('SIGTERM');
+    } else {
+      // the start-up window of a multi-process mode: its first child exists, nothing listens yet
+      await until(() => childrenOf(pid).length > 0, 15_000, 'a child process');
+      for (const c of tree(pid)) seen.add(c);
+      expect(p.stderr()).not.toMatch(/listening on/);
+      p.child.kill('SIGTERM');
+    }
+    const t0 = Date.now();
+    const timeout = new Promise<'timeout'>((resolve) => setTimeout(() => resolve('timeout'), 8_000).unref());
+    const how = await Promise.race([p.exit, timeout]);
+    for (const c of tree(pid)) seen.add(c);
+    expect(how, `still running 8 s after SIGTERM:\n${p.stderr()}`).not.toBe('timeout');
+    const { code, signal } = how as Awaited<typeof p.exit>;
+    // before Node installs its handlers the default action ends it (signal); after, 143 or a drained 0
+    expect(signal === 'SIGTERM' || code === 143 || code === 0).toBe(true);
+    expect(Date.now() - t0).toBeLessThan(8_000);
+    // no orphan: every process of its tree is gone too
+    seen.delete(pid);
+    await until(() => [...seen].every((c) => !alive(c)), 5_000, `children ${[...seen]} gone`);
+    expect(p.stderr()).not.toMatch(/\n\s+at /);
+  });
+});
