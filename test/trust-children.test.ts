@@ -1,13 +1,16 @@
 // The processes of the workers and fork modes: what a child can be seen holding (/proc),
 // shutdown while connections are still being handed over, signals during start-up, and the
 // file-descriptor limit in the workers mode.
+import { spawnSync } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
 import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import net from 'node:net';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import tls from 'node:tls';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { selfSignedTls } from '../src/core/tls.js';
-import { SERVER_MODES, spawnCli, spawnServer, until } from './helpers.js';
+import { jsonLines, SERVER_MODES, spawnCli, spawnServer, until } from './helpers.js';
 
 const linux = process.platform === 'linux';
 
@@ -66,6 +69,15 @@ async function tlsEcho(port: number, message: string): Promise<string> {
     c.destroy();
   }
 }
+
+/** Connections waiting in a loopback listener's accept queue (`ss`: Recv-Q of a listening socket). */
+function acceptQueue(port: number): number | undefined {
+  const out = spawnSync('ss', ['-ltnH', `sport = :${port}`], { encoding: 'utf8' }).stdout.trim();
+  const q = /^LISTEN\s+(\d+)/.exec(out);
+  return q ? Number(q[1]) : undefined;
+}
+
+const totalsLine = (stderr: string) => jsonLines(stderr).find((l) => l.msg?.startsWith('totals: '));
 
 describe.skipIf(!linux)('the TLS private key is in no process environment, argv or log', () => {
   let dir: string;
@@ -127,6 +139,56 @@ describe.skipIf(!linux)('the TLS private key is in no process environment, argv 
       expect(leaks(srv.stderr() + srv.stdout())).toEqual([]);
     },
   );
+});
+
+describe.skipIf(!linux)('--mode fork: SIGTERM while connections are being handed to children', () => {
+  it('10 clients that each sent 100 KB: every one gets an exact prefix of its bytes, then FIN; no child died', async () => {
+    const srv = await spawnServer(['--mode', 'fork', '--grace', '20s']);
+    const n = 10;
+    const size = 100 * 1024;
+    let written = 0;
+    let results!: Promise<{ payload: Buffer; back: Buffer; error?: string }[]>;
+    const signalled = new Promise<void>((resolve) => {
+      const clients = Array.from({ length: n }, () => {
+        const payload = randomBytes(size);
+        const s = net.connect({ port: srv.port, host: '127.0.0.1', allowHalfOpen: true });
+        const got: Buffer[] = [];
+        s.on('data', (d: Buffer) => got.push(d));
+        s.write(payload, () => {
+          if (++written === n) resolve();
+        });
+        return new Promise<{ payload: Buffer; back: Buffer; error?: string }>((done) => {
+          s.once('end', () => {
+            s.end();
+            done({ payload, back: Buffer.concat(got) });
+          });
+          s.once('error', (e: NodeJS.ErrnoException) =>
+            done({ payload, back: Buffer.concat(got), error: e.code }),
+          );
+        });
+      });
+      results = Promise.all(clients);
+    });
+    await signalled; // every client's 100 KB is with the kernel
+    // and every connection accepted by the server (the listening socket's accept queue is
+    // empty); most hand-overs to children are still under way
+    await until(() => acceptQueue(srv.port) === 0, 10_000, 'accept queue empty');
+    const t0 = Date.now();
+    srv.child.kill('SIGTERM');
+    const all = await results;
+    expect((await srv.exit).code).toBe(0);
+    const took = Date.now() - t0;
+    for (const r of all) {
+      expect(r.error).toBeUndefined();
+      expect(r.back.equals(r.payload.subarray(0, r.back.length))).toBe(true);
+    }
+    const t = totalsLine(srv.stderr())!;
+    expect(t.errors).toEqual({});
+    expect(t.bytesOut).toBe(all.reduce((sum, r) => sum + r.back.length, 0));
+    expect(t.connections + t.refused).toBe(n);
+    // everything drained: the exit does not wait out the 20 s grace
+    expect(took).toBeLessThan(10_000);
+  });
 });
 
 describe.skipIf(!linux)('a signal during start-up ends the process and its children', () => {

@@ -99,27 +99,30 @@ export function childrenBackend(
     head?: Buffer,
     faults?: Fault[],
   ) => {
-    try {
-      await child.ready;
-    } catch (err) {
-      return refuseLater(err);
-    }
-    const id = ++seq;
-    child.conns.set(id, { peer, done });
-    const msg = {
-      type: 'conn' as const,
-      id,
-      peer,
-      ...(head ? { head: head.toString('base64') } : {}),
-      ...(faults ? { faults } : {}),
-    };
-    sendToChild(child.proc, msg, socket, (err) => {
-      if (!err) {
-        if (logs(logger, 'debug'))
-          logger.debug({ [name]: child.pid, peer }, `${name} ${child.pid} serves ${peer}`);
-        return;
+    // the send happens inside `handing`: a shutdown that comes meanwhile follows the connection
+    await sup.handing(child, async () => {
+      try {
+        await child.ready;
+      } catch (err) {
+        return refuseLater(err);
       }
-      if (child.conns.delete(id)) refuseLater(err);
+      const id = ++seq;
+      child.conns.set(id, { peer, done });
+      const msg = {
+        type: 'conn' as const,
+        id,
+        peer,
+        ...(head ? { head: head.toString('base64') } : {}),
+        ...(faults ? { faults } : {}),
+      };
+      sendToChild(child.proc, msg, socket, (err) => {
+        if (!err) {
+          if (logs(logger, 'debug'))
+            logger.debug({ [name]: child.pid, peer }, `${name} ${child.pid} serves ${peer}`);
+          return;
+        }
+        if (child.conns.delete(id)) refuseLater(err);
+      });
     });
     function refuseLater(err: unknown) {
       done(`could not hand it to ${name} ${child.pid}: ${explainError(err).line}`);

@@ -31,6 +31,10 @@ export interface Child {
   ready: Promise<FromChild>;
   exited: Promise<void>;
   alive: boolean;
+  /** hand-overs to it under way (waiting for it to be ready); see Supervisor.handing */
+  handing: number;
+  /** a shutdown deadline held back until those hand-overs have been sent */
+  shutdownAt?: number;
 }
 
 export interface SupervisorOptions {
@@ -103,6 +107,7 @@ export class Supervisor {
         exitedResolve = r;
       }),
       alive: true,
+      handing: 0,
     };
     this.children.add(child);
     proc.on('error', (err) =>
@@ -169,11 +174,32 @@ export class Supervisor {
     this.stopping = true;
     const all = [...this.children];
     for (const c of all) {
-      if (!sendToChild(c.proc, { type: 'shutdown', deadline })) c.proc.kill('SIGTERM');
+      // a child still to be handed a connection gets it first (messages keep their order),
+      // then drains it like any other: the client gets its echo and a FIN, not a reset
+      if (c.handing > 0) c.shutdownAt = deadline;
+      else this.shutdown(c, deadline);
     }
     const kill = setTimeout(() => this.killAll(), Math.max(0, deadline - Date.now()) + KILL_AFTER_MS);
     await Promise.all(all.map((c) => c.exited));
     clearTimeout(kill);
+  }
+
+  /**
+   * Run `handOver` (which sends `child` a connection) while holding back a shutdown that comes
+   * meanwhile, so the connection reaches the child before the shutdown does.
+   */
+  async handing<T>(child: Child, handOver: () => Promise<T>): Promise<T> {
+    child.handing++;
+    try {
+      return await handOver();
+    } finally {
+      if (--child.handing === 0 && child.shutdownAt !== undefined) this.shutdown(child, child.shutdownAt);
+    }
+  }
+
+  private shutdown(c: Child, deadline: number): void {
+    c.shutdownAt = undefined;
+    if (!sendToChild(c.proc, { type: 'shutdown', deadline })) c.proc.kill('SIGTERM');
   }
 
   /** Grace is over: children cut their connections and exit (SIGKILL if they do not). */
