@@ -13,6 +13,8 @@ import { selfSignedTls } from '../src/core/tls.js';
 import { jsonLines, SERVER_MODES, spawnCli, spawnServer, until } from './helpers.js';
 
 const linux = process.platform === 'linux';
+const hasPrlimit = spawnSync('prlimit', ['--version'], { stdio: 'ignore' }).status === 0;
+if (!hasPrlimit) console.warn('skipped the fd-limit tests: prlimit (util-linux) is not installed');
 
 /** The direct children of a process (Linux: /proc/PID/task/TID/children). */
 function childrenOf(pid: number): number[] {
@@ -222,5 +224,71 @@ describe.skipIf(!linux)('a signal during start-up ends the process and its child
     seen.delete(pid);
     await until(() => [...seen].every((c) => !alive(c)), 5_000, `children ${[...seen]} gone`);
     expect(p.stderr()).not.toMatch(/\n\s+at /);
+  });
+});
+
+describe.skipIf(!linux || !hasPrlimit)('workers at the file-descriptor limit refuse visibly', () => {
+  it.each([
+    ['workers', ['--mode', 'workers', '--workers', '2']],
+    ['workers --exclusive', ['--mode', 'workers', '--workers', '2', '--exclusive', '--reuse-port']],
+  ])(
+    '--mode %s under prlimit --nofile=64: 200 clients, each served or refused and counted',
+    async (_m, args) => {
+      const srv = await spawnServer(args, { prefix: ['prlimit', '--nofile=64:64'] });
+      const socks: net.Socket[] = [];
+      const fates = Array.from({ length: 200 }, () => {
+        const s = net.connect({ port: srv.port, host: '127.0.0.1', allowHalfOpen: true });
+        socks.push(s);
+        return new Promise<'echoed' | 'closed'>((resolve) => {
+          s.on('error', () => resolve('closed'));
+          s.once('end', () => resolve('closed'));
+          s.once('close', () => resolve('closed'));
+          s.once('data', () => resolve('echoed')); // held open after: the descriptors stay in use
+          s.write('x');
+        });
+      });
+      const got = await Promise.all(fates);
+      const echoed = got.filter((f) => f === 'echoed').length;
+      await srv.waitStderr(/the file-descriptor limit \(64\) is nearly reached; raise ulimit -n/);
+      for (const s of socks) s.destroy();
+      srv.child.kill('SIGTERM');
+      expect((await srv.exit).code).toBe(0);
+      const t = totalsLine(srv.stderr())!;
+      // nobody closed silently: every client was served or refused, and counted as such
+      expect(t.refusedBy['fd-limit']).toBeGreaterThan(0);
+      expect(t.connections).toBe(echoed);
+      expect(t.connections + t.refused).toBe(200);
+      expect(echoed).toBeGreaterThan(0);
+      expect(srv.stderr()).not.toMatch(/SentHandleNotReceived|\n\s+at /);
+      // the refusal is logged once per interval, not once per client
+      expect(srv.stderr().match(/nearly reached/g)!.length).toBeLessThan(10);
+    },
+  );
+  it("--mode workers --workers 1 under prlimit --nofile=64: clients one after another stop at the worker's limit, refused and counted", async () => {
+    // one at a time: the primary never holds more than one socket; the worker's descriptors run out
+    const srv = await spawnServer(['--mode', 'workers', '--workers', '1'], {
+      prefix: ['prlimit', '--nofile=64:64'],
+    });
+    const socks: net.Socket[] = [];
+    let echoed = 0;
+    for (let i = 0; i < 70; i++) {
+      const s = net.connect({ port: srv.port, host: '127.0.0.1', allowHalfOpen: true });
+      socks.push(s);
+      const fate = await new Promise<'echoed' | 'closed'>((resolve) => {
+        s.on('error', () => resolve('closed'));
+        s.once('end', () => resolve('closed'));
+        s.once('data', () => resolve('echoed'));
+        s.write('x');
+      });
+      if (fate === 'echoed') echoed++;
+    }
+    await srv.waitStderr(/the file-descriptor limit \(64\) is nearly reached; raise ulimit -n/);
+    for (const s of socks) s.destroy();
+    srv.child.kill('SIGTERM');
+    expect((await srv.exit).code).toBe(0);
+    const t = totalsLine(srv.stderr())!;
+    expect(t.connections).toBe(echoed);
+    expect(t.refusedBy['fd-limit']).toBe(70 - echoed);
+    expect(srv.stderr()).not.toMatch(/SentHandleNotReceived|\n\s+at /);
   });
 });

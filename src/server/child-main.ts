@@ -14,6 +14,7 @@
 
 import type { Socket } from 'node:net';
 import { errorCode, explainError } from '../core/errors.js';
+import { fdHeadroom } from '../core/libc.js';
 import { createLogger, type Logger } from '../core/log.js';
 import { echoServerOptions, type ServerConfig } from './config.js';
 import { drainConnection, emptyTotals, forceClose, type HandlerContext, serveConnection } from './handler.js';
@@ -131,7 +132,9 @@ function serveRole(once: boolean): void {
   wire(stop, () => {
     for (const s of live.keys()) forceClose(s);
   });
-  void sendToParent({ type: 'ready' });
+  // a descriptor passed to a process at its limit is dropped (MSG_CTRUNC): the parent hands
+  // this one no more connections than its limit leaves room for
+  void sendToParent({ type: 'ready', fds: fdHeadroom() });
 }
 
 /** The parent's messages and this process's signals, the same for every role. */

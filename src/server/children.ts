@@ -9,6 +9,7 @@
 
 import type { Socket } from 'node:net';
 import { countError, explainError } from '../core/errors.js';
+import { fdHeadroom } from '../core/libc.js';
 import { type Logger, logs } from '../core/log.js';
 import type { ServerConfig } from './config.js';
 import type { Fault } from './faults.js';
@@ -21,6 +22,21 @@ export interface ChildrenBackend extends Backend {
   /** resolves once the first children are ready (workers: all N) */
   started: Promise<void>;
   pids(): number[];
+  /**
+   * workers: the descriptor limit (this process's or a worker's) that one more connection
+   * would come too near, or undefined while there is room (Admission's fdCheck)
+   */
+  fdCheck?: () => number | undefined;
+}
+
+/** Descriptors a process keeps free for everything but connections, as Admission does. */
+const fdMargin = (limit: number) => Math.min(64, Math.ceil(limit / 8));
+
+/** How many more descriptors a process may spend on connections; undefined: no known limit. */
+function fdRoom(fds: { limit: number; open: number } | undefined) {
+  return fds && fds.limit < 1e9
+    ? { limit: fds.limit, free: fds.limit - fds.open - fdMargin(fds.limit) }
+    : undefined;
 }
 
 export function childrenBackend(
@@ -33,11 +49,25 @@ export function childrenBackend(
   const name = kind === 'fork' ? 'child' : 'worker';
   // workers mode: what each worker served (fork children are one connection each: no per-pid series)
   const perWorker = new WorkerTally();
+  // workers: the descriptors each worker may still spend on connections (from its 'ready'):
+  // a socket passed to a process at its limit is dropped by the kernel, unseen by either side
+  const room = new Map<Child, { limit: number; free: number }>();
+  const full = (c: Child) => {
+    const r = room.get(c);
+    return r !== undefined && c.conns.size + c.handing >= r.free;
+  };
+  // this process holds each socket until it has been passed on (Node sends one at a time per child)
+  let own: { limit: number; free: number } | undefined;
+  let inTransit = 0;
   const sup: Supervisor = new Supervisor({
     role: kind === 'fork' ? 'serve-once' : 'serve',
     cfg,
     logger,
     onMessage(child, m) {
+      if (m.type === 'ready' && kind === 'workers') {
+        const r = fdRoom(m.fds);
+        if (r) room.set(child, r);
+      }
       if (m.type !== 'closed' || m.id === undefined) return;
       totals.bytesIn += m.bytesIn;
       totals.bytesOut += m.bytesOut;
@@ -48,6 +78,7 @@ export function childrenBackend(
       c?.done();
     },
     onExit(child, expected, how) {
+      room.delete(child);
       // connections it still had are over (a killed child's kernel closed them)
       for (const c of child.conns.values()) {
         countError(totals.errors, `${name} died`);
@@ -84,6 +115,7 @@ export function childrenBackend(
     let best: Child | undefined;
     for (let k = 0; k < list.length; k++) {
       const c = list[(turn + k) % list.length]!;
+      if (full(c)) continue;
       if (!best || c.conns.size < best.conns.size) best = c;
     }
     turn++;
@@ -100,10 +132,12 @@ export function childrenBackend(
     faults?: Fault[],
   ) => {
     // the send happens inside `handing`: a shutdown that comes meanwhile follows the connection
+    inTransit++;
     await sup.handing(child, async () => {
       try {
         await child.ready;
       } catch (err) {
+        inTransit--;
         return refuseLater(err);
       }
       const id = ++seq;
@@ -116,6 +150,7 @@ export function childrenBackend(
         ...(faults ? { faults } : {}),
       };
       sendToChild(child.proc, msg, socket, (err) => {
+        inTransit--;
         if (!err) {
           if (logs(logger, 'debug'))
             logger.debug({ [name]: child.pid, peer }, `${name} ${child.pid} serves ${peer}`);
@@ -137,6 +172,7 @@ export function childrenBackend(
     }
     const all = Array.from({ length: cfg.workers }, () => sup.spawn());
     await Promise.all(all.map((c) => c.ready));
+    own = fdRoom(fdHeadroom()); // measured with every worker's channel open
     logger.info(
       { workers: all.map((c) => c.pid) },
       `${cfg.workers} workers: ${all.map((c) => c.pid).join(', ')} (the primary accepts and hands each connection to the least busy)`,
@@ -156,6 +192,13 @@ export function childrenBackend(
     ...(kind === 'workers'
       ? {
           workers: () => perWorker.of(sup.children),
+          fdCheck() {
+            // plus one per worker: the socket last sent to it is closed here when it acknowledges
+            if (own && inTransit + sup.children.size >= own.free) return own.limit;
+            const list = [...sup.children];
+            const open = list.find((c) => !full(c));
+            return open || list.length === 0 ? undefined : room.get(list[0]!)?.limit;
+          },
         }
       : {}),
     drain: (deadline) => sup.stopAll(deadline),

@@ -60,8 +60,10 @@ export async function startServer(
         maxConnections: cfg.maxConnections,
         maxConnectionsPerIp: cfg.maxConnectionsPerIp,
         // a fork child costs this process one descriptor (its IPC channel), as a queued client
-        // does; a worker's connections cost it none, and each worker has a limit of its own
+        // does; a worker's connections cost it one only while being passed on, and each worker
+        // has a limit of its own: the backend counts both (fdCheck)
         fdPerConnection: kind === 'fork' ? 1 : 1 / cfg.workers,
+        ...(backend.fdCheck ? { fdCheck: backend.fdCheck } : {}),
       },
       backend,
       totals,

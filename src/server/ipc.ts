@@ -36,8 +36,8 @@ export type ToChild =
 export type FromChild =
   /** the child's first message: it listens for messages now and waits for its 'config' */
   | { type: 'hello' }
-  /** ready for connections ('serve', 'serve-once') */
-  | { type: 'ready' }
+  /** ready for connections ('serve', 'serve-once'); `fds`: its descriptor limit and those open now */
+  | { type: 'ready'; fds?: { limit: number; open: number } }
   /** listening ('listen') */
   | { type: 'listening'; address: AddressInfo; options: OptionReport[] }
   | { type: 'listen-failed'; code: string; line: string }
