@@ -132,9 +132,9 @@ function serveRole(once: boolean): void {
   wire(stop, () => {
     for (const s of live.keys()) forceClose(s);
   });
-  // a descriptor passed to a process at its limit is dropped (MSG_CTRUNC): the parent hands
-  // this one no more connections than its limit leaves room for
-  void sendToParent({ type: 'ready', fds: fdHeadroom() });
+  // a descriptor passed to a process at its limit is dropped (MSG_CTRUNC): the parent hands a
+  // worker no more connections than its limit leaves room for (a fork child serves one)
+  void sendToParent({ type: 'ready', ...(once ? {} : { fds: fdHeadroom() }) });
 }
 
 /** The parent's messages and this process's signals, the same for every role. */
