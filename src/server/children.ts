@@ -59,6 +59,8 @@ export function childrenBackend(
   // this process holds each socket until it has been passed on (Node sends one at a time per child)
   let own: { limit: number; free: number } | undefined;
   let inTransit = 0;
+  // per child, how to stop counting each of its hand-overs (when sent, or when it exits)
+  const transit = new Map<Child, Set<() => void>>();
   const sup: Supervisor = new Supervisor({
     role: kind === 'fork' ? 'serve-once' : 'serve',
     cfg,
@@ -79,6 +81,7 @@ export function childrenBackend(
     },
     onExit(child, expected, how) {
       room.delete(child);
+      for (const sent of transit.get(child) ?? []) sent();
       // connections it still had are over (a killed child's kernel closed them)
       for (const c of child.conns.values()) {
         countError(totals.errors, `${name} died`);
@@ -131,13 +134,21 @@ export function childrenBackend(
     head?: Buffer,
     faults?: Fault[],
   ) => {
-    // the send happens inside `handing`: a shutdown that comes meanwhile follows the connection
     inTransit++;
+    const pending = transit.get(child) ?? new Set<() => void>();
+    transit.set(child, pending);
+    const sent = () => {
+      if (!pending.delete(sent)) return;
+      inTransit--;
+      if (pending.size === 0 && transit.get(child) === pending) transit.delete(child);
+    };
+    pending.add(sent);
+    // the send happens inside `handing`: a shutdown that comes meanwhile follows the connection
     await sup.handing(child, async () => {
       try {
         await child.ready;
       } catch (err) {
-        inTransit--;
+        sent();
         return refuseLater(err);
       }
       const id = ++seq;
@@ -150,7 +161,7 @@ export function childrenBackend(
         ...(faults ? { faults } : {}),
       };
       sendToChild(child.proc, msg, socket, (err) => {
-        inTransit--;
+        sent();
         if (!err) {
           if (logs(logger, 'debug'))
             logger.debug({ [name]: child.pid, peer }, `${name} ${child.pid} serves ${peer}`);
