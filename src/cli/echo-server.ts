@@ -346,7 +346,9 @@ export async function runServerCli(argv: string[]): Promise<void> {
     // then closed like any other (the start cannot be taken back half-way)
     const startup = new AbortController();
     let early: NodeJS.Signals | undefined;
+    let stopping = false;
     const shutdown = (signal: NodeJS.Signals, runner: ServerHandle) => {
+      stopping = true;
       logger.info({ signal }, `${signal}: shutting down, in-flight echoes get ${cfg.graceMs} ms`);
       runner.close({ graceMs: cfg.graceMs }).then(
         async (totals) => {
@@ -404,7 +406,12 @@ export async function runServerCli(argv: string[]): Promise<void> {
     }
     if (cfg.path === undefined) warnIfReachable(logger, runner.address.address);
     if (cfg.metrics) {
-      metricsServer = await startMetrics(runner, cfg.metrics.host, cfg.metrics.port, cfg.instanceName);
+      const m = await startMetrics(runner, cfg.metrics.host, cfg.metrics.port, cfg.instanceName);
+      if (stopping) {
+        await m.close(); // a signal came while it started: it would keep the process alive
+        return finished;
+      }
+      metricsServer = m;
       const a = metricsServer.address;
       logger.info(
         { metrics: `${formatAddress(a.address, a.port)}` },
