@@ -384,30 +384,51 @@ export async function runServerCli(argv: string[]): Promise<void> {
     const finished = new Promise<number>((resolve) => {
       done = resolve;
     });
+    // a signal during start-up stops the children being started; a server that did start is
+    // then closed like any other (the start cannot be taken back half-way)
+    const startup = new AbortController();
+    let early: NodeJS.Signals | undefined;
+    let stopping = false;
+    const shutdown = (signal: NodeJS.Signals, runner: ServerHandle) => {
+      stopping = true;
+      logger.info({ signal }, `${signal}: shutting down, in-flight echoes get ${cfg.graceMs} ms`);
+      runner.close({ graceMs: cfg.graceMs }).then(
+        async (totals) => {
+          logger.info({ ...totals }, formatTotals(totals, cfg.udp));
+          await metricsServer?.close();
+          done(0);
+        },
+        (err) => {
+          logger.error({ err: String(err) }, 'shutdown failed');
+          done(1);
+        },
+      );
+    };
     onSignals(
       (signal) => {
-        if (!runner) return done(signal === 'SIGINT' ? 130 : 143);
-        logger.info({ signal }, `${signal}: shutting down, in-flight echoes get ${cfg.graceMs} ms`);
-        runner.close({ graceMs: cfg.graceMs }).then(
-          async (totals) => {
-            logger.info({ ...totals }, formatTotals(totals, cfg.udp));
-            await metricsServer?.close();
-            done(0);
-          },
-          (err) => {
-            logger.error({ err: String(err) }, 'shutdown failed');
-            done(1);
-          },
-        );
+        if (runner) return shutdown(signal, runner);
+        early = signal;
+        startup.abort();
       },
       () => runner?.forceClose(),
     );
+    const interrupted = () => (early === 'SIGINT' ? 130 : 143);
     const flags = program.opts<ServerFlags>();
     if (flags.tls && !cfg.tls) {
       const t = await selfSignedTls(cfg.host);
       cfg.tls = { cert: t.cert, key: t.key, ...(flags.alpn ? { alpn: parseAlpn(flags.alpn) } : {}) };
     }
-    runner = await startServer(cfg, logger);
+    if (early) return interrupted();
+    try {
+      runner = await startServer(cfg, logger, { signal: startup.signal });
+    } catch (err) {
+      if (early) return interrupted(); // the children it had started are gone
+      throw err;
+    }
+    if (early) {
+      shutdown(early, runner);
+      return finished;
+    }
     logger.info(
       {
         address: runner.address.address,
@@ -427,7 +448,12 @@ export async function runServerCli(argv: string[]): Promise<void> {
     }
     if (cfg.path === undefined) warnIfReachable(logger, runner.address.address);
     if (cfg.metrics) {
-      metricsServer = await startMetrics(runner, cfg.metrics.host, cfg.metrics.port, cfg.instanceName);
+      const m = await startMetrics(runner, cfg.metrics.host, cfg.metrics.port, cfg.instanceName);
+      if (stopping) {
+        await m.close(); // a signal came while it started: it would keep the process alive
+        return finished;
+      }
+      metricsServer = m;
       const a = metricsServer.address;
       logger.info(
         { metrics: `${formatAddress(a.address, a.port)}` },

@@ -23,6 +23,11 @@ export interface AdmissionOptions {
    * here, 1/N when N other processes serve them. Default 1; 0 turns the cap off.
    */
   fdPerConnection?: number;
+  /**
+   * Where the descriptors are spent in other processes too (workers): replaces the check
+   * above. Returns the limit that is nearly reached, or undefined while there is room.
+   */
+  fdCheck?: () => number | undefined;
   logger: Logger;
   logFields?: object;
 }
@@ -50,7 +55,7 @@ export class Admission {
   constructor(private readonly o: AdmissionOptions) {
     this.log = new RateLimitedLog(o.logger);
     const per = o.fdPerConnection ?? 1;
-    const fds = o.maxConnections === undefined && per > 0 ? fdHeadroom() : undefined;
+    const fds = o.maxConnections === undefined && per > 0 && !o.fdCheck ? fdHeadroom() : undefined;
     if (fds && fds.limit < 1e9) {
       this.fdLimit = fds.limit;
       const margin = Math.min(64, Math.ceil(fds.limit / 8));
@@ -84,11 +89,19 @@ export class Admission {
         address,
       );
     }
-    if (this.fdCap !== undefined && open >= this.fdCap) {
+    const fdLimit =
+      o.maxConnections !== undefined
+        ? undefined
+        : o.fdCheck
+          ? o.fdCheck()
+          : this.fdCap !== undefined && open >= this.fdCap
+            ? this.fdLimit
+            : undefined;
+    if (fdLimit !== undefined) {
       return this.refuse(
         socket,
         'fd-limit',
-        `${plural(open, 'connection')} open: the file-descriptor limit (${this.fdLimit}) is nearly reached; raise ulimit -n`,
+        `${plural(open, 'connection')} open: the file-descriptor limit (${fdLimit}) is nearly reached; raise ulimit -n`,
         address,
       );
     }

@@ -1,8 +1,11 @@
 // Process main of the children echo-server starts (a process main: it exits and handles
-// signals itself). The role and the validated config come in the environment:
+// signals itself). The role comes in the environment (ECHO_ROLE):
 //   serve       a worker: echoes every connection the parent hands it
 //   serve-once  a fork child: echoes the one connection it is handed, then exits
 //   listen      a worker with its own listening socket (--exclusive --reuse-port)
+// The validated config never does (with --tls it holds the private key, and any process of
+// the same user can read /proc/PID/environ): the child says 'hello' and the parent answers
+// with the config, its first message; nothing is served before it has come.
 // Every connection's byte counts go to the parent as it closes, so the totals survive a
 // worker that is killed later. The parent coordinates shutdown: a terminal's Ctrl-C (sent to
 // the whole process group) is ignored here; SIGTERM — alone, or to the process group as
@@ -11,23 +14,20 @@
 
 import type { Socket } from 'node:net';
 import { errorCode, explainError } from '../core/errors.js';
-import { createLogger, type LogFormat, type LogLevel } from '../core/log.js';
+import { fdHeadroom } from '../core/libc.js';
+import { createLogger, type Logger } from '../core/log.js';
 import { echoServerOptions, type ServerConfig } from './config.js';
 import { drainConnection, emptyTotals, forceClose, type HandlerContext, serveConnection } from './handler.js';
 import { type ChildRole, sendToParent, type ToChild } from './ipc.js';
 import { startEchoServer, tlsContextOf, tracerOf } from './tcp-server.js';
 
 const role = process.env.ECHO_ROLE as ChildRole | undefined;
-const cfg = JSON.parse(process.env.ECHO_CONFIG ?? '{}') as ServerConfig;
-const logger = createLogger({
-  level: (process.env.ECHO_LOG_LEVEL ?? 'info') as LogLevel,
-  format: (process.env.ECHO_LOG_FORMAT ?? 'auto') as LogFormat,
-  name: 'echo-server',
-  instance: cfg.instanceName,
-});
 const who = role === 'serve-once' ? 'child' : 'worker';
 const label = `${who} ${process.pid}`;
 const logFields = { [who]: process.pid };
+// set once the parent's 'config' message has come (before any role starts)
+let cfg: ServerConfig;
+let logger: Logger;
 
 /** Stop once, by `deadline`: `drain` starts it, `force` cuts what is left then. */
 function stopper(drain: () => unknown, force: () => void): (deadline: number) => void {
@@ -132,7 +132,9 @@ function serveRole(once: boolean): void {
   wire(stop, () => {
     for (const s of live.keys()) forceClose(s);
   });
-  void sendToParent({ type: 'ready' });
+  // a descriptor passed to a process at its limit is dropped (MSG_CTRUNC): the parent hands a
+  // worker no more connections than its limit leaves room for (a fork child serves one)
+  void sendToParent({ type: 'ready', ...(once ? {} : { fds: fdHeadroom() }) });
 }
 
 /** The parent's messages and this process's signals, the same for every role. */
@@ -141,14 +143,38 @@ function wire(stop: (deadline: number) => void, force: () => void): void {
     if (m.type === 'shutdown') stop(m.deadline);
     else if (m.type === 'force') force();
   });
-  process.on('SIGINT', () => {});
   process.on('SIGTERM', () => stop(Date.now() + cfg.graceMs));
   // the parent is gone: nothing will coordinate us any more
   process.on('disconnect', () => stop(Date.now() + cfg.graceMs));
 }
 
-if (role === 'listen') void listenRole();
-else if (role === 'serve' || role === 'serve-once') serveRole(role === 'serve-once');
+/** Wait for the parent's config; a shutdown, a signal or a lost parent before it ends the process. */
+function awaitConfig(start: () => void): void {
+  const quit = () => process.exit(0); // nothing was served yet: nothing to drain
+  const onMessage = (m: ToChild) => {
+    if (m.type === 'shutdown' || m.type === 'force') return quit();
+    if (m.type !== 'config') return;
+    process.off('message', onMessage);
+    process.off('SIGTERM', quit);
+    process.off('disconnect', quit);
+    cfg = m.config;
+    logger = createLogger({
+      level: cfg.logLevel,
+      format: cfg.logFormat,
+      name: 'echo-server',
+      instance: cfg.instanceName,
+    });
+    start();
+  };
+  process.on('message', onMessage);
+  process.on('SIGINT', () => {});
+  process.on('SIGTERM', quit);
+  process.on('disconnect', quit);
+  void sendToParent({ type: 'hello' });
+}
+
+if (role === 'listen') awaitConfig(() => void listenRole());
+else if (role === 'serve' || role === 'serve-once') awaitConfig(() => serveRole(role === 'serve-once'));
 else {
   process.stderr.write('child-main: started without ECHO_ROLE; this module is run by echo-server\n');
   process.exitCode = 2;

@@ -9,6 +9,7 @@
 
 import type { Socket } from 'node:net';
 import { countError, explainError } from '../core/errors.js';
+import { fdHeadroom } from '../core/libc.js';
 import { type Logger, logs } from '../core/log.js';
 import { plural } from '../core/parse.js';
 import type { ServerConfig } from './config.js';
@@ -22,6 +23,21 @@ export interface ChildrenBackend extends Backend {
   /** resolves once the first children are ready (workers: all N) */
   started: Promise<void>;
   pids(): number[];
+  /**
+   * workers: the descriptor limit (this process's or a worker's) that one more connection
+   * would come too near, or undefined while there is room (Admission's fdCheck)
+   */
+  fdCheck?: () => number | undefined;
+}
+
+/** Descriptors a process keeps free for everything but connections, as Admission does. */
+const fdMargin = (limit: number) => Math.min(64, Math.ceil(limit / 8));
+
+/** How many more descriptors a process may spend on connections; undefined: no known limit. */
+function fdRoom(fds: { limit: number; open: number } | undefined) {
+  return fds && fds.limit < 1e9
+    ? { limit: fds.limit, free: fds.limit - fds.open - fdMargin(fds.limit) }
+    : undefined;
 }
 
 export function childrenBackend(
@@ -34,11 +50,27 @@ export function childrenBackend(
   const name = kind === 'fork' ? 'child' : 'worker';
   // workers mode: what each worker served (fork children are one connection each: no per-pid series)
   const perWorker = new WorkerTally();
+  // workers: the descriptors each worker may still spend on connections (from its 'ready'):
+  // a socket passed to a process at its limit is dropped by the kernel, unseen by either side
+  const room = new Map<Child, { limit: number; free: number }>();
+  const full = (c: Child) => {
+    const r = room.get(c);
+    return r !== undefined && c.conns.size + c.handing >= r.free;
+  };
+  // this process holds each socket until it has been passed on (Node sends one at a time per child)
+  let own: { limit: number; free: number } | undefined;
+  let inTransit = 0;
+  // per child, how to stop counting each of its hand-overs (when sent, or when it exits)
+  const transit = new Map<Child, Set<() => void>>();
   const sup: Supervisor = new Supervisor({
     role: kind === 'fork' ? 'serve-once' : 'serve',
     cfg,
     logger,
     onMessage(child, m) {
+      if (m.type === 'ready' && kind === 'workers') {
+        const r = fdRoom(m.fds);
+        if (r) room.set(child, r);
+      }
       if (m.type !== 'closed' || m.id === undefined) return;
       totals.bytesIn += m.bytesIn;
       totals.bytesOut += m.bytesOut;
@@ -49,6 +81,8 @@ export function childrenBackend(
       c?.done();
     },
     onExit(child, expected, how) {
+      room.delete(child);
+      for (const sent of transit.get(child) ?? []) sent();
       // connections it still had are over (a killed child's kernel closed them)
       for (const c of child.conns.values()) {
         countError(totals.errors, `${name} died`);
@@ -85,6 +119,7 @@ export function childrenBackend(
     let best: Child | undefined;
     for (let k = 0; k < list.length; k++) {
       const c = list[(turn + k) % list.length]!;
+      if (full(c)) continue;
       if (!best || c.conns.size < best.conns.size) best = c;
     }
     turn++;
@@ -100,27 +135,41 @@ export function childrenBackend(
     head?: Buffer,
     faults?: Fault[],
   ) => {
-    try {
-      await child.ready;
-    } catch (err) {
-      return refuseLater(err);
-    }
-    const id = ++seq;
-    child.conns.set(id, { peer, done });
-    const msg = {
-      type: 'conn' as const,
-      id,
-      peer,
-      ...(head ? { head: head.toString('base64') } : {}),
-      ...(faults ? { faults } : {}),
+    inTransit++;
+    const pending = transit.get(child) ?? new Set<() => void>();
+    transit.set(child, pending);
+    const sent = () => {
+      if (!pending.delete(sent)) return;
+      inTransit--;
+      if (pending.size === 0 && transit.get(child) === pending) transit.delete(child);
     };
-    sendToChild(child.proc, msg, socket, (err) => {
-      if (!err) {
-        if (logs(logger, 'debug'))
-          logger.debug({ [name]: child.pid, peer }, `${name} ${child.pid} serves ${peer}`);
-        return;
+    pending.add(sent);
+    // the send happens inside `handing`: a shutdown that comes meanwhile follows the connection
+    await sup.handing(child, async () => {
+      try {
+        await child.ready;
+      } catch (err) {
+        sent();
+        return refuseLater(err);
       }
-      if (child.conns.delete(id)) refuseLater(err);
+      const id = ++seq;
+      child.conns.set(id, { peer, done });
+      const msg = {
+        type: 'conn' as const,
+        id,
+        peer,
+        ...(head ? { head: head.toString('base64') } : {}),
+        ...(faults ? { faults } : {}),
+      };
+      sendToChild(child.proc, msg, socket, (err) => {
+        sent();
+        if (!err) {
+          if (logs(logger, 'debug'))
+            logger.debug({ [name]: child.pid, peer }, `${name} ${child.pid} serves ${peer}`);
+          return;
+        }
+        if (child.conns.delete(id)) refuseLater(err);
+      });
     });
     function refuseLater(err: unknown) {
       done(`could not hand it to ${name} ${child.pid}: ${explainError(err).line}`);
@@ -135,6 +184,7 @@ export function childrenBackend(
     }
     const all = Array.from({ length: cfg.workers }, () => sup.spawn());
     await Promise.all(all.map((c) => c.ready));
+    own = fdRoom(fdHeadroom()); // measured with every worker's channel open
     logger.info(
       { workers: all.map((c) => c.pid) },
       `${plural(cfg.workers, 'worker')}: ${all.map((c) => c.pid).join(', ')} (the primary accepts and hands each connection to the least busy)`,
@@ -154,6 +204,13 @@ export function childrenBackend(
     ...(kind === 'workers'
       ? {
           workers: () => perWorker.of(sup.children),
+          fdCheck() {
+            // plus one per worker: the socket last sent to it is closed here when it acknowledges
+            if (own && inTransit + sup.children.size >= own.free) return own.limit;
+            const list = [...sup.children];
+            const open = list.find((c) => !full(c));
+            return open || list.length === 0 ? undefined : room.get(list[0]!)?.limit;
+          },
         }
       : {}),
     drain: (deadline) => sup.stopAll(deadline),

@@ -21,16 +21,28 @@ import { graceTimer, type ServerHandle, startListener } from './listener.js';
 import { Supervisor, WorkerTally } from './supervisor.js';
 import { DEFAULT_HANDSHAKE_TIMEOUT_MS, listenOptions, startEchoServer } from './tcp-server.js';
 
-export async function startServer(cfg: ServerConfig, logger: Logger): Promise<ServerHandle> {
+export interface StartOptions {
+  /**
+   * Aborting it while child processes start stops them (none is left behind) and rejects
+   * with an AbortError. Once startServer() has resolved, close the handle instead.
+   */
+  signal?: AbortSignal;
+}
+
+export async function startServer(
+  cfg: ServerConfig,
+  logger: Logger,
+  { signal }: StartOptions = {},
+): Promise<ServerHandle> {
   if (cfg.udp) return startUdp(cfg, logger);
   if (cfg.mode === 'evented' || cfg.mode === 'iterative')
     return startEchoServer(echoServerOptions(cfg, logger));
-  if (cfg.mode === 'workers' && cfg.exclusive) return startExclusiveWorkers(cfg, logger);
+  if (cfg.mode === 'workers' && cfg.exclusive) return startExclusiveWorkers(cfg, logger, signal);
   const totals = emptyTotals();
   const kind = cfg.mode;
   const backend = childrenBackend(kind, cfg, totals, logger);
   try {
-    await backend.started;
+    await abortable(backend.started, signal);
   } catch (err) {
     await backend.drain(Date.now());
     throw err;
@@ -48,8 +60,10 @@ export async function startServer(cfg: ServerConfig, logger: Logger): Promise<Se
         maxConnections: cfg.maxConnections,
         maxConnectionsPerIp: cfg.maxConnectionsPerIp,
         // a fork child costs this process one descriptor (its IPC channel), as a queued client
-        // does; a worker's connections cost it none, and each worker has a limit of its own
+        // does; a worker's connections cost it one only while being passed on, and each worker
+        // has a limit of its own: the backend counts both (fdCheck)
         fdPerConnection: kind === 'fork' ? 1 : 1 / cfg.workers,
+        ...(backend.fdCheck ? { fdCheck: backend.fdCheck } : {}),
       },
       backend,
       totals,
@@ -98,7 +112,11 @@ async function startUdp(cfg: ServerConfig, logger: Logger): Promise<ServerHandle
  * the others bind the port it got. Limits cannot be global here (no process sees every
  * connection): the CLI refuses --max-connections* with --exclusive.
  */
-async function startExclusiveWorkers(cfg: ServerConfig, logger: Logger): Promise<ServerHandle> {
+async function startExclusiveWorkers(
+  cfg: ServerConfig,
+  logger: Logger,
+  signal?: AbortSignal,
+): Promise<ServerHandle> {
   const totals = emptyTotals();
   const refusedBy: Record<string, number> = {};
   const perWorker = new WorkerTally();
@@ -130,9 +148,12 @@ async function startExclusiveWorkers(cfg: ServerConfig, logger: Logger): Promise
   };
   let first: Extract<FromChild, { type: 'listening' }>;
   try {
-    first = await listening(sup.spawn(cfg));
+    first = await abortable(listening(sup.spawn(cfg)), signal);
     workerCfg = { ...cfg, port: first.address.port };
-    await Promise.all(Array.from({ length: cfg.workers - 1 }, () => listening(sup.spawn(workerCfg))));
+    await abortable(
+      Promise.all(Array.from({ length: cfg.workers - 1 }, () => listening(sup.spawn(workerCfg)))),
+      signal,
+    );
   } catch (err) {
     await sup.stopAll(Date.now());
     throw err;
@@ -171,6 +192,28 @@ async function startExclusiveWorkers(cfg: ServerConfig, logger: Logger): Promise
       return closed;
     },
   };
+}
+
+/** `p`, or an AbortError as soon as `signal` aborts (what `p` does later is ignored). */
+function abortable<T>(p: Promise<T>, signal: AbortSignal | undefined): Promise<T> {
+  if (!signal) return p;
+  p.catch(() => {});
+  return new Promise<T>((resolve, reject) => {
+    const onAbort = () =>
+      reject(Object.assign(new Error('start-up was interrupted'), { name: 'AbortError', code: 'ABORT_ERR' }));
+    if (signal.aborted) return onAbort();
+    signal.addEventListener('abort', onAbort, { once: true });
+    p.then(
+      (v) => {
+        signal.removeEventListener('abort', onAbort);
+        resolve(v);
+      },
+      (err) => {
+        signal.removeEventListener('abort', onAbort);
+        reject(err);
+      },
+    );
+  });
 }
 
 function exclusiveListenError(cfg: ServerConfig, line: string, code: string): Error {

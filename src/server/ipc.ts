@@ -5,6 +5,7 @@
 import type { ChildProcess } from 'node:child_process';
 import type { AddressInfo, Socket } from 'node:net';
 import type { OptionReport } from '../core/sockopts.js';
+import type { ServerConfig } from './config.js';
 import type { Fault } from './faults.js';
 
 /** What a child process is for. */
@@ -17,6 +18,12 @@ export type ChildRole =
   | 'listen';
 
 export type ToChild =
+  /**
+   * The validated config, the parent's first message (the answer to 'hello'). It travels
+   * over the channel only: with --tls it holds the private key, which must never be in a
+   * child's environment or argv (/proc/PID/environ and cmdline are readable).
+   */
+  | { type: 'config'; config: ServerConfig }
   /** a connection to serve; the socket travels with the message; `head`: base64 of bytes the parent read already */
   | { type: 'conn'; id: number; peer: string; head?: string; faults?: Fault[] }
   /** --fault changed at run time (workers --exclusive choose faults themselves) */
@@ -27,8 +34,10 @@ export type ToChild =
   | { type: 'force' };
 
 export type FromChild =
-  /** ready for connections ('serve', 'serve-once') */
-  | { type: 'ready' }
+  /** the child's first message: it listens for messages now and waits for its 'config' */
+  | { type: 'hello' }
+  /** ready for connections ('serve', 'serve-once'); `fds`: its descriptor limit and those open now */
+  | { type: 'ready'; fds?: { limit: number; open: number } }
   /** listening ('listen') */
   | { type: 'listening'; address: AddressInfo; options: OptionReport[] }
   | { type: 'listen-failed'; code: string; line: string }

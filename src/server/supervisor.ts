@@ -1,7 +1,8 @@
 // Starts and stops the processes of the multi-process modes (workers and fork children):
-// spawn with the validated config, replace a worker that dies (backing off when they keep
-// dying), and stop them all by a deadline. Who uses the children is children.ts (serve /
-// serve-once) or index.ts (listen); this module only keeps them alive and ends them.
+// spawn them and hand each the validated config over IPC (never in its environment),
+// replace a worker that dies (backing off when they keep dying), and stop them all by a
+// deadline. Who uses the children is children.ts (serve / serve-once) or index.ts (listen);
+// this module only keeps them alive and ends them.
 
 import { type ChildProcess, fork } from 'node:child_process';
 import path from 'node:path';
@@ -30,6 +31,10 @@ export interface Child {
   ready: Promise<FromChild>;
   exited: Promise<void>;
   alive: boolean;
+  /** hand-overs to it under way (waiting for it to be ready); see Supervisor.handing */
+  handing: number;
+  /** a shutdown deadline held back until those hand-overs have been sent */
+  shutdownAt?: number;
 }
 
 export interface SupervisorOptions {
@@ -71,14 +76,9 @@ export class Supervisor {
   /** Start a child; throws (explained) when the system refuses (EMFILE, EAGAIN…). */
   spawn(cfg: ServerConfig = this.o.cfg): Child {
     const { logger } = this.o;
+    // the role only: the config (with --tls, the private key) goes over the IPC channel
     const proc = fork(CHILD_MAIN, [], {
-      env: {
-        ...process.env,
-        ECHO_ROLE: this.o.role,
-        ECHO_CONFIG: JSON.stringify(cfg),
-        ECHO_LOG_LEVEL: cfg.logLevel,
-        ECHO_LOG_FORMAT: cfg.logFormat,
-      },
+      env: { ...process.env, ECHO_ROLE: this.o.role },
       stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
     });
     if (proc.pid === undefined) {
@@ -107,12 +107,20 @@ export class Supervisor {
         exitedResolve = r;
       }),
       alive: true,
+      handing: 0,
     };
     this.children.add(child);
     proc.on('error', (err) =>
       logger.warn({ child: proc.pid }, `child ${proc.pid}: ${explainError(err).line}`),
     );
+    let configured = false;
     proc.on('message', (m: FromChild) => {
+      if (m.type === 'hello') {
+        // once: the child starts serving only after it has this, its first message from here
+        if (!configured) sendToChild(proc, { type: 'config', config: cfg });
+        configured = true;
+        return;
+      }
       if (m.type === 'ready' || m.type === 'listening' || m.type === 'listen-failed') readyResolve(m);
       this.o.onMessage(child, m);
     });
@@ -166,11 +174,32 @@ export class Supervisor {
     this.stopping = true;
     const all = [...this.children];
     for (const c of all) {
-      if (!sendToChild(c.proc, { type: 'shutdown', deadline })) c.proc.kill('SIGTERM');
+      // a child still to be handed a connection gets it first (messages keep their order),
+      // then drains it like any other: the client gets its echo and a FIN, not a reset
+      if (c.handing > 0) c.shutdownAt = deadline;
+      else this.shutdown(c, deadline);
     }
     const kill = setTimeout(() => this.killAll(), Math.max(0, deadline - Date.now()) + KILL_AFTER_MS);
     await Promise.all(all.map((c) => c.exited));
     clearTimeout(kill);
+  }
+
+  /**
+   * Run `handOver` (which sends `child` a connection) while holding back a shutdown that comes
+   * meanwhile, so the connection reaches the child before the shutdown does.
+   */
+  async handing<T>(child: Child, handOver: () => Promise<T>): Promise<T> {
+    child.handing++;
+    try {
+      return await handOver();
+    } finally {
+      if (--child.handing === 0 && child.shutdownAt !== undefined) this.shutdown(child, child.shutdownAt);
+    }
+  }
+
+  private shutdown(c: Child, deadline: number): void {
+    c.shutdownAt = undefined;
+    if (!sendToChild(c.proc, { type: 'shutdown', deadline })) c.proc.kill('SIGTERM');
   }
 
   /** Grace is over: children cut their connections and exit (SIGKILL if they do not). */
