@@ -1,13 +1,36 @@
 // The one gate every accepted TCP connection passes, in every server mode and in
 // `echo-chat --listen`: access lists, shutdown, --max-connections, --max-connections-per-ip
 // and file-descriptor headroom. A connection that passes holds a slot until its release()
-// is called (when it closes, wherever it was served); one that fails is closed at once,
-// before anything is read, and the refusal is logged once per (kind, source) per interval.
+// is called (when it closes, wherever it was served); one that fails gets a FIN at once,
+// nothing of what it sends is served (it is read and dropped until its FIN, for at most
+// REFUSED_LINGER_MS, so its close is a FIN, not a reset), and the refusal is logged once
+// per (kind, source) per interval.
 
 import type { Socket } from 'node:net';
 import { type AccessControl, RateLimitedLog } from '../core/access.js';
 import { fdHeadroom } from '../core/libc.js';
 import type { Logger } from '../core/log.js';
+import { resumeReading } from './preamble.js';
+
+/** How long a refused connection is read and dropped, waiting for its FIN, before it is destroyed. */
+export const REFUSED_LINGER_MS = 2000;
+
+/**
+ * Stop a connection that is not served: FIN now, then read and drop what the client still
+ * sends until its FIN (closing with unread bytes would send RST: ECONNRESET at the client),
+ * destroyed after `lingerMs` at most so that a refused client cannot hold a descriptor.
+ */
+export function finUnread(socket: Socket, lingerMs = REFUSED_LINGER_MS): void {
+  if (socket.destroyed) return;
+  socket.on('error', () => {});
+  socket.end();
+  resumeReading(socket); // a socket held after its PROXY header reads again
+  socket.resume();
+  socket.once('end', () => socket.destroy());
+  const t = setTimeout(() => socket.destroy(), lingerMs);
+  t.unref();
+  socket.once('close', () => clearTimeout(t));
+}
 
 export interface AdmissionOptions {
   access?: AccessControl;
@@ -36,12 +59,18 @@ export type RefusalKind =
   | 'no-child'
   | 'proxy';
 
+interface Slot {
+  /** the address its per-address count is under */
+  address: string;
+}
+
 export class Admission {
   /** connections admitted and not yet released */
   held = 0;
   closing = false;
   readonly refusedBy: Partial<Record<RefusalKind, number>> = {};
   private readonly perIp = new Map<string, number>();
+  private readonly slots = new WeakMap<() => void, Slot>();
   private readonly log: RateLimitedLog;
   private readonly fdCap: number | undefined;
   private readonly fdLimit: number | undefined;
@@ -65,11 +94,16 @@ export class Admission {
 
   /**
    * Admit `socket`, or refuse and close it. On admission, returns the function that frees
-   * its slot (idempotent); call it when the connection is over.
+   * its slot (idempotent); call it when the connection is over. `access: false` skips the
+   * access lists (a PROXY connection: they apply to the client its header names, see move()).
    */
-  admit(socket: Socket, address = socket.remoteAddress ?? '?'): (() => void) | undefined {
+  admit(
+    socket: Socket,
+    address = socket.remoteAddress ?? '?',
+    { access = true } = {},
+  ): (() => void) | undefined {
     const { o } = this;
-    if (o.access?.active) {
+    if (access && o.access?.active) {
       const v = o.access.check(address);
       if (!v.ok) return this.refuse(socket, 'access', v.why, address);
     }
@@ -105,19 +139,60 @@ export class Admission {
     }
     this.held++;
     let released = false;
-    return () => {
+    const slot: Slot = { address };
+    const release = () => {
       if (released) return;
       released = true;
       this.held--;
-      if (o.maxConnectionsPerIp !== undefined) {
-        const left = (this.perIp.get(address) ?? 1) - 1;
-        if (left > 0) this.perIp.set(address, left);
-        else this.perIp.delete(address);
-      }
+      this.uncount(slot.address);
     };
+    this.slots.set(release, slot);
+    return release;
   }
 
-  /** Close `socket` unread (a plain FIN), count it and log it (rate-limited). */
+  /**
+   * The connection holding `release` turns out to be from `address` (its PROXY header says
+   * so): check the access lists and the per-address limit there, and move its count. False
+   * when refused: its slot is freed and the socket closed.
+   */
+  move(socket: Socket, release: () => void, address: string): boolean {
+    const { o } = this;
+    const slot = this.slots.get(release);
+    if (!slot) return false;
+    const refuse = (kind: RefusalKind, why: string) => {
+      release();
+      this.refuse(socket, kind, why, address);
+      return false;
+    };
+    if (o.access?.active) {
+      const v = o.access.check(address);
+      if (!v.ok) return refuse('access', v.why);
+    }
+    if (address === slot.address || o.maxConnectionsPerIp === undefined) {
+      slot.address = address;
+      return true;
+    }
+    const n = this.perIp.get(address) ?? 0;
+    if (n >= o.maxConnectionsPerIp) {
+      return refuse(
+        'per-ip',
+        `${plural(n, 'connection')} from this address (--max-connections-per-ip ${o.maxConnectionsPerIp})`,
+      );
+    }
+    this.uncount(slot.address);
+    this.perIp.set(address, n + 1);
+    slot.address = address;
+    return true;
+  }
+
+  private uncount(address: string): void {
+    if (this.o.maxConnectionsPerIp === undefined) return;
+    const left = (this.perIp.get(address) ?? 1) - 1;
+    if (left > 0) this.perIp.set(address, left);
+    else this.perIp.delete(address);
+  }
+
+  /** Close `socket` unserved (a plain FIN, see finUnread), count it and log it (rate-limited). */
   refuse(socket: Socket, kind: RefusalKind, why: string, address = socket.remoteAddress ?? '?'): undefined {
     this.refusedBy[kind] = (this.refusedBy[kind] ?? 0) + 1;
     this.log.warn(
@@ -125,8 +200,7 @@ export class Admission {
       { peer: address, why, ...this.o.logFields },
       `refused ${address}: ${why}`,
     );
-    socket.on('error', () => {});
-    socket.destroy();
+    finUnread(socket);
     return undefined;
   }
 

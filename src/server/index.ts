@@ -19,7 +19,7 @@ import { copyTotals, emptyTotals } from './handler.js';
 import { type FromChild, sendToChild } from './ipc.js';
 import { graceTimer, type ServerHandle, startListener } from './listener.js';
 import { Supervisor, WorkerTally } from './supervisor.js';
-import { DEFAULT_HANDSHAKE_TIMEOUT_MS, listenOptions, startEchoServer } from './tcp-server.js';
+import { listenOptions, proxyOptionsOf, startEchoServer } from './tcp-server.js';
 
 export async function startServer(cfg: ServerConfig, logger: Logger): Promise<ServerHandle> {
   if (cfg.udp) return startUdp(cfg, logger);
@@ -39,9 +39,7 @@ export async function startServer(cfg: ServerConfig, logger: Logger): Promise<Se
   try {
     return await startListener({
       listen: listenOptions(o),
-      proxyProtocol: o.proxyProtocol
-        ? { timeoutMs: o.handshakeTimeoutMs ?? DEFAULT_HANDSHAKE_TIMEOUT_MS }
-        : undefined,
+      proxyProtocol: proxyOptionsOf(o),
       faults: new FaultSet(cfg.faults),
       admission: {
         access: o.access,

@@ -8,6 +8,7 @@
 // With `--mode workers --exclusive` each worker runs a listener of its own (child-main.ts).
 
 import net, { type AddressInfo, type Socket } from 'node:net';
+import type { AccessControl } from '../core/access.js';
 import { countError, errorCode, explainError } from '../core/errors.js';
 import { acceptOne, boundPort, closeFd, peerCredentials, type TcpInfo } from '../core/libc.js';
 import {
@@ -21,7 +22,7 @@ import type { Logger } from '../core/log.js';
 import { formatAddress } from '../core/parse.js';
 import { formatReport, type OptionReport, reportSocketOptions } from '../core/sockopts.js';
 import type { UdpTotals } from '../udp/server.js';
-import { Admission, type AdmissionOptions, plural } from './admission.js';
+import { Admission, type AdmissionOptions, finUnread, plural } from './admission.js';
 import type { Fault, FaultSet } from './faults.js';
 import { copyTotals, type ServerTotals } from './handler.js';
 import { readProxyHeader } from './preamble.js';
@@ -121,8 +122,12 @@ export interface ListenerOptions {
   logFields?: object;
   /** log the listening socket's options as the kernel reports them */
   logOptions?: boolean;
-  /** every connection starts with a PROXY v1/v2 header, read within this many ms */
-  proxyProtocol?: { timeoutMs: number };
+  /**
+   * Every connection starts with a PROXY v1/v2 header, read within `timeoutMs`. Only peers
+   * in `from` may send one (a Unix socket's peers all may: its file mode says who can
+   * connect); anyone else is refused before a byte is read.
+   */
+  proxyProtocol?: { timeoutMs: number; from: AccessControl };
   /** --fault: chosen here, per connection, so p= and every= hold across processes */
   faults?: FaultSet;
 }
@@ -144,14 +149,6 @@ export function peerName(socket: Socket, unix: boolean): string {
 
 /** The address admission counts a peer under: its IP, or `unix` for every local client. */
 const peerIp = (socket: Socket, unix: boolean) => (unix ? 'unix' : (socket.remoteAddress ?? '?'));
-
-/** Stop a connection that was never served: FIN, then drop whatever the client still sends. */
-function finUnread(socket: Socket): void {
-  socket.on('error', () => {});
-  socket.end();
-  socket.resume();
-  socket.once('end', () => socket.destroy());
-}
 
 /** Call `force` after `ms` unless the returned function cancels it first: the grace timer of every mode. */
 export function graceTimer(ms: number, force: () => void): () => void {
@@ -203,8 +200,9 @@ export async function startListener(o: ListenerOptions): Promise<ServerHandle> {
     }
   };
 
-  const admitAndServe = (socket: Socket, ip: string, peer: string, head?: Buffer) => {
-    const release = admission.admit(socket, ip);
+  /** `held`: the slot a PROXY connection took at accept (moved to `ip` already) */
+  const admitAndServe = (socket: Socket, ip: string, peer: string, head?: Buffer, held?: () => void) => {
+    const release = held ?? admission.admit(socket, ip);
     if (!release) return;
     const faults = o.faults?.pick();
     if (serving < concurrency) return start(socket, peer, release, head, faults);
@@ -231,10 +229,12 @@ export async function startListener(o: ListenerOptions): Promise<ServerHandle> {
     }
   };
 
-  // --proxy-protocol: the header names the client; until it has come, the connection holds no slot
+  // --proxy-protocol: only a trusted proxy may name the client. From accept the connection
+  // holds a slot counted under the proxy's address; once the header names the client, the
+  // access lists and the per-address limit apply to that client and the count moves to it.
   const unix = o.listen.path !== undefined;
   const pendingHeaders = new Set<Socket>();
-  const proxied = async (socket: Socket, timeoutMs: number) => {
+  const proxied = async (socket: Socket, release: () => void, timeoutMs: number) => {
     pendingHeaders.add(socket);
     try {
       const { header, rest } = await readProxyHeader(socket, timeoutMs);
@@ -243,8 +243,10 @@ export async function startListener(o: ListenerOptions): Promise<ServerHandle> {
       const ip =
         src && (header.family === 'tcp4' || header.family === 'tcp6') ? src.address : peerIp(socket, unix);
       const peer = src && ip === src.address ? `${formatAddress(src.address, src.port)} via ${via}` : via;
-      admitAndServe(socket, ip, peer, rest.length ? rest : undefined);
+      if (!admission.move(socket, release, ip)) return;
+      admitAndServe(socket, ip, peer, rest.length ? rest : undefined, release);
     } catch (err) {
+      release();
       admission.refuse(socket, 'proxy', explainError(err).summary, peerIp(socket, unix));
     } finally {
       pendingHeaders.delete(socket);
@@ -252,10 +254,17 @@ export async function startListener(o: ListenerOptions): Promise<ServerHandle> {
   };
 
   const proxy = o.proxyProtocol;
+  const proxyFrom = proxy ? proxy.from.allow.map((c) => c.text).join(', ') : '';
   const paused = backend.pauseOnConnect || proxy !== undefined;
   const onConnection = (socket: Socket) => {
-    if (proxy) void proxied(socket, proxy.timeoutMs);
-    else admitAndServe(socket, peerIp(socket, unix), peerName(socket, unix));
+    const ip = peerIp(socket, unix);
+    if (!proxy) return admitAndServe(socket, ip, peerName(socket, unix));
+    if (!unix && !proxy.from.check(ip).ok) {
+      admission.refuse(socket, 'proxy', `not a trusted proxy (--proxy-from ${proxyFrom})`, ip);
+      return;
+    }
+    const release = admission.admit(socket, ip, { access: false });
+    if (release) void proxied(socket, release, proxy.timeoutMs);
   };
   const server = net.createServer({ allowHalfOpen: true, pauseOnConnect: paused }, onConnection);
   const unixNotes: UnixListenNotes = {};

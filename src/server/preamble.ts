@@ -56,6 +56,7 @@ export function readProxyHeader(socket: Socket, timeoutMs: number): Promise<Prox
       clearTimeout(timer);
       socket.off('data', onData);
       socket.off('end', onEnd);
+      socket.off('close', onClose);
       socket.off('error', onError);
       if (err) {
         socket.on('error', () => {});
@@ -74,6 +75,7 @@ export function readProxyHeader(socket: Socket, timeoutMs: number): Promise<Prox
     const onEnd = () =>
       finish(codedError('ERR_PROXY_HEADER', `closed after ${got.length} bytes, before a whole PROXY header`));
     const onError = (err: Error) => finish(err);
+    const onClose = () => finish(codedError('ERR_PROXY_HEADER', 'closed before a whole PROXY header'));
     const timer = setTimeout(
       () => finish(codedError('ERR_PROXY_HEADER', `no PROXY header within ${formatDuration(timeoutMs)}`)),
       timeoutMs,
@@ -81,6 +83,7 @@ export function readProxyHeader(socket: Socket, timeoutMs: number): Promise<Prox
     socket.on('data', onData);
     socket.once('end', onEnd);
     socket.once('error', onError);
+    socket.once('close', onClose);
     socket.resume();
   });
 }
