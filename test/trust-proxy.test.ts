@@ -2,6 +2,7 @@
 // from accept; --proxy-timeout), and how a refused client is closed (FIN after its bytes are
 // read and dropped, not RST) — in every server mode.
 
+import { spawnSync } from 'node:child_process';
 import { once } from 'node:events';
 import type net from 'node:net';
 import type { Socket } from 'node:net';
@@ -15,6 +16,7 @@ import {
   runCommand,
   SERVER_MODES,
   spawnServer,
+  until,
   watchEnd,
 } from './helpers.js';
 
@@ -192,5 +194,51 @@ describe('flags', () => {
     const r = await runCommand(process.execPath, [bin('echo-server'), ...(argv as string[])]);
     expect(r.code).toBe(2);
     expect(r.err.toString()).toMatch(re);
+  });
+});
+
+/** The kernel's state of the server side of the connection from local port `port` (ss, as a person would check). */
+const serverSideState = (srvPort: number, clientPort: number) =>
+  spawnSync('ss', ['-tnH', 'state', 'all', `sport = :${srvPort} and dport = :${clientPort}`], {
+    encoding: 'utf8',
+  }).stdout.trim();
+
+describe.each([
+  ['iterative', ['--mode', 'iterative']],
+  ['fork --max-children 1', ['--mode', 'fork', '--max-children', '1']],
+])('--mode %s: clients waiting their turn', (_mode, args) => {
+  it('--max-connections: a waiter that is gone (FIN with nothing sent, or RST) frees its slot; a half-closed one is still served byte-exact', async () => {
+    const srv = await spawnServer([...args, '--max-connections', '3']);
+    const a = await connect(srv.port);
+    a.write('a');
+    expect((await readN(a, 1)).toString()).toBe('a'); // a is served: the others wait
+    const aEnd = watchEnd(a);
+    // b sends and shuts its write side (nc -N): it waits for its echo
+    const b = await connect(srv.port);
+    const bEnd = watchEnd(b);
+    b.end('keep me');
+    // c gives up: closes without having sent anything
+    const c = await connect(srv.port);
+    const cPort = c.localPort!;
+    c.on('error', () => {});
+    c.end();
+    await until(() => /CLOSE-WAIT/.test(serverSideState(srv.port, cPort)), 10_000, 'c seen closed');
+    // d takes c's slot (it waits), then resets: gone too
+    const d = await connect(srv.port);
+    const dPort = d.localPort!;
+    await until(() => /ESTAB/.test(serverSideState(srv.port, dPort)), 10_000, 'd accepted');
+    d.on('error', () => {});
+    d.resetAndDestroy();
+    await until(() => !/ESTAB/.test(serverSideState(srv.port, dPort)), 10_000, 'd seen reset');
+    // e takes d's slot
+    const e = await connect(srv.port);
+    const eEnd = watchEnd(e);
+    e.end('e too');
+    a.end();
+    expect((await aEnd.end).toString()).toBe('');
+    expect((await bEnd.end).toString()).toBe('keep me');
+    expect((await eEnd.end).toString()).toBe('e too');
+    const t = await stop(srv);
+    expect(t.refused).toBe(0);
   });
 });

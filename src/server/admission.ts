@@ -47,6 +47,11 @@ export interface AdmissionOptions {
   fdPerConnection?: number;
   logger: Logger;
   logFields?: object;
+  /**
+   * Called before a connection is refused for a limit: frees the slots of connections known
+   * to be over (clients that left while waiting); the limit is then checked again.
+   */
+  reclaim?: () => void;
 }
 
 export type RefusalKind =
@@ -108,6 +113,7 @@ export class Admission {
       if (!v.ok) return this.refuse(socket, 'access', v.why, address);
     }
     if (this.closing) return this.refuse(socket, 'closing', 'shutting down', address);
+    if (o.reclaim && this.overLimit(address)) o.reclaim();
     const open = this.held;
     if (o.maxConnections !== undefined && open >= o.maxConnections) {
       return this.refuse(
@@ -150,6 +156,16 @@ export class Admission {
     return release;
   }
 
+  /** Would one more connection from `address` be over a limit? */
+  private overLimit(address: string): boolean {
+    const { o } = this;
+    return (
+      (o.maxConnections !== undefined && this.held >= o.maxConnections) ||
+      (this.fdCap !== undefined && this.held >= this.fdCap) ||
+      (o.maxConnectionsPerIp !== undefined && (this.perIp.get(address) ?? 0) >= o.maxConnectionsPerIp)
+    );
+  }
+
   /**
    * The connection holding `release` turns out to be from `address` (its PROXY header says
    * so): check the access lists and the per-address limit there, and move its count. False
@@ -172,6 +188,7 @@ export class Admission {
       slot.address = address;
       return true;
     }
+    if (o.reclaim && (this.perIp.get(address) ?? 0) >= o.maxConnectionsPerIp) o.reclaim();
     const n = this.perIp.get(address) ?? 0;
     if (n >= o.maxConnectionsPerIp) {
       return refuse(

@@ -10,7 +10,15 @@
 import net, { type AddressInfo, type Socket } from 'node:net';
 import type { AccessControl } from '../core/access.js';
 import { countError, errorCode, explainError } from '../core/errors.js';
-import { acceptOne, boundPort, closeFd, peerCredentials, type TcpInfo } from '../core/libc.js';
+import {
+  acceptOne,
+  boundPort,
+  closeFd,
+  peerCredentials,
+  receiveQueueBytes,
+  type TcpInfo,
+  tcpInfo,
+} from '../core/libc.js';
 import {
   DEFAULT_BACKLOG,
   type ListenOptions,
@@ -147,6 +155,10 @@ export function peerName(socket: Socket, unix: boolean): string {
   return cred ? `unix pid ${cred.pid} uid ${cred.uid}` : 'unix';
 }
 
+/** Linux TCP states (tcp_states.h) as TCP_INFO reports them */
+const TCP_CLOSE = 7;
+const TCP_CLOSE_WAIT = 8;
+
 /** The address admission counts a peer under: its IP, or `unix` for every local client. */
 const peerIp = (socket: Socket, unix: boolean) => (unix ? 'unix' : (socket.remoteAddress ?? '?'));
 
@@ -161,8 +173,8 @@ export async function startListener(o: ListenerOptions): Promise<ServerHandle> {
   const concurrency = o.concurrency ?? Number.POSITIVE_INFINITY;
   // clients waiting for a slot hold a descriptor each: bound them as the kernel bounds its queue
   const queueLimit = o.listen.backlog ?? DEFAULT_BACKLOG;
-  const admission = new Admission({ ...o.admission, logger, logFields: o.logFields });
   const queue: Waiting[] = [];
+  const admission = new Admission({ ...o.admission, logger, logFields: o.logFields, reclaim: () => sweep() });
   let serving = 0;
   let onIdle: (() => void) | undefined;
   const idle = () => serving === 0 && queue.length === 0;
@@ -201,11 +213,31 @@ export async function startListener(o: ListenerOptions): Promise<ServerHandle> {
   };
 
   /** `held`: the slot a PROXY connection took at accept (moved to `ip` already) */
+  // Waiting sockets are not read, so a client that leaves is not noticed by 'end' or 'close'.
+  // Before a refusal for a limit, the kernel is asked instead. A waiter whose connection was
+  // reset (TCP state CLOSE) is gone; one that sent FIN with nothing unread (CLOSE_WAIT, empty
+  // receive queue) has nothing to echo: its whole echo is our FIN, sent now. A waiter that
+  // sent bytes before its FIN stays: from here, a client that shut down only its write side
+  // (nc -N) cannot be told from one that closed, and the first still waits for its echo.
+  const sweep = () => {
+    for (const w of [...queue]) {
+      if (w.head?.length) continue;
+      const state = tcpInfo(w.socket)?.state;
+      const gone = state === TCP_CLOSE;
+      if (!gone && !(state === TCP_CLOSE_WAIT && receiveQueueBytes(w.socket) === 0)) continue;
+      queue.splice(queue.indexOf(w), 1);
+      w.release();
+      if (gone) w.socket.destroy();
+      else finUnread(w.socket);
+    }
+  };
+
   const admitAndServe = (socket: Socket, ip: string, peer: string, head?: Buffer, held?: () => void) => {
     const release = held ?? admission.admit(socket, ip);
     if (!release) return;
     const faults = o.faults?.pick();
     if (serving < concurrency) return start(socket, peer, release, head, faults);
+    if (queue.length >= queueLimit) sweep();
     if (queue.length >= queueLimit) {
       release();
       admission.refuse(socket, 'queue-full', `${plural(queue.length, 'client')} already waiting`, ip);
