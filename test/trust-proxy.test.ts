@@ -242,3 +242,46 @@ describe.each([
     expect(t.refused).toBe(0);
   });
 });
+
+describe.each([
+  ['evented', []],
+  ['workers', ['--mode', 'workers', '--workers', '2']],
+  ['iterative', ['--mode', 'iterative']],
+])('--mode %s --tls', (_mode, args) => {
+  it('a plain client is told at once to add --tls; the server logs it once per source', async () => {
+    const srv = await spawnServer([...args, '--tls']);
+    for (let i = 0; i < 2; i++) {
+      const t0 = Date.now();
+      const r = await runCommand(process.execPath, [
+        bin('echo-client'),
+        '-m',
+        'hi',
+        '127.0.0.1',
+        String(srv.port),
+      ]);
+      expect(Date.now() - t0).toBeLessThan(2000 + 1000); // the node start-up of echo-client included
+      expect(r.code).toBe(1);
+      expect(r.err).toMatch(/Add --tls/);
+      expect(r.out.length).toBe(0);
+    }
+    // a TLS client is still served
+    const ok = await runCommand(process.execPath, [
+      bin('echo-client'),
+      '--tls',
+      '--insecure',
+      '-m',
+      'over tls',
+      '127.0.0.1',
+      String(srv.port),
+    ]);
+    expect(ok.out.toString()).toBe('over tls\n');
+    const t = await stop(srv);
+    expect(t.refusedBy).toMatchObject({ 'plain-on-tls': 2 });
+    const logged = srv
+      .stderr()
+      .split('\n')
+      .filter((l) => /plain bytes on a TLS port/.test(l));
+    expect(logged.length).toBe(1);
+    expect(srv.stderr()).not.toMatch(/handshake timed out/);
+  });
+});

@@ -62,7 +62,8 @@ export type RefusalKind =
   | 'fd-limit'
   | 'queue-full'
   | 'no-child'
-  | 'proxy';
+  | 'proxy'
+  | 'plain-on-tls';
 
 interface Slot {
   /** the address its per-address count is under */

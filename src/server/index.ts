@@ -19,7 +19,12 @@ import { copyTotals, emptyTotals } from './handler.js';
 import { type FromChild, sendToChild } from './ipc.js';
 import { graceTimer, type ServerHandle, startListener } from './listener.js';
 import { Supervisor, WorkerTally } from './supervisor.js';
-import { listenOptions, proxyOptionsOf, startEchoServer } from './tcp-server.js';
+import {
+  DEFAULT_HANDSHAKE_TIMEOUT_MS,
+  listenOptions,
+  proxyOptionsOf,
+  startEchoServer,
+} from './tcp-server.js';
 
 export async function startServer(cfg: ServerConfig, logger: Logger): Promise<ServerHandle> {
   if (cfg.udp) return startUdp(cfg, logger);
@@ -40,6 +45,7 @@ export async function startServer(cfg: ServerConfig, logger: Logger): Promise<Se
     return await startListener({
       listen: listenOptions(o),
       proxyProtocol: proxyOptionsOf(o),
+      tls: o.tls ? { timeoutMs: o.handshakeTimeoutMs ?? DEFAULT_HANDSHAKE_TIMEOUT_MS } : undefined,
       faults: new FaultSet(cfg.faults),
       admission: {
         access: o.access,

@@ -33,7 +33,7 @@ import type { UdpTotals } from '../udp/server.js';
 import { Admission, type AdmissionOptions, finUnread, plural } from './admission.js';
 import type { Fault, FaultSet } from './faults.js';
 import { copyTotals, type ServerTotals } from './handler.js';
-import { readProxyHeader } from './preamble.js';
+import { readFirstBytes, readProxyHeader } from './preamble.js';
 import { acceptWithSharedRead, type ReadCallback, sharedReadEnabled } from './user-buffer.js';
 
 export interface LiveConnection {
@@ -136,6 +136,12 @@ export interface ListenerOptions {
    * connect); anyone else is refused before a byte is read.
    */
   proxyProtocol?: { timeoutMs: number; from: AccessControl };
+  /**
+   * --tls: the first bytes are read here, within `timeoutMs`; a client whose first byte is
+   * not a TLS handshake record (0x16) gets a TLS alert and a FIN at once, instead of waiting
+   * out the handshake timeout (a short plain line is less than a record header: TLS waits).
+   */
+  tls?: { timeoutMs: number };
   /** --fault: chosen here, per connection, so p= and every= hold across processes */
   faults?: FaultSet;
 }
@@ -154,6 +160,11 @@ export function peerName(socket: Socket, unix: boolean): string {
   const cred = peerCredentials(socket);
   return cred ? `unix pid ${cred.pid} uid ${cred.uid}` : 'unix';
 }
+
+/** the first byte of a TLS handshake record (a ClientHello's) */
+const TLS_HANDSHAKE = 0x16;
+/** a TLS record: fatal alert unexpected_message, what a plain client is answered */
+const TLS_ALERT_UNEXPECTED = Buffer.from([0x15, 0x03, 0x01, 0x00, 0x02, 0x02, 0x0a]);
 
 /** Linux TCP states (tcp_states.h) as TCP_INFO reports them */
 const TCP_CLOSE = 7;
@@ -174,6 +185,8 @@ export async function startListener(o: ListenerOptions): Promise<ServerHandle> {
   // clients waiting for a slot hold a descriptor each: bound them as the kernel bounds its queue
   const queueLimit = o.listen.backlog ?? DEFAULT_BACKLOG;
   const queue: Waiting[] = [];
+  /** sockets whose first bytes (a PROXY header, a TLS record header) are being read */
+  const pendingHeaders = new Set<Socket>();
   const admission = new Admission({ ...o.admission, logger, logFields: o.logFields, reclaim: () => sweep() });
   let serving = 0;
   let onIdle: (() => void) | undefined;
@@ -212,7 +225,6 @@ export async function startListener(o: ListenerOptions): Promise<ServerHandle> {
     }
   };
 
-  /** `held`: the slot a PROXY connection took at accept (moved to `ip` already) */
   // Waiting sockets are not read, so a client that leaves is not noticed by 'end' or 'close'.
   // Before a refusal for a limit, the kernel is asked instead. A waiter whose connection was
   // reset (TCP state CLOSE) is gone; one that sent FIN with nothing unread (CLOSE_WAIT, empty
@@ -232,9 +244,66 @@ export async function startListener(o: ListenerOptions): Promise<ServerHandle> {
     }
   };
 
+  /** `held`: the slot a PROXY connection took at accept (moved to `ip` already) */
   const admitAndServe = (socket: Socket, ip: string, peer: string, head?: Buffer, held?: () => void) => {
     const release = held ?? admission.admit(socket, ip);
     if (!release) return;
+    if (!o.tls) return place(socket, ip, peer, release, head);
+    if (head?.length) {
+      if (head[0] === TLS_HANDSHAKE) return place(socket, ip, peer, release, head);
+      release();
+      return refusePlain(socket, ip);
+    }
+    void firstBytes(socket, ip, peer, release, o.tls.timeoutMs);
+  };
+
+  const refusePlain = (socket: Socket, ip: string) => {
+    socket.on('error', () => {});
+    socket.write(TLS_ALERT_UNEXPECTED);
+    admission.refuse(
+      socket,
+      'plain-on-tls',
+      'plain bytes on a TLS port (not a TLS ClientHello): the client needs TLS (echo-client --tls)',
+      ip,
+    );
+  };
+
+  const firstBytes = async (socket: Socket, ip: string, peer: string, release: () => void, ms: number) => {
+    pendingHeaders.add(socket);
+    let first: Buffer;
+    try {
+      first = await readFirstBytes(socket, ms);
+    } catch (err) {
+      // nothing came: the client left, or the time the TLS handshake had is over
+      release();
+      socket.destroy();
+      const code = errorCode(err);
+      if (code === 'ERR_TLS_NO_HELLO') return;
+      countError(totals.errors, code);
+      const why = explainError({ code }, { role: 'server' });
+      admission.warnOnce(
+        `tls|${code}|${ip}`,
+        { peer, error: code },
+        `closed ${peer}: in 0 B, out 0 B, error ${code} — ${why.meaning}. ${why.hint}`,
+      );
+      return;
+    } finally {
+      pendingHeaders.delete(socket);
+    }
+    if (first[0] !== TLS_HANDSHAKE) {
+      release();
+      return refusePlain(socket, ip);
+    }
+    if (admission.closing) {
+      release();
+      socket.destroy();
+      return;
+    }
+    place(socket, ip, peer, release, first);
+  };
+
+  /** An admitted connection: served now, or waiting its turn. */
+  const place = (socket: Socket, ip: string, peer: string, release: () => void, head?: Buffer) => {
     const faults = o.faults?.pick();
     if (serving < concurrency) return start(socket, peer, release, head, faults);
     if (queue.length >= queueLimit) sweep();
@@ -265,7 +334,6 @@ export async function startListener(o: ListenerOptions): Promise<ServerHandle> {
   // holds a slot counted under the proxy's address; once the header names the client, the
   // access lists and the per-address limit apply to that client and the count moves to it.
   const unix = o.listen.path !== undefined;
-  const pendingHeaders = new Set<Socket>();
   const proxied = async (socket: Socket, release: () => void, timeoutMs: number) => {
     pendingHeaders.add(socket);
     try {
@@ -287,7 +355,7 @@ export async function startListener(o: ListenerOptions): Promise<ServerHandle> {
 
   const proxy = o.proxyProtocol;
   const proxyFrom = proxy ? proxy.from.allow.map((c) => c.text).join(', ') : '';
-  const paused = backend.pauseOnConnect || proxy !== undefined;
+  const paused = backend.pauseOnConnect || proxy !== undefined || o.tls !== undefined;
   const onConnection = (socket: Socket) => {
     const ip = peerIp(socket, unix);
     if (!proxy) return admitAndServe(socket, ip, peerName(socket, unix));
@@ -337,7 +405,7 @@ export async function startListener(o: ListenerOptions): Promise<ServerHandle> {
   } else {
     address = await listenSocket(server, o.listen, unixNotes);
     // a PROXY header is read through the stream before the echo starts: that path keeps 'data'
-    if (backend.sharedRead && !proxy && sharedReadEnabled())
+    if (backend.sharedRead && !proxy && !o.tls && sharedReadEnabled())
       acceptWithSharedRead(
         server,
         { allowHalfOpen: true, pauseOnCreate: paused },

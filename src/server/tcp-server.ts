@@ -136,6 +136,7 @@ export async function startEchoServer(opts: EchoServerOptions = {}): Promise<Ech
   return startListener({
     listen: listenOptions(opts),
     proxyProtocol: proxyOptionsOf(opts),
+    tls: opts.tls ? { timeoutMs: opts.handshakeTimeoutMs ?? DEFAULT_HANDSHAKE_TIMEOUT_MS } : undefined,
     faults: new FaultSet(opts.faults),
     admission: {
       access: opts.access,
