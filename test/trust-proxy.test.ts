@@ -4,6 +4,7 @@
 
 import { spawnSync } from 'node:child_process';
 import { once } from 'node:events';
+import { readdirSync } from 'node:fs';
 import type net from 'node:net';
 import type { Socket } from 'node:net';
 import { describe, expect, it } from 'vitest';
@@ -283,5 +284,33 @@ describe.each([
       .filter((l) => /plain bytes on a TLS port/.test(l));
     expect(logged.length).toBe(1);
     expect(srv.stderr()).not.toMatch(/handshake timed out/);
+  });
+});
+
+describe('refused clients that never close', () => {
+  it('hold no descriptor beyond the short linger (2 s), and a flood of them is capped', async () => {
+    const srv = await spawnServer(['--deny', '127.0.0.1'], { prefix: ['prlimit', '--nofile=128'] });
+    const pid = srv.child.pid!;
+    // the server runs under prlimit: its own pid is the node process (prlimit execs it)
+    const fds = () => readdirSync(`/proc/${pid}/fd`).length;
+    const base = fds();
+    const clients = await Promise.all(Array.from({ length: 40 }, () => connect(srv.port)));
+    // each is refused: a FIN, or beyond the cap a reset (it wrote)
+    await Promise.all(
+      clients.map(
+        (c) =>
+          new Promise<void>((resolve) => {
+            c.once('end', () => resolve());
+            c.once('error', () => resolve());
+            c.write('x'); // and never FIN
+          }),
+      ),
+    );
+    // at most the cap (128/16 = 8) linger at once
+    expect(fds() - base).toBeLessThanOrEqual(8);
+    const t0 = Date.now();
+    await until(() => fds() <= base, 8000, 'lingering refused sockets closed');
+    expect(Date.now() - t0).toBeLessThan(5000);
+    await stop(srv);
   });
 });

@@ -80,9 +80,14 @@ export class Admission {
   private readonly log: RateLimitedLog;
   private readonly fdCap: number | undefined;
   private readonly fdLimit: number | undefined;
+  /** refused sockets being read and dropped now, and how many may be (each holds a descriptor) */
+  private lingering = 0;
+  private readonly lingerCap: number;
 
   constructor(private readonly o: AdmissionOptions) {
     this.log = new RateLimitedLog(o.logger);
+    const limit = fdHeadroom()?.limit;
+    this.lingerCap = limit && limit < 1e9 ? Math.max(4, Math.min(256, Math.floor(limit / 16))) : 256;
     const per = o.fdPerConnection ?? 1;
     const fds = o.maxConnections === undefined && per > 0 ? fdHeadroom() : undefined;
     if (fds && fds.limit < 1e9) {
@@ -210,7 +215,11 @@ export class Admission {
     else this.perIp.delete(address);
   }
 
-  /** Close `socket` unserved (a plain FIN, see finUnread), count it and log it (rate-limited). */
+  /**
+   * Close `socket` unserved (a plain FIN, see finUnread), count it and log it (rate-limited).
+   * Beyond lingerCap refused sockets lingering at once (a flood), it is destroyed at once: a
+   * client that still sends then sees a reset, and the flood cannot use up the descriptors.
+   */
   refuse(socket: Socket, kind: RefusalKind, why: string, address = socket.remoteAddress ?? '?'): undefined {
     this.refusedBy[kind] = (this.refusedBy[kind] ?? 0) + 1;
     this.log.warn(
@@ -218,6 +227,14 @@ export class Admission {
       { peer: address, why, ...this.o.logFields },
       `refused ${address}: ${why}`,
     );
+    if (socket.destroyed) return undefined;
+    if (this.lingering >= this.lingerCap) {
+      socket.on('error', () => {});
+      socket.destroy();
+      return undefined;
+    }
+    this.lingering++;
+    socket.once('close', () => this.lingering--);
     finUnread(socket);
     return undefined;
   }
