@@ -169,6 +169,8 @@ const TLS_ALERT_UNEXPECTED = Buffer.from([0x15, 0x03, 0x01, 0x00, 0x02, 0x02, 0x
 /** Linux TCP states (tcp_states.h) as TCP_INFO reports them */
 const TCP_CLOSE = 7;
 const TCP_CLOSE_WAIT = 8;
+/** after a sweep of the waiting queue that freed nothing, the next one waits this long (ms) */
+const SWEEP_IDLE_MS = 50;
 
 /** The address admission counts a peer under: its IP, or `unix` for every local client. */
 const peerIp = (socket: Socket, unix: boolean) => (unix ? 'unix' : (socket.remoteAddress ?? '?'));
@@ -231,7 +233,12 @@ export async function startListener(o: ListenerOptions): Promise<ServerHandle> {
   // receive queue) has nothing to echo: its whole echo is our FIN, sent now. A waiter that
   // sent bytes before its FIN stays: from here, a client that shut down only its write side
   // (nc -N) cannot be told from one that closed, and the first still waits for its echo.
+  // A sweep costs about 5 µs per waiter; one that freed nothing is not repeated within
+  // SWEEP_IDLE_MS, so a flood of refused clients cannot turn it into a CPU sink.
+  let fruitlessAt = Number.NEGATIVE_INFINITY;
   const sweep = () => {
+    if (queue.length === 0 || Date.now() - fruitlessAt < SWEEP_IDLE_MS) return;
+    let freed = false;
     for (const w of [...queue]) {
       if (w.head?.length) continue;
       const state = tcpInfo(w.socket)?.state;
@@ -239,9 +246,11 @@ export async function startListener(o: ListenerOptions): Promise<ServerHandle> {
       if (!gone && !(state === TCP_CLOSE_WAIT && receiveQueueBytes(w.socket) === 0)) continue;
       queue.splice(queue.indexOf(w), 1);
       w.release();
+      freed = true;
       if (gone) w.socket.destroy();
       else finUnread(w.socket);
     }
+    if (!freed) fruitlessAt = Date.now();
   };
 
   /** `held`: the slot a PROXY connection took at accept (moved to `ip` already) */
