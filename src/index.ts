@@ -18,6 +18,7 @@ export {
   listenChat,
 } from './client/chat.js';
 export { EchoConnection, type EchoOptions, echo, streamThrough } from './client/echo.js';
+export { AccessControl, type Cidr, parseCidr } from './core/access.js';
 export { type ConnectOptions, connectTcp, withRetry } from './core/connect.js';
 export { ERRNO_TABLE, type ExplainedError, errorCode, explainError, unwrapError } from './core/errors.js';
 export { listenSocket, listenTcp } from './core/listen.js';

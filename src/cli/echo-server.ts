@@ -21,7 +21,7 @@ import type { ServerTotals } from '../server/handler.js';
 import { listeningLine, startServer } from '../server/index.js';
 import type { ServerHandle } from '../server/listener.js';
 import { type MetricsServer, startMetrics } from '../server/metrics.js';
-import { DEFAULT_HOST, DEFAULT_PORT } from '../server/tcp-server.js';
+import { DEFAULT_HOST, DEFAULT_PORT, DEFAULT_PROXY_FROM } from '../server/tcp-server.js';
 import {
   addListenerFlags,
   addTraceFlags,
@@ -301,6 +301,8 @@ export function resolveServerConfig(f: ServerFlags, args: (string | undefined)[]
         }
       : {}),
     ...(transport.proxyProtocol ? { proxyProtocol: true } : {}),
+    ...(transport.proxyFrom ? { proxyFrom: transport.proxyFrom } : {}),
+    ...(transport.proxyTimeoutMs !== undefined ? { proxyTimeoutMs: transport.proxyTimeoutMs } : {}),
     ...(transport.handshakeTimeoutMs !== undefined
       ? { handshakeTimeoutMs: transport.handshakeTimeoutMs }
       : {}),
@@ -439,6 +441,15 @@ export async function runServerCli(argv: string[]): Promise<void> {
       },
       listeningLine(cfg, runner),
     );
+    if (cfg.proxyProtocol) {
+      const from = (cfg.proxyFrom ?? DEFAULT_PROXY_FROM.map((c) => ({ text: c }))).map((c) => c.text);
+      logger.info(
+        { proxyFrom: cfg.path === undefined ? from : 'unix' },
+        cfg.path === undefined
+          ? `PROXY headers are believed only from ${from.join(', ')} (--proxy-from); any other peer is refused unread`
+          : `PROXY headers are believed from every peer of the Unix socket: its file mode (--unix-mode) says who may connect`,
+      );
+    }
     if (cfg.tls) {
       const c = describeCertificate(cfg.tls.cert);
       logger.info(

@@ -3,6 +3,7 @@
 // its bench, echo-chat). Each combination that cannot work is refused here, naming both flags.
 
 import type { Command } from 'commander';
+import { type Cidr, parseCidr } from '../core/access.js';
 import { parseDuration, UsageError } from '../core/parse.js';
 import type { SocketOptions } from '../core/sockopts.js';
 import { type ClientTls, loadCa, loadServerTls, parseFingerprint, type ServerTls } from '../core/tls.js';
@@ -33,10 +34,19 @@ export function addServerTransportFlags(cmd: Command, { proxy = true } = {}): Co
       '--proxy-protocol',
       'each connection starts with a PROXY protocol v1 or v2 header (HAProxy send-proxy): its client address is logged and used by --allow/--deny and --max-connections-per-ip',
     );
+    cmd.option(
+      '--proxy-from <cidr>',
+      'with --proxy-protocol: the proxies whose headers are believed, CIDR[,CIDR…] (repeatable; default 127.0.0.0/8,::1/128); any other peer is refused before it is read',
+      (v: string, prev: string[] = []) => [...prev, v],
+    );
+    cmd.option(
+      '--proxy-timeout <dur>',
+      'with --proxy-protocol: the header must have come within this, or the connection is closed (default --handshake-timeout if given, else 3s)',
+    );
   }
   return cmd.option(
     '--handshake-timeout <dur>',
-    'with --tls or --proxy-protocol: a new connection must finish its PROXY header and TLS handshake within this (default 10s)',
+    'with --tls: the TLS handshake must be done within this (default 10s); with --proxy-protocol: the PROXY header too, unless --proxy-timeout',
   );
 }
 
@@ -49,6 +59,8 @@ export interface ServerTransportFlags {
   cert?: string;
   key?: string;
   proxyProtocol?: boolean;
+  proxyFrom?: string[];
+  proxyTimeout?: string;
   handshakeTimeout?: string;
 }
 
@@ -61,6 +73,8 @@ export interface ServerTransport {
   alpn?: string[];
   selfSigned?: boolean;
   proxyProtocol?: boolean;
+  proxyFrom?: Cidr[];
+  proxyTimeoutMs?: number;
   handshakeTimeoutMs?: number;
 }
 
@@ -130,6 +144,23 @@ export function resolveServerTransport(
   if (f.proxyProtocol) {
     if (ctx.udp) throw conflict('--proxy-protocol', '--udp');
     t.proxyProtocol = true;
+  }
+  if (f.proxyFrom !== undefined) {
+    const raw = f.proxyFrom.join(',');
+    if (!f.proxyProtocol) throw new UsageError('--proxy-from', raw, 'needs --proxy-protocol');
+    // a Unix-socket peer has no address: the socket file's mode (--unix-mode) says who may connect
+    if (f.unix !== undefined)
+      throw conflict(
+        '--proxy-from',
+        '--unix (a Unix-socket peer has no address; --unix-mode says who may connect)',
+      );
+    const list = raw.split(',').filter((c) => c.trim() !== '');
+    if (list.length === 0) throw new UsageError('--proxy-from', raw, 'needs at least one address or CIDR');
+    t.proxyFrom = list.map((c) => parseCidr('--proxy-from', c));
+  }
+  if (f.proxyTimeout !== undefined) {
+    if (!f.proxyProtocol) throw new UsageError('--proxy-timeout', f.proxyTimeout, 'needs --proxy-protocol');
+    t.proxyTimeoutMs = parseDuration('--proxy-timeout', f.proxyTimeout, 1, 3_600_000);
   }
   if (f.handshakeTimeout !== undefined) {
     if (!f.tls && !f.proxyProtocol)

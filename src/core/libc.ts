@@ -345,6 +345,19 @@ export function sendQueueBytes(sock: unknown): number | undefined {
   }
 }
 
+/** Bytes received and not yet read (ioctl SIOCINQ, Linux); undefined elsewhere or when it fails. */
+export function receiveQueueBytes(sock: unknown): number | undefined {
+  if (process.platform !== 'linux') return undefined;
+  const fd = socketFd(sock);
+  if (fd === undefined) return undefined;
+  try {
+    const out = [0];
+    return loadLibc().ioctl(fd, 0x541b /* SIOCINQ = FIONREAD */, out) === 0 ? out[0] : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
 /**
  * Accept one pending connection on a listening fd that Node does not watch (Linux accept4,
  * non-blocking and close-on-exec); undefined when none is waiting (EAGAIN).

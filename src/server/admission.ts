@@ -1,14 +1,37 @@
 // The one gate every accepted TCP connection passes, in every server mode and in
 // `echo-chat --listen`: access lists, shutdown, --max-connections, --max-connections-per-ip
 // and file-descriptor headroom. A connection that passes holds a slot until its release()
-// is called (when it closes, wherever it was served); one that fails is closed at once,
-// before anything is read, and the refusal is logged once per (kind, source) per interval.
+// is called (when it closes, wherever it was served); one that fails gets a FIN at once,
+// nothing of what it sends is served (it is read and dropped until its FIN, for at most
+// REFUSED_LINGER_MS, so its close is a FIN, not a reset), and the refusal is logged once
+// per (kind, source) per interval.
 
 import type { Socket } from 'node:net';
 import { type AccessControl, RateLimitedLog } from '../core/access.js';
 import { fdHeadroom } from '../core/libc.js';
 import type { Logger } from '../core/log.js';
 import { plural } from '../core/parse.js';
+import { resumeReading } from './preamble.js';
+
+/** How long a refused connection is read and dropped, waiting for its FIN, before it is destroyed. */
+export const REFUSED_LINGER_MS = 2000;
+
+/**
+ * Stop a connection that is not served: FIN now, then read and drop what the client still
+ * sends until its FIN (closing with unread bytes would send RST: ECONNRESET at the client),
+ * destroyed after `lingerMs` at most so that a refused client cannot hold a descriptor.
+ */
+export function finUnread(socket: Socket, lingerMs = REFUSED_LINGER_MS): void {
+  if (socket.destroyed) return;
+  socket.on('error', () => {});
+  socket.end();
+  resumeReading(socket); // a socket held after its PROXY header reads again
+  socket.resume();
+  socket.once('end', () => socket.destroy());
+  const t = setTimeout(() => socket.destroy(), lingerMs);
+  t.unref();
+  socket.once('close', () => clearTimeout(t));
+}
 
 export interface AdmissionOptions {
   access?: AccessControl;
@@ -30,6 +53,11 @@ export interface AdmissionOptions {
   fdCheck?: () => number | undefined;
   logger: Logger;
   logFields?: object;
+  /**
+   * Called before a connection is refused for a limit: frees the slots of connections known
+   * to be over (clients that left while waiting); the limit is then checked again.
+   */
+  reclaim?: () => void;
 }
 
 export type RefusalKind =
@@ -40,7 +68,13 @@ export type RefusalKind =
   | 'fd-limit'
   | 'queue-full'
   | 'no-child'
-  | 'proxy';
+  | 'proxy'
+  | 'plain-on-tls';
+
+interface Slot {
+  /** the address its per-address count is under */
+  address: string;
+}
 
 export class Admission {
   /** connections admitted and not yet released */
@@ -48,12 +82,18 @@ export class Admission {
   closing = false;
   readonly refusedBy: Partial<Record<RefusalKind, number>> = {};
   private readonly perIp = new Map<string, number>();
+  private readonly slots = new WeakMap<() => void, Slot>();
   private readonly log: RateLimitedLog;
   private readonly fdCap: number | undefined;
   private readonly fdLimit: number | undefined;
+  /** refused sockets being read and dropped now, and how many may be (each holds a descriptor) */
+  private lingering = 0;
+  private readonly lingerCap: number;
 
   constructor(private readonly o: AdmissionOptions) {
     this.log = new RateLimitedLog(o.logger);
+    const limit = fdHeadroom()?.limit;
+    this.lingerCap = limit && limit < 1e9 ? Math.max(4, Math.min(256, Math.floor(limit / 16))) : 256;
     const per = o.fdPerConnection ?? 1;
     const fds = o.maxConnections === undefined && per > 0 && !o.fdCheck ? fdHeadroom() : undefined;
     if (fds && fds.limit < 1e9) {
@@ -71,15 +111,21 @@ export class Admission {
 
   /**
    * Admit `socket`, or refuse and close it. On admission, returns the function that frees
-   * its slot (idempotent); call it when the connection is over.
+   * its slot (idempotent); call it when the connection is over. `access: false` skips the
+   * access lists (a PROXY connection: they apply to the client its header names, see move()).
    */
-  admit(socket: Socket, address = socket.remoteAddress ?? '?'): (() => void) | undefined {
+  admit(
+    socket: Socket,
+    address = socket.remoteAddress ?? '?',
+    { access = true } = {},
+  ): (() => void) | undefined {
     const { o } = this;
-    if (o.access?.active) {
+    if (access && o.access?.active) {
       const v = o.access.check(address);
       if (!v.ok) return this.refuse(socket, 'access', v.why, address);
     }
     if (this.closing) return this.refuse(socket, 'closing', 'shutting down', address);
+    if (o.reclaim && this.overLimit(address)) o.reclaim();
     const open = this.held;
     if (o.maxConnections !== undefined && open >= o.maxConnections) {
       return this.refuse(
@@ -119,19 +165,75 @@ export class Admission {
     }
     this.held++;
     let released = false;
-    return () => {
+    const slot: Slot = { address };
+    const release = () => {
       if (released) return;
       released = true;
       this.held--;
-      if (o.maxConnectionsPerIp !== undefined) {
-        const left = (this.perIp.get(address) ?? 1) - 1;
-        if (left > 0) this.perIp.set(address, left);
-        else this.perIp.delete(address);
-      }
+      this.uncount(slot.address);
     };
+    this.slots.set(release, slot);
+    return release;
   }
 
-  /** Close `socket` unread (a plain FIN), count it and log it (rate-limited). */
+  /** Would one more connection from `address` be over a limit? */
+  private overLimit(address: string): boolean {
+    const { o } = this;
+    return (
+      (o.maxConnections !== undefined && this.held >= o.maxConnections) ||
+      (this.fdCap !== undefined && this.held >= this.fdCap) ||
+      (o.maxConnectionsPerIp !== undefined && (this.perIp.get(address) ?? 0) >= o.maxConnectionsPerIp)
+    );
+  }
+
+  /**
+   * The connection holding `release` turns out to be from `address` (its PROXY header says
+   * so): check the access lists and the per-address limit there, and move its count. False
+   * when refused: its slot is freed and the socket closed.
+   */
+  move(socket: Socket, release: () => void, address: string): boolean {
+    const { o } = this;
+    const slot = this.slots.get(release);
+    if (!slot) return false;
+    const refuse = (kind: RefusalKind, why: string) => {
+      release();
+      this.refuse(socket, kind, why, address);
+      return false;
+    };
+    if (o.access?.active) {
+      const v = o.access.check(address);
+      if (!v.ok) return refuse('access', v.why);
+    }
+    if (address === slot.address || o.maxConnectionsPerIp === undefined) {
+      slot.address = address;
+      return true;
+    }
+    if (o.reclaim && (this.perIp.get(address) ?? 0) >= o.maxConnectionsPerIp) o.reclaim();
+    const n = this.perIp.get(address) ?? 0;
+    if (n >= o.maxConnectionsPerIp) {
+      return refuse(
+        'per-ip',
+        `${plural(n, 'connection')} from this address (--max-connections-per-ip ${o.maxConnectionsPerIp})`,
+      );
+    }
+    this.uncount(slot.address);
+    this.perIp.set(address, n + 1);
+    slot.address = address;
+    return true;
+  }
+
+  private uncount(address: string): void {
+    if (this.o.maxConnectionsPerIp === undefined) return;
+    const left = (this.perIp.get(address) ?? 1) - 1;
+    if (left > 0) this.perIp.set(address, left);
+    else this.perIp.delete(address);
+  }
+
+  /**
+   * Close `socket` unserved (a plain FIN, see finUnread), count it and log it (rate-limited).
+   * Beyond lingerCap refused sockets lingering at once (a flood), it is destroyed at once: a
+   * client that still sends then sees a reset, and the flood cannot use up the descriptors.
+   */
   refuse(socket: Socket, kind: RefusalKind, why: string, address = socket.remoteAddress ?? '?'): undefined {
     this.refusedBy[kind] = (this.refusedBy[kind] ?? 0) + 1;
     this.log.warn(
@@ -139,8 +241,15 @@ export class Admission {
       { peer: address, why, ...this.o.logFields },
       `refused ${address}: ${why}`,
     );
-    socket.on('error', () => {});
-    socket.destroy();
+    if (socket.destroyed) return undefined;
+    if (this.lingering >= this.lingerCap) {
+      socket.on('error', () => {});
+      socket.destroy();
+      return undefined;
+    }
+    this.lingering++;
+    socket.once('close', () => this.lingering--);
+    finUnread(socket);
     return undefined;
   }
 

@@ -17,6 +17,10 @@ export interface ServerConfig {
   /** --tls: certificate and key (PEM), read from --cert/--key or made at start */
   tls?: { cert: string; key: string; alpn?: string[] };
   proxyProtocol?: boolean;
+  /** --proxy-from: whose PROXY headers are believed (default loopback) */
+  proxyFrom?: Cidr[];
+  /** --proxy-timeout */
+  proxyTimeoutMs?: number;
   handshakeTimeoutMs?: number;
   /** --fault */
   faults?: Fault[];
@@ -62,6 +66,8 @@ export function echoServerOptions(cfg: ServerConfig, logger: Logger): EchoServer
     ipv6Only: cfg.ipv6Only,
     tls: cfg.tls,
     proxyProtocol: cfg.proxyProtocol,
+    proxyFrom: cfg.proxyFrom,
+    proxyTimeoutMs: cfg.proxyTimeoutMs,
     handshakeTimeoutMs: cfg.handshakeTimeoutMs,
     faults: cfg.faults,
     trace: cfg.trace,

@@ -19,7 +19,12 @@ import { copyTotals, emptyTotals } from './handler.js';
 import { type FromChild, sendToChild } from './ipc.js';
 import { graceTimer, type ServerHandle, startListener } from './listener.js';
 import { Supervisor, WorkerTally } from './supervisor.js';
-import { DEFAULT_HANDSHAKE_TIMEOUT_MS, listenOptions, startEchoServer } from './tcp-server.js';
+import {
+  DEFAULT_HANDSHAKE_TIMEOUT_MS,
+  listenOptions,
+  proxyOptionsOf,
+  startEchoServer,
+} from './tcp-server.js';
 
 export interface StartOptions {
   /**
@@ -51,9 +56,8 @@ export async function startServer(
   try {
     return await startListener({
       listen: listenOptions(o),
-      proxyProtocol: o.proxyProtocol
-        ? { timeoutMs: o.handshakeTimeoutMs ?? DEFAULT_HANDSHAKE_TIMEOUT_MS }
-        : undefined,
+      proxyProtocol: proxyOptionsOf(o),
+      tls: o.tls ? { timeoutMs: o.handshakeTimeoutMs ?? DEFAULT_HANDSHAKE_TIMEOUT_MS } : undefined,
       faults: new FaultSet(cfg.faults),
       admission: {
         access: o.access,

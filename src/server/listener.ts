@@ -8,8 +8,17 @@
 // With `--mode workers --exclusive` each worker runs a listener of its own (child-main.ts).
 
 import net, { type AddressInfo, type Socket } from 'node:net';
+import type { AccessControl } from '../core/access.js';
 import { countError, errorCode, explainError } from '../core/errors.js';
-import { acceptOne, boundPort, closeFd, peerCredentials, type TcpInfo } from '../core/libc.js';
+import {
+  acceptOne,
+  boundPort,
+  closeFd,
+  peerCredentials,
+  receiveQueueBytes,
+  type TcpInfo,
+  tcpInfo,
+} from '../core/libc.js';
 import {
   DEFAULT_BACKLOG,
   type ListenOptions,
@@ -21,10 +30,10 @@ import type { Logger } from '../core/log.js';
 import { formatAddress } from '../core/parse.js';
 import { formatReport, type OptionReport, reportSocketOptions } from '../core/sockopts.js';
 import type { UdpTotals } from '../udp/server.js';
-import { Admission, type AdmissionOptions, plural } from './admission.js';
+import { Admission, type AdmissionOptions, finUnread, plural } from './admission.js';
 import type { Fault, FaultSet } from './faults.js';
 import { copyTotals, type ServerTotals } from './handler.js';
-import { readProxyHeader } from './preamble.js';
+import { readFirstBytes, readProxyHeader } from './preamble.js';
 import { acceptWithSharedRead, type ReadCallback, sharedReadEnabled } from './user-buffer.js';
 
 export interface LiveConnection {
@@ -121,8 +130,18 @@ export interface ListenerOptions {
   logFields?: object;
   /** log the listening socket's options as the kernel reports them */
   logOptions?: boolean;
-  /** every connection starts with a PROXY v1/v2 header, read within this many ms */
-  proxyProtocol?: { timeoutMs: number };
+  /**
+   * Every connection starts with a PROXY v1/v2 header, read within `timeoutMs`. Only peers
+   * in `from` may send one (a Unix socket's peers all may: its file mode says who can
+   * connect); anyone else is refused before a byte is read.
+   */
+  proxyProtocol?: { timeoutMs: number; from: AccessControl };
+  /**
+   * --tls: the first bytes are read here, within `timeoutMs`; a client whose first byte is
+   * not a TLS handshake record (0x16) gets a TLS alert and a FIN at once, instead of waiting
+   * out the handshake timeout (a short plain line is less than a record header: TLS waits).
+   */
+  tls?: { timeoutMs: number };
   /** --fault: chosen here, per connection, so p= and every= hold across processes */
   faults?: FaultSet;
 }
@@ -142,16 +161,19 @@ export function peerName(socket: Socket, unix: boolean): string {
   return cred ? `unix pid ${cred.pid} uid ${cred.uid}` : 'unix';
 }
 
+/** the first byte of a TLS handshake record (a ClientHello's) */
+const TLS_HANDSHAKE = 0x16;
+/** a TLS record: fatal alert unexpected_message, what a plain client is answered */
+const TLS_ALERT_UNEXPECTED = Buffer.from([0x15, 0x03, 0x01, 0x00, 0x02, 0x02, 0x0a]);
+
+/** Linux TCP states (tcp_states.h) as TCP_INFO reports them */
+const TCP_CLOSE = 7;
+const TCP_CLOSE_WAIT = 8;
+/** after a sweep of the waiting queue that freed nothing, the next one waits this long (ms) */
+const SWEEP_IDLE_MS = 50;
+
 /** The address admission counts a peer under: its IP, or `unix` for every local client. */
 const peerIp = (socket: Socket, unix: boolean) => (unix ? 'unix' : (socket.remoteAddress ?? '?'));
-
-/** Stop a connection that was never served: FIN, then drop whatever the client still sends. */
-function finUnread(socket: Socket): void {
-  socket.on('error', () => {});
-  socket.end();
-  socket.resume();
-  socket.once('end', () => socket.destroy());
-}
 
 /** Call `force` after `ms` unless the returned function cancels it first: the grace timer of every mode. */
 export function graceTimer(ms: number, force: () => void): () => void {
@@ -164,8 +186,10 @@ export async function startListener(o: ListenerOptions): Promise<ServerHandle> {
   const concurrency = o.concurrency ?? Number.POSITIVE_INFINITY;
   // clients waiting for a slot hold a descriptor each: bound them as the kernel bounds its queue
   const queueLimit = o.listen.backlog ?? DEFAULT_BACKLOG;
-  const admission = new Admission({ ...o.admission, logger, logFields: o.logFields });
   const queue: Waiting[] = [];
+  /** sockets whose first bytes (a PROXY header, a TLS record header) are being read */
+  const pendingHeaders = new Set<Socket>();
+  const admission = new Admission({ ...o.admission, logger, logFields: o.logFields, reclaim: () => sweep() });
   let serving = 0;
   let onIdle: (() => void) | undefined;
   const idle = () => serving === 0 && queue.length === 0;
@@ -203,11 +227,95 @@ export async function startListener(o: ListenerOptions): Promise<ServerHandle> {
     }
   };
 
-  const admitAndServe = (socket: Socket, ip: string, peer: string, head?: Buffer) => {
-    const release = admission.admit(socket, ip);
+  // Waiting sockets are not read, so a client that leaves is not noticed by 'end' or 'close'.
+  // Before a refusal for a limit, the kernel is asked instead. A waiter whose connection was
+  // reset (TCP state CLOSE) is gone; one that sent FIN with nothing unread (CLOSE_WAIT, empty
+  // receive queue) has nothing to echo: its whole echo is our FIN, sent now. A waiter that
+  // sent bytes before its FIN stays: from here, a client that shut down only its write side
+  // (nc -N) cannot be told from one that closed, and the first still waits for its echo.
+  // A sweep costs about 5 µs per waiter; one that freed nothing is not repeated within
+  // SWEEP_IDLE_MS, so a flood of refused clients cannot turn it into a CPU sink.
+  let fruitlessAt = Number.NEGATIVE_INFINITY;
+  const sweep = () => {
+    if (queue.length === 0 || Date.now() - fruitlessAt < SWEEP_IDLE_MS) return;
+    let freed = false;
+    for (const w of [...queue]) {
+      if (w.head?.length) continue;
+      const state = tcpInfo(w.socket)?.state;
+      const gone = state === TCP_CLOSE;
+      if (!gone && !(state === TCP_CLOSE_WAIT && receiveQueueBytes(w.socket) === 0)) continue;
+      queue.splice(queue.indexOf(w), 1);
+      w.release();
+      freed = true;
+      if (gone) w.socket.destroy();
+      else finUnread(w.socket);
+    }
+    if (!freed) fruitlessAt = Date.now();
+  };
+
+  /** `held`: the slot a PROXY connection took at accept (moved to `ip` already) */
+  const admitAndServe = (socket: Socket, ip: string, peer: string, head?: Buffer, held?: () => void) => {
+    const release = held ?? admission.admit(socket, ip);
     if (!release) return;
+    if (!o.tls) return place(socket, ip, peer, release, head);
+    if (head?.length) {
+      if (head[0] === TLS_HANDSHAKE) return place(socket, ip, peer, release, head);
+      release();
+      return refusePlain(socket, ip);
+    }
+    void firstBytes(socket, ip, peer, release, o.tls.timeoutMs);
+  };
+
+  const refusePlain = (socket: Socket, ip: string) => {
+    socket.on('error', () => {});
+    socket.write(TLS_ALERT_UNEXPECTED);
+    admission.refuse(
+      socket,
+      'plain-on-tls',
+      'plain bytes on a TLS port (not a TLS ClientHello): the client needs TLS (echo-client --tls)',
+      ip,
+    );
+  };
+
+  const firstBytes = async (socket: Socket, ip: string, peer: string, release: () => void, ms: number) => {
+    pendingHeaders.add(socket);
+    let first: Buffer;
+    try {
+      first = await readFirstBytes(socket, ms);
+    } catch (err) {
+      // nothing came: the client left, or the time the TLS handshake had is over
+      release();
+      socket.destroy();
+      const code = errorCode(err);
+      if (code === 'ERR_TLS_NO_HELLO') return;
+      countError(totals.errors, code);
+      const why = explainError({ code }, { role: 'server' });
+      admission.warnOnce(
+        `tls|${code}|${ip}`,
+        { peer, error: code },
+        `closed ${peer}: in 0 B, out 0 B, error ${code} — ${why.meaning}. ${why.hint}`,
+      );
+      return;
+    } finally {
+      pendingHeaders.delete(socket);
+    }
+    if (first[0] !== TLS_HANDSHAKE) {
+      release();
+      return refusePlain(socket, ip);
+    }
+    if (admission.closing) {
+      release();
+      socket.destroy();
+      return;
+    }
+    place(socket, ip, peer, release, first);
+  };
+
+  /** An admitted connection: served now, or waiting its turn. */
+  const place = (socket: Socket, ip: string, peer: string, release: () => void, head?: Buffer) => {
     const faults = o.faults?.pick();
     if (serving < concurrency) return start(socket, peer, release, head, faults);
+    if (queue.length >= queueLimit) sweep();
     if (queue.length >= queueLimit) {
       release();
       admission.refuse(socket, 'queue-full', `${plural(queue.length, 'client')} already waiting`, ip);
@@ -231,10 +339,11 @@ export async function startListener(o: ListenerOptions): Promise<ServerHandle> {
     }
   };
 
-  // --proxy-protocol: the header names the client; until it has come, the connection holds no slot
+  // --proxy-protocol: only a trusted proxy may name the client. From accept the connection
+  // holds a slot counted under the proxy's address; once the header names the client, the
+  // access lists and the per-address limit apply to that client and the count moves to it.
   const unix = o.listen.path !== undefined;
-  const pendingHeaders = new Set<Socket>();
-  const proxied = async (socket: Socket, timeoutMs: number) => {
+  const proxied = async (socket: Socket, release: () => void, timeoutMs: number) => {
     pendingHeaders.add(socket);
     try {
       const { header, rest } = await readProxyHeader(socket, timeoutMs);
@@ -243,8 +352,10 @@ export async function startListener(o: ListenerOptions): Promise<ServerHandle> {
       const ip =
         src && (header.family === 'tcp4' || header.family === 'tcp6') ? src.address : peerIp(socket, unix);
       const peer = src && ip === src.address ? `${formatAddress(src.address, src.port)} via ${via}` : via;
-      admitAndServe(socket, ip, peer, rest.length ? rest : undefined);
+      if (!admission.move(socket, release, ip)) return;
+      admitAndServe(socket, ip, peer, rest.length ? rest : undefined, release);
     } catch (err) {
+      release();
       admission.refuse(socket, 'proxy', explainError(err).summary, peerIp(socket, unix));
     } finally {
       pendingHeaders.delete(socket);
@@ -252,10 +363,17 @@ export async function startListener(o: ListenerOptions): Promise<ServerHandle> {
   };
 
   const proxy = o.proxyProtocol;
-  const paused = backend.pauseOnConnect || proxy !== undefined;
+  const proxyFrom = proxy ? proxy.from.allow.map((c) => c.text).join(', ') : '';
+  const paused = backend.pauseOnConnect || proxy !== undefined || o.tls !== undefined;
   const onConnection = (socket: Socket) => {
-    if (proxy) void proxied(socket, proxy.timeoutMs);
-    else admitAndServe(socket, peerIp(socket, unix), peerName(socket, unix));
+    const ip = peerIp(socket, unix);
+    if (!proxy) return admitAndServe(socket, ip, peerName(socket, unix));
+    if (!unix && !proxy.from.check(ip).ok) {
+      admission.refuse(socket, 'proxy', `not a trusted proxy (--proxy-from ${proxyFrom})`, ip);
+      return;
+    }
+    const release = admission.admit(socket, ip, { access: false });
+    if (release) void proxied(socket, release, proxy.timeoutMs);
   };
   const server = net.createServer({ allowHalfOpen: true, pauseOnConnect: paused }, onConnection);
   const unixNotes: UnixListenNotes = {};
@@ -296,7 +414,7 @@ export async function startListener(o: ListenerOptions): Promise<ServerHandle> {
   } else {
     address = await listenSocket(server, o.listen, unixNotes);
     // a PROXY header is read through the stream before the echo starts: that path keeps 'data'
-    if (backend.sharedRead && !proxy && sharedReadEnabled())
+    if (backend.sharedRead && !proxy && !o.tls && sharedReadEnabled())
       acceptWithSharedRead(
         server,
         { allowHalfOpen: true, pauseOnCreate: paused },

@@ -56,6 +56,7 @@ export function readProxyHeader(socket: Socket, timeoutMs: number): Promise<Prox
       clearTimeout(timer);
       socket.off('data', onData);
       socket.off('end', onEnd);
+      socket.off('close', onClose);
       socket.off('error', onError);
       if (err) {
         socket.on('error', () => {});
@@ -79,6 +80,7 @@ export function readProxyHeader(socket: Socket, timeoutMs: number): Promise<Prox
         ),
       );
     const onError = (err: Error) => finish(err);
+    const onClose = () => finish(codedError('ERR_PROXY_HEADER', 'closed before a whole PROXY header'));
     const timer = setTimeout(
       () => finish(codedError('ERR_PROXY_HEADER', `no PROXY header within ${formatDuration(timeoutMs)}`)),
       timeoutMs,
@@ -86,6 +88,44 @@ export function readProxyHeader(socket: Socket, timeoutMs: number): Promise<Prox
     socket.on('data', onData);
     socket.once('end', onEnd);
     socket.once('error', onError);
+    socket.once('close', onClose);
+    socket.resume();
+  });
+}
+
+/**
+ * Read the first bytes a client sends, within `timeoutMs`, then stop reading (as after a
+ * PROXY header). Rejects when the connection ends (ERR_TLS_NO_HELLO) or the time is up
+ * (ERR_TLS_HANDSHAKE_TIMEOUT: the first bytes of a TLS connection are its handshake's).
+ */
+export function readFirstBytes(socket: Socket, timeoutMs: number): Promise<Buffer> {
+  return new Promise((resolve, reject) => {
+    const finish = (err?: Error, value?: Buffer) => {
+      clearTimeout(timer);
+      socket.off('data', onData);
+      socket.off('end', onEnd);
+      socket.off('close', onEnd);
+      socket.off('error', onError);
+      if (err) {
+        socket.on('error', () => {});
+        reject(err);
+      } else resolve(value!);
+    };
+    const onData = (chunk: Buffer) => {
+      stopReading(socket);
+      finish(undefined, chunk);
+    };
+    const onEnd = () => finish(codedError('ERR_TLS_NO_HELLO', 'closed before sending anything'));
+    const onError = (err: Error) => finish(err);
+    const timer = setTimeout(
+      () => finish(codedError('ERR_TLS_HANDSHAKE_TIMEOUT', 'TLS handshake timed out')),
+      timeoutMs,
+    );
+    socket.on('data', onData);
+    socket.once('end', onEnd);
+    socket.once('close', onEnd);
+    socket.once('error', onError);
+    resumeReading(socket);
     socket.resume();
   });
 }

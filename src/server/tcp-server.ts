@@ -2,7 +2,7 @@
 // and what each process of the multi-process modes runs. It is the listener (listener.ts)
 // with the serve-here backend (here.ts).
 
-import type { AccessControl } from '../core/access.js';
+import { AccessControl, type Cidr, parseCidr } from '../core/access.js';
 import { DEFAULT_BACKLOG, type ListenOptions } from '../core/listen.js';
 import { type Logger, silentLogger } from '../core/log.js';
 import type { SocketOptions } from '../core/sockopts.js';
@@ -31,7 +31,14 @@ export interface EchoServerOptions extends ConnectionLimits {
   tls?: { cert: string; key: string; alpn?: string[] };
   /** every connection starts with a PROXY protocol v1 or v2 header naming the real client */
   proxyProtocol?: boolean;
-  /** a new connection's PROXY header and TLS handshake must be done within this (ms, default 10 000) */
+  /**
+   * with proxyProtocol: the proxies whose headers are believed (default: loopback,
+   * 127.0.0.0/8 and ::1); a TCP peer outside them is refused before anything is read
+   */
+  proxyFrom?: Cidr[];
+  /** with proxyProtocol: the header must have come within this (ms; default handshakeTimeoutMs if set, else 3000) */
+  proxyTimeoutMs?: number;
+  /** a new connection's TLS handshake must be done within this (ms, default 10 000) */
   handshakeTimeoutMs?: number;
   /** a line sent to each client as it connects (after TLS), before any echo: which instance answered */
   banner?: string;
@@ -69,6 +76,24 @@ export const DEFAULT_PORT = 7007;
 export const DEFAULT_HOST = '127.0.0.1';
 
 export const DEFAULT_HANDSHAKE_TIMEOUT_MS = 10_000;
+/** a proxy sends its header with the connection's first bytes: seconds are plenty */
+export const DEFAULT_PROXY_TIMEOUT_MS = 3_000;
+/** whose PROXY headers are believed when proxyFrom is not given */
+export const DEFAULT_PROXY_FROM: readonly string[] = ['127.0.0.0/8', '::1/128'];
+
+/** The listener's PROXY protocol settings for these options (undefined without proxyProtocol). */
+export function proxyOptionsOf(
+  opts: EchoServerOptions,
+): { timeoutMs: number; from: AccessControl } | undefined {
+  if (!opts.proxyProtocol) return undefined;
+  const from = opts.proxyFrom?.length
+    ? opts.proxyFrom
+    : DEFAULT_PROXY_FROM.map((c) => parseCidr('--proxy-from', c));
+  return {
+    timeoutMs: opts.proxyTimeoutMs ?? opts.handshakeTimeoutMs ?? DEFAULT_PROXY_TIMEOUT_MS,
+    from: new AccessControl(from),
+  };
+}
 
 /** Where and how the listening socket is opened. */
 export function listenOptions(opts: EchoServerOptions): ListenOptions {
@@ -110,9 +135,8 @@ export async function startEchoServer(opts: EchoServerOptions = {}): Promise<Ech
   const sock = opts.socket ?? {};
   return startListener({
     listen: listenOptions(opts),
-    proxyProtocol: opts.proxyProtocol
-      ? { timeoutMs: opts.handshakeTimeoutMs ?? DEFAULT_HANDSHAKE_TIMEOUT_MS }
-      : undefined,
+    proxyProtocol: proxyOptionsOf(opts),
+    tls: opts.tls ? { timeoutMs: opts.handshakeTimeoutMs ?? DEFAULT_HANDSHAKE_TIMEOUT_MS } : undefined,
     faults: new FaultSet(opts.faults),
     admission: {
       access: opts.access,
