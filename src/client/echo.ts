@@ -58,8 +58,11 @@ export class EchoConnection {
       this.lastMove = performance.now();
       this.received += chunk.length;
       if (this.received > this.sent) {
-        // never kept: reading stops here, however much more the peer would send
-        this.error ??= beyondSent(this.received - this.sent, this.sent);
+        // never kept: reading stops here, however much more the peer would send. A TLS record
+        // as the first bytes back is a TLS server's alert to plain bytes.
+        const first = this.received === chunk.length;
+        this.error ??=
+          first && looksLikeTls(chunk) ? speaksTls() : beyondSent(this.received - this.sent, this.sent);
         socket.destroy();
         this.wake?.();
         return;
