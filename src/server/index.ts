@@ -78,7 +78,17 @@ async function startUdp(cfg: ServerConfig, logger: Logger): Promise<ServerHandle
     logger,
     logOptions: cfg.verbose,
     faults: cfg.faults,
-    tracer: cfg.trace ? createTracer(cfg.trace.format, traceSink(cfg.trace.file)) : undefined,
+    tracer: cfg.trace
+      ? createTracer(
+          cfg.trace.format,
+          traceSink(cfg.trace.file, (err) =>
+            logger.warn(
+              { trace: cfg.trace?.file ?? 'stderr', code: err.code },
+              `trace to ${cfg.trace?.file ?? 'stderr'} failed (${err.code}): the trace is dropped from now on; echoing goes on`,
+            ),
+          ),
+        )
+      : undefined,
   });
   return {
     address: srv.address,

@@ -1,0 +1,196 @@
+// A log that cannot be written (its reader left, a full disk) never stops serving nor keeps a
+// process alive; with --log-format json every stderr line is JSON; metrics move as bytes flow;
+// health checks are not errors; the metrics port drops half-sent requests.
+
+import { type ChildProcess, spawn, spawnSync } from 'node:child_process';
+import dgram from 'node:dgram';
+import { once } from 'node:events';
+import fs from 'node:fs';
+import net from 'node:net';
+import tls from 'node:tls';
+import { describe, expect, it, onTestFinished } from 'vitest';
+import { bin, until } from './helpers.js';
+
+/** The port `pid` listens on (TCP or UDP), as ss shows it: its stderr may say nothing. */
+async function portOf(pid: number, udp = false): Promise<number> {
+  let port = 0;
+  await until(
+    () => {
+      const out = spawnSync('ss', [udp ? '-lunpH' : '-ltnpH'], { encoding: 'utf8' }).stdout;
+      for (const line of out.split('\n')) {
+        if (!line.includes(`pid=${pid},`)) continue;
+        const m = line.split(/\s+/)[3]?.match(/:(\d+)$/);
+        if (m) port = Number(m[1]);
+      }
+      return port > 0;
+    },
+    15_000,
+    `pid ${pid} listening`,
+  );
+  return port;
+}
+
+function spawnWith(name: string, args: string[], stderr: 'pipe' | number): ChildProcess {
+  const child = spawn(process.execPath, [bin(name), ...args], { stdio: ['ignore', 'ignore', stderr] });
+  onTestFinished(() => {
+    if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
+  });
+  return child;
+}
+
+/** SIGTERM, then the time until the process has ended (rejects after `boundMs`). */
+async function termination(child: ChildProcess, boundMs = 8_000): Promise<number> {
+  const t0 = performance.now();
+  const exited = once(child, 'exit');
+  child.kill('SIGTERM');
+  let timer: NodeJS.Timeout | undefined;
+  const bound = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`still alive ${boundMs} ms after SIGTERM`)), boundMs);
+  });
+  try {
+    await Promise.race([exited, bound]);
+  } finally {
+    clearTimeout(timer);
+  }
+  return performance.now() - t0;
+}
+
+/** One echo over a new connection (TLS when asked). */
+async function echoOnce(port: number, useTls: boolean, payload: string): Promise<string> {
+  const s = useTls
+    ? tls.connect({ port, host: '127.0.0.1', rejectUnauthorized: false })
+    : net.connect({ port, host: '127.0.0.1' });
+  onTestFinished(() => {
+    s.destroy();
+  });
+  await once(s, useTls ? 'secureConnect' : 'connect');
+  s.write(payload);
+  let got = '';
+  s.setEncoding('utf8');
+  for await (const chunk of s) {
+    got += chunk;
+    if (got.length >= payload.length) break;
+  }
+  s.destroy();
+  return got;
+}
+
+async function udpEcho(port: number, payload: string): Promise<string> {
+  const s = dgram.createSocket('udp4');
+  onTestFinished(() => {
+    try {
+      s.close();
+    } catch {}
+  });
+  s.send(payload, port, '127.0.0.1');
+  const [msg] = (await once(s, 'message')) as [Buffer];
+  s.close();
+  return msg.toString();
+}
+
+/** Ten echoes, one connection (or datagram) each: every one must come back. */
+async function tenEchoes(port: number, kind: { udp?: boolean; tls?: boolean }): Promise<void> {
+  for (let i = 0; i < 10; i++) {
+    const payload = `hello ${i}\n`;
+    const got = kind.udp ? await udpEcho(port, payload) : await echoOnce(port, kind.tls === true, payload);
+    expect(got).toBe(payload);
+  }
+}
+
+const MODES: [string, string[], { udp?: boolean; tls?: boolean }][] = [
+  ['evented', [], {}],
+  ['iterative', ['--mode', 'iterative'], {}],
+  ['workers', ['--mode', 'workers', '--workers', '2'], {}],
+  ['fork', ['--mode', 'fork'], {}],
+  ['udp', ['--udp'], { udp: true }],
+  ['tls', ['--tls'], { tls: true }],
+];
+
+describe('a log nobody can write', () => {
+  describe.each(MODES)('%s', (_name, args, kind) => {
+    it('stderr whose reader left (EPIPE): echoes answered, SIGTERM ends it', async () => {
+      const child = spawnWith('echo-server', ['--port', '0', '-v', '--log-format', 'json', ...args], 'pipe');
+      // read the first line, then leave as `| head -c 100` does
+      await once(child.stderr!, 'data');
+      child.stderr!.destroy();
+      const port = await portOf(child.pid!, kind.udp);
+      await tenEchoes(port, kind);
+      expect(await termination(child)).toBeLessThan(8_000);
+    });
+
+    it('stderr on a full disk (/dev/full, ENOSPC): echoes answered, SIGTERM ends it', async () => {
+      const fd = fs.openSync('/dev/full', 'w');
+      const child = spawnWith('echo-server', ['--port', '0', '-v', '--log-format', 'json', ...args], fd);
+      fs.closeSync(fd);
+      const port = await portOf(child.pid!, kind.udp);
+      await tenEchoes(port, kind);
+      expect(await termination(child)).toBeLessThan(8_000);
+    });
+  });
+
+  it.each(MODES)(
+    '%s: --trace-file on a full disk: echoes answered, said once, SIGTERM ends it',
+    async (_n, args, kind) => {
+      const child = spawnWith(
+        'echo-server',
+        ['--port', '0', '--log-format', 'json', '--trace', '--trace-file', '/dev/full', ...args],
+        'pipe',
+      );
+      let err = '';
+      child.stderr!.setEncoding('utf8').on('data', (d: string) => {
+        err += d;
+      });
+      const port = await portOf(child.pid!, kind.udp);
+      await tenEchoes(port, kind);
+      expect(await termination(child)).toBeLessThan(8_000);
+      // each process that writes the trace says once that it failed (fork: one per child)
+      const said = err.match(/trace to \/dev\/full failed \(ENOSPC\)/g)?.length ?? 0;
+      expect(said).toBeGreaterThanOrEqual(1);
+      if (!args.includes('fork')) expect(said).toBeLessThanOrEqual(args.includes('workers') ? 2 : 1);
+    },
+  );
+
+  it('stderr whose reader is stuck (a full pipe): echoes answered, SIGTERM ends it', async () => {
+    const child = spawnWith('echo-server', ['--port', '0', '-v', '--log-format', 'json'], 'pipe');
+    await once(child.stderr!, 'data');
+    const port = await portOf(child.pid!);
+    child.stderr!.pause(); // nobody reads: the pipe fills, writes meet EAGAIN
+    // enough connections, each logging lines, to fill a 64 KiB pipe and Node's buffer ahead of it
+    for (let i = 0; i < 400; i++) {
+      const got = await echoOnce(port, false, `x${i}\n`);
+      expect(got).toBe(`x${i}\n`);
+    }
+    expect(await termination(child)).toBeLessThan(8_000);
+  });
+
+  it('echo-client -v whose output reader stops after 10 bytes ends, every run', async () => {
+    const server = net.createServer((s) => s.pipe(s));
+    server.listen(0, '127.0.0.1');
+    await once(server, 'listening');
+    onTestFinished(() => {
+      server.close();
+    });
+    const port = (server.address() as net.AddressInfo).port;
+    const client = `${JSON.stringify(process.execPath)} ${JSON.stringify(bin('echo-client'))}`;
+    for (let run = 0; run < 6; run++) {
+      // the command line of the report, in its own process group so that all of it can be killed
+      const sh = spawn('sh', ['-c', `${client} -v -m hello 127.0.0.1 ${port} 2>&1 | head -c 10`], {
+        stdio: ['ignore', 'pipe', 'ignore'],
+        detached: true,
+      });
+      onTestFinished(() => {
+        try {
+          process.kill(-sh.pid!, 'SIGKILL');
+        } catch {}
+      });
+      let timer: NodeJS.Timeout | undefined;
+      const [code] = (await Promise.race([
+        once(sh, 'exit'),
+        new Promise((_, reject) => {
+          timer = setTimeout(() => reject(new Error(`run ${run}: echo-client still running`)), 8_000);
+        }),
+      ]).finally(() => clearTimeout(timer))) as [number];
+      expect(code).toBe(0);
+    }
+  });
+});
