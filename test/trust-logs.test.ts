@@ -194,3 +194,32 @@ describe('a log nobody can write', () => {
     }
   });
 });
+
+describe('the metrics port', () => {
+  it('closes a connection that sent half a request line within a few seconds', async () => {
+    const child = spawnWith('echo-server', ['--port', '0', '--log-format', 'json', '--metrics', '0'], 'pipe');
+    let err = '';
+    child.stderr!.setEncoding('utf8').on('data', (d: string) => {
+      err += d;
+    });
+    await until(() => /metrics on http:\/\/[^:]+:\d+/.test(err), 15_000, 'metrics line');
+    const port = Number(err.match(/metrics on http:\/\/[^:]+:(\d+)/)![1]);
+    const s = net.connect({ port, host: '127.0.0.1' });
+    onTestFinished(() => {
+      s.destroy();
+    });
+    await once(s, 'connect');
+    s.write('GET /metr');
+    s.resume();
+    const t0 = performance.now();
+    let timer: NodeJS.Timeout | undefined;
+    await Promise.race([
+      once(s, 'close'),
+      new Promise((_, reject) => {
+        timer = setTimeout(() => reject(new Error('half a request still held after 10 s')), 10_000);
+      }),
+    ]).finally(() => clearTimeout(timer));
+    expect(performance.now() - t0).toBeLessThan(10_000);
+    expect(performance.now() - t0).toBeGreaterThan(1_000); // a slow client is given a moment
+  });
+});

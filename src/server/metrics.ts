@@ -89,6 +89,9 @@ export function metricsRegistry(h: ServerHandle, instance?: string): Registry {
   return registry;
 }
 
+/** How long the metrics port waits for a whole request (request line and headers). */
+const HEADERS_TIMEOUT_MS = 3_000;
+
 /** Serve GET /metrics (Prometheus text exposition) on host:port. */
 export async function startMetrics(
   h: ServerHandle,
@@ -97,16 +100,26 @@ export async function startMetrics(
   instance?: string,
 ): Promise<MetricsServer> {
   const registry = metricsRegistry(h, instance);
-  const server = http.createServer((req, res) => {
-    if (req.method !== 'GET' || (req.url ?? '').split('?')[0] !== '/metrics') {
-      res.writeHead(404, { 'content-type': 'text/plain' }).end('only GET /metrics here\n');
-      return;
-    }
-    registry.metrics().then(
-      (text) => res.writeHead(200, { 'content-type': registry.contentType }).end(text),
-      (err) => res.writeHead(500, { 'content-type': 'text/plain' }).end(`${(err as Error).message}\n`),
-    );
-  });
+  // a scrape is one small GET: a client that has not sent its whole request within
+  // HEADERS_TIMEOUT_MS is closed (Node's defaults hold a half-sent request for a minute and more,
+  // checked every 30 s)
+  const server = http.createServer(
+    {
+      headersTimeout: HEADERS_TIMEOUT_MS,
+      requestTimeout: HEADERS_TIMEOUT_MS,
+      connectionsCheckingInterval: 500,
+    },
+    (req, res) => {
+      if (req.method !== 'GET' || (req.url ?? '').split('?')[0] !== '/metrics') {
+        res.writeHead(404, { 'content-type': 'text/plain' }).end('only GET /metrics here\n');
+        return;
+      }
+      registry.metrics().then(
+        (text) => res.writeHead(200, { 'content-type': registry.contentType }).end(text),
+        (err) => res.writeHead(500, { 'content-type': 'text/plain' }).end(`${(err as Error).message}\n`),
+      );
+    },
+  );
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);
     server.listen(port, host, () => {
