@@ -9,7 +9,7 @@ import fs from 'node:fs';
 import net from 'node:net';
 import tls from 'node:tls';
 import { describe, expect, it, onTestFinished } from 'vitest';
-import { bin, until } from './helpers.js';
+import { bin, jsonLines, until } from './helpers.js';
 
 /** The port `pid` listens on (TCP or UDP), as ss shows it: its stderr may say nothing. */
 async function portOf(pid: number, udp = false): Promise<number> {
@@ -221,5 +221,94 @@ describe('the metrics port', () => {
     ]).finally(() => clearTimeout(timer));
     expect(performance.now() - t0).toBeLessThan(10_000);
     expect(performance.now() - t0).toBeGreaterThan(1_000); // a slow client is given a moment
+  });
+});
+
+/** Every line of `text` parses as a JSON object; returns them. */
+function allJson(text: string): Record<string, unknown>[] {
+  const lines = text.split('\n').filter((l) => l !== '');
+  expect(lines.length).toBeGreaterThan(0);
+  return lines.map((l) => {
+    let o: unknown;
+    try {
+      o = JSON.parse(l);
+    } catch {
+      throw new Error(`not JSON: ${l}`);
+    }
+    expect(typeof o).toBe('object');
+    return o as Record<string, unknown>;
+  });
+}
+
+/** Run a CLI to its end with stdin `input`; its stderr and exit code. */
+async function runCli(
+  name: string,
+  args: string[],
+  input = '',
+): Promise<{ code: number | null; err: string }> {
+  const child = spawn(process.execPath, [bin(name), ...args], { stdio: ['pipe', 'ignore', 'pipe'] });
+  onTestFinished(() => {
+    if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
+  });
+  let err = '';
+  child.stderr!.setEncoding('utf8').on('data', (d: string) => {
+    err += d;
+  });
+  child.stdin!.on('error', () => {});
+  child.stdin!.end(input);
+  const [code] = (await once(child, 'close')) as [number | null];
+  return { code, err };
+}
+
+describe('--log-format json: every stderr line is a JSON object', () => {
+  it.each([
+    ['echo-client, nothing listening (exit 1)', 'echo-client', ['-m', 'x', '127.0.0.1', 'CLOSED'], 1],
+    ['echo-client, an unknown flag (exit 2)', 'echo-client', ['--bogus'], 2],
+    ['echo-server, a bad port (exit 2)', 'echo-server', ['--port', '99999'], 2],
+    ['echo-chat, nothing listening (exit 1)', 'echo-chat', ['127.0.0.1', 'CLOSED'], 1],
+    ['echo-chat, a missing port (exit 2)', 'echo-chat', ['127.0.0.1'], 2],
+  ])('a failing command: %s', async (_what, name, args, want) => {
+    const closed = net.createServer();
+    closed.listen(0, '127.0.0.1');
+    await once(closed, 'listening');
+    const port = String((closed.address() as net.AddressInfo).port);
+    await new Promise((r) => closed.close(r));
+    const argv = ['--log-format', 'json', ...(args as string[]).map((a) => (a === 'CLOSED' ? port : a))];
+    const { code, err } = await runCli(name as string, argv);
+    expect(code).toBe(want);
+    const lines = allJson(err);
+    expect(lines.at(-1)).toMatchObject({ level: 50, name, exitCode: want });
+  });
+
+  it('echo-server start and stop, echo-client -v, echo-chat piped', async () => {
+    const srv = spawnWith(
+      'echo-server',
+      ['--port', '0', '-v', '--log-format', 'json', '--metrics', '0'],
+      'pipe',
+    );
+    let err = '';
+    srv.stderr!.setEncoding('utf8').on('data', (d: string) => {
+      err += d;
+    });
+    await until(() => /listening on/.test(err), 15_000, 'listening line');
+    const port = String(jsonLines(err).find((l) => /listening on/.test(l.msg))!.port);
+    const client = await runCli('echo-client', [
+      '--log-format',
+      'json',
+      '-v',
+      '-m',
+      'hello',
+      '127.0.0.1',
+      port,
+    ]);
+    expect(client.code).toBe(0);
+    allJson(client.err);
+    const chat = await runCli('echo-chat', ['--log-format', 'json', '-v', '127.0.0.1', port], 'hi\n');
+    expect(chat.code).toBe(0);
+    const chatLines = allJson(chat.err);
+    expect(chatLines.some((l) => /connected to/.test(String(l.msg)))).toBe(true);
+    await termination(srv);
+    const srvLines = allJson(err);
+    expect(srvLines.some((l) => /totals/.test(String(l.msg)))).toBe(true);
   });
 });

@@ -33,6 +33,7 @@ import {
   conflict,
   exitQuietlyOnClosedStdout,
   type FamilyFlags,
+  jsonLogs,
   type LogFlags,
   loggerFromFlags,
   newProgram,
@@ -43,6 +44,7 @@ import {
   resolveTrace,
   runCli,
   type SocketOptionFlags,
+  stderrLine,
   type TraceFlags,
 } from './common.js';
 import {
@@ -395,7 +397,8 @@ async function runClient(hostArg: string | undefined, portArg: string | undefine
   for (const r of options) logger.debug({ ...r }, formatReport(r));
   if (cfg.banner) {
     const line = await readBanner(socket, cfg.connectTimeoutMs);
-    process.stderr.write(`banner: ${escapeForTerminal(line)}\n`);
+    if (jsonLogs()) stderrLine('echo-client', 'info', `banner: ${escapeForTerminal(line)}`, { banner: line });
+    else process.stderr.write(`banner: ${escapeForTerminal(line)}\n`);
   }
   if (cfg.message !== undefined) return oneShot(cfg, socket, logger);
   if (process.stdin.isTTY) return interactive(cfg, socket);
