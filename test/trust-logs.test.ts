@@ -312,3 +312,48 @@ describe('--log-format json: every stderr line is a JSON object', () => {
     expect(srvLines.some((l) => /totals/.test(String(l.msg)))).toBe(true);
   });
 });
+
+/** What HAProxy's checks do: connect, maybe send a line and read it back, then close with RST. */
+async function healthCheck(port: number, line?: string): Promise<void> {
+  const s = net.connect({ port, host: '127.0.0.1' });
+  onTestFinished(() => {
+    s.destroy();
+  });
+  await once(s, 'connect');
+  if (line !== undefined) {
+    s.write(line);
+    let got = '';
+    s.setEncoding('utf8');
+    while (got.length < line.length) got += ((await once(s, 'data')) as [string])[0];
+    expect(got).toBe(line);
+  }
+  s.resetAndDestroy(); // SO_LINGER 0: RST, no FIN
+}
+
+describe('health checks (connect, then RST) are not errors', () => {
+  it.each(MODES.filter(([, , k]) => !k.udp && !k.tls))(
+    '%s: no INFO line, no error counted, still a connection',
+    async (_n, args) => {
+      const srv = spawnWith('echo-server', ['--port', '0', '-v', '--log-format', 'json', ...args], 'pipe');
+      let err = '';
+      srv.stderr!.setEncoding('utf8').on('data', (d: string) => {
+        err += d;
+      });
+      await until(() => /listening on/.test(err), 15_000, 'listening line');
+      const port = jsonLines(err).find((l) => /listening on/.test(l.msg))!.port as number;
+      // -v: each check's close line is there (the only connections), at debug level; the next
+      // check starts once it is (iterative mode would otherwise queue it behind the last one)
+      const closeLines = () =>
+        jsonLines(err).filter((l) => typeof l.msg === 'string' && l.msg.startsWith('closed '));
+      for (const [i, line] of [undefined, 'health\n', undefined].entries()) {
+        await healthCheck(port, line);
+        await until(() => closeLines().length === i + 1, 15_000, `the close line of check ${i + 1}`);
+      }
+      for (const l of closeLines()) expect(l.level, l.msg).toBe(20);
+      await termination(srv);
+      const totals = jsonLines(err).find((l) => /^totals/.test(l.msg))!;
+      expect(totals.connections).toBe(3);
+      expect(totals.errors ?? {}).toEqual({});
+    },
+  );
+});

@@ -22,6 +22,7 @@ import { readChunk, SHARED_READ } from './user-buffer.js';
 export type CloseReason =
   | 'client closed'
   | 'reset by peer'
+  | 'reset by peer, nothing lost'
   | 'idle timeout'
   | 'too slow (--min-rate)'
   | 'max lifetime'
@@ -386,9 +387,29 @@ function onTimeout(this: EchoSocket): void {
 function onError(this: EchoSocket, err: Error): void {
   const st = this[STATE];
   const code = errorCode(err);
+  if (code === 'ECONNRESET' && st.reason === undefined && !st.faulty && nothingOwed(this)) {
+    // every byte read was echoed and handed to the kernel: the RST lost nothing. Load balancer
+    // health checks close so (HAProxy: connect, maybe a line and its echo, then SO_LINGER 0),
+    // every few hundred ms: not an error, and its close line is a debug line.
+    st.reason = 'reset by peer, nothing lost';
+    return;
+  }
   st.reason ??= code === 'ECONNRESET' ? 'reset by peer' : `error ${code}`;
   st.error = code;
   countError(st.ctx.totals.errors, code);
+}
+
+/** Set by the listener on a connection it queued unread: an RST then may have dropped its bytes. */
+export const WAITED = Symbol('waited');
+
+/**
+ * Whether everything the client sent has been echoed and nothing waits to be written. A
+ * connection that waited unread cannot tell: what it sent meanwhile may have met the RST.
+ */
+function nothingOwed(s: EchoSocket): boolean {
+  const st = s[STATE];
+  if ((s as Socket & { [WAITED]?: boolean })[WAITED]) return false;
+  return s.writableLength === 0 && s.bytesWritten >= s.bytesRead - st.base - st.discarded;
 }
 
 function onClose(this: EchoSocket): void {
@@ -410,7 +431,11 @@ function onClose(this: EchoSocket): void {
     ...(st.error ? { error: st.error } : {}),
     ...(st.info ? { tcp: st.info } : {}),
   };
-  const level = record.reason.startsWith('error') ? 'warn' : 'info';
+  const level = record.reason.startsWith('error')
+    ? 'warn'
+    : record.reason === 'reset by peer, nothing lost'
+      ? 'debug'
+      : 'info';
   // with -q the line is not written: do not build it (this runs for every connection)
   if (logs(ctx.logger, level)) {
     // an error from the table (TLS failures…) says what it means
