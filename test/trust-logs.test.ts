@@ -357,3 +357,47 @@ describe('health checks (connect, then RST) are not errors', () => {
     },
   );
 });
+
+/** echo-server with --metrics 0: its echo port, its metrics port, and a scrape function. */
+async function metricsServer(args: string[]) {
+  const srv = spawnWith(
+    'echo-server',
+    ['--port', '0', '--log-format', 'json', '--metrics', '0', ...args],
+    'pipe',
+  );
+  let err = '';
+  srv.stderr!.setEncoding('utf8').on('data', (d: string) => {
+    err += d;
+  });
+  await until(
+    () => /listening on/.test(err) && /metrics on http/.test(err),
+    15_000,
+    'listening and metrics lines',
+  );
+  const port = jsonLines(err).find((l) => /listening on/.test(l.msg))!.port as number;
+  const mport = Number(err.match(/metrics on http:\/\/[^:]+:(\d+)/)![1]);
+  const scrape = async () => (await fetch(`http://127.0.0.1:${mport}/metrics`)).text();
+  return { srv, port, mport, scrape, stderr: () => err };
+}
+
+/** A series' value by its exact name and labels text (`{}` for none is written as ''). */
+function _series(text: string, name: string): number {
+  const m = text.match(new RegExp(`^${name}(?:\\{[^}]*\\})? (\\S+)$`, 'm'));
+  return m ? Number(m[1]) : Number.NaN;
+}
+
+describe('--metrics', () => {
+  it('no series carries a label named instance; the instance name is the server label', async () => {
+    const { scrape } = await metricsServer(['--instance-name', 'e1']);
+    const text = await scrape();
+    expect(text).not.toMatch(/[{,]instance="/);
+    expect(text).toMatch(/^echo_connections_total\{server="e1"\} /m);
+  });
+
+  it('-q still prints the port chosen and the metrics URL', async () => {
+    const { stderr } = await metricsServer(['-q']);
+    const lines = jsonLines(stderr());
+    expect(lines.find((l) => /listening on/.test(l.msg))?.port).toBeGreaterThan(0);
+    expect(lines.some((l) => /metrics on http:\/\/127\.0\.0\.1:\d+\/metrics/.test(l.msg))).toBe(true);
+  });
+});

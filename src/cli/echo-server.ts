@@ -366,7 +366,10 @@ export async function runServerCli(argv: string[]): Promise<void> {
       cfg.tls = { cert: t.cert, key: t.key, ...(flags.alpn ? { alpn: parseAlpn(flags.alpn) } : {}) };
     }
     runner = await startServer(cfg, logger);
-    logger.info(
+    // the port the kernel chose is printed with -q too: nothing else can tell it
+    const chosen =
+      cfg.port === 0 && !logger.isLevelEnabled('info') ? logger.child({}, { level: 'info' }) : logger;
+    chosen.info(
       {
         address: runner.address.address,
         port: runner.address.port,
@@ -387,7 +390,10 @@ export async function runServerCli(argv: string[]): Promise<void> {
     if (cfg.metrics) {
       metricsServer = await startMetrics(runner, cfg.metrics.host, cfg.metrics.port, cfg.instanceName);
       const a = metricsServer.address;
-      logger.info(
+      (cfg.metrics.port === 0 && !logger.isLevelEnabled('info')
+        ? logger.child({}, { level: 'info' })
+        : logger
+      ).info(
         { metrics: `${formatAddress(a.address, a.port)}` },
         `metrics on http://${formatAddress(a.address, a.port)}/metrics`,
       );

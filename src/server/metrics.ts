@@ -35,7 +35,8 @@ function mirrored(
 
 export function metricsRegistry(h: ServerHandle, instance?: string): Registry {
   const registry = new Registry();
-  if (instance) registry.setDefaultLabels({ instance });
+  // `instance` is the label Prometheus sets on every target it scrapes: ours is `server`
+  if (instance) registry.setDefaultLabels({ server: instance });
   collectDefaultMetrics({ register: registry, prefix: 'echo_' });
   const stats = () => h.stats();
   mirrored(registry, 'echo_connections_total', 'connections served (UDP: distinct sources)', [], () => [
