@@ -381,7 +381,7 @@ async function metricsServer(args: string[]) {
 }
 
 /** A series' value by its exact name and labels text (`{}` for none is written as ''). */
-function _series(text: string, name: string): number {
+function series(text: string, name: string): number {
   const m = text.match(new RegExp(`^${name}(?:\\{[^}]*\\})? (\\S+)$`, 'm'));
   return m ? Number(m[1]) : Number.NaN;
 }
@@ -400,4 +400,57 @@ describe('--metrics', () => {
     expect(lines.find((l) => /listening on/.test(l.msg))?.port).toBeGreaterThan(0);
     expect(lines.some((l) => /metrics on http:\/\/127\.0\.0\.1:\d+\/metrics/.test(l.msg))).toBe(true);
   });
+
+  it.each(MODES.filter(([, , k]) => !k.udp && !k.tls))(
+    '%s: bytes count as they flow, not when the connection closes',
+    async (_n, args) => {
+      const { port, scrape } = await metricsServer(args);
+      const s = net.connect({ port, host: '127.0.0.1' });
+      onTestFinished(() => {
+        s.destroy();
+      });
+      await once(s, 'connect');
+      let back = 0;
+      s.on('data', (d: Buffer) => {
+        back += d.length;
+      });
+      s.write(Buffer.alloc(300_000, 1));
+      await until(() => back === 300_000, 15_000, 'the first echo');
+      // the connection is still open: its bytes are already counted
+      let text = '';
+      const deadline = Date.now() + 10_000;
+      for (;;) {
+        text = await scrape();
+        if (series(text, 'echo_received_bytes_total') === 300_000) break;
+        if (Date.now() > deadline) break;
+        await new Promise((r) => setTimeout(r, 100)); // polling the scrape, bounded by the deadline
+      }
+      expect(series(text, 'echo_received_bytes_total')).toBe(300_000);
+      expect(series(text, 'echo_sent_bytes_total')).toBe(300_000);
+      expect(s.destroyed).toBe(false);
+      s.end();
+      await once(s, 'close');
+    },
+  );
+
+  it.each(MODES.filter(([, , k]) => !k.udp))(
+    '%s: histograms of connection duration, bytes per connection and TCP RTT at close',
+    async (_n, args, kind) => {
+      const { port, scrape } = await metricsServer(args);
+      for (let i = 0; i < 3; i++) expect(await echoOnce(port, kind.tls === true, 'abcd\n')).toBe('abcd\n');
+      let text = '';
+      const deadline = Date.now() + 10_000;
+      for (;;) {
+        text = await scrape();
+        if (series(text, 'echo_connection_duration_seconds_count') === 3 || Date.now() > deadline) break;
+        await new Promise((r) => setTimeout(r, 100)); // polling the scrape, bounded by the deadline
+      }
+      expect(series(text, 'echo_connection_duration_seconds_count')).toBe(3);
+      expect(series(text, 'echo_connection_received_bytes_count')).toBe(3);
+      expect(series(text, 'echo_connection_received_bytes_sum')).toBe(15);
+      expect(text).toMatch(/^echo_connection_received_bytes_bucket\{[^}]*le="64"[^}]*\} 3$/m);
+      expect(series(text, 'echo_tcp_rtt_seconds_count')).toBe(3);
+      expect(series(text, 'echo_tcp_rtt_seconds_sum')).toBeGreaterThan(0);
+    },
+  );
 });

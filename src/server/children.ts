@@ -11,6 +11,7 @@ import type { Socket } from 'node:net';
 import { countError, explainError } from '../core/errors.js';
 import { type Logger, logs } from '../core/log.js';
 import type { ServerConfig } from './config.js';
+import { closedWanted, connectionClosed } from './conn-metrics.js';
 import type { Fault } from './faults.js';
 import type { ServerTotals } from './handler.js';
 import { sendToChild } from './ipc.js';
@@ -33,12 +34,29 @@ export function childrenBackend(
   const name = kind === 'fork' ? 'child' : 'worker';
   // workers mode: what each worker served (fork children are one connection each: no per-pid series)
   const perWorker = new WorkerTally();
+  // --metrics: bytes so far of each child's open connections (its `progress` messages)
+  const progress = new WeakMap<Child, Map<number, [number, number]>>();
   const sup: Supervisor = new Supervisor({
     role: kind === 'fork' ? 'serve-once' : 'serve',
     cfg,
     logger,
     onMessage(child, m) {
+      if (m.type === 'progress') {
+        const mine = progress.get(child) ?? new Map<number, [number, number]>();
+        progress.set(child, mine);
+        for (const [id, bytesIn, bytesOut] of m.conns)
+          if (child.conns.has(id)) mine.set(id, [bytesIn, bytesOut]);
+        return;
+      }
       if (m.type !== 'closed' || m.id === undefined) return;
+      progress.get(child)?.delete(m.id);
+      if (closedWanted())
+        connectionClosed({
+          ms: m.ms ?? 0,
+          bytesIn: m.bytesIn,
+          bytesOut: m.bytesOut,
+          ...(m.rttUs !== undefined ? { rttUs: m.rttUs } : {}),
+        });
       totals.bytesIn += m.bytesIn;
       totals.bytesOut += m.bytesOut;
       if (kind === 'workers') perWorker.add(child.pid, m.bytesIn, m.bytesOut);
@@ -54,6 +72,7 @@ export function childrenBackend(
         c.done();
       }
       child.conns.clear();
+      progress.delete(child);
       if (child === spare) spare = undefined;
       if (!expected && kind === 'workers') sup.replace(child, how);
     },
@@ -159,10 +178,10 @@ export function childrenBackend(
     force: () => sup.forceAll(),
     connections: (): LiveConnection[] =>
       [...sup.children].flatMap((c) =>
-        [...c.conns.values()].map((x) => ({
+        [...c.conns].map(([id, x]) => ({
           peer: x.peer,
-          bytesIn: 0,
-          bytesOut: 0,
+          bytesIn: progress.get(c)?.get(id)?.[0] ?? 0,
+          bytesOut: progress.get(c)?.get(id)?.[1] ?? 0,
           buffered: 0,
           reading: true,
           pid: c.pid,

@@ -15,6 +15,7 @@ import { formatAddress } from '../core/parse.js';
 import { applySocketOptions, formatReport, type SocketOptions } from '../core/sockopts.js';
 import { acceptTls, formatTlsInfo, tlsInfo } from '../core/tls.js';
 import { type Tracer, traceSocket } from '../core/trace.js';
+import { closedWanted, connectionClosed } from './conn-metrics.js';
 import { type Fault, FaultyEcho, resetSocket } from './faults.js';
 import { resumeReading, stopReading } from './preamble.js';
 import { readChunk, SHARED_READ } from './user-buffer.js';
@@ -45,6 +46,8 @@ export interface ConnectionRecord {
   error?: string;
   /** TCP_INFO as the connection ended (with --verbose, Linux) */
   tcp?: TcpInfo;
+  /** its smoothed RTT then (µs), read with --verbose or --metrics */
+  rttUs?: number;
 }
 
 /** What a server did, in every mode (UDP maps its own counters onto these). */
@@ -86,6 +89,8 @@ export interface HandlerContext extends ConnectionLimits {
   /** print the first accepted socket's option read-back (--verbose) */
   logOptions?: boolean;
   /** extra fields for each connection log line (worker pid…) */
+  /** read TCP_INFO at close for its RTT, without logging it (a child process of a --metrics server) */
+  rttAtClose?: boolean;
   logFields?: object;
   /** appended to each connection log message, e.g. `worker 1234` */
   label?: string;
@@ -366,7 +371,7 @@ function onDrain(this: EchoSocket): void {
 /** With --verbose: what the kernel knows of the connection, before its fd goes. */
 function noteTcpInfo(s: EchoSocket): void {
   const st = s[STATE];
-  if (st.ctx.tcpInfo) st.info = tcpInfo(s) ?? st.info;
+  if (st.ctx.tcpInfo || st.ctx.rttAtClose || closedWanted()) st.info = tcpInfo(s) ?? st.info;
 }
 
 function onEnd(this: EchoSocket): void {
@@ -399,6 +404,16 @@ function onError(this: EchoSocket, err: Error): void {
   countError(st.ctx.totals.errors, code);
 }
 
+/** A connection's bytes so far: read from the client (not a PROXY header) and handed to the kernel. */
+export function liveBytes(socket: Socket): { bytesIn: number; bytesOut: number } {
+  const s = socket as EchoSocket;
+  const st = s[STATE];
+  return {
+    bytesIn: s.bytesRead - (st?.base ?? 0) - (st?.discarded ?? 0),
+    bytesOut: s.bytesWritten - s.writableLength,
+  };
+}
+
 /** Set by the listener on a connection it queued unread: an RST then may have dropped its bytes. */
 export const WAITED = Symbol('waited');
 
@@ -429,8 +444,10 @@ function onClose(this: EchoSocket): void {
     ms: Date.now() - st.start,
     reason: st.reason ?? 'client closed',
     ...(st.error ? { error: st.error } : {}),
-    ...(st.info ? { tcp: st.info } : {}),
+    ...(st.info && ctx.tcpInfo ? { tcp: st.info } : {}),
+    ...(st.info ? { rttUs: st.info.rttUs } : {}),
   };
+  if (closedWanted()) connectionClosed(record);
   const level = record.reason.startsWith('error')
     ? 'warn'
     : record.reason === 'reset by peer, nothing lost'
@@ -447,7 +464,7 @@ function onClose(this: EchoSocket): void {
       why && why.meaning !== 'unexpected error' ? ` — ${why.meaning}. ${why.hint}`.trimEnd() : '';
     ctx.logger[level](
       ctx.logFields ? { ...record, ...ctx.logFields } : record,
-      `closed ${record.peer}: in ${bytesIn} B, out ${bytesOut} B, ${record.ms} ms, ${record.reason}${meaning}${ctx.label ? ` (${ctx.label})` : ''}${st.info ? `; TCP_INFO ${formatTcpInfo(st.info)}` : ''}`,
+      `closed ${record.peer}: in ${bytesIn} B, out ${bytesOut} B, ${record.ms} ms, ${record.reason}${meaning}${ctx.label ? ` (${ctx.label})` : ''}${record.tcp ? `; TCP_INFO ${formatTcpInfo(record.tcp)}` : ''}`,
     );
   }
   ctx.onClose?.(this, record);

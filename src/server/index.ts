@@ -14,6 +14,7 @@ import { serverTotalsOfUdp, startUdpEchoServer } from '../udp/server.js';
 import { plural } from './admission.js';
 import { childrenBackend } from './children.js';
 import { echoServerOptions, type ServerConfig } from './config.js';
+import { closedWanted, connectionClosed } from './conn-metrics.js';
 import { FaultSet } from './faults.js';
 import { copyTotals, emptyTotals } from './handler.js';
 import { type FromChild, sendToChild } from './ipc.js';
@@ -119,6 +120,7 @@ async function startExclusiveWorkers(cfg: ServerConfig, logger: Logger): Promise
     logger,
     onMessage(child, m: FromChild) {
       if (m.type === 'closed') {
+        if (closedWanted()) connectionClosed({ ms: m.ms ?? 0, bytesIn: m.bytesIn, bytesOut: m.bytesOut });
         totals.connections++;
         totals.bytesIn += m.bytesIn;
         totals.bytesOut += m.bytesOut;

@@ -5,7 +5,8 @@
 
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { Counter, collectDefaultMetrics, Gauge, Registry } from 'prom-client';
+import { Counter, collectDefaultMetrics, Gauge, Histogram, Registry } from 'prom-client';
+import { onConnectionClosed } from './conn-metrics.js';
 import type { ServerHandle } from './listener.js';
 
 export interface MetricsServer {
@@ -57,10 +58,22 @@ export function metricsRegistry(h: ServerHandle, instance?: string): Registry {
     ['reason'],
     () => Object.entries(stats().refusedBy).map(([reason, v]) => [{ reason }, v]),
   );
+  // bytes count as they flow: the closed connections' totals plus the open ones' bytes so far
+  // (children report theirs each second)
+  const flowed = () => {
+    const t = stats();
+    let bytesIn = t.bytesIn;
+    let bytesOut = t.bytesOut;
+    for (const c of h.connections()) {
+      bytesIn += c.bytesIn;
+      bytesOut += c.bytesOut;
+    }
+    return { bytesIn, bytesOut };
+  };
   mirrored(registry, 'echo_received_bytes_total', 'bytes read from clients', [], () => [
-    [{}, stats().bytesIn],
+    [{}, flowed().bytesIn],
   ]);
-  mirrored(registry, 'echo_sent_bytes_total', 'bytes echoed back', [], () => [[{}, stats().bytesOut]]);
+  mirrored(registry, 'echo_sent_bytes_total', 'bytes echoed back', [], () => [[{}, flowed().bytesOut]]);
   mirrored(registry, 'echo_errors_total', 'connection errors, by code', ['code'], () =>
     Object.entries(stats().errors).map(([code, v]) => [{ code }, v]),
   );
@@ -93,6 +106,36 @@ export function metricsRegistry(h: ServerHandle, instance?: string): Registry {
 /** How long the metrics port waits for a whole request (request line and headers). */
 const HEADERS_TIMEOUT_MS = 3_000;
 
+/**
+ * Histograms of the connections that end from now on: duration, bytes received, and the TCP
+ * RTT the kernel had measured when each closed. Returns the function that stops charting.
+ */
+export function chartConnections(registry: Registry): () => void {
+  const duration = new Histogram({
+    name: 'echo_connection_duration_seconds',
+    help: 'how long connections lasted',
+    buckets: [0.001, 0.01, 0.1, 0.5, 1, 5, 30, 60, 300, 1800, 3600],
+    registers: [registry],
+  });
+  const bytes = new Histogram({
+    name: 'echo_connection_received_bytes',
+    help: 'bytes each connection sent (and had echoed)',
+    buckets: [64, 1024, 16 * 1024, 256 * 1024, 1024 ** 2, 16 * 1024 ** 2, 256 * 1024 ** 2, 1024 ** 3],
+    registers: [registry],
+  });
+  const rtt = new Histogram({
+    name: 'echo_tcp_rtt_seconds',
+    help: 'smoothed TCP round-trip time (TCP_INFO) as each connection closed',
+    buckets: [0.0001, 0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1],
+    registers: [registry],
+  });
+  return onConnectionClosed((c) => {
+    duration.observe(c.ms / 1000);
+    bytes.observe(c.bytesIn);
+    if (c.rttUs !== undefined) rtt.observe(c.rttUs / 1e6);
+  });
+}
+
 /** Serve GET /metrics (Prometheus text exposition) on host:port. */
 export async function startMetrics(
   h: ServerHandle,
@@ -101,6 +144,7 @@ export async function startMetrics(
   instance?: string,
 ): Promise<MetricsServer> {
   const registry = metricsRegistry(h, instance);
+  const stopCharting = chartConnections(registry);
   // a scrape is one small GET: a client that has not sent its whole request within
   // HEADERS_TIMEOUT_MS is closed (Node's defaults hold a half-sent request for a minute and more,
   // checked every 30 s)
@@ -130,6 +174,10 @@ export async function startMetrics(
   });
   return {
     address: server.address() as AddressInfo,
-    close: () => new Promise<void>((resolve) => server.close(() => resolve())),
+    close: () =>
+      new Promise<void>((resolve) => {
+        stopCharting();
+        server.close(() => resolve());
+      }),
   };
 }
