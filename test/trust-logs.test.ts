@@ -453,4 +453,19 @@ describe('--metrics', () => {
       expect(series(text, 'echo_tcp_rtt_seconds_sum')).toBeGreaterThan(0);
     },
   );
+
+  it('log lines lost to a stderr whose reader left are counted', async () => {
+    const { srv, port, scrape } = await metricsServer(['-v']);
+    srv.stderr!.destroy(); // the reader leaves: the next write meets EPIPE
+    await tenEchoes(port, {});
+    let text = '';
+    const deadline = Date.now() + 10_000;
+    for (;;) {
+      text = await scrape();
+      if (series(text, 'echo_log_dropped_lines_total') > 0 || Date.now() > deadline) break;
+      await new Promise((r) => setTimeout(r, 100)); // polling the scrape, bounded by the deadline
+    }
+    expect(series(text, 'echo_log_dropped_lines_total')).toBeGreaterThan(0);
+    expect(await termination(srv)).toBeLessThan(8_000);
+  });
 });

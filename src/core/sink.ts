@@ -39,6 +39,8 @@ export class LossySink extends Writable {
   private pending: string[] = [];
   private pendingBytes = 0;
   private writing = false;
+  /** lines in the write in flight */
+  private inFlight = 0;
   private timer: NodeJS.Timeout | undefined;
   private readonly min: number;
   private readonly max: number;
@@ -103,6 +105,7 @@ export class LossySink extends Writable {
       this.timer = undefined;
     }
     const buf = Buffer.from(this.pending.join(''));
+    this.inFlight = this.pending.length;
     this.pending = [];
     this.pendingBytes = 0;
     this.writing = true;
@@ -120,6 +123,8 @@ export class LossySink extends Writable {
           return;
         }
         this.writing = false;
+        this.droppedLost += this.inFlight;
+        droppedTotal += this.inFlight;
         this.lose(err);
         return;
       }

@@ -6,6 +6,7 @@
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { Counter, collectDefaultMetrics, Gauge, Histogram, Registry } from 'prom-client';
+import { droppedLogLines } from '../core/sink.js';
 import { onConnectionClosed } from './conn-metrics.js';
 import type { ServerHandle } from './listener.js';
 
@@ -74,6 +75,10 @@ export function metricsRegistry(h: ServerHandle, instance?: string): Registry {
     [{}, flowed().bytesIn],
   ]);
   mirrored(registry, 'echo_sent_bytes_total', 'bytes echoed back', [], () => [[{}, flowed().bytesOut]]);
+  // a log that cannot be written (EPIPE, ENOSPC, a reader that stopped) drops lines: counted here
+  mirrored(registry, 'echo_log_dropped_lines_total', 'log and trace lines dropped (this process)', [], () => [
+    [{}, droppedLogLines()],
+  ]);
   mirrored(registry, 'echo_errors_total', 'connection errors, by code', ['code'], () =>
     Object.entries(stats().errors).map(([code, v]) => [{ code }, v]),
   );
