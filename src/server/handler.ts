@@ -88,9 +88,9 @@ export interface HandlerContext extends ConnectionLimits {
   socketOptions?: SocketOptions;
   /** print the first accepted socket's option read-back (--verbose) */
   logOptions?: boolean;
-  /** extra fields for each connection log line (worker pid…) */
   /** read TCP_INFO at close for its RTT, without logging it (a child process of a --metrics server) */
   rttAtClose?: boolean;
+  /** extra fields for each connection log line (worker pid…) */
   logFields?: object;
   /** appended to each connection log message, e.g. `worker 1234` */
   label?: string;
