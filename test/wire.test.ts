@@ -141,7 +141,7 @@ describe.runIf(process.platform === 'linux')('TCP_INFO', () => {
 });
 
 describe('--metrics: Prometheus text at /metrics', () => {
-  /** The value of a series, matched by name and labels, whatever else is on it (the instance label). */
+  /** The value of a series, matched by name and labels, whatever else is on it (the server label). */
   const value = (text: string, series: string) => {
     const [, name, want = ''] = /^([a-z_]+)(?:\{(.*)\})?$/.exec(series)!;
     for (const line of text.split('\n')) {
@@ -203,12 +203,12 @@ describe('--metrics: Prometheus text at /metrics', () => {
       expect(value(text, 'echo_received_bytes_total')).toBe(4001);
       expect(value(text, 'echo_sent_bytes_total')).toBe(4001);
       expect(value(text, 'echo_refused_total{reason="access"}')).toBe(1);
-      expect(text).toMatch(/^echo_process_cpu_seconds_total\{instance="[^"]+"\} /m);
+      expect(text).toMatch(/^echo_process_cpu_seconds_total\{server="[^"]+"\} /m);
       if (mode === 'workers') {
         expect(sum(text, 'echo_worker_connections_total')).toBe(5);
         expect(sum(text, 'echo_worker_received_bytes_total')).toBe(4001);
         expect(text.match(/^echo_worker_connections_total\{[^}]*worker="\d+"/gm)!.length).toBe(2);
-        expect(text).toMatch(/instance="[^"]+"/);
+        expect(text).toMatch(/server="[^"]+"/);
       }
       expect((await fetch(url.replace('/metrics', '/other'))).status).toBe(404);
     },

@@ -15,6 +15,9 @@ import type { SocketOptions } from '../core/sockopts.js';
 
 /** Run a command's main; map errors to exit codes (2 = bad input, 1 = runtime failure). */
 export async function runCli(name: string, main: () => Promise<number | undefined>): Promise<void> {
+  // a stderr that fails (its reader left, a full disk) loses lines; it never ends the command
+  if (process.stderr.listenerCount('error') === 0) process.stderr.on('error', () => {});
+  if (jsonRequested(process.argv.slice(2))) jsonStderr = true;
   let code: number;
   try {
     code = (await main()) ?? 0;
@@ -25,9 +28,41 @@ export async function runCli(name: string, main: () => Promise<number | undefine
   // let pending stdout writes flush; the event loop ends on its own when nothing is left
 }
 
+/** The command's name, from the script that runs it (bin/echo-client.js: echo-client). */
+const commandName = () => (process.argv[1] ?? 'echo').replace(/^.*\//, '').replace(/\.js$/, '');
+
+/** Set once --log-format json is known: the runner's own lines on stderr are JSON objects too. */
+let jsonStderr = false;
+
+/** Whether --log-format json was asked for. */
+export const jsonLogs = (): boolean => jsonStderr;
+
+/** Whether these arguments ask for --log-format json (read before parsing, for parse errors). */
+export function jsonRequested(args: readonly string[]): boolean {
+  return args.some((a, i) => a === '--log-format=json' || (a === '--log-format' && args[i + 1] === 'json'));
+}
+
+const LEVELS = { info: 30, warn: 40, error: 50 } as const;
+
+/**
+ * One line of the runner on stderr: `name: text`, or with --log-format json a JSON object in
+ * pino's shape (level, time, pid, name, msg) so that every stderr line parses.
+ */
+export function stderrLine(
+  name: string,
+  level: keyof typeof LEVELS,
+  text: string,
+  fields: object = {},
+): void {
+  const line = jsonStderr
+    ? `${JSON.stringify({ level: LEVELS[level], time: Date.now(), pid: process.pid, name, ...fields, msg: text })}\n`
+    : `${name}: ${text}\n`;
+  process.stderr.write(line);
+}
+
 /** A warning a command gives without failing (`echo-client: 3 datagrams lost…`): the runner's format. */
 export function warn(name: string, text: string): void {
-  process.stderr.write(`${name}: ${text}\n`);
+  stderrLine(name, 'warn', text);
 }
 
 export function reportFatal(name: string, err: unknown): number {
@@ -37,11 +72,15 @@ export function reportFatal(name: string, err: unknown): number {
     return 2; // commander already printed its one line
   }
   if (err instanceof UsageError) {
-    process.stderr.write(`${name}: ${err.message}\n`);
+    stderrLine(name, 'error', err.message, { exitCode: 2 });
     return 2;
   }
   const role = name === 'echo-client' ? 'client' : name === 'echo-chat' ? 'chat' : 'server';
-  warn(name, explainError(err, { role }).line);
+  const e = err as NodeJS.ErrnoException | undefined;
+  stderrLine(name, 'error', explainError(err, { role }).line, {
+    exitCode: 1,
+    ...(typeof e?.code === 'string' ? { code: e.code } : {}),
+  });
   return 1;
 }
 
@@ -49,14 +88,22 @@ const VERSION: string = (createRequire(import.meta.url)('../../package.json') as
 
 /** A commander program that exits 2 on its own errors, printing `name: message`; -V prints the version. */
 export function newProgram(name: string, description: string): Command {
-  return new Command(name)
+  const cmd: Command = new Command(name)
     .description(description)
     .version(VERSION, '-V, --version', 'print the version and exit')
     .exitOverride()
     .configureOutput({
-      outputError: (str, write) => write(`${name}: ${str.replace(/^error: /, '')}`),
+      outputError: (str, write) => {
+        const text = str.replace(/^error: /, '');
+        if (jsonStderr || jsonRequested((cmd as unknown as { rawArgs?: string[] }).rawArgs ?? []))
+          write(
+            `${JSON.stringify({ level: 50, time: Date.now(), pid: process.pid, name, exitCode: 2, msg: text.trimEnd() })}\n`,
+          );
+        else write(`${name}: ${text}`);
+      },
     })
     .showSuggestionAfterError(true);
+  return cmd;
 }
 
 /**
@@ -101,6 +148,7 @@ export interface LogFlags {
 }
 
 export function loggerFromFlags(name: string, f: LogFlags, instance?: string) {
+  if (f.logFormat === 'json') jsonStderr = true;
   const level: LogLevel = f.verbose ? 'debug' : f.quiet ? 'warn' : 'info';
   return createLogger({ level, format: (f.logFormat ?? 'auto') as LogFormat, name, instance });
 }
@@ -221,7 +269,7 @@ export function warnIfReachable(logger: Logger, address: string): void {
 export function exitQuietlyOnClosedStdout(): void {
   process.stdout.on('error', (err: NodeJS.ErrnoException) => {
     if (err.code === 'EPIPE') process.exit(0);
-    process.stderr.write(`${explainError(err).line}\n`);
+    stderrLine(commandName(), 'error', explainError(err).line, { exitCode: 1 });
     process.exit(1);
   });
 }

@@ -42,6 +42,7 @@ import {
   exitQuietlyOnClosedStdout,
   type FamilyFlags,
   hostForFamily,
+  jsonLogs,
   type LogFlags,
   loggerFromFlags,
   newProgram,
@@ -53,6 +54,7 @@ import {
   resolveTrace,
   runCli,
   type SocketOptionFlags,
+  stderrLine,
   type TraceFlags,
 } from './common.js';
 import {
@@ -481,7 +483,8 @@ async function overConnection(
   for (const r of options) logger.debug({ ...r }, formatReport(r));
   if (cfg.banner) {
     const line = await readBanner(socket, cfg.connectTimeoutMs);
-    process.stderr.write(`banner: ${escapeForTerminal(line)}\n`);
+    if (jsonLogs()) stderrLine('echo-client', 'info', `banner: ${escapeForTerminal(line)}`, { banner: line });
+    else process.stderr.write(`banner: ${escapeForTerminal(line)}\n`);
   }
   if (cfg.message !== undefined) return oneShot(cfg, socket, logger);
   if (process.stdin.isTTY) return interactive(cfg, socket);

@@ -431,7 +431,10 @@ export async function runServerCli(argv: string[]): Promise<void> {
       shutdown(early, runner);
       return finished;
     }
-    logger.info(
+    // the port the kernel chose is printed with -q too: nothing else can tell it
+    const chosen =
+      cfg.port === 0 && !logger.isLevelEnabled('info') ? logger.child({}, { level: 'info' }) : logger;
+    chosen.info(
       {
         address: runner.address.address,
         port: runner.address.port,
@@ -466,7 +469,10 @@ export async function runServerCli(argv: string[]): Promise<void> {
       }
       metricsServer = m;
       const a = metricsServer.address;
-      logger.info(
+      (cfg.metrics.port === 0 && !logger.isLevelEnabled('info')
+        ? logger.child({}, { level: 'info' })
+        : logger
+      ).info(
         { metrics: `${formatAddress(a.address, a.port)}` },
         `metrics on http://${formatAddress(a.address, a.port)}/metrics`,
       );

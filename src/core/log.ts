@@ -4,6 +4,7 @@
 
 import { createRequire } from 'node:module';
 import pino from 'pino';
+import { LossySink } from './sink.js';
 
 export interface Logger {
   debug(obj: object, msg?: string): void;
@@ -63,20 +64,16 @@ export function createLogger({
   // Lines go out in batches: when LOG_BATCH bytes wait, or within LOG_FLUSH_MS. A line per
   // connection written on its own cost a quarter of the connect rate (10.0k vs 14.0k conn/s under
   // the C generator, a log file as stderr); batched, it is one write per 8 KiB. Lines still
-  // waiting when the process exits are written before it does; only a forced exit cuts them.
-  const dest = pino.destination({
-    fd: 2,
-    sync: false,
-    minLength: LOG_BATCH,
-    maxLength: LOG_BUFFER,
-    periodicFlush: LOG_FLUSH_MS,
-  });
+  // waiting when the process exits are written before it does (a full pipe delays that by at
+  // most 200 ms). A stderr that fails (EPIPE, ENOSPC, EIO) is given up: lines are counted and
+  // dropped, and serving goes on.
+  const sink = new LossySink({ fd: 2, minLength: LOG_BATCH, maxLength: LOG_BUFFER, flushMs: LOG_FLUSH_MS });
   let logger: pino.Logger;
   if (usePretty) {
     // loaded only for a terminal: it is most of a child process' start-up time otherwise
     const pretty = createRequire(import.meta.url)('pino-pretty') as typeof import('pino-pretty');
     const stream = pretty({
-      destination: dest,
+      destination: sink,
       colorize: process.stderr.isTTY === true,
       translateTime: 'HH:MM:ss.l',
       ignore: 'pid,hostname,name',
@@ -84,19 +81,9 @@ export function createLogger({
     });
     logger = pino({ level, base }, stream);
   } else {
-    logger = pino({ level, base }, dest);
+    logger = pino({ level, base }, { write: (s: string) => sink.push(s) });
   }
-  let dropped = 0;
-  dest.on('drop', () => {
-    dropped++;
-  });
-  dest.on('write', () => {
-    // writing works again: say what was lost (if this line finds no room either, it is counted)
-    if (dropped > 0) {
-      const n = dropped;
-      dropped = 0;
-      logger.warn({ dropped: n }, `${n} log lines dropped: stderr was not being read`);
-    }
-  });
+  // writing works again: say what was lost (if this line finds no room either, it is counted)
+  sink.onResume = (n) => logger.warn({ dropped: n }, `${n} log lines dropped: stderr was not being read`);
   return logger;
 }

@@ -4,7 +4,7 @@
 // that drops (and counts) rather than block when nobody reads it. Off, it costs nothing: the
 // echo path is only wrapped on connections that are traced.
 
-import pino from 'pino';
+import { LossySink } from './sink.js';
 
 export type TraceFormat = 'text' | 'hex';
 
@@ -80,14 +80,18 @@ export interface TraceSink {
   write(s: string): void;
 }
 
-/** stderr (fd 2) or a file, written asynchronously; at most 4 MiB waits, beyond that drops. */
-export function traceSink(file?: string): TraceSink {
-  const dest = pino.destination({
-    ...(file ? { dest: file, append: true, mkdir: false } : { fd: 2 }),
-    sync: false,
-    maxLength: 4 * 1024 * 1024,
-  });
-  return { write: (s) => dest.write(s) };
+/**
+ * stderr (fd 2) or a file, written asynchronously; at most 4 MiB waits, beyond that drops. A
+ * destination that fails (a full disk, a closed pipe) is given up: the trace is dropped from
+ * then on and `onLost` is told once; the connections being traced are not held up.
+ */
+export function traceSink(file?: string, onLost?: (err: NodeJS.ErrnoException) => void): TraceSink {
+  const sink = new LossySink({ ...(file ? { file } : { fd: 2 }), maxLength: 4 * 1024 * 1024 });
+  if (onLost) {
+    if (sink.lostError) onLost(sink.lostError);
+    else sink.onLost = onLost;
+  }
+  return { write: (s) => sink.push(s) };
 }
 
 export function createTracer(format: TraceFormat, sink: TraceSink): Tracer {

@@ -17,7 +17,14 @@ import { errorCode, explainError } from '../core/errors.js';
 import { fdHeadroom } from '../core/libc.js';
 import { createLogger, type Logger } from '../core/log.js';
 import { echoServerOptions, type ServerConfig } from './config.js';
-import { drainConnection, emptyTotals, forceClose, type HandlerContext, serveConnection } from './handler.js';
+import {
+  drainConnection,
+  emptyTotals,
+  forceClose,
+  type HandlerContext,
+  liveBytes,
+  serveConnection,
+} from './handler.js';
 import { type ChildRole, sendToParent, type ToChild } from './ipc.js';
 import { startEchoServer, tlsContextOf, tracerOf } from './tcp-server.js';
 
@@ -48,7 +55,13 @@ async function listenRole(): Promise<void> {
       label,
       logFields,
       onConnectionClosed: (r) =>
-        void sendToParent({ type: 'closed', bytesIn: r.bytesIn, bytesOut: r.bytesOut, error: r.error }),
+        void sendToParent({
+          type: 'closed',
+          bytesIn: r.bytesIn,
+          bytesOut: r.bytesOut,
+          error: r.error,
+          ms: r.ms,
+        }),
     });
   } catch (err) {
     await sendToParent({
@@ -95,9 +108,18 @@ function serveRole(once: boolean): void {
     tracer: tracerOf(echoServerOptions(cfg, logger)),
     tcpInfo: cfg.verbose,
     banner: cfg.banner !== undefined ? Buffer.from(cfg.banner) : undefined,
+    rttAtClose: cfg.metrics !== undefined,
     onClose: async (socket, r) => {
       const id = live.get(socket);
-      await sendToParent({ type: 'closed', id, bytesIn: r.bytesIn, bytesOut: r.bytesOut, error: r.error });
+      await sendToParent({
+        type: 'closed',
+        id,
+        bytesIn: r.bytesIn,
+        bytesOut: r.bytesOut,
+        error: r.error,
+        ms: r.ms,
+        ...(r.rttUs !== undefined ? { rttUs: r.rttUs } : {}),
+      });
       live.delete(socket);
       exitIfDone();
     },
@@ -119,6 +141,21 @@ function serveRole(once: boolean): void {
     live.set(served, m.id);
     served.resume();
   });
+  if (cfg.metrics) {
+    // --metrics: the parent counts bytes as they flow; once a second, what changed
+    const sent = new Map<Socket, number>();
+    setInterval(() => {
+      const conns: [number, number, number][] = [];
+      for (const [s, id] of live) {
+        const b = liveBytes(s);
+        if (sent.get(s) === b.bytesIn + b.bytesOut) continue;
+        sent.set(s, b.bytesIn + b.bytesOut);
+        conns.push([id, b.bytesIn, b.bytesOut]);
+      }
+      for (const s of sent.keys()) if (!live.has(s)) sent.delete(s);
+      if (conns.length) void sendToParent({ type: 'progress', conns });
+    }, 1000).unref();
+  }
   const stop = stopper(
     () => {
       stopping = true;

@@ -13,6 +13,7 @@ import { fdHeadroom } from '../core/libc.js';
 import { type Logger, logs } from '../core/log.js';
 import { plural } from '../core/parse.js';
 import type { ServerConfig } from './config.js';
+import { closedWanted, connectionClosed } from './conn-metrics.js';
 import type { Fault } from './faults.js';
 import type { ServerTotals } from './handler.js';
 import { sendToChild } from './ipc.js';
@@ -62,6 +63,8 @@ export function childrenBackend(
   let inTransit = 0;
   // per child, how to stop counting each of its hand-overs (when sent, or when it exits)
   const transit = new Map<Child, Set<() => void>>();
+  // --metrics: bytes so far of each child's open connections (its `progress` messages)
+  const progress = new WeakMap<Child, Map<number, [number, number]>>();
   const sup: Supervisor = new Supervisor({
     role: kind === 'fork' ? 'serve-once' : 'serve',
     cfg,
@@ -70,8 +73,24 @@ export function childrenBackend(
       if (m.type === 'ready' && kind === 'workers') {
         const r = fdRoom(m.fds);
         if (r) room.set(child, r);
+        return;
+      }
+      if (m.type === 'progress') {
+        const mine = progress.get(child) ?? new Map<number, [number, number]>();
+        progress.set(child, mine);
+        for (const [id, bytesIn, bytesOut] of m.conns)
+          if (child.conns.has(id)) mine.set(id, [bytesIn, bytesOut]);
+        return;
       }
       if (m.type !== 'closed' || m.id === undefined) return;
+      progress.get(child)?.delete(m.id);
+      if (closedWanted())
+        connectionClosed({
+          ms: m.ms ?? 0,
+          bytesIn: m.bytesIn,
+          bytesOut: m.bytesOut,
+          ...(m.rttUs !== undefined ? { rttUs: m.rttUs } : {}),
+        });
       totals.bytesIn += m.bytesIn;
       totals.bytesOut += m.bytesOut;
       if (kind === 'workers') perWorker.add(child.pid, m.bytesIn, m.bytesOut);
@@ -89,6 +108,7 @@ export function childrenBackend(
         c.done();
       }
       child.conns.clear();
+      progress.delete(child);
       if (child === spare) spare = undefined;
       if (!expected && kind === 'workers') sup.replace(child, how);
     },
@@ -217,10 +237,10 @@ export function childrenBackend(
     force: () => sup.forceAll(),
     connections: (): LiveConnection[] =>
       [...sup.children].flatMap((c) =>
-        [...c.conns.values()].map((x) => ({
+        [...c.conns].map(([id, x]) => ({
           peer: x.peer,
-          bytesIn: 0,
-          bytesOut: 0,
+          bytesIn: progress.get(c)?.get(id)?.[0] ?? 0,
+          bytesOut: progress.get(c)?.get(id)?.[1] ?? 0,
           buffered: 0,
           reading: true,
           pid: c.pid,

@@ -15,6 +15,7 @@ import { formatAddress } from '../core/parse.js';
 import { applySocketOptions, formatReport, type SocketOptions } from '../core/sockopts.js';
 import { acceptTls, formatTlsInfo, tlsInfo } from '../core/tls.js';
 import { type Tracer, traceSocket } from '../core/trace.js';
+import { closedWanted, connectionClosed } from './conn-metrics.js';
 import { type Fault, FaultyEcho, resetSocket } from './faults.js';
 import { resumeReading, stopReading } from './preamble.js';
 import { readChunk, SHARED_READ } from './user-buffer.js';
@@ -22,6 +23,7 @@ import { readChunk, SHARED_READ } from './user-buffer.js';
 export type CloseReason =
   | 'client closed'
   | 'reset by peer'
+  | 'reset by peer, nothing lost'
   | 'idle timeout'
   | 'too slow (--min-rate)'
   | 'max lifetime'
@@ -44,6 +46,8 @@ export interface ConnectionRecord {
   error?: string;
   /** TCP_INFO as the connection ended (with --verbose, Linux) */
   tcp?: TcpInfo;
+  /** its smoothed RTT then (µs), read with --verbose or --metrics */
+  rttUs?: number;
 }
 
 /** What a server did, in every mode (UDP maps its own counters onto these). */
@@ -84,6 +88,8 @@ export interface HandlerContext extends ConnectionLimits {
   socketOptions?: SocketOptions;
   /** print the first accepted socket's option read-back (--verbose) */
   logOptions?: boolean;
+  /** read TCP_INFO at close for its RTT, without logging it (a child process of a --metrics server) */
+  rttAtClose?: boolean;
   /** extra fields for each connection log line (worker pid…) */
   logFields?: object;
   /** appended to each connection log message, e.g. `worker 1234` */
@@ -365,7 +371,7 @@ function onDrain(this: EchoSocket): void {
 /** With --verbose: what the kernel knows of the connection, before its fd goes. */
 function noteTcpInfo(s: EchoSocket): void {
   const st = s[STATE];
-  if (st.ctx.tcpInfo) st.info = tcpInfo(s) ?? st.info;
+  if (st.ctx.tcpInfo || st.ctx.rttAtClose || closedWanted()) st.info = tcpInfo(s) ?? st.info;
 }
 
 function onEnd(this: EchoSocket): void {
@@ -386,9 +392,39 @@ function onTimeout(this: EchoSocket): void {
 function onError(this: EchoSocket, err: Error): void {
   const st = this[STATE];
   const code = errorCode(err);
+  if (code === 'ECONNRESET' && st.reason === undefined && !st.faulty && nothingOwed(this)) {
+    // every byte read was echoed and handed to the kernel: the RST lost nothing. Load balancer
+    // health checks close so (HAProxy: connect, maybe a line and its echo, then SO_LINGER 0),
+    // every few hundred ms: not an error, and its close line is a debug line.
+    st.reason = 'reset by peer, nothing lost';
+    return;
+  }
   st.reason ??= code === 'ECONNRESET' ? 'reset by peer' : `error ${code}`;
   st.error = code;
   countError(st.ctx.totals.errors, code);
+}
+
+/** A connection's bytes so far: read from the client (not a PROXY header) and handed to the kernel. */
+export function liveBytes(socket: Socket): { bytesIn: number; bytesOut: number } {
+  const s = socket as EchoSocket;
+  const st = s[STATE];
+  return {
+    bytesIn: s.bytesRead - (st?.base ?? 0) - (st?.discarded ?? 0),
+    bytesOut: s.bytesWritten - s.writableLength,
+  };
+}
+
+/** Set by the listener on a connection it queued unread: an RST then may have dropped its bytes. */
+export const WAITED = Symbol('waited');
+
+/**
+ * Whether everything the client sent has been echoed and nothing waits to be written. A
+ * connection that waited unread cannot tell: what it sent meanwhile may have met the RST.
+ */
+function nothingOwed(s: EchoSocket): boolean {
+  const st = s[STATE];
+  if ((s as Socket & { [WAITED]?: boolean })[WAITED]) return false;
+  return s.writableLength === 0 && s.bytesWritten >= s.bytesRead - st.base - st.discarded;
 }
 
 function onClose(this: EchoSocket): void {
@@ -408,9 +444,15 @@ function onClose(this: EchoSocket): void {
     ms: Date.now() - st.start,
     reason: st.reason ?? 'client closed',
     ...(st.error ? { error: st.error } : {}),
-    ...(st.info ? { tcp: st.info } : {}),
+    ...(st.info && ctx.tcpInfo ? { tcp: st.info } : {}),
+    ...(st.info ? { rttUs: st.info.rttUs } : {}),
   };
-  const level = record.reason.startsWith('error') ? 'warn' : 'info';
+  if (closedWanted()) connectionClosed(record);
+  const level = record.reason.startsWith('error')
+    ? 'warn'
+    : record.reason === 'reset by peer, nothing lost'
+      ? 'debug'
+      : 'info';
   // with -q the line is not written: do not build it (this runs for every connection)
   if (logs(ctx.logger, level)) {
     // an error from the table (TLS failures…) says what it means
@@ -422,7 +464,7 @@ function onClose(this: EchoSocket): void {
       why && why.meaning !== 'unexpected error' ? ` — ${why.meaning}. ${why.hint}`.trimEnd() : '';
     ctx.logger[level](
       ctx.logFields ? { ...record, ...ctx.logFields } : record,
-      `closed ${record.peer}: in ${bytesIn} B, out ${bytesOut} B, ${record.ms} ms, ${record.reason}${meaning}${ctx.label ? ` (${ctx.label})` : ''}${st.info ? `; TCP_INFO ${formatTcpInfo(st.info)}` : ''}`,
+      `closed ${record.peer}: in ${bytesIn} B, out ${bytesOut} B, ${record.ms} ms, ${record.reason}${meaning}${ctx.label ? ` (${ctx.label})` : ''}${record.tcp ? `; TCP_INFO ${formatTcpInfo(record.tcp)}` : ''}`,
     );
   }
   ctx.onClose?.(this, record);

@@ -7,6 +7,7 @@ import {
   drainConnection,
   forceClose,
   type HandlerContext,
+  liveBytes,
   onSharedRead,
   serveConnection,
 } from './handler.js';
@@ -43,8 +44,7 @@ export function hereBackend(ctx: Omit<HandlerContext, 'onClose'>, { pauseOnConne
       [...live].map(([s, { peer }]) => ({
         peer,
         ...optionalTcp(s),
-        bytesIn: s.bytesRead,
-        bytesOut: s.bytesWritten - s.writableLength,
+        ...liveBytes(s),
         buffered: s.writableLength,
         reading: !s.isPaused(),
       })),

@@ -14,6 +14,7 @@ import { serverTotalsOfUdp, startUdpEchoServer } from '../udp/server.js';
 import { plural } from './admission.js';
 import { childrenBackend } from './children.js';
 import { echoServerOptions, type ServerConfig } from './config.js';
+import { closedWanted, connectionClosed } from './conn-metrics.js';
 import { FaultSet } from './faults.js';
 import { copyTotals, emptyTotals } from './handler.js';
 import { type FromChild, sendToChild } from './ipc.js';
@@ -96,7 +97,17 @@ async function startUdp(cfg: ServerConfig, logger: Logger): Promise<ServerHandle
     logger,
     logOptions: cfg.verbose,
     faults: cfg.faults,
-    tracer: cfg.trace ? createTracer(cfg.trace.format, traceSink(cfg.trace.file)) : undefined,
+    tracer: cfg.trace
+      ? createTracer(
+          cfg.trace.format,
+          traceSink(cfg.trace.file, (err) =>
+            logger.warn(
+              { trace: cfg.trace?.file ?? 'stderr', code: err.code },
+              `trace to ${cfg.trace?.file ?? 'stderr'} failed (${err.code}): the trace is dropped from now on; echoing goes on`,
+            ),
+          ),
+        )
+      : undefined,
   });
   return {
     address: srv.address,
@@ -131,6 +142,7 @@ async function startExclusiveWorkers(
     logger,
     onMessage(child, m: FromChild) {
       if (m.type === 'closed') {
+        if (closedWanted()) connectionClosed({ ms: m.ms ?? 0, bytesIn: m.bytesIn, bytesOut: m.bytesOut });
         totals.connections++;
         totals.bytesIn += m.bytesIn;
         totals.bytesOut += m.bytesOut;

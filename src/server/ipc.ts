@@ -42,7 +42,17 @@ export type FromChild =
   | { type: 'listening'; address: AddressInfo; options: OptionReport[] }
   | { type: 'listen-failed'; code: string; line: string }
   /** a connection ended (`id` of the hand-over; none for a connection the child accepted itself) */
-  | { type: 'closed'; id?: number; bytesIn: number; bytesOut: number; error?: string }
+  | {
+      type: 'closed';
+      id?: number;
+      bytesIn: number;
+      bytesOut: number;
+      error?: string;
+      ms?: number;
+      rttUs?: number;
+    }
+  /** bytes so far of the connections still open, sent each second while they change (--metrics) */
+  | { type: 'progress'; conns: [id: number, bytesIn: number, bytesOut: number][] }
   /** refusals by reason, sent once before a 'listen' child exits */
   | { type: 'refusals'; refusedBy: Record<string, number> };
 

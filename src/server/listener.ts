@@ -32,7 +32,7 @@ import { formatReport, type OptionReport, reportSocketOptions } from '../core/so
 import type { UdpTotals } from '../udp/server.js';
 import { Admission, type AdmissionOptions, finUnread, plural } from './admission.js';
 import type { Fault, FaultSet } from './faults.js';
-import { copyTotals, type ServerTotals } from './handler.js';
+import { copyTotals, type ServerTotals, WAITED } from './handler.js';
 import { readFirstBytes, readProxyHeader } from './preamble.js';
 import { acceptWithSharedRead, type ReadCallback, sharedReadEnabled } from './user-buffer.js';
 
@@ -324,6 +324,7 @@ export async function startListener(o: ListenerOptions): Promise<ServerHandle> {
     {
       const w: Waiting = { socket, peer, release, head, faults };
       queue.push(w);
+      (socket as Socket & { [WAITED]?: boolean })[WAITED] = true;
       socket.on('error', () => {});
       socket.once('close', () => {
         const i = queue.indexOf(w);

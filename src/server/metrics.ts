@@ -5,7 +5,9 @@
 
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { Counter, collectDefaultMetrics, Gauge, Registry } from 'prom-client';
+import { Counter, collectDefaultMetrics, Gauge, Histogram, Registry } from 'prom-client';
+import { droppedLogLines } from '../core/sink.js';
+import { onConnectionClosed } from './conn-metrics.js';
 import type { ServerHandle } from './listener.js';
 
 export interface MetricsServer {
@@ -35,7 +37,8 @@ function mirrored(
 
 export function metricsRegistry(h: ServerHandle, instance?: string): Registry {
   const registry = new Registry();
-  if (instance) registry.setDefaultLabels({ instance });
+  // `instance` is the label Prometheus sets on every target it scrapes: ours is `server`
+  if (instance) registry.setDefaultLabels({ server: instance });
   collectDefaultMetrics({ register: registry, prefix: 'echo_' });
   const stats = () => h.stats();
   mirrored(registry, 'echo_connections_total', 'connections served (UDP: distinct sources)', [], () => [
@@ -56,10 +59,26 @@ export function metricsRegistry(h: ServerHandle, instance?: string): Registry {
     ['reason'],
     () => Object.entries(stats().refusedBy).map(([reason, v]) => [{ reason }, v]),
   );
+  // bytes count as they flow: the closed connections' totals plus the open ones' bytes so far
+  // (children report theirs each second)
+  const flowed = () => {
+    const t = stats();
+    let bytesIn = t.bytesIn;
+    let bytesOut = t.bytesOut;
+    for (const c of h.connections()) {
+      bytesIn += c.bytesIn;
+      bytesOut += c.bytesOut;
+    }
+    return { bytesIn, bytesOut };
+  };
   mirrored(registry, 'echo_received_bytes_total', 'bytes read from clients', [], () => [
-    [{}, stats().bytesIn],
+    [{}, flowed().bytesIn],
   ]);
-  mirrored(registry, 'echo_sent_bytes_total', 'bytes echoed back', [], () => [[{}, stats().bytesOut]]);
+  mirrored(registry, 'echo_sent_bytes_total', 'bytes echoed back', [], () => [[{}, flowed().bytesOut]]);
+  // a log that cannot be written (EPIPE, ENOSPC, a reader that stopped) drops lines: counted here
+  mirrored(registry, 'echo_log_dropped_lines_total', 'log and trace lines dropped (this process)', [], () => [
+    [{}, droppedLogLines()],
+  ]);
   mirrored(registry, 'echo_errors_total', 'connection errors, by code', ['code'], () =>
     Object.entries(stats().errors).map(([code, v]) => [{ code }, v]),
   );
@@ -89,6 +108,39 @@ export function metricsRegistry(h: ServerHandle, instance?: string): Registry {
   return registry;
 }
 
+/** How long the metrics port waits for a whole request (request line and headers). */
+const HEADERS_TIMEOUT_MS = 3_000;
+
+/**
+ * Histograms of the connections that end from now on: duration, bytes received, and the TCP
+ * RTT the kernel had measured when each closed. Returns the function that stops charting.
+ */
+export function chartConnections(registry: Registry): () => void {
+  const duration = new Histogram({
+    name: 'echo_connection_duration_seconds',
+    help: 'how long connections lasted',
+    buckets: [0.001, 0.01, 0.1, 0.5, 1, 5, 30, 60, 300, 1800, 3600],
+    registers: [registry],
+  });
+  const bytes = new Histogram({
+    name: 'echo_connection_received_bytes',
+    help: 'bytes each connection sent (and had echoed)',
+    buckets: [64, 1024, 16 * 1024, 256 * 1024, 1024 ** 2, 16 * 1024 ** 2, 256 * 1024 ** 2, 1024 ** 3],
+    registers: [registry],
+  });
+  const rtt = new Histogram({
+    name: 'echo_tcp_rtt_seconds',
+    help: 'smoothed TCP round-trip time (TCP_INFO) as each connection closed',
+    buckets: [0.0001, 0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1],
+    registers: [registry],
+  });
+  return onConnectionClosed((c) => {
+    duration.observe(c.ms / 1000);
+    bytes.observe(c.bytesIn);
+    if (c.rttUs !== undefined) rtt.observe(c.rttUs / 1e6);
+  });
+}
+
 /** Serve GET /metrics (Prometheus text exposition) on host:port. */
 export async function startMetrics(
   h: ServerHandle,
@@ -97,16 +149,27 @@ export async function startMetrics(
   instance?: string,
 ): Promise<MetricsServer> {
   const registry = metricsRegistry(h, instance);
-  const server = http.createServer((req, res) => {
-    if (req.method !== 'GET' || (req.url ?? '').split('?')[0] !== '/metrics') {
-      res.writeHead(404, { 'content-type': 'text/plain' }).end('only GET /metrics here\n');
-      return;
-    }
-    registry.metrics().then(
-      (text) => res.writeHead(200, { 'content-type': registry.contentType }).end(text),
-      (err) => res.writeHead(500, { 'content-type': 'text/plain' }).end(`${(err as Error).message}\n`),
-    );
-  });
+  const stopCharting = chartConnections(registry);
+  // a scrape is one small GET: a client that has not sent its whole request within
+  // HEADERS_TIMEOUT_MS is closed (Node's defaults hold a half-sent request for a minute and more,
+  // checked every 30 s)
+  const server = http.createServer(
+    {
+      headersTimeout: HEADERS_TIMEOUT_MS,
+      requestTimeout: HEADERS_TIMEOUT_MS,
+      connectionsCheckingInterval: 500,
+    },
+    (req, res) => {
+      if (req.method !== 'GET' || (req.url ?? '').split('?')[0] !== '/metrics') {
+        res.writeHead(404, { 'content-type': 'text/plain' }).end('only GET /metrics here\n');
+        return;
+      }
+      registry.metrics().then(
+        (text) => res.writeHead(200, { 'content-type': registry.contentType }).end(text),
+        (err) => res.writeHead(500, { 'content-type': 'text/plain' }).end(`${(err as Error).message}\n`),
+      );
+    },
+  );
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);
     server.listen(port, host, () => {
@@ -116,6 +179,10 @@ export async function startMetrics(
   });
   return {
     address: server.address() as AddressInfo,
-    close: () => new Promise<void>((resolve) => server.close(() => resolve())),
+    close: () =>
+      new Promise<void>((resolve) => {
+        stopCharting();
+        server.close(() => resolve());
+      }),
   };
 }

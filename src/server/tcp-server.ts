@@ -114,7 +114,14 @@ export function listenOptions(opts: EchoServerOptions): ListenOptions {
 
 /** The tracer of a process (one sink per process, shared by its connections). */
 export function tracerOf(opts: EchoServerOptions): Tracer | undefined {
-  return opts.trace ? createTracer(opts.trace.format, traceSink(opts.trace.file)) : undefined;
+  if (!opts.trace) return undefined;
+  const where = opts.trace.file ?? 'stderr';
+  const lost = (err: NodeJS.ErrnoException) =>
+    opts.logger?.warn(
+      { trace: where, code: err.code },
+      `trace to ${where} failed (${err.code}): the trace is dropped from now on; echoing goes on`,
+    );
+  return createTracer(opts.trace.format, traceSink(opts.trace.file, lost));
 }
 
 /** The TLS part of a handler's context, made once per process. */
