@@ -65,6 +65,16 @@ function chance(flag: string, raw: string): number {
   return p;
 }
 
+/**
+ * A duration inside a fault spec. A bare number is refused rather than read as seconds (the
+ * rule of --idle-timeout and the other flags): people who know Toxiproxy type milliseconds.
+ */
+function faultDuration(flag: string, text: string, raw: string, minMs: number, maxMs: number): number {
+  const bare = raw.trim();
+  if (/^\d+(\.\d+)?$/.test(bare)) throw new UsageError(flag, text, `${bare}: add a unit, e.g. ${bare}ms`);
+  return parseDuration(flag, raw, minMs, maxMs);
+}
+
 /** `latency=50ms,jitter=10ms,p=0.5` → a Fault; bad input is a UsageError naming --fault. */
 export function parseFault(text: string, flag = '--fault'): Fault {
   const parts = text.split(',').map((s) => s.trim());
@@ -81,7 +91,7 @@ export function parseFault(text: string, flag = '--fault'): Fault {
   };
   switch (kind) {
     case 'latency':
-      f.delayMs = parseDuration(flag, need('DUR'), 0, 600_000);
+      f.delayMs = faultDuration(flag, text, need('DUR'), 0, 600_000);
       break;
     case 'bandwidth':
       f.rate = parseSize(flag, need('RATE (bytes per second, e.g. 64k)'), 1, 1024 ** 3);
@@ -96,7 +106,7 @@ export function parseFault(text: string, flag = '--fault'): Fault {
       if (kind === 'close-after') f.how = 'fin';
       break;
     case 'accept-delay':
-      f.delayMs = parseDuration(flag, need('DUR'), 1, 600_000);
+      f.delayMs = faultDuration(flag, text, need('DUR'), 1, 600_000);
       break;
     case 'reset-on-connect':
     case 'blackhole':
@@ -115,8 +125,8 @@ export function parseFault(text: string, flag = '--fault'): Fault {
     else if (k === 'every') {
       if (!/^[1-9]\d{0,8}$/.test(v)) throw new UsageError(flag, text, 'every= needs a whole number ≥ 1');
       f.every = Number(v);
-    } else if (k === 'jitter' && kind === 'latency') f.jitterMs = parseDuration(flag, v, 0, 600_000);
-    else if (k === 'delay' && kind === 'slice') f.delayMs = parseDuration(flag, v, 0, 60_000);
+    } else if (k === 'jitter' && kind === 'latency') f.jitterMs = faultDuration(flag, text, v, 0, 600_000);
+    else if (k === 'delay' && kind === 'slice') f.delayMs = faultDuration(flag, text, v, 0, 60_000);
     else if (k === 'how' && kind === 'close-after') {
       if (v !== 'fin' && v !== 'rst') throw new UsageError(flag, text, 'how= is fin or rst');
       f.how = v;
