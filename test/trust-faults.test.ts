@@ -1,10 +1,10 @@
-import { spawnSync } from 'node:child_process';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { spawn, spawnSync } from 'node:child_process';
+import { mkdtempSync, readFileSync, renameSync, rmSync, statSync, unlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it, onTestFinished } from 'vitest';
 import { parseFault } from '../src/server/faults.js';
-import { bin, runCommand } from './helpers.js';
+import { bin, hasCommand, runCommand, runEchoClient, SERVER_MODES, spawnCli, until } from './helpers.js';
 
 let dir: string;
 beforeAll(() => {
@@ -92,6 +92,87 @@ describe('--cert and --key of different key types', () => {
     expect(r.err).toMatch(/--key .*: does not belong to the certificate in --cert /);
     expect(r.err).toContain(`an ${keyType.toUpperCase()} key, an ${certType.toUpperCase()} certificate`);
     expect(r.err).not.toMatch(/SHA-256|listening/);
+    expect(r.err).not.toMatch(/\n\s+at /);
+  });
+});
+
+let seq = 0;
+const sockPath = (name: string) => path.join(dir, `${name}-${process.pid}-${++seq}.sock`);
+
+/** echo-server on a Unix socket, once it says it listens. */
+async function spawnUnixServer(args: string[]) {
+  const p = spawnCli('echo-server', ['--log-format', 'json', ...args]);
+  await p.waitStderr(/listening on unix:/);
+  return p;
+}
+
+describe('--unix removes only the socket it made', () => {
+  it.each(SERVER_MODES)('%s: a regular file put at the path meanwhile stays', async (_mode, args) => {
+    const p = sockPath('replaced-by-file');
+    const srv = await spawnUnixServer([...args, '--unix', p]);
+    unlinkSync(p);
+    writeFileSync(p, 'not yours');
+    srv.child.kill('SIGTERM');
+    expect((await srv.exit).code).toBe(0);
+    expect(readFileSync(p, 'utf8')).toBe('not yours');
+  });
+
+  it("another server's socket that replaced ours stays and keeps answering; its own is removed", async () => {
+    const p = sockPath('replaced-by-server');
+    const ours = await spawnUnixServer(['--unix', p]);
+    renameSync(p, `${p}.old`);
+    const theirs = await spawnUnixServer(['--unix', p]);
+    const before = statSync(p).ino;
+    ours.child.kill('SIGTERM');
+    expect((await ours.exit).code).toBe(0);
+    expect(statSync(p).ino).toBe(before);
+    expect(statSync(`${p}.old`).isSocket()).toBe(true); // moved away: not at the path we bound
+    expect((await runEchoClient(['--unix', p, '-m', 'still here'])).out.toString()).toBe('still here\n');
+    theirs.child.kill('SIGTERM');
+    expect((await theirs.exit).code).toBe(0);
+    expect(() => statSync(p)).toThrow(/ENOENT/);
+  });
+});
+
+describe.runIf(process.platform === 'linux')('abstract Unix sockets (@name) with their exact length', () => {
+  const hasSocat = hasCommand('socat', '-V');
+
+  it('echo-server --unix @name: ss -xl shows the exact name, socat ABSTRACT-CONNECT reaches it', async () => {
+    const name = `echo-abs-${process.pid}-${++seq}`;
+    await spawnUnixServer(['--unix', `@${name}`]);
+    const ss = spawnSync('ss', ['-xlH'], { encoding: 'utf8' }).stdout;
+    const ours = ss.split('\n').filter((l) => l.includes(name));
+    expect(ours).toHaveLength(1);
+    expect(ours[0]).toMatch(new RegExp(`\\s@${name}\\s`));
+    if (!hasSocat) return;
+    const r = await runCommand('socat', ['-t', '5', '-', `ABSTRACT-CONNECT:${name}`], 'via socat\n');
+    expect(r.code).toBe(0);
+    expect(r.out.toString()).toBe('via socat\n');
+  });
+
+  it.runIf(hasSocat)('echo-client and echo-chat --unix @name reach socat ABSTRACT-LISTEN', async () => {
+    const name = `echo-abs-listen-${process.pid}-${++seq}`;
+    const socat = spawn('socat', [`ABSTRACT-LISTEN:${name},fork`, 'EXEC:cat'], { stdio: 'ignore' });
+    onTestFinished(() => {
+      socat.kill('SIGKILL');
+    });
+    await until(
+      () => spawnSync('ss', ['-xlH'], { encoding: 'utf8' }).stdout.includes(`@${name} `),
+      10_000,
+      'socat listening',
+    );
+    const r = await runEchoClient(['--unix', `@${name}`, '-m', 'to socat']);
+    expect(r.err).toBe('');
+    expect(r.out.toString()).toBe('to socat\n');
+    const chat = await runCommand(process.execPath, [bin('echo-chat'), '--unix', `@${name}`], 'chat line\n');
+    expect(chat.code).toBe(0);
+    expect(chat.out.toString()).toContain('chat line');
+  });
+
+  it('a name nobody listens on: ECONNREFUSED, one line, exit 1', async () => {
+    const r = await runEchoClient(['--unix', `@echo-nobody-${process.pid}-${++seq}`, '-m', 'x']);
+    expect(r.code).toBe(1);
+    expect(r.err).toMatch(/ECONNREFUSED|refused/);
     expect(r.err).not.toMatch(/\n\s+at /);
   });
 });
