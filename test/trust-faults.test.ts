@@ -1,10 +1,21 @@
 import { spawn, spawnSync } from 'node:child_process';
 import { mkdtempSync, readFileSync, renameSync, rmSync, statSync, unlinkSync, writeFileSync } from 'node:fs';
+import net from 'node:net';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it, onTestFinished } from 'vitest';
 import { parseFault } from '../src/server/faults.js';
-import { bin, hasCommand, runCommand, runEchoClient, SERVER_MODES, spawnCli, until } from './helpers.js';
+import {
+  bin,
+  hasCommand,
+  readAll,
+  runCommand,
+  runEchoClient,
+  SERVER_MODES,
+  spawnCli,
+  spawnServer,
+  until,
+} from './helpers.js';
 
 let dir: string;
 beforeAll(() => {
@@ -175,4 +186,82 @@ describe.runIf(process.platform === 'linux')('abstract Unix sockets (@name) with
     expect(r.err).toMatch(/ECONNREFUSED|refused/);
     expect(r.err).not.toMatch(/\n\s+at /);
   });
+});
+
+describe('scheduled faults hold bounded memory against a client that never reads', () => {
+  const rssMB = (pid: number) =>
+    Number(/VmRSS:\s+(\d+)/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))![1]) / 1024;
+
+  it
+    .runIf(process.platform === 'linux')
+    .each([
+      [['slice=1,delay=1ms']],
+      [['bandwidth=50']],
+      [['latency=20ms,jitter=5ms']],
+      [['slice=1,delay=1ms', 'latency=20ms']],
+    ])('--fault %j: 8 MB sent, none read: the server grows < 25 MB', { timeout: 60_000 }, async (faults) => {
+    const srv = await spawnServer(faults.flatMap((f) => ['--fault', f]));
+    const before = rssMB(srv.child.pid!);
+    const s = net.connect({ port: srv.port, host: '127.0.0.1' });
+    onTestFinished(() => {
+      s.destroy();
+    });
+    await new Promise((r) => s.once('connect', r));
+    s.pause(); // never reads its echo
+    const chunk = Buffer.alloc(64 * 1024, 0x61);
+    let sent = 0;
+    const write = () => {
+      while (sent < 8 * 1024 * 1024) {
+        sent += chunk.length;
+        if (!s.write(chunk)) return;
+      }
+    };
+    s.on('drain', write);
+    write();
+    // until the server stops reading: what the client handed to its kernel stays put for 2 s
+    let handed = -1;
+    let since = Date.now();
+    let peak = before;
+    await until(
+      () => {
+        peak = Math.max(peak, rssMB(srv.child.pid!));
+        const now = sent - s.writableLength;
+        if (now !== handed) {
+          handed = now;
+          since = Date.now();
+        }
+        return Date.now() - since > 2000;
+      },
+      45_000,
+      'the server to stop reading',
+    );
+    expect(handed).toBeGreaterThan(0);
+    expect(peak - before).toBeLessThan(25);
+  });
+
+  it.each([
+    [['slice=1,delay=0ms'], 32 * 1024],
+    [['slice=3,delay=0ms', 'latency=5ms,jitter=4ms'], 96 * 1024],
+    [['latency=3ms,jitter=2ms'], 1024 * 1024],
+    [['bandwidth=4m', 'latency=2ms'], 300 * 1024],
+    [['slice=1000,delay=1ms', 'bandwidth=2m'], 300 * 1024],
+  ])(
+    '--fault %j: a client that reads gets its %i bytes back byte-exact',
+    { timeout: 60_000 },
+    async (faults, size) => {
+      const srv = await spawnServer(faults.flatMap((f) => ['--fault', f]));
+      const data = Buffer.alloc(size);
+      for (let i = 0; i < data.length; i++) data[i] = (i * 7 + (i >> 9)) & 0xff;
+      const s = net.connect({ port: srv.port, host: '127.0.0.1' });
+      onTestFinished(() => {
+        s.destroy();
+      });
+      const all = readAll(s);
+      for (let off = 0; off < data.length; off += 10_000) s.write(data.subarray(off, off + 10_000));
+      s.end();
+      const back = await all;
+      expect(back.length).toBe(data.length);
+      expect(back.equals(data)).toBe(true);
+    },
+  );
 });
