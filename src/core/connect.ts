@@ -5,7 +5,7 @@
 
 import net, { isIP, type LookupFunction, type Socket } from 'node:net';
 import { errorCode } from './errors.js';
-import { rawListenFd, unixPathOf } from './listen.js';
+import { rawListenFd, rawUnixConnectFd, unixPathOf } from './listen.js';
 import { buildProxyHeader } from './proxy-protocol.js';
 import { applySocketOptions, type OptionReport, type SocketOptions } from './sockopts.js';
 import { type ClientTls, connectTls, type TlsInfo, tlsInfo } from './tls.js';
@@ -85,6 +85,22 @@ export function connectTcp(o: ConnectOptions): Promise<ConnectResult> {
         return;
       }
       socket.connect({ host: o.host, port: o.port, ...(o.family ? { family: o.family } : {}) });
+    } else if (o.path?.startsWith('@') && process.platform === 'linux') {
+      // an abstract name: connected with libc, with the name's exact length (net pads it to 108 bytes)
+      try {
+        socket = new net.Socket({
+          fd: rawUnixConnectFd(unixPathOf(o.path)),
+          readable: true,
+          writable: true,
+          ...(o.onread && !o.tls ? { onread: o.onread as net.OnReadOpts } : {}),
+          allowHalfOpen: o.allowHalfOpen ?? true,
+        } as net.SocketConstructorOpts);
+      } catch (err) {
+        reject(err);
+        return;
+      }
+      const connected = socket;
+      process.nextTick(() => connected.emit('connect')); // connected already: as net.connect says it
     } else if (o.path !== undefined) {
       socket = net.connect({
         path: unixPathOf(o.path),

@@ -63,18 +63,121 @@ export interface UnixListenNotes {
   removedStale?: string;
 }
 
+/** AF_UNIX on Linux and macOS */
+const AF_UNIX = 1;
+const SOCK_CLOEXEC = 0o2000000; // Linux
+const SOCK_NONBLOCK = 0o4000; // Linux
+const SUN_PATH = 108; // Linux sizeof(sun_path)
+
+/**
+ * A sockaddr_un for `path` (`\0name`: abstract) and its exact length. An abstract name is
+ * the bytes given and no more: libuv passes the whole 108-byte sun_path, so another program
+ * binding or connecting to `@name` would not meet it (ss shows `@name@@@…`).
+ */
+export function sockaddrUn(path: string, syscall = 'listen'): { addr: Buffer; len: number } {
+  const name = Buffer.from(path);
+  const abstract = path.startsWith('\0');
+  if (name.length > (abstract ? SUN_PATH : SUN_PATH - 1) || name.length === 0) {
+    throw Object.assign(sysError(syscall, 36 /* ENAMETOOLONG */, displayUnixPath(path)), {
+      address: displayUnixPath(path),
+    });
+  }
+  const addr = Buffer.alloc(2 + SUN_PATH);
+  addr.writeUInt16LE(AF_UNIX, 0);
+  name.copy(addr, 2);
+  return { addr, len: 2 + name.length + (abstract ? 0 : 1) };
+}
+
+/**
+ * A Unix stream socket connected to `path` (Linux; for `@name`: the exact name), close-on-exec
+ * and non-blocking; the caller owns the fd. A listener whose backlog is full gives EAGAIN.
+ */
+export function rawUnixConnectFd(path: string): number {
+  const c = loadLibc();
+  const { addr, len } = sockaddrUn(path, 'connect');
+  const fd = c.socket(AF_UNIX, platformTable().SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+  if (fd < 0) throw sysError('socket', c.errno());
+  if (c.connect(fd, addr, len) !== 0) {
+    const errno = c.errno();
+    c.close(fd);
+    throw Object.assign(sysError('connect', errno, displayUnixPath(path)), {
+      address: displayUnixPath(path),
+    });
+  }
+  return fd;
+}
+
+/** socket() + bind() + listen() of a Unix stream socket (Linux), close-on-exec; the caller owns the fd. */
+function rawUnixListenFd(path: string, backlog: number): number {
+  const c = loadLibc();
+  const { addr, len } = sockaddrUn(path);
+  const fd = c.socket(AF_UNIX, platformTable().SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) throw sysError('socket', c.errno());
+  try {
+    if (c.bind(fd, addr, len) !== 0)
+      throw Object.assign(sysError('listen', c.errno(), displayUnixPath(path)), {
+        address: displayUnixPath(path),
+      });
+    if (c.listen(fd, backlog) !== 0) throw sysError('listen', c.errno(), displayUnixPath(path));
+  } catch (err) {
+    c.close(fd);
+    throw err;
+  }
+  return fd;
+}
+
+/**
+ * On close, remove the socket file only if it is still the one we bound (same device and
+ * inode): a file or another server's socket put at the path meanwhile stays. The check runs
+ * before Node closes the listening fd, so no new server can have bound the path in between.
+ */
+function removeOnClose(server: Server, path: string): void {
+  let ours: { dev: number; ino: number } | undefined;
+  try {
+    const st = lstatSync(path);
+    ours = { dev: st.dev, ino: st.ino };
+  } catch {
+    return; // already gone: nothing of ours to remove
+  }
+  const close = server.close;
+  server.close = function (this: Server, ...args: Parameters<Server['close']>) {
+    if (ours) {
+      try {
+        const st = lstatSync(path);
+        if (st.isSocket() && st.dev === ours.dev && st.ino === ours.ino) unlinkSync(path);
+      } catch {}
+      ours = undefined;
+    }
+    return close.apply(this, args);
+  } as Server['close'];
+}
+
 /**
  * Listen on a Unix socket path. A socket file left by a server that died (nobody accepts on
  * it: connect gives ECONNREFUSED) is removed and the bind retried once; a live one (connect
  * succeeds) or a file that is not a socket is left alone and reported as EADDRINUSE.
+ * On Linux the socket is made with libc: an abstract name is bound with its exact length,
+ * and libuv (which unlinks whatever is at the path when it closes a pipe it bound) does not
+ * know the path, so removeOnClose() decides.
  */
 async function listenUnix(server: Server, o: ListenOptions, notes: UnixListenNotes): Promise<AddressInfo> {
   const path = unixPathOf(o.path!);
   const backlog = o.backlog ?? DEFAULT_BACKLOG;
+  const raw = process.platform === 'linux' && !cluster.isWorker;
   const once = () =>
     new Promise<void>((resolve, reject) => {
+      let fd: number | undefined;
+      if (raw) {
+        try {
+          fd = rawUnixListenFd(path, backlog);
+        } catch (err) {
+          reject(err);
+          return;
+        }
+      }
       const onError = (err: Error) => {
         server.off('listening', onListening);
+        if (fd !== undefined) closeFd(fd);
         reject(err);
       };
       const onListening = () => {
@@ -83,7 +186,9 @@ async function listenUnix(server: Server, o: ListenOptions, notes: UnixListenNot
       };
       server.once('error', onError);
       server.once('listening', onListening);
-      server.listen({ path, backlog });
+      // backlog must be positional: listen({ fd, backlog }) re-listens with 511
+      if (fd !== undefined) server.listen({ fd }, backlog);
+      else server.listen({ path, backlog });
     });
   try {
     await once();
@@ -95,6 +200,7 @@ async function listenUnix(server: Server, o: ListenOptions, notes: UnixListenNot
     notes.removedStale = path;
     await once();
   }
+  if (raw && !path.startsWith('\0')) removeOnClose(server, path);
   if (o.unixMode !== undefined && !path.startsWith('\0')) chmodSync(path, o.unixMode);
   return { address: displayUnixPath(path), family: 'unix', port: 0 };
 }

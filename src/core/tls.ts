@@ -3,7 +3,7 @@
 // none with --insecure), and what was negotiated. Socket options stay on the TCP socket
 // underneath; TLS wraps it once connected (client) or accepted (server).
 
-import { X509Certificate } from 'node:crypto';
+import { createPrivateKey, X509Certificate } from 'node:crypto';
 import { readFileSync, statSync } from 'node:fs';
 import { isIP, type Socket } from 'node:net';
 import tls from 'node:tls';
@@ -99,6 +99,30 @@ export function loadServerTls(certPath: string, keyPath: string): ServerTls {
     if (/KEY_VALUES_MISMATCH|key values mismatch/i.test(`${(err as NodeJS.ErrnoException).code} ${msg}`))
       throw new UsageError('--key', keyPath, `does not belong to the certificate in ${certPath}`);
     throw new UsageError('--key', keyPath, `OpenSSL cannot use it: ${msg.replace(/^.*:/, '').trim()}`);
+  }
+  // OpenSSL compares a key with the certificate only when both are of one type: an RSA key
+  // with an EC certificate (or the reverse) loads, and every handshake then fails
+  // (ERR_SSL_NO_SUITABLE_SIGNATURE_ALGORITHM). The certificate checks its key itself.
+  const certType = x.publicKey.asymmetricKeyType;
+  let keyType: string | undefined;
+  let matches: boolean;
+  try {
+    const k = createPrivateKey(key);
+    keyType = k.asymmetricKeyType;
+    matches = x.checkPrivateKey(k);
+  } catch {
+    matches = true; // createSecureContext took it: nothing more to say here
+  }
+  if (!matches) {
+    const types =
+      keyType && certType && keyType !== certType
+        ? ` (an ${keyType.toUpperCase()} key, an ${certType.toUpperCase()} certificate)`
+        : '';
+    throw new UsageError(
+      '--key',
+      keyPath,
+      `does not belong to the certificate in --cert ${certPath}${types}`,
+    );
   }
   return {
     cert,

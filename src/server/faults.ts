@@ -65,6 +65,16 @@ function chance(flag: string, raw: string): number {
   return p;
 }
 
+/**
+ * A duration inside a fault spec. A bare number is refused rather than read as seconds (the
+ * rule of --idle-timeout and the other flags): people who know Toxiproxy type milliseconds.
+ */
+function faultDuration(flag: string, text: string, raw: string, minMs: number, maxMs: number): number {
+  const bare = raw.trim();
+  if (/^\d+(\.\d+)?$/.test(bare)) throw new UsageError(flag, text, `${bare}: add a unit, e.g. ${bare}ms`);
+  return parseDuration(flag, raw, minMs, maxMs);
+}
+
 /** `latency=50ms,jitter=10ms,p=0.5` → a Fault; bad input is a UsageError naming --fault. */
 export function parseFault(text: string, flag = '--fault'): Fault {
   const parts = text.split(',').map((s) => s.trim());
@@ -81,7 +91,7 @@ export function parseFault(text: string, flag = '--fault'): Fault {
   };
   switch (kind) {
     case 'latency':
-      f.delayMs = parseDuration(flag, need('DUR'), 0, 600_000);
+      f.delayMs = faultDuration(flag, text, need('DUR'), 0, 600_000);
       break;
     case 'bandwidth':
       f.rate = parseSize(flag, need('RATE (bytes per second, e.g. 64k)'), 1, 1024 ** 3);
@@ -96,7 +106,7 @@ export function parseFault(text: string, flag = '--fault'): Fault {
       if (kind === 'close-after') f.how = 'fin';
       break;
     case 'accept-delay':
-      f.delayMs = parseDuration(flag, need('DUR'), 1, 600_000);
+      f.delayMs = faultDuration(flag, text, need('DUR'), 1, 600_000);
       break;
     case 'reset-on-connect':
     case 'blackhole':
@@ -115,8 +125,8 @@ export function parseFault(text: string, flag = '--fault'): Fault {
     else if (k === 'every') {
       if (!/^[1-9]\d{0,8}$/.test(v)) throw new UsageError(flag, text, 'every= needs a whole number ≥ 1');
       f.every = Number(v);
-    } else if (k === 'jitter' && kind === 'latency') f.jitterMs = parseDuration(flag, v, 0, 600_000);
-    else if (k === 'delay' && kind === 'slice') f.delayMs = parseDuration(flag, v, 0, 60_000);
+    } else if (k === 'jitter' && kind === 'latency') f.jitterMs = faultDuration(flag, text, v, 0, 600_000);
+    else if (k === 'delay' && kind === 'slice') f.delayMs = faultDuration(flag, text, v, 0, 60_000);
     else if (k === 'how' && kind === 'close-after') {
       if (v !== 'fin' && v !== 'rst') throw new UsageError(flag, text, 'how= is fin or rst');
       f.how = v;
@@ -201,10 +211,21 @@ export class FaultSet {
 
 const HIGH = 256 * 1024; // stop reading the client while this much echo waits in our queue
 const LOW = 64 * 1024;
+const MAX_CHUNKS = 1024; // … or this many chunks (a client writing 1 byte at a time)
 
-interface Piece {
+/**
+ * A chunk read, waiting to be echoed: cut into pieces (slice, bandwidth) only as each piece
+ * is written, so a 64 KiB chunk under slice=1 is one entry, not 65,536. `close` marks the
+ * point where close-after ends the connection.
+ */
+interface Entry {
+  /** earliest time of its first piece (arrival + latency) */
   at: number;
   buf?: Buffer;
+  /** bytes of buf already written */
+  off: number;
+  /** the time of the next piece, once computed */
+  next?: number;
   close?: 'fin' | 'rst';
 }
 
@@ -229,7 +250,7 @@ export function flipOneBit(b: Buffer): Buffer {
  * (backpressure end to end) and for good after stall-after.
  */
 export class FaultyEcho {
-  private readonly queue: Piece[] = [];
+  private readonly queue: Entry[] = [];
   private queued = 0;
   private timer: NodeJS.Timeout | undefined;
   private blocked = false;
@@ -273,34 +294,36 @@ export class FaultyEcho {
       c = flipOneBit(c);
       this.corrupted++;
     }
-    if (c.length) this.schedule(c);
-    if (close) this.queue.push({ at: this.lastAt, close });
-    if (this.queued > HIGH) this.socket.pause();
+    if (c.length) {
+      const lat = by.latency;
+      this.queue.push({ at: performance.now() + (lat ? latencyDelay(lat) : 0), buf: c, off: 0 });
+      this.queued += c.length;
+    }
+    if (close) this.queue.push({ at: 0, off: 0, close });
+    if (this.queued > HIGH || this.queue.length > MAX_CHUNKS) this.socket.pause();
     this.pump();
   }
 
-  private schedule(c: Buffer): void {
-    const { by } = this;
-    const now = performance.now();
-    const lat = by.latency;
-    let at = now + (lat ? latencyDelay(lat) : 0);
-    at = Math.max(at, this.lastAt); // order kept
-    const slice = by.slice;
-    const bw = by.bandwidth;
+  /**
+   * The time of the next piece of `e` (the head of the queue), and its size: order kept
+   * (never before the previous piece), slice's pause between pieces, bandwidth's pacing.
+   */
+  private plan(e: Entry): number {
+    const { slice, bandwidth: bw } = this.by;
+    const len = e.buf!.length;
     // bandwidth: pieces of at most 1/50 s worth, so the rate is smooth
-    const step = Math.min(slice?.bytes ?? c.length, bw ? Math.max(1, Math.floor(bw.rate! / 50)) : c.length);
-    for (let off = 0; off < c.length; off += step) {
-      const buf = c.subarray(off, off + step);
-      if (slice && off > 0) at += slice.delayMs ?? 0;
-      else if (slice && this.lastAt > 0 && at <= this.lastAt) at += slice.delayMs ?? 0;
-      if (bw) {
-        at = Math.max(at, this.bwNext);
-        this.bwNext = at + (buf.length * 1000) / bw.rate!;
+    const step = Math.min(slice?.bytes ?? len, bw ? Math.max(1, Math.floor(bw.rate! / 50)) : len);
+    if (e.next === undefined) {
+      let at: number;
+      if (e.off > 0) at = this.lastAt + (slice?.delayMs ?? 0);
+      else {
+        at = Math.max(e.at, this.lastAt);
+        if (slice && this.lastAt > 0 && at <= this.lastAt) at += slice.delayMs ?? 0;
       }
-      this.queue.push({ at, buf });
-      this.queued += buf.length;
-      this.lastAt = at;
+      if (bw) at = Math.max(at, this.bwNext);
+      e.next = at;
     }
+    return step;
   }
 
   private pump = (): void => {
@@ -308,20 +331,33 @@ export class FaultyEcho {
     this.timer = undefined;
     if (this.blocked || this.socket.destroyed) return;
     const now = performance.now();
-    while (this.queue.length && this.queue[0]!.at <= now + 1) {
-      const p = this.queue.shift()!;
-      if (p.close) {
-        this.close(p.close);
+    while (this.queue.length) {
+      const e = this.queue[0]!;
+      if (e.close) {
+        this.queue.shift();
+        this.close(e.close);
         return;
       }
-      this.queued -= p.buf!.length;
-      if (!this.socket.write(p.buf!)) {
-        this.blocked = true; // the client reads slowly: wait for 'drain'
+      const step = this.plan(e);
+      if (e.next! > now + 1) break;
+      const piece = e.buf!.subarray(e.off, e.off + step);
+      const bw = this.by.bandwidth;
+      if (bw) this.bwNext = e.next! + (piece.length * 1000) / bw.rate!;
+      this.lastAt = e.next!;
+      e.next = undefined;
+      e.off += piece.length;
+      if (e.off >= e.buf!.length) this.queue.shift();
+      this.queued -= piece.length;
+      const ok = this.socket.write(piece, this.written);
+      // Not taken by the kernel at once: wait for it (its callback, or 'drain') rather than
+      // queue more writes in Node, each with its own overhead.
+      if (!ok || this.socket.writableLength > 0) {
+        this.blocked = true;
         return;
       }
     }
     if (this.queue.length) {
-      this.timer = setTimeout(this.pump, Math.max(0, this.queue[0]!.at - now));
+      this.timer = setTimeout(this.pump, Math.max(0, this.queue[0]!.next! - now));
       return;
     }
     if (this.ending) {
@@ -329,6 +365,10 @@ export class FaultyEcho {
       return;
     }
     if (!this.stopped && this.queued < LOW && this.socket.isPaused()) this.socket.resume();
+  };
+
+  private written = (): void => {
+    if (this.blocked && this.socket.writableLength === 0) this.drained();
   };
 
   /** The client can take more. */
