@@ -143,24 +143,43 @@ export function parseFault(text: string, flag = '--fault'): Fault {
   return f;
 }
 
-/** `latency=50ms,jitter=10ms`: a fault as it is written. */
+/** A number ≥ 0 as plain decimal digits (1e-7 → 0.0000001), the form the parsers read. */
+function decimal(n: number): string {
+  const s = String(n);
+  const e = s.indexOf('e');
+  if (e < 0) return s;
+  const exp = Number(s.slice(e + 1));
+  const [int = '', frac = ''] = s.slice(0, e).split('.');
+  const digits = int + frac;
+  const point = int.length + exp;
+  if (point <= 0) return `0.${'0'.repeat(-point)}${digits}`;
+  if (point >= digits.length) return digits + '0'.repeat(point - digits.length);
+  return `${digits.slice(0, point)}.${digits.slice(point)}`;
+}
+
+/** `latency=50ms,jitter=10ms`: a fault as it is written; parseFault() reads it back the same. */
 export function formatFault(f: Fault): string {
+  const ms = (n: number | undefined) => `${decimal(n ?? 0)}ms`;
   const main =
     f.kind === 'latency' || f.kind === 'accept-delay'
-      ? `=${f.delayMs}ms${f.jitterMs ? `,jitter=${f.jitterMs}ms` : ''}`
+      ? `=${ms(f.delayMs)}${f.jitterMs !== undefined ? `,jitter=${ms(f.jitterMs)}` : ''}`
       : f.kind === 'bandwidth'
         ? `=${f.rate}`
         : f.kind === 'slice'
-          ? `=${f.bytes},delay=${f.delayMs}ms`
+          ? `=${f.bytes},delay=${ms(f.delayMs)}`
           : f.kind === 'stall-after'
             ? `=${f.bytes}`
             : f.kind === 'close-after'
               ? `=${f.bytes},how=${f.how}`
               : f.chance !== undefined
-                ? `=${f.chance}`
+                ? `=${decimal(f.chance)}`
                 : '';
   const sel =
-    f.fraction !== undefined ? `,p=${f.fraction}` : f.every !== undefined ? `,every=${f.every}` : '';
+    f.fraction !== undefined
+      ? `,p=${decimal(f.fraction)}`
+      : f.every !== undefined
+        ? `,every=${f.every}`
+        : '';
   return `${f.kind}${main}${sel}`;
 }
 
