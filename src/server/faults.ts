@@ -75,11 +75,17 @@ function faultDuration(flag: string, text: string, raw: string, minMs: number, m
   return parseDuration(flag, raw, minMs, maxMs);
 }
 
+/** `key=value` at the first `=`: the value keeps any later `=` (and is then refused whole). */
+function keyValue(s: string): [string, string | undefined] {
+  const i = s.indexOf('=');
+  return i < 0 ? [s, undefined] : [s.slice(0, i), s.slice(i + 1)];
+}
+
 /** `latency=50ms,jitter=10ms,p=0.5` → a Fault; bad input is a UsageError naming --fault. */
 export function parseFault(text: string, flag = '--fault'): Fault {
   const parts = text.split(',').map((s) => s.trim());
   const [head = '', ...opts] = parts;
-  const [name, value] = head.split('=', 2) as [string, string | undefined];
+  const [name, value] = keyValue(head);
   if (!KINDS.has(name as FaultKind))
     throw new UsageError(flag, text, `unknown fault "${name}" (one of: ${[...KINDS].join(', ')})`);
   const kind = name as FaultKind;
@@ -119,7 +125,7 @@ export function parseFault(text: string, flag = '--fault'): Fault {
       f.chance = chance(flag, need('P'));
   }
   for (const opt of opts) {
-    const [k, v] = opt.split('=', 2) as [string, string | undefined];
+    const [k, v] = keyValue(opt);
     if (v === undefined || v === '') throw new UsageError(flag, text, `"${k}" needs a value (${k}=…)`);
     if (k === 'p') f.fraction = chance(flag, v);
     else if (k === 'every') {
@@ -175,11 +181,7 @@ export function formatFault(f: Fault): string {
                 ? `=${decimal(f.chance)}`
                 : '';
   const sel =
-    f.fraction !== undefined
-      ? `,p=${decimal(f.fraction)}`
-      : f.every !== undefined
-        ? `,every=${f.every}`
-        : '';
+    f.fraction !== undefined ? `,p=${decimal(f.fraction)}` : f.every !== undefined ? `,every=${f.every}` : '';
   return `${f.kind}${main}${sel}`;
 }
 
