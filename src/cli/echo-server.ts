@@ -11,10 +11,10 @@ import {
   parseInteger,
   parsePort,
   parseSize,
+  plural,
   UsageError,
 } from '../core/parse.js';
 import { describeCertificate, selfSignedTls } from '../core/tls.js';
-import { plural } from '../server/admission.js';
 import type { ServerConfig } from '../server/config.js';
 import { formatFault, parseFault, TCP_FAULTS, UDP_FAULTS } from '../server/faults.js';
 import type { ServerTotals } from '../server/handler.js';
