@@ -4,6 +4,7 @@
 import { availableParallelism, hostname } from 'node:os';
 import type { Command } from 'commander';
 import { Option } from 'commander';
+import { formatFault, parseFault, TCP_FAULTS, UDP_FAULTS } from '../core/faults.js';
 import {
   formatAddress,
   parseDuration,
@@ -16,7 +17,6 @@ import {
 } from '../core/parse.js';
 import { describeCertificate, selfSignedTls } from '../core/tls.js';
 import type { ServerConfig } from '../server/config.js';
-import { formatFault, parseFault, TCP_FAULTS, UDP_FAULTS } from '../server/faults.js';
 import type { ServerTotals } from '../server/handler.js';
 import { listeningLine, startServer } from '../server/index.js';
 import type { ServerHandle } from '../server/listener.js';

@@ -8,6 +8,7 @@
 import { AccessControl } from '../core/access.js';
 import { plural } from '../core/admission.js';
 import { countError } from '../core/errors.js';
+import { FaultSet } from '../core/faults.js';
 import type { Logger } from '../core/log.js';
 import { formatAddress } from '../core/parse.js';
 import { createTracer, traceSink } from '../core/trace.js';
@@ -15,7 +16,6 @@ import { serverTotalsOfUdp, startUdpEchoServer } from '../udp/server.js';
 import { childrenBackend } from './children.js';
 import { echoServerOptions, type ServerConfig } from './config.js';
 import { closedWanted, connectionClosed } from './conn-metrics.js';
-import { FaultSet } from './faults.js';
 import { copyTotals, emptyTotals } from './handler.js';
 import { type FromChild, sendToChild } from './ipc.js';
 import { graceTimer, type ServerHandle, startListener } from './listener.js';
