@@ -30,7 +30,7 @@ function tsFiles(dir: string): string[] {
 }
 
 /** Relative specifiers a file imports, resolved to repository paths ('src/core/log.ts'). */
-export function importsOf(file: string, text: string): string[] {
+function importsOf(file: string, text: string): string[] {
   const info = ts.preProcessFile(text, true, true);
   const out: string[] = [];
   for (const { fileName } of info.importedFiles) {
@@ -60,7 +60,7 @@ function graph(): Map<string, string[]> {
 }
 
 /** Layer violations as 'from -> to' lines. */
-export function layerViolations(g: Map<string, string[]>): string[] {
+function layerViolations(g: Map<string, string[]>): string[] {
   const bad: string[] = [];
   for (const [from, tos] of g) {
     const lf = layerOf(from);
@@ -74,7 +74,7 @@ export function layerViolations(g: Map<string, string[]>): string[] {
 }
 
 /** Every cycle's files, one list per strongly connected component of more than one file. */
-export function cycles(g: Map<string, string[]>): string[][] {
+function cycles(g: Map<string, string[]>): string[][] {
   let index = 0;
   const idx = new Map<string, number>();
   const low = new Map<string, number>();
@@ -133,7 +133,9 @@ describe('import layers', () => {
       ['src/udp/c.ts', ['src/udp/c.ts']],
     ]);
     expect(layerViolations(g)).toEqual(['src/core/a.ts -> src/server/b.ts']);
-    expect(cycles(g)).toEqual(expect.arrayContaining([['src/core/a.ts', 'src/server/b.ts'], ['src/udp/c.ts']]));
+    expect(cycles(g)).toEqual(
+      expect.arrayContaining([['src/core/a.ts', 'src/server/b.ts'], ['src/udp/c.ts']]),
+    );
   });
 
   it('the real tree has files and imports to check', () => {
