@@ -26,6 +26,7 @@ export { listenSocket, listenTcp } from './core/listen.js';
 export type { Logger } from './core/log.js';
 export { formatAddress, parseDuration, parseHost, parsePort, parseSize, UsageError } from './core/parse.js';
 export { buildProxyHeader, type ProxyHeader, parseProxyHeader } from './core/proxy-protocol.js';
+export type { ConnectionRecord, ServerTotals } from './core/records.js';
 export {
   applySocketOptions,
   formatReport,
@@ -45,7 +46,6 @@ export {
 } from './core/tls.js';
 export { findScenario, runScenario, SCENARIOS, type ScenarioInfo, type ScenarioResult } from './lab/index.js';
 export type { ServerConfig } from './server/config.js';
-export type { ConnectionRecord, ServerTotals } from './server/handler.js';
 export { startServer } from './server/index.js';
 export type { CloseOptions, LiveConnection, ServerHandle } from './server/listener.js';
 export {

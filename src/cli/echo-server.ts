@@ -15,9 +15,9 @@ import {
   plural,
   UsageError,
 } from '../core/parse.js';
+import type { ServerTotals } from '../core/records.js';
 import { describeCertificate, selfSignedTls } from '../core/tls.js';
 import type { ServerConfig } from '../server/config.js';
-import type { ServerTotals } from '../server/handler.js';
 import { listeningLine, startServer } from '../server/index.js';
 import type { ServerHandle } from '../server/listener.js';
 import { type MetricsServer, startMetrics } from '../server/metrics.js';

@@ -30,9 +30,10 @@ import {
 } from '../core/listen.js';
 import type { Logger } from '../core/log.js';
 import { formatAddress } from '../core/parse.js';
+import { copyTotals, type ServerTotals } from '../core/records.js';
 import { formatReport, type OptionReport, reportSocketOptions } from '../core/sockopts.js';
 import type { UdpTotals } from '../udp/server.js';
-import { copyTotals, type ServerTotals, WAITED } from './handler.js';
+import { WAITED } from './handler.js';
 import { readFirstBytes, readProxyHeader } from './preamble.js';
 import { acceptWithSharedRead, type ReadCallback, sharedReadEnabled } from './user-buffer.js';
 

@@ -13,9 +13,9 @@ import { closeFd, hasNativeReusePort, socketFd } from '../core/libc.js';
 import { rawListenFd } from '../core/listen.js';
 import { type Logger, silentLogger } from '../core/log.js';
 import { formatAddress, plural } from '../core/parse.js';
+import type { ServerTotals } from '../core/records.js';
 import { applySocketOptions, formatReport, type OptionReport, type SocketOptions } from '../core/sockopts.js';
 import type { Tracer } from '../core/trace.js';
-import type { ServerTotals } from '../server/handler.js';
 import { type AdmitDatagram, UdpBatch } from './batch.js';
 
 export interface UdpEchoServerOptions {
