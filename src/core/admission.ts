@@ -7,8 +7,8 @@
 // per (kind, source) per interval.
 
 import type { Socket } from 'node:net';
-import { resumeReading } from '../server/preamble.js';
 import { type AccessControl, RateLimitedLog } from './access.js';
+import { resumeReading } from './hold.js';
 import { fdHeadroom } from './libc.js';
 import type { Logger } from './log.js';
 import { plural } from './parse.js';

@@ -10,6 +10,7 @@ import type { Socket } from 'node:net';
 import type { SecureContext } from 'node:tls';
 import { countError, errorCode, explainError } from '../core/errors.js';
 import type { Fault } from '../core/faults.js';
+import { resumeReading, stopReading } from '../core/hold.js';
 import { formatTcpInfo, type TcpInfo, tcpInfo } from '../core/libc.js';
 import { type Logger, logs } from '../core/log.js';
 import { formatAddress } from '../core/parse.js';
@@ -19,7 +20,6 @@ import { acceptTls, formatTlsInfo, tlsInfo } from '../core/tls.js';
 import { type Tracer, traceSocket } from '../core/trace.js';
 import { closedWanted, connectionClosed } from './conn-metrics.js';
 import { FaultyEcho, resetSocket } from './faults.js';
-import { resumeReading, stopReading } from './preamble.js';
 import { readChunk, SHARED_READ } from './user-buffer.js';
 
 /** What the handler needs from whoever accepted the connection. */
