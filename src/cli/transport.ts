@@ -3,13 +3,16 @@
 // its bench, echo-chat). Each combination that cannot work is refused here, naming both flags.
 
 import type { Command } from 'commander';
+import type { ClientTransport } from '../client/session.js';
 import { type Cidr, parseCidr } from '../core/access.js';
 import { parseDuration, UsageError } from '../core/parse.js';
 import type { SocketOptions } from '../core/sockopts.js';
-import { type ClientTls, loadCa, loadServerTls, parseFingerprint, type ServerTls } from '../core/tls.js';
+import { loadCa, loadServerTls, parseFingerprint, type ServerTls } from '../core/tls.js';
 import { conflict } from './common.js';
 
 // --- listening side -------------------------------------------------------------------------
+
+export type { ClientTransport };
 
 export function addServerTransportFlags(cmd: Command, { proxy = true } = {}): Command {
   cmd
@@ -229,12 +232,6 @@ export interface ClientTransportFlags {
   fingerprint?: string;
   sendProxy?: string;
   alpn?: string;
-}
-
-export interface ClientTransport {
-  path?: string;
-  tls?: ClientTls;
-  sendProxy?: 1 | 2;
 }
 
 export function resolveClientTransport(
