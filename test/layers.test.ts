@@ -152,3 +152,18 @@ describe('import layers', () => {
     expect(cycles(graph())).toEqual([]);
   });
 });
+
+describe('who exits', () => {
+  const calls = (dir: string) =>
+    tsFiles(path.join(ROOT, 'src', dir))
+      .filter((f) => /process\.exit\(/.test(readFileSync(f, 'utf8')))
+      .map((f) => path.relative(ROOT, f).split(path.sep).join('/'));
+
+  it('among the CLI files only the runner (common.ts) calls process.exit', () => {
+    expect(calls('cli')).toEqual(['src/cli/common.ts']);
+  });
+
+  it('library code in core/, client/ and udp/ never calls process.exit', () => {
+    expect([...calls('core'), ...calls('client'), ...calls('udp')]).toEqual([]);
+  });
+});
