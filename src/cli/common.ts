@@ -106,6 +106,20 @@ export function newProgram(name: string, description: string): Command {
   return cmd;
 }
 
+/** The exit code of a command ended by `signal`, as a shell reports it: 130 (SIGINT), 143 (SIGTERM). */
+export function signalExitCode(signal: NodeJS.Signals): number {
+  return signal === 'SIGINT' ? 130 : 143;
+}
+
+/**
+ * End the command at once with `signal`'s exit code, for a signal that cannot wait for the
+ * command's main to return (a second Ctrl-C, a listener still waiting for its peer). With
+ * runCli's exit code, the only way a command ends.
+ */
+export function exitOnSignal(signal: NodeJS.Signals): never {
+  process.exit(signalExitCode(signal));
+}
+
 /**
  * First SIGINT/SIGTERM runs `graceful`; a second one runs `force` and exits at once
  * (130 for SIGINT, 143 for SIGTERM), as close-with-grace does.
@@ -115,7 +129,7 @@ export function onSignals(graceful: (signal: NodeJS.Signals) => void, force: () 
   const handler = (signal: NodeJS.Signals) => {
     if (seen) {
       force();
-      process.exit(signal === 'SIGINT' ? 130 : 143);
+      exitOnSignal(signal);
     }
     seen = true;
     graceful(signal);

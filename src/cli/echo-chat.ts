@@ -30,6 +30,7 @@ import {
   checkLogFlags,
   checkRedirects,
   conflict,
+  exitOnSignal,
   type FamilyFlags,
   hostForFamily,
   type LogFlags,
@@ -44,6 +45,7 @@ import {
   resolveTrace,
   runCli,
   type SocketOptionFlags,
+  signalExitCode,
   statusLogger,
   type TraceFlags,
   warnIfReachable,
@@ -192,7 +194,7 @@ export function resolveChatConfig(hostArg: string | undefined, portArg: string |
 export async function runChatCli(argv: string[]): Promise<void> {
   // Ctrl-C / SIGTERM handled from before anything is printed (a peer that reacts to our output
   // may signal us at once); what a signal means depends on the phase
-  let onSignal: (signal: NodeJS.Signals) => void = (signal) => process.exit(signal === 'SIGINT' ? 130 : 143);
+  let onSignal: (signal: NodeJS.Signals) => void = exitOnSignal;
   const stopSignals = onSignals(
     (signal) => onSignal(signal),
     () => {},
@@ -224,7 +226,7 @@ export async function runChatCli(argv: string[]): Promise<void> {
       let signalled: NodeJS.Signals | undefined;
       onSignal = (signal) => {
         signalled = signal;
-        onSignal = (s) => process.exit(s === 'SIGINT' ? 130 : 143); // a second one: at once
+        onSignal = exitOnSignal; // a second one: at once
         relay.interrupt();
       };
       const end: RelayEnd = await relay.done;
@@ -232,7 +234,7 @@ export async function runChatCli(argv: string[]): Promise<void> {
       if (tty) process.stdout.write('\n'); // end the prompt's line: what follows starts clean
       // a signal that came as the conversation was ending still ends the command (--keep-open
       // would otherwise wait for the next peer)
-      if (signalled) return signalled === 'SIGTERM' ? 143 : 130;
+      if (signalled) return signalExitCode(signalled);
       // Ctrl-C on a terminal reaches readline, not the signal handler: the same exit code
       if (end.how === 'interrupted') return 130;
       if (end.how === 'error') {
@@ -262,7 +264,7 @@ export async function runChatCli(argv: string[]): Promise<void> {
       // waiting for a peer, a signal ends the command at once (closing removes a Unix socket file)
       const whileWaiting = (signal: NodeJS.Signals) => {
         void listener.close();
-        process.exit(signal === 'SIGINT' ? 130 : 143);
+        exitOnSignal(signal);
       };
       onSignal = whileWaiting;
       const unix = listener.address.family === 'unix';
