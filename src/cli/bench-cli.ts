@@ -16,16 +16,8 @@ import {
   plural,
   UsageError,
 } from '../core/parse.js';
-import {
-  checkRedirects,
-  conflict,
-  type FamilyFlags,
-  hostForFamily,
-  onSignals,
-  redirectOption,
-  resolveFamily,
-  warn,
-} from './common.js';
+import { checkRedirects, onSignals, redirectOption, warn } from './common.js';
+import { conflict, type FamilyFlags, hostForFamily, resolveFamily } from './flag-groups.js';
 import {
   addClientTransportFlags,
   type ClientTransportFlags,

@@ -15,24 +15,26 @@ import {
 import type { SocketOptions } from '../core/sockopts.js';
 import { addBenchCommand } from './bench-cli.js';
 import {
-  addFamilyFlags,
   addLogFlags,
-  addSocketOptionFlags,
-  addTraceFlags,
   checkLogFlags,
   checkRedirects,
-  conflict,
-  type FamilyFlags,
-  hostForFamily,
   type LogFlags,
   newProgram,
   redirectOption,
+} from './common.js';
+import {
+  addFamilyFlags,
+  addSocketOptionFlags,
+  addTraceFlags,
+  conflict,
+  type FamilyFlags,
+  hostForFamily,
   resolveFamily,
   resolveSocketOptions,
   resolveTrace,
   type SocketOptionFlags,
   type TraceFlags,
-} from './common.js';
+} from './flag-groups.js';
 import { addClientTransportFlags, type ClientTransportFlags, resolveClientTransport } from './transport.js';
 
 /** The program with its `bench` subcommand; `onBench` gets the bench's exit code. */

@@ -24,32 +24,34 @@ import { formatTlsInfo, selfSignedTls } from '../core/tls.js';
 import { createTracer, traceSink, traceSocket } from '../core/trace.js';
 import { peerName } from '../server/listener.js';
 import {
-  addFamilyFlags,
   addListenerFlags,
-  addTraceFlags,
   checkLogFlags,
   checkRedirects,
-  conflict,
   exitOnSignal,
-  type FamilyFlags,
-  hostForFamily,
   type LogFlags,
-  listenArgs,
   newProgram,
-  normalizeTraceArg,
   onSignals,
   redirectOption,
+  runCli,
+  signalExitCode,
+  statusLogger,
+  warnIfReachable,
+} from './common.js';
+import {
+  addFamilyFlags,
+  addTraceFlags,
+  conflict,
+  type FamilyFlags,
+  hostForFamily,
+  listenArgs,
+  normalizeTraceArg,
   resolveAccess,
   resolveFamily,
   resolveSocketOptions,
   resolveTrace,
-  runCli,
   type SocketOptionFlags,
-  signalExitCode,
-  statusLogger,
   type TraceFlags,
-  warnIfReachable,
-} from './common.js';
+} from './flag-groups.js';
 import {
   addChatTransportFlags,
   type ChatTransportFlags,

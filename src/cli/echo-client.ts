@@ -24,11 +24,11 @@ import {
   exitQuietlyOnClosedStdout,
   jsonLogs,
   loggerFromFlags,
-  normalizeTraceArg,
   onSignals,
   runCli,
   stderrLine,
 } from './common.js';
+import { normalizeTraceArg } from './flag-groups.js';
 import { INSECURE_WARNING } from './transport.js';
 
 export type { ClientConfig } from '../client/session.js';

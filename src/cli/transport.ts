@@ -8,7 +8,7 @@ import { type Cidr, parseCidr } from '../core/access.js';
 import { parseDuration, UsageError } from '../core/parse.js';
 import type { SocketOptions } from '../core/sockopts.js';
 import { loadCa, loadServerTls, parseFingerprint, type ServerTls } from '../core/tls.js';
-import { conflict } from './common.js';
+import { conflict } from './flag-groups.js';
 
 // --- listening side -------------------------------------------------------------------------
 
