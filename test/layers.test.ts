@@ -167,3 +167,31 @@ describe('who exits', () => {
     expect([...calls('core'), ...calls('client'), ...calls('udp')]).toEqual([]);
   });
 });
+
+describe('sizes', () => {
+  it('no CLI file is over 350 lines: the CLI parses flags, calls the library and prints', () => {
+    const long = tsFiles(path.join(ROOT, 'src', 'cli'))
+      .map((f) => [path.relative(ROOT, f), readFileSync(f, 'utf8').split('\n').length - 1] as const)
+      .filter(([, n]) => n > 350);
+    expect(long).toEqual([]);
+  });
+
+  it('no function in server/ is over 100 lines', () => {
+    const long: string[] = [];
+    for (const f of tsFiles(path.join(ROOT, 'src', 'server'))) {
+      const sf = ts.createSourceFile(f, readFileSync(f, 'utf8'), ts.ScriptTarget.Latest, true);
+      const visit = (n: ts.Node) => {
+        if (ts.isFunctionLike(n) && 'body' in n && n.body) {
+          const first = sf.getLineAndCharacterOfPosition(n.getStart(sf)).line;
+          const last = sf.getLineAndCharacterOfPosition(n.end).line;
+          const name = (n as ts.FunctionLikeDeclaration).name?.getText(sf) ?? '(anonymous)';
+          if (last - first + 1 > 100)
+            long.push(`${path.basename(f)}:${first + 1} ${name}: ${last - first + 1} lines`);
+        }
+        ts.forEachChild(n, visit);
+      };
+      visit(sf);
+    }
+    expect(long).toEqual([]);
+  });
+});
