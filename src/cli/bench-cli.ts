@@ -22,6 +22,7 @@ import {
   type ClientTransportFlags,
   INSECURE_WARNING,
   resolveClientTransport,
+  targetNamedBy,
 } from './transport.js';
 
 /** `echo-client bench`: a subcommand whose action resolves with the exit code. */
@@ -118,14 +119,7 @@ export function resolveBenchOptions(f: BenchFlags, hostArg: string | undefined, 
     throw new UsageError('--rate', f.rate, 'needs --mode pingpong');
   const transport = resolveClientTransport(f, {
     udp: f.udp === true,
-    targetGiven:
-      hostArg !== undefined
-        ? 'a HOST argument'
-        : portArg !== undefined
-          ? 'a PORT argument'
-          : f.port !== undefined
-            ? '--port'
-            : undefined,
+    targetGiven: targetNamedBy(hostArg, portArg, f.port),
     socket: {},
     local: family ? `-${family}` : undefined,
   });

@@ -35,7 +35,12 @@ import {
   type SocketOptionFlags,
   type TraceFlags,
 } from './flag-groups.js';
-import { addClientTransportFlags, type ClientTransportFlags, resolveClientTransport } from './transport.js';
+import {
+  addClientTransportFlags,
+  type ClientTransportFlags,
+  resolveClientTransport,
+  targetNamedBy,
+} from './transport.js';
 
 /** The program with its `bench` subcommand; `onBench` gets the bench's exit code. */
 export function buildClientProgram(onBench: (code: number) => void = () => {}): Command {
@@ -216,14 +221,7 @@ export function resolveClientConfig(
   if (cfg.trace && udp) throw conflict('--trace', '--udp (echo-server --udp --trace traces datagrams)');
   cfg.transport = resolveClientTransport(f, {
     udp,
-    targetGiven:
-      hostArg !== undefined
-        ? 'a HOST argument'
-        : portArg !== undefined
-          ? 'a PORT argument'
-          : f.port !== undefined
-            ? '--port'
-            : undefined,
+    targetGiven: targetNamedBy(hostArg, portArg, f.port),
     socket: cfg.socket,
     local:
       f.localPort !== undefined

@@ -234,6 +234,17 @@ export interface ClientTransportFlags {
   alpn?: string;
 }
 
+/** What named a TCP target on the command line (refused with --unix): a HOST or PORT argument, or --port. */
+export function targetNamedBy(
+  hostArg: string | undefined,
+  portArg: string | undefined,
+  portFlag: string | undefined,
+): string | undefined {
+  if (hostArg !== undefined) return 'a HOST argument';
+  if (portArg !== undefined) return 'a PORT argument';
+  return portFlag !== undefined ? '--port' : undefined;
+}
+
 export function resolveClientTransport(
   f: ClientTransportFlags,
   ctx: { udp: boolean; targetGiven: string | undefined; socket: SocketOptions; local: string | undefined },
