@@ -12,8 +12,6 @@ import { conflict } from './flag-groups.js';
 
 // --- listening side -------------------------------------------------------------------------
 
-export type { ClientTransport };
-
 export function addServerTransportFlags(cmd: Command, { proxy = true } = {}): Command {
   cmd
     .option(
