@@ -23,6 +23,7 @@ export interface ClientTransport {
 /** The interactive prompt, TCP and UDP. */
 export const PROMPT = 'Input message (Q to quit): ';
 
+/** One echo-client run, resolved from its flags. */
 export interface ClientConfig {
   host: string;
   port: number;
@@ -195,8 +196,9 @@ export async function oneShot(cfg: ClientConfig, socket: Socket, logger: Logger)
 }
 
 /**
- * The prompt loop (`onSignal` watches SIGINT/SIGTERM, returns its undo): each line is sent in full and its whole echo read back before the next
+ * The prompt loop: each line is sent in full and its whole echo read back before the next
  * prompt. The server closing is reported when it happens, not at the next line typed.
+ * `onSignal(stop)` calls stop on SIGINT/SIGTERM and returns what undoes that.
  */
 export async function interactive(
   cfg: ClientConfig,
