@@ -81,6 +81,8 @@ async function main(): Promise<number> {
       `e${i + 1}`,
       '--log-format',
       'json',
+      // a health check that closes with a reset after its echo is logged at debug level only
+      '-v',
     ]),
   );
   const ports: number[] = [];

@@ -115,6 +115,16 @@ describe('access control', () => {
     expect((await p.exit).code).toBe(0);
   });
 
+  it('a metrics port on a non-loopback address is said to have no authentication', async () => {
+    const p = spawnCli('echo-server', ['--port', '0', '--metrics', '0.0.0.0:0', '--log-format', 'json']);
+    await p.waitStderr(
+      /"msg":"listening on 0\.0\.0\.0: the metrics port \(no authentication\) is reachable from the network"/,
+    );
+    expect(p.stderr()).not.toMatch(/this server is reachable/); // the echo port is on loopback
+    p.child.kill('SIGTERM');
+    expect((await p.exit).code).toBe(0);
+  });
+
   it('a loopback alias (127.0.0.2) is not reachable from the network, and a failed listen warns of nothing', async () => {
     const p = spawnCli('echo-server', ['--host', '127.0.0.2', '--port', '0', '--log-format', 'json']);
     const m = await p.waitStderr(/listening on 127\.0\.0\.2:(\d+)/);

@@ -265,3 +265,35 @@ describe('scheduled faults hold bounded memory against a client that never reads
     },
   );
 });
+
+describe('--fault accept-delay never blocks the process', () => {
+  it('with no client waiting, the server still answers its metrics port and ends on SIGTERM', async () => {
+    const srv = await spawnServer(['--fault', 'accept-delay=20ms', '--metrics', '0']);
+    const m = await srv.waitStderr(/metrics on http:\/\/127\.0\.0\.1:(\d+)\/metrics/);
+    // several accept-delay ticks pass with nothing in the accept queue
+    await until(() => /faults injected on purpose/.test(srv.stderr()), 5000, 'the fault warning');
+    for (let i = 0; i < 3; i++) {
+      const res = await fetch(`http://127.0.0.1:${m[1]}/metrics`, { signal: AbortSignal.timeout(3000) });
+      expect(res.status).toBe(200);
+      await res.text();
+    }
+    const a = await readAll(net.connect(srv.port, '127.0.0.1').end('late'));
+    expect(a.toString()).toBe('late');
+    srv.child.kill('SIGTERM');
+    const t0 = Date.now();
+    expect((await srv.exit).code).toBe(0);
+    expect(Date.now() - t0).toBeLessThan(3000);
+  });
+});
+
+describe('--fault: a value is the whole text after its "="', () => {
+  it.each([
+    'latency=5ms=3',
+    'latency=5ms,jitter=1ms=2',
+    'close-after=10=3',
+    'drop=0.5=1',
+    'corrupt=0.1,p=0.5=1',
+  ])('%s is refused, not cut at the second "="', (spec) => {
+    expect(() => parseFault(spec)).toThrow(/--fault/);
+  });
+});

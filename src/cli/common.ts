@@ -203,9 +203,9 @@ export function statusLogger(name: string, f: LogFlags): Logger {
 }
 
 /** After a listen succeeded: say so when the address is reachable from other machines. */
-export function warnIfReachable(logger: Logger, address: string): void {
+export function warnIfReachable(logger: Logger, address: string, what = 'this server'): void {
   if (!isLoopback(address)) {
-    logger.warn({ host: address }, `listening on ${address}: this server is reachable from the network`);
+    logger.warn({ host: address }, `listening on ${address}: ${what} is reachable from the network`);
   }
 }
 

@@ -72,11 +72,17 @@ function faultDuration(flag: string, text: string, raw: string, minMs: number, m
   return parseDuration(flag, raw, minMs, maxMs);
 }
 
+/** `key=value` at the first `=`: the value keeps any later `=` (and is then refused whole). */
+function keyValue(s: string): [string, string | undefined] {
+  const i = s.indexOf('=');
+  return i < 0 ? [s, undefined] : [s.slice(0, i), s.slice(i + 1)];
+}
+
 /** `latency=50ms,jitter=10ms,p=0.5` → a Fault; bad input is a UsageError naming --fault. */
 export function parseFault(text: string, flag = '--fault'): Fault {
   const parts = text.split(',').map((s) => s.trim());
   const [head = '', ...opts] = parts;
-  const [name, value] = head.split('=', 2) as [string, string | undefined];
+  const [name, value] = keyValue(head);
   if (!KINDS.has(name as FaultKind))
     throw new UsageError(flag, text, `unknown fault "${name}" (one of: ${[...KINDS].join(', ')})`);
   const kind = name as FaultKind;
@@ -116,7 +122,7 @@ export function parseFault(text: string, flag = '--fault'): Fault {
       f.chance = chance(flag, need('P'));
   }
   for (const opt of opts) {
-    const [k, v] = opt.split('=', 2) as [string, string | undefined];
+    const [k, v] = keyValue(opt);
     if (v === undefined || v === '') throw new UsageError(flag, text, `"${k}" needs a value (${k}=…)`);
     if (k === 'p') f.fraction = chance(flag, v);
     else if (k === 'every') {
@@ -140,24 +146,39 @@ export function parseFault(text: string, flag = '--fault'): Fault {
   return f;
 }
 
-/** `latency=50ms,jitter=10ms`: a fault as it is written. */
+/** A number ≥ 0 as plain decimal digits (1e-7 → 0.0000001), the form the parsers read. */
+function decimal(n: number): string {
+  const s = String(n);
+  const e = s.indexOf('e');
+  if (e < 0) return s;
+  const exp = Number(s.slice(e + 1));
+  const [int = '', frac = ''] = s.slice(0, e).split('.');
+  const digits = int + frac;
+  const point = int.length + exp;
+  if (point <= 0) return `0.${'0'.repeat(-point)}${digits}`;
+  if (point >= digits.length) return digits + '0'.repeat(point - digits.length);
+  return `${digits.slice(0, point)}.${digits.slice(point)}`;
+}
+
+/** `latency=50ms,jitter=10ms`: a fault as it is written; parseFault() reads it back the same. */
 export function formatFault(f: Fault): string {
+  const ms = (n: number | undefined) => `${decimal(n ?? 0)}ms`;
   const main =
     f.kind === 'latency' || f.kind === 'accept-delay'
-      ? `=${f.delayMs}ms${f.jitterMs ? `,jitter=${f.jitterMs}ms` : ''}`
+      ? `=${ms(f.delayMs)}${f.jitterMs !== undefined ? `,jitter=${ms(f.jitterMs)}` : ''}`
       : f.kind === 'bandwidth'
         ? `=${f.rate}`
         : f.kind === 'slice'
-          ? `=${f.bytes},delay=${f.delayMs}ms`
+          ? `=${f.bytes},delay=${ms(f.delayMs)}`
           : f.kind === 'stall-after'
             ? `=${f.bytes}`
             : f.kind === 'close-after'
               ? `=${f.bytes},how=${f.how}`
               : f.chance !== undefined
-                ? `=${f.chance}`
+                ? `=${decimal(f.chance)}`
                 : '';
   const sel =
-    f.fraction !== undefined ? `,p=${f.fraction}` : f.every !== undefined ? `,every=${f.every}` : '';
+    f.fraction !== undefined ? `,p=${decimal(f.fraction)}` : f.every !== undefined ? `,every=${f.every}` : '';
   return `${f.kind}${main}${sel}`;
 }
 

@@ -316,6 +316,11 @@ export interface RawListenOptions {
   bindOnly?: boolean;
   /** IPV6_V6ONLY on an IPv6 socket (default: the kernel's net.ipv6.bindv6only, 0 on Linux) */
   ipv6Only?: boolean;
+  /**
+   * O_NONBLOCK (Linux SOCK_NONBLOCK): accept() with nothing queued returns EAGAIN instead of
+   * blocking the whole process (an fd Node does not watch is polled with accept4)
+   */
+  nonBlocking?: boolean;
 }
 
 /** A sockaddr_in / sockaddr_in6 for bind() or connect(). */
@@ -361,7 +366,8 @@ export function rawListenFd(o: RawListenOptions): number {
   const t = platformTable();
   const c = loadLibc();
   const { family, addr } = sockaddr(o.host, o.port);
-  const fd = c.socket(family, o.type === 'udp' ? t.SOCK_DGRAM : t.SOCK_STREAM, 0);
+  const type = o.type === 'udp' ? t.SOCK_DGRAM : t.SOCK_STREAM;
+  const fd = c.socket(family, o.nonBlocking ? type | SOCK_NONBLOCK : type, 0);
   if (fd < 0) throw sysError('socket', c.errno());
   try {
     setIntOption(fd, 'SO_REUSEADDR', o.reuseAddr ? 1 : 0);

@@ -393,6 +393,7 @@ export async function startListener(o: ListenerOptions): Promise<ServerHandle> {
       recvBuffer: o.listen.recvBuffer,
       sendBuffer: o.listen.sendBuffer,
       ipv6Only: o.listen.ipv6Only,
+      nonBlocking: true, // polled with accept4 on a timer: it must return EAGAIN, not wait
     });
     address = {
       address: o.listen.host,
