@@ -1,4 +1,4 @@
-// The import graph of src/ and bench/: layers run one way (cli → lab → client/server/udp → core,
+// The import graph of src/, bench/ and deploy/: layers run one way (cli → lab → client/server/udp → core,
 // server/ may import udp/) and no file reaches itself through its imports. Every import and
 // export-from statement counts, type-only ones included, and so does a dynamic import().
 
@@ -50,7 +50,7 @@ function layerOf(file: string): string | undefined {
 
 function graph(): Map<string, string[]> {
   const g = new Map<string, string[]>();
-  for (const top of ['src', 'bench']) {
+  for (const top of ['src', 'bench', 'deploy']) {
     for (const full of tsFiles(path.join(ROOT, top))) {
       const file = path.relative(ROOT, full).split(path.sep).join('/');
       g.set(file, importsOf(file, readFileSync(full, 'utf8')));
