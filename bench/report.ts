@@ -3,8 +3,8 @@
 
 import { writeFileSync } from 'node:fs';
 import path from 'node:path';
+import type { ScaleFigures, ServerFigures } from './figures.js';
 import { type Frame, type ProfileLoad, profileMarkdown } from './profile.js';
-import type { ScaleFigures, ServerFigures } from './run.js';
 import { root } from './tools.js';
 
 const fmt = (x: number | undefined, d = 0) => (x === undefined || Number.isNaN(x) ? '—' : x.toFixed(d));

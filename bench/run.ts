@@ -10,6 +10,7 @@ import path from 'node:path';
 import type { BenchResult } from '../src/client/bench.js';
 import { selfSignedTls } from '../src/core/tls.js';
 import { c100k } from './c100k.js';
+import type { LgRun, OurRun, ScaleFigures, ServerFigures } from './figures.js';
 import { type Frame, LOADS, type ProfileLoad, profileLoad, profileMarkdown } from './profile.js';
 import { partialReport, writeReport } from './report.js';
 import {
@@ -31,10 +32,6 @@ import {
 const REPS = Number(process.env.BENCH_REPS ?? 3);
 const HOLD = Number(process.env.BENCH_HOLD ?? 19_000); // idle connections for the memory figure (a process may open 20,000 files)
 const echoServer = path.join(root, 'bin', 'echo-server.js');
-
-/** What is measured on a TCP server: with our client, and with the C load generator. */
-type OurRun = 'pp' | 'bulk' | 'conn';
-type LgRun = 'lgPp' | 'lgBulk' | 'lgConn';
 
 interface ServerSpec {
   name: string;
@@ -132,14 +129,6 @@ export const UDP: ServerSpec[] = [
     needsC: true,
   },
 ];
-
-export interface ServerFigures {
-  ours: Partial<Record<OurRun, BenchResult>>;
-  lg: Partial<Record<LgRun, LgResult>>;
-  mem?: { held: number; bytesPerConn: number | undefined; marginal: number | undefined };
-  firstEchoMs?: number;
-  firstEchoSpacedMs?: number;
-}
 
 function ourArgs(run: OurRun, spec: ServerSpec): string[] {
   const extra = spec.client ?? [];
@@ -263,10 +252,6 @@ async function measure(specs: ServerSpec[], hasC: boolean): Promise<Record<strin
   } finally {
     for (const srv of up.values()) await srv.stop();
   }
-}
-
-export interface ScaleFigures {
-  rows: { workers: number; cpus: string; rate: number; cpuUs: number | undefined }[];
 }
 
 /**

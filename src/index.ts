@@ -21,10 +21,12 @@ export { EchoConnection, type EchoOptions, echo, streamThrough } from './client/
 export { AccessControl, type Cidr, parseCidr } from './core/access.js';
 export { type ConnectOptions, connectTcp, withRetry } from './core/connect.js';
 export { ERRNO_TABLE, type ExplainedError, errorCode, explainError, unwrapError } from './core/errors.js';
+export { type Fault, FaultSet, formatFault, parseFault } from './core/faults.js';
 export { listenSocket, listenTcp } from './core/listen.js';
 export type { Logger } from './core/log.js';
 export { formatAddress, parseDuration, parseHost, parsePort, parseSize, UsageError } from './core/parse.js';
 export { buildProxyHeader, type ProxyHeader, parseProxyHeader } from './core/proxy-protocol.js';
+export type { ConnectionRecord, ServerTotals } from './core/records.js';
 export {
   applySocketOptions,
   formatReport,
@@ -44,8 +46,6 @@ export {
 } from './core/tls.js';
 export { findScenario, runScenario, SCENARIOS, type ScenarioInfo, type ScenarioResult } from './lab/index.js';
 export type { ServerConfig } from './server/config.js';
-export { type Fault, FaultSet, formatFault, parseFault } from './server/faults.js';
-export type { ConnectionRecord, ServerTotals } from './server/handler.js';
 export { startServer } from './server/index.js';
 export type { CloseOptions, LiveConnection, ServerHandle } from './server/listener.js';
 export {

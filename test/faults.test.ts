@@ -5,8 +5,8 @@ import { randomBytes } from 'node:crypto';
 import dgram from 'node:dgram';
 import { once } from 'node:events';
 import { describe, expect, it, onTestFinished } from 'vitest';
+import { FaultSet, parseFault } from '../src/core/faults.js';
 import { echo, startEchoServer } from '../src/index.js';
-import { FaultSet, parseFault } from '../src/server/faults.js';
 import { connect, SERVER_MODES as MODES, refusal, runEchoClient, spawnServer, until } from './helpers.js';
 
 const client = runEchoClient;

@@ -9,10 +9,10 @@ import path from 'node:path';
 import { describe, expect, it, onTestFinished } from 'vitest';
 import { connectTcp } from '../src/core/connect.js';
 import { explainError } from '../src/core/errors.js';
+import { parseFault } from '../src/core/faults.js';
 import { parseTarget, UsageError } from '../src/core/parse.js';
 import { escapeForTerminal } from '../src/core/terminal.js';
 import { startUdpEchoServer } from '../src/index.js';
-import { parseFault } from '../src/server/faults.js';
 import {
   bin,
   echoServer,

@@ -4,7 +4,7 @@ import net from 'node:net';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it, onTestFinished } from 'vitest';
-import { parseFault } from '../src/server/faults.js';
+import { parseFault } from '../src/core/faults.js';
 import {
   bin,
   hasCommand,

@@ -8,7 +8,7 @@ import { describe, expect, it } from 'vitest';
 import { parseCidr } from '../src/core/access.js';
 import { formatAddress } from '../src/core/parse.js';
 import { buildProxyHeader, parseProxyHeader, V2_SIGNATURE } from '../src/core/proxy-protocol.js';
-import type { ConnectionRecord } from '../src/server/handler.js';
+import type { ConnectionRecord } from '../src/core/records.js';
 import { echoServer } from './helpers.js';
 
 const port = fc.integer({ min: 1, max: 65535 });

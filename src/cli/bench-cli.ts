@@ -4,8 +4,7 @@
 import { readFileSync } from 'node:fs';
 import type { Command } from 'commander';
 import { Option } from 'commander';
-import { type BenchResult, runBench } from '../client/bench.js';
-import { connectTcp } from '../core/connect.js';
+import { type BenchResult, checkTargets, fleetTotal, runBench } from '../client/bench.js';
 import { codedError } from '../core/errors.js';
 import {
   formatAddress,
@@ -16,21 +15,14 @@ import {
   plural,
   UsageError,
 } from '../core/parse.js';
-import {
-  checkRedirects,
-  conflict,
-  type FamilyFlags,
-  hostForFamily,
-  onSignals,
-  redirectOption,
-  resolveFamily,
-  warn,
-} from './common.js';
+import { checkRedirects, onSignals, redirectOption, signalExitCode, warn } from './common.js';
+import { conflict, type FamilyFlags, hostForFamily, resolveFamily } from './flag-groups.js';
 import {
   addClientTransportFlags,
   type ClientTransportFlags,
   INSECURE_WARNING,
   resolveClientTransport,
+  targetNamedBy,
 } from './transport.js';
 
 /** `echo-client bench`: a subcommand whose action resolves with the exit code. */
@@ -127,14 +119,7 @@ export function resolveBenchOptions(f: BenchFlags, hostArg: string | undefined, 
     throw new UsageError('--rate', f.rate, 'needs --mode pingpong');
   const transport = resolveClientTransport(f, {
     udp: f.udp === true,
-    targetGiven:
-      hostArg !== undefined
-        ? 'a HOST argument'
-        : portArg !== undefined
-          ? 'a PORT argument'
-          : f.port !== undefined
-            ? '--port'
-            : undefined,
+    targetGiven: targetNamedBy(hostArg, portArg, f.port),
     socket: {},
     local: family ? `-${family}` : undefined,
   });
@@ -201,19 +186,7 @@ export async function runBenchCli(
   const { host, port, durationMs } = opts;
   const where = opts.path !== undefined ? `unix:${opts.path}` : formatAddress(host, port);
   if (opts.tls?.insecure) warn('echo-client', INSECURE_WARNING);
-  // a server that is not there (or a TLS check that fails) is one explained line, not a table of zeros
-  if (!opts.udp)
-    (
-      await connectTcp({
-        host,
-        port,
-        path: opts.path,
-        tls: opts.tls,
-        sendProxy: opts.sendProxy,
-        family: opts.family,
-        connectTimeoutMs: 10_000,
-      })
-    ).socket.destroy();
+  await checkTargets([{ host, port, path: opts.path }], opts);
   const tty = process.stderr.isTTY === true && !f.json;
   const stop = stopOnSignal();
   const r = await runBench({
@@ -280,7 +253,7 @@ function stopOnSignal(): { signal: AbortSignal; done: () => void; code: () => nu
   return {
     signal: ac.signal,
     done: off,
-    code: () => (got === undefined ? 0 : got === 'SIGINT' ? 130 : 143),
+    code: () => (got === undefined ? 0 : signalExitCode(got)),
   };
 }
 
@@ -288,34 +261,12 @@ function stopOnSignal(): { signal: AbortSignal; done: () => void; code: () => nu
 async function runFleet(f: BenchFlags, opts: ReturnType<typeof resolveBenchOptions>): Promise<number> {
   const targets = opts.targets!;
   const name = (t: { host: string; port: number }) => formatAddress(t.host, t.port);
-  if (!opts.udp) {
-    for (const t of targets)
-      (
-        await connectTcp({
-          ...t,
-          tls: opts.tls,
-          sendProxy: opts.sendProxy,
-          family: opts.family,
-          connectTimeoutMs: 10_000,
-        })
-      ).socket.destroy();
-  }
+  await checkTargets(targets, opts);
   const stop = stopOnSignal();
   const results = await Promise.all(
     targets.map((t) => runBench({ ...opts, host: t.host, port: t.port, signal: stop.signal })),
   ).finally(stop.done);
-  const sum = (k: 'count' | 'rate_per_s' | 'mb_per_s' | 'mismatches') =>
-    results.reduce((s, r) => s + (r[k] ?? 0), 0);
-  const total = {
-    count: sum('count'),
-    rate_per_s: Math.round(sum('rate_per_s')),
-    mb_per_s: Number(sum('mb_per_s').toFixed(1)),
-    mismatches: sum('mismatches'),
-    errors: results.reduce<Record<string, number>>((acc, r) => {
-      for (const [k, v] of Object.entries(r.errors)) acc[k] = (acc[k] ?? 0) + v;
-      return acc;
-    }, {}),
-  };
+  const total = fleetTotal(results);
   if (f.json) {
     process.stdout.write(
       `${JSON.stringify({ targets: results.map((r, i) => ({ target: name(targets[i]!), ...r })), total })}\n`,

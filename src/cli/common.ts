@@ -1,17 +1,14 @@
 // What every command shares: the runner (the only place that prints a fatal error and
-// exits), signal handling, and the flag groups for socket options and logging. Parsing of
-// values is done here, up front, so bad input exits 2 before any socket is opened.
+// exits), signal handling, the program, logging flags and stderr lines. The flag groups
+// (family, socket options, access lists, traces) are in flag-groups.ts.
 
-import { statSync } from 'node:fs';
 import { createRequire } from 'node:module';
-import { isIP } from 'node:net';
 import { Command, CommanderError, Option } from 'commander';
-import { type Cidr, parseCidr } from '../core/access.js';
 import { explainError } from '../core/errors.js';
 import type { Logger } from '../core/log.js';
 import { createLogger, type LogFormat, type LogLevel } from '../core/log.js';
-import { isLoopback, parseDuration, parseInteger, parseSize, UsageError } from '../core/parse.js';
-import type { SocketOptions } from '../core/sockopts.js';
+import { isLoopback, UsageError } from '../core/parse.js';
+import { addAccessFlags, addSocketOptionFlags, conflict } from './flag-groups.js';
 
 /** Run a command's main; map errors to exit codes (2 = bad input, 1 = runtime failure). */
 export async function runCli(name: string, main: () => Promise<number | undefined>): Promise<void> {
@@ -106,6 +103,20 @@ export function newProgram(name: string, description: string): Command {
   return cmd;
 }
 
+/** The exit code of a command ended by `signal`, as a shell reports it: 130 (SIGINT), 143 (SIGTERM). */
+export function signalExitCode(signal: NodeJS.Signals): number {
+  return signal === 'SIGINT' ? 130 : 143;
+}
+
+/**
+ * End the command at once with `signal`'s exit code, for a signal that cannot wait for the
+ * command's main to return (a second Ctrl-C, a listener still waiting for its peer). With
+ * runCli's exit code, the only way a command ends.
+ */
+export function exitOnSignal(signal: NodeJS.Signals): never {
+  process.exit(signalExitCode(signal));
+}
+
 /**
  * First SIGINT/SIGTERM runs `graceful`; a second one runs `force` and exits at once
  * (130 for SIGINT, 143 for SIGTERM), as close-with-grace does.
@@ -115,7 +126,7 @@ export function onSignals(graceful: (signal: NodeJS.Signals) => void, force: () 
   const handler = (signal: NodeJS.Signals) => {
     if (seen) {
       force();
-      process.exit(signal === 'SIGINT' ? 130 : 143);
+      exitOnSignal(signal);
     }
     seen = true;
     graceful(signal);
@@ -151,70 +162,6 @@ export function loggerFromFlags(name: string, f: LogFlags, instance?: string) {
   if (f.logFormat === 'json') jsonStderr = true;
   const level: LogLevel = f.verbose ? 'debug' : f.quiet ? 'warn' : 'info';
   return createLogger({ level, format: (f.logFormat ?? 'auto') as LogFormat, name, instance });
-}
-
-// --- address family ------------------------------------------------------------------------
-
-export function addFamilyFlags(cmd: Command): Command {
-  return cmd.option('-4', 'IPv4 only').option('-6', 'IPv6 only');
-}
-
-export interface FamilyFlags {
-  4?: boolean;
-  6?: boolean;
-}
-
-export function resolveFamily(f: FamilyFlags): 4 | 6 | undefined {
-  if (f[4] && f[6]) throw conflict('-4', '-6');
-  return f[4] ? 4 : f[6] ? 6 : undefined;
-}
-
-/**
- * The address under -4/-6: the family's loopback when none was given (127.0.0.1 or ::1), the
- * given one when it is of that family. An IP literal of the other family is refused naming both;
- * a name is refused too where it would be used as given (a listen address), since its family is
- * only known after resolving it.
- */
-export function hostForFamily(
-  family: 4 | 6 | undefined,
-  host: string | undefined,
-  hostFlag: string,
-  { names = true }: { names?: boolean } = {},
-): string | undefined {
-  if (family === undefined) return host;
-  if (host === undefined) return family === 6 ? '::1' : '127.0.0.1';
-  const bare = host.startsWith('[') && host.endsWith(']') ? host.slice(1, -1) : host;
-  const is = isIP(bare);
-  if (is !== 0 && is !== family) throw conflict(`-${family}`, `${hostFlag} ${host} (an IPv${is} address)`);
-  if (is === 0 && !names)
-    throw conflict(
-      `-${family}`,
-      `${hostFlag} ${host} (a name): give an IPv${family} address such as ${family === 6 ? '::1' : '127.0.0.1'}`,
-    );
-  return host;
-}
-
-/**
- * Where to listen, from --host/--port and nc's positional forms: `PORT` (nc -l 7007) or
- * `HOST PORT` (nc -l 127.0.0.1 7007). A place given twice is refused naming both.
- */
-export function listenArgs(
-  f: { host?: string; port?: string },
-  a1: string | undefined,
-  a2: string | undefined,
-): { host?: string; hostFlag: string; port?: string } {
-  let host = f.host;
-  let hostFlag = '--host';
-  if (a2 !== undefined || (a1 !== undefined && !/^\d+$/.test(a1))) {
-    if (a2 === undefined)
-      throw new UsageError('PORT', undefined, `missing after ${a1}: give PORT, or HOST PORT (as nc -l)`);
-    if (f.host !== undefined) throw conflict('--host', 'a HOST argument');
-    host = a1;
-    hostFlag = 'HOST';
-  }
-  const portArg = a2 ?? a1;
-  if (portArg !== undefined && f.port !== undefined) throw conflict('--port', 'a PORT argument');
-  return { host, hostFlag, port: portArg ?? f.port };
 }
 
 /**
@@ -274,161 +221,9 @@ export function exitQuietlyOnClosedStdout(): void {
   });
 }
 
-// --- socket option flags -----------------------------------------------------------
-
-export function addSocketOptionFlags(cmd: Command, { listen }: { listen: boolean }): Command {
-  if (!listen) {
-    cmd.option(
-      '--no-reuse-addr',
-      'with --local-port: bind it without SO_REUSEADDR (a port still in TIME_WAIT then fails with EADDRINUSE)',
-    );
-  }
-  if (listen) {
-    cmd
-      .option('--reuse-addr', 'set SO_REUSEADDR on the listening socket (the default)')
-      .option(
-        '--no-reuse-addr',
-        'listen without SO_REUSEADDR (a restart fails while old connections are in TIME_WAIT)',
-      )
-      .option('--reuse-port', 'set SO_REUSEPORT: several processes share the port, the kernel balances')
-      .option('--backlog <n>', 'listen queue length (capped by net.core.somaxconn)');
-  }
-  return cmd
-    .option('--keepalive [idle]', 'TCP keepalive; optional idle time before the first probe (e.g. 30s)')
-    .option('--keepalive-interval <dur>', 'time between keepalive probes (TCP_KEEPINTVL)')
-    .option('--keepalive-count <n>', 'unanswered probes before the connection is dropped (TCP_KEEPCNT)')
-    .option(
-      '--user-timeout <dur>',
-      'drop the connection when sent data stays unacknowledged this long (TCP_USER_TIMEOUT)',
-    )
-    .option('--no-delay', 'disable Nagle (TCP_NODELAY)')
-    .option('--send-buffer <size>', 'SO_SNDBUF (e.g. 64k; Linux doubles it)')
-    .option('--recv-buffer <size>', 'SO_RCVBUF (e.g. 64k; Linux doubles it)')
-    .option('--linger <dur>', 'SO_LINGER: how long close() waits for unsent data; 0 closes with RST');
-}
-
-export interface SocketOptionFlags {
-  reuseAddr?: boolean;
-  reusePort?: boolean;
-  backlog?: string;
-  keepalive?: boolean | string;
-  keepaliveInterval?: string;
-  keepaliveCount?: string;
-  userTimeout?: string;
-  delay?: boolean;
-  sendBuffer?: string;
-  recvBuffer?: string;
-  linger?: string;
-}
-
-const MAX_BUFFER = 1024 ** 3; // 1 GiB; the kernel caps at net.core.[rw]mem_max anyway
-
-/** Validate the socket option flags; throws UsageError naming the flag. */
-export function resolveSocketOptions(f: SocketOptionFlags): SocketOptions {
-  const o: SocketOptions = {};
-  if (f.reuseAddr !== undefined) o.reuseAddr = f.reuseAddr;
-  if (f.reusePort) o.reusePort = true;
-  if (f.backlog !== undefined) o.backlog = parseInteger('--backlog', f.backlog, 0, 65535);
-  if (f.keepalive !== undefined) {
-    o.keepAlive = true;
-    if (typeof f.keepalive === 'string')
-      o.keepAliveIdleMs = parseDuration('--keepalive', f.keepalive, 1000, 32767_000);
-  }
-  if (f.keepaliveInterval !== undefined) {
-    o.keepAliveIntervalMs = parseDuration('--keepalive-interval', f.keepaliveInterval, 1000, 32767_000);
-  }
-  if (f.keepaliveCount !== undefined)
-    o.keepAliveCount = parseInteger('--keepalive-count', f.keepaliveCount, 1, 127);
-  if ((o.keepAliveIntervalMs !== undefined || o.keepAliveCount !== undefined) && o.keepAlive === undefined) {
-    o.keepAlive = true; // interval and count mean nothing without keepalive on
-  }
-  if (f.userTimeout !== undefined)
-    o.userTimeoutMs = parseDuration('--user-timeout', f.userTimeout, 0, 2_147_483_647);
-  if (f.delay === false) o.noDelay = true;
-  if (f.sendBuffer !== undefined) o.sendBuffer = parseSize('--send-buffer', f.sendBuffer, 1, MAX_BUFFER);
-  if (f.recvBuffer !== undefined) o.recvBuffer = parseSize('--recv-buffer', f.recvBuffer, 1, MAX_BUFFER);
-  if (f.linger !== undefined) o.lingerMs = parseDuration('--linger', f.linger, 0, 65535_000);
-  return o;
-}
-
-/** Flags that cannot be used together: `cannot use --a with --b`. */
-export function conflict(a: string, b: string): UsageError {
-  return new UsageError(a, undefined, `cannot be used with ${b}`);
-}
-
 /** The flags of every command that listens: socket options (listen-time ones too), access lists, logging. */
 export function addListenerFlags(cmd: Command): Command {
   addSocketOptionFlags(cmd, { listen: true });
   addAccessFlags(cmd);
   return addLogFlags(cmd);
-}
-
-// --- access control (--allow / --deny) ----------------------------------------------------------
-
-const collect = (v: string, prev: string[]) => [...prev, v];
-
-export function addAccessFlags(cmd: Command): Command {
-  return cmd
-    .option(
-      '--allow <cidr>',
-      'accept peers only from this address or CIDR (repeatable)',
-      collect,
-      [] as string[],
-    )
-    .option(
-      '--deny <cidr>',
-      'refuse peers from this address or CIDR (repeatable; wins over --allow)',
-      collect,
-      [] as string[],
-    );
-}
-
-export function resolveAccess(f: { allow?: string[]; deny?: string[] }): { allow: Cidr[]; deny: Cidr[] } {
-  return {
-    allow: (f.allow ?? []).map((c) => parseCidr('--allow', c)),
-    deny: (f.deny ?? []).map((c) => parseCidr('--deny', c)),
-  };
-}
-
-// --- data traces (--trace) ---------------------------------------------------------------------
-
-export function addTraceFlags(cmd: Command): Command {
-  return cmd
-    .option(
-      '--trace [format]',
-      'print every chunk read and written, with time, direction and length: text (socat -v style, the default) or hex (xxd style); to stderr',
-    )
-    .option('--trace-file <file>', 'with --trace: append the trace to this file instead of stderr');
-}
-
-export interface TraceFlags {
-  trace?: boolean | string;
-  traceFile?: string;
-}
-
-export function resolveTrace(f: TraceFlags): { format: 'text' | 'hex'; file?: string } | undefined {
-  if (f.traceFile !== undefined && f.trace === undefined)
-    throw new UsageError('--trace-file', f.traceFile, 'needs --trace');
-  if (f.trace === undefined) return undefined;
-  const format = f.trace === true ? 'text' : String(f.trace);
-  if (format !== 'text' && format !== 'hex') throw new UsageError('--trace', format, 'is text or hex');
-  if (f.traceFile !== undefined) {
-    if (f.traceFile === '') throw new UsageError('--trace-file', '""', 'needs a file name');
-    let isDir = false;
-    try {
-      isDir = statSync(f.traceFile).isDirectory();
-    } catch {}
-    if (isDir) throw new UsageError('--trace-file', f.traceFile, 'is a directory');
-  }
-  return { format, ...(f.traceFile !== undefined ? { file: f.traceFile } : {}) };
-}
-
-/**
- * `--trace` takes an optional format; followed by anything else (`--trace 127.0.0.1 7007`) it
- * means text, and the next word stays what it was.
- */
-export function normalizeTraceArg(argv: string[]): string[] {
-  return argv.map((a, i) =>
-    a === '--trace' && argv[i + 1] !== 'text' && argv[i + 1] !== 'hex' ? '--trace=text' : a,
-  );
 }

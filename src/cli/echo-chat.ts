@@ -8,191 +8,23 @@
 
 import type { Socket } from 'node:net';
 import { connectChat, listenChat, type RelayEnd, relayChat } from '../client/chat.js';
-import { AccessControl } from '../core/access.js';
 import { explainError } from '../core/errors.js';
-import {
-  formatAddress,
-  parseDuration,
-  parseHost,
-  parseInteger,
-  parsePort,
-  parseTarget,
-  UsageError,
-} from '../core/parse.js';
+import { formatAddress } from '../core/parse.js';
 import { formatReport, type OptionReport } from '../core/sockopts.js';
 import { formatTlsInfo, selfSignedTls } from '../core/tls.js';
 import { createTracer, traceSink, traceSocket } from '../core/trace.js';
 import { peerName } from '../server/listener.js';
-import {
-  addFamilyFlags,
-  addListenerFlags,
-  addTraceFlags,
-  checkLogFlags,
-  checkRedirects,
-  conflict,
-  type FamilyFlags,
-  hostForFamily,
-  type LogFlags,
-  listenArgs,
-  newProgram,
-  normalizeTraceArg,
-  onSignals,
-  redirectOption,
-  resolveAccess,
-  resolveFamily,
-  resolveSocketOptions,
-  resolveTrace,
-  runCli,
-  type SocketOptionFlags,
-  statusLogger,
-  type TraceFlags,
-  warnIfReachable,
-} from './common.js';
-import {
-  addChatTransportFlags,
-  type ChatTransportFlags,
-  checkAddressRulesOnUnix,
-  INSECURE_WARNING,
-  resolveChatTransport,
-} from './transport.js';
+import { buildChatProgram, type ChatFlags, resolveChatConfig } from './chat-flags.js';
+import { exitOnSignal, onSignals, runCli, signalExitCode, statusLogger, warnIfReachable } from './common.js';
+import { normalizeTraceArg, resolveTrace } from './flag-groups.js';
+import { INSECURE_WARNING } from './transport.js';
 
-export interface ChatFlags extends SocketOptionFlags, LogFlags, FamilyFlags, ChatTransportFlags, TraceFlags {
-  allow?: string[];
-  deny?: string[];
-  listen?: boolean;
-  keepOpen?: boolean;
-  host?: string;
-  port?: string;
-  name?: string;
-  connectTimeout: string;
-  retry: string;
-  /** -w: nc's connect and idle timeout; refused here, naming --connect-timeout */
-  w?: string;
-}
-
-export function buildChatProgram() {
-  const cmd = newProgram(
-    'echo-chat',
-    'Chat between two terminals over one TCP connection (nc can be the other side)',
-  )
-    .argument(
-      '[host]',
-      'peer to connect to (HOST, HOST:PORT, [v6]:PORT); with --listen, PORT or HOST PORT as in nc -l',
-    )
-    .argument('[port]', 'peer port')
-    .option('-l, --listen', 'wait for one peer instead of connecting')
-    .addOption(redirectOption('-w <seconds>'))
-    .option('-k, --keep-open', 'with --listen: when a peer leaves (or resets), wait for the next one')
-    .option('-H, --host <addr>', 'with --listen: address to listen on (default 127.0.0.1)')
-    .option(
-      '-p, --port <port>',
-      'port: with --listen, where to listen (0 picks one and prints it; default 7007)',
-    )
-    .option('--name <name>', 'prefix your lines with `name: `')
-    .option('--connect-timeout <dur>', 'give up on a connect after this long', '10s')
-    .option('--retry <n>', 'retry a refused or timed-out connect, with backoff', '0');
-  addFamilyFlags(cmd);
-  addChatTransportFlags(cmd);
-  addTraceFlags(cmd);
-  addListenerFlags(cmd);
-  cmd.addHelpText(
-    'after',
-    `
-Examples:
-  terminal 1:  echo-chat --listen --port 7008   (or as nc: echo-chat -l 7008)
-  terminal 2:  echo-chat 127.0.0.1 7008        (or 127.0.0.1:7008)
-  or with nc:  nc 127.0.0.1 7008   /   ncat -l 7008  +  echo-chat 127.0.0.1 7008
-  dead peers:  echo-chat --keepalive 10s --keepalive-interval 2s --keepalive-count 3 HOST PORT
-  TLS:         echo-chat --listen --tls   +   echo-chat --tls --fingerprint SHA256 127.0.0.1 7007
-  Unix:        echo-chat --listen --unix /tmp/chat.sock   +   echo-chat --unix /tmp/chat.sock
-
-Piped, bytes pass raw both ways; after the peer's FIN the rest of stdin is still sent, then
-the connection is closed (as ncat does).`,
-  );
-  return cmd;
-}
-
-/** Validate every flag up front; throws UsageError naming the flag. */
-export function resolveChatConfig(hostArg: string | undefined, portArg: string | undefined, f: ChatFlags) {
-  checkLogFlags(f);
-  checkRedirects(f, [
-    [
-      'w',
-      '-w',
-      (v) =>
-        `is nc's connect and idle timeout; echo-chat has no idle timeout (an idle conversation is fine): for the connect type --connect-timeout ${/^\d+(\.\d+)?$/.test(v) ? `${v}s` : v}`,
-    ],
-  ]);
-  const common = {
-    sock: resolveSocketOptions(f),
-    family: resolveFamily(f),
-    connectTimeoutMs: parseDuration('--connect-timeout', f.connectTimeout, 1),
-    retries: parseInteger('--retry', f.retry, 0, 1000),
-  };
-  if (f.listen) {
-    const given = listenArgs(f, hostArg, portArg);
-    const { allow, deny } = resolveAccess(f);
-    const host = parseHost(
-      given.hostFlag,
-      hostForFamily(common.family, given.host, given.hostFlag, { names: false }) ?? '127.0.0.1',
-    );
-    const { server } = resolveChatTransport(f, true, {
-      host,
-      hostGiven: given.host !== undefined,
-      portGiven: given.port !== undefined,
-      socket: common.sock,
-    });
-    if (server!.path !== undefined && common.family)
-      throw conflict(common.family === 4 ? '-4' : '-6', '--unix');
-    checkAddressRulesOnUnix(server!, f);
-    return {
-      ...common,
-      connect: undefined,
-      transport: server!,
-      listen: {
-        host,
-        port: parsePort('--port', given.port ?? '7007'),
-        access: new AccessControl(allow, deny),
-      },
-    };
-  }
-  if (f.keepOpen) throw new UsageError('--keep-open', undefined, 'needs --listen');
-  if (f.host !== undefined)
-    throw new UsageError('--host', f.host, 'needs --listen (give the peer as HOST PORT)');
-  if (f.allow?.length || f.deny?.length)
-    throw new UsageError(f.allow?.length ? '--allow' : '--deny', undefined, 'needs --listen');
-  const { client } = resolveChatTransport(f, false, {
-    host: '',
-    hostGiven: false,
-    portGiven: false,
-    targetGiven:
-      hostArg !== undefined
-        ? 'a HOST argument'
-        : portArg !== undefined || f.port !== undefined
-          ? '--port'
-          : undefined,
-    socket: common.sock,
-    local: common.family ? `-${common.family}` : undefined,
-  });
-  if (client!.path !== undefined) {
-    return {
-      ...common,
-      listen: undefined,
-      clientTransport: client!,
-      connect: { host: 'localhost', port: 0 },
-    };
-  }
-  if (hostArg === undefined) throw new UsageError('HOST PORT', undefined, 'give both, or use --listen');
-  if (portArg !== undefined && f.port !== undefined) throw conflict('--port', 'a PORT argument');
-  const connect = parseTarget(hostArg, portArg ?? f.port, { host: '127.0.0.1' });
-  hostForFamily(common.family, connect.host, 'HOST');
-  return { ...common, listen: undefined, clientTransport: client!, connect };
-}
+export { buildChatProgram, type ChatFlags, resolveChatConfig } from './chat-flags.js';
 
 export async function runChatCli(argv: string[]): Promise<void> {
   // Ctrl-C / SIGTERM handled from before anything is printed (a peer that reacts to our output
   // may signal us at once); what a signal means depends on the phase
-  let onSignal: (signal: NodeJS.Signals) => void = (signal) => process.exit(signal === 'SIGINT' ? 130 : 143);
+  let onSignal: (signal: NodeJS.Signals) => void = exitOnSignal;
   const stopSignals = onSignals(
     (signal) => onSignal(signal),
     () => {},
@@ -224,7 +56,7 @@ export async function runChatCli(argv: string[]): Promise<void> {
       let signalled: NodeJS.Signals | undefined;
       onSignal = (signal) => {
         signalled = signal;
-        onSignal = (s) => process.exit(s === 'SIGINT' ? 130 : 143); // a second one: at once
+        onSignal = exitOnSignal; // a second one: at once
         relay.interrupt();
       };
       const end: RelayEnd = await relay.done;
@@ -232,7 +64,7 @@ export async function runChatCli(argv: string[]): Promise<void> {
       if (tty) process.stdout.write('\n'); // end the prompt's line: what follows starts clean
       // a signal that came as the conversation was ending still ends the command (--keep-open
       // would otherwise wait for the next peer)
-      if (signalled) return signalled === 'SIGTERM' ? 143 : 130;
+      if (signalled) return signalExitCode(signalled);
       // Ctrl-C on a terminal reaches readline, not the signal handler: the same exit code
       if (end.how === 'interrupted') return 130;
       if (end.how === 'error') {
@@ -262,7 +94,7 @@ export async function runChatCli(argv: string[]): Promise<void> {
       // waiting for a peer, a signal ends the command at once (closing removes a Unix socket file)
       const whileWaiting = (signal: NodeJS.Signals) => {
         void listener.close();
-        process.exit(signal === 'SIGINT' ? 130 : 143);
+        exitOnSignal(signal);
       };
       onSignal = whileWaiting;
       const unix = listener.address.family === 'unix';

@@ -6,7 +6,7 @@ import { plural, UsageError } from '../core/parse.js';
 import { formatTcpView } from '../core/tcp-states.js';
 import { abortScenarios, findScenario, SCENARIOS, type ScenarioResult, traced } from '../lab/index.js';
 import { formatLadder, ladderSvg } from '../lab/ladder.js';
-import { newProgram, onSignals, runCli } from './common.js';
+import { exitOnSignal, newProgram, onSignals, runCli } from './common.js';
 
 export function formatResult(r: ScenarioResult): string {
   const out: string[] = [];
@@ -67,7 +67,7 @@ export async function runLabCli(argv: string[]): Promise<void> {
   const stopSignals = onSignals(
     (signal) => {
       abortScenarios();
-      process.exit(signal === 'SIGINT' ? 130 : 143);
+      exitOnSignal(signal);
     },
     () => {},
   );

@@ -3,11 +3,12 @@
 // its bench, echo-chat). Each combination that cannot work is refused here, naming both flags.
 
 import type { Command } from 'commander';
+import type { ClientTransport } from '../client/session.js';
 import { type Cidr, parseCidr } from '../core/access.js';
 import { parseDuration, UsageError } from '../core/parse.js';
 import type { SocketOptions } from '../core/sockopts.js';
-import { type ClientTls, loadCa, loadServerTls, parseFingerprint, type ServerTls } from '../core/tls.js';
-import { conflict } from './common.js';
+import { loadCa, loadServerTls, parseFingerprint, type ServerTls } from '../core/tls.js';
+import { conflict } from './flag-groups.js';
 
 // --- listening side -------------------------------------------------------------------------
 
@@ -231,10 +232,15 @@ export interface ClientTransportFlags {
   alpn?: string;
 }
 
-export interface ClientTransport {
-  path?: string;
-  tls?: ClientTls;
-  sendProxy?: 1 | 2;
+/** What named a TCP target on the command line (refused with --unix): a HOST or PORT argument, or --port. */
+export function targetNamedBy(
+  hostArg: string | undefined,
+  portArg: string | undefined,
+  portFlag: string | undefined,
+): string | undefined {
+  if (hostArg !== undefined) return 'a HOST argument';
+  if (portArg !== undefined) return 'a PORT argument';
+  return portFlag !== undefined ? '--port' : undefined;
 }
 
 export function resolveClientTransport(
@@ -307,66 +313,3 @@ export function parseAlpn(raw: string): string[] {
 /** The loud line --insecure earns. */
 export const INSECURE_WARNING =
   "--insecure: the server's certificate is NOT checked (neither who signed it nor its name): the connection is encrypted, but anyone on the path can impersonate the server";
-
-// --- echo-chat: one program that listens or connects ----------------------------------------
-
-export function addChatTransportFlags(cmd: Command): Command {
-  return cmd
-    .option('--unix <path>', 'a Unix-domain socket (with --listen: listen on it) instead of host and port')
-    .option('--unix-mode <mode>', 'with --listen --unix: permissions of the socket file, octal (e.g. 0600)')
-    .option('--tls', 'TLS (with --listen: --cert/--key, or a self-signed certificate made at start)')
-    .option('--cert <file>', 'with --listen --tls: certificate (PEM)')
-    .option('--key <file>', 'with --listen --tls: private key (PEM)')
-    .option(
-      '--handshake-timeout <dur>',
-      'with --listen --tls: the TLS handshake must be done within this (default 10s)',
-    )
-    .option('--ca <file>', "with --tls: trust this CA (or the peer's own self-signed certificate), PEM")
-    .option('--insecure', "with --tls: check nothing about the peer's certificate")
-    .option('--servername <name>', 'with --tls: the name sent (SNI) and expected in the certificate')
-    .option('--fingerprint <sha256>', 'with --tls: accept only a certificate with this SHA-256 fingerprint');
-}
-
-export type ChatTransportFlags = ServerTransportFlags & ClientTransportFlags;
-
-export function resolveChatTransport(
-  f: ChatTransportFlags,
-  listen: boolean,
-  ctx: {
-    host: string;
-    hostGiven: boolean;
-    portGiven: boolean;
-    targetGiven?: string;
-    socket: SocketOptions;
-    local?: string;
-  },
-): { server?: ServerTransport; client?: ClientTransport } {
-  if (listen) {
-    for (const [flag, v] of [
-      ['--ca', f.ca],
-      ['--insecure', f.insecure],
-      ['--servername', f.servername],
-      ['--fingerprint', f.fingerprint],
-    ] as const) {
-      if (v !== undefined)
-        throw new UsageError(flag, undefined, 'checks the peer you connect to: not with --listen');
-    }
-    return { server: resolveServerTransport(f, { ...ctx, udp: false }) };
-  }
-  for (const [flag, v] of [
-    ['--cert', f.cert],
-    ['--key', f.key],
-    ['--unix-mode', f.unixMode],
-    ['--handshake-timeout', f.handshakeTimeout],
-  ] as const) {
-    if (v !== undefined) throw new UsageError(flag, undefined, 'needs --listen');
-  }
-  return {
-    client: resolveClientTransport(f, {
-      udp: false,
-      targetGiven: ctx.targetGiven,
-      socket: ctx.socket,
-      local: ctx.local,
-    }),
-  };
-}

@@ -6,13 +6,13 @@
 import { createInterface } from 'node:readline';
 import type { Readable } from 'node:stream';
 import { startProgress } from '../client/echo.js';
+import { type ClientConfig, PROMPT, pingSummary, progressOnStderr } from '../client/session.js';
 import { explainError } from '../core/errors.js';
 import type { Logger } from '../core/log.js';
 import { formatAddress, plural } from '../core/parse.js';
 import { escapeForTerminal, TerminalText } from '../core/terminal.js';
 import { UdpEchoClient } from '../udp/client.js';
 import { onSignals, warn } from './common.js';
-import { type ClientConfig, PROMPT, pingSummary, progressOnStderr } from './echo-client.js';
 
 /** Cut a byte stream into datagrams: at each newline (kept), or every `size` bytes. */
 export async function* datagrams(input: Readable, size?: number): AsyncGenerator<Buffer> {

@@ -454,3 +454,48 @@ export async function runBench(o: BenchOptions): Promise<BenchResult> {
     ...(o.signal?.aborted ? { interrupted: true as const } : {}),
   };
 }
+
+/**
+ * Connect once to each target and close, before any load: a server that is not there (or a
+ * TLS check that fails) is one error, not a table of zeros. UDP has nothing to connect to.
+ */
+export async function checkTargets(
+  targets: readonly { host: string; port: number; path?: string }[],
+  o: Pick<BenchOptions, 'udp' | 'tls' | 'sendProxy' | 'family'>,
+): Promise<void> {
+  if (o.udp) return;
+  for (const t of targets)
+    (
+      await connectTcp({
+        ...t,
+        tls: o.tls,
+        sendProxy: o.sendProxy,
+        family: o.family,
+        connectTimeoutMs: 10_000,
+      })
+    ).socket.destroy();
+}
+
+/** What a fleet of benches measured together: each target's figures summed. */
+export interface FleetTotal {
+  count: number;
+  rate_per_s: number;
+  mb_per_s: number;
+  mismatches: number;
+  errors: Record<string, number>;
+}
+
+export function fleetTotal(results: readonly BenchResult[]): FleetTotal {
+  const sum = (k: 'count' | 'rate_per_s' | 'mb_per_s' | 'mismatches') =>
+    results.reduce((s, r) => s + (r[k] ?? 0), 0);
+  return {
+    count: sum('count'),
+    rate_per_s: Math.round(sum('rate_per_s')),
+    mb_per_s: Number(sum('mb_per_s').toFixed(1)),
+    mismatches: sum('mismatches'),
+    errors: results.reduce<Record<string, number>>((acc, r) => {
+      for (const [k, v] of Object.entries(r.errors)) acc[k] = (acc[k] ?? 0) + v;
+      return acc;
+    }, {}),
+  };
+}

@@ -7,6 +7,7 @@ import net, { type AddressInfo, type Socket } from 'node:net';
 import { createInterface, type Interface } from 'node:readline';
 import type { Readable, Writable } from 'node:stream';
 import type { AccessControl } from '../core/access.js';
+import { Admission } from '../core/admission.js';
 import { type ConnectResult, connectTcp, withRetry } from '../core/connect.js';
 import { explainError } from '../core/errors.js';
 import { listenSocket } from '../core/listen.js';
@@ -14,7 +15,6 @@ import { type Logger, silentLogger } from '../core/log.js';
 import { applySocketOptions, type OptionReport, type SocketOptions } from '../core/sockopts.js';
 import { TerminalText } from '../core/terminal.js';
 import { acceptTls, type ClientTls, serverSecureContext } from '../core/tls.js';
-import { Admission } from '../server/admission.js';
 
 export interface ChatListenOptions {
   host?: string;

@@ -16,15 +16,9 @@ import type { Socket } from 'node:net';
 import { errorCode, explainError } from '../core/errors.js';
 import { fdHeadroom } from '../core/libc.js';
 import { createLogger, type Logger } from '../core/log.js';
+import { emptyTotals } from '../core/records.js';
 import { echoServerOptions, type ServerConfig } from './config.js';
-import {
-  drainConnection,
-  emptyTotals,
-  forceClose,
-  type HandlerContext,
-  liveBytes,
-  serveConnection,
-} from './handler.js';
+import { drainConnection, forceClose, type HandlerContext, liveBytes, serveConnection } from './handler.js';
 import { type ChildRole, sendToParent, type ToChild } from './ipc.js';
 import { startEchoServer, tlsContextOf, tracerOf } from './tcp-server.js';
 

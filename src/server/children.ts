@@ -9,13 +9,13 @@
 
 import type { Socket } from 'node:net';
 import { countError, explainError } from '../core/errors.js';
+import type { Fault } from '../core/faults.js';
 import { fdHeadroom } from '../core/libc.js';
 import { type Logger, logs } from '../core/log.js';
 import { plural } from '../core/parse.js';
+import type { ServerTotals } from '../core/records.js';
 import type { ServerConfig } from './config.js';
 import { closedWanted, connectionClosed } from './conn-metrics.js';
-import type { Fault } from './faults.js';
-import type { ServerTotals } from './handler.js';
 import { sendToChild } from './ipc.js';
 import type { Backend, LiveConnection } from './listener.js';
 import { type Child, Supervisor, WorkerTally } from './supervisor.js';

@@ -2,9 +2,9 @@
 // forked child receives from its parent.
 
 import { AccessControl, type Cidr } from '../core/access.js';
+import type { Fault } from '../core/faults.js';
 import type { Logger } from '../core/log.js';
 import type { SocketOptions } from '../core/sockopts.js';
-import type { Fault } from './faults.js';
 import type { EchoServerOptions } from './tcp-server.js';
 
 export interface ServerConfig {

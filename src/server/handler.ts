@@ -9,67 +9,18 @@
 import type { Socket } from 'node:net';
 import type { SecureContext } from 'node:tls';
 import { countError, errorCode, explainError } from '../core/errors.js';
+import type { Fault } from '../core/faults.js';
+import { resumeReading, stopReading } from '../core/hold.js';
 import { formatTcpInfo, type TcpInfo, tcpInfo } from '../core/libc.js';
 import { type Logger, logs } from '../core/log.js';
 import { formatAddress } from '../core/parse.js';
+import type { CloseReason, ConnectionRecord, ServerTotals } from '../core/records.js';
 import { applySocketOptions, formatReport, type SocketOptions } from '../core/sockopts.js';
 import { acceptTls, formatTlsInfo, tlsInfo } from '../core/tls.js';
 import { type Tracer, traceSocket } from '../core/trace.js';
 import { closedWanted, connectionClosed } from './conn-metrics.js';
-import { type Fault, FaultyEcho, resetSocket } from './faults.js';
-import { resumeReading, stopReading } from './preamble.js';
+import { FaultyEcho, resetSocket } from './faults.js';
 import { readChunk, SHARED_READ } from './user-buffer.js';
-
-export type CloseReason =
-  | 'client closed'
-  | 'reset by peer'
-  | 'reset by peer, nothing lost'
-  | 'idle timeout'
-  | 'too slow (--min-rate)'
-  | 'max lifetime'
-  | 'server shutdown'
-  | 'forced at shutdown'
-  | 'left during the TLS handshake (did it reject the certificate?)'
-  | `fault ${string}`
-  | `error ${string}`;
-
-/** What one connection did, reported when it closes. */
-export interface ConnectionRecord {
-  peer: string;
-  bytesIn: number;
-  bytesOut: number;
-  /** bytes that arrived after shutdown began, read and dropped (the client had its FIN already) */
-  discarded: number;
-  ms: number;
-  reason: CloseReason;
-  /** the socket error that ended it, if any (ECONNRESET…) */
-  error?: string;
-  /** TCP_INFO as the connection ended (with --verbose, Linux) */
-  tcp?: TcpInfo;
-  /** its smoothed RTT then (µs), read with --verbose or --metrics */
-  rttUs?: number;
-}
-
-/** What a server did, in every mode (UDP maps its own counters onto these). */
-export interface ServerTotals {
-  /** connections served (UDP: distinct sources) */
-  connections: number;
-  active: number;
-  refused: number;
-  /** refusals (UDP: dropped datagrams) by reason: access, max, per-ip, fd-limit, rate-limit… */
-  refusedBy: Record<string, number>;
-  bytesIn: number;
-  bytesOut: number;
-  errors: Record<string, number>;
-}
-
-export function emptyTotals(): ServerTotals {
-  return { connections: 0, active: 0, refused: 0, refusedBy: {}, bytesIn: 0, bytesOut: 0, errors: {} };
-}
-
-export function copyTotals(t: ServerTotals): ServerTotals {
-  return { ...t, refusedBy: { ...t.refusedBy }, errors: { ...t.errors } };
-}
 
 /** What the handler needs from whoever accepted the connection. */
 /** Limits that a slow drip cannot hold open forever (--idle-timeout alone can: one byte per timeout). */

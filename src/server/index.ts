@@ -6,17 +6,17 @@
 //   --udp               udp/server.ts, its totals mapped onto the same shape
 
 import { AccessControl } from '../core/access.js';
+import { plural } from '../core/admission.js';
 import { countError } from '../core/errors.js';
+import { FaultSet } from '../core/faults.js';
 import type { Logger } from '../core/log.js';
 import { formatAddress } from '../core/parse.js';
+import { copyTotals, emptyTotals } from '../core/records.js';
 import { createTracer, traceSink } from '../core/trace.js';
 import { serverTotalsOfUdp, startUdpEchoServer } from '../udp/server.js';
-import { plural } from './admission.js';
 import { childrenBackend } from './children.js';
 import { echoServerOptions, type ServerConfig } from './config.js';
 import { closedWanted, connectionClosed } from './conn-metrics.js';
-import { FaultSet } from './faults.js';
-import { copyTotals, emptyTotals } from './handler.js';
 import { type FromChild, sendToChild } from './ipc.js';
 import { graceTimer, type ServerHandle, startListener } from './listener.js';
 import { Supervisor, WorkerTally } from './supervisor.js';

@@ -4,9 +4,9 @@
 
 import type { ChildProcess } from 'node:child_process';
 import type { AddressInfo, Socket } from 'node:net';
+import type { Fault } from '../core/faults.js';
 import type { OptionReport } from '../core/sockopts.js';
 import type { ServerConfig } from './config.js';
-import type { Fault } from './faults.js';
 
 /** What a child process is for. */
 export type ChildRole =

@@ -9,7 +9,9 @@
 
 import net, { type AddressInfo, type Socket } from 'node:net';
 import type { AccessControl } from '../core/access.js';
+import { Admission, type AdmissionOptions, finUnread, plural } from '../core/admission.js';
 import { countError, errorCode, explainError } from '../core/errors.js';
+import type { Fault, FaultSet } from '../core/faults.js';
 import {
   acceptOne,
   boundPort,
@@ -28,11 +30,10 @@ import {
 } from '../core/listen.js';
 import type { Logger } from '../core/log.js';
 import { formatAddress } from '../core/parse.js';
+import { copyTotals, type ServerTotals } from '../core/records.js';
 import { formatReport, type OptionReport, reportSocketOptions } from '../core/sockopts.js';
 import type { UdpTotals } from '../udp/server.js';
-import { Admission, type AdmissionOptions, finUnread, plural } from './admission.js';
-import type { Fault, FaultSet } from './faults.js';
-import { copyTotals, type ServerTotals, WAITED } from './handler.js';
+import { WAITED } from './handler.js';
 import { readFirstBytes, readProxyHeader } from './preamble.js';
 import { acceptWithSharedRead, type ReadCallback, sharedReadEnabled } from './user-buffer.js';
 

@@ -3,13 +3,14 @@
 // with the serve-here backend (here.ts).
 
 import { AccessControl, type Cidr, parseCidr } from '../core/access.js';
+import { type Fault, FaultSet } from '../core/faults.js';
 import { DEFAULT_BACKLOG, type ListenOptions } from '../core/listen.js';
 import { type Logger, silentLogger } from '../core/log.js';
+import { type ConnectionRecord, emptyTotals } from '../core/records.js';
 import type { SocketOptions } from '../core/sockopts.js';
 import { serverSecureContext } from '../core/tls.js';
 import { createTracer, type TraceFormat, type Tracer, traceSink } from '../core/trace.js';
-import { type Fault, FaultSet } from './faults.js';
-import { type ConnectionLimits, type ConnectionRecord, emptyTotals } from './handler.js';
+import type { ConnectionLimits } from './handler.js';
 import { hereBackend } from './here.js';
 import { type ServerHandle, startListener } from './listener.js';
 

@@ -8,14 +8,14 @@ import type { AddressInfo } from 'node:net';
 import { networkInterfaces } from 'node:os';
 import type { AccessControl } from '../core/access.js';
 import { asUdpError, countError, errorCode, explainError } from '../core/errors.js';
+import { type Fault, FaultSet, flipOneBit, latencyDelay } from '../core/faults.js';
 import { closeFd, hasNativeReusePort, socketFd } from '../core/libc.js';
 import { rawListenFd } from '../core/listen.js';
 import { type Logger, silentLogger } from '../core/log.js';
 import { formatAddress, plural } from '../core/parse.js';
+import type { ServerTotals } from '../core/records.js';
 import { applySocketOptions, formatReport, type OptionReport, type SocketOptions } from '../core/sockopts.js';
 import type { Tracer } from '../core/trace.js';
-import { type Fault, FaultSet, flipOneBit, latencyDelay } from '../server/faults.js';
-import type { ServerTotals } from '../server/handler.js';
 import { type AdmitDatagram, UdpBatch } from './batch.js';
 
 export interface UdpEchoServerOptions {

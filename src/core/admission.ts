@@ -7,11 +7,11 @@
 // per (kind, source) per interval.
 
 import type { Socket } from 'node:net';
-import { type AccessControl, RateLimitedLog } from '../core/access.js';
-import { fdHeadroom } from '../core/libc.js';
-import type { Logger } from '../core/log.js';
-import { plural } from '../core/parse.js';
-import { resumeReading } from './preamble.js';
+import { type AccessControl, RateLimitedLog } from './access.js';
+import { resumeReading } from './hold.js';
+import { fdHeadroom } from './libc.js';
+import type { Logger } from './log.js';
+import { plural } from './parse.js';
 
 /** How long a refused connection is read and dropped, waiting for its FIN, before it is destroyed. */
 export const REFUSED_LINGER_MS = 2000;
