@@ -292,18 +292,16 @@ function heldReadStart(): number {
 /**
  * Stop reading from the kernel until releaseReads(), whatever net's Readable asks: the handle
  * stops and its `readStart` is shadowed by an own property that does nothing (the handle's
- * `reading`, `readStop`, `readStart`: Node 20, 24). `pause()` alone only stops 'data' events,
- * and is all that happens where the handle lacks these: then net may read ahead into this
- * process's buffer.
+ * `reading`, `readStop`, `readStart`: Node 20, 24). `reading` keeps saying whether net wants
+ * to read: true if a read was pending when reads were held, or once net asks again (its
+ * `_read` sets it and calls the shadow). `pause()` alone only stops 'data' events, and is all
+ * that happens where the handle lacks these: then net may read ahead into this process's buffer.
  */
 export function holdReads(socket: net.Socket): void {
   socket.pause();
   const h = (socket as WithHandle)._handle;
   if (!h || typeof h.readStop !== 'function' || typeof h.readStart !== 'function') return;
-  if (h.reading) {
-    h.reading = false;
-    h.readStop();
-  }
+  if (h.reading) h.readStop();
   h.readStart = heldReadStart;
 }
 
