@@ -4,13 +4,23 @@
 // net.server.socket diagnostics channel, getConnections(), close() waiting) holds on both paths.
 
 import { randomBytes } from 'node:crypto';
+import dgram from 'node:dgram';
 import diagnostics from 'node:diagnostics_channel';
 import { once } from 'node:events';
 import net from 'node:net';
+import tls from 'node:tls';
 import { afterEach, describe, expect, it, onTestFinished } from 'vitest';
-import { acceptPathWorks } from '../src/core/internals.js';
+import {
+  acceptPathWorks,
+  handleFd,
+  holdReads,
+  releaseReads,
+  transportSocket,
+} from '../src/core/internals.js';
+import { receiveQueueBytes } from '../src/core/libc.js';
+import { selfSignedTls } from '../src/core/tls.js';
 import { acceptWithSharedRead, SHARED_READ } from '../src/server/user-buffer.js';
-import { connect, echoServer, readAll, SERVER_MODES, spawnServer } from './helpers.js';
+import { connect, echoServer, readAll, readN, SERVER_MODES, spawnServer, until } from './helpers.js';
 
 const saved = { shared: process.env.ECHO_SHARED_READ, broken: process.env.ECHO_INTERNALS_BROKEN };
 afterEach(() => {
@@ -209,5 +219,74 @@ describe('what net.Server does for each accepted socket holds on the shared-read
     sockets[1]!.destroy();
     await once(server, 'close');
     expect(closed).toBe(true);
+  });
+});
+
+describe('the other internals, through core/internals.ts', () => {
+  it('handleFd: the fd of a listening server, a connected socket and a bound dgram socket, without DEP0112', async () => {
+    const warnings: Error[] = [];
+    const onWarning = (w: Error) => warnings.push(w);
+    process.on('warning', onWarning);
+    onTestFinished(() => {
+      process.off('warning', onWarning);
+    });
+    const server = net.createServer();
+    const port = await listening(server);
+    const c = await connect(port);
+    const u = dgram.createSocket('udp4');
+    await new Promise<void>((r) => u.bind(0, '127.0.0.1', r));
+    onTestFinished(() => {
+      u.close();
+    });
+    const fds = [handleFd(server), handleFd(c), handleFd(u)];
+    for (const fd of fds) expect(fd).toBeGreaterThanOrEqual(0);
+    expect(new Set(fds).size).toBe(3);
+    expect(handleFd({})).toBeUndefined();
+    c.destroy();
+    expect(handleFd(c)).toBeUndefined();
+    await new Promise((r) => setImmediate(r)); // process warnings are emitted on a later tick
+    expect(warnings.map((w) => w.message)).toEqual([]);
+  });
+
+  it('transportSocket: the TCP socket under a TLS one, a plain socket itself', async () => {
+    // as the server's TLS sockets are made: over an accepted net.Socket
+    const creds = await selfSignedTls('127.0.0.1');
+    const server = net.createServer();
+    const port = await listening(server);
+    const c = tls.connect({ port, host: '127.0.0.1', rejectUnauthorized: false });
+    onTestFinished(() => {
+      c.destroy();
+    });
+    const [tcp] = (await once(server, 'connection')) as [net.Socket];
+    const secure = new tls.TLSSocket(tcp, { isServer: true, key: creds.key, cert: creds.cert });
+    onTestFinished(() => {
+      secure.destroy();
+    });
+    await once(c, 'secureConnect');
+    const under = transportSocket(secure);
+    expect(under).toBe(tcp);
+    expect(under).toBeInstanceOf(net.Socket);
+    expect(handleFd(under)).toBeGreaterThanOrEqual(0);
+    const plain = new net.Socket();
+    expect(transportSocket(plain)).toBe(plain);
+  });
+
+  it('holdReads: bytes stay in the kernel until releaseReads, then arrive in order', async () => {
+    let accepted!: net.Socket;
+    const server = net.createServer((s) => {
+      accepted = s;
+      holdReads(s);
+    });
+    const port = await listening(server);
+    const c = await connect(port);
+    await until(() => accepted !== undefined);
+    c.write('a'.repeat(1000));
+    await until(() => receiveQueueBytes(accepted) === 1000, 10_000, 'the bytes in the receive queue');
+    expect(accepted.bytesRead).toBe(0);
+    accepted.resume(); // net asks to read: held, nothing is read
+    await new Promise((r) => setImmediate(r));
+    expect(accepted.bytesRead).toBe(0);
+    releaseReads(accepted);
+    expect((await readN(accepted, 1000)).toString()).toBe('a'.repeat(1000));
   });
 });
