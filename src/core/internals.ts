@@ -61,8 +61,8 @@ export interface AcceptOptions {
  * What net.Server's own onconnection does still holds on this path: the server counts the
  * socket (`getConnections()`, and close() waits for it), the `net.server.socket` diagnostics
  * channel fires. An accept error, and any connection to a server with `maxConnections`,
- * `blockList`, `noDelay` or `keepAlive` set, goes to Node's own onconnection (nothing here sets
- * them: this path is for servers without them).
+ * `blockList`, `noDelay` or `keepAlive` set, goes to Node's own onconnection (the servers of
+ * this project set none of them).
  */
 export function interceptAccept(
   server: net.Server,
