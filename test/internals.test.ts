@@ -189,6 +189,34 @@ describe('what net.Server does for each accepted socket holds on the shared-read
     });
   }
 
+  it("an accept error and a server's maxConnections go to net.Server's own onconnection", async () => {
+    const server = net.createServer({ allowHalfOpen: true });
+    const port = await listening(server);
+    const shared: net.Socket[] = [];
+    const own: net.Socket[] = [];
+    server.on('connection', (s) => own.push(s));
+    acceptWithSharedRead(
+      server,
+      { allowHalfOpen: true, pauseOnCreate: false },
+      () => {},
+      (s) => shared.push(s),
+    );
+    // libuv reports a failed accept as a negative status (here EMFILE)
+    const errored = once(server, 'error');
+    (server as unknown as { _handle: { onconnection(status: number): void } })._handle.onconnection(-24);
+    const [err] = (await errored) as [NodeJS.ErrnoException];
+    expect(err).toMatchObject({ code: 'EMFILE', syscall: 'accept' });
+    server.maxConnections = 1;
+    const dropped = once(server, 'drop');
+    const a = await connect(port);
+    await until(() => own.length === 1);
+    const b = await connect(port);
+    await dropped;
+    expect((await readAll(b)).length).toBe(0); // closed unserved: FIN, nothing echoed
+    expect(shared).toHaveLength(0);
+    expect(a.destroyed).toBe(false);
+  });
+
   it("getConnections() counts shared-read sockets, and close()'s callback waits for them", async () => {
     const server = net.createServer({ allowHalfOpen: true });
     const port = await listening(server);
