@@ -4,10 +4,11 @@
 // Node lacks several socket options and any way to make a socket before bind(); this is how
 // the rest of the project reaches them.
 
-import { Socket as DgramSocket } from 'node:dgram';
 import { readdirSync } from 'node:fs';
 import { createRequire } from 'node:module';
+import { Socket } from 'node:net';
 import { constants as osConstants } from 'node:os';
+import { handleFd, transportSocket } from './internals.js';
 
 type OptSpec = readonly [level: number, name: number] | null;
 
@@ -251,23 +252,7 @@ export function getLinger(fd: number): { onoff: boolean; seconds: number } {
 }
 
 /** The OS file descriptor behind a net.Socket, net.Server or dgram.Socket, if it has one. */
-export function socketFd(sock: unknown): number | undefined {
-  const s = sock as any;
-  // on dgram sockets `_handle` is a deprecated getter (DEP0112): look behind its state symbol instead
-  let handle = s instanceof DgramSocket ? undefined : s?._handle;
-  if (handle === undefined && s && typeof s === 'object') {
-    // dgram keeps its handle behind a symbol ('state symbol'); reading `_handle` would warn (DEP0112)
-    for (const sym of Object.getOwnPropertySymbols(s)) {
-      const v = s[sym];
-      if (v && typeof v === 'object' && 'handle' in v && v.handle && typeof v.handle.fd === 'number') {
-        handle = v.handle;
-        break;
-      }
-    }
-  }
-  const fd = handle?.fd;
-  return typeof fd === 'number' && fd >= 0 ? fd : undefined;
-}
+export const socketFd = handleFd;
 
 export function requireFd(sock: unknown, option: string): number {
   const fd = socketFd(sock);
@@ -397,8 +382,7 @@ export interface TcpInfo {
 /** getsockopt(TCP_INFO) on a connected TCP socket (Linux); undefined elsewhere or when it fails. */
 export function tcpInfo(sock: unknown): TcpInfo | undefined {
   if (process.platform !== 'linux') return undefined;
-  const s = sock as { _parent?: unknown };
-  const fd = socketFd(s._parent ?? sock);
+  const fd = socketFd(sock instanceof Socket ? transportSocket(sock) : sock);
   if (fd === undefined) return undefined;
   try {
     const c = loadLibc();

@@ -6,6 +6,7 @@
 import cluster from 'node:cluster';
 import { chmodSync, lstatSync, unlinkSync } from 'node:fs';
 import net, { type AddressInfo, type Server } from 'node:net';
+import { takeHandle } from './internals.js';
 import {
   closeFd,
   hasNativeReusePort,
@@ -277,12 +278,8 @@ export function listenTcp(server: Server, o: ListenOptions): Promise<AddressInfo
       if (cluster.isWorker) {
         // listen({ fd }) in a cluster worker asks the primary to share the fd (which it does
         // not have: EEXIST). Wrapped as a TCP handle it is listened on here, exclusively.
-        const holder = new net.Socket({ fd, readable: false, writable: false }) as net.Socket & {
-          _handle: unknown;
-        };
-        const handle = holder._handle;
-        holder._handle = null;
-        server.listen(handle as net.ListenOptions, backlog);
+        const handle = takeHandle(fd);
+        server.listen((handle ?? { fd }) as net.ListenOptions, backlog);
       } else {
         // backlog must be positional: listen({ fd, backlog }) re-listens with 511
         server.listen({ fd }, backlog);

@@ -5,6 +5,7 @@
 
 import type { Socket } from 'node:net';
 import { type Fault, type FaultKind, flipOneBit, latencyDelay } from '../core/faults.js';
+import { transportSocket } from '../core/internals.js';
 import { sendQueueBytes } from '../core/libc.js';
 
 // --- TCP: one connection's faulty echo ------------------------------------------------------
@@ -186,7 +187,7 @@ export class FaultyEcho {
     // flushed, the kernel's send queue acknowledged (at most 1 s), then 50 ms for the client
     // to read, then RST. A client that reads slower still sees fewer bytes: as with a real reset.
     this.socket.write(Buffer.alloc(0), () => {
-      const tcp = (this.socket as Socket & { _parent?: Socket })._parent ?? this.socket;
+      const tcp = transportSocket(this.socket);
       const until = Date.now() + 1000;
       const check = () => {
         const left = sendQueueBytes(tcp);
@@ -201,10 +202,9 @@ export class FaultyEcho {
 
 /** Close with RST (SO_LINGER 0): Node's resetAndDestroy; on a TLS socket, on the TCP one under it. */
 export function resetSocket(socket: Socket): void {
-  const s = socket as Socket & { _parent?: Socket; resetAndDestroy?: () => void };
-  const target = s._parent ?? s;
+  const target = transportSocket(socket) as Socket & { resetAndDestroy?: () => void };
   if (typeof target.resetAndDestroy === 'function') {
     target.resetAndDestroy();
-    if (target !== s) s.destroy();
-  } else s.destroy();
+    if (target !== socket) socket.destroy();
+  } else socket.destroy();
 }

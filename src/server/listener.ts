@@ -35,7 +35,7 @@ import { formatReport, type OptionReport, reportSocketOptions } from '../core/so
 import type { UdpTotals } from '../udp/server.js';
 import { WAITED } from './handler.js';
 import { readFirstBytes, readProxyHeader } from './preamble.js';
-import { acceptWithSharedRead, type ReadCallback, sharedReadEnabled } from './user-buffer.js';
+import { acceptWithSharedRead, type ReadCallback, sharedReadUsable } from './user-buffer.js';
 
 export interface LiveConnection {
   peer: string;
@@ -415,15 +415,14 @@ export async function startListener(o: ListenerOptions): Promise<ServerHandle> {
     }, acceptDelay);
     slow = { fd, timer };
   } else {
-    address = await listenSocket(server, o.listen, unixNotes);
     // a PROXY header is read through the stream before the echo starts: that path keeps 'data'
-    if (backend.sharedRead && !proxy && !o.tls && sharedReadEnabled())
-      acceptWithSharedRead(
-        server,
-        { allowHalfOpen: true, pauseOnCreate: paused },
-        backend.sharedRead,
-        onConnection,
-      );
+    const onRead =
+      backend.sharedRead && !proxy && !o.tls && (await sharedReadUsable(logger))
+        ? backend.sharedRead
+        : undefined;
+    address = await listenSocket(server, o.listen, unixNotes);
+    if (onRead)
+      acceptWithSharedRead(server, { allowHalfOpen: true, pauseOnCreate: paused }, onRead, onConnection);
   }
   if (unixNotes.removedStale) {
     logger.warn(

@@ -8,13 +8,14 @@
 // buffer, and the next read goes into a new one); it goes back to the shared buffer when its
 // reads are small again.
 //
-// net.Server builds each accepted Socket itself, without `onread`. The listening handle calls
-// its `onconnection(status, clientHandle)` for every accept (libuv's connection callback, the
-// same in Node 20 and 24); replacing it is the one internal used here, and only where it exists.
-// Elsewhere net.Server's own path stays, and the echo reads 'data' events as before.
+// net.Server builds each accepted Socket itself, without `onread`: the sockets here are built
+// by core/internals.ts (interceptAccept), once its behavioural check has passed in this
+// process (sharedReadUsable). Otherwise net.Server's own path stays, and the echo reads
+// 'data' events as before.
 
-import net from 'node:net';
-import { getSystemErrorName } from 'node:util';
+import type net from 'node:net';
+import { acceptPathWorks, interceptAccept } from '../core/internals.js';
+import type { Logger } from '../core/log.js';
 
 /** Bytes one read may take: what Node's own read path asks libuv for. */
 const READ_SIZE = 64 * 1024;
@@ -64,17 +65,40 @@ function nextBuffer(st: ReadState): Buffer {
 /** `n` bytes at the start of `buf`, valid only until the callback returns. */
 export type ReadCallback = (this: net.Socket, n: number, buf: Buffer) => void;
 
-interface ListeningHandle {
-  onconnection?: (status: number, clientHandle?: object) => void;
-}
-
 /** Off with ECHO_SHARED_READ=0, to compare both paths on one build. */
 export const sharedReadEnabled = () => process.env.ECHO_SHARED_READ !== '0';
+
+const explained = new Set<string>();
+
+/**
+ * Whether servers in this process may accept with the shared read buffer: not with
+ * ECHO_SHARED_READ=0, nor when the accept path failed its check (logged once, at debug).
+ */
+export async function sharedReadUsable(logger?: Logger): Promise<boolean> {
+  if (!sharedReadEnabled()) return false;
+  const check = await acceptPathWorks();
+  const key = check.why ?? '';
+  if (logger && !explained.has(key)) {
+    explained.add(key);
+    if (check.ok)
+      logger.debug(
+        { ms: Math.round(check.ms * 10) / 10 },
+        'accepting into the shared read buffer: check passed',
+      );
+    else
+      logger.debug(
+        { ms: Math.round(check.ms * 10) / 10, why: check.why },
+        `accepting through net.Server's own path: the shared-read accept check failed (${check.why})`,
+      );
+  }
+  return check.ok;
+}
 
 /**
  * Build each socket accepted by `server` (listening already) with the shared read buffer and
  * `onRead`, and hand it to `onSocket` in place of the 'connection' event. False, and nothing
- * changed, when this Node's listening handle has no `onconnection`.
+ * changed, when this Node's listening handle has no `onconnection`. Callers check
+ * sharedReadUsable() first.
  */
 export function acceptWithSharedRead(
   server: net.Server,
@@ -82,30 +106,22 @@ export function acceptWithSharedRead(
   onRead: ReadCallback,
   onSocket: (socket: net.Socket) => void,
 ): boolean {
-  const handle = (server as unknown as { _handle?: ListeningHandle })._handle;
-  if (!handle || typeof handle.onconnection !== 'function') return false;
-  handle.onconnection = (status, clientHandle) => {
-    if (status < 0 || !clientHandle) {
-      const code = status < 0 ? getSystemErrorName(status) : 'EINVAL';
-      server.emit(
-        'error',
-        Object.assign(new Error(`accept ${code}`), { code, errno: status, syscall: 'accept' }),
-      );
-      return;
-    }
-    const st: ReadState = { socket: undefined, own: undefined };
-    const socket = new net.Socket({
-      handle: clientHandle,
-      allowHalfOpen: opts.allowHalfOpen,
-      pauseOnCreate: opts.pauseOnCreate,
-      readable: true,
-      writable: true,
-      // net calls this without the socket: the closure carries its state
-      onread: { buffer: () => nextBuffer(st), callback: onRead },
-    } as unknown as net.SocketConstructorOpts);
-    st.socket = socket;
-    (socket as net.Socket & { [SHARED_READ]?: ReadState })[SHARED_READ] = st;
-    onSocket(socket);
-  };
-  return true;
+  let st: ReadState | undefined; // set by onread() just before onSocket(), in the same accept
+  return interceptAccept(
+    server,
+    {
+      ...opts,
+      // net calls these without the socket: the closures carry its state, one per socket
+      onread: () => {
+        const mine: ReadState = { socket: undefined, own: undefined };
+        st = mine;
+        return { buffer: () => nextBuffer(mine), callback: onRead };
+      },
+    },
+    (socket) => {
+      st!.socket = socket;
+      (socket as net.Socket & { [SHARED_READ]?: ReadState })[SHARED_READ] = st;
+      onSocket(socket);
+    },
+  );
 }
