@@ -114,8 +114,8 @@ async function startUdp(cfg: ServerConfig, logger: Logger): Promise<ServerHandle
     options: srv.options,
     stats: () => serverTotalsOfUdp(srv.stats()),
     connections: () => [],
-    close: async () => serverTotalsOfUdp(await srv.close()),
-    forceClose: () => {},
+    close: async ({ graceMs = cfg.graceMs } = {}) => serverTotalsOfUdp(await srv.close({ graceMs })),
+    forceClose: () => srv.forceClose(),
     setFaults: (faults) => srv.setFaults(faults),
     udp: () => srv.stats(),
   };
