@@ -17,14 +17,7 @@ import { errorCode, explainError } from '../core/errors.js';
 import { fdHeadroom } from '../core/libc.js';
 import { createLogger, type Logger } from '../core/log.js';
 import { echoServerOptions, type ServerConfig } from './config.js';
-import {
-  drainConnection,
-  emptyTotals,
-  forceClose,
-  type HandlerContext,
-  liveBytes,
-  serveConnection,
-} from './handler.js';
+import { drainConnection, forceClose, type HandlerContext, liveBytes, serveConnection } from './handler.js';
 import { type ChildRole, sendToParent, type ToChild } from './ipc.js';
 import { startEchoServer, tlsContextOf, tracerOf } from './tcp-server.js';
 
@@ -87,7 +80,6 @@ async function listenRole(): Promise<void> {
 }
 
 function serveRole(once: boolean): void {
-  const scratch = emptyTotals(); // the handler's counters; the parent keeps the real totals
   const live = new Map<Socket, number>(); // socket → hand-over id
   let stopping = false;
   const exitIfDone = () => {
@@ -96,7 +88,6 @@ function serveRole(once: boolean): void {
   // one context for every connection of this process: one --min-rate sweep, one -v read-back
   const ctx: HandlerContext = {
     logger,
-    totals: scratch,
     idleTimeoutMs: cfg.idleTimeoutMs,
     minRate: cfg.minRate,
     maxLifetimeMs: cfg.maxLifetimeMs,

@@ -8,14 +8,14 @@
 
 import type { Socket } from 'node:net';
 import type { SecureContext } from 'node:tls';
-import { countError, errorCode, explainError } from '../core/errors.js';
+import { errorCode, explainError } from '../core/errors.js';
 import { formatTcpInfo, type TcpInfo, tcpInfo } from '../core/libc.js';
 import { type Logger, logs } from '../core/log.js';
 import { formatAddress } from '../core/parse.js';
 import { applySocketOptions, formatReport, type SocketOptions } from '../core/sockopts.js';
 import { acceptTls, formatTlsInfo, tlsInfo } from '../core/tls.js';
 import { type Tracer, traceSocket } from '../core/trace.js';
-import { closedWanted, connectionClosed } from './conn-metrics.js';
+import { closedWanted } from './conn-metrics.js';
 import { type Fault, FaultyEcho, resetSocket } from './faults.js';
 import { resumeReading, stopReading } from './preamble.js';
 import { readChunk, SHARED_READ } from './user-buffer.js';
@@ -82,8 +82,6 @@ export interface ConnectionLimits {
 
 export interface HandlerContext extends ConnectionLimits {
   logger: Logger;
-  /** the handler adds each connection's bytes and errors here when it closes */
-  totals: Pick<ServerTotals, 'bytesIn' | 'bytesOut' | 'errors'>;
   idleTimeoutMs?: number;
   socketOptions?: SocketOptions;
   /** print the first accepted socket's option read-back (--verbose) */
@@ -94,6 +92,7 @@ export interface HandlerContext extends ConnectionLimits {
   logFields?: object;
   /** appended to each connection log message, e.g. `worker 1234` */
   label?: string;
+  /** the one place a connection's end is told: its record (the backend reports it on) */
   onClose?: (socket: Socket, record: ConnectionRecord) => void;
   /** told of every connection record once it is logged (a worker reports it to its parent) */
   onClosed?: (record: ConnectionRecord) => void;
@@ -400,8 +399,7 @@ function onError(this: EchoSocket, err: Error): void {
     return;
   }
   st.reason ??= code === 'ECONNRESET' ? 'reset by peer' : `error ${code}`;
-  st.error = code;
-  countError(st.ctx.totals.errors, code);
+  st.error = code; // counted in the totals once the connection's record is folded
 }
 
 /** A connection's bytes so far: read from the client (not a PROXY header) and handed to the kernel. */
@@ -434,8 +432,6 @@ function onClose(this: EchoSocket): void {
   // bytesWritten counts what was handed to the socket; subtract what never left it
   const bytesOut = this.bytesWritten - this.writableLength;
   const bytesIn = this.bytesRead - st.base - st.discarded;
-  ctx.totals.bytesIn += bytesIn;
-  ctx.totals.bytesOut += bytesOut;
   const record: ConnectionRecord = {
     peer: st.peer,
     bytesIn,
@@ -447,7 +443,6 @@ function onClose(this: EchoSocket): void {
     ...(st.info && ctx.tcpInfo ? { tcp: st.info } : {}),
     ...(st.info ? { rttUs: st.info.rttUs } : {}),
   };
-  if (closedWanted()) connectionClosed(record);
   const level = record.reason.startsWith('error')
     ? 'warn'
     : record.reason === 'reset by peer, nothing lost'

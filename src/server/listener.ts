@@ -31,8 +31,9 @@ import { formatAddress } from '../core/parse.js';
 import { formatReport, type OptionReport, reportSocketOptions } from '../core/sockopts.js';
 import type { UdpTotals } from '../udp/server.js';
 import { Admission, type AdmissionOptions, finUnread, plural } from './admission.js';
+import { closedWanted, connectionClosed } from './conn-metrics.js';
 import type { Fault, FaultSet } from './faults.js';
-import { copyTotals, type ServerTotals, WAITED } from './handler.js';
+import { copyTotals, emptyTotals, type ServerTotals, WAITED } from './handler.js';
 import { readFirstBytes, readProxyHeader } from './preamble.js';
 import { acceptWithSharedRead, type ReadCallback, sharedReadEnabled } from './user-buffer.js';
 
@@ -85,19 +86,55 @@ export interface WorkerTotals {
   bytesOut: number;
 }
 
+/** A served connection as it ended: what the Server folds into its totals and metrics. */
+export interface ClosedConnectionRecord {
+  bytesIn: number;
+  bytesOut: number;
+  /** the error code that ended it, if one did */
+  error?: string;
+  /** how long it lasted; absent when unknown (its process died): then it is not charted */
+  ms?: number;
+  rttUs?: number;
+}
+
+/**
+ * What a backend tells the Server about one connection it was given: exactly one of these,
+ * once. The backend never touches the totals; the Server folds these into them.
+ */
+export interface ConnectionEvents {
+  /** it was served and is over */
+  closed(record: ClosedConnectionRecord): void;
+  /** it could not be served at all (no process could take it): the Server refuses it */
+  refused(reason: string): void;
+}
+
+/** Add one closed connection to `totals` and to the --metrics charts. */
+export function foldClosed(totals: ServerTotals, r: ClosedConnectionRecord): void {
+  totals.bytesIn += r.bytesIn;
+  totals.bytesOut += r.bytesOut;
+  if (r.error) countError(totals.errors, r.error);
+  if (r.ms !== undefined && closedWanted())
+    connectionClosed({
+      ms: r.ms,
+      bytesIn: r.bytesIn,
+      bytesOut: r.bytesOut,
+      ...(r.rttUs !== undefined ? { rttUs: r.rttUs } : {}),
+    });
+}
+
 /** Where admitted connections are served. */
 export interface Backend {
   /** accept with reading paused: the bytes are read later, or by another process */
   readonly pauseOnConnect: boolean;
   /**
-   * Serve an admitted connection; call `done` (once) when it is over, or `done(why)` when it
-   * could not be served at all (the listener then refuses it). `head`: bytes already read
-   * from the client (after a PROXY header) that come before what the socket still holds.
+   * Serve an admitted connection and report how it ended through `events` (once). `head`:
+   * bytes already read from the client (after a PROXY header) that come before what the
+   * socket still holds.
    */
   serve(
     socket: Socket,
     peer: string,
-    done: (refused?: string) => void,
+    events: ConnectionEvents,
     head?: Buffer,
     /** the faults chosen for this connection (--fault) */
     faults?: Fault[],
@@ -120,8 +157,6 @@ export interface ListenerOptions {
   listen: ListenOptions;
   admission: Omit<AdmissionOptions, 'logger' | 'logFields'>;
   backend: Backend;
-  /** shared with the backend, which adds bytes and errors */
-  totals: ServerTotals;
   /** connections served at once; later ones wait unread in arrival order (default: no limit) */
   concurrency?: number;
   /** why clients wait, for the (rate-limited) log line when they do */
@@ -182,7 +217,8 @@ export function graceTimer(ms: number, force: () => void): () => void {
 }
 
 export async function startListener(o: ListenerOptions): Promise<ServerHandle> {
-  const { backend, totals, logger } = o;
+  const { backend, logger } = o;
+  const totals = emptyTotals(); // this function's alone: backends report, it folds
   const concurrency = o.concurrency ?? Number.POSITIVE_INFINITY;
   // clients waiting for a slot hold a descriptor each: bound them as the kernel bounds its queue
   const queueLimit = o.listen.backlog ?? DEFAULT_BACKLOG;
@@ -199,21 +235,34 @@ export async function startListener(o: ListenerOptions): Promise<ServerHandle> {
     totals.connections++;
     totals.active++;
     let over = false;
+    const ended = (refused?: string) => {
+      if (over) return false;
+      over = true;
+      serving--;
+      totals.active--;
+      release();
+      if (refused) {
+        totals.connections--;
+        admission.refuse(socket, 'no-child', refused, socket.remoteAddress ?? peer);
+      }
+      return true;
+    };
+    const after = () => {
+      next();
+      if (idle()) onIdle?.();
+    };
     backend.serve(
       socket,
       peer,
-      (refused) => {
-        if (over) return;
-        over = true;
-        serving--;
-        totals.active--;
-        release();
-        if (refused) {
-          totals.connections--;
-          admission.refuse(socket, 'no-child', refused, socket.remoteAddress ?? peer);
-        }
-        next();
-        if (idle()) onIdle?.();
+      {
+        closed(record) {
+          if (!ended()) return;
+          foldClosed(totals, record);
+          after();
+        },
+        refused(reason) {
+          if (ended(reason)) after();
+        },
       },
       head,
       faults,

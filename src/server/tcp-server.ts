@@ -9,7 +9,7 @@ import type { SocketOptions } from '../core/sockopts.js';
 import { serverSecureContext } from '../core/tls.js';
 import { createTracer, type TraceFormat, type Tracer, traceSink } from '../core/trace.js';
 import { type Fault, FaultSet } from './faults.js';
-import { type ConnectionLimits, type ConnectionRecord, emptyTotals } from './handler.js';
+import type { ConnectionLimits, ConnectionRecord } from './handler.js';
 import { hereBackend } from './here.js';
 import { type ServerHandle, startListener } from './listener.js';
 
@@ -138,7 +138,6 @@ export function tlsContextOf(opts: EchoServerOptions) {
 export async function startEchoServer(opts: EchoServerOptions = {}): Promise<EchoServer> {
   const logger = opts.logger ?? silentLogger;
   const iterative = opts.mode === 'iterative';
-  const totals = emptyTotals();
   const sock = opts.socket ?? {};
   return startListener({
     listen: listenOptions(opts),
@@ -153,7 +152,6 @@ export async function startEchoServer(opts: EchoServerOptions = {}): Promise<Ech
     backend: hereBackend(
       {
         logger,
-        totals,
         idleTimeoutMs: opts.idleTimeoutMs,
         minRate: opts.minRate,
         maxLifetimeMs: opts.maxLifetimeMs,
@@ -170,7 +168,6 @@ export async function startEchoServer(opts: EchoServerOptions = {}): Promise<Ech
       // iterative: later clients are accepted with reading paused and wait their turn
       { pauseOnConnect: iterative },
     ),
-    totals,
     concurrency: iterative ? 1 : undefined,
     waitReason: 'iterative mode serves one client at a time',
     logger,
