@@ -19,7 +19,7 @@ import { createLogger, type Logger } from '../core/log.js';
 import { echoServerOptions, type ServerConfig } from './config.js';
 import { drainConnection, forceClose, type HandlerContext, liveBytes, serveConnection } from './handler.js';
 import { type ChildRole, sendToParent, type ToChild } from './ipc.js';
-import { startEchoServer, tlsContextOf, tracerOf } from './tcp-server.js';
+import { handlerContextOf, startEchoServer } from './tcp-server.js';
 
 const role = process.env.ECHO_ROLE as ChildRole | undefined;
 const who = role === 'serve-once' ? 'child' : 'worker';
@@ -87,18 +87,7 @@ function serveRole(once: boolean): void {
   };
   // one context for every connection of this process: one --min-rate sweep, one -v read-back
   const ctx: HandlerContext = {
-    logger,
-    idleTimeoutMs: cfg.idleTimeoutMs,
-    minRate: cfg.minRate,
-    maxLifetimeMs: cfg.maxLifetimeMs,
-    socketOptions: cfg.socket,
-    logOptions: cfg.verbose,
-    label,
-    logFields,
-    tls: tlsContextOf(echoServerOptions(cfg, logger)),
-    tracer: tracerOf(echoServerOptions(cfg, logger)),
-    tcpInfo: cfg.verbose,
-    banner: cfg.banner !== undefined ? Buffer.from(cfg.banner) : undefined,
+    ...handlerContextOf({ ...echoServerOptions(cfg, logger), label, logFields }),
     rttAtClose: cfg.metrics !== undefined,
     onClose: async (socket, r) => {
       const id = live.get(socket);

@@ -13,15 +13,9 @@ import { serverTotalsOfUdp, startUdpEchoServer } from '../udp/server.js';
 import { plural } from './admission.js';
 import { abortable } from './children.js';
 import { echoServerOptions, type ServerConfig } from './config.js';
-import { FaultSet } from './faults.js';
 import { forkBackend } from './fork.js';
 import { type ServerHandle, startListener } from './listener.js';
-import {
-  DEFAULT_HANDSHAKE_TIMEOUT_MS,
-  listenOptions,
-  proxyOptionsOf,
-  startEchoServer,
-} from './tcp-server.js';
+import { listenerOptionsOf, startEchoServer } from './tcp-server.js';
 import { startExclusiveWorkers, workersBackend } from './workers.js';
 
 export interface StartOptions {
@@ -51,15 +45,11 @@ export async function startServer(
   }
   const o = echoServerOptions(cfg, logger);
   try {
+    const base = listenerOptionsOf(o);
     return await startListener({
-      listen: listenOptions(o),
-      proxyProtocol: proxyOptionsOf(o),
-      tls: o.tls ? { timeoutMs: o.handshakeTimeoutMs ?? DEFAULT_HANDSHAKE_TIMEOUT_MS } : undefined,
-      faults: new FaultSet(cfg.faults),
+      ...base,
       admission: {
-        access: o.access,
-        maxConnections: cfg.maxConnections,
-        maxConnectionsPerIp: cfg.maxConnectionsPerIp,
+        ...base.admission,
         // a fork child costs this process one descriptor (its IPC channel), as a queued client
         // does; a worker's connections cost it one only while being passed on, and each worker
         // has a limit of its own: the backend counts both (fdCheck)
@@ -69,8 +59,6 @@ export async function startServer(
       backend,
       concurrency: kind === 'fork' ? cfg.maxChildren : undefined,
       waitReason: `${plural(cfg.maxChildren, 'child', 'children')} busy (--max-children ${cfg.maxChildren})`,
-      logger,
-      logOptions: cfg.verbose,
     });
   } catch (err) {
     await backend.drain(Date.now());

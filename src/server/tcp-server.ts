@@ -9,9 +9,9 @@ import type { SocketOptions } from '../core/sockopts.js';
 import { serverSecureContext } from '../core/tls.js';
 import { createTracer, type TraceFormat, type Tracer, traceSink } from '../core/trace.js';
 import { type Fault, FaultSet } from './faults.js';
-import type { ConnectionLimits, ConnectionRecord } from './handler.js';
+import type { ConnectionLimits, ConnectionRecord, HandlerContext } from './handler.js';
 import { hereBackend } from './here.js';
-import { type ServerHandle, startListener } from './listener.js';
+import { type ListenerOptions, type ServerHandle, startListener } from './listener.js';
 
 export type { CloseOptions, LiveConnection } from './listener.js';
 
@@ -135,11 +135,36 @@ export function tlsContextOf(opts: EchoServerOptions) {
     : undefined;
 }
 
-export async function startEchoServer(opts: EchoServerOptions = {}): Promise<EchoServer> {
-  const logger = opts.logger ?? silentLogger;
-  const iterative = opts.mode === 'iterative';
-  const sock = opts.socket ?? {};
-  return startListener({
+/**
+ * The handler's context for these options: the one translation of a config into what serves
+ * a connection, used by this process and by every child process (child-main.ts).
+ */
+export function handlerContextOf(opts: EchoServerOptions): Omit<HandlerContext, 'onClose'> {
+  return {
+    logger: opts.logger ?? silentLogger,
+    idleTimeoutMs: opts.idleTimeoutMs,
+    minRate: opts.minRate,
+    maxLifetimeMs: opts.maxLifetimeMs,
+    socketOptions: opts.socket ?? {},
+    logOptions: opts.logOptions,
+    logFields: opts.logFields,
+    label: opts.label,
+    onClosed: opts.onConnectionClosed,
+    tls: tlsContextOf(opts),
+    tracer: tracerOf(opts),
+    banner: opts.banner !== undefined ? Buffer.from(opts.banner) : undefined,
+    tcpInfo: opts.logOptions === true,
+  };
+}
+
+/**
+ * The listener's options for these options, whatever backend serves: where to listen, the
+ * PROXY header, TLS's first bytes, the faults and the admission limits.
+ */
+export function listenerOptionsOf(
+  opts: EchoServerOptions,
+): Omit<ListenerOptions, 'backend' | 'concurrency' | 'waitReason'> {
+  return {
     listen: listenOptions(opts),
     proxyProtocol: proxyOptionsOf(opts),
     tls: opts.tls ? { timeoutMs: opts.handshakeTimeoutMs ?? DEFAULT_HANDSHAKE_TIMEOUT_MS } : undefined,
@@ -149,29 +174,19 @@ export async function startEchoServer(opts: EchoServerOptions = {}): Promise<Ech
       maxConnections: opts.maxConnections,
       maxConnectionsPerIp: opts.maxConnectionsPerIp,
     },
-    backend: hereBackend(
-      {
-        logger,
-        idleTimeoutMs: opts.idleTimeoutMs,
-        minRate: opts.minRate,
-        maxLifetimeMs: opts.maxLifetimeMs,
-        socketOptions: sock,
-        logOptions: opts.logOptions,
-        logFields: opts.logFields,
-        label: opts.label,
-        onClosed: opts.onConnectionClosed,
-        tls: tlsContextOf(opts),
-        tracer: tracerOf(opts),
-        banner: opts.banner !== undefined ? Buffer.from(opts.banner) : undefined,
-        tcpInfo: opts.logOptions === true,
-      },
-      // iterative: later clients are accepted with reading paused and wait their turn
-      { pauseOnConnect: iterative },
-    ),
-    concurrency: iterative ? 1 : undefined,
-    waitReason: 'iterative mode serves one client at a time',
-    logger,
+    logger: opts.logger ?? silentLogger,
     logFields: opts.logFields,
     logOptions: opts.logOptions,
+  };
+}
+
+export async function startEchoServer(opts: EchoServerOptions = {}): Promise<EchoServer> {
+  const iterative = opts.mode === 'iterative';
+  return startListener({
+    ...listenerOptionsOf(opts),
+    // iterative: later clients are accepted with reading paused and wait their turn
+    backend: hereBackend(handlerContextOf(opts), { pauseOnConnect: iterative }),
+    concurrency: iterative ? 1 : undefined,
+    waitReason: 'iterative mode serves one client at a time',
   });
 }
