@@ -18,10 +18,10 @@ const quiet = (p: Command) => {
   return p;
 };
 
-async function server(argv: string[]): Promise<ServerHandle> {
+async function server(argv: string[], app?: string): Promise<ServerHandle> {
   const p = quiet(buildServerProgram());
   p.parse(['--port', '0', ...argv], { from: 'user' });
-  const cfg = resolveServerConfig(p.opts<ServerFlags>(), p.processedArgs as string[]);
+  const cfg = { ...resolveServerConfig(p.opts<ServerFlags>(), p.processedArgs as string[]), app };
   // the built library: its child processes run dist/server/child-main.js
   const { startServer } = await import('../dist/server/index.js');
   const srv: ServerHandle = await startServer(cfg, silentLogger);
@@ -177,4 +177,31 @@ describe('UDP: close and forceClose', () => {
     const totals = await srv.close();
     expect(totals.refusedBy.shutdown).toBe(1);
   });
+});
+
+describe.each([
+  ['evented', []],
+  ['workers', ['--mode', 'workers', '--workers', '2']],
+  ['fork', ['--mode', 'fork']],
+])('%s: an application other than echo plugs in by name', (_name, args) => {
+  it('discard (RFC 863): every byte is read and dropped, counted in; nothing comes back', async () => {
+    const srv = await server(args, 'discard');
+    const s = await connect(srv.address.port);
+    const ended = rest(s);
+    const payload = Buffer.alloc(256 * 1024, 7);
+    s.end(payload);
+    const { data, how } = await ended;
+    expect(how).toBe('end');
+    expect(data.length).toBe(0);
+    const totals = await srv.close({ graceMs: 30_000 });
+    expect(totals.connections).toBe(1);
+    expect(totals.bytesIn).toBe(payload.length);
+    expect(totals.bytesOut).toBe(0);
+  });
+});
+
+it('an unknown application is refused before anything starts', async () => {
+  await expect(server(['--mode', 'workers'], 'no-such-app')).rejects.toThrow(
+    /unknown application "no-such-app"/,
+  );
 });

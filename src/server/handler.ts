@@ -15,6 +15,7 @@ import { formatAddress } from '../core/parse.js';
 import { applySocketOptions, formatReport, type SocketOptions } from '../core/sockopts.js';
 import { acceptTls, formatTlsInfo, tlsInfo } from '../core/tls.js';
 import { type Tracer, traceSocket } from '../core/trace.js';
+import type { Application } from './application.js';
 import { closedWanted } from './conn-metrics.js';
 import { type Fault, FaultyEcho, resetSocket } from './faults.js';
 import { resumeReading, stopReading } from './preamble.js';
@@ -102,6 +103,8 @@ export interface HandlerContext extends ConnectionLimits {
   tcpInfo?: boolean;
   /** --banner: sent first to every client */
   banner?: Buffer;
+  /** what is served once the transport, preamble and faults are set up (default: echo) */
+  app?: Application;
   /** --tls: every connection is a TLS server socket over the accepted TCP (or Unix) one */
   tls?: { context: SecureContext; handshakeTimeoutMs: number; alpn?: string[] };
 }
@@ -255,8 +258,8 @@ export function serveEcho(
     socket.on('end', onEnd);
     return;
   }
-  // a socket reading into the shared buffer calls onSharedRead instead of emitting 'data'
-  if (!(SHARED_READ in socket)) socket.on('data', s[STATE].faulty ? onFaultyData : onData);
+  // a socket reading into the shared buffer calls its read callback instead of emitting 'data'
+  if (!(SHARED_READ in socket)) (ctx.app ?? echoApplication).serve(socket, { peer });
   if (ctx.tracer) traceSocket(socket, ctx.tracer, peer);
   if (ctx.banner) socket.write(ctx.banner);
   socket.on('drain', onDrain);
@@ -351,6 +354,15 @@ export function onSharedRead(this: Socket, n: number, buf: Buffer): void {
   if (st.faulty) st.faulty.data(Buffer.from(buf.subarray(0, n)));
   else if (!s.write(readChunk(s, n, buf))) s.pause();
 }
+
+/** Echo: every byte read is written back, through the connection's faults if it has any. */
+export const echoApplication: Application = {
+  name: 'echo',
+  serve(conn) {
+    conn.on('data', (conn as EchoSocket)[STATE].faulty ? onFaultyData : onData);
+  },
+  sharedRead: onSharedRead,
+};
 
 function onFaultyData(this: EchoSocket, chunk: Buffer): void {
   const st = this[STATE];

@@ -5,15 +5,16 @@ import type { Socket } from 'node:net';
 import { type TcpInfo, tcpInfo } from '../core/libc.js';
 import {
   drainConnection,
+  echoApplication,
   forceClose,
   type HandlerContext,
   liveBytes,
-  onSharedRead,
   serveConnection,
 } from './handler.js';
 import type { Backend, ConnectionEvents, LiveConnection } from './listener.js';
 
 export function hereBackend(ctx: Omit<HandlerContext, 'onClose'>, { pauseOnConnect = false } = {}): Backend {
+  const app = ctx.app ?? echoApplication;
   const live = new Map<Socket, { events: ConnectionEvents; peer: string }>();
   const handlerCtx: HandlerContext = {
     ...ctx,
@@ -27,7 +28,7 @@ export function hereBackend(ctx: Omit<HandlerContext, 'onClose'>, { pauseOnConne
   return {
     pauseOnConnect,
     // TLS reads the TCP socket itself; --trace listens to 'data'
-    ...(ctx.tls || ctx.tracer ? {} : { sharedRead: onSharedRead }),
+    ...(ctx.tls || ctx.tracer || !app.sharedRead ? {} : { sharedRead: app.sharedRead }),
     serve(socket, peer, events, head, faults) {
       const served = serveConnection(socket, handlerCtx, peer, head, faults);
       live.set(served, { events, peer });

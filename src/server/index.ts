@@ -15,7 +15,7 @@ import { abortable } from './children.js';
 import { echoServerOptions, type ServerConfig } from './config.js';
 import { forkBackend } from './fork.js';
 import { type ServerHandle, startListener } from './listener.js';
-import { listenerOptionsOf, startEchoServer } from './tcp-server.js';
+import { applicationNamed, listenerOptionsOf, startEchoServer } from './tcp-server.js';
 import { startExclusiveWorkers, workersBackend } from './workers.js';
 
 export interface StartOptions {
@@ -32,6 +32,7 @@ export async function startServer(
   { signal }: StartOptions = {},
 ): Promise<ServerHandle> {
   if (cfg.udp) return startUdp(cfg, logger);
+  applicationNamed(cfg.app); // an unknown name fails here, before any child starts
   if (cfg.mode === 'evented' || cfg.mode === 'iterative')
     return startEchoServer(echoServerOptions(cfg, logger));
   if (cfg.mode === 'workers' && cfg.exclusive) return startExclusiveWorkers(cfg, logger, signal);

@@ -8,8 +8,14 @@ import { type Logger, silentLogger } from '../core/log.js';
 import type { SocketOptions } from '../core/sockopts.js';
 import { serverSecureContext } from '../core/tls.js';
 import { createTracer, type TraceFormat, type Tracer, traceSink } from '../core/trace.js';
+import { type Application, discardApplication } from './application.js';
 import { type Fault, FaultSet } from './faults.js';
-import type { ConnectionLimits, ConnectionRecord, HandlerContext } from './handler.js';
+import {
+  type ConnectionLimits,
+  type ConnectionRecord,
+  echoApplication,
+  type HandlerContext,
+} from './handler.js';
 import { hereBackend } from './here.js';
 import { type ListenerOptions, type ServerHandle, startListener } from './listener.js';
 
@@ -46,6 +52,8 @@ export interface EchoServerOptions extends ConnectionLimits {
   trace?: { format: TraceFormat; file?: string };
   /** misbehave on purpose (--fault); change them later with the handle's setFaults() */
   faults?: Fault[];
+  /** what each connection is served, by name: `echo` (the default) or `discard` (RFC 863) */
+  app?: string;
   /** evented: every client at once; iterative: one at a time, later ones wait unread */
   mode?: TcpMode;
   /** beyond this many open connections, new ones are closed at once (FIN) and counted as refused */
@@ -135,6 +143,19 @@ export function tlsContextOf(opts: EchoServerOptions) {
     : undefined;
 }
 
+/** The applications a config can name; every process (children too) knows the same ones. */
+const APPLICATIONS: ReadonlyMap<string, Application> = new Map(
+  [echoApplication, discardApplication].map((a) => [a.name, a]),
+);
+
+/** The application called `name` (default echo); an unknown name is a TypeError. */
+export function applicationNamed(name = 'echo'): Application {
+  const app = APPLICATIONS.get(name);
+  if (!app)
+    throw new TypeError(`unknown application "${name}" (one of: ${[...APPLICATIONS.keys()].join(', ')})`);
+  return app;
+}
+
 /**
  * The handler's context for these options: the one translation of a config into what serves
  * a connection, used by this process and by every child process (child-main.ts).
@@ -142,6 +163,7 @@ export function tlsContextOf(opts: EchoServerOptions) {
 export function handlerContextOf(opts: EchoServerOptions): Omit<HandlerContext, 'onClose'> {
   return {
     logger: opts.logger ?? silentLogger,
+    app: applicationNamed(opts.app),
     idleTimeoutMs: opts.idleTimeoutMs,
     minRate: opts.minRate,
     maxLifetimeMs: opts.maxLifetimeMs,
