@@ -302,64 +302,6 @@ export async function startListener(o: ListenerOptions): Promise<ServerHandle> {
     if (!freed) fruitlessAt = Date.now();
   };
 
-  /** `held`: the slot a PROXY connection took at accept (moved to `ip` already) */
-  const admitAndServe = (socket: Socket, ip: string, peer: string, head?: Buffer, held?: () => void) => {
-    const release = held ?? admission.admit(socket, ip);
-    if (!release) return;
-    if (!o.tls) return place(socket, ip, peer, release, head);
-    if (head?.length) {
-      if (head[0] === TLS_HANDSHAKE) return place(socket, ip, peer, release, head);
-      release();
-      return refusePlain(socket, ip);
-    }
-    void firstBytes(socket, ip, peer, release, o.tls.timeoutMs);
-  };
-
-  const refusePlain = (socket: Socket, ip: string) => {
-    socket.on('error', () => {});
-    socket.write(TLS_ALERT_UNEXPECTED);
-    admission.refuse(
-      socket,
-      'plain-on-tls',
-      'plain bytes on a TLS port (not a TLS ClientHello): the client needs TLS (echo-client --tls)',
-      ip,
-    );
-  };
-
-  const firstBytes = async (socket: Socket, ip: string, peer: string, release: () => void, ms: number) => {
-    pendingHeaders.add(socket);
-    let first: Buffer;
-    try {
-      first = await readFirstBytes(socket, ms);
-    } catch (err) {
-      // nothing came: the client left, or the time the TLS handshake had is over
-      release();
-      socket.destroy();
-      const code = errorCode(err);
-      if (code === 'ERR_TLS_NO_HELLO') return;
-      countError(totals.errors, code);
-      const why = explainError({ code }, { role: 'server' });
-      admission.warnOnce(
-        `tls|${code}|${ip}`,
-        { peer, error: code },
-        `closed ${peer}: in 0 B, out 0 B, error ${code} — ${why.meaning}. ${why.hint}`,
-      );
-      return;
-    } finally {
-      pendingHeaders.delete(socket);
-    }
-    if (first[0] !== TLS_HANDSHAKE) {
-      release();
-      return refusePlain(socket, ip);
-    }
-    if (admission.closing) {
-      release();
-      socket.destroy();
-      return;
-    }
-    place(socket, ip, peer, release, first);
-  };
-
   /** An admitted connection: served now, or waiting its turn. */
   const place = (socket: Socket, ip: string, peer: string, release: () => void, head?: Buffer) => {
     const faults = o.faults?.pick();
@@ -389,95 +331,13 @@ export async function startListener(o: ListenerOptions): Promise<ServerHandle> {
     }
   };
 
-  // --proxy-protocol: only a trusted proxy may name the client. From accept the connection
-  // holds a slot counted under the proxy's address; once the header names the client, the
-  // access lists and the per-address limit apply to that client and the count moves to it.
   const unix = o.listen.path !== undefined;
-  const proxied = async (socket: Socket, release: () => void, timeoutMs: number) => {
-    pendingHeaders.add(socket);
-    try {
-      const { header, rest } = await readProxyHeader(socket, timeoutMs);
-      const via = peerName(socket, unix);
-      const src = header.command === 'proxy' && header.source?.port ? header.source : undefined;
-      const ip =
-        src && (header.family === 'tcp4' || header.family === 'tcp6') ? src.address : peerIp(socket, unix);
-      const peer = src && ip === src.address ? `${formatAddress(src.address, src.port)} via ${via}` : via;
-      if (!admission.move(socket, release, ip)) return;
-      admitAndServe(socket, ip, peer, rest.length ? rest : undefined, release);
-    } catch (err) {
-      release();
-      admission.refuse(socket, 'proxy', explainError(err).summary, peerIp(socket, unix));
-    } finally {
-      pendingHeaders.delete(socket);
-    }
-  };
-
+  const gate: Gate = { o, admission, totals, pendingHeaders, unix, place };
+  const onConnection = proxyStage(gate, tlsStage(gate));
   const proxy = o.proxyProtocol;
-  const proxyFrom = proxy ? proxy.from.allow.map((c) => c.text).join(', ') : '';
   const paused = backend.pauseOnConnect || proxy !== undefined || o.tls !== undefined;
-  const onConnection = (socket: Socket) => {
-    const ip = peerIp(socket, unix);
-    if (!proxy) return admitAndServe(socket, ip, peerName(socket, unix));
-    if (!unix && !proxy.from.check(ip).ok) {
-      admission.refuse(socket, 'proxy', `not a trusted proxy (--proxy-from ${proxyFrom})`, ip);
-      return;
-    }
-    const release = admission.admit(socket, ip, { access: false });
-    if (release) void proxied(socket, release, proxy.timeoutMs);
-  };
   const server = net.createServer({ allowHalfOpen: true, pauseOnConnect: paused }, onConnection);
-  const unixNotes: UnixListenNotes = {};
-  // --fault accept-delay: a listening socket Node does not watch, accepted from once per delay
-  const acceptDelay = unix ? undefined : o.faults?.acceptDelayMs;
-  let slow: { fd: number; timer: NodeJS.Timeout } | undefined;
-  let address: AddressInfo;
-  if (acceptDelay !== undefined) {
-    const fd = rawListenFd({
-      host: o.listen.host,
-      port: o.listen.port,
-      backlog: queueLimit,
-      reuseAddr: o.listen.reuseAddr !== false,
-      reusePort: o.listen.reusePort === true,
-      recvBuffer: o.listen.recvBuffer,
-      sendBuffer: o.listen.sendBuffer,
-      ipv6Only: o.listen.ipv6Only,
-    });
-    address = {
-      address: o.listen.host,
-      family: o.listen.host.includes(':') ? 'IPv6' : 'IPv4',
-      port: boundPort(fd),
-    };
-    const timer = setInterval(() => {
-      if (admission.closing) return;
-      let conn: number | undefined;
-      try {
-        conn = acceptOne(fd);
-      } catch (err) {
-        server.emit('error', err);
-        return;
-      }
-      if (conn === undefined) return;
-      const opts = { fd: conn, readable: true, writable: true, allowHalfOpen: true, pauseOnCreate: paused };
-      onConnection(new net.Socket(opts as net.SocketConstructorOpts));
-    }, acceptDelay);
-    slow = { fd, timer };
-  } else {
-    address = await listenSocket(server, o.listen, unixNotes);
-    // a PROXY header is read through the stream before the echo starts: that path keeps 'data'
-    if (backend.sharedRead && !proxy && !o.tls && sharedReadEnabled())
-      acceptWithSharedRead(
-        server,
-        { allowHalfOpen: true, pauseOnCreate: paused },
-        backend.sharedRead,
-        onConnection,
-      );
-  }
-  if (unixNotes.removedStale) {
-    logger.warn(
-      { path: unixNotes.removedStale },
-      `removed the stale socket file ${unixNotes.removedStale} (left by a server that is gone: a connect to it was refused)`,
-    );
-  }
+  const { address, slow } = await openListener(gate, server, onConnection, paused, queueLimit);
   // registered once listening: a failed listen is reported by listenTcp, not as an accept error
   server.on('error', (err) => {
     // accept() failures (EMFILE, ENFILE…) concern one connection: count, log once per interval,
@@ -543,4 +403,193 @@ export async function startListener(o: ListenerOptions): Promise<ServerHandle> {
       return closed;
     },
   };
+}
+
+/** What the stages before a backend share with the listener that runs them. */
+interface Gate {
+  o: ListenerOptions;
+  admission: Admission;
+  totals: ServerTotals;
+  /** sockets whose first bytes (a PROXY header, a TLS record header) are being read */
+  pendingHeaders: Set<Socket>;
+  unix: boolean;
+  /** an admitted connection, to be served now or to wait its turn */
+  place: (socket: Socket, ip: string, peer: string, release: () => void, head?: Buffer) => void;
+}
+
+/**
+ * The TLS part of the preamble: with --tls the first bytes must be a handshake record, read
+ * within the handshake timeout; a plain client gets a TLS alert and a FIN at once. Returns
+ * how an identified connection is admitted and placed.
+ */
+function tlsStage({ o, admission, totals, pendingHeaders, place }: Gate) {
+  /** `held`: the slot a PROXY connection took at accept (moved to `ip` already) */
+  const admitAndServe = (socket: Socket, ip: string, peer: string, head?: Buffer, held?: () => void) => {
+    const release = held ?? admission.admit(socket, ip);
+    if (!release) return;
+    if (!o.tls) return place(socket, ip, peer, release, head);
+    if (head?.length) {
+      if (head[0] === TLS_HANDSHAKE) return place(socket, ip, peer, release, head);
+      release();
+      return refusePlain(socket, ip);
+    }
+    void firstBytes(socket, ip, peer, release, o.tls.timeoutMs);
+  };
+
+  const refusePlain = (socket: Socket, ip: string) => {
+    socket.on('error', () => {});
+    socket.write(TLS_ALERT_UNEXPECTED);
+    admission.refuse(
+      socket,
+      'plain-on-tls',
+      'plain bytes on a TLS port (not a TLS ClientHello): the client needs TLS (echo-client --tls)',
+      ip,
+    );
+  };
+
+  const firstBytes = async (socket: Socket, ip: string, peer: string, release: () => void, ms: number) => {
+    pendingHeaders.add(socket);
+    let first: Buffer;
+    try {
+      first = await readFirstBytes(socket, ms);
+    } catch (err) {
+      // nothing came: the client left, or the time the TLS handshake had is over
+      release();
+      socket.destroy();
+      const code = errorCode(err);
+      if (code === 'ERR_TLS_NO_HELLO') return;
+      countError(totals.errors, code);
+      const why = explainError({ code }, { role: 'server' });
+      admission.warnOnce(
+        `tls|${code}|${ip}`,
+        { peer, error: code },
+        `closed ${peer}: in 0 B, out 0 B, error ${code} — ${why.meaning}. ${why.hint}`,
+      );
+      return;
+    } finally {
+      pendingHeaders.delete(socket);
+    }
+    if (first[0] !== TLS_HANDSHAKE) {
+      release();
+      return refusePlain(socket, ip);
+    }
+    if (admission.closing) {
+      release();
+      socket.destroy();
+      return;
+    }
+    place(socket, ip, peer, release, first);
+  };
+
+  return admitAndServe;
+}
+
+/** The PROXY header part of the preamble, before admission names the client; returns the accept callback. */
+function proxyStage(
+  { o, admission, pendingHeaders, unix }: Gate,
+  admitAndServe: ReturnType<typeof tlsStage>,
+) {
+  // --proxy-protocol: only a trusted proxy may name the client. From accept the connection
+  // holds a slot counted under the proxy's address; once the header names the client, the
+  // access lists and the per-address limit apply to that client and the count moves to it.
+  const proxied = async (socket: Socket, release: () => void, timeoutMs: number) => {
+    pendingHeaders.add(socket);
+    try {
+      const { header, rest } = await readProxyHeader(socket, timeoutMs);
+      const via = peerName(socket, unix);
+      const src = header.command === 'proxy' && header.source?.port ? header.source : undefined;
+      const ip =
+        src && (header.family === 'tcp4' || header.family === 'tcp6') ? src.address : peerIp(socket, unix);
+      const peer = src && ip === src.address ? `${formatAddress(src.address, src.port)} via ${via}` : via;
+      if (!admission.move(socket, release, ip)) return;
+      admitAndServe(socket, ip, peer, rest.length ? rest : undefined, release);
+    } catch (err) {
+      release();
+      admission.refuse(socket, 'proxy', explainError(err).summary, peerIp(socket, unix));
+    } finally {
+      pendingHeaders.delete(socket);
+    }
+  };
+
+  const proxy = o.proxyProtocol;
+  const proxyFrom = proxy ? proxy.from.allow.map((c) => c.text).join(', ') : '';
+  const onConnection = (socket: Socket) => {
+    const ip = peerIp(socket, unix);
+    if (!proxy) return admitAndServe(socket, ip, peerName(socket, unix));
+    if (!unix && !proxy.from.check(ip).ok) {
+      admission.refuse(socket, 'proxy', `not a trusted proxy (--proxy-from ${proxyFrom})`, ip);
+      return;
+    }
+    const release = admission.admit(socket, ip, { access: false });
+    if (release) void proxied(socket, release, proxy.timeoutMs);
+  };
+  return onConnection;
+}
+
+/**
+ * Open the listening socket and start accepting into `onConnection`. With --fault
+ * accept-delay: a socket Node does not watch, accepted from once per delay.
+ */
+async function openListener(
+  { o, admission, unix }: Gate,
+  server: net.Server,
+  onConnection: (socket: Socket) => void,
+  paused: boolean,
+  queueLimit: number,
+): Promise<{ address: AddressInfo; slow?: { fd: number; timer: NodeJS.Timeout } }> {
+  const { backend, logger } = o;
+  const proxy = o.proxyProtocol;
+  const unixNotes: UnixListenNotes = {};
+  // --fault accept-delay: a listening socket Node does not watch, accepted from once per delay
+  const acceptDelay = unix ? undefined : o.faults?.acceptDelayMs;
+  let slow: { fd: number; timer: NodeJS.Timeout } | undefined;
+  let address: AddressInfo;
+  if (acceptDelay !== undefined) {
+    const fd = rawListenFd({
+      host: o.listen.host,
+      port: o.listen.port,
+      backlog: queueLimit,
+      reuseAddr: o.listen.reuseAddr !== false,
+      reusePort: o.listen.reusePort === true,
+      recvBuffer: o.listen.recvBuffer,
+      sendBuffer: o.listen.sendBuffer,
+      ipv6Only: o.listen.ipv6Only,
+    });
+    address = {
+      address: o.listen.host,
+      family: o.listen.host.includes(':') ? 'IPv6' : 'IPv4',
+      port: boundPort(fd),
+    };
+    const timer = setInterval(() => {
+      if (admission.closing) return;
+      let conn: number | undefined;
+      try {
+        conn = acceptOne(fd);
+      } catch (err) {
+        server.emit('error', err);
+        return;
+      }
+      if (conn === undefined) return;
+      const opts = { fd: conn, readable: true, writable: true, allowHalfOpen: true, pauseOnCreate: paused };
+      onConnection(new net.Socket(opts as net.SocketConstructorOpts));
+    }, acceptDelay);
+    slow = { fd, timer };
+  } else {
+    address = await listenSocket(server, o.listen, unixNotes);
+    // a PROXY header is read through the stream before the echo starts: that path keeps 'data'
+    if (backend.sharedRead && !proxy && !o.tls && sharedReadEnabled())
+      acceptWithSharedRead(
+        server,
+        { allowHalfOpen: true, pauseOnCreate: paused },
+        backend.sharedRead,
+        onConnection,
+      );
+  }
+  if (unixNotes.removedStale) {
+    logger.warn(
+      { path: unixNotes.removedStale },
+      `removed the stale socket file ${unixNotes.removedStale} (left by a server that is gone: a connect to it was refused)`,
+    );
+  }
+  return { address, slow };
 }
