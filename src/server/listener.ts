@@ -234,39 +234,15 @@ export async function startListener(o: ListenerOptions): Promise<ServerHandle> {
     serving++;
     totals.connections++;
     totals.active++;
-    let over = false;
-    const ended = (refused?: string) => {
-      if (over) return false;
-      over = true;
+    const free = () => {
       serving--;
-      totals.active--;
       release();
-      if (refused) {
-        totals.connections--;
-        admission.refuse(socket, 'no-child', refused, socket.remoteAddress ?? peer);
-      }
-      return true;
     };
     const after = () => {
       next();
       if (idle()) onIdle?.();
     };
-    backend.serve(
-      socket,
-      peer,
-      {
-        closed(record) {
-          if (!ended()) return;
-          foldClosed(totals, record);
-          after();
-        },
-        refused(reason) {
-          if (ended(reason)) after();
-        },
-      },
-      head,
-      faults,
-    );
+    backend.serve(socket, peer, connectionEvents(totals, admission, socket, peer, free, after), head, faults);
   };
   const next = () => {
     while (!admission.closing && serving < concurrency && queue.length > 0) {
@@ -276,31 +252,7 @@ export async function startListener(o: ListenerOptions): Promise<ServerHandle> {
     }
   };
 
-  // Waiting sockets are not read, so a client that leaves is not noticed by 'end' or 'close'.
-  // Before a refusal for a limit, the kernel is asked instead. A waiter whose connection was
-  // reset (TCP state CLOSE) is gone; one that sent FIN with nothing unread (CLOSE_WAIT, empty
-  // receive queue) has nothing to echo: its whole echo is our FIN, sent now. A waiter that
-  // sent bytes before its FIN stays: from here, a client that shut down only its write side
-  // (nc -N) cannot be told from one that closed, and the first still waits for its echo.
-  // A sweep costs about 5 µs per waiter; one that freed nothing is not repeated within
-  // SWEEP_IDLE_MS, so a flood of refused clients cannot turn it into a CPU sink.
-  let fruitlessAt = Number.NEGATIVE_INFINITY;
-  const sweep = () => {
-    if (queue.length === 0 || Date.now() - fruitlessAt < SWEEP_IDLE_MS) return;
-    let freed = false;
-    for (const w of [...queue]) {
-      if (w.head?.length) continue;
-      const state = tcpInfo(w.socket)?.state;
-      const gone = state === TCP_CLOSE;
-      if (!gone && !(state === TCP_CLOSE_WAIT && receiveQueueBytes(w.socket) === 0)) continue;
-      queue.splice(queue.indexOf(w), 1);
-      w.release();
-      freed = true;
-      if (gone) w.socket.destroy();
-      else finUnread(w.socket);
-    }
-    if (!freed) fruitlessAt = Date.now();
-  };
+  const sweep = queueSweeper(queue);
 
   /** An admitted connection: served now, or waiting its turn. */
   const place = (socket: Socket, ip: string, peer: string, release: () => void, head?: Buffer) => {
@@ -338,71 +290,24 @@ export async function startListener(o: ListenerOptions): Promise<ServerHandle> {
   const paused = backend.pauseOnConnect || proxy !== undefined || o.tls !== undefined;
   const server = net.createServer({ allowHalfOpen: true, pauseOnConnect: paused }, onConnection);
   const { address, slow } = await openListener(gate, server, onConnection, paused, queueLimit);
-  // registered once listening: a failed listen is reported by listenTcp, not as an accept error
-  server.on('error', (err) => {
-    // accept() failures (EMFILE, ENFILE…) concern one connection: count, log once per interval,
-    // keep listening. At EMFILE libuv closes a reserved fd, accepts the pending connection,
-    // closes it and takes the fd back — so that client sees a close, not a hang.
-    const code = errorCode(err);
-    countError(totals.errors, code);
-    admission.warnOnce(`accept|${code}`, { code }, `accept failed: ${explainError(err).line}`);
-  });
-
-  const listenerReports = reportSocketOptions(server, {
-    reuseAddr: o.listen.reuseAddr ?? true,
-    reusePort: o.listen.reusePort,
-    ...(o.listen.recvBuffer !== undefined ? { recvBuffer: o.listen.recvBuffer } : {}),
-    ...(o.listen.sendBuffer !== undefined ? { sendBuffer: o.listen.sendBuffer } : {}),
-  });
-  if (o.logOptions) {
-    for (const r of listenerReports) logger.info({ ...r }, `listening socket: ${formatReport(r)}`);
-  }
-
-  const stats = () => {
-    const t = copyTotals(totals);
-    t.refused = admission.refused;
-    t.refusedBy = { ...admission.refusedBy } as Record<string, number>;
-    return t;
-  };
-  const force = () => {
-    backend.force();
-    for (const w of queue) w.socket.destroy();
-    for (const s of pendingHeaders) s.destroy();
-  };
-  let closed: Promise<ServerTotals> | undefined;
-  return {
+  const listenerReports = acceptErrorsAndReports(gate, server);
+  const whenIdle = () =>
+    new Promise<void>((resolve) => {
+      onIdle = resolve;
+      if (idle()) resolve();
+    });
+  return listenerHandle({
+    o,
+    admission,
+    totals,
+    queue,
+    pendingHeaders,
+    server,
+    slow,
     address,
-    options: listenerReports,
-    stats,
-    connections: () => backend.connections(),
-    forceClose: force,
-    setFaults: (faults) => o.faults?.set(faults),
-    ...(backend.workers ? { workers: () => backend.workers!() } : {}),
-    close({ graceMs = 5000 }: CloseOptions = {}) {
-      closed ??= (async () => {
-        admission.closing = true;
-        // Not awaited: once sockets have been handed to other processes, Node's close callback
-        // waits on them too; we wait on our own count of connections instead.
-        server.close();
-        if (slow) {
-          clearInterval(slow.timer);
-          closeFd(slow.fd); // connections still in its accept queue are reset by the kernel
-        }
-        // never served, nothing read: FIN without an echo (each leaves the queue when it closes)
-        for (const w of queue) finUnread(w.socket);
-        for (const s of pendingHeaders) s.destroy(); // no header yet: nothing of theirs was read
-        const cancel = graceTimer(graceMs, force);
-        const allDone = new Promise<void>((resolve) => {
-          onIdle = resolve;
-          if (idle()) resolve();
-        });
-        await Promise.all([allDone, backend.drain(Date.now() + graceMs)]);
-        cancel();
-        return stats();
-      })();
-      return closed;
-    },
-  };
+    listenerReports,
+    whenIdle,
+  });
 }
 
 /** What the stages before a backend share with the listener that runs them. */
@@ -592,4 +497,161 @@ async function openListener(
     );
   }
   return { address, slow };
+}
+
+/** The handle of a running listener: its totals, and the one close path with its grace. */
+function listenerHandle({
+  o,
+  admission,
+  totals,
+  queue,
+  pendingHeaders,
+  server,
+  slow,
+  address,
+  listenerReports,
+  whenIdle,
+}: {
+  o: ListenerOptions;
+  admission: Admission;
+  totals: ServerTotals;
+  queue: Waiting[];
+  pendingHeaders: Set<Socket>;
+  server: net.Server;
+  slow?: { fd: number; timer: NodeJS.Timeout };
+  address: AddressInfo;
+  listenerReports: OptionReport[];
+  /** resolves once nothing is served and nobody waits */
+  whenIdle: () => Promise<void>;
+}): ServerHandle {
+  const { backend } = o;
+  const stats = () => {
+    const t = copyTotals(totals);
+    t.refused = admission.refused;
+    t.refusedBy = { ...admission.refusedBy } as Record<string, number>;
+    return t;
+  };
+  const force = () => {
+    backend.force();
+    for (const w of queue) w.socket.destroy();
+    for (const s of pendingHeaders) s.destroy();
+  };
+  let closed: Promise<ServerTotals> | undefined;
+  return {
+    address,
+    options: listenerReports,
+    stats,
+    connections: () => backend.connections(),
+    forceClose: force,
+    setFaults: (faults) => o.faults?.set(faults),
+    ...(backend.workers ? { workers: () => backend.workers!() } : {}),
+    close({ graceMs = 5000 }: CloseOptions = {}) {
+      closed ??= (async () => {
+        admission.closing = true;
+        // Not awaited: once sockets have been handed to other processes, Node's close callback
+        // waits on them too; we wait on our own count of connections instead.
+        server.close();
+        if (slow) {
+          clearInterval(slow.timer);
+          closeFd(slow.fd); // connections still in its accept queue are reset by the kernel
+        }
+        // never served, nothing read: FIN without an echo (each leaves the queue when it closes)
+        for (const w of queue) finUnread(w.socket);
+        for (const s of pendingHeaders) s.destroy(); // no header yet: nothing of theirs was read
+        const cancel = graceTimer(graceMs, force);
+        await Promise.all([whenIdle(), backend.drain(Date.now() + graceMs)]);
+        cancel();
+        return stats();
+      })();
+      return closed;
+    },
+  };
+}
+
+// Waiting sockets are not read, so a client that leaves is not noticed by 'end' or 'close'.
+// Before a refusal for a limit, the kernel is asked instead. A waiter whose connection was
+// reset (TCP state CLOSE) is gone; one that sent FIN with nothing unread (CLOSE_WAIT, empty
+// receive queue) has nothing to echo: its whole echo is our FIN, sent now. A waiter that
+// sent bytes before its FIN stays: from here, a client that shut down only its write side
+// (nc -N) cannot be told from one that closed, and the first still waits for its echo.
+// A sweep costs about 5 µs per waiter; one that freed nothing is not repeated within
+// SWEEP_IDLE_MS, so a flood of refused clients cannot turn it into a CPU sink.
+function queueSweeper(queue: Waiting[]): () => void {
+  let fruitlessAt = Number.NEGATIVE_INFINITY;
+  return () => {
+    if (queue.length === 0 || Date.now() - fruitlessAt < SWEEP_IDLE_MS) return;
+    let freed = false;
+    for (const w of [...queue]) {
+      if (w.head?.length) continue;
+      const state = tcpInfo(w.socket)?.state;
+      const gone = state === TCP_CLOSE;
+      if (!gone && !(state === TCP_CLOSE_WAIT && receiveQueueBytes(w.socket) === 0)) continue;
+      queue.splice(queue.indexOf(w), 1);
+      w.release();
+      freed = true;
+      if (gone) w.socket.destroy();
+      else finUnread(w.socket);
+    }
+    if (!freed) fruitlessAt = Date.now();
+  };
+}
+
+/** Accept errors counted and logged; the listening socket's options as the kernel reports them. */
+function acceptErrorsAndReports({ o, admission, totals }: Gate, server: net.Server): OptionReport[] {
+  // registered once listening: a failed listen is reported by listenTcp, not as an accept error
+  server.on('error', (err) => {
+    // accept() failures (EMFILE, ENFILE…) concern one connection: count, log once per interval,
+    // keep listening. At EMFILE libuv closes a reserved fd, accepts the pending connection,
+    // closes it and takes the fd back — so that client sees a close, not a hang.
+    const code = errorCode(err);
+    countError(totals.errors, code);
+    admission.warnOnce(`accept|${code}`, { code }, `accept failed: ${explainError(err).line}`);
+  });
+
+  const listenerReports = reportSocketOptions(server, {
+    reuseAddr: o.listen.reuseAddr ?? true,
+    reusePort: o.listen.reusePort,
+    ...(o.listen.recvBuffer !== undefined ? { recvBuffer: o.listen.recvBuffer } : {}),
+    ...(o.listen.sendBuffer !== undefined ? { sendBuffer: o.listen.sendBuffer } : {}),
+  });
+  if (o.logOptions) {
+    for (const r of listenerReports) o.logger.info({ ...r }, `listening socket: ${formatReport(r)}`);
+  }
+  return listenerReports;
+}
+
+/**
+ * The events one served connection reports through: the first one ends it (`free` gives back
+ * its slot, `after` lets the next in) and is folded into the totals; any later one is ignored.
+ */
+function connectionEvents(
+  totals: ServerTotals,
+  admission: Admission,
+  socket: Socket,
+  peer: string,
+  free: () => void,
+  after: () => void,
+): ConnectionEvents {
+  let over = false;
+  const ended = (refused?: string) => {
+    if (over) return false;
+    over = true;
+    totals.active--;
+    free();
+    if (refused) {
+      totals.connections--;
+      admission.refuse(socket, 'no-child', refused, socket.remoteAddress ?? peer);
+    }
+    return true;
+  };
+  return {
+    closed(record) {
+      if (!ended()) return;
+      foldClosed(totals, record);
+      after();
+    },
+    refused(reason) {
+      if (ended(reason)) after();
+    },
+  };
 }
