@@ -1,8 +1,10 @@
 // startServer(): every echo-server mode behind one call and one handle. The CLI runs it;
 // the library can too (startEchoServer / startUdpEchoServer remain the in-process shortcuts).
 //   evented, iterative  listener + serve here            (tcp-server.ts, listener.ts, here.ts)
-//   fork, workers       listener + hand to child processes  (listener.ts, children.ts)
+//   fork                listener + a child per connection  (listener.ts, fork.ts)
+//   workers             listener + N worker processes      (listener.ts, workers.ts)
 //   workers --exclusive children that each listen (SO_REUSEPORT); this process supervises
+//                       (workers.ts)
 //   --udp               udp/server.ts, its totals mapped onto the same shape
 
 import { AccessControl } from '../core/access.js';

@@ -3,9 +3,11 @@
 // the only grace timer. Where a connection is served is the backend's business:
 //   evented    here, no limit on concurrency              (here.ts)
 //   iterative  here, one at a time; the rest wait unread  (here.ts, concurrency 1)
-//   fork       a child process per connection, at most --max-children at once  (children.ts)
-//   workers    one of N long-lived worker processes       (children.ts)
-// With `--mode workers --exclusive` each worker runs a listener of its own (child-main.ts).
+//   fork       a child process per connection, at most --max-children at once  (fork.ts)
+//   workers    one of N long-lived worker processes       (workers.ts)
+// With `--mode workers --exclusive` each worker runs a listener of its own (workers.ts,
+// child-main.ts). Backends report each connection's end as an event; only this file adds
+// them to the totals.
 
 import net, { type AddressInfo, type Socket } from 'node:net';
 import type { AccessControl } from '../core/access.js';
@@ -296,18 +298,7 @@ export async function startListener(o: ListenerOptions): Promise<ServerHandle> {
       onIdle = resolve;
       if (idle()) resolve();
     });
-  return listenerHandle({
-    o,
-    admission,
-    totals,
-    queue,
-    pendingHeaders,
-    server,
-    slow,
-    address,
-    listenerReports,
-    whenIdle,
-  });
+  return listenerHandle(gate, { queue, server, slow, address, listenerReports, whenIdle });
 }
 
 /** What the stages before a backend share with the listener that runs them. */
@@ -500,30 +491,19 @@ async function openListener(
 }
 
 /** The handle of a running listener: its totals, and the one close path with its grace. */
-function listenerHandle({
-  o,
-  admission,
-  totals,
-  queue,
-  pendingHeaders,
-  server,
-  slow,
-  address,
-  listenerReports,
-  whenIdle,
-}: {
-  o: ListenerOptions;
-  admission: Admission;
-  totals: ServerTotals;
-  queue: Waiting[];
-  pendingHeaders: Set<Socket>;
-  server: net.Server;
-  slow?: { fd: number; timer: NodeJS.Timeout };
-  address: AddressInfo;
-  listenerReports: OptionReport[];
-  /** resolves once nothing is served and nobody waits */
-  whenIdle: () => Promise<void>;
-}): ServerHandle {
+function listenerHandle(
+  { o, admission, totals, pendingHeaders }: Gate,
+  parts: {
+    queue: Waiting[];
+    server: net.Server;
+    slow?: { fd: number; timer: NodeJS.Timeout };
+    address: AddressInfo;
+    listenerReports: OptionReport[];
+    /** resolves once nothing is served and nobody waits */
+    whenIdle: () => Promise<void>;
+  },
+): ServerHandle {
+  const { queue, server, slow, address, listenerReports, whenIdle } = parts;
   const { backend } = o;
   const stats = () => {
     const t = copyTotals(totals);

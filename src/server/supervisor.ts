@@ -1,7 +1,7 @@
 // Starts and stops the processes of the multi-process modes (workers and fork children):
 // spawn them and hand each the validated config over IPC (never in its environment),
 // replace a worker that dies (backing off when they keep dying), and stop them all by a
-// deadline. Who uses the children is children.ts (serve / serve-once) or index.ts (listen);
+// deadline. Who uses the children is children.ts (serve / serve-once) or workers.ts (listen);
 // this module only keeps them alive and ends them.
 
 import { type ChildProcess, fork } from 'node:child_process';
