@@ -425,8 +425,9 @@ export async function startUdpEchoServer(opts: UdpEchoServerOptions = {}): Promi
   const stats = () => ({ ...totals, dropped: { ...totals.dropped }, errors: { ...totals.errors } });
   /** Wait (at most graceMs, or until forceClose) for what a fault holds to go out; drop the rest. */
   const settle = async (graceMs: number) => {
+    if (forced) return dropHeld();
     releaseHeld(); // no datagram will follow it now
-    if (timers.size > 0 && !forced) {
+    if (timers.size > 0) {
       await new Promise<void>((resolve) => {
         const grace = setTimeout(resolve, graceMs);
         onSettled = cut = () => {
