@@ -4,7 +4,7 @@
 // Layout:
 //   core/    parsing, errors (explainError), logging, socket options (koffi), listenTcp
 //   server/  one listener for every mode (listener.ts), one handler (handler.ts), admission,
-//            child processes (supervisor.ts, children.ts), startServer() (index.ts)
+//            child processes (supervisor.ts, children.ts, fork.ts, workers.ts), startServer() (index.ts)
 //   client/  connectTcp, echo client, chat, bench
 //   udp/     UDP echo server and client
 //   lab/     echo-lab scenarios, shared by the CLI and the tests

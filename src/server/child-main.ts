@@ -16,11 +16,10 @@ import type { Socket } from 'node:net';
 import { errorCode, explainError } from '../core/errors.js';
 import { fdHeadroom } from '../core/libc.js';
 import { createLogger, type Logger } from '../core/log.js';
-import { emptyTotals } from '../core/records.js';
 import { echoServerOptions, type ServerConfig } from './config.js';
 import { drainConnection, forceClose, type HandlerContext, liveBytes, serveConnection } from './handler.js';
 import { type ChildRole, sendToParent, type ToChild } from './ipc.js';
-import { startEchoServer, tlsContextOf, tracerOf } from './tcp-server.js';
+import { handlerContextOf, startEchoServer } from './tcp-server.js';
 
 const role = process.env.ECHO_ROLE as ChildRole | undefined;
 const who = role === 'serve-once' ? 'child' : 'worker';
@@ -81,7 +80,6 @@ async function listenRole(): Promise<void> {
 }
 
 function serveRole(once: boolean): void {
-  const scratch = emptyTotals(); // the handler's counters; the parent keeps the real totals
   const live = new Map<Socket, number>(); // socket → hand-over id
   let stopping = false;
   const exitIfDone = () => {
@@ -89,19 +87,7 @@ function serveRole(once: boolean): void {
   };
   // one context for every connection of this process: one --min-rate sweep, one -v read-back
   const ctx: HandlerContext = {
-    logger,
-    totals: scratch,
-    idleTimeoutMs: cfg.idleTimeoutMs,
-    minRate: cfg.minRate,
-    maxLifetimeMs: cfg.maxLifetimeMs,
-    socketOptions: cfg.socket,
-    logOptions: cfg.verbose,
-    label,
-    logFields,
-    tls: tlsContextOf(echoServerOptions(cfg, logger)),
-    tracer: tracerOf(echoServerOptions(cfg, logger)),
-    tcpInfo: cfg.verbose,
-    banner: cfg.banner !== undefined ? Buffer.from(cfg.banner) : undefined,
+    ...handlerContextOf({ ...echoServerOptions(cfg, logger), label, logFields }),
     rttAtClose: cfg.metrics !== undefined,
     onClose: async (socket, r) => {
       const id = live.get(socket);

@@ -1,24 +1,18 @@
-// The backends that serve connections in other processes. The listener (in this process)
-// accepts with reading paused, admits, and hands the socket over IPC; the child echoes it
-// and reports `closed` with its byte counts, which frees the slot here and adds to the totals.
-//   fork     a process per connection (`serve-once`), one warm spare kept ready so a new
-//            client does not wait for Node to start; the listener runs at most
-//            --max-children at once and queues the rest
-//   workers  N long-lived processes (`serve`); each connection goes to the least busy one;
-//            one that dies is replaced (with backoff when they keep dying)
+// What the fork and workers backends share: handing an admitted socket to a child process
+// over IPC and hearing back from it. The listener (in this process) accepts with reading
+// paused and admits; the child echoes and reports `closed` with its byte counts, which is
+// told to the Server as the connection's `closed` event. Which child gets a connection, and
+// what happens when one exits, is the mode's (fork.ts, workers.ts).
 
 import type { Socket } from 'node:net';
-import { countError, explainError } from '../core/errors.js';
+import { explainError } from '../core/errors.js';
 import type { Fault } from '../core/faults.js';
-import { fdHeadroom } from '../core/libc.js';
 import { type Logger, logs } from '../core/log.js';
-import { plural } from '../core/parse.js';
-import type { ServerTotals } from '../core/records.js';
 import type { ServerConfig } from './config.js';
-import { closedWanted, connectionClosed } from './conn-metrics.js';
+import type { ChildRole, FromChild } from './ipc.js';
 import { sendToChild } from './ipc.js';
-import type { Backend, LiveConnection } from './listener.js';
-import { type Child, Supervisor, WorkerTally } from './supervisor.js';
+import type { Backend, ClosedConnectionRecord, ConnectionEvents, LiveConnection } from './listener.js';
+import { type Child, Supervisor } from './supervisor.js';
 
 export interface ChildrenBackend extends Backend {
   /** resolves once the first children are ready (workers: all N) */
@@ -31,149 +25,122 @@ export interface ChildrenBackend extends Backend {
   fdCheck?: () => number | undefined;
 }
 
-/** Descriptors a process keeps free for everything but connections, as Admission does. */
-const fdMargin = (limit: number) => Math.min(64, Math.ceil(limit / 8));
-
-/** How many more descriptors a process may spend on connections; undefined: no known limit. */
-function fdRoom(fds: { limit: number; open: number } | undefined) {
-  return fds && fds.limit < 1e9
-    ? { limit: fds.limit, free: fds.limit - fds.open - fdMargin(fds.limit) }
-    : undefined;
+export interface PoolOptions {
+  role: ChildRole;
+  /** how a child is named in logs: `child`, `worker` */
+  name: string;
+  cfg: ServerConfig;
+  logger: Logger;
+  /** a message the pool does not handle itself ('ready'…) */
+  onMessage?(child: Child, m: FromChild): void;
+  /** a connection a child reported closed */
+  onClosed?(child: Child, r: ClosedConnectionRecord): void;
+  /** after the pool has ended what the child still served */
+  onExit?(child: Child, expected: boolean, how: string): void;
 }
 
-export function childrenBackend(
-  kind: 'fork' | 'workers',
-  cfg: ServerConfig,
-  totals: ServerTotals,
-  logger: Logger,
-): ChildrenBackend {
-  let seq = 0;
-  const name = kind === 'fork' ? 'child' : 'worker';
-  // workers mode: what each worker served (fork children are one connection each: no per-pid series)
-  const perWorker = new WorkerTally();
-  // workers: the descriptors each worker may still spend on connections (from its 'ready'):
-  // a socket passed to a process at its limit is dropped by the kernel, unseen by either side
-  const room = new Map<Child, { limit: number; free: number }>();
-  const full = (c: Child) => {
-    const r = room.get(c);
-    return r !== undefined && c.conns.size + c.handing >= r.free;
-  };
-  // this process holds each socket until it has been passed on (Node sends one at a time per child)
-  let own: { limit: number; free: number } | undefined;
-  let inTransit = 0;
+/** Child processes that serve handed-over connections: the hand-over, the reports, the shutdown. */
+export class ChildPool {
+  readonly sup: Supervisor;
+  /** hand-overs sent to no child yet: this process still holds their sockets */
+  inTransit = 0;
+  /** why the last spawn failed, said once per refusal */
+  spawnError = '';
+  private seq = 0;
   // per child, how to stop counting each of its hand-overs (when sent, or when it exits)
-  const transit = new Map<Child, Set<() => void>>();
+  private transit = new Map<Child, Set<() => void>>();
   // --metrics: bytes so far of each child's open connections (its `progress` messages)
-  const progress = new WeakMap<Child, Map<number, [number, number]>>();
-  const sup: Supervisor = new Supervisor({
-    role: kind === 'fork' ? 'serve-once' : 'serve',
-    cfg,
-    logger,
-    onMessage(child, m) {
-      if (m.type === 'ready' && kind === 'workers') {
-        const r = fdRoom(m.fds);
-        if (r) room.set(child, r);
-        return;
-      }
-      if (m.type === 'progress') {
-        const mine = progress.get(child) ?? new Map<number, [number, number]>();
-        progress.set(child, mine);
-        for (const [id, bytesIn, bytesOut] of m.conns)
-          if (child.conns.has(id)) mine.set(id, [bytesIn, bytesOut]);
-        return;
-      }
-      if (m.type !== 'closed' || m.id === undefined) return;
-      progress.get(child)?.delete(m.id);
-      if (closedWanted())
-        connectionClosed({
-          ms: m.ms ?? 0,
-          bytesIn: m.bytesIn,
-          bytesOut: m.bytesOut,
-          ...(m.rttUs !== undefined ? { rttUs: m.rttUs } : {}),
-        });
-      totals.bytesIn += m.bytesIn;
-      totals.bytesOut += m.bytesOut;
-      if (kind === 'workers') perWorker.add(child.pid, m.bytesIn, m.bytesOut);
-      if (m.error) countError(totals.errors, m.error);
-      const c = child.conns.get(m.id);
-      child.conns.delete(m.id);
-      c?.done();
-    },
-    onExit(child, expected, how) {
-      room.delete(child);
-      for (const sent of transit.get(child) ?? []) sent();
-      // connections it still had are over (a killed child's kernel closed them)
-      for (const c of child.conns.values()) {
-        countError(totals.errors, `${name} died`);
-        c.done();
-      }
-      child.conns.clear();
-      progress.delete(child);
-      if (child === spare) spare = undefined;
-      if (!expected && kind === 'workers') sup.replace(child, how);
-    },
-  });
+  private progress = new WeakMap<Child, Map<number, [number, number]>>();
 
-  // why the last spawn failed: said once per refusal, through the listener's rate-limited log
-  let spawnError = '';
-  const trySpawn = (): Child | undefined => {
+  constructor(private o: PoolOptions) {
+    this.sup = new Supervisor({
+      role: o.role,
+      cfg: o.cfg,
+      logger: o.logger,
+      onMessage: (child, m) => this.onMessage(child, m),
+      onExit: (child, expected, how) => {
+        for (const sent of this.transit.get(child) ?? []) sent();
+        // connections it still had are over (a killed child's kernel closed them)
+        for (const c of child.conns.values())
+          c.events.closed({ bytesIn: 0, bytesOut: 0, error: `${o.name} died` });
+        child.conns.clear();
+        this.progress.delete(child);
+        o.onExit?.(child, expected, how);
+      },
+    });
+  }
+
+  private onMessage(child: Child, m: FromChild): void {
+    if (m.type === 'progress') {
+      const mine = this.progress.get(child) ?? new Map<number, [number, number]>();
+      this.progress.set(child, mine);
+      for (const [id, bytesIn, bytesOut] of m.conns)
+        if (child.conns.has(id)) mine.set(id, [bytesIn, bytesOut]);
+      return;
+    }
+    if (m.type !== 'closed' || m.id === undefined) {
+      this.o.onMessage?.(child, m);
+      return;
+    }
+    this.progress.get(child)?.delete(m.id);
+    const record: ClosedConnectionRecord = {
+      bytesIn: m.bytesIn,
+      bytesOut: m.bytesOut,
+      ms: m.ms ?? 0,
+      ...(m.error ? { error: m.error } : {}),
+      ...(m.rttUs !== undefined ? { rttUs: m.rttUs } : {}),
+    };
+    this.o.onClosed?.(child, record);
+    const c = child.conns.get(m.id);
+    child.conns.delete(m.id);
+    c?.events.closed(record);
+  }
+
+  /** A new child, or undefined when it could not be started (`spawnError` says why). */
+  trySpawn(): Child | undefined {
     try {
-      return sup.spawn();
+      return this.sup.spawn();
     } catch (err) {
-      spawnError = explainError(err).line;
-      logger.debug({ code: (err as NodeJS.ErrnoException).code }, `could not start a ${name}: ${spawnError}`);
+      this.spawnError = explainError(err).line;
+      this.o.logger.debug(
+        { code: (err as NodeJS.ErrnoException).code },
+        `could not start a ${this.o.name}: ${this.spawnError}`,
+      );
       return undefined;
     }
-  };
+  }
 
-  let spare: Child | undefined;
-  let turn = 0;
-  const pick = (): Child | undefined => {
-    if (kind === 'fork') {
-      const c = spare?.alive ? spare : trySpawn();
-      spare = sup.stopping ? undefined : trySpawn(); // warm the next one while this one works
-      return c;
-    }
-    // the least busy; among equals, the next in turn (sequential clients would all land on the first)
-    const list = [...sup.children];
-    let best: Child | undefined;
-    for (let k = 0; k < list.length; k++) {
-      const c = list[(turn + k) % list.length]!;
-      if (full(c)) continue;
-      if (!best || c.conns.size < best.conns.size) best = c;
-    }
-    turn++;
-    return best;
-  };
-
-  // `done(why)`: the connection could not be handed to any child; the listener refuses it
-  const handOver = async (
+  /** Hand `socket` to `child`; a connection no child could take is `refused`. */
+  async handOver(
     child: Child,
     socket: Socket,
     peer: string,
-    done: (refused?: string) => void,
+    events: ConnectionEvents,
     head?: Buffer,
     faults?: Fault[],
-  ) => {
-    inTransit++;
-    const pending = transit.get(child) ?? new Set<() => void>();
-    transit.set(child, pending);
+  ): Promise<void> {
+    const { name, logger } = this.o;
+    this.inTransit++;
+    const pending = this.transit.get(child) ?? new Set<() => void>();
+    this.transit.set(child, pending);
     const sent = () => {
       if (!pending.delete(sent)) return;
-      inTransit--;
-      if (pending.size === 0 && transit.get(child) === pending) transit.delete(child);
+      this.inTransit--;
+      if (pending.size === 0 && this.transit.get(child) === pending) this.transit.delete(child);
     };
     pending.add(sent);
+    const refuse = (err: unknown) =>
+      events.refused(`could not hand it to ${name} ${child.pid}: ${explainError(err).line}`);
     // the send happens inside `handing`: a shutdown that comes meanwhile follows the connection
-    await sup.handing(child, async () => {
+    await this.sup.handing(child, async () => {
       try {
         await child.ready;
       } catch (err) {
         sent();
-        return refuseLater(err);
+        return refuse(err);
       }
-      const id = ++seq;
-      child.conns.set(id, { peer, done });
+      const id = ++this.seq;
+      child.conns.set(id, { peer, events });
       const msg = {
         type: 'conn' as const,
         id,
@@ -188,63 +155,56 @@ export function childrenBackend(
             logger.debug({ [name]: child.pid, peer }, `${name} ${child.pid} serves ${peer}`);
           return;
         }
-        if (child.conns.delete(id)) refuseLater(err);
+        if (child.conns.delete(id)) refuse(err);
       });
     });
-    function refuseLater(err: unknown) {
-      done(`could not hand it to ${name} ${child.pid}: ${explainError(err).line}`);
-    }
-  };
+  }
 
-  const started = (async () => {
-    if (kind === 'fork') {
-      spare = sup.spawn();
-      await spare.ready;
-      return;
-    }
-    const all = Array.from({ length: cfg.workers }, () => sup.spawn());
-    await Promise.all(all.map((c) => c.ready));
-    own = fdRoom(fdHeadroom()); // measured with every worker's channel open
-    logger.info(
-      { workers: all.map((c) => c.pid) },
-      `${plural(cfg.workers, 'worker')}: ${all.map((c) => c.pid).join(', ')} (the primary accepts and hands each connection to the least busy)`,
-    );
-  })();
-  started.catch(() => sup.killAll());
-
-  return {
-    pauseOnConnect: true,
-    started,
-    pids: () => [...sup.children].filter((c) => kind === 'workers' || c.conns.size > 0).map((c) => c.pid),
-    serve(socket, peer, done, head, faults) {
+  /** `serve` of a backend whose children are chosen by `pick`. */
+  serveWith(pick: () => Child | undefined): Backend['serve'] {
+    return (socket, peer, events, head, faults) => {
       const child = pick();
-      if (!child) return done(`no ${name} process could be started${spawnError ? `: ${spawnError}` : ''}`);
-      void handOver(child, socket, peer, done, head, faults);
-    },
-    ...(kind === 'workers'
-      ? {
-          workers: () => perWorker.of(sup.children),
-          fdCheck() {
-            // plus one per worker: the socket last sent to it is closed here when it acknowledges
-            if (own && inTransit + sup.children.size >= own.free) return own.limit;
-            const list = [...sup.children];
-            const open = list.find((c) => !full(c));
-            return open || list.length === 0 ? undefined : room.get(list[0]!)?.limit;
-          },
-        }
-      : {}),
-    drain: (deadline) => sup.stopAll(deadline),
-    force: () => sup.forceAll(),
-    connections: (): LiveConnection[] =>
-      [...sup.children].flatMap((c) =>
-        [...c.conns].map(([id, x]) => ({
-          peer: x.peer,
-          bytesIn: progress.get(c)?.get(id)?.[0] ?? 0,
-          bytesOut: progress.get(c)?.get(id)?.[1] ?? 0,
-          buffered: 0,
-          reading: true,
-          pid: c.pid,
-        })),
-      ),
-  };
+      if (!child)
+        return events.refused(
+          `no ${this.o.name} process could be started${this.spawnError ? `: ${this.spawnError}` : ''}`,
+        );
+      void this.handOver(child, socket, peer, events, head, faults);
+    };
+  }
+
+  /** The connections the children serve now, with the bytes their last `progress` gave. */
+  connections(): LiveConnection[] {
+    return [...this.sup.children].flatMap((c) =>
+      [...c.conns].map(([id, x]) => ({
+        peer: x.peer,
+        bytesIn: this.progress.get(c)?.get(id)?.[0] ?? 0,
+        bytesOut: this.progress.get(c)?.get(id)?.[1] ?? 0,
+        buffered: 0,
+        reading: true,
+        pid: c.pid,
+      })),
+    );
+  }
+}
+
+/** `p`, or an AbortError as soon as `signal` aborts (what `p` does later is ignored). */
+export function abortable<T>(p: Promise<T>, signal: AbortSignal | undefined): Promise<T> {
+  if (!signal) return p;
+  p.catch(() => {});
+  return new Promise<T>((resolve, reject) => {
+    const onAbort = () =>
+      reject(Object.assign(new Error('start-up was interrupted'), { name: 'AbortError', code: 'ABORT_ERR' }));
+    if (signal.aborted) return onAbort();
+    signal.addEventListener('abort', onAbort, { once: true });
+    p.then(
+      (v) => {
+        signal.removeEventListener('abort', onAbort);
+        resolve(v);
+      },
+      (err) => {
+        signal.removeEventListener('abort', onAbort);
+        reject(err);
+      },
+    );
+  });
 }

@@ -36,6 +36,8 @@ export interface ServerConfig {
   udp: boolean;
   workers: number;
   exclusive: boolean;
+  /** what each connection is served: an application's name (default `echo`; no flag sets it) */
+  app?: string;
   maxChildren: number;
   maxConnections?: number;
   maxConnectionsPerIp?: number;
@@ -73,6 +75,7 @@ export function echoServerOptions(cfg: ServerConfig, logger: Logger): EchoServer
     trace: cfg.trace,
     banner: cfg.banner,
     mode: cfg.mode === 'iterative' ? 'iterative' : 'evented',
+    ...(cfg.app !== undefined ? { app: cfg.app } : {}),
     maxConnections: cfg.maxConnections,
     maxConnectionsPerIp: cfg.maxConnectionsPerIp,
     access: new AccessControl(cfg.allow, cfg.deny),

@@ -8,17 +8,18 @@
 
 import type { Socket } from 'node:net';
 import type { SecureContext } from 'node:tls';
-import { countError, errorCode, explainError } from '../core/errors.js';
+import { errorCode, explainError } from '../core/errors.js';
 import type { Fault } from '../core/faults.js';
 import { resumeReading, stopReading } from '../core/hold.js';
 import { formatTcpInfo, type TcpInfo, tcpInfo } from '../core/libc.js';
 import { type Logger, logs } from '../core/log.js';
 import { formatAddress } from '../core/parse.js';
-import type { CloseReason, ConnectionRecord, ServerTotals } from '../core/records.js';
+import type { CloseReason, ConnectionRecord } from '../core/records.js';
 import { applySocketOptions, formatReport, type SocketOptions } from '../core/sockopts.js';
 import { acceptTls, formatTlsInfo, tlsInfo } from '../core/tls.js';
 import { type Tracer, traceSocket } from '../core/trace.js';
-import { closedWanted, connectionClosed } from './conn-metrics.js';
+import type { Application } from './application.js';
+import { closedWanted } from './conn-metrics.js';
 import { FaultyEcho, resetSocket } from './faults.js';
 import { readChunk, SHARED_READ } from './user-buffer.js';
 
@@ -33,8 +34,6 @@ export interface ConnectionLimits {
 
 export interface HandlerContext extends ConnectionLimits {
   logger: Logger;
-  /** the handler adds each connection's bytes and errors here when it closes */
-  totals: Pick<ServerTotals, 'bytesIn' | 'bytesOut' | 'errors'>;
   idleTimeoutMs?: number;
   socketOptions?: SocketOptions;
   /** print the first accepted socket's option read-back (--verbose) */
@@ -45,6 +44,7 @@ export interface HandlerContext extends ConnectionLimits {
   logFields?: object;
   /** appended to each connection log message, e.g. `worker 1234` */
   label?: string;
+  /** the one place a connection's end is told: its record (the backend reports it on) */
   onClose?: (socket: Socket, record: ConnectionRecord) => void;
   /** told of every connection record once it is logged (a worker reports it to its parent) */
   onClosed?: (record: ConnectionRecord) => void;
@@ -54,6 +54,8 @@ export interface HandlerContext extends ConnectionLimits {
   tcpInfo?: boolean;
   /** --banner: sent first to every client */
   banner?: Buffer;
+  /** what is served once the transport, preamble and faults are set up (default: echo) */
+  app?: Application;
   /** --tls: every connection is a TLS server socket over the accepted TCP (or Unix) one */
   tls?: { context: SecureContext; handshakeTimeoutMs: number; alpn?: string[] };
 }
@@ -207,8 +209,8 @@ export function serveEcho(
     socket.on('end', onEnd);
     return;
   }
-  // a socket reading into the shared buffer calls onSharedRead instead of emitting 'data'
-  if (!(SHARED_READ in socket)) socket.on('data', s[STATE].faulty ? onFaultyData : onData);
+  // a socket reading into the shared buffer calls its read callback instead of emitting 'data'
+  if (!(SHARED_READ in socket)) (ctx.app ?? echoApplication).serve(socket, { peer });
   if (ctx.tracer) traceSocket(socket, ctx.tracer, peer);
   if (ctx.banner) socket.write(ctx.banner);
   socket.on('drain', onDrain);
@@ -304,6 +306,15 @@ export function onSharedRead(this: Socket, n: number, buf: Buffer): void {
   else if (!s.write(readChunk(s, n, buf))) s.pause();
 }
 
+/** Echo: every byte read is written back, through the connection's faults if it has any. */
+export const echoApplication: Application = {
+  name: 'echo',
+  serve(conn) {
+    conn.on('data', (conn as EchoSocket)[STATE].faulty ? onFaultyData : onData);
+  },
+  sharedRead: onSharedRead,
+};
+
 function onFaultyData(this: EchoSocket, chunk: Buffer): void {
   const st = this[STATE];
   if (st.draining) {
@@ -351,8 +362,7 @@ function onError(this: EchoSocket, err: Error): void {
     return;
   }
   st.reason ??= code === 'ECONNRESET' ? 'reset by peer' : `error ${code}`;
-  st.error = code;
-  countError(st.ctx.totals.errors, code);
+  st.error = code; // counted in the totals once the connection's record is folded
 }
 
 /** A connection's bytes so far: read from the client (not a PROXY header) and handed to the kernel. */
@@ -385,8 +395,6 @@ function onClose(this: EchoSocket): void {
   // bytesWritten counts what was handed to the socket; subtract what never left it
   const bytesOut = this.bytesWritten - this.writableLength;
   const bytesIn = this.bytesRead - st.base - st.discarded;
-  ctx.totals.bytesIn += bytesIn;
-  ctx.totals.bytesOut += bytesOut;
   const record: ConnectionRecord = {
     peer: st.peer,
     bytesIn,
@@ -398,7 +406,6 @@ function onClose(this: EchoSocket): void {
     ...(st.info && ctx.tcpInfo ? { tcp: st.info } : {}),
     ...(st.info ? { rttUs: st.info.rttUs } : {}),
   };
-  if (closedWanted()) connectionClosed(record);
   const level = record.reason.startsWith('error')
     ? 'warn'
     : record.reason === 'reset by peer, nothing lost'

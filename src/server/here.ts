@@ -5,32 +5,33 @@ import type { Socket } from 'node:net';
 import { type TcpInfo, tcpInfo } from '../core/libc.js';
 import {
   drainConnection,
+  echoApplication,
   forceClose,
   type HandlerContext,
   liveBytes,
-  onSharedRead,
   serveConnection,
 } from './handler.js';
-import type { Backend, LiveConnection } from './listener.js';
+import type { Backend, ConnectionEvents, LiveConnection } from './listener.js';
 
 export function hereBackend(ctx: Omit<HandlerContext, 'onClose'>, { pauseOnConnect = false } = {}): Backend {
-  const live = new Map<Socket, { done: () => void; peer: string }>();
+  const app = ctx.app ?? echoApplication;
+  const live = new Map<Socket, { events: ConnectionEvents; peer: string }>();
   const handlerCtx: HandlerContext = {
     ...ctx,
     onClose(socket, record) {
       const entry = live.get(socket);
       live.delete(socket);
       ctx.onClosed?.(record);
-      entry?.done();
+      entry?.events.closed(record);
     },
   };
   return {
     pauseOnConnect,
     // TLS reads the TCP socket itself; --trace listens to 'data'
-    ...(ctx.tls || ctx.tracer ? {} : { sharedRead: onSharedRead }),
-    serve(socket, peer, done, head, faults) {
+    ...(ctx.tls || ctx.tracer || !app.sharedRead ? {} : { sharedRead: app.sharedRead }),
+    serve(socket, peer, events, head, faults) {
       const served = serveConnection(socket, handlerCtx, peer, head, faults);
-      live.set(served, { done, peer });
+      live.set(served, { events, peer });
       // paused when accepted so (iterative mode), or after a PROXY header was read
       served.resume();
     },

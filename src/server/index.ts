@@ -1,31 +1,24 @@
 // startServer(): every echo-server mode behind one call and one handle. The CLI runs it;
 // the library can too (startEchoServer / startUdpEchoServer remain the in-process shortcuts).
 //   evented, iterative  listener + serve here            (tcp-server.ts, listener.ts, here.ts)
-//   fork, workers       listener + hand to child processes  (listener.ts, children.ts)
+//   fork                listener + a child per connection  (listener.ts, fork.ts)
+//   workers             listener + N worker processes      (listener.ts, workers.ts)
 //   workers --exclusive children that each listen (SO_REUSEPORT); this process supervises
+//                       (workers.ts)
 //   --udp               udp/server.ts, its totals mapped onto the same shape
 
 import { AccessControl } from '../core/access.js';
 import { plural } from '../core/admission.js';
-import { countError } from '../core/errors.js';
-import { FaultSet } from '../core/faults.js';
 import type { Logger } from '../core/log.js';
 import { formatAddress } from '../core/parse.js';
-import { copyTotals, emptyTotals } from '../core/records.js';
 import { createTracer, traceSink } from '../core/trace.js';
 import { serverTotalsOfUdp, startUdpEchoServer } from '../udp/server.js';
-import { childrenBackend } from './children.js';
+import { abortable } from './children.js';
 import { echoServerOptions, type ServerConfig } from './config.js';
-import { closedWanted, connectionClosed } from './conn-metrics.js';
-import { type FromChild, sendToChild } from './ipc.js';
-import { graceTimer, type ServerHandle, startListener } from './listener.js';
-import { Supervisor, WorkerTally } from './supervisor.js';
-import {
-  DEFAULT_HANDSHAKE_TIMEOUT_MS,
-  listenOptions,
-  proxyOptionsOf,
-  startEchoServer,
-} from './tcp-server.js';
+import { forkBackend } from './fork.js';
+import { type ServerHandle, startListener } from './listener.js';
+import { applicationNamed, listenerOptionsOf, startEchoServer } from './tcp-server.js';
+import { startExclusiveWorkers, workersBackend } from './workers.js';
 
 export interface StartOptions {
   /**
@@ -41,12 +34,12 @@ export async function startServer(
   { signal }: StartOptions = {},
 ): Promise<ServerHandle> {
   if (cfg.udp) return startUdp(cfg, logger);
+  applicationNamed(cfg.app); // an unknown name fails here, before any child starts
   if (cfg.mode === 'evented' || cfg.mode === 'iterative')
     return startEchoServer(echoServerOptions(cfg, logger));
   if (cfg.mode === 'workers' && cfg.exclusive) return startExclusiveWorkers(cfg, logger, signal);
-  const totals = emptyTotals();
   const kind = cfg.mode;
-  const backend = childrenBackend(kind, cfg, totals, logger);
+  const backend = kind === 'fork' ? forkBackend(cfg, logger) : workersBackend(cfg, logger);
   try {
     await abortable(backend.started, signal);
   } catch (err) {
@@ -55,15 +48,11 @@ export async function startServer(
   }
   const o = echoServerOptions(cfg, logger);
   try {
+    const base = listenerOptionsOf(o);
     return await startListener({
-      listen: listenOptions(o),
-      proxyProtocol: proxyOptionsOf(o),
-      tls: o.tls ? { timeoutMs: o.handshakeTimeoutMs ?? DEFAULT_HANDSHAKE_TIMEOUT_MS } : undefined,
-      faults: new FaultSet(cfg.faults),
+      ...base,
       admission: {
-        access: o.access,
-        maxConnections: cfg.maxConnections,
-        maxConnectionsPerIp: cfg.maxConnectionsPerIp,
+        ...base.admission,
         // a fork child costs this process one descriptor (its IPC channel), as a queued client
         // does; a worker's connections cost it one only while being passed on, and each worker
         // has a limit of its own: the backend counts both (fdCheck)
@@ -71,11 +60,8 @@ export async function startServer(
         ...(backend.fdCheck ? { fdCheck: backend.fdCheck } : {}),
       },
       backend,
-      totals,
       concurrency: kind === 'fork' ? cfg.maxChildren : undefined,
       waitReason: `${plural(cfg.maxChildren, 'child', 'children')} busy (--max-children ${cfg.maxChildren})`,
-      logger,
-      logOptions: cfg.verbose,
     });
   } catch (err) {
     await backend.drain(Date.now());
@@ -114,134 +100,11 @@ async function startUdp(cfg: ServerConfig, logger: Logger): Promise<ServerHandle
     options: srv.options,
     stats: () => serverTotalsOfUdp(srv.stats()),
     connections: () => [],
-    close: async () => serverTotalsOfUdp(await srv.close()),
-    forceClose: () => {},
+    close: async ({ graceMs = cfg.graceMs } = {}) => serverTotalsOfUdp(await srv.close({ graceMs })),
+    forceClose: () => srv.forceClose(),
     setFaults: (faults) => srv.setFaults(faults),
     udp: () => srv.stats(),
   };
-}
-
-/**
- * --exclusive: each worker listens on its own SO_REUSEPORT socket and the kernel balances
- * connections between them. The first worker binds the port asked for (0: the kernel picks),
- * the others bind the port it got. Limits cannot be global here (no process sees every
- * connection): the CLI refuses --max-connections* with --exclusive.
- */
-async function startExclusiveWorkers(
-  cfg: ServerConfig,
-  logger: Logger,
-  signal?: AbortSignal,
-): Promise<ServerHandle> {
-  const totals = emptyTotals();
-  const refusedBy: Record<string, number> = {};
-  const perWorker = new WorkerTally();
-  let workerCfg = cfg; // once the first worker has bound: the port it got
-  const sup: Supervisor = new Supervisor({
-    role: 'listen',
-    cfg,
-    logger,
-    onMessage(child, m: FromChild) {
-      if (m.type === 'closed') {
-        if (closedWanted()) connectionClosed({ ms: m.ms ?? 0, bytesIn: m.bytesIn, bytesOut: m.bytesOut });
-        totals.connections++;
-        totals.bytesIn += m.bytesIn;
-        totals.bytesOut += m.bytesOut;
-        perWorker.add(child.pid, m.bytesIn, m.bytesOut);
-        if (m.error) countError(totals.errors, m.error);
-      } else if (m.type === 'refusals') {
-        for (const [k, v] of Object.entries(m.refusedBy)) refusedBy[k] = (refusedBy[k] ?? 0) + v;
-      }
-    },
-    onExit(child, expected, how) {
-      if (!expected) sup.replace(child, how, workerCfg);
-    },
-  });
-  const listening = async (c: ReturnType<Supervisor['spawn']>) => {
-    const m = await c.ready;
-    if (m.type === 'listen-failed') throw exclusiveListenError(cfg, m.line, m.code);
-    if (m.type !== 'listening') throw new Error(`worker ${c.pid} did not listen`);
-    return m;
-  };
-  let first: Extract<FromChild, { type: 'listening' }>;
-  try {
-    first = await abortable(listening(sup.spawn(cfg)), signal);
-    workerCfg = { ...cfg, port: first.address.port };
-    await abortable(
-      Promise.all(Array.from({ length: cfg.workers - 1 }, () => listening(sup.spawn(workerCfg)))),
-      signal,
-    );
-  } catch (err) {
-    await sup.stopAll(Date.now());
-    throw err;
-  }
-  const pids = [...sup.children].map((c) => c.pid);
-  logger.info(
-    { workers: pids, exclusive: true },
-    `${plural(cfg.workers, 'worker')}: ${pids.join(', ')} (each with its own socket, SO_REUSEPORT: the kernel balances)`,
-  );
-  const stats = () => {
-    const t = copyTotals(totals);
-    t.refusedBy = { ...refusedBy };
-    t.refused = Object.values(refusedBy).reduce((a, b) => a + b, 0);
-    return t;
-  };
-  let closed: Promise<ReturnType<typeof stats>> | undefined;
-  return {
-    address: first.address,
-    options: first.options,
-    stats,
-    connections: () => [],
-    forceClose: () => sup.forceAll(),
-    workers: () => perWorker.of(sup.children),
-    setFaults(faults) {
-      // each worker chooses for its own connections: every= counts per worker here
-      workerCfg = { ...workerCfg, faults };
-      for (const c of sup.children) sendToChild(c.proc, { type: 'faults', faults });
-    },
-    close({ graceMs = cfg.graceMs } = {}) {
-      closed ??= (async () => {
-        const cancel = graceTimer(graceMs, () => sup.forceAll());
-        await sup.stopAll(Date.now() + graceMs);
-        cancel();
-        return stats();
-      })();
-      return closed;
-    },
-  };
-}
-
-/** `p`, or an AbortError as soon as `signal` aborts (what `p` does later is ignored). */
-function abortable<T>(p: Promise<T>, signal: AbortSignal | undefined): Promise<T> {
-  if (!signal) return p;
-  p.catch(() => {});
-  return new Promise<T>((resolve, reject) => {
-    const onAbort = () =>
-      reject(Object.assign(new Error('start-up was interrupted'), { name: 'AbortError', code: 'ABORT_ERR' }));
-    if (signal.aborted) return onAbort();
-    signal.addEventListener('abort', onAbort, { once: true });
-    p.then(
-      (v) => {
-        signal.removeEventListener('abort', onAbort);
-        resolve(v);
-      },
-      (err) => {
-        signal.removeEventListener('abort', onAbort);
-        reject(err);
-      },
-    );
-  });
-}
-
-function exclusiveListenError(cfg: ServerConfig, line: string, code: string): Error {
-  if (code === 'EADDRINUSE' && !cfg.socket.reusePort) {
-    return Object.assign(
-      new Error(
-        `${line} With --exclusive each worker opens its own listening socket; without --reuse-port only the first can bind the port. Add --reuse-port (the kernel then balances connections) or drop --exclusive (the primary accepts and hands connections out).`,
-      ),
-      { code: 'EADDRINUSE_EXCLUSIVE' },
-    );
-  }
-  return Object.assign(new Error(line), { code: 'ERR_WORKER_LISTEN' }); // `line` is explained already
 }
 
 /** `listening on 127.0.0.1:7007 (tcp, evented)` */

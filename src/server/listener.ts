@@ -3,9 +3,11 @@
 // the only grace timer. Where a connection is served is the backend's business:
 //   evented    here, no limit on concurrency              (here.ts)
 //   iterative  here, one at a time; the rest wait unread  (here.ts, concurrency 1)
-//   fork       a child process per connection, at most --max-children at once  (children.ts)
-//   workers    one of N long-lived worker processes       (children.ts)
-// With `--mode workers --exclusive` each worker runs a listener of its own (child-main.ts).
+//   fork       a child process per connection, at most --max-children at once  (fork.ts)
+//   workers    one of N long-lived worker processes       (workers.ts)
+// With `--mode workers --exclusive` each worker runs a listener of its own (workers.ts,
+// child-main.ts). Backends report each connection's end as an event; only this file adds
+// them to the totals.
 
 import net, { type AddressInfo, type Socket } from 'node:net';
 import type { AccessControl } from '../core/access.js';
@@ -30,9 +32,10 @@ import {
 } from '../core/listen.js';
 import type { Logger } from '../core/log.js';
 import { formatAddress } from '../core/parse.js';
-import { copyTotals, type ServerTotals } from '../core/records.js';
+import { copyTotals, emptyTotals, type ServerTotals } from '../core/records.js';
 import { formatReport, type OptionReport, reportSocketOptions } from '../core/sockopts.js';
 import type { UdpTotals } from '../udp/server.js';
+import { closedWanted, connectionClosed } from './conn-metrics.js';
 import { WAITED } from './handler.js';
 import { readFirstBytes, readProxyHeader } from './preamble.js';
 import { acceptWithSharedRead, type ReadCallback, sharedReadUsable } from './user-buffer.js';
@@ -86,19 +89,55 @@ export interface WorkerTotals {
   bytesOut: number;
 }
 
+/** A served connection as it ended: what the Server folds into its totals and metrics. */
+export interface ClosedConnectionRecord {
+  bytesIn: number;
+  bytesOut: number;
+  /** the error code that ended it, if one did */
+  error?: string;
+  /** how long it lasted; absent when unknown (its process died): then it is not charted */
+  ms?: number;
+  rttUs?: number;
+}
+
+/**
+ * What a backend tells the Server about one connection it was given: exactly one of these,
+ * once. The backend never touches the totals; the Server folds these into them.
+ */
+export interface ConnectionEvents {
+  /** it was served and is over */
+  closed(record: ClosedConnectionRecord): void;
+  /** it could not be served at all (no process could take it): the Server refuses it */
+  refused(reason: string): void;
+}
+
+/** Add one closed connection to `totals` and to the --metrics charts. */
+export function foldClosed(totals: ServerTotals, r: ClosedConnectionRecord): void {
+  totals.bytesIn += r.bytesIn;
+  totals.bytesOut += r.bytesOut;
+  if (r.error) countError(totals.errors, r.error);
+  if (r.ms !== undefined && closedWanted())
+    connectionClosed({
+      ms: r.ms,
+      bytesIn: r.bytesIn,
+      bytesOut: r.bytesOut,
+      ...(r.rttUs !== undefined ? { rttUs: r.rttUs } : {}),
+    });
+}
+
 /** Where admitted connections are served. */
 export interface Backend {
   /** accept with reading paused: the bytes are read later, or by another process */
   readonly pauseOnConnect: boolean;
   /**
-   * Serve an admitted connection; call `done` (once) when it is over, or `done(why)` when it
-   * could not be served at all (the listener then refuses it). `head`: bytes already read
-   * from the client (after a PROXY header) that come before what the socket still holds.
+   * Serve an admitted connection and report how it ended through `events` (once). `head`:
+   * bytes already read from the client (after a PROXY header) that come before what the
+   * socket still holds.
    */
   serve(
     socket: Socket,
     peer: string,
-    done: (refused?: string) => void,
+    events: ConnectionEvents,
     head?: Buffer,
     /** the faults chosen for this connection (--fault) */
     faults?: Fault[],
@@ -121,8 +160,6 @@ export interface ListenerOptions {
   listen: ListenOptions;
   admission: Omit<AdmissionOptions, 'logger' | 'logFields'>;
   backend: Backend;
-  /** shared with the backend, which adds bytes and errors */
-  totals: ServerTotals;
   /** connections served at once; later ones wait unread in arrival order (default: no limit) */
   concurrency?: number;
   /** why clients wait, for the (rate-limited) log line when they do */
@@ -183,7 +220,8 @@ export function graceTimer(ms: number, force: () => void): () => void {
 }
 
 export async function startListener(o: ListenerOptions): Promise<ServerHandle> {
-  const { backend, totals, logger } = o;
+  const { backend, logger } = o;
+  const totals = emptyTotals(); // this function's alone: backends report, it folds
   const concurrency = o.concurrency ?? Number.POSITIVE_INFINITY;
   // clients waiting for a slot hold a descriptor each: bound them as the kernel bounds its queue
   const queueLimit = o.listen.backlog ?? DEFAULT_BACKLOG;
@@ -199,26 +237,15 @@ export async function startListener(o: ListenerOptions): Promise<ServerHandle> {
     serving++;
     totals.connections++;
     totals.active++;
-    let over = false;
-    backend.serve(
-      socket,
-      peer,
-      (refused) => {
-        if (over) return;
-        over = true;
-        serving--;
-        totals.active--;
-        release();
-        if (refused) {
-          totals.connections--;
-          admission.refuse(socket, 'no-child', refused, socket.remoteAddress ?? peer);
-        }
-        next();
-        if (idle()) onIdle?.();
-      },
-      head,
-      faults,
-    );
+    const free = () => {
+      serving--;
+      release();
+    };
+    const after = () => {
+      next();
+      if (idle()) onIdle?.();
+    };
+    backend.serve(socket, peer, connectionEvents(totals, admission, socket, peer, free, after), head, faults);
   };
   const next = () => {
     while (!admission.closing && serving < concurrency && queue.length > 0) {
@@ -228,32 +255,71 @@ export async function startListener(o: ListenerOptions): Promise<ServerHandle> {
     }
   };
 
-  // Waiting sockets are not read, so a client that leaves is not noticed by 'end' or 'close'.
-  // Before a refusal for a limit, the kernel is asked instead. A waiter whose connection was
-  // reset (TCP state CLOSE) is gone; one that sent FIN with nothing unread (CLOSE_WAIT, empty
-  // receive queue) has nothing to echo: its whole echo is our FIN, sent now. A waiter that
-  // sent bytes before its FIN stays: from here, a client that shut down only its write side
-  // (nc -N) cannot be told from one that closed, and the first still waits for its echo.
-  // A sweep costs about 5 µs per waiter; one that freed nothing is not repeated within
-  // SWEEP_IDLE_MS, so a flood of refused clients cannot turn it into a CPU sink.
-  let fruitlessAt = Number.NEGATIVE_INFINITY;
-  const sweep = () => {
-    if (queue.length === 0 || Date.now() - fruitlessAt < SWEEP_IDLE_MS) return;
-    let freed = false;
-    for (const w of [...queue]) {
-      if (w.head?.length) continue;
-      const state = tcpInfo(w.socket)?.state;
-      const gone = state === TCP_CLOSE;
-      if (!gone && !(state === TCP_CLOSE_WAIT && receiveQueueBytes(w.socket) === 0)) continue;
-      queue.splice(queue.indexOf(w), 1);
-      w.release();
-      freed = true;
-      if (gone) w.socket.destroy();
-      else finUnread(w.socket);
+  const sweep = queueSweeper(queue);
+
+  /** An admitted connection: served now, or waiting its turn. */
+  const place = (socket: Socket, ip: string, peer: string, release: () => void, head?: Buffer) => {
+    const faults = o.faults?.pick();
+    if (serving < concurrency) return start(socket, peer, release, head, faults);
+    if (queue.length >= queueLimit) sweep();
+    if (queue.length >= queueLimit) {
+      release();
+      admission.refuse(socket, 'queue-full', `${plural(queue.length, 'client')} already waiting`, ip);
+      return;
     }
-    if (!freed) fruitlessAt = Date.now();
+    {
+      const w: Waiting = { socket, peer, release, head, faults };
+      queue.push(w);
+      (socket as Socket & { [WAITED]?: boolean })[WAITED] = true;
+      socket.on('error', () => {});
+      socket.once('close', () => {
+        const i = queue.indexOf(w);
+        if (i >= 0) queue.splice(i, 1);
+        release();
+        if (idle()) onIdle?.();
+      });
+      admission.warnOnce(
+        'queue',
+        { waiting: queue.length },
+        `new clients wait, unread, in arrival order: ${o.waitReason ?? `${serving} being served`}`,
+      );
+    }
   };
 
+  const unix = o.listen.path !== undefined;
+  const gate: Gate = { o, admission, totals, pendingHeaders, unix, place };
+  const onConnection = proxyStage(gate, tlsStage(gate));
+  const proxy = o.proxyProtocol;
+  const paused = backend.pauseOnConnect || proxy !== undefined || o.tls !== undefined;
+  const server = net.createServer({ allowHalfOpen: true, pauseOnConnect: paused }, onConnection);
+  const { address, slow } = await openListener(gate, server, onConnection, paused, queueLimit);
+  const listenerReports = acceptErrorsAndReports(gate, server);
+  const whenIdle = () =>
+    new Promise<void>((resolve) => {
+      onIdle = resolve;
+      if (idle()) resolve();
+    });
+  return listenerHandle(gate, { queue, server, slow, address, listenerReports, whenIdle });
+}
+
+/** What the stages before a backend share with the listener that runs them. */
+interface Gate {
+  o: ListenerOptions;
+  admission: Admission;
+  totals: ServerTotals;
+  /** sockets whose first bytes (a PROXY header, a TLS record header) are being read */
+  pendingHeaders: Set<Socket>;
+  unix: boolean;
+  /** an admitted connection, to be served now or to wait its turn */
+  place: (socket: Socket, ip: string, peer: string, release: () => void, head?: Buffer) => void;
+}
+
+/**
+ * The TLS part of the preamble: with --tls the first bytes must be a handshake record, read
+ * within the handshake timeout; a plain client gets a TLS alert and a FIN at once. Returns
+ * how an identified connection is admitted and placed.
+ */
+function tlsStage({ o, admission, totals, pendingHeaders, place }: Gate) {
   /** `held`: the slot a PROXY connection took at accept (moved to `ip` already) */
   const admitAndServe = (socket: Socket, ip: string, peer: string, head?: Buffer, held?: () => void) => {
     const release = held ?? admission.admit(socket, ip);
@@ -312,39 +378,17 @@ export async function startListener(o: ListenerOptions): Promise<ServerHandle> {
     place(socket, ip, peer, release, first);
   };
 
-  /** An admitted connection: served now, or waiting its turn. */
-  const place = (socket: Socket, ip: string, peer: string, release: () => void, head?: Buffer) => {
-    const faults = o.faults?.pick();
-    if (serving < concurrency) return start(socket, peer, release, head, faults);
-    if (queue.length >= queueLimit) sweep();
-    if (queue.length >= queueLimit) {
-      release();
-      admission.refuse(socket, 'queue-full', `${plural(queue.length, 'client')} already waiting`, ip);
-      return;
-    }
-    {
-      const w: Waiting = { socket, peer, release, head, faults };
-      queue.push(w);
-      (socket as Socket & { [WAITED]?: boolean })[WAITED] = true;
-      socket.on('error', () => {});
-      socket.once('close', () => {
-        const i = queue.indexOf(w);
-        if (i >= 0) queue.splice(i, 1);
-        release();
-        if (idle()) onIdle?.();
-      });
-      admission.warnOnce(
-        'queue',
-        { waiting: queue.length },
-        `new clients wait, unread, in arrival order: ${o.waitReason ?? `${serving} being served`}`,
-      );
-    }
-  };
+  return admitAndServe;
+}
 
+/** The PROXY header part of the preamble, before admission names the client; returns the accept callback. */
+function proxyStage(
+  { o, admission, pendingHeaders, unix }: Gate,
+  admitAndServe: ReturnType<typeof tlsStage>,
+) {
   // --proxy-protocol: only a trusted proxy may name the client. From accept the connection
   // holds a slot counted under the proxy's address; once the header names the client, the
   // access lists and the per-address limit apply to that client and the count moves to it.
-  const unix = o.listen.path !== undefined;
   const proxied = async (socket: Socket, release: () => void, timeoutMs: number) => {
     pendingHeaders.add(socket);
     try {
@@ -366,7 +410,6 @@ export async function startListener(o: ListenerOptions): Promise<ServerHandle> {
 
   const proxy = o.proxyProtocol;
   const proxyFrom = proxy ? proxy.from.allow.map((c) => c.text).join(', ') : '';
-  const paused = backend.pauseOnConnect || proxy !== undefined || o.tls !== undefined;
   const onConnection = (socket: Socket) => {
     const ip = peerIp(socket, unix);
     if (!proxy) return admitAndServe(socket, ip, peerName(socket, unix));
@@ -377,7 +420,22 @@ export async function startListener(o: ListenerOptions): Promise<ServerHandle> {
     const release = admission.admit(socket, ip, { access: false });
     if (release) void proxied(socket, release, proxy.timeoutMs);
   };
-  const server = net.createServer({ allowHalfOpen: true, pauseOnConnect: paused }, onConnection);
+  return onConnection;
+}
+
+/**
+ * Open the listening socket and start accepting into `onConnection`. With --fault
+ * accept-delay: a socket Node does not watch, accepted from once per delay.
+ */
+async function openListener(
+  { o, admission, unix }: Gate,
+  server: net.Server,
+  onConnection: (socket: Socket) => void,
+  paused: boolean,
+  queueLimit: number,
+): Promise<{ address: AddressInfo; slow?: { fd: number; timer: NodeJS.Timeout } }> {
+  const { backend, logger } = o;
+  const proxy = o.proxyProtocol;
   const unixNotes: UnixListenNotes = {};
   // --fault accept-delay: a listening socket Node does not watch, accepted from once per delay
   const acceptDelay = unix ? undefined : o.faults?.acceptDelayMs;
@@ -430,26 +488,24 @@ export async function startListener(o: ListenerOptions): Promise<ServerHandle> {
       `removed the stale socket file ${unixNotes.removedStale} (left by a server that is gone: a connect to it was refused)`,
     );
   }
-  // registered once listening: a failed listen is reported by listenTcp, not as an accept error
-  server.on('error', (err) => {
-    // accept() failures (EMFILE, ENFILE…) concern one connection: count, log once per interval,
-    // keep listening. At EMFILE libuv closes a reserved fd, accepts the pending connection,
-    // closes it and takes the fd back — so that client sees a close, not a hang.
-    const code = errorCode(err);
-    countError(totals.errors, code);
-    admission.warnOnce(`accept|${code}`, { code }, `accept failed: ${explainError(err).line}`);
-  });
+  return { address, slow };
+}
 
-  const listenerReports = reportSocketOptions(server, {
-    reuseAddr: o.listen.reuseAddr ?? true,
-    reusePort: o.listen.reusePort,
-    ...(o.listen.recvBuffer !== undefined ? { recvBuffer: o.listen.recvBuffer } : {}),
-    ...(o.listen.sendBuffer !== undefined ? { sendBuffer: o.listen.sendBuffer } : {}),
-  });
-  if (o.logOptions) {
-    for (const r of listenerReports) logger.info({ ...r }, `listening socket: ${formatReport(r)}`);
-  }
-
+/** The handle of a running listener: its totals, and the one close path with its grace. */
+function listenerHandle(
+  { o, admission, totals, pendingHeaders }: Gate,
+  parts: {
+    queue: Waiting[];
+    server: net.Server;
+    slow?: { fd: number; timer: NodeJS.Timeout };
+    address: AddressInfo;
+    listenerReports: OptionReport[];
+    /** resolves once nothing is served and nobody waits */
+    whenIdle: () => Promise<void>;
+  },
+): ServerHandle {
+  const { queue, server, slow, address, listenerReports, whenIdle } = parts;
+  const { backend } = o;
   const stats = () => {
     const t = copyTotals(totals);
     t.refused = admission.refused;
@@ -484,15 +540,99 @@ export async function startListener(o: ListenerOptions): Promise<ServerHandle> {
         for (const w of queue) finUnread(w.socket);
         for (const s of pendingHeaders) s.destroy(); // no header yet: nothing of theirs was read
         const cancel = graceTimer(graceMs, force);
-        const allDone = new Promise<void>((resolve) => {
-          onIdle = resolve;
-          if (idle()) resolve();
-        });
-        await Promise.all([allDone, backend.drain(Date.now() + graceMs)]);
+        await Promise.all([whenIdle(), backend.drain(Date.now() + graceMs)]);
         cancel();
         return stats();
       })();
       return closed;
+    },
+  };
+}
+
+// Waiting sockets are not read, so a client that leaves is not noticed by 'end' or 'close'.
+// Before a refusal for a limit, the kernel is asked instead. A waiter whose connection was
+// reset (TCP state CLOSE) is gone; one that sent FIN with nothing unread (CLOSE_WAIT, empty
+// receive queue) has nothing to echo: its whole echo is our FIN, sent now. A waiter that
+// sent bytes before its FIN stays: from here, a client that shut down only its write side
+// (nc -N) cannot be told from one that closed, and the first still waits for its echo.
+// A sweep costs about 5 µs per waiter; one that freed nothing is not repeated within
+// SWEEP_IDLE_MS, so a flood of refused clients cannot turn it into a CPU sink.
+function queueSweeper(queue: Waiting[]): () => void {
+  let fruitlessAt = Number.NEGATIVE_INFINITY;
+  return () => {
+    if (queue.length === 0 || Date.now() - fruitlessAt < SWEEP_IDLE_MS) return;
+    let freed = false;
+    for (const w of [...queue]) {
+      if (w.head?.length) continue;
+      const state = tcpInfo(w.socket)?.state;
+      const gone = state === TCP_CLOSE;
+      if (!gone && !(state === TCP_CLOSE_WAIT && receiveQueueBytes(w.socket) === 0)) continue;
+      queue.splice(queue.indexOf(w), 1);
+      w.release();
+      freed = true;
+      if (gone) w.socket.destroy();
+      else finUnread(w.socket);
+    }
+    if (!freed) fruitlessAt = Date.now();
+  };
+}
+
+/** Accept errors counted and logged; the listening socket's options as the kernel reports them. */
+function acceptErrorsAndReports({ o, admission, totals }: Gate, server: net.Server): OptionReport[] {
+  // registered once listening: a failed listen is reported by listenTcp, not as an accept error
+  server.on('error', (err) => {
+    // accept() failures (EMFILE, ENFILE…) concern one connection: count, log once per interval,
+    // keep listening. At EMFILE libuv closes a reserved fd, accepts the pending connection,
+    // closes it and takes the fd back — so that client sees a close, not a hang.
+    const code = errorCode(err);
+    countError(totals.errors, code);
+    admission.warnOnce(`accept|${code}`, { code }, `accept failed: ${explainError(err).line}`);
+  });
+
+  const listenerReports = reportSocketOptions(server, {
+    reuseAddr: o.listen.reuseAddr ?? true,
+    reusePort: o.listen.reusePort,
+    ...(o.listen.recvBuffer !== undefined ? { recvBuffer: o.listen.recvBuffer } : {}),
+    ...(o.listen.sendBuffer !== undefined ? { sendBuffer: o.listen.sendBuffer } : {}),
+  });
+  if (o.logOptions) {
+    for (const r of listenerReports) o.logger.info({ ...r }, `listening socket: ${formatReport(r)}`);
+  }
+  return listenerReports;
+}
+
+/**
+ * The events one served connection reports through: the first one ends it (`free` gives back
+ * its slot, `after` lets the next in) and is folded into the totals; any later one is ignored.
+ */
+function connectionEvents(
+  totals: ServerTotals,
+  admission: Admission,
+  socket: Socket,
+  peer: string,
+  free: () => void,
+  after: () => void,
+): ConnectionEvents {
+  let over = false;
+  const ended = (refused?: string) => {
+    if (over) return false;
+    over = true;
+    totals.active--;
+    free();
+    if (refused) {
+      totals.connections--;
+      admission.refuse(socket, 'no-child', refused, socket.remoteAddress ?? peer);
+    }
+    return true;
+  };
+  return {
+    closed(record) {
+      if (!ended()) return;
+      foldClosed(totals, record);
+      after();
+    },
+    refused(reason) {
+      if (ended(reason)) after();
     },
   };
 }

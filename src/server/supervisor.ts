@@ -1,7 +1,7 @@
 // Starts and stops the processes of the multi-process modes (workers and fork children):
 // spawn them and hand each the validated config over IPC (never in its environment),
 // replace a worker that dies (backing off when they keep dying), and stop them all by a
-// deadline. Who uses the children is children.ts (serve / serve-once) or index.ts (listen);
+// deadline. Who uses the children is children.ts (serve / serve-once) or workers.ts (listen);
 // this module only keeps them alive and ends them.
 
 import { type ChildProcess, fork } from 'node:child_process';
@@ -11,7 +11,7 @@ import { explainError } from '../core/errors.js';
 import type { Logger } from '../core/log.js';
 import type { ServerConfig } from './config.js';
 import { type ChildRole, type FromChild, sendToChild } from './ipc.js';
-import type { WorkerTotals } from './listener.js';
+import type { ConnectionEvents, WorkerTotals } from './listener.js';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 /** The process main of every child (child-main.ts, built). */
@@ -26,7 +26,7 @@ export interface Child {
   /** ms since epoch at spawn, for crash backoff */
   started: number;
   /** connections handed to it and not yet reported closed, by hand-over id */
-  conns: Map<number, { peer: string; done: () => void }>;
+  conns: Map<number, { peer: string; events: ConnectionEvents }>;
   /** resolves on its first 'ready' or 'listening' message; rejects if it exits first */
   ready: Promise<FromChild>;
   exited: Promise<void>;

@@ -6,13 +6,14 @@ import { AccessControl, type Cidr, parseCidr } from '../core/access.js';
 import { type Fault, FaultSet } from '../core/faults.js';
 import { DEFAULT_BACKLOG, type ListenOptions } from '../core/listen.js';
 import { type Logger, silentLogger } from '../core/log.js';
-import { type ConnectionRecord, emptyTotals } from '../core/records.js';
+import type { ConnectionRecord } from '../core/records.js';
 import type { SocketOptions } from '../core/sockopts.js';
 import { serverSecureContext } from '../core/tls.js';
 import { createTracer, type TraceFormat, type Tracer, traceSink } from '../core/trace.js';
-import type { ConnectionLimits } from './handler.js';
+import { type Application, discardApplication } from './application.js';
+import { type ConnectionLimits, echoApplication, type HandlerContext } from './handler.js';
 import { hereBackend } from './here.js';
-import { type ServerHandle, startListener } from './listener.js';
+import { type ListenerOptions, type ServerHandle, startListener } from './listener.js';
 
 export type { CloseOptions, LiveConnection } from './listener.js';
 
@@ -47,6 +48,8 @@ export interface EchoServerOptions extends ConnectionLimits {
   trace?: { format: TraceFormat; file?: string };
   /** misbehave on purpose (--fault); change them later with the handle's setFaults() */
   faults?: Fault[];
+  /** what each connection is served, by name: `echo` (the default) or `discard` (RFC 863) */
+  app?: string;
   /** evented: every client at once; iterative: one at a time, later ones wait unread */
   mode?: TcpMode;
   /** beyond this many open connections, new ones are closed at once (FIN) and counted as refused */
@@ -136,12 +139,50 @@ export function tlsContextOf(opts: EchoServerOptions) {
     : undefined;
 }
 
-export async function startEchoServer(opts: EchoServerOptions = {}): Promise<EchoServer> {
-  const logger = opts.logger ?? silentLogger;
-  const iterative = opts.mode === 'iterative';
-  const totals = emptyTotals();
-  const sock = opts.socket ?? {};
-  return startListener({
+/** The applications a config can name; every process (children too) knows the same ones. */
+const APPLICATIONS: ReadonlyMap<string, Application> = new Map(
+  [echoApplication, discardApplication].map((a) => [a.name, a]),
+);
+
+/** The application called `name` (default echo); an unknown name is a TypeError. */
+export function applicationNamed(name = 'echo'): Application {
+  const app = APPLICATIONS.get(name);
+  if (!app)
+    throw new TypeError(`unknown application "${name}" (one of: ${[...APPLICATIONS.keys()].join(', ')})`);
+  return app;
+}
+
+/**
+ * The handler's context for these options: the one translation of a config into what serves
+ * a connection, used by this process and by every child process (child-main.ts).
+ */
+export function handlerContextOf(opts: EchoServerOptions): Omit<HandlerContext, 'onClose'> {
+  return {
+    logger: opts.logger ?? silentLogger,
+    app: applicationNamed(opts.app),
+    idleTimeoutMs: opts.idleTimeoutMs,
+    minRate: opts.minRate,
+    maxLifetimeMs: opts.maxLifetimeMs,
+    socketOptions: opts.socket ?? {},
+    logOptions: opts.logOptions,
+    logFields: opts.logFields,
+    label: opts.label,
+    onClosed: opts.onConnectionClosed,
+    tls: tlsContextOf(opts),
+    tracer: tracerOf(opts),
+    banner: opts.banner !== undefined ? Buffer.from(opts.banner) : undefined,
+    tcpInfo: opts.logOptions === true,
+  };
+}
+
+/**
+ * The listener's options for these options, whatever backend serves: where to listen, the
+ * PROXY header, TLS's first bytes, the faults and the admission limits.
+ */
+export function listenerOptionsOf(
+  opts: EchoServerOptions,
+): Omit<ListenerOptions, 'backend' | 'concurrency' | 'waitReason'> {
+  return {
     listen: listenOptions(opts),
     proxyProtocol: proxyOptionsOf(opts),
     tls: opts.tls ? { timeoutMs: opts.handshakeTimeoutMs ?? DEFAULT_HANDSHAKE_TIMEOUT_MS } : undefined,
@@ -151,31 +192,19 @@ export async function startEchoServer(opts: EchoServerOptions = {}): Promise<Ech
       maxConnections: opts.maxConnections,
       maxConnectionsPerIp: opts.maxConnectionsPerIp,
     },
-    backend: hereBackend(
-      {
-        logger,
-        totals,
-        idleTimeoutMs: opts.idleTimeoutMs,
-        minRate: opts.minRate,
-        maxLifetimeMs: opts.maxLifetimeMs,
-        socketOptions: sock,
-        logOptions: opts.logOptions,
-        logFields: opts.logFields,
-        label: opts.label,
-        onClosed: opts.onConnectionClosed,
-        tls: tlsContextOf(opts),
-        tracer: tracerOf(opts),
-        banner: opts.banner !== undefined ? Buffer.from(opts.banner) : undefined,
-        tcpInfo: opts.logOptions === true,
-      },
-      // iterative: later clients are accepted with reading paused and wait their turn
-      { pauseOnConnect: iterative },
-    ),
-    totals,
-    concurrency: iterative ? 1 : undefined,
-    waitReason: 'iterative mode serves one client at a time',
-    logger,
+    logger: opts.logger ?? silentLogger,
     logFields: opts.logFields,
     logOptions: opts.logOptions,
+  };
+}
+
+export async function startEchoServer(opts: EchoServerOptions = {}): Promise<EchoServer> {
+  const iterative = opts.mode === 'iterative';
+  return startListener({
+    ...listenerOptionsOf(opts),
+    // iterative: later clients are accepted with reading paused and wait their turn
+    backend: hereBackend(handlerContextOf(opts), { pauseOnConnect: iterative }),
+    concurrency: iterative ? 1 : undefined,
+    waitReason: 'iterative mode serves one client at a time',
   });
 }

@@ -16,6 +16,10 @@ import { formatAddress, plural } from '../core/parse.js';
 import type { ServerTotals } from '../core/records.js';
 import { applySocketOptions, formatReport, type OptionReport, type SocketOptions } from '../core/sockopts.js';
 import type { Tracer } from '../core/trace.js';
+
+/** How long close() lets datagrams held by a fault (latency, reorder) still go out (ms). */
+export const DEFAULT_UDP_GRACE_MS = 5000;
+
 import { type AdmitDatagram, UdpBatch } from './batch.js';
 
 export interface UdpEchoServerOptions {
@@ -41,7 +45,15 @@ export interface UdpEchoServerOptions {
   tracer?: Tracer;
 }
 
-export type DropReason = 'rate-limit' | 'source-port' | 'broadcast-source' | 'access' | 'self' | 'fault';
+/** `shutdown`: held by a fault (latency, reorder) when the close's grace ended or forceClose() came */
+export type DropReason =
+  | 'rate-limit'
+  | 'source-port'
+  | 'broadcast-source'
+  | 'access'
+  | 'self'
+  | 'fault'
+  | 'shutdown';
 
 export interface UdpTotals {
   datagramsIn: number;
@@ -59,7 +71,13 @@ export interface UdpEchoServer {
   stats(): UdpTotals;
   /** per source address: datagrams in / out / dropped */
   sources(): Map<string, { in: number; out: number; dropped: number }>;
-  close(): Promise<UdpTotals>;
+  /**
+   * Stop answering; datagrams a fault holds (latency, reorder) still go out until `graceMs`
+   * (default 5000) has passed, then are dropped (counted as `shutdown`). Resolves with the totals.
+   */
+  close(opts?: { graceMs?: number }): Promise<UdpTotals>;
+  /** drop every datagram a fault holds now (counted as `shutdown`) and close */
+  forceClose(): void;
   /** replace the faults for datagrams from now on; [] turns them off */
   setFaults(faults: Fault[]): void;
 }
@@ -136,7 +154,15 @@ export async function startUdpEchoServer(opts: UdpEchoServerOptions = {}): Promi
     datagramsOut: 0,
     bytesIn: 0,
     bytesOut: 0,
-    dropped: { 'rate-limit': 0, 'source-port': 0, 'broadcast-source': 0, access: 0, self: 0, fault: 0 },
+    dropped: {
+      'rate-limit': 0,
+      'source-port': 0,
+      'broadcast-source': 0,
+      access: 0,
+      self: 0,
+      fault: 0,
+      shutdown: 0,
+    },
     sources: 0,
     errors: {},
   };
@@ -205,7 +231,9 @@ export async function startUdpEchoServer(opts: UdpEchoServerOptions = {}): Promi
     totals.datagramsOut++;
     totals.bytesOut += length;
   };
+  let closing = false; // close(): datagrams are no longer answered
   socket.on('message', (msg, rinfo) => {
+    if (closing) return;
     if (tracer) tracer.chunk('<', formatAddress(rinfo.address, rinfo.port), msg, 0);
     const src = admit(rinfo.address, rinfo.port, msg.length);
     if (src) {
@@ -221,6 +249,7 @@ export async function startUdpEchoServer(opts: UdpEchoServerOptions = {}): Promi
   });
   let batch: UdpBatch | undefined;
   const admitQueued: AdmitDatagram = (address, port, length, slot) => {
+    if (closing) return false;
     const src = admit(address, port, length);
     if (!src) return false;
     const chosen = faults.pick();
@@ -244,10 +273,53 @@ export async function startUdpEchoServer(opts: UdpEchoServerOptions = {}): Promi
 
   // --- --fault, per datagram: drop, corrupt, duplicate, reorder (held until the next), latency
   const faults = new FaultSet(opts.faults);
-  let held: (() => void) | undefined;
+  /** datagrams a fault holds back: `count` of them go out when `send` runs */
+  type Held = { count: number; send: () => void; lat?: Fault };
+  let held: Held | undefined; // reorder: waits for the next datagram
   let heldTimer: NodeJS.Timeout | undefined;
   let lastAt = 0;
-  const timers = new Set<NodeJS.Timeout>();
+  const timers = new Map<NodeJS.Timeout, Held>(); // latency: each waits for its time
+  let onSettled: (() => void) | undefined; // close(): told once nothing is held any more
+  const later = (h: Held) => {
+    const lat = h.lat;
+    if (!lat) return h.send();
+    const at = Math.max(performance.now() + latencyDelay(lat), lastAt);
+    lastAt = at;
+    // a timer counts from the event loop's cached clock, which lags: it can fire a
+    // millisecond or more early, and the delay is a promise: wait out what is left
+    const arm = () => {
+      const t = setTimeout(
+        () => {
+          timers.delete(t);
+          if (performance.now() < at) return arm();
+          h.send();
+          if (timers.size === 0 && !held) onSettled?.();
+        },
+        Math.ceil(at - performance.now()),
+      );
+      timers.set(t, h);
+    };
+    arm();
+  };
+  /** reorder: the datagram held back goes now (nothing follows within 50 ms, or closing) */
+  const releaseHeld = () => {
+    clearTimeout(heldTimer);
+    const h = held;
+    held = undefined;
+    if (h) later(h);
+  };
+  /** What a fault still holds is dropped, counted as `shutdown`. */
+  const dropHeld = () => {
+    clearTimeout(heldTimer);
+    let n = held?.count ?? 0;
+    held = undefined;
+    for (const [t, h] of timers) {
+      clearTimeout(t);
+      n += h.count;
+    }
+    timers.clear();
+    totals.dropped.shutdown += n;
+  };
   const faulty = (msg: Buffer, rinfo: dgram.RemoteInfo, chosen: Fault[], src: Source) => {
     const by: Partial<Record<string, Fault>> = {};
     for (const f of chosen) by[f.kind] = f;
@@ -269,48 +341,28 @@ export async function startUdpEchoServer(opts: UdpEchoServerOptions = {}): Promi
         send(out, rinfo);
       }
     };
-    const later = (fn: () => void) => {
-      const lat = by.latency;
-      if (!lat) return fn();
-      const at = Math.max(performance.now() + latencyDelay(lat), lastAt);
-      lastAt = at;
-      // a timer counts from the event loop's cached clock, which lags: it can fire a
-      // millisecond or more early, and the delay is a promise: wait out what is left
-      const arm = () => {
-        const t = setTimeout(
-          () => {
-            timers.delete(t);
-            if (performance.now() < at) arm();
-            else fn();
-          },
-          Math.ceil(at - performance.now()),
-        );
-        timers.add(t);
-      };
-      arm();
-    };
     if (held) {
       // the one held back goes after this one: their order is swapped
       const prev = held;
       held = undefined;
       clearTimeout(heldTimer);
-      later(() => {
-        sendCopies();
-        prev();
+      later({
+        count: copies + prev.count,
+        send: () => {
+          sendCopies();
+          prev.send();
+        },
+        lat: by.latency,
       });
       return;
     }
+    const mine: Held = { count: copies, send: sendCopies, lat: by.latency };
     if (by.reorder && Math.random() < by.reorder.chance!) {
-      held = sendCopies;
-      // nothing follows within 50 ms: send it anyway, late
-      heldTimer = setTimeout(() => {
-        const h = held;
-        held = undefined;
-        if (h) later(h);
-      }, 50);
+      held = mine;
+      heldTimer = setTimeout(releaseHeld, 50);
       return;
     }
-    later(sendCopies);
+    later(mine);
   };
   // ICMP errors from earlier sends (ECONNREFUSED…) surface here; they concern one peer only
   socket.on('error', (err) => {
@@ -368,37 +420,63 @@ export async function startUdpEchoServer(opts: UdpEchoServerOptions = {}): Promi
   if (!tracer && !v6 && process.env.ECHO_UDP_BATCH !== '0') batch = UdpBatch.create(fd ?? socketFd(socket));
   logger.debug({ address: formatAddress(address.address, address.port) }, 'udp socket bound');
   let closed: Promise<UdpTotals> | undefined;
+  let cut: (() => void) | undefined; // ends the grace now
+  let forced = false;
+  const stats = () => ({ ...totals, dropped: { ...totals.dropped }, errors: { ...totals.errors } });
+  /** Wait (at most graceMs, or until forceClose) for what a fault holds to go out; drop the rest. */
+  const settle = async (graceMs: number) => {
+    if (forced) return dropHeld();
+    releaseHeld(); // no datagram will follow it now
+    if (timers.size > 0) {
+      await new Promise<void>((resolve) => {
+        const grace = setTimeout(resolve, graceMs);
+        onSettled = cut = () => {
+          clearTimeout(grace);
+          resolve();
+        };
+      });
+    }
+    dropHeld();
+  };
+  const close = ({ graceMs = DEFAULT_UDP_GRACE_MS }: { graceMs?: number } = {}) => {
+    closed ??= (async () => {
+      closing = true;
+      await settle(graceMs);
+      if (dropTimer) {
+        clearTimeout(dropTimer);
+        flushDropLog();
+      }
+      logSources();
+      batch?.free();
+      batch = undefined;
+      await new Promise<void>((resolve) => socket.close(() => resolve()));
+      return stats();
+    })();
+    return closed;
+  };
+  /** per-source counters, busiest first, bounded so a spoofed flood cannot flood the log */
+  const logSources = () => {
+    const busiest = [...sources].sort((a, b) => b[1].in - a[1].in).slice(0, 20);
+    for (const [addr, s] of busiest) {
+      logger.info(
+        { source: addr, in: s.in, out: s.out, dropped: s.dropped },
+        `source ${addr}: in ${s.in}, out ${s.out}, dropped ${s.dropped}`,
+      );
+    }
+    if (sources.size > busiest.length)
+      logger.info({}, `… and ${plural(sources.size - busiest.length, 'more source', 'more sources')}`);
+  };
   return {
     address,
     options,
-    stats: () => ({ ...totals, dropped: { ...totals.dropped }, errors: { ...totals.errors } }),
+    stats,
     sources: () => new Map([...sources].map(([k, v]) => [k, { in: v.in, out: v.out, dropped: v.dropped }])),
     setFaults: (list) => faults.set(list),
-    close() {
-      closed ??= new Promise((resolve) => {
-        for (const t of timers) clearTimeout(t);
-        clearTimeout(heldTimer);
-        if (dropTimer) {
-          clearTimeout(dropTimer);
-          flushDropLog();
-        }
-        // per-source counters, busiest first, bounded so a spoofed flood cannot flood the log
-        const busiest = [...sources].sort((a, b) => b[1].in - a[1].in).slice(0, 20);
-        for (const [addr, s] of busiest) {
-          logger.info(
-            { source: addr, in: s.in, out: s.out, dropped: s.dropped },
-            `source ${addr}: in ${s.in}, out ${s.out}, dropped ${s.dropped}`,
-          );
-        }
-        if (sources.size > busiest.length)
-          logger.info({}, `… and ${plural(sources.size - busiest.length, 'more source', 'more sources')}`);
-        batch?.free();
-        batch = undefined;
-        socket.close(() =>
-          resolve({ ...totals, dropped: { ...totals.dropped }, errors: { ...totals.errors } }),
-        );
-      });
-      return closed;
+    close,
+    forceClose() {
+      forced = true;
+      cut?.();
+      void close({ graceMs: 0 });
     },
   };
 }
