@@ -45,7 +45,7 @@ export {
   type TlsInfo,
 } from './core/tls.js';
 export { findScenario, runScenario, SCENARIOS, type ScenarioInfo, type ScenarioResult } from './lab/index.js';
-export type { ServerConfig } from './server/config.js';
+export type { ServedOptions, ServerConfig } from './server/config.js';
 export { startServer } from './server/index.js';
 export type { CloseOptions, LiveConnection, ServerHandle } from './server/listener.js';
 export {

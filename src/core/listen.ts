@@ -166,30 +166,12 @@ async function listenUnix(server: Server, o: ListenOptions, notes: UnixListenNot
   const backlog = o.backlog ?? DEFAULT_BACKLOG;
   const raw = process.platform === 'linux' && !cluster.isWorker;
   const once = () =>
-    new Promise<void>((resolve, reject) => {
-      let fd: number | undefined;
-      if (raw) {
-        try {
-          fd = rawUnixListenFd(path, backlog);
-        } catch (err) {
-          reject(err);
-          return;
-        }
-      }
-      const onError = (err: Error) => {
-        server.off('listening', onListening);
-        if (fd !== undefined) closeFd(fd);
-        reject(err);
-      };
-      const onListening = () => {
-        server.off('error', onError);
-        resolve();
-      };
-      server.once('error', onError);
-      server.once('listening', onListening);
+    listenOnce(server, () => {
+      const fd = raw ? rawUnixListenFd(path, backlog) : undefined;
       // backlog must be positional: listen({ fd, backlog }) re-listens with 511
       if (fd !== undefined) server.listen({ fd }, backlog);
       else server.listen({ path, backlog });
+      return fd;
     });
   try {
     await once();
@@ -242,49 +224,10 @@ export function listenSocket(
   return o.path !== undefined ? listenUnix(server, o, notes) : listenTcp(server, o);
 }
 
-export function listenTcp(server: Server, o: ListenOptions): Promise<AddressInfo> {
+export async function listenTcp(server: Server, o: ListenOptions): Promise<AddressInfo> {
   const backlog = o.backlog ?? DEFAULT_BACKLOG;
-  return new Promise<AddressInfo>((resolve, reject) => {
-    let fd: number | undefined;
-    const onError = (err: Error) => {
-      server.off('listening', onListening);
-      if (fd !== undefined) closeFd(fd);
-      reject(err);
-    };
-    const onListening = () => {
-      server.off('error', onError);
-      resolve(server.address() as AddressInfo);
-    };
-    server.once('error', onError);
-    server.once('listening', onListening);
-    if (needsRawListen(o)) {
-      try {
-        fd = rawListenFd({
-          host: o.host,
-          port: o.port,
-          backlog,
-          reuseAddr: o.reuseAddr !== false,
-          reusePort: o.reusePort === true,
-          recvBuffer: o.recvBuffer,
-          sendBuffer: o.sendBuffer,
-          ipv6Only: o.ipv6Only,
-        });
-      } catch (err) {
-        server.off('error', onError);
-        server.off('listening', onListening);
-        reject(err);
-        return;
-      }
-      if (cluster.isWorker) {
-        // listen({ fd }) in a cluster worker asks the primary to share the fd (which it does
-        // not have: EEXIST). Wrapped as a TCP handle it is listened on here, exclusively.
-        const handle = takeHandle(fd);
-        server.listen((handle ?? { fd }) as net.ListenOptions, backlog);
-      } else {
-        // backlog must be positional: listen({ fd, backlog }) re-listens with 511
-        server.listen({ fd }, backlog);
-      }
-    } else {
+  await listenOnce(server, () => {
+    if (!needsRawListen(o)) {
       server.listen({
         host: o.host,
         port: o.port,
@@ -293,6 +236,57 @@ export function listenTcp(server: Server, o: ListenOptions): Promise<AddressInfo
         ...(o.ipv6Only ? { ipv6Only: true } : {}),
         ...(o.reusePort ? { reusePort: true } : {}),
       } as Parameters<Server['listen']>[0]);
+      return undefined;
+    }
+    const fd = rawListenFd({
+      host: o.host,
+      port: o.port,
+      backlog,
+      reuseAddr: o.reuseAddr !== false,
+      reusePort: o.reusePort === true,
+      recvBuffer: o.recvBuffer,
+      sendBuffer: o.sendBuffer,
+      ipv6Only: o.ipv6Only,
+    });
+    if (cluster.isWorker) {
+      // listen({ fd }) in a cluster worker asks the primary to share the fd (which it does
+      // not have: EEXIST). Wrapped as a TCP handle it is listened on here, exclusively.
+      const handle = takeHandle(fd);
+      server.listen((handle ?? { fd }) as net.ListenOptions, backlog);
+    } else {
+      // backlog must be positional: listen({ fd, backlog }) re-listens with 511
+      server.listen({ fd }, backlog);
+    }
+    return fd;
+  });
+  return server.address() as AddressInfo;
+}
+
+/**
+ * Run `listen` (which may make a socket with libc, then calls server.listen and returns that
+ * fd) and settle on the server's 'listening' or 'error'. An fd made for it is closed when
+ * listening fails; an error thrown by `listen` itself rejects.
+ */
+function listenOnce(server: Server, listen: () => number | undefined): Promise<void> {
+  return new Promise<void>((resolve, reject) => {
+    let fd: number | undefined;
+    const onError = (err: Error) => {
+      server.off('listening', onListening);
+      if (fd !== undefined) closeFd(fd);
+      reject(err);
+    };
+    const onListening = () => {
+      server.off('error', onError);
+      resolve();
+    };
+    server.once('error', onError);
+    server.once('listening', onListening);
+    try {
+      fd = listen();
+    } catch (err) {
+      server.off('error', onError);
+      server.off('listening', onListening);
+      reject(err);
     }
   });
 }

@@ -129,34 +129,26 @@ function parseV2(buf: Buffer): ProxyParse {
   const tp = fam & 0x0f;
   if (af === 0) return { state: 'done', header: { version: 2, command: 'proxy', family: 'unknown', length } };
   if (tp !== 1 && tp !== 2) return invalid(`unknown v2 transport ${tp}`);
+  // the source and destination addresses, then their ports (2 bytes each) at `portAt`
+  const proxied = (family: ProxyHeader['family'], src: string, dst: string, portAt: number): ProxyParse => ({
+    state: 'done',
+    header: {
+      version: 2,
+      command: 'proxy',
+      family,
+      source: { address: src, port: body.readUInt16BE(portAt) },
+      destination: { address: dst, port: body.readUInt16BE(portAt + 2) },
+      length,
+    },
+  });
   if (af === 1) {
     if (len < 12) return invalid('v2 IPv4 addresses need 12 bytes');
     const ip = (o: number) => `${body[o]}.${body[o + 1]}.${body[o + 2]}.${body[o + 3]}`;
-    return {
-      state: 'done',
-      header: {
-        version: 2,
-        command: 'proxy',
-        family: tp === 1 ? 'tcp4' : 'udp4',
-        source: { address: ip(0), port: body.readUInt16BE(8) },
-        destination: { address: ip(4), port: body.readUInt16BE(10) },
-        length,
-      },
-    };
+    return proxied(tp === 1 ? 'tcp4' : 'udp4', ip(0), ip(4), 8);
   }
   if (af === 2) {
     if (len < 36) return invalid('v2 IPv6 addresses need 36 bytes');
-    return {
-      state: 'done',
-      header: {
-        version: 2,
-        command: 'proxy',
-        family: tp === 1 ? 'tcp6' : 'udp6',
-        source: { address: ipv6(body.subarray(0, 16)), port: body.readUInt16BE(32) },
-        destination: { address: ipv6(body.subarray(16, 32)), port: body.readUInt16BE(34) },
-        length,
-      },
-    };
+    return proxied(tp === 1 ? 'tcp6' : 'udp6', ipv6(body.subarray(0, 16)), ipv6(body.subarray(16, 32)), 32);
   }
   if (af === 3) {
     if (len < 216) return invalid('v2 Unix addresses need 216 bytes');

@@ -16,10 +16,10 @@ import type { Socket } from 'node:net';
 import { errorCode, explainError } from '../core/errors.js';
 import { fdHeadroom } from '../core/libc.js';
 import { createLogger, type Logger } from '../core/log.js';
-import { echoServerOptions, type ServerConfig } from './config.js';
+import type { ServerConfig } from './config.js';
 import { drainConnection, forceClose, type HandlerContext, liveBytes, serveConnection } from './handler.js';
 import { type ChildRole, sendToParent, type ToChild } from './ipc.js';
-import { handlerContextOf, startEchoServer } from './tcp-server.js';
+import { echoServerOptions, handlerContextOf, startEchoServer } from './tcp-server.js';
 
 const role = process.env.ECHO_ROLE as ChildRole | undefined;
 const who = role === 'serve-once' ? 'child' : 'worker';

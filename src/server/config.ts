@@ -1,52 +1,66 @@
 // The validated echo-server configuration: what startServer() takes, and what a worker or
 // forked child receives from its parent.
 
-import { AccessControl, type Cidr } from '../core/access.js';
+import type { Cidr } from '../core/access.js';
 import type { Fault } from '../core/faults.js';
-import type { Logger } from '../core/log.js';
 import type { SocketOptions } from '../core/sockopts.js';
-import type { EchoServerOptions } from './tcp-server.js';
+import type { TraceFormat } from '../core/trace.js';
+import type { ConnectionLimits } from './handler.js';
 
-export interface ServerConfig {
+/**
+ * What a TCP server listens on and how each connection is treated: the same fields in the
+ * CLI's validated config (ServerConfig) and in the library's options (EchoServerOptions).
+ */
+export interface ServedOptions extends ConnectionLimits {
+  /** a Unix-domain socket (a path, or `@name`: a Linux abstract name) instead of host and port */
+  path?: string;
+  /** with `path`: the socket file's permissions, e.g. 0o660 */
+  unixMode?: number;
+  /** on `::`, IPv6 clients only (IPV6_V6ONLY); by default `::` accepts IPv4 clients too */
+  ipv6Only?: boolean;
+  /** TLS with this certificate and key (PEM); the echo runs inside it; `alpn`: protocols offered */
+  tls?: { cert: string; key: string; alpn?: string[] };
+  /** every connection starts with a PROXY protocol v1 or v2 header naming the real client */
+  proxyProtocol?: boolean;
+  /**
+   * with proxyProtocol: the proxies whose headers are believed (default: loopback,
+   * 127.0.0.0/8 and ::1); a TCP peer outside them is refused before anything is read
+   */
+  proxyFrom?: Cidr[];
+  /** with proxyProtocol: the header must have come within this (ms; default handshakeTimeoutMs if set, else 3000) */
+  proxyTimeoutMs?: number;
+  /** a new connection's TLS handshake must be done within this (ms, default 10 000) */
+  handshakeTimeoutMs?: number;
+  /** a line sent to each client as it connects (after TLS), before any echo: which instance answered */
+  banner?: string;
+  /** --trace: every chunk, as text (socat -v) or hex (xxd), to stderr or `file` */
+  trace?: { format: TraceFormat; file?: string };
+  /** misbehave on purpose (--fault); change them later with the handle's setFaults() */
+  faults?: Fault[];
+  /** what each connection is served, by name: `echo` (the default) or `discard` (RFC 863) */
+  app?: string;
+  /** beyond this many open connections, new ones are closed at once (FIN) and counted as refused */
+  maxConnections?: number;
+  /** at most this many open connections from one address */
+  maxConnectionsPerIp?: number;
+  /** close a connection after this many ms with nothing read or written */
+  idleTimeoutMs?: number;
+}
+
+export interface ServerConfig extends ServedOptions {
   host: string;
   port: number;
-  /** --unix PATH (or @name) instead of host and port */
-  path?: string;
-  unixMode?: number;
-  ipv6Only?: boolean;
-  /** --tls: certificate and key (PEM), read from --cert/--key or made at start */
-  tls?: { cert: string; key: string; alpn?: string[] };
-  proxyProtocol?: boolean;
-  /** --proxy-from: whose PROXY headers are believed (default loopback) */
-  proxyFrom?: Cidr[];
-  /** --proxy-timeout */
-  proxyTimeoutMs?: number;
-  handshakeTimeoutMs?: number;
-  /** --fault */
-  faults?: Fault[];
   /** --instance-name (default host:pid): in every log line and metric */
   instanceName?: string;
-  /** --banner: a line sent to each client on connect */
-  banner?: string;
   /** --metrics: where /metrics is served */
   metrics?: { host: string; port: number };
-  /** --trace [hex], --trace-file */
-  trace?: { format: 'text' | 'hex'; file?: string };
   mode: 'evented' | 'iterative' | 'workers' | 'fork';
   udp: boolean;
   workers: number;
   exclusive: boolean;
-  /** what each connection is served: an application's name (default `echo`; no flag sets it) */
-  app?: string;
   maxChildren: number;
-  maxConnections?: number;
-  maxConnectionsPerIp?: number;
   allow: Cidr[];
   deny: Cidr[];
-  idleTimeoutMs?: number;
-  /** --min-rate over --min-rate-window: bytes the client must send per window */
-  minRate?: { bytes: number; windowMs: number };
-  maxLifetimeMs?: number;
   graceMs: number;
   rateLimit: number;
   rateBurst: number;
@@ -55,34 +69,4 @@ export interface ServerConfig {
   /** for child processes, which log as their parent does */
   logLevel: 'debug' | 'info' | 'warn';
   logFormat: 'auto' | 'pretty' | 'json';
-}
-
-/** The options of startEchoServer() that a validated config sets, for every process that serves. */
-export function echoServerOptions(cfg: ServerConfig, logger: Logger): EchoServerOptions {
-  return {
-    socket: cfg.socket,
-    host: cfg.host,
-    port: cfg.port,
-    path: cfg.path,
-    unixMode: cfg.unixMode,
-    ipv6Only: cfg.ipv6Only,
-    tls: cfg.tls,
-    proxyProtocol: cfg.proxyProtocol,
-    proxyFrom: cfg.proxyFrom,
-    proxyTimeoutMs: cfg.proxyTimeoutMs,
-    handshakeTimeoutMs: cfg.handshakeTimeoutMs,
-    faults: cfg.faults,
-    trace: cfg.trace,
-    banner: cfg.banner,
-    mode: cfg.mode === 'iterative' ? 'iterative' : 'evented',
-    ...(cfg.app !== undefined ? { app: cfg.app } : {}),
-    maxConnections: cfg.maxConnections,
-    maxConnectionsPerIp: cfg.maxConnectionsPerIp,
-    access: new AccessControl(cfg.allow, cfg.deny),
-    idleTimeoutMs: cfg.idleTimeoutMs,
-    minRate: cfg.minRate,
-    maxLifetimeMs: cfg.maxLifetimeMs,
-    logger,
-    logOptions: cfg.verbose,
-  };
 }

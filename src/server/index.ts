@@ -14,10 +14,10 @@ import { formatAddress } from '../core/parse.js';
 import { createTracer, traceSink } from '../core/trace.js';
 import { serverTotalsOfUdp, startUdpEchoServer } from '../udp/server.js';
 import { abortable } from './children.js';
-import { echoServerOptions, type ServerConfig } from './config.js';
+import type { ServerConfig } from './config.js';
 import { forkBackend } from './fork.js';
 import { type ServerHandle, startListener } from './listener.js';
-import { applicationNamed, listenerOptionsOf, startEchoServer } from './tcp-server.js';
+import { applicationNamed, echoServerOptions, listenerOptionsOf, startEchoServer } from './tcp-server.js';
 import { startExclusiveWorkers, workersBackend } from './workers.js';
 
 export interface StartOptions {

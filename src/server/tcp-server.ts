@@ -2,16 +2,17 @@
 // and what each process of the multi-process modes runs. It is the listener (listener.ts)
 // with the serve-here backend (here.ts).
 
-import { AccessControl, type Cidr, parseCidr } from '../core/access.js';
-import { type Fault, FaultSet } from '../core/faults.js';
+import { AccessControl, parseCidr } from '../core/access.js';
+import { FaultSet } from '../core/faults.js';
 import { DEFAULT_BACKLOG, type ListenOptions } from '../core/listen.js';
 import { type Logger, silentLogger } from '../core/log.js';
 import type { ConnectionRecord } from '../core/records.js';
 import type { SocketOptions } from '../core/sockopts.js';
 import { serverSecureContext } from '../core/tls.js';
-import { createTracer, type TraceFormat, type Tracer, traceSink } from '../core/trace.js';
+import { createTracer, type Tracer, traceSink } from '../core/trace.js';
 import { type Application, discardApplication } from './application.js';
-import { type ConnectionLimits, echoApplication, type HandlerContext } from './handler.js';
+import type { ServedOptions, ServerConfig } from './config.js';
+import { echoApplication, type HandlerContext } from './handler.js';
 import { hereBackend } from './here.js';
 import { type ListenerOptions, type ServerHandle, startListener } from './listener.js';
 
@@ -19,47 +20,14 @@ export type { CloseOptions, LiveConnection } from './listener.js';
 
 export type TcpMode = 'evented' | 'iterative';
 
-export interface EchoServerOptions extends ConnectionLimits {
+export interface EchoServerOptions extends ServedOptions {
   host?: string;
   /** 0 = the kernel picks; read it back from `address.port` */
   port?: number;
-  /** a Unix-domain socket (a path, or `@name`: a Linux abstract name) instead of host and port */
-  path?: string;
-  /** with `path`: the socket file's permissions, e.g. 0o660 */
-  unixMode?: number;
-  /** on `::`, IPv6 clients only (IPV6_V6ONLY); by default `::` accepts IPv4 clients too */
-  ipv6Only?: boolean;
-  /** TLS with this certificate and key (PEM); the echo runs inside it; `alpn`: protocols offered */
-  tls?: { cert: string; key: string; alpn?: string[] };
-  /** every connection starts with a PROXY protocol v1 or v2 header naming the real client */
-  proxyProtocol?: boolean;
-  /**
-   * with proxyProtocol: the proxies whose headers are believed (default: loopback,
-   * 127.0.0.0/8 and ::1); a TCP peer outside them is refused before anything is read
-   */
-  proxyFrom?: Cidr[];
-  /** with proxyProtocol: the header must have come within this (ms; default handshakeTimeoutMs if set, else 3000) */
-  proxyTimeoutMs?: number;
-  /** a new connection's TLS handshake must be done within this (ms, default 10 000) */
-  handshakeTimeoutMs?: number;
-  /** a line sent to each client as it connects (after TLS), before any echo: which instance answered */
-  banner?: string;
-  /** --trace: every chunk, as text (socat -v) or hex (xxd), to stderr or `file` */
-  trace?: { format: TraceFormat; file?: string };
-  /** misbehave on purpose (--fault); change them later with the handle's setFaults() */
-  faults?: Fault[];
-  /** what each connection is served, by name: `echo` (the default) or `discard` (RFC 863) */
-  app?: string;
   /** evented: every client at once; iterative: one at a time, later ones wait unread */
   mode?: TcpMode;
-  /** beyond this many open connections, new ones are closed at once (FIN) and counted as refused */
-  maxConnections?: number;
-  /** at most this many open connections from one address */
-  maxConnectionsPerIp?: number;
   /** --allow / --deny: peers refused are closed at once */
   access?: AccessControl;
-  /** close a connection after this many ms with nothing read or written */
-  idleTimeoutMs?: number;
   /** options of the listening socket (reuseAddr, reusePort, backlog, buffers) and of every accepted one */
   socket?: SocketOptions;
   logger?: Logger;
@@ -207,4 +175,34 @@ export async function startEchoServer(opts: EchoServerOptions = {}): Promise<Ech
     concurrency: iterative ? 1 : undefined,
     waitReason: 'iterative mode serves one client at a time',
   });
+}
+
+/** The options of startEchoServer() that a validated config sets, for every process that serves. */
+export function echoServerOptions(cfg: ServerConfig, logger: Logger): EchoServerOptions {
+  return {
+    socket: cfg.socket,
+    host: cfg.host,
+    port: cfg.port,
+    path: cfg.path,
+    unixMode: cfg.unixMode,
+    ipv6Only: cfg.ipv6Only,
+    tls: cfg.tls,
+    proxyProtocol: cfg.proxyProtocol,
+    proxyFrom: cfg.proxyFrom,
+    proxyTimeoutMs: cfg.proxyTimeoutMs,
+    handshakeTimeoutMs: cfg.handshakeTimeoutMs,
+    faults: cfg.faults,
+    trace: cfg.trace,
+    banner: cfg.banner,
+    mode: cfg.mode === 'iterative' ? 'iterative' : 'evented',
+    ...(cfg.app !== undefined ? { app: cfg.app } : {}),
+    maxConnections: cfg.maxConnections,
+    maxConnectionsPerIp: cfg.maxConnectionsPerIp,
+    access: new AccessControl(cfg.allow, cfg.deny),
+    idleTimeoutMs: cfg.idleTimeoutMs,
+    minRate: cfg.minRate,
+    maxLifetimeMs: cfg.maxLifetimeMs,
+    logger,
+    logOptions: cfg.verbose,
+  };
 }
