@@ -24,6 +24,18 @@ export const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '
 export const bin = (name: string) => path.join(ROOT, 'bin', `${name}.js`);
 
 /** Every TCP server mode, as echo-server arguments: the cross product the mode tests run. */
+/**
+ * `npm run test:e2e` (ECHO_TEST_FULL=1) runs every row of the long mode matrices and the
+ * slowest whole-command runs; `npm test` runs the rows named in `matrix(…, always)`: the same
+ * checks, in fewer modes. CI runs both.
+ */
+export const FULL_MATRIX = process.env.ECHO_TEST_FULL === '1';
+
+/** The rows of a mode matrix this run covers: all of them under test:e2e, else those named. */
+export function matrix<T extends [string, ...unknown[]]>(rows: T[], always: string[]): T[] {
+  return FULL_MATRIX ? rows : rows.filter((r) => always.includes(r[0]));
+}
+
 export const SERVER_MODES: [string, string[]][] = [
   ['evented', []],
   ['iterative', ['--mode', 'iterative']],

@@ -14,7 +14,7 @@ import { findScenario, traced } from '../src/lab/index.js';
 import { formatLadder, type Ladder } from '../src/lab/ladder.js';
 import { netnsUnavailable } from '../src/lab/netns.js';
 import { closeServer, listenLocal, othersOnPort } from '../src/lab/util.js';
-import { ROOT, spawnCli, until } from './helpers.js';
+import { FULL_MATRIX, ROOT, spawnCli, until } from './helpers.js';
 
 const expectedErrors: Record<string, string[]> = {
   eaddrinuse: ['EADDRINUSE'],
@@ -141,19 +141,24 @@ describe.runIf(linux)('echo-lab scenarios', () => {
     expect(formatResult(await run('half-close'))).toMatch(/CLOSE_WAIT never expires/);
   });
 
-  it('echo-lab all --json prints one JSON array; the text form ends with a summary line', async () => {
-    // the two runs at once: each scenario mostly waits on the kernel's timers, and each run's
-    // sockets and namespaces are its own
-    const j = spawnCli('echo-lab', ['all', '--json']);
-    const t = spawnCli('echo-lab', ['all']);
-    expect(await j.exit, j.stderr()).toEqual({ code: 0, signal: null });
-    const all = JSON.parse(j.stdout()); // one document, not one per line
-    expect(all.map((r: { name: string }) => r.name)).toEqual(SCENARIOS.map((s) => s.name));
-    expect(await t.exit, t.stdout().slice(-2000)).toEqual({ code: 0, signal: null });
-    expect(t.stdout()).toMatch(
-      new RegExp(`\\n${SCENARIOS.length} scenarios: \\d+ reproduced, 0 not, \\d+ skipped[^\\n]*\\n$`),
-    );
-  }, 90_000);
+  // every scenario also runs alone above; the whole command runs under test:e2e
+  it.runIf(FULL_MATRIX)(
+    'echo-lab all --json prints one JSON array; the text form ends with a summary line',
+    async () => {
+      // the two runs at once: each scenario mostly waits on the kernel's timers, and each run's
+      // sockets and namespaces are its own
+      const j = spawnCli('echo-lab', ['all', '--json']);
+      const t = spawnCli('echo-lab', ['all']);
+      expect(await j.exit, j.stderr()).toEqual({ code: 0, signal: null });
+      const all = JSON.parse(j.stdout()); // one document, not one per line
+      expect(all.map((r: { name: string }) => r.name)).toEqual(SCENARIOS.map((s) => s.name));
+      expect(await t.exit, t.stdout().slice(-2000)).toEqual({ code: 0, signal: null });
+      expect(t.stdout()).toMatch(
+        new RegExp(`\\n${SCENARIOS.length} scenarios: \\d+ reproduced, 0 not, \\d+ skipped[^\\n]*\\n$`),
+      );
+    },
+    90_000,
+  );
 
   it.skipIf(!!noNetns)(
     'Ctrl-C during a namespace scenario removes its namespaces and children, exits 130',

@@ -9,7 +9,7 @@ import fs from 'node:fs';
 import net from 'node:net';
 import tls from 'node:tls';
 import { describe, expect, it, onTestFinished } from 'vitest';
-import { bin, jsonLines, until } from './helpers.js';
+import { bin, jsonLines, matrix, until } from './helpers.js';
 
 /** The port `pid` listens on (TCP or UDP), as ss shows it: its stderr may say nothing. */
 async function portOf(pid: number, udp = false): Promise<number> {
@@ -107,7 +107,8 @@ const MODES: [string, string[], { udp?: boolean; tls?: boolean }][] = [
 ];
 
 describe('a log nobody can write', () => {
-  describe.each(MODES)('%s', (_name, args, kind) => {
+  // every mode under test:e2e; evented, fork (children share the stderr) and UDP always
+  describe.each(matrix(MODES, ['evented', 'fork', 'udp']))('%s', (_name, args, kind) => {
     it('stderr whose reader left (EPIPE): echoes answered, SIGTERM ends it', async () => {
       const child = spawnWith('echo-server', ['--port', '0', '-v', '--log-format', 'json', ...args], 'pipe');
       // read the first line, then leave as `| head -c 100` does

@@ -13,6 +13,7 @@ import {
   bin,
   connect,
   jsonLines,
+  matrix,
   readN,
   runCommand,
   SERVER_MODES,
@@ -58,7 +59,8 @@ async function stop(srv: Awaited<ReturnType<typeof spawnServer>>) {
   return t as Record<string, any>;
 }
 
-describe.each(MODES)('--mode %s', (mode, args) => {
+// every mode under test:e2e; evented, workers and --exclusive (a listener per worker) always
+describe.each(matrix(MODES, ['evented', 'workers', 'workers --exclusive']))('--mode %s', (mode, args) => {
   it('--proxy-protocol: a header is believed only from --proxy-from; anyone else is refused unread, counted and logged once', async () => {
     const srv = await spawnServer([
       ...args,
@@ -128,7 +130,7 @@ describe.each(MODES)('--mode %s', (mode, args) => {
   });
 });
 
-describe.each(LIMIT_MODES)('--mode %s, limits', (_mode, args) => {
+describe.each(matrix(LIMIT_MODES, ['evented', 'fork']))('--mode %s, limits', (_mode, args) => {
   it('--proxy-protocol: a half-sent header holds a slot from accept, and only for --proxy-timeout', async () => {
     const srv = await spawnServer([
       ...args,
