@@ -74,7 +74,7 @@ const LOADS: { load: Load; figure: string; unit: string }[] = [
   { load: 'udp', figure: 'UDP 32 outstanding × 64 B', unit: 'datagrams/s' },
 ];
 
-/** One server of the A/B: `dir` is undefined for the plain Node baseline. */
+/** One server of the A/B: the plain Node baseline, or echo-server from the before or after tree. */
 interface Server {
   key: string;
   config: string;
@@ -247,6 +247,7 @@ function commitOf(dir: string): string {
 
 const fmt = (x: number | undefined, unit: string) =>
   x === undefined ? '–' : unit === 'MB/s' ? x.toFixed(1) : Math.round(x).toLocaleString('en-US');
+const fmtCpu = (x: number | undefined) => (x === undefined ? '–' : x.toFixed(1));
 const fmtRatio = (x: number | undefined) => (x === undefined || !Number.isFinite(x) ? '–' : x.toFixed(3));
 
 async function main(): Promise<void> {
@@ -258,6 +259,8 @@ async function main(): Promise<void> {
   const figure = (load: Load, r: Record<string, number>) => (load === 'lgBulk' ? r.rate_MBps : r.rate);
   /** results[load][server key] = one figure per rep (NaN when a run failed) */
   const results = new Map<Load, Map<string, number[]>>(LOADS.map((l) => [l.load, new Map()]));
+  /** cpu[load][server key] = the server's CPU µs per operation (per MB for bulk), one per rep */
+  const cpu = new Map<Load, Map<string, number[]>>(LOADS.map((l) => [l.load, new Map()]));
   const up: Up[] = [];
   const problems: string[] = [];
   try {
@@ -271,8 +274,11 @@ async function main(): Promise<void> {
         for (const u of order) {
           console.error(`bench-ab: rep ${rep + 1}/${reps} ${load} → ${u.server.key}`);
           let value = Number.NaN;
+          let cpuUs = Number.NaN;
           try {
-            value = figure(load, lg(lgArgs(load, u.port))) ?? Number.NaN;
+            const r = lg(lgArgs(load, u.port), { serverPid: u.pid });
+            value = figure(load, r) ?? Number.NaN;
+            cpuUs = r.server_cpu_us ?? Number.NaN;
           } catch (err) {
             problems.push(
               `rep ${rep + 1} ${load} → ${u.server.key}: ${(err as Error).message.split('\n')[0]}`,
@@ -280,6 +286,8 @@ async function main(): Promise<void> {
           }
           const m = results.get(load)!;
           m.set(u.server.key, [...(m.get(u.server.key) ?? []), value]);
+          const c = cpu.get(load)!;
+          c.set(u.server.key, [...(c.get(u.server.key) ?? []), cpuUs]);
         }
       }
     }
@@ -299,6 +307,8 @@ async function main(): Promise<void> {
       const a = m.get(`after ${c.config}`) ?? [];
       const mb = median(b);
       const ma = median(a);
+      const cb = median(cpu.get(load)!.get(`before ${c.config}`) ?? []);
+      const ca = median(cpu.get(load)!.get(`after ${c.config}`) ?? []);
       // per rep: after and before measured within the same round
       const ratios = a.map((x, i) => x / b[i]!).filter((x) => Number.isFinite(x));
       const spread = ratios.length
@@ -307,7 +317,7 @@ async function main(): Promise<void> {
       rows.push(
         `| ${name} (${unit}) | ${c.config} | ${fmt(baseline, unit)} | ${fmt(mb, unit)} | ${fmt(ma, unit)} | ${fmtRatio(
           ma !== undefined && mb ? ma / mb : undefined,
-        )} | ${spread} |`,
+        )} | ${spread} | ${fmtCpu(cb)} / ${fmtCpu(ca)} |`,
       );
     }
   }
@@ -319,10 +329,11 @@ async function main(): Promise<void> {
     `- after: \`${afterDir}\` at ${commitOf(afterDir)}`,
     `- Node ${process.version}, ${reps} reps × ${seconds} s per run, C load generator (\`bench/bin/lg\`), loopback, every server up at once, runs round-robin across servers within each rep`,
     '- figures: median over reps; after/before: ratio of the medians, with the min–max of the per-rep ratios; the baseline is one plain Node server per transport, shown on each row',
+    '- server CPU: user + system time of the server process and its children during the run, per round trip, connection or datagram (per MB for bulk), median over reps',
     ...(reps % 2 ? [] : ['- an even number of reps: each median is the upper of the two middle values']),
     '',
-    '| figure | config | Node baseline | before | after | after/before | per-rep ratio min–max |',
-    '|---|---|---:|---:|---:|---:|---:|',
+    '| figure | config | Node baseline | before | after | after/before | per-rep ratio min–max | server CPU µs/op before / after |',
+    '|---|---|---:|---:|---:|---:|---:|---:|',
     ...rows,
     ...(problems.length ? ['', '## Problems during the run', '', ...problems.map((p) => `- ${p}`)] : []),
     '',
