@@ -20,6 +20,7 @@ import {
   holdMemory,
   type LgResult,
   lg,
+  lgArgs,
   medianRun,
   node,
   ourBench,
@@ -200,14 +201,6 @@ async function benchCertificate(): Promise<void> {
   writeFileSync(path.join(binDir, 'bench.key'), t.key);
 }
 
-function lgArgs(run: LgRun, spec: ServerSpec, port: number): string[] {
-  const p = ['-p', String(port), '-d', String(SECONDS)];
-  if (spec.udp) return ['udp', ...p, '-c', '32', '-m', '64'];
-  if (run === 'lgPp') return ['pp', ...p, '-c', '100', '-m', '64', '-w', '0.5'];
-  if (run === 'lgConn') return ['conn', ...p, '-P', '50', '-m', '64'];
-  return ['bulk', ...p, '-c', '1', '-b', '65536', '-W', '4194304'];
-}
-
 /** Bring every server up, run each measurement REPS times interleaved across them, keep medians. */
 async function measure(specs: ServerSpec[], hasC: boolean): Promise<Record<string, ServerFigures>> {
   const active = specs.filter((s) => hasC || !s.needsC);
@@ -228,7 +221,10 @@ async function measure(specs: ServerSpec[], hasC: boolean): Promise<Record<strin
         for (const s of hasC ? active.filter((x) => x.lg.includes(lgRun)) : []) {
           const r = runs.get(s.name)!.lg;
           const srv = up.get(s.name)!;
-          r.set(lgRun, [...(r.get(lgRun) ?? []), lg(lgArgs(lgRun, s, srv.port), { serverPid: srv.pid })]);
+          r.set(lgRun, [
+            ...(r.get(lgRun) ?? []),
+            lg(lgArgs(s.udp ? 'udp' : lgRun, srv.port), { serverPid: srv.pid }),
+          ]);
         }
       }
     }

@@ -153,6 +153,15 @@ export function lg(args: string[], opts: { serverPid?: number; cpus?: string } =
   return r;
 }
 
+/** The load generator's arguments for one load against a port (npm run bench and bench-ab alike). */
+export function lgArgs(run: 'lgPp' | 'lgBulk' | 'lgConn' | 'udp', port: number): string[] {
+  const p = ['-p', String(port), '-d', String(SECONDS)];
+  if (run === 'udp') return ['udp', ...p, '-c', '32', '-m', '64'];
+  if (run === 'lgPp') return ['pp', ...p, '-c', '100', '-m', '64', '-w', '0.5'];
+  if (run === 'lgConn') return ['conn', ...p, '-P', '50', '-m', '64'];
+  return ['bulk', ...p, '-c', '1', '-b', '65536', '-W', '4194304'];
+}
+
 /** CPU time (user + system) of a process and its children so far, seconds. */
 export function cpuSeconds(pid: number): number {
   let ticks = 0;
