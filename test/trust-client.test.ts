@@ -17,6 +17,7 @@ import {
   bin,
   echoServer,
   hasCommand,
+  matrix,
   onPty,
   plainServer,
   runEchoClient,
@@ -224,7 +225,8 @@ describe('--banner from a server that sends none', () => {
 });
 
 describe('--timeout bounds a stalled write as well as a silent read', () => {
-  for (const [mode, args] of SERVER_MODES) {
+  // every mode under test:e2e
+  for (const [mode, args] of matrix(SERVER_MODES, ['evented', 'workers'])) {
     it(`piped, 3 MiB into stall-after=1m (${mode}): exit 1 with the bytes each way`, async () => {
       const srv = await spawnServer([...args, '--fault', 'stall-after=1m']);
       const t0 = Date.now();

@@ -8,6 +8,7 @@ import { parseFault } from '../src/core/faults.js';
 import {
   bin,
   hasCommand,
+  matrix,
   readAll,
   runCommand,
   runEchoClient,
@@ -118,15 +119,19 @@ async function spawnUnixServer(args: string[]) {
 }
 
 describe('--unix removes only the socket it made', () => {
-  it.each(SERVER_MODES)('%s: a regular file put at the path meanwhile stays', async (_mode, args) => {
-    const p = sockPath('replaced-by-file');
-    const srv = await spawnUnixServer([...args, '--unix', p]);
-    unlinkSync(p);
-    writeFileSync(p, 'not yours');
-    srv.child.kill('SIGTERM');
-    expect((await srv.exit).code).toBe(0);
-    expect(readFileSync(p, 'utf8')).toBe('not yours');
-  });
+  // every mode under test:e2e
+  it.each(matrix(SERVER_MODES, ['evented', 'fork']))(
+    '%s: a regular file put at the path meanwhile stays',
+    async (_mode, args) => {
+      const p = sockPath('replaced-by-file');
+      const srv = await spawnUnixServer([...args, '--unix', p]);
+      unlinkSync(p);
+      writeFileSync(p, 'not yours');
+      srv.child.kill('SIGTERM');
+      expect((await srv.exit).code).toBe(0);
+      expect(readFileSync(p, 'utf8')).toBe('not yours');
+    },
+  );
 
   it("another server's socket that replaced ours stays and keeps answering; its own is removed", async () => {
     const p = sockPath('replaced-by-server');
