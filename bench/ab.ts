@@ -53,7 +53,7 @@ if (!Number.isFinite(seconds) || seconds <= 0 || seconds > 60)
   usage(`--seconds must be a number in (0, 60], got ${opts.seconds}`);
 // tools.ts reads the run length (lg's -d and its timeout) from here when it loads
 process.env.BENCH_SECONDS = String(seconds);
-const { binDir, buildC, lg, lgArgs, median, node, root } = await import('./tools.js');
+const { binDir, buildC, childPids, lg, lgArgs, median, node, root } = await import('./tools.js');
 
 const beforeDir = path.resolve(opts.before);
 const afterDir = path.resolve(opts.after ?? root);
@@ -176,18 +176,6 @@ function boundPort(pid: number, udp: boolean): number | undefined {
     }
   }
   return undefined;
-}
-
-function childPids(pid: number): number[] {
-  try {
-    return execFileSync('pgrep', ['-P', String(pid)], { encoding: 'utf8' })
-      .trim()
-      .split('\n')
-      .filter(Boolean)
-      .map(Number);
-  } catch {
-    return [];
-  }
 }
 
 const tail = (log: string) => readFileSync(log, 'utf8').slice(-2000);

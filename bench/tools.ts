@@ -175,7 +175,8 @@ export function cpuSeconds(pid: number): number {
   return ticks / 100; // USER_HZ
 }
 
-function childPids(pid: number): number[] {
+/** The direct children of `pid` (pgrep -P); [] when it has none or is gone. */
+export function childPids(pid: number): number[] {
   try {
     return execFileSync('pgrep', ['-P', String(pid)], { encoding: 'utf8' })
       .trim()

@@ -36,6 +36,16 @@ export function matrix<T extends [string, ...unknown[]]>(rows: T[], always: stri
   return FULL_MATRIX ? rows : rows.filter((r) => always.includes(r[0]));
 }
 
+/** Is process `pid` still there (signal 0)? */
+export const alive = (pid: number): boolean => {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch {
+    return false;
+  }
+};
+
 export const SERVER_MODES: [string, string[]][] = [
   ['evented', []],
   ['iterative', ['--mode', 'iterative']],

@@ -3,6 +3,7 @@ import { once } from 'node:events';
 import { describe, expect, it } from 'vitest';
 import { echo } from '../src/index.js';
 import {
+  alive,
   connect,
   jsonLines,
   readAll,
@@ -12,15 +13,6 @@ import {
   streamUntilServerCloses,
   until,
 } from './helpers.js';
-
-const alive = (pid: number) => {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch {
-    return false;
-  }
-};
 
 /** Wait (bounded) for processes to be gone: exit is not an event we can subscribe to from here. */
 function gone(pids: number[], timeoutMs = 10_000): Promise<boolean> {

@@ -10,7 +10,7 @@ import path from 'node:path';
 import tls from 'node:tls';
 import { afterAll, beforeAll, describe, expect, it, onTestFinished } from 'vitest';
 import { selfSignedTls } from '../src/core/tls.js';
-import { jsonLines, SERVER_MODES, spawnCli, spawnServer, until } from './helpers.js';
+import { alive, jsonLines, SERVER_MODES, spawnCli, spawnServer, until } from './helpers.js';
 
 const linux = process.platform === 'linux';
 const hasPrlimit = spawnSync('prlimit', ['--version'], { stdio: 'ignore' }).status === 0;
@@ -34,15 +34,6 @@ function tree(pid: number): number[] {
   for (let i = 0; i < all.length; i++) all.push(...childrenOf(all[i]!));
   return all;
 }
-
-const alive = (pid: number) => {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch {
-    return false;
-  }
-};
 
 const procFile = (pid: number, file: string) => {
   try {
