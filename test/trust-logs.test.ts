@@ -11,7 +11,14 @@ import tls from 'node:tls';
 import { describe, expect, it, onTestFinished } from 'vitest';
 import { bin, jsonLines, matrix, until } from './helpers.js';
 
-/** The port `pid` listens on (TCP or UDP), as ss shows it: its stderr may say nothing. */
+/**
+ * Where the servers whose stderr may say nothing listen: an address of their own, so that `ss`
+ * cannot mistake another socket of the process (the start-up check of the shared-read accept
+ * path listens briefly on 127.0.0.1) for the server's.
+ */
+const HOST = '127.0.0.3';
+
+/** The port `pid` listens on at HOST (TCP or UDP), as ss shows it: its stderr may say nothing. */
 async function portOf(pid: number, udp = false): Promise<number> {
   let port = 0;
   await until(
@@ -19,7 +26,7 @@ async function portOf(pid: number, udp = false): Promise<number> {
       const out = spawnSync('ss', [udp ? '-lunpH' : '-ltnpH'], { encoding: 'utf8' }).stdout;
       for (const line of out.split('\n')) {
         if (!line.includes(`pid=${pid},`)) continue;
-        const m = line.split(/\s+/)[3]?.match(/:(\d+)$/);
+        const m = line.split(/\s+/)[3]?.match(/^127\.0\.0\.3:(\d+)$/);
         if (m) port = Number(m[1]);
       }
       return port > 0;
@@ -56,10 +63,8 @@ async function termination(child: ChildProcess, boundMs = 8_000): Promise<number
 }
 
 /** One echo over a new connection (TLS when asked). */
-async function echoOnce(port: number, useTls: boolean, payload: string): Promise<string> {
-  const s = useTls
-    ? tls.connect({ port, host: '127.0.0.1', rejectUnauthorized: false })
-    : net.connect({ port, host: '127.0.0.1' });
+async function echoOnce(port: number, useTls: boolean, payload: string, host = HOST): Promise<string> {
+  const s = useTls ? tls.connect({ port, host, rejectUnauthorized: false }) : net.connect({ port, host });
   onTestFinished(() => {
     s.destroy();
   });
@@ -82,7 +87,7 @@ async function udpEcho(port: number, payload: string): Promise<string> {
       s.close();
     } catch {}
   });
-  s.send(payload, port, '127.0.0.1');
+  s.send(payload, port, HOST);
   const [msg] = (await once(s, 'message')) as [Buffer];
   s.close();
   return msg.toString();
@@ -110,7 +115,11 @@ describe('a log nobody can write', () => {
   // every mode under test:e2e; evented, fork (children share the stderr) and UDP always
   describe.each(matrix(MODES, ['evented', 'fork', 'udp']))('%s', (_name, args, kind) => {
     it('stderr whose reader left (EPIPE): echoes answered, SIGTERM ends it', async () => {
-      const child = spawnWith('echo-server', ['--port', '0', '-v', '--log-format', 'json', ...args], 'pipe');
+      const child = spawnWith(
+        'echo-server',
+        ['--host', HOST, '--port', '0', '-v', '--log-format', 'json', ...args],
+        'pipe',
+      );
       // read the first line, then leave as `| head -c 100` does
       await once(child.stderr!, 'data');
       child.stderr!.destroy();
@@ -121,7 +130,11 @@ describe('a log nobody can write', () => {
 
     it('stderr on a full disk (/dev/full, ENOSPC): echoes answered, SIGTERM ends it', async () => {
       const fd = fs.openSync('/dev/full', 'w');
-      const child = spawnWith('echo-server', ['--port', '0', '-v', '--log-format', 'json', ...args], fd);
+      const child = spawnWith(
+        'echo-server',
+        ['--host', HOST, '--port', '0', '-v', '--log-format', 'json', ...args],
+        fd,
+      );
       fs.closeSync(fd);
       const port = await portOf(child.pid!, kind.udp);
       await tenEchoes(port, kind);
@@ -134,7 +147,18 @@ describe('a log nobody can write', () => {
     async (_n, args, kind) => {
       const child = spawnWith(
         'echo-server',
-        ['--port', '0', '--log-format', 'json', '--trace', '--trace-file', '/dev/full', ...args],
+        [
+          '--host',
+          HOST,
+          '--port',
+          '0',
+          '--log-format',
+          'json',
+          '--trace',
+          '--trace-file',
+          '/dev/full',
+          ...args,
+        ],
         'pipe',
       );
       let err = '';
@@ -152,7 +176,11 @@ describe('a log nobody can write', () => {
   );
 
   it('stderr whose reader is stuck (a full pipe): echoes answered, SIGTERM ends it', async () => {
-    const child = spawnWith('echo-server', ['--port', '0', '-v', '--log-format', 'json'], 'pipe');
+    const child = spawnWith(
+      'echo-server',
+      ['--host', HOST, '--port', '0', '-v', '--log-format', 'json'],
+      'pipe',
+    );
     await once(child.stderr!, 'data');
     const port = await portOf(child.pid!);
     child.stderr!.pause(); // nobody reads: the pipe fills, writes meet EAGAIN
@@ -335,7 +363,11 @@ describe('health checks (connect, then RST) are not errors', () => {
   it.each(MODES.filter(([, , k]) => !k.udp && !k.tls))(
     '%s: no INFO line, no error counted, still a connection',
     async (_n, args) => {
-      const srv = spawnWith('echo-server', ['--port', '0', '-v', '--log-format', 'json', ...args], 'pipe');
+      const srv = spawnWith(
+        'echo-server',
+        ['--host', HOST, '--port', '0', '-v', '--log-format', 'json', ...args],
+        'pipe',
+      );
       let err = '';
       srv.stderr!.setEncoding('utf8').on('data', (d: string) => {
         err += d;
@@ -438,7 +470,8 @@ describe('--metrics', () => {
     '%s: histograms of connection duration, bytes per connection and TCP RTT at close',
     async (_n, args, kind) => {
       const { port, scrape } = await metricsServer(args);
-      for (let i = 0; i < 3; i++) expect(await echoOnce(port, kind.tls === true, 'abcd\n')).toBe('abcd\n');
+      for (let i = 0; i < 3; i++)
+        expect(await echoOnce(port, kind.tls === true, 'abcd\n', '127.0.0.1')).toBe('abcd\n');
       let text = '';
       const deadline = Date.now() + 10_000;
       for (;;) {
