@@ -189,9 +189,13 @@ async function start(server: Server): Promise<Up> {
   closeSync(fd);
   const exited = new Promise<void>((r) => child.once('exit', () => r()));
   const t0 = Date.now();
+  // the same port on two polls in a row: at start an echo-server listens for a few ms on a
+  // port of its own (the check of its shared-read accept path), which is gone by the next poll
+  let seen: number | undefined;
   for (;;) {
     const port = child.pid ? boundPort(child.pid, server.udp) : undefined;
-    if (port) return { server, pid: child.pid!, port, child, log };
+    if (port && port === seen) return { server, pid: child.pid!, port, child, log };
+    seen = port;
     if (child.exitCode !== null || child.signalCode !== null)
       throw new Error(`${server.key} exited before listening: ${tail(log)}`);
     if (Date.now() - t0 > 15_000) {
