@@ -94,10 +94,12 @@ async function udpEcho(port: number, payload: string): Promise<string> {
 }
 
 /** Ten echoes, one connection (or datagram) each: every one must come back. */
-async function tenEchoes(port: number, kind: { udp?: boolean; tls?: boolean }): Promise<void> {
+async function tenEchoes(port: number, kind: { udp?: boolean; tls?: boolean }, host = HOST): Promise<void> {
   for (let i = 0; i < 10; i++) {
     const payload = `hello ${i}\n`;
-    const got = kind.udp ? await udpEcho(port, payload) : await echoOnce(port, kind.tls === true, payload);
+    const got = kind.udp
+      ? await udpEcho(port, payload)
+      : await echoOnce(port, kind.tls === true, payload, host);
     expect(got).toBe(payload);
   }
 }
@@ -363,11 +365,7 @@ describe('health checks (connect, then RST) are not errors', () => {
   it.each(MODES.filter(([, , k]) => !k.udp && !k.tls))(
     '%s: no INFO line, no error counted, still a connection',
     async (_n, args) => {
-      const srv = spawnWith(
-        'echo-server',
-        ['--host', HOST, '--port', '0', '-v', '--log-format', 'json', ...args],
-        'pipe',
-      );
+      const srv = spawnWith('echo-server', ['--port', '0', '-v', '--log-format', 'json', ...args], 'pipe');
       let err = '';
       srv.stderr!.setEncoding('utf8').on('data', (d: string) => {
         err += d;
@@ -491,7 +489,7 @@ describe('--metrics', () => {
   it('log lines lost to a stderr whose reader left are counted', async () => {
     const { srv, port, scrape } = await metricsServer(['-v']);
     srv.stderr!.destroy(); // the reader leaves: the next write meets EPIPE
-    await tenEchoes(port, {});
+    await tenEchoes(port, {}, '127.0.0.1'); // a metrics server: its port is in its log
     let text = '';
     const deadline = Date.now() + 10_000;
     for (;;) {
