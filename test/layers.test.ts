@@ -1,4 +1,4 @@
-// The import graph of src/, bench/ and deploy/: layers run one way (cli → lab → client/server/udp → core,
+// The import graph of src/, bench/ and deploy/: layers run one way (cli → lab → proxy → client/server/udp → core,
 // server/ may import udp/) and no file reaches itself through its imports. Every import and
 // export-from statement counts, type-only ones included, and so does a dynamic import().
 
@@ -14,9 +14,10 @@ const ALLOWED: Record<string, string[]> = {
   udp: ['udp', 'core'],
   client: ['client', 'core'],
   server: ['server', 'udp', 'core'],
-  lab: ['lab', 'client', 'server', 'udp', 'core'],
-  cli: ['cli', 'lab', 'client', 'server', 'udp', 'core'],
-  api: ['lab', 'client', 'server', 'udp', 'core'],
+  proxy: ['proxy', 'server', 'udp', 'core'],
+  lab: ['lab', 'proxy', 'client', 'server', 'udp', 'core'],
+  cli: ['cli', 'lab', 'proxy', 'client', 'server', 'udp', 'core'],
+  api: ['lab', 'proxy', 'client', 'server', 'udp', 'core'],
 };
 
 function tsFiles(dir: string): string[] {

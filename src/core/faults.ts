@@ -18,7 +18,11 @@ export type FaultKind =
   | 'drop'
   | 'duplicate'
   | 'reorder'
-  | 'accept-delay';
+  | 'accept-delay'
+  | 'slow-close'
+  | 'timeout'
+  | 'limit-data'
+  | 'down';
 
 export interface Fault {
   kind: FaultKind;
@@ -28,8 +32,15 @@ export interface Fault {
   jitterMs?: number;
   /** bandwidth: bytes per second */
   rate?: number;
-  /** slice: piece size; stall-after, close-after: after this many bytes */
+  /** slice: piece size; stall-after, close-after, limit-data: after this many bytes */
   bytes?: number;
+  /** slice: each piece's size varies by ± this many bytes */
+  variation?: number;
+  /**
+   * The direction the fault acts on: downstream (toward the client, the default) or upstream
+   * (toward the service). Echo has one stream: its faults act on what is sent back.
+   */
+  stream?: 'upstream' | 'downstream';
   /** close-after: FIN, or RST (SO_LINGER 0) */
   how?: 'fin' | 'rst';
   /** corrupt, drop, duplicate, reorder: the chance per chunk (TCP) or datagram (UDP) */
