@@ -40,8 +40,14 @@ describe('LogHistogram', () => {
           const ha = new LogHistogram();
           const hb = new LogHistogram();
           const all = new LogHistogram();
-          for (const v of a) ha.record(v), all.record(v);
-          for (const v of b) hb.record(v), all.record(v);
+          for (const v of a) {
+            ha.record(v);
+            all.record(v);
+          }
+          for (const v of b) {
+            hb.record(v);
+            all.record(v);
+          }
           const merged = LogHistogram.fromJSON(ha.toJSON()).add(LogHistogram.fromJSON(hb.toJSON()));
           expect(merged.toJSON()).toEqual(all.toJSON());
           const sorted = [...a, ...b].sort((x, y) => x - y);
