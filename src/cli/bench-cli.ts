@@ -86,7 +86,11 @@ Examples:
   echo-client bench --udp -c 32 --json
   echo-client bench -6 -p 7007 -c 10              against [::1]:7007
   echo-client bench --tls --insecure -c 10        TLS ping-pong (handshakes in --mode connect)
-  echo-client bench --unix /tmp/echo.sock --mode stream`,
+  echo-client bench --unix /tmp/echo.sock --mode stream
+  echo-client bench --rate 1000 -c 10 --threshold 'p99<5ms' --threshold 'errors==0'   a CI gate (exit 3)
+  echo-client bench -d 60s --interval 1s --json-stream run.jsonl                       a time series
+  echo-client bench --shard 0/4 --json > a.json; echo-client bench merge a.json b.json …
+  echo-client bench --find-rate --p99 5ms -d 3s    the highest rate whose p99 stays under 5 ms`,
     )
     .action(async (host: string | undefined, port: string | undefined, flags: BenchFlags) =>
       onDone(await runBenchCli(flags, host, port)),
@@ -134,6 +138,7 @@ export function resolveBenchOptions(f: BenchFlags, hostArg: string | undefined, 
   const pipeline = parseInteger('--pipeline', f.pipeline, 1, 65535);
   if (f.rate !== undefined && f.mode !== 'pingpong')
     throw new UsageError('--rate', f.rate, 'needs --mode pingpong');
+  if (f.rate !== undefined && f.udp) throw conflict('--rate', '--udp');
   const transport = resolveClientTransport(f, {
     udp: f.udp === true,
     targetGiven: targetNamedBy(hostArg, portArg, f.port),
