@@ -34,7 +34,7 @@ describe('bench --shard', () => {
       ]),
     );
     const exits = await Promise.all(shards.map((s) => s.exit));
-    exits.forEach((e, i) => expect(e.code, shards[i]!.stderr()).toBe(0));
+    for (const [i, e] of exits.entries()) expect(e.code, shards[i]!.stderr()).toBe(0);
     const parts = shards.map((s) => JSON.parse(s.stdout()));
     expect(parts.map((p) => p.connections)).toEqual([3, 2, 2]);
     expect(parts.map((p) => p.shard)).toEqual([0, 1, 2].map((index) => ({ index, count: n })));

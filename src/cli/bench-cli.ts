@@ -4,8 +4,7 @@
 import { readFileSync } from 'node:fs';
 import type { Command } from 'commander';
 import { Option } from 'commander';
-import { checkTargets, fleetTotal, runBench } from '../client/bench.js';
-import { mergeResults } from '../client/bench-merge.js';
+import { checkTargets, runBench } from '../client/bench.js';
 import { codedError } from '../core/errors.js';
 import {
   formatAddress,
@@ -26,8 +25,9 @@ import {
 } from './bench-flags.js';
 import { addBenchMergeCommand } from './bench-merge-cli.js';
 import { formatBench, formatCsv, formatHistogram, noEcho } from './bench-report.js';
-import { startSession } from './bench-session.js';
-import { checkRedirects, onSignals, redirectOption, signalExitCode, warn } from './common.js';
+import { startSession, stopOnSignal } from './bench-session.js';
+import { runFleet } from './bench-targets.js';
+import { checkRedirects, redirectOption, warn } from './common.js';
 import { conflict, type FamilyFlags, hostForFamily, resolveFamily } from './flag-groups.js';
 
 export { formatBench };
@@ -232,7 +232,7 @@ export async function runBenchCli(
     );
     return stop.code() || code;
   }
-  if (opts.targets) return runFleet(f, opts);
+  if (opts.targets) return runFleet(f, { ...opts, targets: opts.targets });
   const { host, port, durationMs, gate } = opts;
   const where = opts.path !== undefined ? `unix:${opts.path}` : formatAddress(host, port);
   if (opts.tls?.insecure) warn('echo-client', INSECURE_WARNING);
@@ -282,62 +282,5 @@ export async function runBenchCli(
   if (r.mismatches > 0) {
     throw codedError('ERR_ECHO_MISMATCH', `${r.mismatches} echoed chunks differed from what was sent`);
   }
-  return stop.code();
-}
-
-/**
- * Ctrl-C (or SIGTERM) while a bench runs stops it and prints what was measured so far, as wrk
- * does; the exit code is still 130 (143). A second signal exits at once.
- */
-function stopOnSignal(): { signal: AbortSignal; done: () => void; code: () => number } {
-  const ac = new AbortController();
-  let got: NodeJS.Signals | undefined;
-  const off = onSignals(
-    (signal) => {
-      got = signal;
-      ac.abort();
-    },
-    () => {},
-  );
-  return {
-    signal: ac.signal,
-    done: off,
-    code: () => (got === undefined ? 0 : signalExitCode(got)),
-  };
-}
-
-/** Every target at once, each with its own connections; one result per target and the total. */
-async function runFleet(f: BenchFlags, opts: ReturnType<typeof resolveBenchOptions>): Promise<number> {
-  const targets = opts.targets!;
-  const name = (t: { host: string; port: number }) => formatAddress(t.host, t.port);
-  await checkTargets(targets, opts);
-  const stop = stopOnSignal();
-  const session = startSession(opts.gate, stop.signal);
-  const results = await Promise.all(
-    targets.map((t) => runBench({ ...opts, host: t.host, port: t.port, ...session.options })),
-  ).finally(stop.done);
-  const merged = mergeResults(results);
-  const total = { ...fleetTotal(results), latency_us: merged.latency_us, histogram: merged.histogram };
-  if (opts.gate.csv) {
-    const rows = results.map((r, i) => ({ target: name(targets[i]!), r }));
-    process.stdout.write(formatCsv([...rows, { target: 'total', r: merged }], opts.gate.percentiles));
-  } else if (f.json) {
-    process.stdout.write(
-      `${JSON.stringify({ targets: results.map((r, i) => ({ target: name(targets[i]!), ...r })), total })}\n`,
-    );
-  } else {
-    for (const [i, r] of results.entries())
-      process.stdout.write(`${formatBench(r, name(targets[i]!), opts.gate.percentiles)}\n`);
-    process.stdout.write(
-      `total          ${plural(targets.length, 'target')}: ${plural(total.count, opts.mode === 'stream' ? 'byte' : opts.mode === 'connect' ? 'connection' : 'round trip')}, ${total.rate_per_s}/s, ${total.mb_per_s} MB/s, ${plural(total.mismatches, 'mismatch', 'mismatches')}\n`,
-    );
-    if (opts.gate.histogram) process.stdout.write(formatHistogram(merged));
-  }
-  const verdict = session.verdict(merged);
-  if (verdict) return verdict;
-  if (total.mismatches > 0)
-    throw codedError('ERR_ECHO_MISMATCH', `${total.mismatches} echoed chunks differed from what was sent`);
-  const silent = results.findIndex((r) => r.count === 0 && !r.interrupted);
-  if (silent >= 0) throw noEcho(results[silent]!, name(targets[silent]!));
   return stop.code();
 }

@@ -7,6 +7,7 @@ import { checkThresholds, judge, measureProgress } from '../client/bench-gate.js
 import { UsageError } from '../core/parse.js';
 import type { BenchGate } from './bench-flags.js';
 import { formatInterval } from './bench-report.js';
+import { onSignals, signalExitCode } from './common.js';
 
 /** Exit code of a bench whose gate failed (a threshold, --abort-on, --strict-rate). */
 export const GATE_FAILED = 3;
@@ -94,5 +95,26 @@ export function startSession(
       for (const l of failed) out(`echo-client: ${l}\n`);
       return failed.length ? GATE_FAILED : 0;
     },
+  };
+}
+
+/**
+ * Ctrl-C (or SIGTERM) while a bench runs stops it and prints what was measured so far, as wrk
+ * does; the exit code is still 130 (143). A second signal exits at once.
+ */
+export function stopOnSignal(): { signal: AbortSignal; done: () => void; code: () => number } {
+  const ac = new AbortController();
+  let got: NodeJS.Signals | undefined;
+  const off = onSignals(
+    (signal) => {
+      got = signal;
+      ac.abort();
+    },
+    () => {},
+  );
+  return {
+    signal: ac.signal,
+    done: off,
+    code: () => (got === undefined ? 0 : signalExitCode(got)),
   };
 }
