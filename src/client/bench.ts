@@ -316,12 +316,13 @@ async function pingpong(
 
 /**
  * The pacer arms its timer this long before a send time (longer when timers have fired late
- * lately: 1.5 × their recent lateness, up to 20 ms), then catches up with setImmediate;
+ * lately: 1.5 × their recent lateness, up to MAX_SPIN_MS), then catches up with setImmediate;
  * while echoes are due it keeps polling (at most REPLY_SPIN_MS after a send), so a reply is
  * read when it comes rather than after this process is woken from a sleep.
  */
 const SPIN_MS = 1.5;
 const REPLY_SPIN_MS = 1;
+const MAX_SPIN_MS = 4;
 const BATCH = 1024;
 
 /**
@@ -371,7 +372,7 @@ function pace(run: Run, rate: number): { stats: (end: number) => { sent: number;
     }
     now = performance.now();
     const wait = start + k * iv - now;
-    const margin = Math.min(20, Math.max(SPIN_MS, 1.5 * overshoot));
+    const margin = Math.min(MAX_SPIN_MS, Math.max(SPIN_MS, 1.5 * overshoot));
     if (wait > margin && !(run.inflight > 0 && now - lastSend < REPLY_SPIN_MS)) {
       wakeAt = now + wait - margin;
       timer = setTimeout(tick, wait - margin);
