@@ -68,6 +68,14 @@ describe('bench --find-rate', () => {
       [['--find-rate', '--p99', '5ms', '--mode', 'stream'], /--find-rate: cannot be used with --mode stream/],
       [['--find-rate', '--p99', '5ms', '--udp'], /--find-rate: cannot be used with --udp/],
       [['--find-rate', '--p99', 'soon'], /--p99 soon:/],
+      [
+        ['--find-rate', '--p99', '5ms', '--threshold', 'errors==0'],
+        /--find-rate: cannot be used with --threshold/,
+      ],
+      [
+        ['--find-rate', '--p99', '5ms', '--target', '127.0.0.1:1'],
+        /--find-rate: cannot be used with --target/,
+      ],
     ] as [string[], RegExp][]) {
       const r = await refusal('echo-client', ['bench', ...argv]);
       expect(r.code, argv.join(' ')).toBe(2);

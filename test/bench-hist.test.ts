@@ -84,7 +84,7 @@ describe('bench --histogram, --percentiles, merge', () => {
     expect(bad.err).toMatch(/--percentiles 50,101: 101 is not a percentile/);
   });
 
-  it('--json carries the histogram; its count is the round trips', async () => {
+  it('--json carries the histogram; its count is the round trips; --percentiles adds percentiles_us', async () => {
     const { address } = await echoServer();
     const r = await runEchoClient([
       'bench',
@@ -102,6 +102,17 @@ describe('bench --histogram, --percentiles, merge', () => {
     expect(j.histogram.unit).toBe('ns');
     expect(j.histogram.count).toBe(j.count);
     expect(j.histogram.buckets.reduce((s: number, [, c]: [number, number]) => s + c, 0)).toBe(j.count);
+    expect(j.percentiles_us).toBeUndefined();
+    const p = await runEchoClient([
+      'bench',
+      '-p',
+      String(address.port),
+      ...['-c', '1', '-d', '300ms', '--warmup', '0', '--json', '--percentiles', '50,99.99'],
+    ]);
+    const pj = JSON.parse(p.out.toString());
+    expect(Object.keys(pj.percentiles_us)).toEqual(['50', '99.99']);
+    expect(pj.percentiles_us['50']).toBe(pj.latency_us.p50);
+    expect(pj.percentiles_us['99.99']).toBeLessThanOrEqual(pj.latency_us.max);
   });
 
   it('merge of two results run at once ≈ one run with both targets', async () => {

@@ -24,7 +24,7 @@ import {
   shareOf,
 } from './bench-flags.js';
 import { addBenchMergeCommand } from './bench-merge-cli.js';
-import { formatBench, formatCsv, formatHistogram, noEcho } from './bench-report.js';
+import { formatBench, formatCsv, formatHistogram, noEcho, percentilesUs } from './bench-report.js';
 import { startSession, stopOnSignal } from './bench-session.js';
 import { runFleet } from './bench-targets.js';
 import { checkRedirects, redirectOption, warn } from './common.js';
@@ -251,7 +251,13 @@ export async function runBenchCli(
   );
   const r = await runBench({ ...opts, ...session.options }).finally(stop.done);
   if (tty) process.stderr.write('\r\x1b[2K');
-  const result = gate.shard ? { ...r, shard: gate.shard } : r;
+  const result = {
+    ...r,
+    ...(f.percentiles !== undefined
+      ? { percentiles_us: Object.fromEntries(percentilesUs(r, gate.percentiles)) }
+      : {}),
+    ...(gate.shard ? { shard: gate.shard } : {}),
+  };
   session.finish(result);
   if (r.count === 0 && Object.keys(r.errors).length > 0) {
     // nothing came back and something failed: say what, as any other command would

@@ -110,7 +110,14 @@ export function shareOf(total: number, shard: { index: number; count: number }):
 }
 
 export function resolveBenchGate(
-  f: BenchGateFlags & { rate?: string; mode: string; udp?: boolean; json?: boolean },
+  f: BenchGateFlags & {
+    rate?: string;
+    mode: string;
+    udp?: boolean;
+    json?: boolean;
+    target?: string[];
+    targetsFile?: string;
+  },
 ): BenchGate {
   const thresholds = conditions('--threshold', f.threshold);
   const abortOn = conditions('--abort-on', f.abortOn);
@@ -146,6 +153,11 @@ export function resolveBenchGate(
       ['--json-stream', f.jsonStream],
       ['--csv', f.csv],
       ['--interval', f.interval],
+      ['--threshold', f.threshold],
+      ['--abort-on', f.abortOn],
+      ['--strict-rate', f.strictRate],
+      ['--target', f.target],
+      ['--targets-file', f.targetsFile],
     ] as const)
       if (v !== undefined && v !== false) throw conflict('--find-rate', flag);
     findRate = { p99Ns: parseDuration('--p99', f.p99, 0.001, 60_000) * 1e6 };

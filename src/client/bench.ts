@@ -309,7 +309,10 @@ async function pingpong(
       return true;
     };
     run.senders.push(sender);
-    void closed.then(() => run.senders.splice(run.senders.indexOf(sender), 1));
+    void closed.then(() => {
+      const i = run.senders.indexOf(sender);
+      if (i >= 0) run.senders.splice(i, 1);
+    });
   }
   await closed;
 }
