@@ -29,9 +29,6 @@ import { startSession, stopOnSignal } from './bench-session.js';
 import { runFleet } from './bench-targets.js';
 import { checkRedirects, redirectOption, warn } from './common.js';
 import { conflict, type FamilyFlags, hostForFamily, resolveFamily } from './flag-groups.js';
-
-export { formatBench };
-
 import {
   addClientTransportFlags,
   type ClientTransportFlags,
@@ -39,6 +36,8 @@ import {
   resolveClientTransport,
   targetNamedBy,
 } from './transport.js';
+
+export { formatBench };
 
 /** `echo-client bench`: a subcommand whose action resolves with the exit code. */
 export function addBenchCommand(program: Command, onDone: (code: number) => void): Command {
