@@ -2,10 +2,10 @@
 // under the bound (tcpkali's -r@latency). Doubles from --rate (default 1000/s) until a step
 // fails, then bisects between the last good and the first bad rate to within 5 %, printing
 // each step. A step passes when p99 is within the bound (response time counts from the
-// intended send, so a late generator shows there), at least 99 % of the due messages were
-// sent, and there were no errors and no mismatches.
+// intended send, so a late generator shows there), the due messages were sent (scheduleKept),
+// and there were no errors and no mismatches.
 
-import { type BenchOptions, type BenchResult, runBench } from '../client/bench.js';
+import { type BenchOptions, type BenchResult, runBench, scheduleKept } from '../client/bench.js';
 import { GATE_FAILED } from './bench-session.js';
 
 export interface FindStep {
@@ -29,7 +29,7 @@ function judgeStep(r: BenchResult, rate: number, p99Ns: number): FindStep {
         ? `${r.mismatches} mismatches`
         : errors > 0
           ? `${errors} errors`
-          : r.open_loop && r.open_loop.sent < 0.99 * r.open_loop.due
+          : r.open_loop && !scheduleKept(r.open_loop.sent, r.open_loop.due)
             ? `the generator sent ${r.open_loop.sent} of ${r.open_loop.due} due`
             : r.latency_us.p99 * 1e3 > p99Ns
               ? 'p99 over the bound'

@@ -89,7 +89,7 @@ export function startSession(
       if (gate.strictRate && r.open_loop && !r.open_loop.rate_kept) {
         const o = r.open_loop;
         failed.push(
-          `--strict-rate: the generator did not keep ${o.target_rate}/s (sent ${o.sent} of ${o.due} due, lateness p99 ${o.lateness_us.p99} µs; kept means ≥ 99 % sent and p99 ≤ 1000 µs)`,
+          `--strict-rate: the generator did not keep ${o.target_rate}/s (sent ${o.sent} of ${o.due} due, lateness p99 ${o.lateness_us.p99} µs; kept means at most 1 % unsent and p99 ≤ 1000 µs)`,
         );
       }
       for (const l of failed) out(`echo-client: ${l}\n`);
