@@ -25,7 +25,10 @@ export function percentilesUs(
 ) {
   const j = r[which];
   const h = j ? LogHistogram.fromJSON(j) : undefined;
-  return ps.map((p) => [p, h ? Math.round(h.percentile(p) / 10) / 100 : 0] as const);
+  // a result without its histogram (one written by an older version) has the four fixed ones
+  const l = (which === 'histogram' ? r.latency_us : r.service_us) ?? r.latency_us;
+  const fixed: Record<number, number | undefined> = { 50: l.p50, 90: l.p90, 99: l.p99, 99.9: l.p999 };
+  return ps.map((p) => [p, h ? Math.round(h.percentile(p) / 10) / 100 : (fixed[p] ?? 0)] as const);
 }
 
 const pctLine = (pairs: readonly (readonly [number, number])[], max: number) =>
