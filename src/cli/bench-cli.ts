@@ -4,7 +4,7 @@
 import { readFileSync } from 'node:fs';
 import type { Command } from 'commander';
 import { Option } from 'commander';
-import { type BenchResult, checkTargets, fleetTotal, runBench } from '../client/bench.js';
+import { checkTargets, runBench } from '../client/bench.js';
 import { codedError } from '../core/errors.js';
 import {
   formatAddress,
@@ -15,7 +15,19 @@ import {
   plural,
   UsageError,
 } from '../core/parse.js';
-import { checkRedirects, onSignals, redirectOption, signalExitCode, warn } from './common.js';
+import { findRate } from './bench-find.js';
+import {
+  addBenchGateFlags,
+  type BenchGateFlags,
+  resolveBenchGate,
+  resolveBenchInput,
+  shareOf,
+} from './bench-flags.js';
+import { addBenchMergeCommand } from './bench-merge-cli.js';
+import { formatBench, formatCsv, formatHistogram, noEcho, percentilesUs } from './bench-report.js';
+import { startSession, stopOnSignal } from './bench-session.js';
+import { runFleet } from './bench-targets.js';
+import { checkRedirects, redirectOption, warn } from './common.js';
 import { conflict, type FamilyFlags, hostForFamily, resolveFamily } from './flag-groups.js';
 import {
   addClientTransportFlags,
@@ -24,6 +36,8 @@ import {
   resolveClientTransport,
   targetNamedBy,
 } from './transport.js';
+
+export { formatBench };
 
 /** `echo-client bench`: a subcommand whose action resolves with the exit code. */
 export function addBenchCommand(program: Command, onDone: (code: number) => void): Command {
@@ -57,6 +71,8 @@ export function addBenchCommand(program: Command, onDone: (code: number) => void
     )
     .option('--targets-file <file>', 'read HOST:PORT targets from a file, one per line (# comments)');
   addClientTransportFlags(cmd);
+  addBenchGateFlags(cmd);
+  addBenchMergeCommand(cmd, onDone);
   return cmd
     .addHelpText(
       'after',
@@ -69,14 +85,18 @@ Examples:
   echo-client bench --udp -c 32 --json
   echo-client bench -6 -p 7007 -c 10              against [::1]:7007
   echo-client bench --tls --insecure -c 10        TLS ping-pong (handshakes in --mode connect)
-  echo-client bench --unix /tmp/echo.sock --mode stream`,
+  echo-client bench --unix /tmp/echo.sock --mode stream
+  echo-client bench --rate 1000 -c 10 --threshold 'p99<5ms' --threshold 'errors==0'   a CI gate (exit 3)
+  echo-client bench -d 60s --interval 1s --json-stream run.jsonl                       a time series
+  echo-client bench --shard 0/4 --json > a.json; echo-client bench merge a.json b.json …
+  echo-client bench --find-rate --p99 5ms -d 3s    the highest rate whose p99 stays under 5 ms`,
     )
     .action(async (host: string | undefined, port: string | undefined, flags: BenchFlags) =>
       onDone(await runBenchCli(flags, host, port)),
     );
 }
 
-export interface BenchFlags extends ClientTransportFlags, FamilyFlags {
+export interface BenchFlags extends ClientTransportFlags, FamilyFlags, BenchGateFlags {
   port?: string;
   /** -m: echo-client's --message; refused here, naming --mode */
   m?: string;
@@ -117,6 +137,7 @@ export function resolveBenchOptions(f: BenchFlags, hostArg: string | undefined, 
   const pipeline = parseInteger('--pipeline', f.pipeline, 1, 65535);
   if (f.rate !== undefined && f.mode !== 'pingpong')
     throw new UsageError('--rate', f.rate, 'needs --mode pingpong');
+  if (f.rate !== undefined && f.udp) throw conflict('--rate', '--udp');
   const transport = resolveClientTransport(f, {
     udp: f.udp === true,
     targetGiven: targetNamedBy(hostArg, portArg, f.port),
@@ -157,21 +178,41 @@ export function resolveBenchOptions(f: BenchFlags, hostArg: string | undefined, 
       return target;
     });
   }
+  const gate = resolveBenchGate(f);
+  if (targets)
+    for (const [flag, given] of [
+      ['--interval', f.interval],
+      ['--json-stream', f.jsonStream],
+      ['--abort-on', f.abortOn],
+    ] as const)
+      if (given !== undefined) throw conflict(flag, '--target');
+  let rate = f.rate !== undefined ? parseInteger('--rate', f.rate, 1, 10_000_000) : undefined;
+  let conns = connections;
+  if (gate.shard) {
+    const { index, count } = gate.shard;
+    conns = shareOf(connections, gate.shard);
+    if (conns === 0)
+      throw conflict(`--shard ${index}/${count}`, `--connections ${connections} (no connection left for it)`);
+    if (rate !== undefined) rate = shareOf(rate, gate.shard);
+    if (rate === 0) throw conflict(`--shard ${index}/${count}`, `--rate ${f.rate} (no rate left for it)`);
+  }
   const opts = {
     host,
     port,
     ...(family ? { family } : {}),
     targets,
+    gate,
     ...transport,
     mode: f.mode,
     udp: f.udp === true,
-    connections,
+    connections: conns,
     durationMs,
     requests: f.requests !== undefined ? parseInteger('--requests', f.requests, 1, 1e12) : undefined,
     size,
     pipeline,
-    rate: f.rate !== undefined ? parseInteger('--rate', f.rate, 1, 10_000_000) : undefined,
+    rate,
     warmupMs: parseDuration('--warmup', f.warmup, 0, MAX_DURATION),
+    ...resolveBenchInput(f),
   };
   return opts;
 }
@@ -182,24 +223,41 @@ export async function runBenchCli(
   portArg: string | undefined,
 ): Promise<number> {
   const opts = resolveBenchOptions(f, hostArg, portArg);
-  if (opts.targets) return runFleet(f, opts);
-  const { host, port, durationMs } = opts;
+  if (opts.gate.findRate) {
+    await checkTargets([{ host: opts.host, port: opts.port, path: opts.path }], opts);
+    const stop = stopOnSignal();
+    const code = await findRate(opts, opts.gate.findRate.p99Ns, f.json === true, stop.signal).finally(
+      stop.done,
+    );
+    return stop.code() || code;
+  }
+  if (opts.targets) return runFleet(f, { ...opts, targets: opts.targets });
+  const { host, port, durationMs, gate } = opts;
   const where = opts.path !== undefined ? `unix:${opts.path}` : formatAddress(host, port);
   if (opts.tls?.insecure) warn('echo-client', INSECURE_WARNING);
   await checkTargets([{ host, port, path: opts.path }], opts);
-  const tty = process.stderr.isTTY === true && !f.json;
+  const tty = process.stderr.isTTY === true && !f.json && !gate.intervalLines;
   const stop = stopOnSignal();
-  const r = await runBench({
-    ...opts,
-    signal: stop.signal,
-    onProgress: tty
+  const session = startSession(
+    gate,
+    stop.signal,
+    tty
       ? (p) =>
           process.stderr.write(
             `\r\x1b[2K${(p.elapsedMs / 1000).toFixed(1)}/${(durationMs / 1000).toFixed(1)} s  ${Math.round((f.mode === 'stream' ? p.bytes / 1e6 : p.count) / (p.elapsedMs / 1000))} ${f.mode === 'stream' ? 'MB/s' : f.mode === 'connect' ? 'conn/s' : 'rt/s'}`,
           )
       : undefined,
-  }).finally(stop.done);
+  );
+  const r = await runBench({ ...opts, ...session.options }).finally(stop.done);
   if (tty) process.stderr.write('\r\x1b[2K');
+  const result = {
+    ...r,
+    ...(f.percentiles !== undefined
+      ? { percentiles_us: Object.fromEntries(percentilesUs(r, gate.percentiles)) }
+      : {}),
+    ...(gate.shard ? { shard: gate.shard } : {}),
+  };
+  session.finish(result);
   if (r.count === 0 && Object.keys(r.errors).length > 0) {
     // nothing came back and something failed: say what, as any other command would
     const [code] = Object.entries(r.errors).sort((a, b) => b[1] - a[1])[0]!;
@@ -211,7 +269,12 @@ export async function runBenchCli(
       ...(opts.udp ? { proto: 'udp' } : {}),
     });
   }
-  process.stdout.write(f.json ? `${JSON.stringify(r)}\n` : formatBench(r, where));
+  if (gate.csv) process.stdout.write(formatCsv([{ target: where, r }], gate.percentiles));
+  else if (f.json) process.stdout.write(`${JSON.stringify(result)}\n`);
+  else if (gate.jsonStream !== '-')
+    process.stdout.write(
+      formatBench(r, where, gate.percentiles) + (gate.histogram ? formatHistogram(r) : ''),
+    );
   if (r.count === 0 && !r.interrupted) throw noEcho(r, where);
   if (r.lost && r.count > 0) {
     warn(
@@ -219,109 +282,10 @@ export async function runBenchCli(
       `${plural(r.lost, 'datagram')} got no echo within 1 s; an echo-server limits each source to 1000 datagrams/s by default (start it with --udp --rate-limit 0 to measure)`,
     );
   }
+  const verdict = session.verdict(r);
+  if (verdict) return verdict;
   if (r.mismatches > 0) {
     throw codedError('ERR_ECHO_MISMATCH', `${r.mismatches} echoed chunks differed from what was sent`);
   }
   return stop.code();
-}
-
-/** Nothing was echoed (and no error said why): a bench that measured nothing has failed. */
-function noEcho(r: BenchResult, where: string): Error {
-  const errs = Object.entries(r.errors).map(([k, v]) => `${k} ${v}`);
-  const sent = r.lost ? ` (${r.lost} datagrams went unanswered)` : '';
-  const why = errs.length ? `; errors: ${errs.join(', ')}` : '';
-  return codedError(
-    'ERR_NO_ECHO',
-    `${r.mode} bench to ${where}: no echo came back in ${r.duration_s} s${sent}${why}`,
-  );
-}
-
-/**
- * Ctrl-C (or SIGTERM) while a bench runs stops it and prints what was measured so far, as wrk
- * does; the exit code is still 130 (143). A second signal exits at once.
- */
-function stopOnSignal(): { signal: AbortSignal; done: () => void; code: () => number } {
-  const ac = new AbortController();
-  let got: NodeJS.Signals | undefined;
-  const off = onSignals(
-    (signal) => {
-      got = signal;
-      ac.abort();
-    },
-    () => {},
-  );
-  return {
-    signal: ac.signal,
-    done: off,
-    code: () => (got === undefined ? 0 : signalExitCode(got)),
-  };
-}
-
-/** Every target at once, each with its own connections; one result per target and the total. */
-async function runFleet(f: BenchFlags, opts: ReturnType<typeof resolveBenchOptions>): Promise<number> {
-  const targets = opts.targets!;
-  const name = (t: { host: string; port: number }) => formatAddress(t.host, t.port);
-  await checkTargets(targets, opts);
-  const stop = stopOnSignal();
-  const results = await Promise.all(
-    targets.map((t) => runBench({ ...opts, host: t.host, port: t.port, signal: stop.signal })),
-  ).finally(stop.done);
-  const total = fleetTotal(results);
-  if (f.json) {
-    process.stdout.write(
-      `${JSON.stringify({ targets: results.map((r, i) => ({ target: name(targets[i]!), ...r })), total })}\n`,
-    );
-  } else {
-    for (const [i, r] of results.entries()) process.stdout.write(`${formatBench(r, name(targets[i]!))}\n`);
-    process.stdout.write(
-      `total          ${plural(targets.length, 'target')}: ${plural(total.count, opts.mode === 'stream' ? 'byte' : opts.mode === 'connect' ? 'connection' : 'round trip')}, ${total.rate_per_s}/s, ${total.mb_per_s} MB/s, ${plural(total.mismatches, 'mismatch', 'mismatches')}\n`,
-    );
-  }
-  if (total.mismatches > 0)
-    throw codedError('ERR_ECHO_MISMATCH', `${total.mismatches} echoed chunks differed from what was sent`);
-  const silent = results.findIndex((r) => r.count === 0 && !r.interrupted);
-  if (silent >= 0) throw noEcho(results[silent]!, name(targets[silent]!));
-  return stop.code();
-}
-
-export function formatBench(r: BenchResult, where: string): string {
-  const l = r.latency_us;
-  const errs = Object.entries(r.errors)
-    .map(([k, v]) => `${k} ${v}`)
-    .join(', ');
-  const rows: [string, string][] = [
-    [
-      'target',
-      `${where} (${r.mode}, ${r.mode === 'udp' ? `${r.connections} outstanding` : plural(r.connections, 'connection')})`,
-    ],
-    ['duration', `${r.duration_s} s${r.interrupted ? ' (interrupted: the figures cover this much)' : ''}`],
-    [
-      r.mode === 'stream' ? 'echoed' : r.mode === 'connect' ? 'connections' : 'round trips',
-      r.mode === 'stream' ? `${(r.count / 1e6).toFixed(1)} MB` : String(r.count),
-    ],
-    ...(r.mode === 'stream'
-      ? []
-      : ([[r.mode === 'connect' ? 'connections/s' : 'round trips/s', String(r.rate_per_s)]] as [
-          string,
-          string,
-        ][])),
-    ['MB/s', String(r.mb_per_s)],
-    ...(r.mode === 'stream'
-      ? []
-      : ([['latency µs', `p50 ${l.p50}  p90 ${l.p90}  p99 ${l.p99}  p99.9 ${l.p999}  max ${l.max}`]] as [
-          string,
-          string,
-        ][])),
-    [
-      'verified',
-      r.mismatches > 0
-        ? plural(r.mismatches, 'MISMATCH', 'MISMATCHES')
-        : r.count === 0
-          ? 'nothing: no echo came back'
-          : 'every echoed byte matched',
-    ],
-    ['errors', errs || 'none'],
-    ...(r.lost !== undefined ? ([['lost', String(r.lost)]] as [string, string][]) : []),
-  ];
-  return `${rows.map(([k, v]) => `${k.padEnd(14)} ${v}`).join('\n')}\n`;
 }

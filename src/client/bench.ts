@@ -1,19 +1,22 @@
 // echo-client bench: tcpkali's job done for echo. Modes: pingpong (round trips,
 // --pipeline messages in flight per connection), stream (bulk MB/s), connect (connect, echo,
 // close per cycle), and UDP ping-pong. Every echoed byte is checked against what was sent.
-// --rate switches to an open loop: messages leave at their scheduled times whatever the
-// replies do, and latency is measured from the scheduled time (no coordinated omission).
+// --rate switches to an open loop: one pacer sends message k at start + k/rate, round-robin
+// over the connections, whatever the replies do; it arms a timer a little before the send time
+// and catches up with setImmediate, so it does not sleep past it. Response time counts from the
+// intended send time (no coordinated omission), service time from the actual write, and how
+// late the pacer was is recorded too.
 //
 // Hot path: one preallocated payload per connection; a reply is compared in place against
 // the payload at the expected offset (the echo of a connection is the payload repeated);
-// send times live in a ring of numbers; the histogram records integers (ns).
+// send times live in a ring of numbers; the histograms (bench-hist.ts) record integers (ns).
 
 import dgram from 'node:dgram';
 import type { Socket } from 'node:net';
-import { createHistogram, type RecordableHistogram } from 'node:perf_hooks';
 import { connectTcp } from '../core/connect.js';
 import { countError, errorCode } from '../core/errors.js';
 import type { ClientTls } from '../core/tls.js';
+import { type HistogramJson, LogHistogram } from './bench-hist.js';
 
 export type BenchMode = 'pingpong' | 'stream' | 'connect';
 
@@ -40,10 +43,54 @@ export interface BenchOptions {
   rate?: number;
   warmupMs: number;
   noDelay?: boolean;
-  /** called about every 250 ms while measuring (progress line) */
-  onProgress?: (p: { elapsedMs: number; count: number; bytes: number }) => void;
+  /** each connection's connect must be done within this */
+  connectTimeoutMs?: number;
+  /** the message (pingpong, connect) or write (stream) sent instead of a generated pattern */
+  payload?: Buffer;
+  /** how a ping-pong connection is opened (default: TCP, TLS or Unix as the options say) */
+  transport?: BenchConnect;
+  /** called about every 250 ms while measuring (progress line, --abort-on) */
+  onProgress?: (p: BenchProgress) => void;
+  /** called every intervalMs while measuring, and once for the last part after the stop */
+  intervalMs?: number;
+  onInterval?: (i: BenchInterval) => void;
   /** aborted (Ctrl-C): stop early and report what was measured so far */
   signal?: AbortSignal;
+}
+
+export interface BenchProgress {
+  elapsedMs: number;
+  count: number;
+  bytes: number;
+  errors: number;
+  mismatches: number;
+  /** response time at percentile p so far, µs */
+  percentileUs: (p: number) => number;
+}
+
+/** One --interval: what was measured in it (sums over intervals equal the summary). */
+export interface BenchInterval {
+  /** seconds since the measurement began, at the interval's start and end */
+  start_s: number;
+  end_s: number;
+  count: number;
+  bytes: number;
+  rate_per_s: number;
+  latency_us: { p50: number; p90: number; p99: number; max: number };
+  errors: number;
+  mismatches: number;
+}
+
+/** The open loop's own figures: how well the generator kept its schedule. */
+export interface OpenLoopFigures {
+  target_rate: number;
+  /** messages the pacer sent while measuring, and how many were due by the stop */
+  sent: number;
+  due: number;
+  /** how late the pacer sent (actual minus intended send time), µs */
+  lateness_us: { p50: number; p99: number; max: number };
+  /** scheduleKept(sent, due), and p99 lateness at most 1 ms */
+  rate_kept: boolean;
 }
 
 export interface BenchResult {
@@ -54,7 +101,14 @@ export interface BenchResult {
   count: number;
   rate_per_s: number;
   mb_per_s: number;
+  /** response time: from the intended send time (open loop) or the send (closed loop) */
   latency_us: { p50: number; p90: number; p99: number; p999: number; max: number; mean: number };
+  /** open loop: service time, from the actual write to the echo */
+  service_us?: { p50: number; p90: number; p99: number; p999: number; max: number; mean: number };
+  open_loop?: OpenLoopFigures;
+  /** response time in log buckets (mergeable; bench-hist.ts), and service time in the open loop */
+  histogram?: HistogramJson;
+  service_histogram?: HistogramJson;
   errors: Record<string, number>;
   /** bytes that came back different from what was sent (must be 0) */
   mismatches: number;
@@ -71,8 +125,16 @@ interface Run {
   bytes: number;
   mismatches: number;
   errors: Record<string, number>;
-  hist: RecordableHistogram;
+  /** response time; service time (open loop); this interval's response time; pacer lateness */
+  hist: LogHistogram;
+  svc: LogHistogram;
+  ihist: LogHistogram;
+  late: LogHistogram;
   lost: number;
+  /** open loop: each connected ping-pong connection's sender, for the pacer */
+  senders: ((intended: number) => boolean)[];
+  /** open loop: messages sent and not yet echoed */
+  inflight: number;
   /** called once when measuring stops: each connection winds down (ends once its replies are in) */
   onStop: (() => void)[];
   /** called once the wait for replies in flight is over: each connection closes at once */
@@ -104,11 +166,14 @@ function whenAbandoned(run: Run, fn: () => void): void {
 }
 
 /** One measured round trip (or connection); with --requests N, the Nth ends the measurement. */
-function record(run: Run, bytes: number, sentAt: number, now = performance.now()): void {
+function record(run: Run, bytes: number, sentAt: number, now = performance.now(), actualAt = sentAt): void {
   if (!run.measuring) return;
   run.count++;
   run.bytes += bytes;
-  run.hist.record(Math.max(1, Math.round((now - sentAt) * 1e6)));
+  const ns = (now - sentAt) * 1e6;
+  run.hist.record(ns);
+  run.ihist.record(ns);
+  if (actualAt !== sentAt) run.svc.record((now - actualAt) * 1e6);
   if (run.requests !== undefined && run.count >= run.requests) {
     run.measuring = false; // replies still in flight are not counted
     run.onLimit?.();
@@ -129,6 +194,7 @@ async function connectOnce(o: BenchOptions, onread?: OnRead): Promise<Socket> {
     tls: o.tls,
     sendProxy: o.sendProxy,
     ...(o.family ? { family: o.family } : {}),
+    ...(o.connectTimeoutMs !== undefined ? { connectTimeoutMs: o.connectTimeoutMs } : {}),
     allowHalfOpen: false,
     socketOptions: { noDelay: o.noDelay ?? true },
     ...(onread ? { onread: { buffer: Buffer.allocUnsafe(256 * 1024), callback: onread } } : {}),
@@ -136,23 +202,67 @@ async function connectOnce(o: BenchOptions, onread?: OnRead): Promise<Socket> {
   return socket;
 }
 
-/** Ping-pong on one connection: closed loop with `pipeline` in flight, or open loop at `interval` ms. */
-async function pingpong(o: BenchOptions, run: Run, seed: number, intervalMs?: number): Promise<void> {
-  const size = o.size;
-  const payload = patterned(size, seed);
-  const ring = new Float64Array(65536); // send (or scheduled) times of messages in flight
+/**
+ * What the ping-pong loop (closed and open) needs from a transport: connect, send, replies as
+ * bytes, close. A transport other than TCP plugs in as BenchOptions.transport; replies may come
+ * in any split (a byte stream) or one message per call.
+ */
+export interface BenchConn {
+  send(data: Buffer): void;
+  /** close once what was sent is out (the echo of it may still come) */
+  end(): void;
+  /** close now */
+  destroy(): void;
+  readonly ended: boolean;
+}
+export interface BenchHandlers {
+  onReply(len: number, data: Buffer): void;
+  onError(err: Error): void;
+  /** exactly once, after an error or a close from either side */
+  onClose(): void;
+}
+export type BenchConnect = (o: BenchOptions, h: BenchHandlers) => Promise<BenchConn>;
+
+/** TCP (TLS, Unix): the default transport. */
+export const tcpConnect: BenchConnect = async (o, h) => {
+  const s = await connectOnce(o, h.onReply);
+  s.on('error', h.onError);
+  s.on('close', h.onClose);
+  return {
+    send: (d) => s.write(d),
+    end: () => s.end(),
+    destroy: () => s.destroy(),
+    get ended() {
+      return s.writableEnded;
+    },
+  };
+};
+
+/** Ping-pong on one connection: closed loop with `pipeline` in flight, or open loop fed by the pacer. */
+async function pingpong(
+  o: BenchOptions,
+  run: Run,
+  seed: number,
+  open: boolean,
+  connected: () => void,
+): Promise<void> {
+  const payload = o.payload ?? patterned(o.size, seed);
+  const size = payload.length;
+  const intended = new Float64Array(65536); // send (or scheduled) times of messages in flight
+  const actual = new Float64Array(65536); // open loop: when each was written
   let head = 0;
   let tail = 0;
   let pos = 0; // offset within the payload of the next byte expected back
-  let timer: NodeJS.Timeout | undefined;
-  let next = performance.now();
-  let s!: Socket;
-  const send = (t: number) => {
-    ring[tail] = t;
+  let c!: BenchConn;
+  let done!: () => void;
+  const closed = new Promise<void>((r) => (done = r));
+  const send = (t: number, now: number) => {
+    intended[tail] = t;
+    actual[tail] = now;
     tail = (tail + 1) & 65535;
-    s.write(payload);
+    c.send(payload);
   };
-  const onRead = (len: number, chunk: Buffer) => {
+  const onReply = (len: number, chunk: Buffer) => {
     let off = 0;
     let now = 0;
     while (off < len) {
@@ -163,56 +273,136 @@ async function pingpong(o: BenchOptions, run: Run, seed: number, intervalMs?: nu
       if (pos === size) {
         pos = 0;
         now ||= performance.now();
-        const sent = ring[head]!;
+        record(run, size, intended[head]!, now, actual[head]!);
         head = (head + 1) & 65535;
-        record(run, size, sent, now);
-        if (!run.stopped && intervalMs === undefined) send(now);
+        if (open) run.inflight--;
+        if (!run.stopped && !open) send(now, now);
       }
     }
-    if (run.stopped && head === tail && !s.writableEnded) s.end();
+    if (run.stopped && head === tail && !c.ended) c.end();
   };
-  s = await connectOnce(o, onRead);
-  run.onStop.push(() => {
-    if (head === tail && !s.writableEnded) s.end();
-  });
-  await new Promise<void>((resolve) => {
-    s.on('error', (err) => {
-      countError(run.errors, err);
-      resolve();
+  try {
+    c = await (o.transport ?? tcpConnect)(o, {
+      onReply,
+      onError: (err) => {
+        countError(run.errors, err);
+        done();
+      },
+      onClose: () => done(),
     });
-    s.on('close', () => {
-      clearInterval(timer);
-      resolve();
+  } finally {
+    connected();
+  }
+  const stop = () => {
+    if (head === tail && !c.ended) c.end();
+  };
+  run.onStop.push(stop);
+  whenAbandoned(run, () => c.destroy());
+  if (!open) {
+    const now = performance.now();
+    for (let i = 0; i < o.pipeline; i++) send(now, now);
+  } else {
+    const sender = (t: number) => {
+      if (run.stopped || c.ended || ((tail + 1) & 65535) === head) return false;
+      send(t, performance.now());
+      run.inflight++;
+      return true;
+    };
+    run.senders.push(sender);
+    void closed.then(() => {
+      const i = run.senders.indexOf(sender);
+      if (i >= 0) run.senders.splice(i, 1);
     });
-    whenAbandoned(run, () => s.destroy());
-    if (intervalMs === undefined) {
-      const now = performance.now();
-      for (let i = 0; i < o.pipeline; i++) send(now);
-    } else {
-      // open loop: send at the scheduled times; latency counts from the schedule
-      const tick = () => {
-        if (run.stopped) {
-          clearInterval(timer);
-          if (head === tail && !s.writableEnded) s.end();
-          return;
-        }
-        const now = performance.now();
-        while (next <= now && ((tail + 1) & 65535) !== head) {
-          send(next);
-          next += intervalMs;
-        }
-      };
-      timer = setInterval(tick, Math.max(1, Math.min(10, intervalMs)));
-      tick();
+  }
+  await closed;
+}
+
+/**
+ * Whether the pacer sent what was due: at most 1 % missing, or one message (the one due just
+ * before the stop may not have had its turn).
+ */
+export function scheduleKept(sent: number, due: number): boolean {
+  return due - sent <= Math.max(1, 0.01 * due);
+}
+
+/**
+ * The pacer arms its timer this long before a send time (longer when timers have fired late
+ * lately: 1.5 × their recent lateness, up to MAX_SPIN_MS), then catches up with setImmediate;
+ * while echoes are due it keeps polling (at most REPLY_SPIN_MS after a send), so a reply is
+ * read when it comes rather than after this process is woken from a sleep.
+ */
+const SPIN_MS = 1.5;
+const REPLY_SPIN_MS = 1;
+const MAX_SPIN_MS = 4;
+const BATCH = 1024;
+
+/**
+ * Open loop: message k is due at start + k/rate and goes to the connections in turn; a message
+ * no connection can take (all gone, or a ring full) is not sent, and counts as not kept.
+ */
+function pace(run: Run, rate: number): { stats: (end: number) => { sent: number; due: number } } {
+  const iv = 1000 / rate;
+  let start = 0;
+  let k = 0; // messages due so far (sent or not)
+  let sent = 0;
+  let k0 = 0; // k and sent when measuring began
+  let sent0 = 0;
+  let wasMeasuring = false;
+  let rr = 0;
+  let lastSend = 0;
+  let timer: NodeJS.Timeout | undefined;
+  let wakeAt = 0; // when the armed timer should fire
+  let overshoot = 0; // how late timers fired lately (decaying maximum), ms
+  const tick = () => {
+    if (timer) {
+      overshoot = Math.max(performance.now() - wakeAt, overshoot * 0.95);
+      timer = undefined;
     }
-  });
+    if (run.stopped) return;
+    if (run.measuring && !wasMeasuring) {
+      wasMeasuring = true;
+      k0 = k;
+      sent0 = sent;
+    }
+    let now = performance.now();
+    // at most BATCH per turn: a pacer far behind still lets replies be read between batches
+    for (let b = 0; b < BATCH && start + k * iv <= now; b++) {
+      const t = start + k * iv;
+      k++;
+      const n = run.senders.length;
+      for (let tries = 0; tries < n; tries++) {
+        const s = run.senders[rr++ % n]!;
+        if (s(t)) {
+          sent++;
+          now = performance.now();
+          lastSend = now;
+          if (run.measuring) run.late.record((now - t) * 1e6);
+          break;
+        }
+      }
+    }
+    now = performance.now();
+    const wait = start + k * iv - now;
+    const margin = Math.min(MAX_SPIN_MS, Math.max(SPIN_MS, 1.5 * overshoot));
+    if (wait > margin && !(run.inflight > 0 && now - lastSend < REPLY_SPIN_MS)) {
+      wakeAt = now + wait - margin;
+      timer = setTimeout(tick, wait - margin);
+    } else setImmediate(tick);
+  };
+  run.onStop.push(() => clearTimeout(timer));
+  start = performance.now();
+  tick();
+  return {
+    // due by `end`, by the schedule, whether or not the pacer got to run by then
+    stats: (end) => ({ sent: sent - sent0, due: Math.floor((end - start) / iv) + 1 - k0 }),
+  };
 }
 
 /** Bulk: write as fast as the socket takes it, at most STREAM_WINDOW un-echoed; verify the echo. */
 async function stream(o: BenchOptions, run: Run, seed: number): Promise<void> {
   const s = await connectOnce(o);
-  const size = o.size;
-  const payload = patterned(size, seed);
+  const payload = o.payload ?? patterned(o.size, seed);
+  const size = payload.length;
   let sent = 0;
   let received = 0;
   let pos = 0;
@@ -250,7 +440,8 @@ async function stream(o: BenchOptions, run: Run, seed: number): Promise<void> {
 
 /** Connect rate: connect, send `size` bytes, read them back, close; repeat. */
 async function connectLoop(o: BenchOptions, run: Run, seed: number): Promise<void> {
-  const payload = patterned(o.size, seed);
+  const payload = o.payload ?? patterned(o.size, seed);
+  const size = payload.length;
   while (!run.stopped) {
     const t0 = performance.now();
     try {
@@ -270,7 +461,7 @@ async function connectLoop(o: BenchOptions, run: Run, seed: number): Promise<voi
         s.on('data', (chunk: Buffer) => {
           if (chunk.compare(payload, pos, pos + chunk.length) !== 0) run.mismatches++;
           pos += chunk.length;
-          if (pos >= o.size) s.end();
+          if (pos >= size) s.end();
         });
         s.on('error', reject);
         s.on('close', () => resolve());
@@ -280,7 +471,7 @@ async function connectLoop(o: BenchOptions, run: Run, seed: number): Promise<voi
         if (i >= 0) run.onAbandon.splice(i, 1);
       });
       if (abandoned) break; // its echo never came
-      record(run, o.size, t0);
+      record(run, size, t0);
     } catch (err) {
       countError(run.errors, err);
       if (run.errors[errorCode(err)]! > 1000) return; // a dead server: stop hammering it
@@ -358,6 +549,19 @@ async function udpPingpong(o: BenchOptions, run: Run): Promise<void> {
   sock.close();
 }
 
+const us = (ns: number) => Math.round(ns / 10) / 100;
+
+function summary(h: LogHistogram) {
+  return {
+    p50: us(h.percentile(50)),
+    p90: us(h.percentile(90)),
+    p99: us(h.percentile(99)),
+    p999: us(h.percentile(99.9)),
+    max: us(h.max),
+    mean: us(h.mean),
+  };
+}
+
 export async function runBench(o: BenchOptions): Promise<BenchResult> {
   const run: Run = {
     measuring: false,
@@ -366,14 +570,22 @@ export async function runBench(o: BenchOptions): Promise<BenchResult> {
     bytes: 0,
     mismatches: 0,
     errors: {},
-    hist: createHistogram({ lowest: 1, highest: 60e9, figures: 3 }),
+    hist: new LogHistogram(),
+    svc: new LogHistogram(),
+    ihist: new LogHistogram(),
+    late: new LogHistogram(),
     lost: 0,
+    senders: [],
+    inflight: 0,
     onStop: [],
     onAbandon: [],
     abandoned: false,
     requests: o.requests,
   };
-  const perConnInterval = o.rate ? (1000 * o.connections) / o.rate : undefined;
+  const open = o.rate !== undefined && o.mode === 'pingpong' && !o.udp;
+  let connecting = o.connections;
+  let connected!: () => void;
+  const ready = new Promise<void>((r) => (connected = r));
   const workers: Promise<void>[] = [];
   if (o.udp) workers.push(udpPingpong(o, run));
   else {
@@ -381,7 +593,7 @@ export async function runBench(o: BenchOptions): Promise<BenchResult> {
       const seed = i + 1;
       const w =
         o.mode === 'pingpong'
-          ? pingpong(o, run, seed, perConnInterval)
+          ? pingpong(o, run, seed, open, () => --connecting === 0 && connected())
           : o.mode === 'stream'
             ? stream(o, run, seed)
             : connectLoop(o, run, seed);
@@ -393,19 +605,64 @@ export async function runBench(o: BenchOptions): Promise<BenchResult> {
     if (o.signal?.aborted) resolve();
     else o.signal?.addEventListener('abort', () => resolve(), { once: true });
   });
+  // the open loop's schedule starts once every connection is up (or has failed)
+  let pacer: ReturnType<typeof pace> | undefined;
+  if (open) {
+    await Promise.race([ready, all, aborted]);
+    pacer = pace(run, o.rate!);
+  }
   if (o.warmupMs > 0)
     await Promise.race([new Promise((r) => setTimeout(r, o.warmupMs).unref()), all, aborted]);
   run.measuring = o.requests === undefined || o.requests > 0;
   run.count = 0;
   run.bytes = 0;
   run.hist.reset();
+  run.svc.reset();
+  run.ihist.reset();
+  run.late.reset();
   const t0 = performance.now();
+  const errorCount = () => Object.values(run.errors).reduce((a, b) => a + b, 0);
   const progress = o.onProgress
     ? setInterval(
-        () => o.onProgress!({ elapsedMs: performance.now() - t0, count: run.count, bytes: run.bytes }),
+        () =>
+          o.onProgress!({
+            elapsedMs: performance.now() - t0,
+            count: run.count,
+            bytes: run.bytes,
+            errors: errorCount(),
+            mismatches: run.mismatches,
+            percentileUs: (p) => us(run.hist.percentile(p)),
+          }),
         250,
       )
     : undefined;
+  // --interval: what each interval measured; the last one is closed after the stop, so late
+  // errors land in it and the sums equal the summary
+  let last = { t: t0, count: 0, bytes: 0, errors: errorCount(), mismatches: run.mismatches };
+  const emit = (end: number) => {
+    const h = run.ihist;
+    const secs = (end - last.t) / 1000;
+    const errors = errorCount();
+    o.onInterval!({
+      start_s: Math.round(((last.t - t0) / 1000) * 1000) / 1000,
+      end_s: Math.round(((end - t0) / 1000) * 1000) / 1000,
+      count: run.count - last.count,
+      bytes: run.bytes - last.bytes,
+      rate_per_s: secs > 0 ? Math.round((run.count - last.count) / secs) : 0,
+      latency_us: {
+        p50: us(h.percentile(50)),
+        p90: us(h.percentile(90)),
+        p99: us(h.percentile(99)),
+        max: us(h.max),
+      },
+      errors: errors - last.errors,
+      mismatches: run.mismatches - last.mismatches,
+    });
+    h.reset();
+    last = { t: end, count: run.count, bytes: run.bytes, errors, mismatches: run.mismatches };
+  };
+  const ticker =
+    o.onInterval && o.intervalMs ? setInterval(() => emit(performance.now()), o.intervalMs) : undefined;
   // stop on time, at the request count, or when every connection gave up
   await new Promise<void>((resolve) => {
     const done = () => {
@@ -417,11 +674,14 @@ export async function runBench(o: BenchOptions): Promise<BenchResult> {
     void all.then(done);
     void aborted.then(done);
   });
-  const elapsed = (performance.now() - t0) / 1000;
+  const tEnd = performance.now();
+  const elapsed = (tEnd - t0) / 1000;
   run.measuring = false;
   run.stopped = true;
+  const schedule = pacer?.stats(tEnd);
   for (const f of run.onStop) f();
   clearInterval(progress);
+  clearInterval(ticker);
   // let in-flight replies come back (bounded), then close what is still open (a server that
   // never echoes would otherwise hold its connections, and this process, open) and report
   let grace: NodeJS.Timeout | undefined;
@@ -430,9 +690,10 @@ export async function runBench(o: BenchOptions): Promise<BenchResult> {
   run.abandoned = true;
   for (const f of run.onAbandon.splice(0)) f();
   await all;
+  if (ticker) emit(tEnd);
   const h = run.hist;
-  const us = (ns: number) => Math.round(ns / 10) / 100;
   const count = o.mode === 'stream' && !o.udp ? run.bytes : run.count;
+  const lateP99 = us(run.late.percentile(99));
   return {
     mode: o.udp ? 'udp' : o.mode,
     connections: o.connections,
@@ -440,14 +701,21 @@ export async function runBench(o: BenchOptions): Promise<BenchResult> {
     count,
     rate_per_s: Math.round((o.mode === 'stream' && !o.udp ? 0 : run.count) / elapsed),
     mb_per_s: Math.round((run.bytes / 1e6 / elapsed) * 100) / 100,
-    latency_us: {
-      p50: h.count ? us(h.percentile(50)) : 0,
-      p90: h.count ? us(h.percentile(90)) : 0,
-      p99: h.count ? us(h.percentile(99)) : 0,
-      p999: h.count ? us(h.percentile(99.9)) : 0,
-      max: h.count ? us(h.max) : 0,
-      mean: h.count ? us(h.mean) : 0,
-    },
+    latency_us: summary(h),
+    ...(open ? { service_us: summary(run.svc) } : {}),
+    ...(schedule
+      ? {
+          open_loop: {
+            target_rate: o.rate!,
+            sent: schedule.sent,
+            due: schedule.due,
+            lateness_us: { p50: us(run.late.percentile(50)), p99: lateP99, max: us(run.late.max) },
+            rate_kept: scheduleKept(schedule.sent, schedule.due) && lateP99 <= 1000,
+          },
+        }
+      : {}),
+    histogram: h.toJSON(),
+    ...(open ? { service_histogram: run.svc.toJSON() } : {}),
     errors: run.errors,
     mismatches: run.mismatches,
     ...(o.udp ? { lost: run.lost } : {}),
@@ -461,7 +729,7 @@ export async function runBench(o: BenchOptions): Promise<BenchResult> {
  */
 export async function checkTargets(
   targets: readonly { host: string; port: number; path?: string }[],
-  o: Pick<BenchOptions, 'udp' | 'tls' | 'sendProxy' | 'family'>,
+  o: Pick<BenchOptions, 'udp' | 'tls' | 'sendProxy' | 'family' | 'connectTimeoutMs'>,
 ): Promise<void> {
   if (o.udp) return;
   for (const t of targets)
@@ -471,7 +739,7 @@ export async function checkTargets(
         tls: o.tls,
         sendProxy: o.sendProxy,
         family: o.family,
-        connectTimeoutMs: 10_000,
+        connectTimeoutMs: o.connectTimeoutMs ?? 10_000,
       })
     ).socket.destroy();
 }
