@@ -444,7 +444,7 @@ function onClose(this: EchoSocket): void {
       why && why.meaning !== 'unexpected error' ? ` — ${why.meaning}. ${why.hint}`.trimEnd() : '';
     ctx.logger[level](
       ctx.logFields ? { ...record, ...ctx.logFields } : record,
-      `closed ${record.peer}: in ${bytesIn} B, out ${bytesOut} B, ${record.ms} ms, ${record.reason}${meaning}${ctx.label ? ` (${ctx.label})` : ''}${record.tcp ? `; TCP_INFO ${formatTcpInfo(record.tcp)}` : ''}`,
+      `closed ${record.peer}: in ${bytesIn} B, out ${bytesOut} B, ${record.messages ? `messages in ${record.messages.messagesIn}, out ${record.messages.messagesOut}, ` : ''}${record.ms} ms, ${record.reason}${meaning}${ctx.label ? ` (${ctx.label})` : ''}${record.tcp ? `; TCP_INFO ${formatTcpInfo(record.tcp)}` : ''}`,
     );
   }
   ctx.onClose?.(this, record);

@@ -71,9 +71,12 @@ export function originAllowed(origin: string | undefined, allowed: string[] | un
   }
 }
 
-/** `127.0.0.1:5555` → `127.0.0.1`; `[::1]:5555` → `::1` */
+/** `127.0.0.1:5555` → `127.0.0.1`; `[::1]:5555` → `::1`; `A:1 via B:2` (PROXY header) → A */
 function sourceOf(peer: string): string {
-  return peer.replace(/:\d+$/, '').replace(/^\[|\]$/g, '');
+  return peer
+    .split(' via ')[0]!
+    .replace(/:\d+$/, '')
+    .replace(/^\[|\]$/g, '');
 }
 
 const SAID_NOT_HTTP = new Set<string>();
