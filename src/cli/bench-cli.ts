@@ -24,6 +24,7 @@ import {
   resolveClientTransport,
   targetNamedBy,
 } from './transport.js';
+import { resolveBenchWs } from './ws-flags.js';
 
 /** `echo-client bench`: a subcommand whose action resolves with the exit code. */
 export function addBenchCommand(program: Command, onDone: (code: number) => void): Command {
@@ -48,6 +49,10 @@ export function addBenchCommand(program: Command, onDone: (code: number) => void
         .default('pingpong'),
     )
     .option('-u, --udp', 'UDP ping-pong')
+    .option(
+      '--ws [path]',
+      'WebSocket (echo-server --ws): messages over an upgraded connection; wss with --tls',
+    )
     .option('--warmup <dur>', 'run this long before measuring', '1s')
     .option('--json', 'print one JSON object on stdout')
     .option(
@@ -90,6 +95,7 @@ export interface BenchFlags extends ClientTransportFlags, FamilyFlags {
   rate?: string;
   mode: 'pingpong' | 'stream' | 'connect';
   udp?: boolean;
+  ws?: boolean | string;
   warmup: string;
   json?: boolean;
 }
@@ -103,6 +109,7 @@ export function resolveBenchOptions(f: BenchFlags, hostArg: string | undefined, 
   ]);
   if (f.udp && f.mode !== 'pingpong')
     throw new UsageError('--udp', undefined, `cannot be used with --mode ${f.mode}`);
+  const ws = resolveBenchWs(f);
   if (portArg !== undefined && f.port !== undefined) throw conflict('--port', 'a PORT argument');
   const family = resolveFamily(f);
   const { host, port } = parseTarget(hostArg, portArg ?? f.port, {
@@ -172,6 +179,7 @@ export function resolveBenchOptions(f: BenchFlags, hostArg: string | undefined, 
     pipeline,
     rate: f.rate !== undefined ? parseInteger('--rate', f.rate, 1, 10_000_000) : undefined,
     warmupMs: parseDuration('--warmup', f.warmup, 0, MAX_DURATION),
+    ...(ws ? { ws } : {}),
   };
   return opts;
 }

@@ -73,3 +73,18 @@ export function resolveWs(
   };
   return { app: 'ws', ws };
 }
+
+/** echo-client bench --ws [PATH]: the path upgraded, or undefined without --ws. */
+export function resolveBenchWs(f: {
+  ws?: boolean | string;
+  udp?: boolean;
+  mode: string;
+}): { path: string } | undefined {
+  if (f.ws === undefined) return undefined;
+  if (f.udp) throw conflict('--ws', '--udp (WebSocket runs over TCP)');
+  if (f.mode === 'stream') throw conflict('--ws', '--mode stream (a WebSocket bench is pingpong or connect)');
+  const path = typeof f.ws === 'string' ? f.ws : '/';
+  if (!/^\/[\x21-\x7e]*$/.test(path))
+    throw new UsageError('--ws', path, 'is a path starting with / (printable, no spaces)');
+  return { path };
+}

@@ -14,6 +14,7 @@ import { createHistogram, type RecordableHistogram } from 'node:perf_hooks';
 import { connectTcp } from '../core/connect.js';
 import { countError, errorCode } from '../core/errors.js';
 import type { ClientTls } from '../core/tls.js';
+import { type BenchHooks, wsConnectLoop, wsPingpong } from './bench-ws.js';
 
 export type BenchMode = 'pingpong' | 'stream' | 'connect';
 
@@ -44,6 +45,8 @@ export interface BenchOptions {
   onProgress?: (p: { elapsedMs: number; count: number; bytes: number }) => void;
   /** aborted (Ctrl-C): stop early and report what was measured so far */
   signal?: AbortSignal;
+  /** --ws: each connection is a WebSocket upgraded at this path (bench-ws.ts) */
+  ws?: { path: string };
 }
 
 export interface BenchResult {
@@ -358,6 +361,31 @@ async function udpPingpong(o: BenchOptions, run: Run): Promise<void> {
   sock.close();
 }
 
+/** A WebSocket connection of the bench (bench-ws.ts), reporting through the run's hooks. */
+function wsWorker(o: BenchOptions, wsPath: string, run: Run, seed: number, intervalMs?: number) {
+  const hooks: BenchHooks = {
+    stopped: () => run.stopped,
+    record: (bytes, sentAt, now) => record(run, bytes, sentAt, now),
+    mismatch: () => {
+      run.mismatches++;
+    },
+    error: (err) => countError(run.errors, err),
+    onStop: (fn) => run.onStop.push(fn),
+    whenAbandoned: (fn) => {
+      whenAbandoned(run, fn);
+      return () => {
+        const i = run.onAbandon.indexOf(fn);
+        if (i >= 0) run.onAbandon.splice(i, 1);
+      };
+    },
+  };
+  const target = { ...o, wsPath };
+  const payload = patterned(o.size, seed);
+  return o.mode === 'connect'
+    ? wsConnectLoop(target, hooks, payload)
+    : wsPingpong(target, hooks, payload, o.pipeline, intervalMs);
+}
+
 export async function runBench(o: BenchOptions): Promise<BenchResult> {
   const run: Run = {
     measuring: false,
@@ -379,8 +407,9 @@ export async function runBench(o: BenchOptions): Promise<BenchResult> {
   else {
     for (let i = 0; i < o.connections; i++) {
       const seed = i + 1;
-      const w =
-        o.mode === 'pingpong'
+      const w = o.ws
+        ? wsWorker(o, o.ws.path, run, seed, perConnInterval)
+        : o.mode === 'pingpong'
           ? pingpong(o, run, seed, perConnInterval)
           : o.mode === 'stream'
             ? stream(o, run, seed)
