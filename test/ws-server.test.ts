@@ -234,6 +234,33 @@ describe('WebSocket echo in-process', () => {
     );
   });
 
+  it('--idle-timeout holds after the upgrade (the library sets the socket timeout to 0)', async () => {
+    const { logger, lines } = captured();
+    const srv = await wsServer({ logger, idleTimeoutMs: 300 });
+    const ws = await opened(open(`ws://127.0.0.1:${srv.address.port}/`));
+    const t0 = performance.now();
+    expect((await closed(ws)).code).toBe(1006);
+    expect(performance.now() - t0).toBeLessThan(10_000);
+    await until(() => lines.some((l) => /^closed /.test(l.msg)), 5000);
+    expect(lines.find((l) => /^closed /.test(l.msg))!.reason).toBe('idle timeout');
+  });
+
+  it('--max-connections: an upgrade beyond the limit is refused before any HTTP', async () => {
+    const srv = await wsServer({ maxConnections: 1 });
+    const url = `ws://127.0.0.1:${srv.address.port}/`;
+    const first = await opened(open(url));
+    const second = open(url);
+    const outcome = await new Promise<string>((resolve) => {
+      second.once('open', () => resolve('open'));
+      second.once('error', (e: Error) => resolve(e.message));
+    });
+    expect(outcome).not.toBe('open');
+    expect(srv.stats().refused).toBe(1);
+    first.send('still served');
+    expect((await nextMessage(first)).data.toString()).toBe('still served');
+    first.close();
+  });
+
   it('shutdown says going away (1001) to an open WebSocket', async () => {
     const srv = await startDirect();
     const ws = await opened(open(`ws://127.0.0.1:${srv.address.port}/`));
@@ -297,6 +324,26 @@ describe('echo-server --ws in every mode, over TLS', () => {
       });
     });
   }
+
+  it('workers: --fault latency delays each echoed message', async () => {
+    const srv = await spawnServer([
+      '--ws',
+      '--mode',
+      'workers',
+      '--workers',
+      '2',
+      '--fault',
+      'latency=200ms',
+    ]);
+    const ws = await opened(open(`ws://127.0.0.1:${srv.port}/`));
+    for (const m of ['a', 'b']) {
+      const t0 = performance.now();
+      ws.send(m);
+      expect((await nextMessage(ws)).data.toString()).toBe(m);
+      expect(performance.now() - t0).toBeGreaterThanOrEqual(190);
+    }
+    ws.close();
+  });
 
   it('--metrics counts messages each way (workers)', async () => {
     const srv = await spawnServer(['--ws', '--mode', 'workers', '--workers', '2', '--metrics', '0']);

@@ -104,6 +104,7 @@ export function websocketApplication(o: WebSocketOptions = {}): Application {
   });
   const parser = http.createServer();
   parser.on('request', (req: IncomingMessage, res: http.ServerResponse) => {
+    requestCame(req.socket);
     const where = o.path ?? '/';
     res.shouldKeepAlive = false;
     res
@@ -132,6 +133,7 @@ export function websocketApplication(o: WebSocketOptions = {}): Application {
     socket.destroy();
   });
   parser.on('upgrade', (req: IncomingMessage, socket: Socket, head: Buffer) => {
+    requestCame(socket);
     const info = infoOf(socket);
     const path = (req.url ?? '/').split('?')[0];
     if (o.path !== undefined && path !== o.path) {
@@ -157,6 +159,16 @@ export function websocketApplication(o: WebSocketOptions = {}): Application {
     ownFaults: true,
     serve(conn, info) {
       (conn as Socket & { [INFO]?: ServeInfo })[INFO] = info;
+      // the HTTP request must come whole within UPGRADE_TIMEOUT_MS: a client that trickles
+      // its headers does not hold the connection (the parser never listens, so Node's own
+      // headersTimeout does not run)
+      const timer = setTimeout(() => {
+        info.setReason?.(`websocket no whole HTTP request within ${UPGRADE_TIMEOUT_MS / 1000} s`);
+        conn.destroy();
+      }, UPGRADE_TIMEOUT_MS);
+      timer.unref();
+      (conn as Socket & { [TIMER]?: NodeJS.Timeout })[TIMER] = timer;
+      conn.once('close', () => clearTimeout(timer));
       parser.emit('connection', conn);
     },
     shutdown(conn) {
@@ -168,6 +180,15 @@ export function websocketApplication(o: WebSocketOptions = {}): Application {
 }
 
 const INFO = Symbol('ws-info');
+const TIMER = Symbol('ws-upgrade-timer');
+
+/** The HTTP request (upgrade or not) must have come whole within this. */
+export const UPGRADE_TIMEOUT_MS = 10_000;
+
+/** The request has come: the upgrade timer is done. */
+function requestCame(socket: Socket): void {
+  clearTimeout((socket as Socket & { [TIMER]?: NodeJS.Timeout })[TIMER]);
+}
 const WS = Symbol('ws-socket');
 
 function infoOf(socket: Socket): ServeInfo | undefined {
