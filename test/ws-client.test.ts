@@ -5,7 +5,7 @@ import { once } from 'node:events';
 import net from 'node:net';
 import { describe, expect, it, onTestFinished } from 'vitest';
 import { WebSocketServer } from 'ws';
-import { echoServer, runEchoClient, spawnServer } from './helpers.js';
+import { echoServer, hasCommand, onPty, runEchoClient, spawnServer } from './helpers.js';
 
 /** A `ws` server on a free loopback port; `onConnection` decides what it does. */
 async function wsPeer(onConnection: (ws: import('ws').WebSocket) => void, opts = {}) {
@@ -159,5 +159,33 @@ describe('echo-client explains each way a WebSocket fails (exit 1, one line)', (
     const r = await runEchoClient([`ws://127.0.0.1:${port}/`, '-m', 'hello', '--count', '2']);
     expect(r.code).toBe(0);
     expect(r.out.toString()).toMatch(/2 sent, 2 echoed/);
+  });
+});
+
+const hasScript = hasCommand('script', '--version');
+
+describe.skipIf(!hasScript)('echo-client ws:// on a terminal', () => {
+  it('shows each echo, Q quits with 0; Ctrl-C exits 130', async () => {
+    const srv = await echoServer({ app: 'ws' });
+    const url = `ws://127.0.0.1:${srv.address.port}/`;
+    let t = onPty('echo-client', [url]);
+    await t.waitFor(/Input message \(Q to quit\): /);
+    t.type('héllo wörld\r');
+    await t.waitFor(/from server: héllo wörld/);
+    t.type('Q\r');
+    expect(await t.exit).toBe(0);
+    t = onPty('echo-client', [url]);
+    await t.waitFor(/Input message \(Q to quit\): /);
+    t.type('\x03');
+    expect(await t.exit).toBe(130);
+  });
+
+  it('a close from the server ends the prompt with one explained line (exit 1)', async () => {
+    const port = await wsPeer((ws) => ws.once('message', () => ws.close(1011, 'oops')));
+    const t = onPty('echo-client', [`ws://127.0.0.1:${port}/`]);
+    await t.waitFor(/Input message \(Q to quit\): /);
+    t.type('hi\r');
+    expect(await t.exit).toBe(1);
+    expect(t.out()).toMatch(/echo-client: .*1011 \(internal error on the server\) "oops"/);
   });
 });

@@ -117,23 +117,30 @@ async function oneShot(cfg: ClientConfig, reader: MessageReader, where: string):
 
 async function interactive(reader: MessageReader): Promise<number> {
   const rl = createInterface({ input: process.stdin, output: process.stdout, prompt: PROMPT });
-  let failure: WsFailure | undefined;
-  reader.ws.once('close', () => {
-    failure = reader.ended;
+  let ended: 'server' | 'interrupted' | undefined;
+  const stop = (why: 'server' | 'interrupted') => {
+    if (ended) return;
+    ended = why;
+    process.stdout.write('\n'); // end the prompt's line: the shell prompt starts clean
     rl.close();
-  });
-  rl.on('SIGINT', () => rl.close());
-  rl.prompt();
-  for await (const line of rl) {
-    if (line === 'Q' || line === 'q') break;
-    reader.ws.send(line);
-    const { data } = await reader.next();
-    process.stdout.write(`from server: ${escapeForTerminal(data.toString())}\n`);
+  };
+  reader.ws.once('close', () => stop('server'));
+  rl.on('SIGINT', () => stop('interrupted'));
+  try {
     rl.prompt();
+    for await (const line of rl) {
+      if (line === 'Q' || line === 'q') break;
+      reader.ws.send(line);
+      const { data } = await reader.next();
+      process.stdout.write(`from server: ${escapeForTerminal(data.toString())}\n`);
+      rl.prompt();
+    }
+  } finally {
+    rl.close();
   }
-  if (failure) throw failure;
+  if (ended === 'server') throw reader.ended ?? new WsFailure('the server closed the WebSocket', 'WS_CLOSED');
   await reader.close(1000);
-  return 0;
+  return ended === 'interrupted' ? 130 : 0;
 }
 
 async function piped(
