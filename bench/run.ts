@@ -366,19 +366,23 @@ async function memory(specs: ServerSpec[], into: Record<string, ServerFigures>):
  */
 async function partial(only: string): Promise<void> {
   const hasC = false;
+  if (only === 'ws') {
+    const md = partialReport(only, await measure(wsSpecs(), hasC), SECONDS, REPS);
+    writeFileSync(path.join(root, 'bench', 'results-partial.md'), md);
+    console.log(md);
+    return;
+  }
   const figures =
-    only === 'ws'
-      ? await measure(wsSpecs(), hasC)
-      : only === 'transports'
-        ? await (async () => {
-            mkdirSync(binDir, { recursive: true });
-            await benchCertificate();
-            return measure(transportSpecs(), hasC);
-          })()
-        : await measure(
-            TCP.filter((s) => s.name === 'baseline' || s.name === 'evented'),
-            hasC,
-          );
+    only === 'transports'
+      ? await (async () => {
+          mkdirSync(binDir, { recursive: true });
+          await benchCertificate();
+          return measure(transportSpecs(), hasC);
+        })()
+      : await measure(
+          TCP.filter((s) => s.name === 'baseline' || s.name === 'evented'),
+          hasC,
+        );
   const md = partialReport(only, figures, SECONDS, REPS);
   writeFileSync(path.join(root, 'bench', 'results-partial.md'), md);
   console.log(md);

@@ -407,9 +407,14 @@ export async function runBench(o: BenchOptions): Promise<BenchResult> {
   else {
     for (let i = 0; i < o.connections; i++) {
       const seed = i + 1;
-      const w = o.ws
-        ? wsWorker(o, o.ws.path, run, seed, perConnInterval)
-        : o.mode === 'pingpong'
+      if (o.ws) {
+        workers.push(
+          wsWorker(o, o.ws.path, run, seed, perConnInterval).catch((err) => countError(run.errors, err)),
+        );
+        continue;
+      }
+      const w =
+        o.mode === 'pingpong'
           ? pingpong(o, run, seed, perConnInterval)
           : o.mode === 'stream'
             ? stream(o, run, seed)
