@@ -262,7 +262,7 @@ describe('WebSocket echo in-process', () => {
   });
 
   it('shutdown says going away (1001) to an open WebSocket', async () => {
-    const srv = await startDirect();
+    const srv = await wsServer();
     const ws = await opened(open(`ws://127.0.0.1:${srv.address.port}/`));
     const done = closed(ws);
     const totals = srv.close({ graceMs: 5000 });
@@ -270,11 +270,6 @@ describe('WebSocket echo in-process', () => {
     await totals;
   });
 });
-
-async function startDirect() {
-  const { startEchoServer } = await import('../src/server/tcp-server.js');
-  return startEchoServer({ port: 0, app: 'ws' });
-}
 
 describe('echo-server --ws flags', () => {
   it('refuses --ws with --udp, --ws-* without --ws, byte-stream faults and --banner', async () => {
