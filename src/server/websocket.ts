@@ -43,6 +43,23 @@ export const DEFAULT_MAX_MESSAGE = 16 * 1024 * 1024;
 /** Faults that are about the byte stream and have no per-message meaning here. */
 export const WS_REFUSED_FAULTS = ['bandwidth', 'slice', 'stall-after'] as const;
 
+/** The HTTP request (upgrade or not) must have come whole within this. */
+export const UPGRADE_TIMEOUT_MS = 10_000;
+
+// what a connection's socket carries: its handler's info, the upgrade timer, its WebSocket
+const INFO = Symbol('ws-info');
+const TIMER = Symbol('ws-upgrade-timer');
+const WS = Symbol('ws-socket');
+
+function infoOf(socket: Socket): ServeInfo | undefined {
+  return (socket as Socket & { [INFO]?: ServeInfo })[INFO];
+}
+
+/** The request has come: the upgrade timer is done. */
+function requestCame(socket: Socket): void {
+  clearTimeout((socket as Socket & { [TIMER]?: NodeJS.Timeout })[TIMER]);
+}
+
 /** Stop reading the client while this much of its echo waits in Node's buffer. */
 const HIGH_WATER = 1024 * 1024;
 
@@ -106,6 +123,7 @@ export function websocketApplication(o: WebSocketOptions = {}): Application {
   parser.on('request', (req: IncomingMessage, res: http.ServerResponse) => {
     requestCame(req.socket);
     const where = o.path ?? '/';
+    const scheme = (req.socket as Socket & { encrypted?: boolean }).encrypted ? 'wss' : 'ws';
     res.shouldKeepAlive = false;
     res
       .writeHead(426, {
@@ -114,7 +132,7 @@ export function websocketApplication(o: WebSocketOptions = {}): Application {
         connection: 'close',
       })
       .end(
-        `426 Upgrade Required: this is a WebSocket echo server; connect with ws://${req.headers.host ?? 'HOST:PORT'}${where} (echo-client ws://…, or new WebSocket(…) in a browser)\n`,
+        `426 Upgrade Required: this is a WebSocket echo server; connect with ${scheme}://${req.headers.host ?? 'HOST:PORT'}${where} (echo-client ${scheme}://…, or new WebSocket(…) in a browser)\n`,
       );
     infoOf(req.socket)?.setReason?.('websocket plain HTTP request answered 426');
   });
@@ -177,22 +195,6 @@ export function websocketApplication(o: WebSocketOptions = {}): Application {
       else if (!ws) conn.end();
     },
   };
-}
-
-const INFO = Symbol('ws-info');
-const TIMER = Symbol('ws-upgrade-timer');
-
-/** The HTTP request (upgrade or not) must have come whole within this. */
-export const UPGRADE_TIMEOUT_MS = 10_000;
-
-/** The request has come: the upgrade timer is done. */
-function requestCame(socket: Socket): void {
-  clearTimeout((socket as Socket & { [TIMER]?: NodeJS.Timeout })[TIMER]);
-}
-const WS = Symbol('ws-socket');
-
-function infoOf(socket: Socket): ServeInfo | undefined {
-  return (socket as Socket & { [INFO]?: ServeInfo })[INFO];
 }
 
 /** Echo every message of one upgraded connection. */
