@@ -120,6 +120,17 @@ describe('WebSocket echo in-process', () => {
     expect(srv.stderr()).not.toContain('\x1b');
   });
 
+  it('a client that leaves without a close frame: the close line says so', async () => {
+    const { logger, lines } = captured();
+    const srv = await wsServer({ logger });
+    const ws = await opened(open(`ws://127.0.0.1:${srv.address.port}/`));
+    ws.terminate();
+    await until(() => lines.some((l) => /^closed /.test(l.msg)), 5000);
+    expect(lines.find((l) => /^closed /.test(l.msg))!.reason).toBe(
+      'websocket ended without a close frame (1006)',
+    );
+  });
+
   it('closes a message over --ws-max-message with 1009 and says so', async () => {
     const { logger, lines } = captured();
     const srv = await wsServer({ logger, ws: { maxMessage: 1000 } });

@@ -207,7 +207,13 @@ function echo(ws: EchoWebSocket, socket: Socket, info: ServeInfo): void {
   const { tracer, peer } = info;
   const trace = tracer?.message?.bind(tracer);
   let failed: string | undefined;
+  let closing = false;
+  // before the handler's own 'end' listener, which would call it "client closed"
+  socket.prependOnceListener('end', () => {
+    if (!closing) info.setReason?.('websocket ended without a close frame (1006)');
+  });
   ws.onClosing = (code, reason) => {
+    closing = true;
     // the 'error' that explains a close the library starts comes right after this call
     queueMicrotask(() => {
       const r = reason === undefined || reason.length === 0 ? '' : ` ${JSON.stringify(String(reason))}`;
