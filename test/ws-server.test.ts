@@ -131,6 +131,17 @@ describe('WebSocket echo in-process', () => {
     );
   });
 
+  it('--trace hex dumps each message payload under its header line', async () => {
+    const srv = await spawnServer(['--ws', '--trace', 'hex']);
+    const ws = await opened(open(`ws://127.0.0.1:${srv.port}/`));
+    ws.send(Buffer.from('hello, hex'));
+    await nextMessage(ws);
+    ws.close();
+    await srv.waitStderr(
+      /> [\d/: .]+ binary 10 B {2}to 127\.0\.0\.1:\d+\n00000000: 6865 6c6c 6f2c 2068 6578/,
+    );
+  });
+
   it('closes a message over --ws-max-message with 1009 and says so', async () => {
     const { logger, lines } = captured();
     const srv = await wsServer({ logger, ws: { maxMessage: 1000 } });
