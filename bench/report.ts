@@ -15,6 +15,8 @@ export interface Report {
   udp: Record<string, ServerFigures>;
   /** TLS and Unix sockets, each against a plain Node server of the same transport */
   transports: Record<string, ServerFigures>;
+  /** WebSocket: echo-server --ws against a plain `ws` echo server */
+  ws?: Record<string, ServerFigures>;
   /** workers --exclusive: one worker vs two, pinned */
   scale?: ScaleFigures;
   profiles?: { load: ProfileLoad; rate: number; frames: Frame[] }[];
@@ -159,6 +161,15 @@ export function writeReport(r: Report): string {
     '',
     ...baselineTable(X),
   );
+  if (r.ws)
+    L.push(
+      '',
+      '## WebSocket (echo-client bench --ws)',
+      '',
+      "echo-server --ws against a plain `ws` echo server (`new WebSocketServer({ port }).on('connection', s => s.on('message', (m, b) => s.send(m, { binary: b })))`), in the same run: ping-pong is binary messages of 64 B over 100 connections (messages/s); connect/s counts the TCP connect, the upgrade, one message and the close handshake.",
+      '',
+      ...baselineTable(r.ws),
+    );
   if (r.scale) {
     const [one, two] = r.scale.rows;
     L.push(
@@ -247,11 +258,13 @@ function baselineTable(X: Record<string, ServerFigures>): string[] {
     '|---|---|---|---|---|---|---|---|',
   ];
   for (const [name, f] of Object.entries(X)) {
-    const base = name.includes('unix')
-      ? X['unix baseline']
-      : name.includes('tls')
-        ? X['tls baseline']
-        : X.baseline;
+    const base = /\bws\b/.test(name)
+      ? X['ws baseline']
+      : name.includes('unix')
+        ? X['unix baseline']
+        : name.includes('tls')
+          ? X['tls baseline']
+          : X.baseline;
     const pp = f.ours.pp;
     const bulk = f.ours.bulk;
     const conn = f.ours.conn;

@@ -194,6 +194,35 @@ function transportSpecs(): ServerSpec[] {
   ];
 }
 
+/** WebSocket: echo-server --ws against a plain `ws` echo server (the one-liner of the ws library). */
+export function wsSpecs(): ServerSpec[] {
+  const lib = JSON.stringify(path.join(root, 'node_modules', 'ws'));
+  const both: OurRun[] = ['pp', 'conn'];
+  return [
+    {
+      name: 'ws baseline',
+      command: (p) => [
+        node,
+        [
+          '-e',
+          `const{WebSocketServer}=require(${lib});new WebSocketServer({port:${p},host:'127.0.0.1'}).on('connection',s=>s.on('message',(m,b)=>s.send(m,{binary:b})))`,
+        ],
+      ],
+      ours: both,
+      lg: [],
+      client: ['--ws'],
+    },
+    { name: 'evented --ws', command: ours('--ws'), ours: both, lg: [], client: ['--ws'] },
+    {
+      name: 'workers ×2 --ws',
+      command: ours('--ws', '--mode', 'workers', '--workers', '2'),
+      ours: both,
+      lg: [],
+      client: ['--ws'],
+    },
+  ];
+}
+
 /** One self-signed certificate both TLS servers use (the same key type: the same handshake cost). */
 async function benchCertificate(): Promise<void> {
   const t = await selfSignedTls('127.0.0.1');
@@ -337,6 +366,12 @@ async function memory(specs: ServerSpec[], into: Record<string, ServerFigures>):
  */
 async function partial(only: string): Promise<void> {
   const hasC = false;
+  if (only === 'ws') {
+    const md = partialReport(only, await measure(wsSpecs(), hasC), SECONDS, REPS);
+    writeFileSync(path.join(root, 'bench', 'results-partial.md'), md);
+    console.log(md);
+    return;
+  }
   const figures =
     only === 'transports'
       ? await (async () => {
@@ -374,10 +409,11 @@ async function main(): Promise<void> {
   mkdirSync(binDir, { recursive: true });
   await benchCertificate();
   const transports = await measure(transportSpecs(), hasC);
+  const ws = await measure(wsSpecs(), hasC);
   const scale = await scaling(hasC);
   const prof = await profiles(hasC);
   console.log(
-    writeReport({ tcp, udp, transports, scale, profiles: prof, hasC, seconds: SECONDS, reps: REPS }),
+    writeReport({ tcp, udp, transports, ws, scale, profiles: prof, hasC, seconds: SECONDS, reps: REPS }),
   );
 }
 

@@ -225,7 +225,7 @@ describe('bench gates in every server mode, and UDP', () => {
         '-p',
         String(srv.port),
         // a fork server starts a process per connection (seconds on a loaded machine): the
-      // warm-up covers it
+        // warm-up covers it
         ...['-c', '2', '--rate', '200', '-d', '500ms', '--warmup', '2s', '--json-stream', '-'],
         ...['--threshold', 'mismatches==0', '--threshold', 'errors==0', '--threshold', 'p50<60s'],
       ]);

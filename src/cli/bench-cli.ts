@@ -36,6 +36,7 @@ import {
   resolveClientTransport,
   targetNamedBy,
 } from './transport.js';
+import { resolveBenchWs } from './ws-flags.js';
 
 export { formatBench };
 
@@ -62,6 +63,10 @@ export function addBenchCommand(program: Command, onDone: (code: number) => void
         .default('pingpong'),
     )
     .option('-u, --udp', 'UDP ping-pong')
+    .option(
+      '--ws [path]',
+      'WebSocket (echo-server --ws): messages over an upgraded connection; wss with --tls',
+    )
     .option('--warmup <dur>', 'run this long before measuring', '1s')
     .option('--json', 'print one JSON object on stdout')
     .option(
@@ -110,6 +115,7 @@ export interface BenchFlags extends ClientTransportFlags, FamilyFlags, BenchGate
   rate?: string;
   mode: 'pingpong' | 'stream' | 'connect';
   udp?: boolean;
+  ws?: boolean | string;
   warmup: string;
   json?: boolean;
 }
@@ -123,6 +129,7 @@ export function resolveBenchOptions(f: BenchFlags, hostArg: string | undefined, 
   ]);
   if (f.udp && f.mode !== 'pingpong')
     throw new UsageError('--udp', undefined, `cannot be used with --mode ${f.mode}`);
+  const ws = resolveBenchWs(f);
   if (portArg !== undefined && f.port !== undefined) throw conflict('--port', 'a PORT argument');
   const family = resolveFamily(f);
   const { host, port } = parseTarget(hostArg, portArg ?? f.port, {
@@ -213,6 +220,7 @@ export function resolveBenchOptions(f: BenchFlags, hostArg: string | undefined, 
     rate,
     warmupMs: parseDuration('--warmup', f.warmup, 0, MAX_DURATION),
     ...resolveBenchInput(f),
+    ...(ws ? { ws } : {}),
   };
   return opts;
 }

@@ -48,7 +48,10 @@ export function buildClientProgram(onBench: (code: number) => void = () => {}): 
     'echo-client',
     'Echo client: interactive, one-shot, piped with an integrity check, UDP, bench',
   )
-    .argument('[host]', 'server address: HOST, HOST:PORT, [v6]:PORT, or a lone PORT (default 127.0.0.1)')
+    .argument(
+      '[host]',
+      'server address: HOST, HOST:PORT, [v6]:PORT, a lone PORT (default 127.0.0.1), or a WebSocket URL ws://HOST:PORT/PATH (wss:// with TLS)',
+    )
     .argument('[port]', 'server port (default 7007)')
     .option('-p, --port <port>', 'server port (instead of the second argument)')
     .option('-m, --message <text>', 'send this message, print the echo, exit')
@@ -82,6 +85,10 @@ export function buildClientProgram(onBench: (code: number) => void = () => {}): 
     .option(
       '--datagram-size <size>',
       'UDP, piped: cut the input into datagrams of this size instead of lines',
+    )
+    .option(
+      '--text',
+      'ws:// URL, piped: each line is a text message (default: binary messages of the input)',
     );
   addFamilyFlags(cmd);
   addClientTransportFlags(cmd);
@@ -109,6 +116,7 @@ Examples:
   echo-client --tls --ca ca.pem example.test 7007
   echo-client --unix /tmp/echo.sock -m hello
   echo-client --send-proxy v2 -m hello     as if relayed by HAProxy
+  echo-client ws://127.0.0.1:7007/ -m hello   against echo-server --ws (wss:// with --tls flags)
   echo-client bench -c 100 -d 5s`,
   );
   return cmd;
@@ -135,6 +143,8 @@ export interface ClientFlags
   heartbeat?: string;
   heartbeatTimeout?: string;
   banner?: boolean;
+  /** with a ws:// URL, piped: lines as text messages */
+  text?: boolean;
   /** -w SECONDS, as nc */
   w?: string;
   /** -l / -k: nc's listen flags; refused here, naming echo-server */

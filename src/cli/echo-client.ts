@@ -50,6 +50,17 @@ export async function runClientCli(argv: string[]): Promise<void> {
 }
 
 async function runClient(hostArg: string | undefined, portArg: string | undefined, flags: ClientFlags) {
+  if (hostArg !== undefined && /^wss?:\/\//i.test(hostArg)) {
+    const { runWsUrl } = await import('./ws-client.js');
+    return runWsUrl(
+      hostArg,
+      portArg,
+      flags,
+      (host, f) => resolveClientConfig(host, undefined, f),
+      () => loggerFromFlags('echo-client', flags),
+    );
+  }
+  if (flags.text) throw new UsageError('--text', undefined, 'needs a ws:// or wss:// URL');
   const cfg = resolveClientConfig(hostArg, portArg, flags);
   const logger = loggerFromFlags('echo-client', flags);
   if (cfg.udp) {

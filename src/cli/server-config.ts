@@ -18,6 +18,7 @@ import {
 } from './flag-groups.js';
 import type { ServerFlags } from './server-flags.js';
 import { checkAddressRulesOnUnix, resolveServerTransport } from './transport.js';
+import { resolveWs } from './ws-flags.js';
 
 /** Flags that mean something for TCP only, with how each shows in the resolved config. */
 const TCP_ONLY: [string, (f: ServerFlags, c: ServerConfig) => boolean][] = [
@@ -104,6 +105,7 @@ export function resolveServerConfig(f: ServerFlags, args: (string | undefined)[]
         'needs Linux (accept4 on a socket Node does not watch)',
       );
   }
+  const wsPart = resolveWs(f, faults);
   const trace = resolveTrace(f);
   const instanceName = f.instanceName ?? `${hostname()}:${process.pid}`;
   if (!/^[\x21-\x7e]{1,128}$/.test(instanceName))
@@ -116,6 +118,7 @@ export function resolveServerConfig(f: ServerFlags, args: (string | undefined)[]
     host,
     port,
     ...(faults.length ? { faults } : {}),
+    ...wsPart,
     ...(trace ? { trace } : {}),
     ...(metrics ? { metrics } : {}),
     instanceName,

@@ -6,6 +6,7 @@ import { DEFAULT_HOST, DEFAULT_PORT } from '../server/tcp-server.js';
 import { addListenerFlags, type LogFlags, newProgram, redirectOption } from './common.js';
 import { addTraceFlags, type FamilyFlags, type SocketOptionFlags, type TraceFlags } from './flag-groups.js';
 import { addServerTransportFlags, type ServerTransportFlags } from './transport.js';
+import { addWsServerFlags, type WsServerFlags } from './ws-flags.js';
 
 export function buildServerProgram(): Command {
   const cmd = newProgram('echo-server', 'TCP (RFC 862) and UDP echo server on real sockets')
@@ -76,6 +77,7 @@ export function buildServerProgram(): Command {
       (v: string, prev: string[] = []) => [...prev, v],
     );
   addServerTransportFlags(cmd);
+  addWsServerFlags(cmd);
   addTraceFlags(cmd);
   addListenerFlags(cmd);
   cmd.addHelpText(
@@ -97,7 +99,8 @@ Examples:
   echo-server --host :: --ipv6-only    IPv6 clients only
   echo-server --fault latency=50ms,jitter=10ms --fault close-after=64k,how=rst,p=0.05
   echo-server --no-reuse-addr --verbose   show what the kernel reports for each option
-  echo-server --host 0.0.0.0 --allow 10.0.0.0/8 --max-connections-per-ip 20`,
+  echo-server --host 0.0.0.0 --allow 10.0.0.0/8 --max-connections-per-ip 20
+  echo-server --ws /echo --tls         WebSocket echo at wss://127.0.0.1:7007/echo`,
   );
   return cmd;
 }
@@ -107,7 +110,8 @@ export interface ServerFlags
     LogFlags,
     ServerTransportFlags,
     TraceFlags,
-    FamilyFlags {
+    FamilyFlags,
+    WsServerFlags {
   listen?: boolean;
   keepOpen?: boolean;
   /** -m: echo-client's --message; refused here, naming --mode */

@@ -17,6 +17,7 @@ import { connectTcp } from '../core/connect.js';
 import { countError, errorCode } from '../core/errors.js';
 import type { ClientTls } from '../core/tls.js';
 import { type HistogramJson, LogHistogram } from './bench-hist.js';
+import { type BenchHooks, wsConnectLoop, wsTransport } from './bench-ws.js';
 
 export type BenchMode = 'pingpong' | 'stream' | 'connect';
 
@@ -56,6 +57,8 @@ export interface BenchOptions {
   onInterval?: (i: BenchInterval) => void;
   /** aborted (Ctrl-C): stop early and report what was measured so far */
   signal?: AbortSignal;
+  /** --ws: each connection is a WebSocket upgraded at this path (bench-ws.ts) */
+  ws?: { path: string };
 }
 
 export interface BenchProgress {
@@ -549,6 +552,29 @@ async function udpPingpong(o: BenchOptions, run: Run): Promise<void> {
   sock.close();
 }
 
+/** A WebSocket connect loop of the bench (bench-ws.ts), reporting through the run's hooks. */
+function wsConnectWorker(o: BenchOptions, wsPath: string, run: Run, seed: number) {
+  const hooks: BenchHooks = {
+    stopped: () => run.stopped,
+    record: (bytes, sentAt, now) => record(run, bytes, sentAt, now),
+    mismatch: () => {
+      run.mismatches++;
+    },
+    error: (err) => countError(run.errors, err),
+    onStop: (fn) => run.onStop.push(fn),
+    whenAbandoned: (fn) => {
+      whenAbandoned(run, fn);
+      return () => {
+        const i = run.onAbandon.indexOf(fn);
+        if (i >= 0) run.onAbandon.splice(i, 1);
+      };
+    },
+  };
+  const target = { ...o, wsPath };
+  const payload = patterned(o.size, seed);
+  return wsConnectLoop(target, hooks, payload);
+}
+
 const us = (ns: number) => Math.round(ns / 10) / 100;
 
 function summary(h: LogHistogram) {
@@ -587,13 +613,19 @@ export async function runBench(o: BenchOptions): Promise<BenchResult> {
   let connected!: () => void;
   const ready = new Promise<void>((r) => (connected = r));
   const workers: Promise<void>[] = [];
+  // --ws: ping-pong runs on the same scheduler, each connection a WebSocket
+  const wsOptions = o.ws ? { ...o, transport: wsTransport({ ...o, wsPath: o.ws.path }) } : o;
   if (o.udp) workers.push(udpPingpong(o, run));
   else {
     for (let i = 0; i < o.connections; i++) {
       const seed = i + 1;
+      if (o.ws && o.mode === 'connect') {
+        workers.push(wsConnectWorker(o, o.ws.path, run, seed).catch((err) => countError(run.errors, err)));
+        continue;
+      }
       const w =
         o.mode === 'pingpong'
-          ? pingpong(o, run, seed, open, () => --connecting === 0 && connected())
+          ? pingpong(wsOptions, run, seed, open, () => --connecting === 0 && connected())
           : o.mode === 'stream'
             ? stream(o, run, seed)
             : connectLoop(o, run, seed);

@@ -14,7 +14,24 @@ export type CloseReason =
   | 'forced at shutdown'
   | 'left during the TLS handshake (did it reject the certificate?)'
   | `fault ${string}`
+  | `websocket ${string}`
   | `error ${string}`;
+
+/** WebSocket messages (echo-server --ws): how many, and their payload bytes, each way. */
+export interface MessageCounts {
+  messagesIn: number;
+  messagesOut: number;
+  payloadIn: number;
+  payloadOut: number;
+}
+
+/** Add `b` into `a`. */
+export function addMessages(a: MessageCounts, b: MessageCounts): void {
+  a.messagesIn += b.messagesIn;
+  a.messagesOut += b.messagesOut;
+  a.payloadIn += b.payloadIn;
+  a.payloadOut += b.payloadOut;
+}
 
 /** What one connection did, reported when it closes. */
 export interface ConnectionRecord {
@@ -31,6 +48,8 @@ export interface ConnectionRecord {
   tcp?: TcpInfo;
   /** its smoothed RTT then (µs), read with --verbose or --metrics */
   rttUs?: number;
+  /** a WebSocket connection's messages */
+  messages?: MessageCounts;
 }
 
 /** What a server did, in every mode (UDP maps its own counters onto these). */
@@ -44,6 +63,8 @@ export interface ServerTotals {
   bytesIn: number;
   bytesOut: number;
   errors: Record<string, number>;
+  /** WebSocket messages of the connections closed so far (present once one has been counted) */
+  messages?: MessageCounts;
 }
 
 export function emptyTotals(): ServerTotals {
@@ -51,5 +72,10 @@ export function emptyTotals(): ServerTotals {
 }
 
 export function copyTotals(t: ServerTotals): ServerTotals {
-  return { ...t, refusedBy: { ...t.refusedBy }, errors: { ...t.errors } };
+  return {
+    ...t,
+    refusedBy: { ...t.refusedBy },
+    errors: { ...t.errors },
+    ...(t.messages ? { messages: { ...t.messages } } : {}),
+  };
 }

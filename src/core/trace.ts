@@ -11,6 +11,41 @@ export type TraceFormat = 'text' | 'hex';
 export interface Tracer {
   /** `<` read from the peer, `>` written to it; `offset`: the stream position of data[0] */
   chunk(dir: '<' | '>', peer: string, data: Buffer, offset: number): void;
+  /** one WebSocket message or control frame: `> text 5 B "hello"` (hex: its payload dumped) */
+  message?(dir: '<' | '>', peer: string, kind: string, data: Buffer): void;
+}
+
+/** How much of a message's payload a text trace shows. */
+const MESSAGE_SHOWN = 256;
+
+/**
+ * A message's payload quoted on one line: printable ASCII as is, `"` and `\` escaped, other
+ * bytes as \xHH (text: as \u{…} for characters outside ASCII that are controls or
+ * bidirectional, printable ones as they are); cut after MESSAGE_SHOWN bytes.
+ */
+export function quotePayload(data: Buffer, text: boolean): string {
+  const shown = data.subarray(0, MESSAGE_SHOWN);
+  let out = '';
+  if (text) {
+    for (const ch of shown.toString('utf8')) {
+      const c = ch.codePointAt(0)!;
+      if (ch === '"' || ch === '\\') out += `\\${ch}`;
+      else if (ch === '\n') out += '\\n';
+      else if (ch === '\r') out += '\\r';
+      else if (ch === '\t') out += '\\t';
+      else if (c < 0x20 || c === 0x7f) out += `\\x${c.toString(16).padStart(2, '0')}`;
+      else if ((c >= 0x80 && c <= 0x9f) || /[\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]/.test(ch))
+        out += `\\u{${c.toString(16)}}`;
+      else out += ch;
+    }
+  } else {
+    for (const b of shown) {
+      if (b === 0x22 || b === 0x5c) out += `\\${String.fromCharCode(b)}`;
+      else if (b >= 0x20 && b < 0x7f) out += String.fromCharCode(b);
+      else out += `\\x${b.toString(16).padStart(2, '0')}`;
+    }
+  }
+  return `"${out}"${data.length > MESSAGE_SHOWN ? `…(+${data.length - MESSAGE_SHOWN} B)` : ''}`;
 }
 
 const pad2 = (n: number) => String(n).padStart(2, '0');
@@ -99,6 +134,18 @@ export function createTracer(format: TraceFormat, sink: TraceSink): Tracer {
     chunk(dir, peer, data, offset) {
       const head = `${dir} ${stamp()}  length=${data.length} from=${offset} to=${offset + data.length - 1}  ${dir === '<' ? 'from' : 'to'} ${peer}\n`;
       sink.write(head + (format === 'hex' ? hexDump(data, offset) : escapeTrace(data)));
+    },
+    message(dir, peer, kind, data) {
+      const where = `${dir === '<' ? 'from' : 'to'} ${peer}`;
+      if (format === 'hex') {
+        sink.write(`${dir} ${stamp()}  ${kind} ${data.length} B  ${where}\n${hexDump(data)}`);
+        return;
+      }
+      const body =
+        data.length || kind === 'text' || kind === 'binary'
+          ? ` ${quotePayload(data, kind === 'text' || kind === 'close')}`
+          : '';
+      sink.write(`${dir} ${kind} ${data.length} B${body}  ${where} ${stamp()}\n`);
     },
   };
 }

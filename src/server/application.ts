@@ -7,13 +7,39 @@
 // same one as their parent.
 
 import type { Socket } from 'node:net';
+import type { Fault } from '../core/faults.js';
+import type { Logger } from '../core/log.js';
+import type { CloseReason, MessageCounts } from '../core/records.js';
+import type { Tracer } from '../core/trace.js';
 import type { ReadCallback } from './user-buffer.js';
+
+/** What the handler tells an application about a connection it is given. */
+export interface ServeInfo {
+  peer: string;
+  logger?: Logger;
+  /** --trace, for an application that traces itself (tracesItself) */
+  tracer?: Tracer;
+  /** --idle-timeout (ms), for an application that resets the socket's timeout */
+  idleTimeoutMs?: number;
+  /** the connection's faults, for an application that applies them itself (ownFaults) */
+  faults?: Fault[];
+  /** why the connection ends, if no reason was given before */
+  setReason?(reason: CloseReason): void;
+  /** the message counters the connection's close record carries */
+  setMessages?(counts: MessageCounts): void;
+}
 
 export interface Application {
   /** the name a config selects it by */
   readonly name: string;
   /** Start serving `conn`: it may be paused; the handler resumes it. */
-  serve(conn: Socket, info: { peer: string }): void;
+  serve(conn: Socket, info: ServeInfo): void;
+  /** --trace is written by the application (per message), not per chunk by the handler */
+  readonly tracesItself?: boolean;
+  /** --fault is applied by the application (info.faults), not by the handler's byte-stream echo */
+  readonly ownFaults?: boolean;
+  /** Shutdown: end the conversation (instead of the handler's FIN); the handler's deadline still holds. */
+  shutdown?(conn: Socket): void;
   /**
    * The read callback of sockets that read into the process's shared buffer instead of
    * emitting 'data' (user-buffer.ts); without one, connections of this application use 'data'.

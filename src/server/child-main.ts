@@ -54,6 +54,7 @@ async function listenRole(): Promise<void> {
           bytesOut: r.bytesOut,
           error: r.error,
           ms: r.ms,
+          ...(r.messages ? { messages: r.messages } : {}),
         }),
     });
   } catch (err) {
@@ -99,6 +100,7 @@ function serveRole(once: boolean): void {
         error: r.error,
         ms: r.ms,
         ...(r.rttUs !== undefined ? { rttUs: r.rttUs } : {}),
+        ...(r.messages ? { messages: r.messages } : {}),
       });
       live.delete(socket);
       exitIfDone();

@@ -89,6 +89,7 @@ export class ChildPool {
       ms: m.ms ?? 0,
       ...(m.error ? { error: m.error } : {}),
       ...(m.rttUs !== undefined ? { rttUs: m.rttUs } : {}),
+      ...(m.messages ? { messages: m.messages } : {}),
     };
     this.o.onClosed?.(child, record);
     const c = child.conns.get(m.id);

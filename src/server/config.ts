@@ -6,6 +6,7 @@ import type { Fault } from '../core/faults.js';
 import type { SocketOptions } from '../core/sockopts.js';
 import type { TraceFormat } from '../core/trace.js';
 import type { ConnectionLimits } from './handler.js';
+import type { WebSocketOptions } from './websocket.js';
 
 /**
  * What a TCP server listens on and how each connection is treated: the same fields in the
@@ -37,8 +38,10 @@ export interface ServedOptions extends ConnectionLimits {
   trace?: { format: TraceFormat; file?: string };
   /** misbehave on purpose (--fault); change them later with the handle's setFaults() */
   faults?: Fault[];
-  /** what each connection is served, by name: `echo` (the default) or `discard` (RFC 863) */
+  /** what each connection is served, by name: `echo` (the default), `discard` (RFC 863) or `ws` (WebSocket echo) */
   app?: string;
+  /** with app `ws`: its path, message limit, compression, subprotocols and origins */
+  ws?: WebSocketOptions;
   /** beyond this many open connections, new ones are closed at once (FIN) and counted as refused */
   maxConnections?: number;
   /** at most this many open connections from one address */

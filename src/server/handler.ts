@@ -14,11 +14,11 @@ import { resumeReading, stopReading } from '../core/hold.js';
 import { formatTcpInfo, type TcpInfo, tcpInfo } from '../core/libc.js';
 import { type Logger, logs } from '../core/log.js';
 import { formatAddress } from '../core/parse.js';
-import type { CloseReason, ConnectionRecord } from '../core/records.js';
+import type { CloseReason, ConnectionRecord, MessageCounts } from '../core/records.js';
 import { applySocketOptions, formatReport, type SocketOptions } from '../core/sockopts.js';
 import { acceptTls, formatTlsInfo, tlsInfo } from '../core/tls.js';
 import { type Tracer, traceSocket } from '../core/trace.js';
-import type { Application } from './application.js';
+import type { Application, ServeInfo } from './application.js';
 import { closedWanted } from './conn-metrics.js';
 import { FaultyEcho, resetSocket } from './faults.js';
 import { readChunk, SHARED_READ } from './user-buffer.js';
@@ -76,6 +76,8 @@ interface ConnState {
   faulty: FaultyEcho | undefined;
   /** TCP_INFO, read while the socket still had its fd */
   info: TcpInfo | undefined;
+  /** a WebSocket connection's messages (set by its application) */
+  messages?: MessageCounts;
 }
 
 const STATE = Symbol('echo-state');
@@ -192,7 +194,8 @@ export function serveEcho(
     faulty: undefined,
     info: undefined,
   };
-  if (faults?.length) {
+  const app = ctx.app ?? echoApplication;
+  if (faults?.length && !app.ownFaults) {
     const st = s[STATE];
     st.faulty = new FaultyEcho(socket, faults, (why) => {
       st.reason ??= why as CloseReason;
@@ -210,8 +213,8 @@ export function serveEcho(
     return;
   }
   // a socket reading into the shared buffer calls its read callback instead of emitting 'data'
-  if (!(SHARED_READ in socket)) (ctx.app ?? echoApplication).serve(socket, { peer });
-  if (ctx.tracer) traceSocket(socket, ctx.tracer, peer);
+  if (!(SHARED_READ in socket)) app.serve(socket, app === echoApplication ? { peer } : appInfo(s, faults));
+  if (ctx.tracer && !app.tracesItself) traceSocket(socket, ctx.tracer, peer);
   if (ctx.banner) socket.write(ctx.banner);
   socket.on('drain', onDrain);
   socket.on('end', onEnd);
@@ -221,6 +224,24 @@ export function serveEcho(
       { peer: s[STATE].peer, ...ctx.logFields },
       `connection from ${s[STATE].peer}${ctx.label ? ` (${ctx.label})` : ''}`,
     );
+}
+
+/** What an application other than echo is told of its connection. */
+function appInfo(s: EchoSocket, faults: Fault[] | undefined): ServeInfo {
+  const st = s[STATE];
+  return {
+    peer: st.peer,
+    logger: st.ctx.logger,
+    ...(st.ctx.tracer ? { tracer: st.ctx.tracer } : {}),
+    ...(st.ctx.idleTimeoutMs ? { idleTimeoutMs: st.ctx.idleTimeoutMs } : {}),
+    ...(faults?.length ? { faults } : {}),
+    setReason(reason) {
+      st.reason ??= reason;
+    },
+    setMessages(counts) {
+      st.messages = counts;
+    },
+  };
 }
 
 // --- --min-rate and --max-lifetime: one sweep per context, not a timer per connection -------
@@ -405,6 +426,7 @@ function onClose(this: EchoSocket): void {
     ...(st.error ? { error: st.error } : {}),
     ...(st.info && ctx.tcpInfo ? { tcp: st.info } : {}),
     ...(st.info ? { rttUs: st.info.rttUs } : {}),
+    ...(st.messages ? { messages: { ...st.messages } } : {}),
   };
   const level = record.reason.startsWith('error')
     ? 'warn'
@@ -422,7 +444,7 @@ function onClose(this: EchoSocket): void {
       why && why.meaning !== 'unexpected error' ? ` — ${why.meaning}. ${why.hint}`.trimEnd() : '';
     ctx.logger[level](
       ctx.logFields ? { ...record, ...ctx.logFields } : record,
-      `closed ${record.peer}: in ${bytesIn} B, out ${bytesOut} B, ${record.ms} ms, ${record.reason}${meaning}${ctx.label ? ` (${ctx.label})` : ''}${record.tcp ? `; TCP_INFO ${formatTcpInfo(record.tcp)}` : ''}`,
+      `closed ${record.peer}: in ${bytesIn} B, out ${bytesOut} B, ${record.messages ? `messages in ${record.messages.messagesIn}, out ${record.messages.messagesOut}, ` : ''}${record.ms} ms, ${record.reason}${meaning}${ctx.label ? ` (${ctx.label})` : ''}${record.tcp ? `; TCP_INFO ${formatTcpInfo(record.tcp)}` : ''}`,
     );
   }
   ctx.onClose?.(this, record);
@@ -444,7 +466,9 @@ export function drainConnection(socket: Socket): void {
   while (s.readableLength > 0 && s.read() !== null) {}
   st.draining = true;
   st.reason ??= 'server shutdown';
+  const app = st.ctx.app ?? echoApplication;
   if (st.faulty) st.faulty.end();
+  else if (app.shutdown) app.shutdown(socket);
   else socket.end();
   socket.resume();
 }

@@ -17,7 +17,7 @@ import { abortable } from './children.js';
 import type { ServerConfig } from './config.js';
 import { forkBackend } from './fork.js';
 import { type ServerHandle, startListener } from './listener.js';
-import { applicationNamed, echoServerOptions, listenerOptionsOf, startEchoServer } from './tcp-server.js';
+import { applicationOf, echoServerOptions, listenerOptionsOf, startEchoServer } from './tcp-server.js';
 import { startExclusiveWorkers, workersBackend } from './workers.js';
 
 export interface StartOptions {
@@ -34,7 +34,7 @@ export async function startServer(
   { signal }: StartOptions = {},
 ): Promise<ServerHandle> {
   if (cfg.udp) return startUdp(cfg, logger);
-  applicationNamed(cfg.app); // an unknown name fails here, before any child starts
+  applicationOf(cfg); // an unknown name fails here, before any child starts
   if (cfg.mode === 'evented' || cfg.mode === 'iterative')
     return startEchoServer(echoServerOptions(cfg, logger));
   if (cfg.mode === 'workers' && cfg.exclusive) return startExclusiveWorkers(cfg, logger, signal);
@@ -109,7 +109,11 @@ async function startUdp(cfg: ServerConfig, logger: Logger): Promise<ServerHandle
 
 /** `listening on 127.0.0.1:7007 (tcp, evented)` */
 export function listeningLine(cfg: ServerConfig, h: ServerHandle): string {
-  const extras = [cfg.tls ? 'tls' : '', cfg.proxyProtocol ? 'proxy protocol' : ''].filter(Boolean);
+  const extras = [
+    cfg.tls ? 'tls' : '',
+    cfg.proxyProtocol ? 'proxy protocol' : '',
+    cfg.app === 'ws' ? `websocket ${cfg.ws?.path ?? 'on any path'}` : '',
+  ].filter(Boolean);
   const what = cfg.udp
     ? 'udp'
     : `${cfg.path !== undefined ? 'unix stream' : 'tcp'}, ${cfg.mode}${cfg.mode === 'workers' ? ` ×${cfg.workers}` : cfg.mode === 'fork' ? `, at most ${plural(cfg.maxChildren, 'child', 'children')}` : ''}${extras.length ? `, ${extras.join(', ')}` : ''}`;

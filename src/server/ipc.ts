@@ -5,6 +5,7 @@
 import type { ChildProcess } from 'node:child_process';
 import type { AddressInfo, Socket } from 'node:net';
 import type { Fault } from '../core/faults.js';
+import type { MessageCounts } from '../core/records.js';
 import type { OptionReport } from '../core/sockopts.js';
 import type { ServerConfig } from './config.js';
 
@@ -50,6 +51,7 @@ export type FromChild =
       error?: string;
       ms?: number;
       rttUs?: number;
+      messages?: MessageCounts;
     }
   /** bytes so far of the connections still open, sent each second while they change (--metrics) */
   | { type: 'progress'; conns: [id: number, bytesIn: number, bytesOut: number][] }

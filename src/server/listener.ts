@@ -32,7 +32,13 @@ import {
 } from '../core/listen.js';
 import type { Logger } from '../core/log.js';
 import { formatAddress } from '../core/parse.js';
-import { copyTotals, emptyTotals, type ServerTotals } from '../core/records.js';
+import {
+  addMessages,
+  copyTotals,
+  emptyTotals,
+  type MessageCounts,
+  type ServerTotals,
+} from '../core/records.js';
 import { formatReport, type OptionReport, reportSocketOptions } from '../core/sockopts.js';
 import type { UdpTotals } from '../udp/server.js';
 import { closedWanted, connectionClosed } from './conn-metrics.js';
@@ -98,6 +104,8 @@ export interface ClosedConnectionRecord {
   /** how long it lasted; absent when unknown (its process died): then it is not charted */
   ms?: number;
   rttUs?: number;
+  /** a WebSocket connection's messages */
+  messages?: MessageCounts;
 }
 
 /**
@@ -116,6 +124,10 @@ export function foldClosed(totals: ServerTotals, r: ClosedConnectionRecord): voi
   totals.bytesIn += r.bytesIn;
   totals.bytesOut += r.bytesOut;
   if (r.error) countError(totals.errors, r.error);
+  if (r.messages) {
+    totals.messages ??= { messagesIn: 0, messagesOut: 0, payloadIn: 0, payloadOut: 0 };
+    addMessages(totals.messages, r.messages);
+  }
   if (r.ms !== undefined && closedWanted())
     connectionClosed({
       ms: r.ms,

@@ -82,6 +82,21 @@ export function metricsRegistry(h: ServerHandle, instance?: string): Registry {
   mirrored(registry, 'echo_errors_total', 'connection errors, by code', ['code'], () =>
     Object.entries(stats().errors).map(([code, v]) => [{ code }, v]),
   );
+  // WebSocket messages (--ws), of the connections closed so far
+  mirrored(registry, 'echo_ws_messages_total', 'WebSocket messages, by direction', ['direction'], () => [
+    [{ direction: 'in' }, stats().messages?.messagesIn ?? 0],
+    [{ direction: 'out' }, stats().messages?.messagesOut ?? 0],
+  ]);
+  mirrored(
+    registry,
+    'echo_ws_message_bytes_total',
+    'WebSocket message payload bytes, by direction',
+    ['direction'],
+    () => [
+      [{ direction: 'in' }, stats().messages?.payloadIn ?? 0],
+      [{ direction: 'out' }, stats().messages?.payloadOut ?? 0],
+    ],
+  );
   if (h.udp) {
     const udp = h.udp;
     mirrored(registry, 'echo_udp_datagrams_total', 'UDP datagrams, by direction', ['direction'], () => [

@@ -15,6 +15,7 @@ import type { ServedOptions, ServerConfig } from './config.js';
 import { echoApplication, type HandlerContext } from './handler.js';
 import { hereBackend } from './here.js';
 import { type ListenerOptions, type ServerHandle, startListener } from './listener.js';
+import { websocketApplication } from './websocket.js';
 
 export type { CloseOptions, LiveConnection } from './listener.js';
 
@@ -112,6 +113,14 @@ const APPLICATIONS: ReadonlyMap<string, Application> = new Map(
   [echoApplication, discardApplication].map((a) => [a.name, a]),
 );
 
+/**
+ * The application these options select (default echo); an unknown name is a TypeError.
+ * `ws` (WebSocket echo) is made with its options, one per process.
+ */
+export function applicationOf(opts: Pick<ServedOptions, 'app' | 'ws'>): Application {
+  return opts.app === 'ws' ? websocketApplication(opts.ws) : applicationNamed(opts.app);
+}
+
 /** The application called `name` (default echo); an unknown name is a TypeError. */
 export function applicationNamed(name = 'echo'): Application {
   const app = APPLICATIONS.get(name);
@@ -127,7 +136,7 @@ export function applicationNamed(name = 'echo'): Application {
 export function handlerContextOf(opts: EchoServerOptions): Omit<HandlerContext, 'onClose'> {
   return {
     logger: opts.logger ?? silentLogger,
-    app: applicationNamed(opts.app),
+    app: applicationOf(opts),
     idleTimeoutMs: opts.idleTimeoutMs,
     minRate: opts.minRate,
     maxLifetimeMs: opts.maxLifetimeMs,
@@ -196,6 +205,7 @@ export function echoServerOptions(cfg: ServerConfig, logger: Logger): EchoServer
     banner: cfg.banner,
     mode: cfg.mode === 'iterative' ? 'iterative' : 'evented',
     ...(cfg.app !== undefined ? { app: cfg.app } : {}),
+    ...(cfg.ws ? { ws: cfg.ws } : {}),
     maxConnections: cfg.maxConnections,
     maxConnectionsPerIp: cfg.maxConnectionsPerIp,
     access: new AccessControl(cfg.allow, cfg.deny),
