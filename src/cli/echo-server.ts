@@ -5,6 +5,7 @@ import { formatFault } from '../core/faults.js';
 import { formatAddress, plural } from '../core/parse.js';
 import type { ServerTotals } from '../core/records.js';
 import { describeCertificate, selfSignedTls } from '../core/tls.js';
+import { echoServerProxies } from '../server/fault-control.js';
 import { listeningLine, startServer } from '../server/index.js';
 import type { ServerHandle } from '../server/listener.js';
 import { type MetricsServer, startMetrics } from '../server/metrics.js';
@@ -123,7 +124,8 @@ export async function runServerCli(argv: string[]): Promise<void> {
     }
     if (cfg.path === undefined) warnIfReachable(logger, runner.address.address);
     if (cfg.metrics) {
-      const m = await startMetrics(runner, cfg.metrics.host, cfg.metrics.port, cfg.instanceName);
+      const api = echoServerProxies(runner, { udp: cfg.udp, faults: cfg.faults });
+      const m = await startMetrics(runner, cfg.metrics.host, cfg.metrics.port, cfg.instanceName, api);
       if (stopping) {
         await m.close(); // a signal came while it started: it would keep the process alive
         return finished;
@@ -137,7 +139,7 @@ export async function runServerCli(argv: string[]): Promise<void> {
         { metrics: `${formatAddress(a.address, a.port)}` },
         `metrics on http://${formatAddress(a.address, a.port)}/metrics`,
       );
-      warnIfReachable(logger, a.address, 'the metrics port (no authentication)');
+      warnIfReachable(logger, a.address, 'the metrics port and its fault API (no authentication)');
     }
     if (cfg.faults) {
       const list = cfg.faults.map(formatFault).join('; ');
