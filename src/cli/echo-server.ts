@@ -139,7 +139,7 @@ export async function runServerCli(argv: string[]): Promise<void> {
         { metrics: `${formatAddress(a.address, a.port)}` },
         `metrics on http://${formatAddress(a.address, a.port)}/metrics`,
       );
-      warnIfReachable(logger, a.address, 'the metrics port and its fault API (no authentication)');
+      warnIfReachable(logger, a.address, 'the metrics port (no authentication)');
     }
     if (cfg.faults) {
       const list = cfg.faults.map(formatFault).join('; ');
