@@ -3,7 +3,7 @@
 import { readFileSync } from 'node:fs';
 import type { Command } from 'commander';
 import type { Cidr } from '../core/access.js';
-import { type Fault, PROXY_FAULTS, parseFault } from '../core/faults.js';
+import { type Fault, PROXY_FAULTS, parseFault, UDP_FAULTS } from '../core/faults.js';
 import { parseDuration, UsageError } from '../core/parse.js';
 import type { SocketOptions } from '../core/sockopts.js';
 import { type ClientTls, loadCa, loadServerTls, type ServerTls } from '../core/tls.js';
@@ -12,6 +12,7 @@ import { parseEndpoint } from '../proxy/registry.js';
 import { addListenerFlags, type LogFlags, newProgram } from './common.js';
 import {
   addTraceFlags,
+  conflict,
   resolveAccess,
   resolveSocketOptions,
   resolveTrace,
@@ -62,6 +63,10 @@ export function buildProxyProgram(): Command {
       '--proxy-protocol',
       'each client connection starts with a PROXY header (behind HAProxy); only loopback peers are believed',
     )
+    .option(
+      '--udp',
+      'forward UDP datagrams: a session per client address, ended after --idle-timeout (default 60s)',
+    )
     .option('--connect-timeout <dur>', 'give up on an upstream connect after this long (default 10s)')
     .option('--idle-timeout <dur>', 'close a client connection idle this long');
   addTraceFlags(cmd);
@@ -98,6 +103,7 @@ export interface ProxyFlags extends LogFlags, TraceFlags, SocketOptionFlags {
   proxyProtocol?: boolean;
   connectTimeout?: string;
   idleTimeout?: string;
+  udp?: boolean;
   allow?: string[];
   deny?: string[];
 }
@@ -120,6 +126,7 @@ export interface ProxyConfig {
   proxyProtocol?: boolean;
   connectTimeoutMs?: number;
   idleTimeoutMs?: number;
+  udp?: boolean;
   trace?: { format: 'text' | 'hex'; file?: string };
   socket: SocketOptions;
   allow: Cidr[];
@@ -177,9 +184,29 @@ export function resolveProxyConfig(f: ProxyFlags): ProxyConfig {
       `needs ${f.listen === undefined ? '--listen' : '--upstream'}`,
     );
   const faults = (f.fault ?? []).map((s) => parseFault(s));
+  const kinds: readonly string[] = f.udp ? [...UDP_FAULTS, 'down'] : PROXY_FAULTS;
   for (const x of faults)
-    if (!PROXY_FAULTS.includes(x.kind))
-      throw new UsageError('--fault', x.kind, `is not a proxy fault (one of: ${PROXY_FAULTS.join(', ')})`);
+    if (!kinds.includes(x.kind))
+      throw new UsageError(
+        '--fault',
+        x.kind,
+        `is not a ${f.udp ? 'UDP' : 'TCP'} proxy fault (one of: ${kinds.join(', ')})`,
+      );
+  if (f.udp) {
+    const tcpOnly: [string, unknown][] = [
+      ['--tls', f.tls],
+      ['--upstream-tls', f.upstreamTls],
+      ['--send-proxy', f.sendProxy],
+      ['--proxy-protocol', f.proxyProtocol],
+      ['--connect-timeout', f.connectTimeout],
+    ];
+    for (const [flag, v] of tcpOnly) if (v !== undefined && v !== false) throw conflict(flag, '--udp');
+    for (const [flag, v] of [
+      ['--listen', f.listen],
+      ['--upstream', f.upstream],
+    ] as const)
+      if (v?.startsWith('unix:')) throw conflict(`${flag} unix:`, '--udp (no Unix datagram sockets in Node)');
+  }
   if (faults.length && f.listen === undefined)
     throw new UsageError('--fault', undefined, 'needs --listen and --upstream');
   if (f.listen !== undefined)
@@ -246,6 +273,7 @@ export function resolveProxyConfig(f: ProxyFlags): ProxyConfig {
     cfg.sendProxy = v === '1' ? 1 : 2;
   }
   if (f.proxyProtocol) cfg.proxyProtocol = true;
+  if (f.udp) cfg.udp = true;
   if (f.connectTimeout !== undefined)
     cfg.connectTimeoutMs = parseDuration('--connect-timeout', f.connectTimeout, 1, 3_600_000);
   if (f.idleTimeout !== undefined)

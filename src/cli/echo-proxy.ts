@@ -39,6 +39,9 @@ export async function runProxyCli(argv: string[]): Promise<void> {
       ...(cfg.upstreamTls ? { upstreamTls: cfg.upstreamTls } : {}),
       ...(cfg.sendProxy ? { sendProxy: cfg.sendProxy } : {}),
       ...(cfg.connectTimeoutMs ? { connectTimeoutMs: cfg.connectTimeoutMs } : {}),
+      ...(cfg.udp
+        ? { udp: true, ...(cfg.idleTimeoutMs ? { udpIdleTimeoutMs: cfg.idleTimeoutMs } : {}) }
+        : {}),
     });
     let api: Awaited<ReturnType<typeof serveToxiproxyApi>> | undefined;
     let done!: (code: number) => void;
@@ -68,7 +71,7 @@ export async function runProxyCli(argv: string[]): Promise<void> {
         const s = proxy.state();
         logger.info(
           { proxy: s.name, listen: s.listen, upstream: s.upstream, enabled: s.enabled },
-          `proxy ${s.name}: listening on ${s.listen}, forwarding to ${s.upstream}${s.enabled ? '' : ' (disabled)'}${tls ? ' (tls)' : ''}`,
+          `proxy ${s.name}: listening on ${s.listen}${cfg.udp ? ' (udp)' : ''}, forwarding to ${s.upstream}${s.enabled ? '' : ' (disabled)'}${tls ? ' (tls)' : ''}`,
         );
         const host = s.listen.startsWith('unix:') ? '127.0.0.1' : s.listen.replace(/^\[?(.*?)\]?:\d+$/, '$1');
         warnIfReachable(logger, host, `proxy ${s.name}`);

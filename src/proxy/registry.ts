@@ -5,7 +5,7 @@
 // the same address again.
 
 import { isIP } from 'node:net';
-import type { Fault } from '../core/faults.js';
+import { type Fault, UDP_FAULTS } from '../core/faults.js';
 import { type Logger, silentLogger } from '../core/log.js';
 import { formatAddress } from '../core/parse.js';
 import type { ClientTls } from '../core/tls.js';
@@ -18,7 +18,12 @@ import {
   type Toxic,
 } from '../core/toxiproxy.js';
 import { type EchoServer, type EchoServerOptions, startEchoServer } from '../server/tcp-server.js';
-import { forwardApplication, type Link, type UpstreamTarget } from './forward.js';
+import { forwardApplication, type Link, type LiveFaults, type UpstreamTarget } from './forward.js';
+import { startUdpProxy, type UdpProxy } from './udp.js';
+
+/** What a TCP stream and a datagram proxy can each run. */
+const UDP_KINDS: readonly string[] = [...UDP_FAULTS, 'down'];
+const DATAGRAM_ONLY: readonly string[] = ['drop', 'duplicate', 'reorder'];
 
 /** HOST:PORT, [V6]:PORT or unix:PATH, as the API and the flags give an address. */
 export function parseEndpoint(text: string, what: string): { host: string; port: number } | { path: string } {
@@ -46,6 +51,9 @@ export interface RegistryOptions {
   sendProxy?: 1 | 2;
   /** give up on an upstream connect after this long (ms; default 10 000) */
   connectTimeoutMs?: number;
+  /** datagrams: a session per client address, ended after udpIdleTimeoutMs (default 60 000) */
+  udp?: boolean;
+  udpIdleTimeoutMs?: number;
 }
 
 interface Entry {
@@ -56,7 +64,7 @@ interface Entry {
 class RunningProxy implements ProxyControl {
   private readonly toxics = new Map<string, Entry>();
   readonly links = new Set<Link>();
-  private server: EchoServer | undefined;
+  private server: EchoServer | UdpProxy | undefined;
   /** the address bound the first time (port 0 resolved), listened on again when re-enabled */
   private bound: string | undefined;
   private queue: Promise<void> = Promise.resolve();
@@ -93,28 +101,44 @@ class RunningProxy implements ProxyControl {
     if (want && !this.server) {
       const where = parseEndpoint(this.bound ?? this.listen, 'listen');
       const logger = this.o.logger ?? silentLogger;
+      const faults: LiveFaults = {
+        current: () =>
+          [...this.toxics.values()].map((e) => ({
+            name: e.toxic.name,
+            fault: e.fault,
+            toxicity: e.toxic.toxicity,
+          })),
+      };
       try {
-        this.server = await startEchoServer({
-          ...this.o.server,
-          ...('path' in where ? { path: where.path } : { host: where.host, port: where.port }),
-          logger,
-          logFields: { proxy: this.name },
-          application: forwardApplication({
+        if (this.o.udp) {
+          if ('path' in where) throw new ApiError(400, 'listen: a UDP proxy listens on HOST:PORT');
+          this.server = await startUdpProxy({
             name: this.name,
-            upstream: () => this.target(),
-            faults: {
-              current: () =>
-                [...this.toxics.values()].map((e) => ({
-                  name: e.toxic.name,
-                  fault: e.fault,
-                  toxicity: e.toxic.toxicity,
-                })),
+            listen: where,
+            upstream: () => {
+              const u = parseEndpoint(this.upstream, 'upstream');
+              return 'path' in u ? { host: '127.0.0.1', port: 0 } : u;
             },
-            links: this.links,
+            faults,
+            idleTimeoutMs: this.o.udpIdleTimeoutMs ?? 60_000,
             logger,
-          }),
-        });
+          });
+        } else
+          this.server = await startEchoServer({
+            ...this.o.server,
+            ...('path' in where ? { path: where.path } : { host: where.host, port: where.port }),
+            logger,
+            logFields: { proxy: this.name },
+            application: forwardApplication({
+              name: this.name,
+              upstream: () => this.target(),
+              faults,
+              links: this.links,
+              logger,
+            }),
+          });
       } catch (err) {
+        if (err instanceof ApiError) throw err;
         const code = (err as NodeJS.ErrnoException).code ?? '';
         throw new ApiError(500, `listen ${this.listen}: ${code || (err as Error).message}`);
       }
@@ -123,8 +147,10 @@ class RunningProxy implements ProxyControl {
     } else if (!want && this.server) {
       const s = this.server;
       this.server = undefined;
-      s.forceClose();
-      await s.close({ graceMs: 0 });
+      if ('forceClose' in s) {
+        s.forceClose();
+        await s.close({ graceMs: 0 });
+      } else await s.close();
     }
   }
 
@@ -148,8 +174,16 @@ class RunningProxy implements ProxyControl {
     );
   }
 
+  /** A toxic this proxy can run (TCP: no datagram faults; UDP: datagram faults only). */
+  private checked(t: unknown): Entry {
+    const n = normalizeToxic(t);
+    if (this.o.udp ? !UDP_KINDS.includes(n.fault.kind) : DATAGRAM_ONLY.includes(n.fault.kind))
+      throw new ApiError(400, `a ${this.o.udp ? 'UDP' : 'TCP'} proxy has no toxic "${n.toxic.type}"`);
+    return n;
+  }
+
   addToxic(t: Toxic): Toxic {
-    const { toxic, fault } = normalizeToxic(t);
+    const { toxic, fault } = this.checked(t);
     if (this.toxics.has(toxic.name)) throw new ApiError(409, 'toxic already exists');
     this.toxics.set(toxic.name, { toxic, fault });
     this.changed();
@@ -166,7 +200,7 @@ class RunningProxy implements ProxyControl {
       attributes: { ...e.toxic.attributes, ...(patch.attributes ?? {}) },
       toxicity: patch.toxicity ?? e.toxic.toxicity,
     };
-    const next = normalizeToxic(merged);
+    const next = this.checked(merged);
     this.toxics.set(name, next);
     this.changed();
     return next.toxic;
