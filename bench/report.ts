@@ -15,6 +15,8 @@ export interface Report {
   udp: Record<string, ServerFigures>;
   /** TLS and Unix sockets, each against a plain Node server of the same transport */
   transports: Record<string, ServerFigures>;
+  /** the forwarder table (bench/proxy.ts), as lines */
+  proxy?: string[];
   /** workers --exclusive: one worker vs two, pinned */
   scale?: ScaleFigures;
   profiles?: { load: ProfileLoad; rate: number; frames: Frame[] }[];
@@ -159,6 +161,7 @@ export function writeReport(r: Report): string {
     '',
     ...baselineTable(X),
   );
+  if (r.proxy) L.push(...r.proxy);
   if (r.scale) {
     const [one, two] = r.scale.rows;
     L.push(

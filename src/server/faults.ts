@@ -55,6 +55,8 @@ export class FaultStream {
   private bwNext = 0;
   corrupted = 0;
   private by: Partial<Record<FaultKind, Fault>> = {};
+  /** no fault at all: chunks are written as they come */
+  private plain = false;
 
   constructor(
     private readonly source: Socket,
@@ -78,6 +80,7 @@ export class FaultStream {
     const by: Partial<Record<FaultKind, Fault>> = {};
     for (const f of faults) by[f.kind] = f;
     this.by = by;
+    this.plain = faults.length === 0;
     if (old.latency && old.latency !== by.latency) for (const e of this.queue) e.at = 0;
     if (old.bandwidth !== by.bandwidth || old.slice !== by.slice) {
       this.bwNext = 0;
@@ -109,6 +112,15 @@ export class FaultStream {
   data(chunk: Buffer): void {
     if (this.stopped) return; // read after stall-after or close-after: dropped
     const { by } = this;
+    if (this.plain && this.queue.length === 0 && !this.blocked) {
+      // no fault: straight through, reading paused while the sink is full (as pipe() does)
+      this.read += chunk.length;
+      if (!this.sink.write(chunk)) {
+        this.blocked = true;
+        this.source.pause();
+      }
+      return;
+    }
     if (by.timeout) return; // timeout: nothing gets through while it lasts
     let c = chunk;
     let close: 'fin' | 'rst' | undefined;
