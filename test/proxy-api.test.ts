@@ -1,7 +1,10 @@
 // The Toxiproxy HTTP API: driven by a client nobody here wrote (toxiproxy-node-client), status
 // codes and error bodies checked with curl, and echo-proxy's command line.
 
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import type { Socket } from 'node:net';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
 import { Toxiproxy } from 'toxiproxy-node-client';
 import { describe, expect, it, onTestFinished } from 'vitest';
 import { Proxies } from '../src/proxy/registry.js';
@@ -175,6 +178,42 @@ describe('echo-proxy command', () => {
         attributes: { latency: 150, jitter: 0 },
       },
     ]);
+  });
+
+  it('--proxy and --config (the /populate format) start several proxies; --no-api starts none', async () => {
+    const up = await echoServer();
+    const dir = mkdtempSync(path.join(tmpdir(), 'echo-proxy-cfg-'));
+    onTestFinished(() => rmSync(dir, { recursive: true, force: true }));
+    const file = path.join(dir, 'proxies.json');
+    writeFileSync(
+      file,
+      JSON.stringify([{ name: 'fromfile', listen: '127.0.0.1:0', upstream: `127.0.0.1:${up.address.port}` }]),
+    );
+    const p = spawnCli('echo-proxy', [
+      '--api',
+      '127.0.0.1:0',
+      '--proxy',
+      `one=127.0.0.1:0,127.0.0.1:${up.address.port}`,
+      '--config',
+      file,
+    ]);
+    const line = await p.waitStderr(/Toxiproxy API on http:\/\/127\.0\.0\.1:(\d+)/);
+    const all = await (await fetch(`http://127.0.0.1:${line[1]}/proxies`)).json();
+    expect(Object.keys(all).sort()).toEqual(['fromfile', 'one']);
+    for (const name of ['fromfile', 'one']) {
+      const s = await connect(portOf(all[name].listen));
+      expect(await roundTrip(s)).toBeGreaterThanOrEqual(0);
+    }
+    const none = spawnCli('echo-proxy', [
+      '--no-api',
+      '--proxy',
+      `x=127.0.0.1:0,127.0.0.1:${up.address.port}`,
+    ]);
+    await none.waitStderr(/proxy x: listening on/);
+    none.child.kill('SIGTERM');
+    expect((await none.exit).code).toBe(0);
+    expect(none.stderr()).toMatch(/closing every proxy/);
+    expect(none.stderr()).not.toMatch(/Toxiproxy API on/);
   });
 
   it('bad input exits 2 naming the flag', async () => {

@@ -108,6 +108,20 @@ describe('forwarding', () => {
     expect((err as NodeJS.ErrnoException).code).toBe('ECONNRESET');
   });
 
+  it('a reset from the client reaches the upstream as a reset', async () => {
+    let upSock!: Socket;
+    const { server, port: upPort } = await plainServer((sock) => {
+      upSock = sock;
+    });
+    const { port } = await proxyTo(upPort);
+    const s = await connect(port);
+    await once(server, 'connection');
+    const errored = once(upSock, 'error');
+    s.resetAndDestroy();
+    const [err] = await errored;
+    expect((err as NodeJS.ErrnoException).code).toBe('ECONNRESET');
+  });
+
   it('an unreachable upstream: the client is reset, one line names the upstream and errno, the proxy goes on', async () => {
     const lines: string[] = [];
     const logger = {
@@ -153,6 +167,24 @@ describe('toxics on open connections', () => {
     p.removeToxic('lat');
     await pending;
     expect(await roundTrip(s)).toBeLessThan(base + 250);
+  });
+
+  it('a stall on an open connection holds its bytes; removed, they flow and nothing is lost', async () => {
+    const up = await echoServer();
+    const { p, port } = await proxyTo(up.address.port);
+    const s = await connect(port);
+    p.addToxic({
+      name: 'hold',
+      type: 'stall_after',
+      stream: 'upstream',
+      toxicity: 1,
+      attributes: { bytes: 4 },
+    });
+    s.write('0123');
+    expect((await readN(s, 4)).toString()).toBe('0123');
+    s.write('456789'); // not forwarded while the stall lasts
+    p.removeToxic('hold');
+    expect((await readN(s, 6)).toString()).toBe('456789');
   });
 
   it('toxicity 0 never fires; the upstream direction delays what the client sends', async () => {
