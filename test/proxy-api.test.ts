@@ -9,7 +9,7 @@ import { Toxiproxy } from 'toxiproxy-node-client';
 import { describe, expect, it, onTestFinished } from 'vitest';
 import { Proxies } from '../src/proxy/registry.js';
 import { serveToxiproxyApi } from '../src/server/toxiproxy-api.js';
-import { bin, connect, echoServer, hasCommand, readN, runCommand, spawnCli } from './helpers.js';
+import { bin, connect, echoServer, hasCommand, readN, refusal, runCommand, spawnCli } from './helpers.js';
 
 async function api() {
   const reg = new Proxies();
@@ -214,6 +214,15 @@ describe('echo-proxy command', () => {
     expect((await none.exit).code).toBe(0);
     expect(none.stderr()).toMatch(/closing every proxy/);
     expect(none.stderr()).not.toMatch(/Toxiproxy API on/);
+  });
+
+  it("echo-server refuses the proxy's own faults, saying they are echo-proxy's", async () => {
+    for (const spec of ['slow-close=1s', 'timeout=0', 'limit-data=1k', 'down']) {
+      const r = await refusal('echo-server', ['--fault', spec]);
+      expect(r.code, spec).toBe(2);
+      expect(r.stderr, spec).toMatch(/echo-proxy/);
+      expect(r.stderr, spec).not.toMatch(/needs --udp/);
+    }
   });
 
   it('bad input exits 2 naming the flag', async () => {
