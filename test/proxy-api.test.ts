@@ -9,7 +9,17 @@ import { Toxiproxy } from 'toxiproxy-node-client';
 import { describe, expect, it, onTestFinished } from 'vitest';
 import { Proxies } from '../src/proxy/registry.js';
 import { serveToxiproxyApi } from '../src/server/toxiproxy-api.js';
-import { bin, connect, echoServer, hasCommand, readN, refusal, runCommand, spawnCli } from './helpers.js';
+import {
+  bin,
+  connect,
+  echoServer,
+  hasCommand,
+  readAll,
+  readN,
+  refusal,
+  runCommand,
+  spawnCli,
+} from './helpers.js';
 
 async function api() {
   const reg = new Proxies();
@@ -214,6 +224,25 @@ describe('echo-proxy command', () => {
     expect((await none.exit).code).toBe(0);
     expect(none.stderr()).toMatch(/closing every proxy/);
     expect(none.stderr()).not.toMatch(/Toxiproxy API on/);
+  });
+
+  it("--max-connections: the server pipeline's admission gate holds in front of the upstream", async () => {
+    const up = await echoServer();
+    const p = spawnCli('echo-proxy', [
+      '--no-api',
+      '--max-connections',
+      '1',
+      '--listen',
+      '127.0.0.1:0',
+      '--upstream',
+      `127.0.0.1:${up.address.port}`,
+    ]);
+    const m = await p.waitStderr(/listening on 127\.0\.0\.1:(\d+)/);
+    const first = await connect(Number(m[1]));
+    expect(await roundTrip(first)).toBeGreaterThanOrEqual(0);
+    const second = await connect(Number(m[1]));
+    expect((await readAll(second)).length).toBe(0); // closed at once, nothing forwarded
+    expect(await roundTrip(first)).toBeGreaterThanOrEqual(0);
   });
 
   it("echo-server refuses the proxy's own faults, saying they are echo-proxy's", async () => {

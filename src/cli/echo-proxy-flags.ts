@@ -4,7 +4,7 @@ import { readFileSync } from 'node:fs';
 import type { Command } from 'commander';
 import type { Cidr } from '../core/access.js';
 import { type Fault, PROXY_FAULTS, parseFault, UDP_FAULTS } from '../core/faults.js';
-import { parseDuration, UsageError } from '../core/parse.js';
+import { parseDuration, parseInteger, UsageError } from '../core/parse.js';
 import type { SocketOptions } from '../core/sockopts.js';
 import { type ClientTls, loadCa, loadServerTls, type ServerTls } from '../core/tls.js';
 import { ApiError } from '../core/toxiproxy.js';
@@ -68,7 +68,9 @@ export function buildProxyProgram(): Command {
       'forward UDP datagrams: a session per client address, ended after --idle-timeout (default 60s)',
     )
     .option('--connect-timeout <dur>', 'give up on an upstream connect after this long (default 10s)')
-    .option('--idle-timeout <dur>', 'close a client connection idle this long');
+    .option('--idle-timeout <dur>', 'close a client connection idle this long')
+    .option('--max-connections <n>', 'per proxy: close new connections at once beyond this many open ones')
+    .option('--max-connections-per-ip <n>', 'per proxy: the same, per client address');
   addTraceFlags(cmd);
   addListenerFlags(cmd);
   cmd.addHelpText(
@@ -104,6 +106,8 @@ export interface ProxyFlags extends LogFlags, TraceFlags, SocketOptionFlags {
   connectTimeout?: string;
   idleTimeout?: string;
   udp?: boolean;
+  maxConnections?: string;
+  maxConnectionsPerIp?: string;
   allow?: string[];
   deny?: string[];
 }
@@ -127,6 +131,8 @@ export interface ProxyConfig {
   connectTimeoutMs?: number;
   idleTimeoutMs?: number;
   udp?: boolean;
+  maxConnections?: number;
+  maxConnectionsPerIp?: number;
   trace?: { format: 'text' | 'hex'; file?: string };
   socket: SocketOptions;
   allow: Cidr[];
@@ -274,6 +280,15 @@ export function resolveProxyConfig(f: ProxyFlags): ProxyConfig {
   }
   if (f.proxyProtocol) cfg.proxyProtocol = true;
   if (f.udp) cfg.udp = true;
+  if (f.maxConnections !== undefined)
+    cfg.maxConnections = parseInteger('--max-connections', f.maxConnections, 1, 1_000_000);
+  if (f.maxConnectionsPerIp !== undefined)
+    cfg.maxConnectionsPerIp = parseInteger('--max-connections-per-ip', f.maxConnectionsPerIp, 1, 1_000_000);
+  if (f.udp && (f.maxConnections !== undefined || f.maxConnectionsPerIp !== undefined))
+    throw conflict(
+      f.maxConnections !== undefined ? '--max-connections' : '--max-connections-per-ip',
+      '--udp',
+    );
   if (f.connectTimeout !== undefined)
     cfg.connectTimeoutMs = parseDuration('--connect-timeout', f.connectTimeout, 1, 3_600_000);
   if (f.idleTimeout !== undefined)

@@ -31,6 +31,8 @@ export async function runProxyCli(argv: string[]): Promise<void> {
         ...(tls ? { tls: { cert: tls.cert, key: tls.key, ...(cfg.alpn ? { alpn: cfg.alpn } : {}) } } : {}),
         ...(cfg.proxyProtocol ? { proxyProtocol: true } : {}),
         ...(cfg.idleTimeoutMs ? { idleTimeoutMs: cfg.idleTimeoutMs } : {}),
+        ...(cfg.maxConnections ? { maxConnections: cfg.maxConnections } : {}),
+        ...(cfg.maxConnectionsPerIp ? { maxConnectionsPerIp: cfg.maxConnectionsPerIp } : {}),
         ...(cfg.trace ? { trace: cfg.trace } : {}),
         socket: cfg.socket,
         access: new AccessControl(cfg.allow, cfg.deny),

@@ -203,7 +203,7 @@ export function forwardApplication(o: {
           for (const d of pending) c2u.data(d);
           pending.length = 0;
           if (clientEnded) c2u.end();
-          if (pendingBytes <= PENDING_MAX || client.isPaused()) client.resume();
+          client.resume();
         },
         (err) => {
           const line = explainError(err, { role: 'client' }).line;
