@@ -5,9 +5,10 @@
 import { spawn } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
 import { once } from 'node:events';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
+import { generate } from 'selfsigned';
 import { describe, expect, it, onTestFinished } from 'vitest';
 import {
   connect,
@@ -173,6 +174,38 @@ describe('in front of echo-server', () => {
     expect(r.code).toBe(0);
     expect(sha(r.out)).toBe(sha(data));
   }, 60_000);
+
+  it('--upstream-tls checks the certificate: --ca and --servername pass; untrusted, one explained line and a reset', async () => {
+    const dir = mkdtempSync(path.join(tmpdir(), 'echo-proxy-tls-'));
+    onTestFinished(() => rmSync(dir, { recursive: true, force: true }));
+    const pems = await generate([{ name: 'commonName', value: 'svc.test' }], {
+      keyType: 'ec',
+      algorithm: 'sha256',
+      extensions: [{ name: 'subjectAltName', altNames: [{ type: 2, value: 'svc.test' }] }],
+    });
+    const cert = path.join(dir, 'svc.crt');
+    const key = path.join(dir, 'svc.key');
+    writeFileSync(cert, pems.cert);
+    writeFileSync(key, pems.private);
+    const srv = await spawnServer(['--tls', '--cert', cert, '--key', key]);
+    const good = await proxy(`127.0.0.1:${srv.port}`, [
+      '--upstream-tls',
+      '--ca',
+      cert,
+      '--servername',
+      'svc.test',
+    ]);
+    const s = await connect(good.port);
+    const back = readAll(s);
+    s.end('checked');
+    expect((await back).toString()).toBe('checked');
+    const bad = await proxy(`127.0.0.1:${srv.port}`, ['--upstream-tls']);
+    const s2 = await connect(bad.port);
+    const [err] = await once(s2, 'error');
+    expect((err as NodeJS.ErrnoException).code).toBe('ECONNRESET');
+    const line = await bad.waitStderr(/upstream 127\.0\.0\.1:\d+ unreachable[^"]*/);
+    expect(line[0]).toMatch(/certificate/);
+  });
 
   it('a Unix-socket upstream, and a PROXY header toward it naming the client', async () => {
     const dir = mkdtempSync(path.join(tmpdir(), 'echo-proxy-'));
