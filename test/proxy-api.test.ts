@@ -246,6 +246,9 @@ describe('echo-proxy command', () => {
   });
 
   it("echo-server refuses the proxy's own faults, saying they are echo-proxy's", async () => {
+    const late = await refusal('echo-server', ['--fault', 'reset-on-connect,after=1s']);
+    expect(late.code).toBe(2);
+    expect(late.stderr).toMatch(/after=/);
     for (const spec of ['slow-close=1s', 'timeout=0', 'limit-data=1k', 'down']) {
       const r = await refusal('echo-server', ['--fault', spec]);
       expect(r.code, spec).toBe(2);

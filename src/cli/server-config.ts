@@ -96,6 +96,12 @@ export function resolveServerConfig(f: ServerFlags, args: (string | undefined)[]
         undefined,
         'is a fault of echo-proxy (in front of another service), not of echo-server',
       );
+    if (x.kind === 'reset-on-connect' && x.delayMs !== undefined)
+      throw new UsageError(
+        '--fault reset-on-connect',
+        undefined,
+        "after= is echo-proxy's: echo-server resets at once",
+      );
     if (!allowed.includes(x.kind))
       throw udp
         ? conflict(`--fault ${x.kind}`, '--udp (it is about a TCP connection)')

@@ -36,6 +36,8 @@ export function echoServerProxies(h: ServerHandle, o: { udp: boolean; faults?: F
     const n = normalizeToxic(input);
     if (!allowed.includes(n.fault.kind))
       throw new ApiError(400, `echo-server${o.udp ? ' --udp' : ''} has no toxic "${n.toxic.type}"`);
+    if (n.fault.kind === 'reset-on-connect' && n.fault.delayMs)
+      throw new ApiError(400, 'bad request body: echo-server resets at once: attributes.timeout must be 0');
     return n;
   };
   const control: ProxyControl = {
