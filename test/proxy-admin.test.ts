@@ -12,8 +12,11 @@ async function admin(args: string[]) {
   return { ...srv, url: `http://127.0.0.1:${m[1]}` };
 }
 
+/** The second round trip of a new connection (the first includes a fork child's start). */
 async function tcpRoundTrip(port: number): Promise<number> {
   const s = await connect(port);
+  s.write('warm');
+  await readN(s, 4);
   const t0 = performance.now();
   s.write('ping');
   await readN(s, 4);
