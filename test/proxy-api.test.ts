@@ -245,6 +245,22 @@ describe('echo-proxy command', () => {
     expect(await roundTrip(first)).toBeGreaterThanOrEqual(0);
   });
 
+  it('a --listen address in use: exit 1 with one explained line', async () => {
+    const up = await echoServer();
+    const busy = await echoServer();
+    const r = await runCommand(process.execPath, [
+      bin('echo-proxy'),
+      '--no-api',
+      '--listen',
+      `127.0.0.1:${busy.address.port}`,
+      '--upstream',
+      `127.0.0.1:${up.address.port}`,
+    ]);
+    expect(r.code).toBe(1);
+    expect(r.err).toMatch(/EADDRINUSE [^"]*— another socket holds that address/);
+    expect(r.err).not.toMatch(/\n\s+at /);
+  });
+
   it("echo-server refuses the proxy's own faults, saying they are echo-proxy's", async () => {
     const late = await refusal('echo-server', ['--fault', 'reset-on-connect,after=1s']);
     expect(late.code).toBe(2);

@@ -5,6 +5,7 @@
 // the same address again.
 
 import { isIP } from 'node:net';
+import { explainError } from '../core/errors.js';
 import { type Fault, UDP_FAULTS } from '../core/faults.js';
 import { type Logger, silentLogger } from '../core/log.js';
 import { formatAddress } from '../core/parse.js';
@@ -139,8 +140,7 @@ class RunningProxy implements ProxyControl {
           });
       } catch (err) {
         if (err instanceof ApiError) throw err;
-        const code = (err as NodeJS.ErrnoException).code ?? '';
-        throw new ApiError(500, `listen ${this.listen}: ${code || (err as Error).message}`);
+        throw new ApiError(500, `proxy ${this.name}: ${explainError(err, { role: 'server' }).line}`);
       }
       const a = this.server.address;
       this.bound = a.family === 'unix' ? `unix:${a.address}` : formatAddress(a.address, a.port);
