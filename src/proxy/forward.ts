@@ -25,7 +25,7 @@ export interface UpstreamTarget {
   sendProxy?: 1 | 2;
 }
 
-/** The faults of a proxy, as each connection sees them; `subscribe` tells of every change. */
+/** The toxics of a proxy as they are now; a change reaches open connections through Link.refresh(). */
 export interface LiveFaults {
   /** the toxics in force: name, fault, toxicity */
   current(): readonly { name: string; fault: Fault; toxicity: number }[];
