@@ -17,6 +17,8 @@ export interface Report {
   transports: Record<string, ServerFigures>;
   /** WebSocket: echo-server --ws against a plain `ws` echo server */
   ws?: Record<string, ServerFigures>;
+  /** the forwarder table (bench/proxy.ts), as lines */
+  proxy?: string[];
   /** workers --exclusive: one worker vs two, pinned */
   scale?: ScaleFigures;
   profiles?: { load: ProfileLoad; rate: number; frames: Frame[] }[];
@@ -170,6 +172,7 @@ export function writeReport(r: Report): string {
       '',
       ...baselineTable(r.ws),
     );
+  if (r.proxy) L.push(...r.proxy);
   if (r.scale) {
     const [one, two] = r.scale.rows;
     L.push(

@@ -12,6 +12,7 @@ import { selfSignedTls } from '../src/core/tls.js';
 import { c100k } from './c100k.js';
 import type { LgRun, OurRun, ScaleFigures, ServerFigures } from './figures.js';
 import { type Frame, LOADS, type ProfileLoad, profileLoad, profileMarkdown } from './profile.js';
+import { PROXY_REPS, proxyBench, proxyTable } from './proxy.js';
 import { partialReport, writeReport } from './report.js';
 import {
   binDir,
@@ -231,7 +232,11 @@ async function benchCertificate(): Promise<void> {
 }
 
 /** Bring every server up, run each measurement REPS times interleaved across them, keep medians. */
-async function measure(specs: ServerSpec[], hasC: boolean): Promise<Record<string, ServerFigures>> {
+async function measure(
+  specs: ServerSpec[],
+  hasC: boolean,
+  reps = REPS,
+): Promise<Record<string, ServerFigures>> {
   const active = specs.filter((s) => hasC || !s.needsC);
   const up = new Map<string, Running>();
   const runs = new Map(
@@ -239,7 +244,7 @@ async function measure(specs: ServerSpec[], hasC: boolean): Promise<Record<strin
   );
   try {
     for (const s of active) up.set(s.name, await startServer(s.name, s.command, s.udp, s.unixPath));
-    for (let rep = 0; rep < REPS; rep++) {
+    for (let rep = 0; rep < reps; rep++) {
       for (const run of ALL_OURS) {
         for (const s of active.filter((x) => x.ours.includes(run))) {
           const r = runs.get(s.name)!.ours;
@@ -360,7 +365,7 @@ async function memory(specs: ServerSpec[], into: Record<string, ServerFigures>):
 }
 
 /**
- * BENCH_ONLY=transports: only the TLS and Unix rows; BENCH_ONLY=core: only the plain baseline and
+ * BENCH_ONLY=proxy: only the forwarder rows (bench/proxy.ts); BENCH_ONLY=transports: only the TLS and Unix rows; BENCH_ONLY=core: only the plain baseline and
  * evented rows (a quick check of the hot path). Partial runs print their tables and write
  * bench/results-partial.md, leaving the full results.md alone.
  */
@@ -368,6 +373,12 @@ async function partial(only: string): Promise<void> {
   const hasC = false;
   if (only === 'ws') {
     const md = partialReport(only, await measure(wsSpecs(), hasC), SECONDS, REPS);
+    writeFileSync(path.join(root, 'bench', 'results-partial.md'), md);
+    console.log(md);
+    return;
+  }
+  if (only === 'proxy') {
+    const md = `# Bench, partial run (BENCH_ONLY=proxy)\n${proxyTable(await proxyBench(measure, buildC()), PROXY_REPS).join('\n')}\n`;
     writeFileSync(path.join(root, 'bench', 'results-partial.md'), md);
     console.log(md);
     return;
@@ -410,10 +421,22 @@ async function main(): Promise<void> {
   await benchCertificate();
   const transports = await measure(transportSpecs(), hasC);
   const ws = await measure(wsSpecs(), hasC);
+  const proxy = proxyTable(await proxyBench(measure, hasC), PROXY_REPS);
   const scale = await scaling(hasC);
   const prof = await profiles(hasC);
   console.log(
-    writeReport({ tcp, udp, transports, ws, scale, profiles: prof, hasC, seconds: SECONDS, reps: REPS }),
+    writeReport({
+      tcp,
+      udp,
+      transports,
+      ws,
+      proxy,
+      scale,
+      profiles: prof,
+      hasC,
+      seconds: SECONDS,
+      reps: REPS,
+    }),
   );
 }
 

@@ -5,6 +5,7 @@ import { formatFault } from '../core/faults.js';
 import { formatAddress, plural } from '../core/parse.js';
 import type { ServerTotals } from '../core/records.js';
 import { describeCertificate, selfSignedTls } from '../core/tls.js';
+import { echoServerProxies } from '../server/fault-control.js';
 import { listeningLine, startServer } from '../server/index.js';
 import type { ServerHandle } from '../server/listener.js';
 import { type MetricsServer, startMetrics } from '../server/metrics.js';
@@ -123,7 +124,8 @@ export async function runServerCli(argv: string[]): Promise<void> {
     }
     if (cfg.path === undefined) warnIfReachable(logger, runner.address.address);
     if (cfg.metrics) {
-      const m = await startMetrics(runner, cfg.metrics.host, cfg.metrics.port, cfg.instanceName);
+      const api = echoServerProxies(runner, { udp: cfg.udp, faults: cfg.faults });
+      const m = await startMetrics(runner, cfg.metrics.host, cfg.metrics.port, cfg.instanceName, api);
       if (stopping) {
         await m.close(); // a signal came while it started: it would keep the process alive
         return finished;

@@ -91,6 +91,18 @@ export function resolveServerConfig(f: ServerFlags, args: (string | undefined)[]
   const udp = f.udp === true;
   for (const x of faults) {
     const allowed = udp ? UDP_FAULTS : TCP_FAULTS;
+    if (!TCP_FAULTS.includes(x.kind) && !UDP_FAULTS.includes(x.kind))
+      throw new UsageError(
+        `--fault ${x.kind}`,
+        undefined,
+        'is a fault of echo-proxy (in front of another service), not of echo-server',
+      );
+    if (x.kind === 'reset-on-connect' && x.delayMs !== undefined)
+      throw new UsageError(
+        '--fault reset-on-connect',
+        undefined,
+        "after= is echo-proxy's: echo-server resets at once",
+      );
     if (!allowed.includes(x.kind))
       throw udp
         ? conflict(`--fault ${x.kind}`, '--udp (it is about a TCP connection)')

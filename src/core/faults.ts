@@ -26,7 +26,10 @@ export type FaultKind =
 
 export interface Fault {
   kind: FaultKind;
-  /** latency: the delay; slice: the pause between pieces (ms) */
+  /**
+   * latency: the delay; slice: the pause between pieces; slow-close: how long the FIN is held;
+   * timeout: when the connection is closed (0: never); reset-on-connect: after this long (ms)
+   */
   delayMs?: number;
   /** latency: ± this much at random, order kept (ms) */
   jitterMs?: number;
@@ -63,8 +66,16 @@ export const TCP_FAULTS: readonly FaultKind[] = [
   'accept-delay',
 ];
 export const UDP_FAULTS: readonly FaultKind[] = ['latency', 'corrupt', 'drop', 'duplicate', 'reorder'];
+/** What echo-proxy runs on a TCP stream: echo-server's faults and Toxiproxy's others. */
+export const PROXY_FAULTS: readonly FaultKind[] = [
+  ...TCP_FAULTS.filter((k) => k !== 'accept-delay'),
+  'slow-close',
+  'timeout',
+  'limit-data',
+  'down',
+];
 
-const KINDS = new Set<FaultKind>([...TCP_FAULTS, ...UDP_FAULTS]);
+const KINDS = new Set<FaultKind>([...TCP_FAULTS, ...UDP_FAULTS, ...PROXY_FAULTS]);
 
 function chance(flag: string, raw: string): number {
   const p = Number(raw);
@@ -114,6 +125,16 @@ export function parseFault(text: string, flag = '--fault'): Fault {
       f.bytes = parseSize(flag, need('SIZE'), 1, 64 * 1024 * 1024);
       f.delayMs = 10; // each piece its own read on the client
       break;
+    case 'slow-close':
+      f.delayMs = faultDuration(flag, text, need('DUR'), 0, 600_000);
+      break;
+    case 'timeout':
+      // 0: never closes (what Toxiproxy's timeout=0 means); a bare 0 needs no unit
+      f.delayMs = need('DUR (0 = never)') === '0' ? 0 : faultDuration(flag, text, value!, 0, 600_000);
+      break;
+    case 'limit-data':
+      f.bytes = parseSize(flag, need('SIZE'), 0, Number.MAX_SAFE_INTEGER);
+      break;
     case 'stall-after':
     case 'close-after':
       f.bytes = parseSize(flag, need('SIZE'), 0, Number.MAX_SAFE_INTEGER);
@@ -122,8 +143,9 @@ export function parseFault(text: string, flag = '--fault'): Fault {
     case 'accept-delay':
       f.delayMs = faultDuration(flag, text, need('DUR'), 1, 600_000);
       break;
-    case 'reset-on-connect':
     case 'blackhole':
+    case 'down':
+    case 'reset-on-connect':
       if (value !== undefined) throw new UsageError(flag, text, `${kind} takes no value`);
       break;
     case 'reorder':
@@ -141,13 +163,22 @@ export function parseFault(text: string, flag = '--fault'): Fault {
       f.every = Number(v);
     } else if (k === 'jitter' && kind === 'latency') f.jitterMs = faultDuration(flag, text, v, 0, 600_000);
     else if (k === 'delay' && kind === 'slice') f.delayMs = faultDuration(flag, text, v, 0, 60_000);
-    else if (k === 'how' && kind === 'close-after') {
+    else if (k === 'after' && kind === 'reset-on-connect')
+      f.delayMs = faultDuration(flag, text, v, 0, 600_000);
+    else if (k === 'variation' && kind === 'slice') f.variation = parseSize(flag, v, 0, 64 * 1024 * 1024);
+    else if (k === 'stream') {
+      if (v !== 'upstream' && v !== 'downstream')
+        throw new UsageError(flag, text, 'stream= is upstream or downstream');
+      f.stream = v;
+    } else if (k === 'how' && kind === 'close-after') {
       if (v !== 'fin' && v !== 'rst') throw new UsageError(flag, text, 'how= is fin or rst');
       f.how = v;
     } else throw new UsageError(flag, text, `${kind} has no option "${k}"`);
   }
   if (f.fraction !== undefined && f.every !== undefined)
     throw new UsageError(flag, text, 'p= and every= choose connections two ways: give one');
+  if (f.kind === 'slice' && f.variation !== undefined && f.variation >= f.bytes!)
+    throw new UsageError(flag, text, 'variation= must be smaller than the slice size');
   if (kind === 'accept-delay' && (f.fraction !== undefined || f.every !== undefined))
     throw new UsageError(
       flag,
@@ -180,17 +211,22 @@ export function formatFault(f: Fault): string {
       : f.kind === 'bandwidth'
         ? `=${f.rate}`
         : f.kind === 'slice'
-          ? `=${f.bytes},delay=${ms(f.delayMs)}`
-          : f.kind === 'stall-after'
-            ? `=${f.bytes}`
-            : f.kind === 'close-after'
-              ? `=${f.bytes},how=${f.how}`
-              : f.chance !== undefined
-                ? `=${decimal(f.chance)}`
-                : '';
+          ? `=${f.bytes},delay=${ms(f.delayMs)}${f.variation !== undefined ? `,variation=${f.variation}` : ''}`
+          : f.kind === 'slow-close' || f.kind === 'timeout'
+            ? `=${ms(f.delayMs)}`
+            : f.kind === 'reset-on-connect' && f.delayMs
+              ? `,after=${ms(f.delayMs)}`
+              : f.kind === 'stall-after' || f.kind === 'limit-data'
+                ? `=${f.bytes}`
+                : f.kind === 'close-after'
+                  ? `=${f.bytes},how=${f.how}`
+                  : f.chance !== undefined
+                    ? `=${decimal(f.chance)}`
+                    : '';
   const sel =
     f.fraction !== undefined ? `,p=${decimal(f.fraction)}` : f.every !== undefined ? `,every=${f.every}` : '';
-  return `${f.kind}${main}${sel}`;
+  const dir = f.stream !== undefined ? `,stream=${f.stream}` : '';
+  return `${f.kind}${main}${sel}${dir}`;
 }
 
 /**

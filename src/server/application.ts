@@ -45,6 +45,13 @@ export interface Application {
    * emitting 'data' (user-buffer.ts); without one, connections of this application use 'data'.
    */
   readonly sharedRead?: ReadCallback;
+  /**
+   * The client's FIN: without it the handler answers with ours at once (echo's rule); an
+   * application that forwards passes it on instead.
+   */
+  end?(conn: Socket): void;
+  /** The client can take more again: without it the handler resumes reading the client. */
+  drain?(conn: Socket): void;
 }
 
 /** Discard (RFC 863): every byte read is dropped; the client's FIN is answered with ours. */

@@ -31,50 +31,113 @@ interface Entry {
 }
 
 /**
- * The echo of one connection through its faults: each chunk read is cut (stall-after,
- * close-after), maybe corrupted, split (slice, bandwidth) and scheduled (latency, jitter,
- * slice delay, bandwidth), then written in order. Reading stops while too much waits
- * (backpressure end to end) and for good after stall-after.
+ * One direction of a byte stream through its faults: each chunk read from `source` is cut
+ * (stall-after, close-after, limit-data), maybe corrupted or dropped (timeout), split (slice,
+ * bandwidth) and scheduled (latency, jitter, slice delay, bandwidth), then written to `sink`
+ * in order; the source's FIN becomes the sink's, held by slow-close. Reading stops while too
+ * much waits (backpressure end to end) and for good after stall-after. Echo's stream has the
+ * same socket at both ends; a proxy runs one per direction. setFaults() changes the faults of
+ * a stream already running: what is queued under a latency or bandwidth that goes is sent
+ * at once, a stall that goes lets reading resume.
  */
-export class FaultyEcho {
+export class FaultStream {
   private readonly queue: Entry[] = [];
   private queued = 0;
   private timer: NodeJS.Timeout | undefined;
+  private timeoutTimer: NodeJS.Timeout | undefined;
   private blocked = false;
   private ending = false;
-  private stopped = false; // stall-after reached or close-after scheduled: nothing more is echoed
+  private ended = false;
+  /** why nothing more is forwarded: stall-after or blackhole (undone when it goes), a close (final) */
+  private stopped: 'stall' | 'close' | undefined;
   private read = 0;
   private lastAt = 0;
   private bwNext = 0;
   corrupted = 0;
-  private readonly by: Partial<Record<FaultKind, Fault>> = {};
+  private by: Partial<Record<FaultKind, Fault>> = {};
+  /** no fault at all: chunks are written as they come */
+  private plain = false;
 
   constructor(
-    private readonly socket: Socket,
+    private readonly source: Socket,
+    private readonly sink: Socket,
     faults: Fault[],
     /** told why the connection is being ended by a fault */
     private readonly onFault: (why: string) => void,
+    /** how a fault ends the stream (default: FIN or RST on the sink); 'timeout' closes it all */
+    private readonly finish?: (how: 'fin' | 'rst' | 'timeout') => void,
   ) {
-    for (const f of faults) this.by[f.kind] = f;
+    this.setFaults(faults);
+    this.live = true;
+  }
+
+  /** set once constructed: a change of faults then reschedules what waits */
+  private live = false;
+
+  /** The faults from now on; the chunks already queued are rescheduled by the new ones. */
+  setFaults(faults: Fault[]): void {
+    const old = this.by;
+    const by: Partial<Record<FaultKind, Fault>> = {};
+    for (const f of faults) by[f.kind] = f;
+    this.by = by;
+    this.plain = faults.length === 0;
+    if (old.latency && old.latency !== by.latency) for (const e of this.queue) e.at = 0;
+    if (old.bandwidth !== by.bandwidth || old.slice !== by.slice) {
+      this.bwNext = 0;
+      for (const e of this.queue) e.next = undefined;
+    }
+    if (old.timeout !== by.timeout) {
+      clearTimeout(this.timeoutTimer);
+      this.timeoutTimer = undefined;
+      const t = by.timeout;
+      if (t?.delayMs)
+        this.timeoutTimer = setTimeout(() => {
+          this.onFault('fault timeout');
+          this.stopped = 'close';
+          if (this.finish) this.finish('timeout');
+          else this.sink.destroy();
+        }, t.delayMs);
+    }
+    if (by.blackhole && !this.stopped) {
+      this.stopped = 'stall';
+      this.source.pause();
+    }
+    const stall = by['stall-after'];
+    if (this.stopped === 'stall' && !by.blackhole && !(stall && this.read >= stall.bytes!)) {
+      this.stopped = undefined;
+    }
+    if (this.live) this.pump();
   }
 
   data(chunk: Buffer): void {
     if (this.stopped) return; // read after stall-after or close-after: dropped
     const { by } = this;
+    if (this.plain && this.queue.length === 0 && !this.blocked) {
+      // no fault: straight through, reading paused while the sink is full (as pipe() does)
+      this.read += chunk.length;
+      if (!this.sink.write(chunk)) {
+        this.blocked = true;
+        this.source.pause();
+      }
+      return;
+    }
+    if (by.timeout) return; // timeout: nothing gets through while it lasts
     let c = chunk;
     let close: 'fin' | 'rst' | undefined;
     const stall = by['stall-after'];
     if (stall && this.read + c.length >= stall.bytes!) {
-      c = c.subarray(0, stall.bytes! - this.read);
-      this.stopped = true;
-      this.socket.pause(); // for good: the client's writes back up into its send buffer
+      c = c.subarray(0, Math.max(0, stall.bytes! - this.read));
+      this.stopped = 'stall';
+      this.source.pause(); // the writer's bytes back up into its send buffer
     }
-    const closeAfter = by['close-after'];
-    if (closeAfter && this.read + c.length >= closeAfter.bytes!) {
-      c = c.subarray(0, closeAfter.bytes! - this.read);
-      close = closeAfter.how ?? 'fin';
-      this.stopped = true;
-      this.socket.pause();
+    for (const k of ['close-after', 'limit-data'] as const) {
+      const f = by[k];
+      if (!close && f && this.read + c.length >= f.bytes!) {
+        c = c.subarray(0, Math.max(0, f.bytes! - this.read));
+        close = f.how ?? 'fin';
+        this.stopped = 'close';
+        this.source.pause();
+      }
     }
     this.read += c.length;
     if (c.length && by.corrupt && Math.random() < by.corrupt.chance!) {
@@ -87,7 +150,7 @@ export class FaultyEcho {
       this.queued += c.length;
     }
     if (close) this.queue.push({ at: 0, off: 0, close });
-    if (this.queued > HIGH || this.queue.length > MAX_CHUNKS) this.socket.pause();
+    if (this.queued > HIGH || this.queue.length > MAX_CHUNKS) this.source.pause();
     this.pump();
   }
 
@@ -98,8 +161,10 @@ export class FaultyEcho {
   private plan(e: Entry): number {
     const { slice, bandwidth: bw } = this.by;
     const len = e.buf!.length;
+    let size = slice?.bytes ?? len;
+    if (slice?.variation) size += Math.round((Math.random() * 2 - 1) * slice.variation);
     // bandwidth: pieces of at most 1/50 s worth, so the rate is smooth
-    const step = Math.min(slice?.bytes ?? len, bw ? Math.max(1, Math.floor(bw.rate! / 50)) : len);
+    const step = Math.max(1, Math.min(size, bw ? Math.max(1, Math.floor(bw.rate! / 50)) : len));
     if (e.next === undefined) {
       let at: number;
       if (e.off > 0) at = this.lastAt + (slice?.delayMs ?? 0);
@@ -116,7 +181,7 @@ export class FaultyEcho {
   private pump = (): void => {
     clearTimeout(this.timer);
     this.timer = undefined;
-    if (this.blocked || this.socket.destroyed) return;
+    if (this.blocked || this.sink.destroyed || this.ended) return;
     const now = performance.now();
     while (this.queue.length) {
       const e = this.queue[0]!;
@@ -135,10 +200,10 @@ export class FaultyEcho {
       e.off += piece.length;
       if (e.off >= e.buf!.length) this.queue.shift();
       this.queued -= piece.length;
-      const ok = this.socket.write(piece, this.written);
+      const ok = this.sink.write(piece, this.written);
       // Not taken by the kernel at once: wait for it (its callback, or 'drain') rather than
       // queue more writes in Node, each with its own overhead.
-      if (!ok || this.socket.writableLength > 0) {
+      if (!ok || this.sink.writableLength > 0) {
         this.blocked = true;
         return;
       }
@@ -148,23 +213,26 @@ export class FaultyEcho {
       return;
     }
     if (this.ending) {
-      this.socket.end();
+      this.ended = true;
+      const hold = this.by['slow-close']?.delayMs;
+      if (hold) this.timer = setTimeout(() => this.sink.end(), hold);
+      else this.sink.end();
       return;
     }
-    if (!this.stopped && this.queued < LOW && this.socket.isPaused()) this.socket.resume();
+    if (!this.stopped && this.queued < LOW && this.source.isPaused()) this.source.resume();
   };
 
   private written = (): void => {
-    if (this.blocked && this.socket.writableLength === 0) this.drained();
+    if (this.blocked && this.sink.writableLength === 0) this.drained();
   };
 
-  /** The client can take more. */
+  /** The sink can take more. */
   drained(): void {
     this.blocked = false;
     this.pump();
   }
 
-  /** The client sent FIN (or shutdown began): echo what is queued, then FIN. */
+  /** The source sent FIN (or shutdown began): write what is queued, then FIN. */
   end(): void {
     this.ending = true;
     this.pump();
@@ -173,30 +241,51 @@ export class FaultyEcho {
   /** Stop: the connection is being destroyed. */
   dispose(): void {
     clearTimeout(this.timer);
+    clearTimeout(this.timeoutTimer);
     this.queue.length = 0;
   }
 
   private close(how: 'fin' | 'rst'): void {
-    this.onFault(`fault close-after (${how})`);
+    this.onFault(
+      this.by['limit-data'] && !this.by['close-after'] ? 'fault limit-data' : `fault close-after (${how})`,
+    );
+    if (this.finish) {
+      this.finish(how);
+      return;
+    }
     if (how === 'fin') {
-      this.socket.end();
+      this.sink.end();
       return;
     }
     // An RST discards what is still in our send queue, and the client's kernel discards what
     // its program has not read yet (Linux purges the receive queue on RST). So: Node's buffer
     // flushed, the kernel's send queue acknowledged (at most 1 s), then 50 ms for the client
     // to read, then RST. A client that reads slower still sees fewer bytes: as with a real reset.
-    this.socket.write(Buffer.alloc(0), () => {
-      const tcp = transportSocket(this.socket);
-      const until = Date.now() + 1000;
-      const check = () => {
-        const left = sendQueueBytes(tcp);
-        if (this.socket.destroyed) return;
-        if (!left || Date.now() >= until) this.timer = setTimeout(() => resetSocket(this.socket), 50);
-        else this.timer = setTimeout(check, 2);
-      };
-      check();
+    resetWhenSent(this.sink, (t) => {
+      this.timer = t;
     });
+  }
+}
+
+/** Reset `socket` once what it was given is sent and acknowledged (at most 1 s), then 50 ms more. */
+export function resetWhenSent(socket: Socket, onTimer: (t: NodeJS.Timeout) => void = () => {}): void {
+  socket.write(Buffer.alloc(0), () => {
+    const tcp = transportSocket(socket);
+    const until = Date.now() + 1000;
+    const check = () => {
+      const left = sendQueueBytes(tcp);
+      if (socket.destroyed) return;
+      if (!left || Date.now() >= until) onTimer(setTimeout(() => resetSocket(socket), 50));
+      else onTimer(setTimeout(check, 2));
+    };
+    check();
+  });
+}
+
+/** The echo of one connection through its faults: the stream whose source and sink are the client. */
+export class FaultyEcho extends FaultStream {
+  constructor(socket: Socket, faults: Fault[], onFault: (why: string) => void) {
+    super(socket, socket, faults, onFault);
   }
 }
 

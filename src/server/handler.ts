@@ -348,6 +348,7 @@ function onFaultyData(this: EchoSocket, chunk: Buffer): void {
 function onDrain(this: EchoSocket): void {
   const st = this[STATE];
   if (st.faulty) st.faulty.drained();
+  else if (st.ctx.app?.drain) st.ctx.app.drain(this);
   else if (!st.draining) this.resume();
 }
 
@@ -363,6 +364,7 @@ function onEnd(this: EchoSocket): void {
   noteTcpInfo(this);
   st.reason ??= st.draining ? 'server shutdown' : 'client closed';
   if (st.faulty) st.faulty.end();
+  else if (st.ctx.app?.end) st.ctx.app.end(this);
   else this.end();
 }
 
@@ -384,6 +386,12 @@ function onError(this: EchoSocket, err: Error): void {
   }
   st.reason ??= code === 'ECONNRESET' ? 'reset by peer' : `error ${code}`;
   st.error = code; // counted in the totals once the connection's record is folded
+}
+
+/** Say why the connection ends, for its close line, unless a reason is set already. */
+export function noteCloseReason(socket: Socket, why: string): void {
+  const st = (socket as EchoSocket)[STATE];
+  if (st) st.reason ??= why as CloseReason;
 }
 
 /** A connection's bytes so far: read from the client (not a PROXY header) and handed to the kernel. */

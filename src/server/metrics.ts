@@ -7,8 +7,10 @@ import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { Counter, collectDefaultMetrics, Gauge, Histogram, Registry } from 'prom-client';
 import { droppedLogLines } from '../core/sink.js';
+import type { ProxyRegistry } from '../core/toxiproxy.js';
 import { onConnectionClosed } from './conn-metrics.js';
 import type { ServerHandle } from './listener.js';
+import { handleToxiproxyApi } from './toxiproxy-api.js';
 
 export interface MetricsServer {
   readonly address: AddressInfo;
@@ -156,12 +158,13 @@ export function chartConnections(registry: Registry): () => void {
   });
 }
 
-/** Serve GET /metrics (Prometheus text exposition) on host:port. */
+/** Serve GET /metrics (Prometheus text exposition) on host:port, and the Toxiproxy API over `api` if given. */
 export async function startMetrics(
   h: ServerHandle,
   host: string,
   port: number,
   instance?: string,
+  api?: ProxyRegistry,
 ): Promise<MetricsServer> {
   const registry = metricsRegistry(h, instance);
   const stopCharting = chartConnections(registry);
@@ -175,6 +178,7 @@ export async function startMetrics(
       connectionsCheckingInterval: 500,
     },
     (req, res) => {
+      if (api && handleToxiproxyApi(api, req, res)) return;
       if (req.method !== 'GET' || (req.url ?? '').split('?')[0] !== '/metrics') {
         res.writeHead(404, { 'content-type': 'text/plain' }).end('only GET /metrics here\n');
         return;

@@ -40,6 +40,8 @@ export interface EchoServerOptions extends ServedOptions {
   label?: string;
   /** told of every connection once it has closed */
   onConnectionClosed?: (record: ConnectionRecord) => void;
+  /** what each connection is served, as an object: in this process only (evented, iterative); overrides `app` */
+  application?: Application;
 }
 
 /** A running echo server (the same handle every mode returns). */
@@ -136,7 +138,7 @@ export function applicationNamed(name = 'echo'): Application {
 export function handlerContextOf(opts: EchoServerOptions): Omit<HandlerContext, 'onClose'> {
   return {
     logger: opts.logger ?? silentLogger,
-    app: applicationOf(opts),
+    app: opts.application ?? applicationOf(opts),
     idleTimeoutMs: opts.idleTimeoutMs,
     minRate: opts.minRate,
     maxLifetimeMs: opts.maxLifetimeMs,

@@ -1,0 +1,4 @@
+#!/usr/bin/env node
+import { runProxyCli } from '../dist/cli/echo-proxy.js';
+
+await runProxyCli(process.argv.slice(2));

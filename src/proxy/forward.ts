@@ -1,0 +1,227 @@
+// Forwarding as an application of the server's pipeline: each accepted client (after the
+// transport, PROXY preamble and admission stages) is connected to the upstream, and bytes run
+// both ways through a fault stage per direction (server/faults.ts FaultStream): client →
+// upstream under the `upstream` faults, upstream → client under the `downstream` ones.
+// A FIN from either side becomes a shutdown toward the other; a reset from either side is
+// passed on as a reset. An upstream that cannot be reached resets the client (the nearest
+// thing to the refusal it would have met without the proxy), with one explained log line.
+
+import type { Socket } from 'node:net';
+import { type ConnectOptions, connectTcp } from '../core/connect.js';
+import { errorCode, explainError } from '../core/errors.js';
+import type { Fault } from '../core/faults.js';
+import type { Logger } from '../core/log.js';
+import { buildProxyHeader } from '../core/proxy-protocol.js';
+import type { Application } from '../server/application.js';
+import { FaultStream, resetSocket } from '../server/faults.js';
+import { noteCloseReason } from '../server/handler.js';
+
+/** Where a proxy forwards to. */
+export interface UpstreamTarget {
+  /** host:port or unix:PATH, as shown by the API */
+  text: string;
+  connect: Omit<ConnectOptions, 'sendProxy'>;
+  /** send a PROXY protocol header naming the client first */
+  sendProxy?: 1 | 2;
+}
+
+/** The toxics of a proxy as they are now; a change reaches open connections through Link.refresh(). */
+export interface LiveFaults {
+  /** the toxics in force: name, fault, toxicity */
+  current(): readonly { name: string; fault: Fault; toxicity: number }[];
+}
+
+/** One forwarded connection: its two fault stages and its toxicity draws. */
+export class Link {
+  private readonly rolls = new Map<string, boolean>();
+  c2u: FaultStream | undefined;
+  u2c: FaultStream | undefined;
+  upstream: Socket | undefined;
+  private resetTimer: NodeJS.Timeout | undefined;
+  resetDone = false;
+
+  constructor(
+    readonly client: Socket,
+    private readonly faults: LiveFaults,
+  ) {}
+
+  /** The faults of one direction for this connection: each toxic drawn once, by its toxicity. */
+  faultsFor(stream: 'upstream' | 'downstream'): Fault[] {
+    const out: Fault[] = [];
+    for (const t of this.faults.current()) {
+      let on = this.rolls.get(t.name);
+      if (on === undefined) {
+        // toxicity 0 never fires, 1 always (Math.random() is in [0, 1))
+        on = Math.random() < t.toxicity;
+        this.rolls.set(t.name, on);
+      }
+      if (on && (t.fault.stream ?? 'downstream') === stream) out.push({ ...t.fault, fraction: undefined });
+    }
+    return out;
+  }
+
+  /** The proxy's toxics changed: both directions take the new ones, on this open connection. */
+  refresh(): void {
+    this.c2u?.setFaults(this.faultsFor('upstream'));
+    this.u2c?.setFaults(this.faultsFor('downstream'));
+    this.armReset();
+  }
+
+  /** reset_peer (reset-on-connect): the client is reset at once or after its timeout. */
+  armReset(): void {
+    const f = [...this.faultsFor('downstream'), ...this.faultsFor('upstream')].find(
+      (x) => x.kind === 'reset-on-connect',
+    );
+    if (!f) {
+      clearTimeout(this.resetTimer);
+      this.resetTimer = undefined;
+      return;
+    }
+    if (this.resetTimer || this.resetDone) return;
+    this.resetTimer = setTimeout(() => {
+      this.resetDone = true;
+      noteCloseReason(this.client, 'fault reset_peer');
+      resetSocket(this.client);
+      this.upstream?.destroy();
+    }, f.delayMs ?? 0);
+  }
+
+  dispose(): void {
+    clearTimeout(this.resetTimer);
+    this.c2u?.dispose();
+    this.u2c?.dispose();
+  }
+}
+
+const PENDING_MAX = 256 * 1024;
+
+/**
+ * The forwarding application of one proxy. `links` holds the open connections, so a change of
+ * toxics reaches them (Link.refresh).
+ */
+export function forwardApplication(o: {
+  name: string;
+  upstream: () => UpstreamTarget;
+  faults: LiveFaults;
+  links: Set<Link>;
+  logger: Logger;
+}): Application {
+  const linkOf = new WeakMap<Socket, Link>();
+  return {
+    name: `forward ${o.name}`,
+    serve(client, { peer }) {
+      const link = new Link(client, o.faults);
+      linkOf.set(client, link);
+      o.links.add(link);
+      // until the upstream answers, the client's bytes wait here (reading stops past PENDING_MAX)
+      const pending: Buffer[] = [];
+      let pendingBytes = 0;
+      const hold = (d: Buffer) => {
+        pending.push(d);
+        pendingBytes += d.length;
+        if (pendingBytes > PENDING_MAX) client.pause();
+      };
+      client.on('data', hold);
+      let clientEnded = false;
+      client.once('end', () => {
+        clientEnded = true;
+      });
+      client.on('error', (err) => {
+        // the client reset: so is the upstream
+        if (errorCode(err) === 'ECONNRESET' && link.upstream) resetSocket(link.upstream);
+      });
+      client.once('close', () => {
+        o.links.delete(link);
+        const up = link.upstream;
+        // a clean close (both FINs) lets the upstream finish what it is sending; any other ends it
+        if (up && !up.destroyed && client.readableEnded && !client.errored)
+          up.once('close', () => link.dispose());
+        else {
+          link.dispose();
+          up?.destroy();
+        }
+      });
+      link.armReset();
+      const target = o.upstream();
+      connectTcp({ ...target.connect, allowHalfOpen: true }).then(
+        ({ socket: up }) => {
+          if (client.destroyed) {
+            up.destroy();
+            return;
+          }
+          link.upstream = up;
+          if (target.sendProxy)
+            up.write(
+              buildProxyHeader(
+                target.sendProxy,
+                client.remoteAddress
+                  ? { address: client.remoteAddress, port: client.remotePort ?? 0 }
+                  : undefined,
+                client.localAddress
+                  ? { address: client.localAddress, port: client.localPort ?? 0 }
+                  : undefined,
+              ),
+            );
+          const onFault = (why: string) => noteCloseReason(client, why);
+          const finish = (how: 'fin' | 'rst' | 'timeout') => {
+            if (how === 'fin') {
+              client.end();
+              up.end();
+            } else if (how === 'rst') {
+              resetSocket(client);
+              up.destroy();
+            } else {
+              client.destroy();
+              up.destroy();
+            }
+          };
+          link.c2u = new FaultStream(client, up, link.faultsFor('upstream'), onFault, finish);
+          link.u2c = new FaultStream(up, client, link.faultsFor('downstream'), onFault, finish);
+          const c2u = link.c2u;
+          const u2c = link.u2c;
+          client.off('data', hold);
+          client.on('data', (d: Buffer) => c2u.data(d));
+          up.on('data', (d: Buffer) => u2c.data(d));
+          up.on('drain', () => c2u.drained());
+          up.on('end', () => {
+            noteCloseReason(client, 'upstream closed');
+            u2c.end();
+          });
+          up.on('error', (err) => {
+            if (errorCode(err) === 'ECONNRESET') {
+              noteCloseReason(client, 'upstream reset');
+              resetSocket(client);
+            } else {
+              noteCloseReason(client, `error upstream ${errorCode(err)}`);
+              client.destroy();
+            }
+          });
+          up.on('close', () => {
+            // closed without a FIN to pass on (destroyed): the client goes too
+            if (!up.readableEnded && !client.destroyed) client.destroy();
+          });
+          for (const d of pending) c2u.data(d);
+          pending.length = 0;
+          if (clientEnded) c2u.end();
+          client.resume();
+        },
+        (err) => {
+          const line = explainError(err, { role: 'client' }).line;
+          o.logger.warn(
+            { proxy: o.name, upstream: target.text, peer, code: errorCode(err) },
+            `${o.name}: upstream ${target.text} unreachable for ${peer}: ${line}; the client is reset`,
+          );
+          noteCloseReason(client, `error upstream ${errorCode(err)}`);
+          resetSocket(client);
+        },
+      );
+    },
+    end(client) {
+      const link = linkOf.get(client);
+      link?.c2u?.end();
+    },
+    drain(client) {
+      linkOf.get(client)?.u2c?.drained();
+    },
+  };
+}
