@@ -123,7 +123,9 @@ export async function runServerCli(argv: string[]): Promise<void> {
     }
     if (cfg.path === undefined) warnIfReachable(logger, runner.address.address);
     if (cfg.metrics) {
-      const m = await startMetrics(runner, cfg.metrics.host, cfg.metrics.port, cfg.instanceName);
+      const m = await startMetrics(runner, cfg.metrics.host, cfg.metrics.port, cfg.instanceName, {
+        mode: cfg.udp ? 'udp' : cfg.mode,
+      });
       if (stopping) {
         await m.close(); // a signal came while it started: it would keep the process alive
         return finished;

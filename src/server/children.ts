@@ -140,7 +140,7 @@ export class ChildPool {
         return refuse(err);
       }
       const id = ++this.seq;
-      child.conns.set(id, { peer, events });
+      child.conns.set(id, { peer, events, since: Date.now() });
       const msg = {
         type: 'conn' as const,
         id,
@@ -177,6 +177,7 @@ export class ChildPool {
     return [...this.sup.children].flatMap((c) =>
       [...c.conns].map(([id, x]) => ({
         peer: x.peer,
+        ...(x.since !== undefined ? { since: x.since } : {}),
         bytesIn: this.progress.get(c)?.get(id)?.[0] ?? 0,
         bytesOut: this.progress.get(c)?.get(id)?.[1] ?? 0,
         buffered: 0,

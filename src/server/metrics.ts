@@ -7,6 +7,7 @@ import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { Counter, collectDefaultMetrics, Gauge, Histogram, Registry } from 'prom-client';
 import { droppedLogLines } from '../core/sink.js';
+import { type AdminAbout, adminRoutes } from './admin.js';
 import { onConnectionClosed } from './conn-metrics.js';
 import type { ServerHandle } from './listener.js';
 
@@ -141,14 +142,16 @@ export function chartConnections(registry: Registry): () => void {
   });
 }
 
-/** Serve GET /metrics (Prometheus text exposition) on host:port. */
+/** Serve GET /metrics (Prometheus text exposition) and the admin page (admin.ts) on host:port. */
 export async function startMetrics(
   h: ServerHandle,
   host: string,
   port: number,
   instance?: string,
+  about: AdminAbout = { mode: 'evented' },
 ): Promise<MetricsServer> {
   const registry = metricsRegistry(h, instance);
+  const admin = adminRoutes(h, about);
   const stopCharting = chartConnections(registry);
   // a scrape is one small GET: a client that has not sent its whole request within
   // HEADERS_TIMEOUT_MS is closed (Node's defaults hold a half-sent request for a minute and more,
@@ -160,8 +163,9 @@ export async function startMetrics(
       connectionsCheckingInterval: 500,
     },
     (req, res) => {
+      if (admin.handle(req, res, host)) return;
       if (req.method !== 'GET' || (req.url ?? '').split('?')[0] !== '/metrics') {
-        res.writeHead(404, { 'content-type': 'text/plain' }).end('only GET /metrics here\n');
+        res.writeHead(404, { 'content-type': 'text/plain' }).end('only GET /metrics and the admin page (/) here\n');
         return;
       }
       registry.metrics().then(
@@ -182,6 +186,7 @@ export async function startMetrics(
     close: () =>
       new Promise<void>((resolve) => {
         stopCharting();
+        admin.close();
         server.close(() => resolve());
       }),
   };
