@@ -3,9 +3,11 @@
 // browser test of the page is in test/web-browser.test.ts (npm run test:e2e).
 
 import dgram from 'node:dgram';
-import { once } from 'node:events';
+import { EventEmitter, once } from 'node:events';
 import http from 'node:http';
-import { describe, expect, it, onTestFinished } from 'vitest';
+import { describe, expect, it, onTestFinished, vi } from 'vitest';
+import { adminRoutes } from '../src/server/admin.js';
+import type { ServerHandle } from '../src/server/listener.js';
 import { connect, SERVER_MODES, spawnServer } from './helpers.js';
 
 async function serverWithAdmin(args: string[]) {
@@ -141,5 +143,53 @@ describe('the admin page on the --metrics port', () => {
     await once(s, 'message');
     const got = await w.next((x) => x.udp?.datagramsIn >= 1);
     expect(got.udp.datagramsOut).toBeGreaterThanOrEqual(1);
+  });
+});
+
+describe('the admin page costs nothing while nobody watches', () => {
+  it('reads the server only while an /events stream is open', () => {
+    vi.useFakeTimers();
+    onTestFinished(() => {
+      vi.useRealTimers();
+    });
+    let reads = 0;
+    const handle = {
+      address: { address: '127.0.0.1', port: 7007, family: 'IPv4' },
+      options: [],
+      stats: () => ({
+        connections: 0,
+        active: 0,
+        refused: 0,
+        refusedBy: {},
+        bytesIn: 0,
+        bytesOut: 0,
+        errors: {},
+      }),
+      connections: () => {
+        reads++;
+        return [];
+      },
+    } as unknown as ServerHandle;
+    const admin = adminRoutes(handle, { mode: 'evented' });
+    vi.advanceTimersByTime(60_000);
+    expect(reads).toBe(0);
+    const written: string[] = [];
+    const res = Object.assign(new EventEmitter(), {
+      writeHead: () => res,
+      write: (t: string) => written.push(t),
+      end: () => res.emit('close'),
+    });
+    const req = { url: '/events', method: 'GET', headers: { host: '127.0.0.1:9100' } };
+    expect(admin.handle(req as any, res as any, '127.0.0.1')).toBe(true);
+    expect(written).toHaveLength(1);
+    vi.advanceTimersByTime(5_000);
+    expect(reads).toBeGreaterThan(5);
+    // nothing changed: nothing more was sent
+    expect(written).toHaveLength(1);
+    res.emit('close');
+    expect(admin.watchers()).toBe(0);
+    const after = reads;
+    vi.advanceTimersByTime(60_000);
+    expect(reads).toBe(after);
   });
 });
