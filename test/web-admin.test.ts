@@ -104,8 +104,11 @@ describe('the admin page on the --metrics port', () => {
     expect(state).toMatchObject({ program: 'echo-server', mode: 'evented', listen: `127.0.0.1:${srv.port}` });
   });
 
-  for (const [mode, args] of SERVER_MODES)
-    it(`${mode}: /events pushes a connection as it opens (peer, age, bytes) and drops it as it closes`, async () => {
+  for (const [mode, args] of [
+    ...SERVER_MODES,
+    ['workers', ['--mode', 'workers', '--workers', '2', '--exclusive', '--reuse-port']] as [string, string[]],
+  ])
+    it(`${args.join(' ') || mode}: /events pushes a connection as it opens (peer, age, bytes) and drops it as it closes`, async () => {
       const srv = await serverWithAdmin(args);
       const w = await watch(srv.admin);
       const first = await w.next(() => true);

@@ -84,7 +84,14 @@ export function adminSnapshot(h: ServerHandle, about: AdminAbout, startedAt: num
     pid: process.pid,
     now: Date.now(),
     startedAt,
-    totals: { connections: t.connections, active: t.active, refused: t.refused, bytesIn, bytesOut },
+    // --exclusive workers: the primary counts none open, but they list theirs
+    totals: {
+      connections: t.connections,
+      active: Math.max(t.active, live.length),
+      refused: t.refused,
+      bytesIn,
+      bytesOut,
+    },
     refusedBy: { ...t.refusedBy },
     errors: { ...t.errors },
     ...(h.workers ? { workers: h.workers() } : {}),

@@ -19,6 +19,7 @@ import { createLogger, type Logger } from '../core/log.js';
 import type { ServerConfig } from './config.js';
 import { drainConnection, forceClose, type HandlerContext, liveBytes, serveConnection } from './handler.js';
 import { type ChildRole, sendToParent, type ToChild } from './ipc.js';
+import type { LiveConnection } from './listener.js';
 import { echoServerOptions, handlerContextOf, startEchoServer } from './tcp-server.js';
 
 const role = process.env.ECHO_ROLE as ChildRole | undefined;
@@ -65,6 +66,7 @@ async function listenRole(): Promise<void> {
     process.exit(1);
   }
   await sendToParent({ type: 'listening', address: srv.address, options: srv.options });
+  if (cfg.metrics) reportLive(srv);
   const stop = stopper(
     async () => {
       const t = await srv.close({ graceMs: 2_147_483_647 }); // the deadline timer forces
@@ -77,6 +79,36 @@ async function listenRole(): Promise<void> {
   process.on('message', (m: ToChild) => {
     if (m.type === 'faults') srv.setFaults(m.faults);
   });
+}
+
+/** How many of its open connections a 'listen' child lists to the parent (the rest are counted). */
+const LIVE_LISTED = 500;
+
+/**
+ * --metrics with --exclusive: the parent sees none of this worker's connections, so once a
+ * second, when they changed, the worker sends the list (the admin page shows it).
+ */
+function reportLive(srv: { connections(): LiveConnection[] }): void {
+  let last = '';
+  setInterval(() => {
+    const all = srv.connections();
+    const conns = all
+      .slice(0, LIVE_LISTED)
+      .map(({ peer, since, bytesIn, bytesOut, buffered, reading, tcp }) => ({
+        peer,
+        ...(since !== undefined ? { since } : {}),
+        bytesIn,
+        bytesOut,
+        buffered,
+        reading,
+        ...(tcp ? { tcp } : {}),
+      }));
+    // RTT and TCP state alone moving is no news: what is open, and its bytes, is
+    const key = `${all.length} ${conns.map((c) => `${c.peer}/${c.bytesIn}/${c.bytesOut}`).join(' ')}`;
+    if (key === last) return;
+    last = key;
+    void sendToParent({ type: 'live', count: all.length, conns });
+  }, 1000).unref();
 }
 
 function serveRole(once: boolean): void {

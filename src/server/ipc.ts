@@ -5,6 +5,7 @@
 import type { ChildProcess } from 'node:child_process';
 import type { AddressInfo, Socket } from 'node:net';
 import type { Fault } from '../core/faults.js';
+import type { TcpInfo } from '../core/libc.js';
 import type { OptionReport } from '../core/sockopts.js';
 import type { ServerConfig } from './config.js';
 
@@ -53,6 +54,23 @@ export type FromChild =
     }
   /** bytes so far of the connections still open, sent each second while they change (--metrics) */
   | { type: 'progress'; conns: [id: number, bytesIn: number, bytesOut: number][] }
+  /**
+   * the connections a 'listen' child serves now (the first `LIVE_LISTED`; `count` in all),
+   * sent each second while they change (--metrics)
+   */
+  | {
+      type: 'live';
+      count: number;
+      conns: {
+        peer: string;
+        since?: number;
+        bytesIn: number;
+        bytesOut: number;
+        buffered: number;
+        reading: boolean;
+        tcp?: TcpInfo;
+      }[];
+    }
   /** refusals by reason, sent once before a 'listen' child exits */
   | { type: 'refusals'; refusedBy: Record<string, number> };
 

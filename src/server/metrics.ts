@@ -165,7 +165,9 @@ export async function startMetrics(
     (req, res) => {
       if (admin.handle(req, res, host)) return;
       if (req.method !== 'GET' || (req.url ?? '').split('?')[0] !== '/metrics') {
-        res.writeHead(404, { 'content-type': 'text/plain' }).end('only GET /metrics and the admin page (/) here\n');
+        res
+          .writeHead(404, { 'content-type': 'text/plain' })
+          .end('only GET /metrics and the admin page (/) here\n');
         return;
       }
       registry.metrics().then(
