@@ -108,7 +108,7 @@ describe('the admin page on the --metrics port', () => {
     ...SERVER_MODES,
     ['workers', ['--mode', 'workers', '--workers', '2', '--exclusive', '--reuse-port']] as [string, string[]],
   ])
-    it(`${args.join(' ') || mode}: /events pushes a connection as it opens (peer, age, bytes) and drops it as it closes`, async () => {
+    it(`${args.join(' ') || mode}: /events pushes a connection as it opens (peer, age, bytes, TCP state, RTT) and drops it as it closes`, async () => {
       const srv = await serverWithAdmin(args);
       const w = await watch(srv.admin);
       const first = await w.next(() => true);
@@ -125,8 +125,10 @@ describe('the admin page on the --metrics port', () => {
       } else expect(seen.pid).toBeGreaterThan(0);
       c.write('hello\n');
       await once(c, 'data');
-      if (mode === 'evented' || mode === 'iterative')
-        await w.next((s) => mine(s)?.bytesIn === 6 && mine(s)?.bytesOut === 6);
+      // bytes each way, the TCP state and RTT: from this process, or from the child that serves it
+      const moved = mine(await w.next((s) => mine(s)?.bytesIn === 6 && mine(s)?.bytesOut === 6));
+      expect(moved.state).toBe('ESTABLISHED');
+      expect(moved.rttUs).toBeGreaterThan(0);
       const from = w.snaps.length;
       c.end();
       const after = await w.next((s) => mine(s) === undefined && s.totals.active === 0, from);

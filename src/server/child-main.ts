@@ -14,7 +14,7 @@
 
 import type { Socket } from 'node:net';
 import { errorCode, explainError } from '../core/errors.js';
-import { fdHeadroom } from '../core/libc.js';
+import { fdHeadroom, type TcpInfo, tcpInfo } from '../core/libc.js';
 import { createLogger, type Logger } from '../core/log.js';
 import type { ServerConfig } from './config.js';
 import { drainConnection, forceClose, type HandlerContext, liveBytes, serveConnection } from './handler.js';
@@ -157,12 +157,14 @@ function serveRole(once: boolean): void {
     // --metrics: the parent counts bytes as they flow; once a second, what changed
     const sent = new Map<Socket, number>();
     setInterval(() => {
-      const conns: [number, number, number][] = [];
+      const conns: [number, number, number, TcpInfo?][] = [];
       for (const [s, id] of live) {
         const b = liveBytes(s);
         if (sent.get(s) === b.bytesIn + b.bytesOut) continue;
         sent.set(s, b.bytesIn + b.bytesOut);
-        conns.push([id, b.bytesIn, b.bytesOut]);
+        // TCP_INFO only for connections that moved bytes: an idle one costs nothing
+        const tcp = tcpInfo(s);
+        conns.push(tcp ? [id, b.bytesIn, b.bytesOut, tcp] : [id, b.bytesIn, b.bytesOut]);
       }
       for (const s of sent.keys()) if (!live.has(s)) sent.delete(s);
       if (conns.length) void sendToParent({ type: 'progress', conns });

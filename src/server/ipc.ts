@@ -52,8 +52,11 @@ export type FromChild =
       ms?: number;
       rttUs?: number;
     }
-  /** bytes so far of the connections still open, sent each second while they change (--metrics) */
-  | { type: 'progress'; conns: [id: number, bytesIn: number, bytesOut: number][] }
+  /**
+   * bytes so far of the connections still open, sent each second while they change, with
+   * TCP_INFO read as they did (--metrics)
+   */
+  | { type: 'progress'; conns: [id: number, bytesIn: number, bytesOut: number, tcp?: TcpInfo][] }
   /**
    * the connections a 'listen' child serves now (the first `LIVE_LISTED`; `count` in all),
    * sent each second while they change (--metrics)
