@@ -134,6 +134,8 @@ describe('the admin page on the --metrics port', () => {
       const after = await w.next((s) => mine(s) === undefined && s.totals.active === 0, from);
       expect(after.totals.connections).toBeGreaterThanOrEqual(1);
       expect(after.totals.bytesIn).toBe(6);
+      // never counted twice (open and closed at once) on the way
+      expect(Math.max(...w.snaps.map((x) => x.totals.bytesIn))).toBe(6);
     });
 
   it('--udp: the page says so and counts datagrams', async () => {

@@ -109,13 +109,17 @@ export function adminSnapshot(h: ServerHandle, about: AdminAbout, startedAt: num
   };
 }
 
-/** Whether a Host header names a loopback host or the bound address (DNS rebinding guard). */
-function hostAllowed(host: string | undefined, bound: string): boolean {
+/**
+ * Whether a request may be answered by a server bound to `bound`: bound to loopback, only when
+ * its Host is a loopback name or that address, so a page elsewhere that points a name of its
+ * own at 127.0.0.1 (DNS rebinding) is refused; bound elsewhere, it was exposed on purpose.
+ */
+export function hostAllowed(host: string | undefined, bound: string): boolean {
+  if (!(bound === '::1' || bound.startsWith('127.') || bound === 'localhost')) return true;
   if (!host) return false;
   const name = host.replace(/:\d+$/, '').replace(/^\[|\]$/g, '');
   return name === 'localhost' || name === '::1' || /^127\.\d+\.\d+\.\d+$/.test(name) || name === bound;
 }
-const isLoopback = (a: string) => a === '::1' || a.startsWith('127.') || a === 'localhost';
 
 export interface AdminRoutes {
   /** Answer `req` when it is one of the page's routes; false when it is not. */
@@ -157,7 +161,7 @@ export function adminRoutes(h: ServerHandle, about: AdminAbout): AdminRoutes {
       const path = (req.url ?? '/').split('?')[0]!;
       const file = FILES[path];
       if (!file && path !== '/api/state' && path !== '/events') return false;
-      if (isLoopback(bound) && !hostAllowed(req.headers.host, bound)) {
+      if (!hostAllowed(req.headers.host, bound)) {
         send(res, 403, 'text/plain', 'Host not allowed\n');
         return true;
       }

@@ -51,6 +51,7 @@ async function listenRole(): Promise<void> {
       onConnectionClosed: (r) =>
         void sendToParent({
           type: 'closed',
+          ...(cfg.metrics ? { peer: r.peer } : {}),
           bytesIn: r.bytesIn,
           bytesOut: r.bytesOut,
           error: r.error,

@@ -46,6 +46,8 @@ export type FromChild =
   | {
       type: 'closed';
       id?: number;
+      /** a 'listen' child's connection: its peer, as its 'live' messages listed it */
+      peer?: string;
       bytesIn: number;
       bytesOut: number;
       error?: string;

@@ -124,6 +124,11 @@ export async function startExclusiveWorkers(
         totals.connections++;
         foldClosed(totals, { ...m, ms: m.ms ?? 0 });
         perWorker.add(child.pid, m.bytesIn, m.bytesOut);
+        // its bytes are in the totals now: off the open list at once, or the byte counters
+        // would count them twice until the worker's next list
+        const open = live.get(child.pid)?.conns;
+        const at = open?.findIndex((c) => c.peer === m.peer) ?? -1;
+        if (at >= 0) open!.splice(at, 1);
       } else if (m.type === 'live') {
         live.set(child.pid, m);
       } else if (m.type === 'refusals') {

@@ -14,6 +14,7 @@ import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { explainError } from '../../core/errors.js';
 import { formatAddress } from '../../core/parse.js';
+import { hostAllowed } from '../../server/admin.js';
 import { captureUnavailable } from '../capture.js';
 import { findScenario, type ScenarioResult, traced } from '../index.js';
 import { netnsUnavailable } from '../netns.js';
@@ -43,16 +44,6 @@ const SAFE = {
   'x-content-type-options': 'nosniff',
   'cache-control': 'no-store',
 };
-
-/**
- * Whether a request's Host names this server by a loopback name or its own address: a page
- * elsewhere that points a name of its own at 127.0.0.1 (DNS rebinding) is refused.
- */
-export function hostAllowed(host: string | undefined, bound: string): boolean {
-  if (!host) return false;
-  const name = host.replace(/:\d+$/, '').replace(/^\[|\]$/g, '');
-  return name === 'localhost' || name === '::1' || /^127\.\d+\.\d+\.\d+$/.test(name) || name === bound;
-}
 
 let queue: Promise<unknown> = Promise.resolve();
 
@@ -109,7 +100,7 @@ async function stream(res: http.ServerResponse, name: string): Promise<void> {
 
 async function handle(req: http.IncomingMessage, res: http.ServerResponse, bound: string): Promise<void> {
   if (!hostAllowed(req.headers.host, bound)) return send(res, 403, 'text/plain', 'Host not allowed\n');
-  if (req.method !== 'GET' && req.method !== 'HEAD') return send(res, 405, 'text/plain', 'GET only\n');
+  if (req.method !== 'GET') return send(res, 405, 'text/plain', 'GET only\n');
   const url = new URL(req.url ?? '/', 'http://x');
   const path = url.pathname;
   if (path === '/api/scenarios') return json(res, 200, scenarioList());
