@@ -151,6 +151,87 @@ describe.skipIf(!hasChromium || !WANTED)(`pages in headless chromium (${CHROMIUM
     expect(problems).toEqual([]);
   });
 
+  it('draws what the lab works out per segment where its document has it: µs, scaled window, states, marks, notes', async () => {
+    const url = await labPage();
+    const { page, problems } = await newPage();
+    await page.goto(`${url}?scenario=time-wait`);
+    await page.waitForSelector('#view:not([hidden])');
+    const seg = (t: number, src: number, dst: number, flags: string[], seq: number, win: number) => ({
+      t,
+      src: '127.0.0.1',
+      sport: src,
+      dst: '127.0.0.1',
+      dport: dst,
+      flags,
+      seq,
+      ack: 0,
+      win,
+      len: 0,
+    });
+    const row = (us: number, toServer: boolean, extra: object) => ({
+      t: us / 1000,
+      us,
+      toServer,
+      label: '',
+      ...extra,
+    });
+    const doc = {
+      name: 'time-wait',
+      title: 't',
+      tutorials: '',
+      steps: [],
+      errors: [],
+      states: [],
+      checks: [{ what: 'a check', ok: true }],
+      kernel: [],
+      facts: [],
+      ok: true,
+      ms: 1,
+      trace: {
+        segments: [seg(0, 40000, 7007, ['SYN'], 100, 65495), seg(0.2, 40000, 7007, ['SYN'], 100, 65495)],
+        ladders: [
+          {
+            client: '127.0.0.1:40000',
+            server: '127.0.0.1:7007',
+            rows: [
+              row(0, true, {
+                flags: ['SYN'],
+                seq: 0,
+                len: 0,
+                win: 65495,
+                states: { client: 'SYN_SENT', server: 'LISTEN' },
+                notes: [],
+              }),
+              row(1003217, true, {
+                flags: ['SYN'],
+                seq: 0,
+                len: 0,
+                win: 65495,
+                retransmission: true,
+                states: { client: 'SYN_SENT', server: 'LISTEN' },
+                notes: ['the SYN again: the first was dropped'],
+              }),
+            ],
+          },
+        ],
+      },
+    };
+    await page.evaluate((d) => (window as any).echoLab.showResult(d), doc);
+    const labels = await page.$$eval('#ladder g.seg text', (ts) => ts.map((t) => t.textContent));
+    expect(labels).toContain('1003217');
+    expect(labels).toContain('SYN seq=0 win=65495 [retransmission]');
+    expect(await page.$eval('#notes', (e) => e.textContent)).toContain(
+      'segment 2: the SYN again: the first was dropped',
+    );
+    await page.click('#first');
+    await page.click('#step');
+    expect(await page.evaluate(() => (window as any).echoLab.lit())).toEqual({
+      client: 'SYN_SENT',
+      server: 'LISTEN',
+    });
+    expect(problems).toEqual([]);
+  });
+
   // as an unprivileged user (setpriv from root) neither namespaces nor the capture can be had
   const asNobody = process.getuid?.() === 0 && hasCommand('setpriv', '--version');
   it.skipIf(!asNobody)(

@@ -29,6 +29,8 @@ const page = {
 window.echoLab = {
   page,
   svgText: () => svgText(),
+  /** draw a run's document (as /api/run/NAME serves it) without running it */
+  showResult: (r) => showResult(r),
   lit: () => ({
     client: $('client-diagram').querySelector('g.lit')?.dataset.state,
     server: $('server-diagram').querySelector('g.lit')?.dataset.state,
@@ -115,7 +117,7 @@ function show(name, run) {
   $('run').disabled = Boolean(s.unavailable);
   $('export-svg').disabled = true;
   $('export-json').disabled = true;
-  for (const id of ['steps', 'did', 'states', 'kernel']) $(id).replaceChildren();
+  for (const id of ['steps', 'did', 'states', 'kernel', 'notes']) $(id).replaceChildren();
   $('errors').replaceChildren(h('p', { class: 'muted' }, 'none yet'));
   $('ladder').replaceChildren(h('p', { class: 'muted' }, 'Run the scenario to capture its segments.'));
   $('conn-pick').replaceChildren();
@@ -294,6 +296,10 @@ function draw() {
     const y = Number(cur.getAttribute('y')) * (box.clientWidth / 720);
     if (y < box.scrollTop || y > box.scrollTop + box.clientHeight - 40) box.scrollTop = Math.max(0, y - 60);
   }
+  const notes = conn.segs.flatMap(({ row }, j) =>
+    Array.isArray(row.notes) ? row.notes.map((n) => h('li', {}, `segment ${j + 1}: ${n}`)) : [],
+  );
+  $('notes').replaceChildren(...notes);
   const st = statesAt(conn, page.pos);
   light(clientSvg, st.client);
   light(serverSvg, st.server);

@@ -53,6 +53,9 @@ export function connections(result) {
 
 /** Each side's state after the first `k` segments of `conn`. */
 export function statesAt(conn, k) {
+  // the lab's rows may carry both sides' states after each segment; else follow the changes
+  const last = conn.segs[k - 1]?.row;
+  if (last?.states) return { ...last.states };
   const st = { ...conn.initial };
   for (const { row } of conn.segs.slice(0, k)) {
     if (row.clientState) st.client = row.clientState;
@@ -62,14 +65,28 @@ export function statesAt(conn, k) {
 }
 
 /** µs of a segment since the connection's first: the capture's µs where it gives them. */
-function micros(seg, first) {
+function micros(seg, first, row) {
+  if (typeof row.us === 'number') return row.us;
   if (typeof seg.us === 'number' && typeof first.us === 'number') return seg.us - first.us;
   return Math.round((seg.t - first.t) * 1000);
 }
 
 /** A segment's fields as the ladder labels it: flags, relative seq/ack, length, scaled window. */
 export function segmentLabel(conn, j) {
-  const { seg } = conn.segs[j];
+  const { seg, row } = conn.segs[j];
+  const marks = [
+    row.retransmission ? '[retransmission]' : '',
+    row.zeroWindowProbe ? '[zero-window probe]' : '',
+    row.keepaliveProbe ? '[keepalive probe]' : '',
+  ].filter(Boolean);
+  // the lab's rows may carry the fields worked out (relative numbers, the window scaled)
+  if (Array.isArray(row.flags) && typeof row.seq === 'number' && typeof row.win === 'number') {
+    const parts = [row.flags.join(',') || '·', `seq=${row.seq}`];
+    if (typeof row.ack === 'number') parts.push(`ack=${row.ack}`);
+    if (row.len) parts.push(`len=${row.len}`);
+    parts.push(`win=${row.win}`, ...marks);
+    return parts.join(' ');
+  }
   const isn = new Map();
   for (const { seg: s } of conn.segs) if (!isn.has(key(s.src, s.sport))) isn.set(key(s.src, s.sport), s.seq);
   const rel = (n, base) => (base === undefined ? n : (n - base) >>> 0);
@@ -87,7 +104,7 @@ export function segmentLabel(conn, j) {
       : !seg.flags.includes('SYN') && sh !== undefined && shift.size === 2
         ? seg.win * 2 ** sh
         : undefined;
-  parts.push(scaled !== undefined ? `win=${scaled}` : `win=${seg.win}`);
+  parts.push(scaled !== undefined ? `win=${scaled}` : `win=${seg.win}`, ...marks);
   return parts.join(' ');
 }
 
@@ -180,7 +197,7 @@ export function ladderSvg(conn, title, shown = conn.segs.length) {
           : 'plain';
     const [x1, x2] = toServer ? [L, R] : [R, L];
     g.append(
-      el('text', { x: 8, y: y + 8, 'font-size': 10.5, fill: '#5f6b76' }, String(micros(seg, first))),
+      el('text', { x: 8, y: y + 8, 'font-size': 10.5, fill: '#5f6b76' }, String(micros(seg, first, row))),
       el('line', {
         x1,
         y1: y,
@@ -196,6 +213,8 @@ export function ladderSvg(conn, title, shown = conn.segs.length) {
         segmentLabel(conn, j),
       ),
     );
+    // what the lab points out on this segment, as its tooltip (the page lists them too)
+    if (Array.isArray(row.notes) && row.notes.length) g.append(el('title', {}, row.notes.join('; ')));
     if (row.clientState)
       g.append(
         el(
