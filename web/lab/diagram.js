@@ -15,9 +15,9 @@ const key = (a, p) => `${a}|${p}`;
 const addr = (a, p) => (a.includes(':') ? `[${a}]:${p}` : `${a}:${p}`);
 
 /**
- * The scenario's connections from a run's trace: segments grouped per connection in the order
- * the lab's ladders are (first segment seen), each segment with the ladder row drawn for it
- * (the states each side enters).
+ * The scenario's connections from a run's trace: segments grouped per connection (in the order
+ * of their first segment), each segment with the row the lab's ladder of that connection drew
+ * for it (the states each side enters, and what the lab worked out).
  */
 export function connections(result) {
   const trace = result?.trace;
@@ -29,15 +29,18 @@ export function connections(result) {
     conns.get(ends).push(s);
   }
   const ladders = Array.isArray(trace.ladders) ? trace.ladders : [];
-  return [...conns.values()].map((segs, i) => {
-    const ladder = ladders[i];
+  return [...conns.values()].map((segs) => {
     const first = segs.find((s) => s.flags.includes('SYN') && !s.flags.includes('ACK')) ?? segs[0];
     const clientKey = key(first.src, first.sport);
     const other = segs.find((s) => key(s.src, s.sport) !== clientKey);
+    const client = addr(first.src, first.sport);
+    const server = other ? addr(other.src, other.sport) : addr(first.dst, first.dport);
+    // the lab's ladder of this connection: the one with these two endpoints
+    const ladder = ladders.find((l) => l.client === client && l.server === server);
     const rows = ladder && ladder.rows.length === segs.length ? ladder.rows : [];
     return {
-      client: ladder?.client ?? addr(first.src, first.sport),
-      server: ladder?.server ?? (other ? addr(other.src, other.sport) : addr(first.dst, first.dport)),
+      client,
+      server,
       initial: {
         client: ladder?.initialClientState ?? 'CLOSED',
         server: ladder?.initialServerState ?? 'LISTEN',
