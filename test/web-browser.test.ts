@@ -289,6 +289,92 @@ describe.skipIf(!hasChromium || !WANTED)(`pages in headless chromium (${CHROMIUM
   });
 });
 
+describe.skipIf(!hasChromium || !WANTED)('the fault form speaks the Toxiproxy API (npm run test:e2e)', () => {
+  it('lists toxics from GET /proxies; adds, changes and removes them with the API calls and bodies Toxiproxy takes', async () => {
+    const srv = await spawnServer(['--metrics', '127.0.0.1:0']);
+    const m = await srv.waitStderr(/metrics on http:\/\/([\d.]+:\d+)\/metrics/);
+    const { page, problems } = await newPage();
+    // the API answered here as Toxiproxy does, whatever this server serves at /proxies yet
+    const toxics: any[] = [];
+    const calls: string[] = [];
+    await page.setRequestInterception(true);
+    page.on('request', (req) => {
+      const u = new URL(req.url());
+      if (!u.pathname.startsWith('/proxies')) return void req.continue();
+      const body = req.postData() ? JSON.parse(req.postData()!) : undefined;
+      calls.push(`${req.method()} ${u.pathname}${body ? ` ${JSON.stringify(body)}` : ''}`);
+      const reply = (status: number, v: unknown) =>
+        void req.respond({ status, contentType: 'application/json', body: JSON.stringify(v) });
+      const one = /^\/proxies\/echo-server\/toxics\/([^/]+)$/.exec(u.pathname);
+      if (req.method() === 'GET' && u.pathname === '/proxies')
+        return reply(200, {
+          'echo-server': {
+            name: 'echo-server',
+            listen: '127.0.0.1:7007',
+            upstream: '',
+            enabled: true,
+            toxics,
+          },
+        });
+      if (req.method() === 'POST' && u.pathname === '/proxies/echo-server/toxics') {
+        if (toxics.some((t) => t.name === body.name)) return reply(409, { error: 'toxic already exists' });
+        toxics.push(body);
+        return reply(200, body);
+      }
+      if (one && req.method() === 'POST') {
+        const t = toxics.find((x) => x.name === one[1]);
+        Object.assign(t, body);
+        return reply(200, t);
+      }
+      if (one && req.method() === 'DELETE') {
+        toxics.splice(
+          toxics.findIndex((x) => x.name === one[1]),
+          1,
+        );
+        return void req.respond({ status: 204, body: '' });
+      }
+      reply(404, { error: 'not found' });
+    });
+    await page.goto(`http://${m[1]}/`);
+    await page.waitForFunction(
+      () => (document.getElementById('f-proxy') as HTMLSelectElement).options.length === 1,
+    );
+    expect(await page.$eval('#faults-status', (e) => e.textContent)).toBe('none active');
+    await page.type('#f-name', 'lat');
+    await page.select('#f-type', 'latency');
+    await page.click('#f-submit');
+    await page.waitForSelector('#toxics tr[data-toxic="lat"]');
+    expect(calls).toContainEqual(
+      'POST /proxies/echo-server/toxics {"name":"lat","type":"latency","stream":"downstream","toxicity":1,"attributes":{"latency":200,"jitter":0}}',
+    );
+    // the same name again: the API's error is shown, nothing added
+    await page.type('#f-name', 'lat');
+    await page.click('#f-submit');
+    await page.waitForFunction(
+      () => document.getElementById('faults-status')?.textContent === 'toxic already exists',
+    );
+    expect(toxics).toHaveLength(1);
+    // change it: the form fills in, the name stays, the update goes to the toxic's own URL
+    await page.click('#toxics tr[data-toxic="lat"] button[aria-label="change lat"]');
+    expect(await page.$eval('#f-name', (e) => (e as HTMLInputElement).readOnly)).toBe(true);
+    await page.$eval('#f-attributes', (e) => {
+      (e as HTMLInputElement).value = '{"latency":50,"jitter":5}';
+    });
+    await page.click('#f-submit');
+    await page.waitForFunction(() =>
+      document.querySelector('#toxics tr[data-toxic="lat"]')?.textContent?.includes('"latency":50'),
+    );
+    expect(calls).toContainEqual(
+      'POST /proxies/echo-server/toxics/lat {"name":"lat","type":"latency","stream":"downstream","toxicity":1,"attributes":{"latency":50,"jitter":5}}',
+    );
+    await page.click('#toxics tr[data-toxic="lat"] button[aria-label="remove lat"]');
+    await page.waitForSelector('#toxics tr[data-toxic="lat"]', { hidden: true });
+    expect(calls).toContain('DELETE /proxies/echo-server/toxics/lat');
+    // the 409 answer is logged by the browser as a failed resource: the only error allowed
+    expect(problems.filter((p) => !/409/.test(p))).toEqual([]);
+  });
+});
+
 /** Whether echo-server's admin port answers GET /proxies (the Toxiproxy-compatible API). */
 async function proxiesApiAnswers(): Promise<boolean> {
   const child = spawn(process.execPath, [bin('echo-server'), '--port', '0', '--metrics', '127.0.0.1:0'], {
