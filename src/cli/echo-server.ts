@@ -123,14 +123,13 @@ export async function runServerCli(argv: string[]): Promise<void> {
     }
     if (cfg.path === undefined) warnIfReachable(logger, runner.address.address);
     if (cfg.metrics) {
-      const m = await startMetrics(runner, cfg.metrics.host, cfg.metrics.port, cfg.instanceName, {
-        mode: cfg.udp ? 'udp' : cfg.mode,
-      });
+      const m = await startMetrics(runner, cfg.metrics.host, cfg.metrics.port, cfg.instanceName);
       if (stopping) {
         await m.close(); // a signal came while it started: it would keep the process alive
         return finished;
       }
       metricsServer = m;
+      m.describe({ mode: cfg.udp ? 'udp' : cfg.mode });
       const a = metricsServer.address;
       (cfg.metrics.port === 0 && !logger.isLevelEnabled('info')
         ? logger.child({}, { level: 'info' })

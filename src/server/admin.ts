@@ -130,6 +130,7 @@ export interface AdminRoutes {
   watchers(): number;
 }
 
+/** The page's routes for `h`; `about` is read at each snapshot (it may be filled in after start). */
 export function adminRoutes(h: ServerHandle, about: AdminAbout): AdminRoutes {
   const startedAt = Date.now();
   const watchers = new Set<http.ServerResponse>();

@@ -13,6 +13,8 @@ import type { ServerHandle } from './listener.js';
 
 export interface MetricsServer {
   readonly address: AddressInfo;
+  /** what the admin page says of the server beyond its handle (its mode) */
+  describe(about: AdminAbout): void;
   close(): Promise<void>;
 }
 
@@ -148,9 +150,9 @@ export async function startMetrics(
   host: string,
   port: number,
   instance?: string,
-  about: AdminAbout = { mode: 'evented' },
 ): Promise<MetricsServer> {
   const registry = metricsRegistry(h, instance);
+  const about: AdminAbout = { mode: 'evented' };
   const admin = adminRoutes(h, about);
   const stopCharting = chartConnections(registry);
   // a scrape is one small GET: a client that has not sent its whole request within
@@ -185,6 +187,7 @@ export async function startMetrics(
   });
   return {
     address: server.address() as AddressInfo,
+    describe: (a) => Object.assign(about, a),
     close: () =>
       new Promise<void>((resolve) => {
         stopCharting();
