@@ -110,6 +110,13 @@ describe('echo-lab --web', () => {
     expect(kinds.indexOf('step')).toBeLessThan(kinds.indexOf('result'));
   });
 
+  it('serves until Ctrl-C, then exits 130', async () => {
+    const w = await startWeb();
+    expect((await get(w.url)).status).toBe(200);
+    w.child.kill('SIGINT');
+    expect((await w.exit).code).toBe(130);
+  });
+
   it('refuses bad --web values and combinations with exit 2 naming the flag', () => {
     for (const args of [
       ['--web', 'abc'],
