@@ -121,6 +121,10 @@ function show(name, run) {
   $('errors').replaceChildren(h('p', { class: 'muted' }, 'none yet'));
   $('ladder').replaceChildren(h('p', { class: 'muted' }, 'Run the scenario to capture its segments.'));
   $('conn-pick').replaceChildren();
+  light(clientSvg, '');
+  light(serverSvg, '');
+  $('client-state').textContent = '';
+  $('server-state').textContent = '';
   setStatus(
     s.unavailable ? 'not run: needs root (network namespaces)' : 'ready: Run runs it now, on this machine',
   );
