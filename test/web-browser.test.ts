@@ -90,9 +90,11 @@ describe.skipIf(!hasChromium || !WANTED)(
       };
       let result = await pageRun();
       let cli = cliRun('time-wait');
-      // two real runs on a loaded machine can differ (a capture that missed a run, a retransmission,
-      // a delayed ACK): once more, both, before they are held to each other
-      if (JSON.stringify(ladderFlags(result)) !== JSON.stringify(ladderFlags(cli))) {
+      // two real runs on a loaded machine can differ (a capture on a busy lo that missed a run,
+      // a retransmission, a delayed ACK): up to twice more, both, before they are held to each other
+      for (let again = 0; again < 2; again++) {
+        const [a, b] = [ladderFlags(result), ladderFlags(cli)];
+        if (a.length && JSON.stringify(a) === JSON.stringify(b)) break;
         await page.click('#run');
         result = await pageRun();
         cli = cliRun('time-wait');

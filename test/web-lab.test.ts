@@ -90,6 +90,11 @@ describe('echo-lab --web', () => {
     expect(page.checks.map((c: any) => c.what)).toEqual(cli.checks.map((c: any) => c.what));
     expect(page.errors.map((e: any) => e.code)).toEqual(['EADDRINUSE']);
     expect(page.ok).toBe(true);
+    // listed under the first tutorial the run names
+    const listed = JSON.parse((await get(`${w.url}api/scenarios`)).body).find(
+      (s: any) => s.name === 'eaddrinuse',
+    );
+    expect(listed.group).toBe(page.tutorials.split('; ')[0]);
     // a run made now: another run names another port
     const again = JSON.parse((await get(`${w.url}api/run/eaddrinuse`)).body);
     expect(again.steps[0].text).not.toBe(page.steps[0].text);

@@ -1,5 +1,5 @@
-// The scenario list as the page shows it: grouped by the tutorials' topics, each with the
-// claim the tutorials make that the scenario checks on this machine. A scenario this table
+// The scenario list as the page shows it: grouped by the tutorial each comes from, each with
+// the claim the tutorials make that the scenario checks on this machine. A scenario this table
 // does not name is listed under "More" with its summary alone.
 
 import { SCENARIOS } from '../index.js';
@@ -8,33 +8,41 @@ export interface CatalogEntry {
   name: string;
   summary: string;
   netns: boolean;
+  /** the tutorial it is listed under */
   group: string;
   /** what the tutorials say (where they say something this scenario checks) */
   tutorialSaid?: string;
 }
 
-/** The tutorials' topics, in their order, and the scenarios that reproduce each. */
-export const GROUPS: [group: string, names: string[]][] = [
+/**
+ * The tutorials, in their order, and the scenarios that reproduce what each shows: a scenario
+ * is listed under the first tutorial its result names (`tutorials`), the others beside it.
+ */
+export const GROUPS: [tutorial: string, names: string[]][] = [
   [
-    'Binding and restarting a server',
+    'bind errors in a one-to-one client/server',
+    ['eaddrinuse', 'time-wait', 'process-exit', 'reuseaddr-rules', 'half-close', 'close-wait'],
+  ],
+  ['a first TCP client and server', ['sockopts']],
+  [
+    'a robust TCP client and server, watched on the wire',
     [
-      'eaddrinuse',
-      'time-wait',
-      'process-exit',
-      'reuseaddr-rules',
-      'fork-holds-port',
-      'client-port',
-      'stale-unix-socket',
+      'econnrefused',
+      'connect-timeout',
+      'syn-retries',
+      'epipe',
+      'sigpipe',
+      'keepalive',
+      'user-timeout',
+      'heartbeat',
     ],
   ],
   [
-    'Connecting',
-    ['econnrefused', 'connect-timeout', 'syn-retries', 'nonblocking-connect', 'backlog', 'unreachable'],
+    'Linux socket programming basics',
+    ['client-port', 'econnreset', 'backlog', 'nonblocking-connect', 'unreachable'],
   ],
-  ['Writing to a peer that has gone', ['epipe', 'sigpipe', 'econnreset']],
-  ['Closing a connection', ['half-close', 'close-wait', 'chat-fork']],
-  ['Finding a dead peer', ['keepalive', 'user-timeout', 'heartbeat']],
-  ['Socket options', ['sockopts']],
+  ['port reuse and a process-per-client server', ['fork-holds-port', 'chat-fork']],
+  ['Unix-domain stream sockets: bind(), unlink() before bind, abstract names', ['stale-unix-socket']],
 ];
 
 /** What the tutorials say that the scenario checks; "what this machine did" is the run's. */
@@ -57,7 +65,7 @@ export const TUTORIAL_SAID: Record<string, string> = {
   'half-close': 'TIME_WAIT lasts "2 MSL", about 3–4 minutes',
 };
 
-/** Every scenario, in the tutorials' groups. */
+/** Every scenario, under its tutorial. */
 export function catalog(): CatalogEntry[] {
   const groupOf = new Map<string, string>();
   for (const [g, names] of GROUPS) for (const n of names) groupOf.set(n, g);
