@@ -38,7 +38,7 @@ export interface AdminSnapshot {
     since?: number;
     bytesIn: number;
     bytesOut: number;
-    /** the kernel's TCP state (TCP_INFO), where this process serves it */
+    /** the kernel's TCP state (TCP_INFO; a child's as it last reported it) */
     state?: string;
     rttUs?: number;
     pid?: number;
