@@ -2,10 +2,11 @@
 // Exit 0 when the behaviour was reproduced as expected (or skipped for a missing capability), 1 if not.
 
 import { writeFileSync } from 'node:fs';
-import { plural, UsageError } from '../core/parse.js';
+import { parseHost, parsePort, plural, UsageError } from '../core/parse.js';
 import { formatTcpView } from '../core/tcp-states.js';
 import { abortScenarios, findScenario, SCENARIOS, type ScenarioResult, traced } from '../lab/index.js';
 import { formatLadder, ladderSvg } from '../lab/ladder.js';
+import { startLabWeb } from '../lab/web/server.js';
 import { exitOnSignal, newProgram, onSignals, runCli } from './common.js';
 
 export function formatResult(r: ScenarioResult): string {
@@ -59,6 +60,35 @@ export function scenarioTable(indent: string, netnsNote: string): string[] {
   return SCENARIOS.map((s) => `${indent}${s.name.padEnd(width)}${s.summary}${s.netns ? netnsNote : ''}`);
 }
 
+/** `--web 8080`, `--web 127.0.0.1:8080`, `--web [::1]:0` */
+function parseWebAddress(raw: string): { host: string; port: number } {
+  const v6 = /^\[([^\]]+)\]:(\d+)$/.exec(raw);
+  const v4 = /^([^:\s]+):(\d+)$/.exec(raw);
+  const [host, port] = v6 ? [v6[1]!, v6[2]!] : v4 ? [v4[1]!, v4[2]!] : ['127.0.0.1', raw];
+  return { host: parseHost('--web', host), port: parsePort('--web', port) };
+}
+
+/** Serve the page until a signal ends the process; the URL goes to stdout. */
+async function serveWeb(
+  raw: string,
+  given: { name: string; json: boolean; trace: boolean },
+): Promise<number> {
+  if (given.name !== 'list')
+    throw new UsageError('--web', raw, `takes no scenario (open the page with ?scenario=${given.name})`);
+  if (given.json) throw new UsageError('--web', raw, 'cannot be combined with --json');
+  if (given.trace)
+    throw new UsageError('--web', raw, 'cannot be combined with --trace (the page always traces)');
+  const { host, port } = parseWebAddress(raw);
+  const web = await startLabWeb(host, port);
+  process.stdout.write(`${web.url}\n`);
+  if (!/^(127\.|::1$|localhost$)/.test(host))
+    process.stderr.write(
+      `echo-lab: warning: ${host} may be reachable from other hosts; anyone who reaches it can run the scenarios here (no authentication)\n`,
+    );
+  // the page serves until SIGINT/SIGTERM (runLabCli's handler ends the process)
+  return new Promise<number>(() => {});
+}
+
 export async function runLabCli(argv: string[]): Promise<void> {
   // chat-fork's reader processes tell their writer (this process) with SIGUSR2; one that arrives
   // after the scenario stopped listening must not end the run (the default action terminates)
@@ -82,10 +112,14 @@ export async function runLabCli(argv: string[]): Promise<void> {
         '--trace',
         "capture the scenario's own segments on lo and draw them as a ladder (root or CAP_NET_RAW)",
       )
-      .option('--svg <file>', 'with --trace: also write the ladder as an SVG file');
+      .option('--svg <file>', 'with --trace: also write the ladder as an SVG file')
+      .option(
+        '--web <[host:]port>',
+        'serve the scenarios as a page at http://HOST:PORT/ (host 127.0.0.1 unless given; port 0 picks one and prints the URL)',
+      );
     program.addHelpText(
       'after',
-      `\nScenarios:\n${scenarioTable('  ', ' (network namespaces: root)').join('\n')}\n\nExamples:\n  echo-lab list\n  echo-lab time-wait\n  echo-lab epipe --json\n  echo-lab time-wait --trace --svg time-wait.svg`,
+      `\nScenarios:\n${scenarioTable('  ', ' (network namespaces: root)').join('\n')}\n\nExamples:\n  echo-lab list\n  echo-lab time-wait\n  echo-lab epipe --json\n  echo-lab time-wait --trace --svg time-wait.svg\n  echo-lab --web 8080            # then open http://127.0.0.1:8080/?scenario=time-wait&run=1`,
     );
     program.parse(argv, { from: 'user' });
     const [name] = program.processedArgs as [string];
@@ -93,8 +127,10 @@ export async function runLabCli(argv: string[]): Promise<void> {
       json = false,
       trace = false,
       svg,
-    } = program.opts<{ json?: boolean; trace?: boolean; svg?: string }>();
+      web,
+    } = program.opts<{ json?: boolean; trace?: boolean; svg?: string; web?: string }>();
     if (svg !== undefined && !trace) throw new UsageError('--svg', svg, 'needs --trace');
+    if (web !== undefined) return serveWeb(web, { name, json, trace });
     if (name === 'list') {
       if (json)
         process.stdout.write(

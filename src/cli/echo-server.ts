@@ -131,6 +131,7 @@ export async function runServerCli(argv: string[]): Promise<void> {
         return finished;
       }
       metricsServer = m;
+      m.describe({ mode: cfg.udp ? 'udp' : cfg.mode });
       const a = metricsServer.address;
       (cfg.metrics.port === 0 && !logger.isLevelEnabled('info')
         ? logger.child({}, { level: 'info' })

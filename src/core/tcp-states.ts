@@ -20,6 +20,11 @@ const STATES: Record<number, string> = {
   12: 'NEW_SYN_RECV',
 };
 
+/** The kernel's name for a TCP state number (TCP_INFO's tcpi_state, /proc/net/tcp's st). */
+export function tcpStateName(n: number): string {
+  return STATES[n] ?? `state ${n}`;
+}
+
 export interface TcpEntry {
   local: string;
   localPort: number;

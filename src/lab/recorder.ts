@@ -60,6 +60,26 @@ export interface ScenarioResult {
   trace?: { segments: Segment[]; ladders: Ladder[] } | { unavailable: string };
 }
 
+/** What a scenario records, told as it records it (echo-lab --web streams these to the page). */
+export type RecorderEvent =
+  | { kind: 'step'; scenario: string; step: LabStep }
+  | { kind: 'error'; scenario: string; error: LabError }
+  | { kind: 'states'; scenario: string; states: LabStates }
+  | { kind: 'check'; scenario: string; check: LabCheck };
+
+/** Listeners told of every Recorder's steps, errors, state snapshots and checks as they happen. */
+export const recorderListeners = new Set<(e: RecorderEvent) => void>();
+
+function tell(e: RecorderEvent): void {
+  for (const fn of recorderListeners) {
+    try {
+      fn(e);
+    } catch {
+      // a listener's failure is its own; the scenario goes on
+    }
+  }
+}
+
 export class Recorder {
   private readonly t0 = performance.now();
   readonly steps: LabStep[] = [];
@@ -89,13 +109,17 @@ export class Recorder {
   }
 
   step(text: string): void {
-    this.steps.push({ t: this.elapsed(), text });
+    const step = { t: this.elapsed(), text };
+    this.steps.push(step);
+    tell({ kind: 'step', scenario: this.name, step });
   }
 
   /** Record an error the scenario provoked; returns its code. */
   error(err: unknown): string {
     const e = explainError(err);
-    this.errors.push({ code: e.code, line: e.line, t: this.elapsed() });
+    const error = { code: e.code, line: e.line, t: this.elapsed() };
+    this.errors.push(error);
+    tell({ kind: 'error', scenario: this.name, error });
     return errorCode(err);
   }
 
@@ -108,7 +132,9 @@ export class Recorder {
   ): TcpEntry[] {
     const view = tcpStates(ports, read);
     const entries = filter ? view.entries.filter(filter) : view.entries;
-    this.states.push({ label, available: view.available, entries });
+    const states = { label, available: view.available, entries };
+    this.states.push(states);
+    tell({ kind: 'states', scenario: this.name, states });
     return entries;
   }
 
@@ -130,7 +156,9 @@ export class Recorder {
       const view = tcpStates(ports, read);
       const entries = filter ? view.entries.filter(filter) : view.entries;
       if (!view.available || done(entries) || performance.now() > end) {
-        this.states.push({ label, available: view.available, entries });
+        const states = { label, available: view.available, entries };
+        this.states.push(states);
+        tell({ kind: 'states', scenario: this.name, states });
         return entries;
       }
       await new Promise((r) => setTimeout(r, 5));
@@ -138,7 +166,9 @@ export class Recorder {
   }
 
   check(what: string, ok: boolean): boolean {
-    this.checks.push({ what, ok });
+    const check = { what, ok };
+    this.checks.push(check);
+    tell({ kind: 'check', scenario: this.name, check });
     return ok;
   }
 

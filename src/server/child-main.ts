@@ -14,11 +14,12 @@
 
 import type { Socket } from 'node:net';
 import { errorCode, explainError } from '../core/errors.js';
-import { fdHeadroom } from '../core/libc.js';
+import { fdHeadroom, type TcpInfo, tcpInfo } from '../core/libc.js';
 import { createLogger, type Logger } from '../core/log.js';
 import type { ServerConfig } from './config.js';
 import { drainConnection, forceClose, type HandlerContext, liveBytes, serveConnection } from './handler.js';
 import { type ChildRole, sendToParent, type ToChild } from './ipc.js';
+import type { LiveConnection } from './listener.js';
 import { echoServerOptions, handlerContextOf, startEchoServer } from './tcp-server.js';
 
 const role = process.env.ECHO_ROLE as ChildRole | undefined;
@@ -50,6 +51,7 @@ async function listenRole(): Promise<void> {
       onConnectionClosed: (r) =>
         void sendToParent({
           type: 'closed',
+          ...(cfg.metrics ? { peer: r.peer } : {}),
           bytesIn: r.bytesIn,
           bytesOut: r.bytesOut,
           error: r.error,
@@ -66,6 +68,7 @@ async function listenRole(): Promise<void> {
     process.exit(1);
   }
   await sendToParent({ type: 'listening', address: srv.address, options: srv.options });
+  if (cfg.metrics) reportLive(srv);
   const stop = stopper(
     async () => {
       const t = await srv.close({ graceMs: 2_147_483_647 }); // the deadline timer forces
@@ -78,6 +81,36 @@ async function listenRole(): Promise<void> {
   process.on('message', (m: ToChild) => {
     if (m.type === 'faults') srv.setFaults(m.faults);
   });
+}
+
+/** How many of its open connections a 'listen' child lists to the parent (the rest are counted). */
+const LIVE_LISTED = 500;
+
+/**
+ * --metrics with --exclusive: the parent sees none of this worker's connections, so once a
+ * second, when they changed, the worker sends the list (the admin page shows it).
+ */
+function reportLive(srv: { connections(): LiveConnection[] }): void {
+  let last = '';
+  setInterval(() => {
+    const all = srv.connections();
+    const conns = all
+      .slice(0, LIVE_LISTED)
+      .map(({ peer, since, bytesIn, bytesOut, buffered, reading, tcp }) => ({
+        peer,
+        ...(since !== undefined ? { since } : {}),
+        bytesIn,
+        bytesOut,
+        buffered,
+        reading,
+        ...(tcp ? { tcp } : {}),
+      }));
+    // RTT and TCP state alone moving is no news: what is open, and its bytes, is
+    const key = `${all.length} ${conns.map((c) => `${c.peer}/${c.bytesIn}/${c.bytesOut}`).join(' ')}`;
+    if (key === last) return;
+    last = key;
+    void sendToParent({ type: 'live', count: all.length, conns });
+  }, 1000).unref();
 }
 
 function serveRole(once: boolean): void {
@@ -127,12 +160,14 @@ function serveRole(once: boolean): void {
     // --metrics: the parent counts bytes as they flow; once a second, what changed
     const sent = new Map<Socket, number>();
     setInterval(() => {
-      const conns: [number, number, number][] = [];
+      const conns: [number, number, number, TcpInfo?][] = [];
       for (const [s, id] of live) {
         const b = liveBytes(s);
         if (sent.get(s) === b.bytesIn + b.bytesOut) continue;
         sent.set(s, b.bytesIn + b.bytesOut);
-        conns.push([id, b.bytesIn, b.bytesOut]);
+        // TCP_INFO only for connections that moved bytes: an idle one costs nothing
+        const tcp = tcpInfo(s);
+        conns.push(tcp ? [id, b.bytesIn, b.bytesOut, tcp] : [id, b.bytesIn, b.bytesOut]);
       }
       for (const s of sent.keys()) if (!live.has(s)) sent.delete(s);
       if (conns.length) void sendToParent({ type: 'progress', conns });

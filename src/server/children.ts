@@ -7,6 +7,7 @@
 import type { Socket } from 'node:net';
 import { explainError } from '../core/errors.js';
 import type { Fault } from '../core/faults.js';
+import type { TcpInfo } from '../core/libc.js';
 import { type Logger, logs } from '../core/log.js';
 import type { ServerConfig } from './config.js';
 import type { ChildRole, FromChild } from './ipc.js';
@@ -50,7 +51,7 @@ export class ChildPool {
   // per child, how to stop counting each of its hand-overs (when sent, or when it exits)
   private transit = new Map<Child, Set<() => void>>();
   // --metrics: bytes so far of each child's open connections (its `progress` messages)
-  private progress = new WeakMap<Child, Map<number, [number, number]>>();
+  private progress = new WeakMap<Child, Map<number, [number, number, TcpInfo?]>>();
 
   constructor(private o: PoolOptions) {
     this.sup = new Supervisor({
@@ -72,10 +73,10 @@ export class ChildPool {
 
   private onMessage(child: Child, m: FromChild): void {
     if (m.type === 'progress') {
-      const mine = this.progress.get(child) ?? new Map<number, [number, number]>();
+      const mine = this.progress.get(child) ?? new Map<number, [number, number, TcpInfo?]>();
       this.progress.set(child, mine);
-      for (const [id, bytesIn, bytesOut] of m.conns)
-        if (child.conns.has(id)) mine.set(id, [bytesIn, bytesOut]);
+      for (const [id, bytesIn, bytesOut, tcp] of m.conns)
+        if (child.conns.has(id)) mine.set(id, [bytesIn, bytesOut, tcp]);
       return;
     }
     if (m.type !== 'closed' || m.id === undefined) {
@@ -141,7 +142,7 @@ export class ChildPool {
         return refuse(err);
       }
       const id = ++this.seq;
-      child.conns.set(id, { peer, events });
+      child.conns.set(id, { peer, events, since: Date.now() });
       const msg = {
         type: 'conn' as const,
         id,
@@ -173,13 +174,15 @@ export class ChildPool {
     };
   }
 
-  /** The connections the children serve now, with the bytes their last `progress` gave. */
+  /** The connections the children serve now, with the bytes (and TCP_INFO) their last `progress` gave. */
   connections(): LiveConnection[] {
     return [...this.sup.children].flatMap((c) =>
       [...c.conns].map(([id, x]) => ({
         peer: x.peer,
+        ...(x.since !== undefined ? { since: x.since } : {}),
         bytesIn: this.progress.get(c)?.get(id)?.[0] ?? 0,
         bytesOut: this.progress.get(c)?.get(id)?.[1] ?? 0,
+        ...tcpOf(this.progress.get(c)?.get(id)?.[2]),
         buffered: 0,
         reading: true,
         pid: c.pid,
@@ -209,3 +212,5 @@ export function abortable<T>(p: Promise<T>, signal: AbortSignal | undefined): Pr
     );
   });
 }
+
+const tcpOf = (tcp: TcpInfo | undefined): { tcp?: TcpInfo } => (tcp ? { tcp } : {});

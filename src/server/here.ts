@@ -15,7 +15,7 @@ import type { Backend, ConnectionEvents, LiveConnection } from './listener.js';
 
 export function hereBackend(ctx: Omit<HandlerContext, 'onClose'>, { pauseOnConnect = false } = {}): Backend {
   const app = ctx.app ?? echoApplication;
-  const live = new Map<Socket, { events: ConnectionEvents; peer: string }>();
+  const live = new Map<Socket, { events: ConnectionEvents; peer: string; since: number }>();
   const handlerCtx: HandlerContext = {
     ...ctx,
     onClose(socket, record) {
@@ -31,7 +31,7 @@ export function hereBackend(ctx: Omit<HandlerContext, 'onClose'>, { pauseOnConne
     ...(ctx.tls || ctx.tracer || !app.sharedRead ? {} : { sharedRead: app.sharedRead }),
     serve(socket, peer, events, head, faults) {
       const served = serveConnection(socket, handlerCtx, peer, head, faults);
-      live.set(served, { events, peer });
+      live.set(served, { events, peer, since: Date.now() });
       // paused when accepted so (iterative mode), or after a PROXY header was read
       served.resume();
     },
@@ -42,8 +42,9 @@ export function hereBackend(ctx: Omit<HandlerContext, 'onClose'>, { pauseOnConne
       for (const s of live.keys()) forceClose(s);
     },
     connections: (): LiveConnection[] =>
-      [...live].map(([s, { peer }]) => ({
+      [...live].map(([s, { peer, since }]) => ({
         peer,
+        since,
         ...optionalTcp(s),
         ...liveBytes(s),
         buffered: s.writableLength,

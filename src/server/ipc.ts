@@ -5,6 +5,7 @@
 import type { ChildProcess } from 'node:child_process';
 import type { AddressInfo, Socket } from 'node:net';
 import type { Fault } from '../core/faults.js';
+import type { TcpInfo } from '../core/libc.js';
 import type { MessageCounts } from '../core/records.js';
 import type { OptionReport } from '../core/sockopts.js';
 import type { ServerConfig } from './config.js';
@@ -46,6 +47,8 @@ export type FromChild =
   | {
       type: 'closed';
       id?: number;
+      /** a 'listen' child's connection: its peer, as its 'live' messages listed it */
+      peer?: string;
       bytesIn: number;
       bytesOut: number;
       error?: string;
@@ -53,8 +56,28 @@ export type FromChild =
       rttUs?: number;
       messages?: MessageCounts;
     }
-  /** bytes so far of the connections still open, sent each second while they change (--metrics) */
-  | { type: 'progress'; conns: [id: number, bytesIn: number, bytesOut: number][] }
+  /**
+   * bytes so far of the connections still open, sent each second while they change, with
+   * TCP_INFO read as they did (--metrics)
+   */
+  | { type: 'progress'; conns: [id: number, bytesIn: number, bytesOut: number, tcp?: TcpInfo][] }
+  /**
+   * the connections a 'listen' child serves now (the first `LIVE_LISTED`; `count` in all),
+   * sent each second while they change (--metrics)
+   */
+  | {
+      type: 'live';
+      count: number;
+      conns: {
+        peer: string;
+        since?: number;
+        bytesIn: number;
+        bytesOut: number;
+        buffered: number;
+        reading: boolean;
+        tcp?: TcpInfo;
+      }[];
+    }
   /** refusals by reason, sent once before a 'listen' child exits */
   | { type: 'refusals'; refusedBy: Record<string, number> };
 

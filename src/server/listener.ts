@@ -56,6 +56,8 @@ export interface LiveConnection {
   reading: boolean;
   /** the process serving it, where that is not this one */
   pid?: number;
+  /** when it was admitted (ms since the epoch) */
+  since?: number;
   /** TCP_INFO now (Linux; connections served in this process) */
   tcp?: TcpInfo;
 }

@@ -8,12 +8,15 @@ import type { AddressInfo } from 'node:net';
 import { Counter, collectDefaultMetrics, Gauge, Histogram, Registry } from 'prom-client';
 import { droppedLogLines } from '../core/sink.js';
 import type { ProxyRegistry } from '../core/toxiproxy.js';
+import { type AdminAbout, adminRoutes } from './admin.js';
 import { onConnectionClosed } from './conn-metrics.js';
 import type { ServerHandle } from './listener.js';
 import { handleToxiproxyApi } from './toxiproxy-api.js';
 
 export interface MetricsServer {
   readonly address: AddressInfo;
+  /** what the admin page says of the server beyond its handle (its mode) */
+  describe(about: AdminAbout): void;
   close(): Promise<void>;
 }
 
@@ -158,7 +161,7 @@ export function chartConnections(registry: Registry): () => void {
   });
 }
 
-/** Serve GET /metrics (Prometheus text exposition) on host:port, and the Toxiproxy API over `api` if given. */
+/** Serve GET /metrics (Prometheus text exposition), the admin page (admin.ts) and, over `api` if given, the Toxiproxy API on host:port. */
 export async function startMetrics(
   h: ServerHandle,
   host: string,
@@ -167,6 +170,8 @@ export async function startMetrics(
   api?: ProxyRegistry,
 ): Promise<MetricsServer> {
   const registry = metricsRegistry(h, instance);
+  const about: AdminAbout = { mode: 'evented' };
+  const admin = adminRoutes(h, about);
   const stopCharting = chartConnections(registry);
   // a scrape is one small GET: a client that has not sent its whole request within
   // HEADERS_TIMEOUT_MS is closed (Node's defaults hold a half-sent request for a minute and more,
@@ -179,8 +184,11 @@ export async function startMetrics(
     },
     (req, res) => {
       if (api && handleToxiproxyApi(api, req, res)) return;
+      if (admin.handle(req, res, host)) return;
       if (req.method !== 'GET' || (req.url ?? '').split('?')[0] !== '/metrics') {
-        res.writeHead(404, { 'content-type': 'text/plain' }).end('only GET /metrics here\n');
+        res
+          .writeHead(404, { 'content-type': 'text/plain' })
+          .end('only GET /metrics and the admin page (/) here\n');
         return;
       }
       registry.metrics().then(
@@ -198,9 +206,11 @@ export async function startMetrics(
   });
   return {
     address: server.address() as AddressInfo,
+    describe: (a) => Object.assign(about, a),
     close: () =>
       new Promise<void>((resolve) => {
         stopCharting();
+        admin.close();
         server.close(() => resolve());
       }),
   };

@@ -26,7 +26,7 @@ export interface Child {
   /** ms since epoch at spawn, for crash backoff */
   started: number;
   /** connections handed to it and not yet reported closed, by hand-over id */
-  conns: Map<number, { peer: string; events: ConnectionEvents }>;
+  conns: Map<number, { peer: string; events: ConnectionEvents; since?: number }>;
   /** resolves on its first 'ready' or 'listening' message; rejects if it exits first */
   ready: Promise<FromChild>;
   exited: Promise<void>;

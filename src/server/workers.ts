@@ -113,6 +113,8 @@ export async function startExclusiveWorkers(
   const refusedBy: Record<string, number> = {};
   const perWorker = new WorkerTally();
   let workerCfg = cfg; // once the first worker has bound: the port it got
+  // --metrics: each worker's open connections, as its last 'live' message listed them
+  const live = new Map<number, Extract<FromChild, { type: 'live' }>>();
   const sup: Supervisor = new Supervisor({
     role: 'listen',
     cfg,
@@ -122,11 +124,19 @@ export async function startExclusiveWorkers(
         totals.connections++;
         foldClosed(totals, { ...m, ms: m.ms ?? 0 });
         perWorker.add(child.pid, m.bytesIn, m.bytesOut);
+        // its bytes are in the totals now: off the open list at once, or the byte counters
+        // would count them twice until the worker's next list
+        const open = live.get(child.pid)?.conns;
+        const at = open?.findIndex((c) => c.peer === m.peer) ?? -1;
+        if (at >= 0) open!.splice(at, 1);
+      } else if (m.type === 'live') {
+        live.set(child.pid, m);
       } else if (m.type === 'refusals') {
         for (const [k, v] of Object.entries(m.refusedBy)) refusedBy[k] = (refusedBy[k] ?? 0) + v;
       }
     },
     onExit(child, expected, how) {
+      live.delete(child.pid);
       if (!expected) sup.replace(child, how, workerCfg);
     },
   });
@@ -164,7 +174,7 @@ export async function startExclusiveWorkers(
     address: first.address,
     options: first.options,
     stats,
-    connections: () => [],
+    connections: () => [...live].flatMap(([pid, m]) => m.conns.map((c) => ({ ...c, pid }))),
     forceClose: () => sup.forceAll(),
     workers: () => perWorker.of(sup.children),
     setFaults(faults) {
