@@ -98,6 +98,25 @@ describe('toxics act on connections already open', () => {
     },
   );
 
+  it('evented: a blackhole added to an open connection holds its echo; removed, the echo comes', async () => {
+    const srv = await admin([]);
+    const s = await connect(srv.port);
+    expect(await echoMs(s, 'warm')).toBeLessThan(LATENCY);
+    await srv.add({ name: 'hole', type: 'blackhole' });
+    let echoed = false;
+    s.write('held');
+    const held = readN(s, 4).then((b) => {
+      echoed = true;
+      return b;
+    });
+    // an HTTP exchange with the admin port takes longer than an echo not held over loopback
+    await srv.add({ name: 'mark', type: 'corrupt', attributes: { probability: 0 } });
+    expect(echoed).toBe(false);
+    expect(await srv.remove('hole')).toBeLessThan(LATENCY);
+    expect((await held).toString()).toBe('held');
+    expect(await echoMs(s)).toBeLessThan(LATENCY);
+  });
+
   it('--udp: the next datagram uses the new list', async () => {
     const srv = await admin(['--udp']);
     const sock = dgram.createSocket('udp4');
