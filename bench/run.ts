@@ -11,7 +11,7 @@ import type { BenchResult } from '../src/client/bench.js';
 import { selfSignedTls } from '../src/core/tls.js';
 import { c100k } from './c100k.js';
 import type { LgRun, OurRun, ScaleFigures, ServerFigures } from './figures.js';
-import { type Frame, LOADS, type ProfileLoad, profileLoad, profileMarkdown } from './profile.js';
+import { type Frame, type ProfileLoad, profileLoad, profileLoads, profileMarkdown } from './profile.js';
 import { partialReport, writeReport } from './report.js';
 import {
   binDir,
@@ -309,7 +309,7 @@ async function scaling(hasC: boolean): Promise<ScaleFigures | undefined> {
 async function profiles(hasC: boolean): Promise<{ load: ProfileLoad; rate: number; frames: Frame[] }[]> {
   if (!hasC) return [];
   const out = [];
-  for (const load of LOADS) {
+  for (const load of profileLoads()) {
     console.error(`bench: profiling ${load.name}`);
     out.push({ load, ...(await profileLoad(load)) });
   }
@@ -361,7 +361,8 @@ async function main(): Promise<void> {
   if (process.argv.includes('--profile')) {
     // only the profiles (the full run ends with them too)
     const md = `# Profiles\n\n${profileMarkdown(await profiles(buildC()))}`;
-    writeFileSync(path.join(root, 'bench', 'results-profile.md'), md);
+    // BENCH_PROFILE_OUT=bench/profiles/NAME.md: where to write it (default bench/results-profile.md)
+    writeFileSync(path.resolve(root, process.env.BENCH_PROFILE_OUT ?? 'bench/results-profile.md'), md);
     console.log(md);
     return;
   }
