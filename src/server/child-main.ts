@@ -18,7 +18,7 @@ import { fdHeadroom } from '../core/libc.js';
 import { createLogger, type Logger } from '../core/log.js';
 import type { ServerConfig } from './config.js';
 import { drainConnection, forceClose, type HandlerContext, liveBytes, serveConnection } from './handler.js';
-import { type ChildRole, sendToParent, type ToChild } from './ipc.js';
+import { type ChildRole, closedReported, reportClosed, sendToParent, type ToChild } from './ipc.js';
 import { echoServerOptions, handlerContextOf, startEchoServer } from './tcp-server.js';
 
 const role = process.env.ECHO_ROLE as ChildRole | undefined;
@@ -48,7 +48,7 @@ async function listenRole(): Promise<void> {
       label,
       logFields,
       onConnectionClosed: (r) =>
-        void sendToParent({
+        void reportClosed({
           type: 'closed',
           bytesIn: r.bytesIn,
           bytesOut: r.bytesOut,
@@ -68,6 +68,7 @@ async function listenRole(): Promise<void> {
   const stop = stopper(
     async () => {
       const t = await srv.close({ graceMs: 2_147_483_647 }); // the deadline timer forces
+      await closedReported();
       await sendToParent({ type: 'refusals', refusedBy: t.refusedBy });
       process.exit(0);
     },
@@ -91,7 +92,7 @@ function serveRole(once: boolean): void {
     rttAtClose: cfg.metrics !== undefined,
     onClose: async (socket, r) => {
       const id = live.get(socket);
-      await sendToParent({
+      await reportClosed({
         type: 'closed',
         id,
         bytesIn: r.bytesIn,
