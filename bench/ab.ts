@@ -1,12 +1,12 @@
-// npm run bench-ab -- --before DIR [--after DIR] [--reps N] [--seconds S] [--loads L,…] [--configs C,…]
+// npm run bench-ab -- --before DIR [--after DIR] [--reps N] [--seconds S] [--loads L,…] [--configs C;…]
 // Same-run A/B of the plain path: echo-server from DIR ("before", a built checkout of this
 // repo) against echo-server from this tree or --after DIR ("after"), next to the plain Node
 // `s.pipe(s)` baseline, all up at once on port 0 (loopback), driven by the C load generator
 // with the loads of npm run bench. Runs go round-robin across the servers within each rep
 // (the order rotated each rep), so a disturbance hits every server alike; each figure is the
 // median over reps, and the after/before ratio comes with its min–max over the reps' ratios.
-// --loads (pp, bulk, conn, udp) and --configs (words each config's name must contain one of,
-// e.g. `-q,workers`) pick a subset, for a quicker A/B of one path.
+// --loads (pp, bulk, conn, udp) and --configs (texts separated by `;`, a config is run when
+// its name contains one of them, e.g. `-q;workers`) pick a subset, for a quicker A/B of one path.
 // Prints a markdown table and writes it to bench/results-ab.md.
 
 import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
@@ -27,7 +27,7 @@ import type { LgRun } from './figures.js';
 function usage(msg: string): never {
   console.error(`bench-ab: ${msg}`);
   console.error(
-    'usage: npm run bench-ab -- --before DIR [--after DIR] [--reps N] [--seconds S] [--loads pp,bulk,conn,udp] [--configs WORD,…]',
+    'usage: npm run bench-ab -- --before DIR [--after DIR] [--reps N] [--seconds S] [--loads pp,bulk,conn,udp] [--configs TEXT;…]',
   );
   process.exit(2);
 }
@@ -129,7 +129,7 @@ const ALL_CONFIGS: { config: string; udp: boolean; flags: string[]; env?: Record
   { config: 'udp, json logs', udp: true, flags: ['--log-format', 'json', '--udp', '--rate-limit', '0'] },
   { config: 'udp, -q', udp: true, flags: ['--log-format', 'json', '-q', '--udp', '--rate-limit', '0'] },
 ];
-const pickedConfigs = opts.configs?.split(',').map((x) => x.trim());
+const pickedConfigs = opts.configs?.split(';').map((x) => x.trim());
 const CONFIGS = ALL_CONFIGS.filter(
   (c) =>
     (!pickedConfigs || pickedConfigs.some((w) => c.config.includes(w))) &&

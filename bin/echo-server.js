@@ -1,4 +1,7 @@
 #!/usr/bin/env node
-import { runServerCli } from '../dist/cli/echo-server.js';
+// the V8 flag first: loading the CLI already allocates enough to grow the young generation
+import { keepYoungGenerationSmall } from '../dist/core/heap.js';
 
+keepYoungGenerationSmall();
+const { runServerCli } = await import('../dist/cli/echo-server.js');
 await runServerCli(process.argv.slice(2));
