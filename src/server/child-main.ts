@@ -14,7 +14,7 @@
 
 import type { Socket } from 'node:net';
 import { errorCode, explainError } from '../core/errors.js';
-import { keepYoungGenerationSmall } from '../core/heap.js';
+import { manageYoungGeneration } from '../core/heap.js';
 import { fdHeadroom } from '../core/libc.js';
 import { createLogger, type Logger } from '../core/log.js';
 import type { ServerConfig } from './config.js';
@@ -192,7 +192,7 @@ function awaitConfig(start: () => void): void {
   void sendToParent({ type: 'hello' });
 }
 
-keepYoungGenerationSmall();
+manageYoungGeneration();
 if (role === 'listen') awaitConfig(() => void listenRole());
 else if (role === 'serve' || role === 'serve-once') awaitConfig(() => serveRole(role === 'serve-once'));
 else {
