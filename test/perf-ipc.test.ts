@@ -1,18 +1,22 @@
 import { afterEach, describe, expect, it } from 'vitest';
 import { type ClosedReport, closedReported, reportClosed } from '../src/server/ipc.js';
 
-// reportClosed() writes through process.send: replaced here by one that records each message
-const proc = process as unknown as { send?: unknown; connected?: boolean };
+// reportClosed() writes through process.send: wrapped here to record the reports; anything
+// else (the test runner's own messages, when it runs in a forked process) goes through
+const proc = process as unknown as { send?: (...args: unknown[]) => boolean; connected?: boolean };
 const saved = { send: proc.send, connected: Object.getOwnPropertyDescriptor(process, 'connected') };
 
 function capture(): unknown[] {
   const sent: unknown[] = [];
-  proc.send = (msg: unknown, _h: unknown, _o: unknown, cb: () => void) => {
+  proc.send = (...args: unknown[]) => {
+    const msg = args[0] as { type?: string } | undefined;
+    if (msg?.type !== 'closed' && msg?.type !== 'closed-batch') return saved.send!.apply(process, args);
     sent.push(msg);
-    setImmediate(cb);
+    setImmediate(args[3] as () => void);
     return true;
   };
-  Object.defineProperty(process, 'connected', { value: true, configurable: true, writable: true });
+  if (!process.connected)
+    Object.defineProperty(process, 'connected', { value: true, configurable: true, writable: true });
   return sent;
 }
 
