@@ -1,10 +1,12 @@
-// npm run bench-ab -- --before DIR [--after DIR] [--reps N] [--seconds S]
+// npm run bench-ab -- --before DIR [--after DIR] [--reps N] [--seconds S] [--loads L,…] [--configs C;…]
 // Same-run A/B of the plain path: echo-server from DIR ("before", a built checkout of this
 // repo) against echo-server from this tree or --after DIR ("after"), next to the plain Node
 // `s.pipe(s)` baseline, all up at once on port 0 (loopback), driven by the C load generator
 // with the loads of npm run bench. Runs go round-robin across the servers within each rep
 // (the order rotated each rep), so a disturbance hits every server alike; each figure is the
 // median over reps, and the after/before ratio comes with its min–max over the reps' ratios.
+// --loads (pp, bulk, conn, udp) and --configs (texts separated by `;`, a config is run when
+// its name contains one of them, e.g. `-q;workers`) pick a subset, for a quicker A/B of one path.
 // Prints a markdown table and writes it to bench/results-ab.md.
 
 import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
@@ -24,7 +26,9 @@ import type { LgRun } from './figures.js';
 
 function usage(msg: string): never {
   console.error(`bench-ab: ${msg}`);
-  console.error('usage: npm run bench-ab -- --before DIR [--after DIR] [--reps N] [--seconds S]');
+  console.error(
+    'usage: npm run bench-ab -- --before DIR [--after DIR] [--reps N] [--seconds S] [--loads pp,bulk,conn,udp] [--configs TEXT;…]',
+  );
   process.exit(2);
 }
 
@@ -36,6 +40,8 @@ const opts = (() => {
         after: { type: 'string' },
         reps: { type: 'string', default: '5' },
         seconds: { type: 'string', default: '3' },
+        loads: { type: 'string' },
+        configs: { type: 'string' },
       },
       strict: true,
       allowPositionals: false,
@@ -67,12 +73,16 @@ for (const [flag, dir] of [
 }
 
 type Load = LgRun | 'udp';
-const LOADS: { load: Load; figure: string; unit: string }[] = [
-  { load: 'lgPp', figure: 'ping-pong 100 conn × 64 B', unit: 'round trips/s' },
-  { load: 'lgBulk', figure: 'bulk 1 conn × 64 KiB', unit: 'MB/s' },
-  { load: 'lgConn', figure: 'connect/echo/close, 50 in flight', unit: 'conn/s' },
-  { load: 'udp', figure: 'UDP 32 outstanding × 64 B', unit: 'datagrams/s' },
+const ALL_LOADS: { load: Load; name: string; figure: string; unit: string }[] = [
+  { load: 'lgPp', name: 'pp', figure: 'ping-pong 100 conn × 64 B', unit: 'round trips/s' },
+  { load: 'lgBulk', name: 'bulk', figure: 'bulk 1 conn × 64 KiB', unit: 'MB/s' },
+  { load: 'lgConn', name: 'conn', figure: 'connect/echo/close, 50 in flight', unit: 'conn/s' },
+  { load: 'udp', name: 'udp', figure: 'UDP 32 outstanding × 64 B', unit: 'datagrams/s' },
 ];
+const pickedLoads = opts.loads?.split(',').map((x) => x.trim());
+for (const l of pickedLoads ?? [])
+  if (!ALL_LOADS.some((x) => x.name === l)) usage(`--loads: unknown load ${l} (pp, bulk, conn, udp)`);
+const LOADS = ALL_LOADS.filter((l) => !pickedLoads || pickedLoads.includes(l.name));
 
 /** One server of the A/B: the plain Node baseline, or echo-server from the before or after tree. */
 interface Server {
@@ -81,45 +91,78 @@ interface Server {
   side: 'baseline' | 'before' | 'after';
   udp: boolean;
   command: [string, string[]];
+  env?: Record<string, string>;
 }
 
 const TCP_BASELINE = `require('net').createServer(s=>{s.on('error',()=>{});s.pipe(s)}).listen(0,'127.0.0.1')`;
 const UDP_BASELINE = `const s=require('dgram').createSocket('udp4');s.on('message',(m,r)=>s.send(m,r.port,r.address));s.bind(0,'127.0.0.1')`;
 
-/** The configurations compared: the same flags on both sides (port 0, loopback). */
-const CONFIGS: { config: string; udp: boolean; flags: string[] }[] = [
+/**
+ * The configurations compared: the same flags (and environment) on both sides (port 0,
+ * loopback). `public accept` turns the shared-read accept path off (net.Server's own accept).
+ */
+const ALL_CONFIGS: { config: string; udp: boolean; flags: string[]; env?: Record<string, string> }[] = [
   { config: 'evented, json logs', udp: false, flags: ['--log-format', 'json'] },
   { config: 'evented, -q', udp: false, flags: ['--log-format', 'json', '-q'] },
+  {
+    config: 'evented, json logs, public accept',
+    udp: false,
+    flags: ['--log-format', 'json'],
+    env: { ECHO_SHARED_READ: '0' },
+  },
+  {
+    config: 'evented, -q, public accept',
+    udp: false,
+    flags: ['--log-format', 'json', '-q'],
+    env: { ECHO_SHARED_READ: '0' },
+  },
   {
     config: 'workers ×2, json logs',
     udp: false,
     flags: ['--log-format', 'json', '--mode', 'workers', '--workers', '2'],
   },
+  {
+    config: 'workers ×2 --exclusive --reuse-port, json logs',
+    udp: false,
+    flags: ['--log-format', 'json', '--mode', 'workers', '--workers', '2', '--exclusive', '--reuse-port'],
+  },
   { config: 'udp, json logs', udp: true, flags: ['--log-format', 'json', '--udp', '--rate-limit', '0'] },
   { config: 'udp, -q', udp: true, flags: ['--log-format', 'json', '-q', '--udp', '--rate-limit', '0'] },
 ];
+const pickedConfigs = opts.configs?.split(';').map((x) => x.trim());
+const CONFIGS = ALL_CONFIGS.filter(
+  (c) =>
+    (!pickedConfigs || pickedConfigs.some((w) => c.config.includes(w))) &&
+    LOADS.some((l) => (l.load === 'udp') === c.udp),
+);
+if (!CONFIGS.length) usage(`--configs ${opts.configs}: no configuration matches`);
 
-const SERVERS: Server[] = [
-  {
-    key: 'baseline tcp',
-    config: 'Node s.pipe(s)',
-    side: 'baseline',
-    udp: false,
-    command: [node, ['-e', TCP_BASELINE]],
-  },
-  {
-    key: 'baseline udp',
-    config: 'Node dgram echo',
-    side: 'baseline',
-    udp: true,
-    command: [node, ['-e', UDP_BASELINE]],
-  },
+const SERVERS: Server[] = (
+  [
+    {
+      key: 'baseline tcp',
+      config: 'Node s.pipe(s)',
+      side: 'baseline',
+      udp: false,
+      command: [node, ['-e', TCP_BASELINE]],
+    },
+    {
+      key: 'baseline udp',
+      config: 'Node dgram echo',
+      side: 'baseline',
+      udp: true,
+      command: [node, ['-e', UDP_BASELINE]],
+    },
+  ] as Server[]
+).filter((s) => LOADS.some((l) => (l.load === 'udp') === s.udp));
+SERVERS.push(
   ...CONFIGS.flatMap((c) =>
     (['before', 'after'] as const).map((side) => ({
       key: `${side} ${c.config}`,
       config: c.config,
       side,
       udp: c.udp,
+      env: c.env,
       command: [
         node,
         [
@@ -131,7 +174,7 @@ const SERVERS: Server[] = [
       ] as [string, string[]],
     })),
   ),
-];
+);
 
 interface Up {
   server: Server;
@@ -185,7 +228,10 @@ async function start(server: Server): Promise<Up> {
   // the server logs to a file: a pipe would fill while this runner blocks in execFileSync
   const log = path.join(binDir, `ab-${server.key.replace(/\W+/g, '-')}.log`);
   const fd = openSync(log, 'w');
-  const child = spawn(server.command[0], server.command[1], { stdio: ['ignore', 'ignore', fd] });
+  const child = spawn(server.command[0], server.command[1], {
+    stdio: ['ignore', 'ignore', fd],
+    env: server.env ? { ...process.env, ...server.env } : process.env,
+  });
   closeSync(fd);
   const exited = new Promise<void>((r) => child.once('exit', () => r()));
   const t0 = Date.now();
@@ -309,7 +355,9 @@ async function main(): Promise<void> {
       rows.push(
         `| ${name} (${unit}) | ${c.config} | ${fmt(baseline, unit)} | ${fmt(mb, unit)} | ${fmt(ma, unit)} | ${fmtRatio(
           ma !== undefined && mb ? ma / mb : undefined,
-        )} | ${spread} | ${fmtCpu(cb)} / ${fmtCpu(ca)} |`,
+        )} | ${spread} | ${fmtRatio(mb !== undefined && baseline ? mb / baseline : undefined)} / ${fmtRatio(
+          ma !== undefined && baseline ? ma / baseline : undefined,
+        )} | ${fmtCpu(cb)} / ${fmtCpu(ca)} |`,
       );
     }
   }
@@ -320,12 +368,12 @@ async function main(): Promise<void> {
     `- before: \`${beforeDir}\` at ${commitOf(beforeDir)}`,
     `- after: \`${afterDir}\` at ${commitOf(afterDir)}`,
     `- Node ${process.version}, ${reps} reps × ${seconds} s per run, C load generator (\`bench/bin/lg\`), loopback, every server up at once, runs round-robin across servers within each rep`,
-    '- figures: median over reps; after/before: ratio of the medians, with the min–max of the per-rep ratios; the baseline is one plain Node server per transport, shown on each row',
+    "- figures: median over reps; after/before: ratio of the medians, with the min–max of the per-rep ratios; the baseline is one plain Node server per transport, shown on each row; ÷ Node: each side's median over the baseline's",
     '- server CPU: user + system time of the server process and its children during the run, per round trip, connection or datagram (per MB for bulk), median over reps',
     ...(reps % 2 ? [] : ['- an even number of reps: each median is the upper of the two middle values']),
     '',
-    '| figure | config | Node baseline | before | after | after/before | per-rep ratio min–max | server CPU µs/op before / after |',
-    '|---|---|---:|---:|---:|---:|---:|---:|',
+    '| figure | config | Node baseline | before | after | after/before | per-rep ratio min–max | ÷ Node before / after | server CPU µs/op before / after |',
+    '|---|---|---:|---:|---:|---:|---:|---:|---:|',
     ...rows,
     ...(problems.length ? ['', '## Problems during the run', '', ...problems.map((p) => `- ${p}`)] : []),
     '',

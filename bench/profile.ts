@@ -72,6 +72,11 @@ export const LOADS: ProfileLoad[] = [
   },
   { name: 'evented, connect/echo/close 50 in flight', server: [], lg: ['conn', '-P', '50', '-m', '64'] },
   {
+    name: 'evented -q, connect/echo/close 50 in flight',
+    server: ['-q'],
+    lg: ['conn', '-P', '50', '-m', '64'],
+  },
+  {
     name: 'workers ×2 (hand-over), connect/echo/close 50 in flight; every process of the server',
     server: ['--mode', 'workers', '--workers', '2'],
     lg: ['conn', '-P', '50', '-m', '64'],
@@ -118,6 +123,11 @@ export async function profileLoad(load: ProfileLoad): Promise<{ rate: number; fr
     if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
     rmSync(dir, { recursive: true, force: true });
   }
+}
+
+/** The loads BENCH_PROFILE names: `conn` the connect/echo/close ones only; all when unset. */
+export function profileLoads(which = process.env.BENCH_PROFILE): ProfileLoad[] {
+  return which === 'conn' ? LOADS.filter((l) => l.lg[0] === 'conn') : LOADS;
 }
 
 export function profileMarkdown(results: { load: ProfileLoad; rate: number; frames: Frame[] }[]): string {

@@ -1,4 +1,6 @@
 #!/usr/bin/env node
-import { runServerCli } from '../dist/cli/echo-server.js';
+import { manageYoungGeneration } from '../dist/core/heap.js';
 
+manageYoungGeneration();
+const { runServerCli } = await import('../dist/cli/echo-server.js');
 await runServerCli(process.argv.slice(2));

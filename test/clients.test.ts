@@ -562,7 +562,7 @@ describe('echo-chat', () => {
 });
 
 describe('packaging', () => {
-  it('LICENSE matches package.json; npm pack ships bin, dist and no source maps', () => {
+  it('LICENSE matches package.json; npm pack ships bin, dist, the web pages and no source maps', () => {
     const pkg = JSON.parse(spawnSync('cat', ['package.json'], { encoding: 'utf8' }).stdout);
     const license = spawnSync('head', ['-1', 'LICENSE'], { encoding: 'utf8' }).stdout;
     expect(license).toMatch(new RegExp(`^${pkg.license} License`));
@@ -572,6 +572,8 @@ describe('packaging', () => {
     expect(files).toContain('bin/echo-server.js');
     expect(files).toContain('dist/index.js');
     expect(files.filter((f) => f.endsWith('.map'))).toEqual([]);
-    expect(files.filter((f) => !/^(bin|dist)\/|^(LICENSE|README\.md|package\.json)$/.test(f))).toEqual([]);
+    expect(files).toContain('web/lab/index.html');
+    expect(files).toContain('web/admin/index.html');
+    expect(files.filter((f) => !/^(bin|dist|web)\/|^(LICENSE|README\.md|package\.json)$/.test(f))).toEqual([]);
   });
 });

@@ -112,7 +112,8 @@ export class Admission {
   /**
    * Admit `socket`, or refuse and close it. On admission, returns the function that frees
    * its slot (idempotent); call it when the connection is over. `access: false` skips the
-   * access lists (a PROXY connection: they apply to the client its header names, see move()).
+   * access lists (a PROXY connection: they apply to the client its header names, see move());
+   * only such a slot can be moved.
    */
   admit(
     socket: Socket,
@@ -172,7 +173,8 @@ export class Admission {
       this.held--;
       this.uncount(slot.address);
     };
-    this.slots.set(release, slot);
+    // only a slot admitted before its client is named (a PROXY connection) is ever moved
+    if (!access) this.slots.set(release, slot);
     return release;
   }
 

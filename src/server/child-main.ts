@@ -15,6 +15,7 @@
 import type { Socket } from 'node:net';
 import { errorCode, explainError } from '../core/errors.js';
 import { type Fault, type FaultDraw, FaultSet } from '../core/faults.js';
+import { manageYoungGeneration } from '../core/heap.js';
 import { fdHeadroom, type TcpInfo, tcpInfo } from '../core/libc.js';
 import { createLogger, type Logger } from '../core/log.js';
 import type { ServerConfig } from './config.js';
@@ -26,7 +27,7 @@ import {
   serveConnection,
   setConnectionFaults,
 } from './handler.js';
-import { type ChildRole, sendToParent, type ToChild } from './ipc.js';
+import { type ChildRole, closedReported, reportClosed, sendToParent, type ToChild } from './ipc.js';
 import type { LiveConnection } from './listener.js';
 import { echoServerOptions, handlerContextOf, startEchoServer } from './tcp-server.js';
 
@@ -57,7 +58,7 @@ async function listenRole(): Promise<void> {
       label,
       logFields,
       onConnectionClosed: (r) =>
-        void sendToParent({
+        void reportClosed({
           type: 'closed',
           ...(cfg.metrics ? { peer: r.peer } : {}),
           bytesIn: r.bytesIn,
@@ -80,6 +81,7 @@ async function listenRole(): Promise<void> {
   const stop = stopper(
     async () => {
       const t = await srv.close({ graceMs: 2_147_483_647 }); // the deadline timer forces
+      await closedReported();
       await sendToParent({ type: 'refusals', refusedBy: t.refusedBy });
       process.exit(0);
     },
@@ -162,7 +164,7 @@ function serveRole(once: boolean): void {
     rttAtClose: cfg.metrics !== undefined,
     onClose: async (socket, r) => {
       const id = live.get(socket);
-      await sendToParent({
+      await reportClosed({
         type: 'closed',
         id,
         bytesIn: r.bytesIn,
@@ -267,6 +269,7 @@ function awaitConfig(start: () => void): void {
   void sendToParent({ type: 'hello' });
 }
 
+manageYoungGeneration();
 if (role === 'listen') awaitConfig(() => void listenRole());
 else if (role === 'serve' || role === 'serve-once') awaitConfig(() => serveRole(role === 'serve-once'));
 else {

@@ -10,6 +10,7 @@ import type { Socket } from 'node:net';
 import type { SecureContext } from 'node:tls';
 import { errorCode, explainError } from '../core/errors.js';
 import type { Fault } from '../core/faults.js';
+import { openConnections } from '../core/heap.js';
 import { resumeReading, stopReading } from '../core/hold.js';
 import { formatTcpInfo, type TcpInfo, tcpInfo } from '../core/libc.js';
 import { type Logger, logs } from '../core/log.js';
@@ -201,6 +202,7 @@ export function serveEcho(
       st.reason ??= why as CloseReason;
     });
   }
+  openConnections(1);
   socket.on('error', onError);
   socket.on('close', onClose);
   if (ctx.idleTimeoutMs) {
@@ -448,6 +450,7 @@ function nothingOwed(s: EchoSocket): boolean {
 function onClose(this: EchoSocket): void {
   const st = this[STATE];
   const { ctx } = st;
+  openConnections(-1);
   st.faulty?.dispose();
   // bytesWritten counts what was handed to the socket; subtract what never left it
   const bytesOut = this.bytesWritten - this.writableLength;

@@ -84,8 +84,43 @@ export type FromChild =
         tcp?: TcpInfo;
       }[];
     }
+  /** several `closed` reports in one message: those of connections that closed in the same event-loop turn */
+  | { type: 'closed-batch'; list: ClosedReport[] }
   /** refusals by reason, sent once before a 'listen' child exits */
   | { type: 'refusals'; refusedBy: Record<string, number> };
+
+/** A `closed` report, as sent alone or in a `closed-batch`. */
+export type ClosedReport = Extract<FromChild, { type: 'closed' }>;
+
+let batch: ClosedReport[] | undefined;
+let flushed: Promise<void> | undefined;
+
+/**
+ * Tell the parent a connection closed. The reports of one event-loop turn travel in one
+ * message (one alone as a plain `closed`): a worker closing many short connections writes one
+ * IPC message per turn instead of one per connection. Resolves once written.
+ */
+export function reportClosed(r: ClosedReport): Promise<void> {
+  if (batch) {
+    batch.push(r);
+    return flushed!;
+  }
+  batch = [r];
+  flushed = new Promise<void>((resolve) => {
+    setImmediate(() => {
+      const list = batch!;
+      batch = undefined;
+      flushed = undefined;
+      void sendToParent(list.length === 1 ? list[0]! : { type: 'closed-batch', list }).then(resolve);
+    });
+  });
+  return flushed;
+}
+
+/** Resolves once every report made so far has been written. */
+export function closedReported(): Promise<void> {
+  return flushed ?? Promise.resolve();
+}
 
 /** Parent → child; false when the channel is gone. Errors go to `done`, never thrown. */
 export function sendToChild(

@@ -254,21 +254,26 @@ export async function startListener(o: ListenerOptions): Promise<ServerHandle> {
   let onIdle: (() => void) | undefined;
   const idle = () => serving === 0 && queue.length === 0;
 
+  // what every connection's events share: one object per connection, no closures (see Served)
+  const shared: ServedShared = {
+    totals,
+    admission,
+    free: (release) => {
+      serving--;
+      release();
+    },
+    after: () => {
+      next();
+      if (idle()) onIdle?.();
+    },
+  };
   const start = (socket: Socket, peer: string, release: () => void, head?: Buffer, draw?: FaultDraw) => {
     // chosen when served, not when admitted: a change made while it waited applies
     serving++;
     totals.connections++;
     totals.active++;
-    const free = () => {
-      serving--;
-      release();
-    };
-    const after = () => {
-      next();
-      if (idle()) onIdle?.();
-    };
     const faults = draw && o.faults?.active ? FaultSet.faultsOf(o.faults.faults, draw) : [];
-    const events = connectionEvents(totals, admission, socket, peer, free, after);
+    const events = new Served(shared, socket, peer, release);
     backend.serve(socket, peer, events, head, faults.length ? faults : undefined, draw);
   };
   const next = () => {
@@ -628,38 +633,50 @@ function acceptErrorsAndReports({ o, admission, totals }: Gate, server: net.Serv
   return listenerReports;
 }
 
+/** What the connections of one listener share: its totals, admission and slot accounting. */
+interface ServedShared {
+  totals: ServerTotals;
+  admission: Admission;
+  /** a connection is over: its serving slot and its admission slot (`release`) are freed */
+  free: (release: () => void) => void;
+  /** after a connection is over: the next waiting one is served, an idle listener says so */
+  after: () => void;
+}
+
 /**
- * The events one served connection reports through: the first one ends it (`free` gives back
- * its slot, `after` lets the next in) and is folded into the totals; any later one is ignored.
+ * The events of one connection handed to a backend: the first of closed/refused counts, a
+ * second is ignored. A class rather than closures: a server holding many idle connections
+ * keeps one small object per connection here.
  */
-function connectionEvents(
-  totals: ServerTotals,
-  admission: Admission,
-  socket: Socket,
-  peer: string,
-  free: () => void,
-  after: () => void,
-): ConnectionEvents {
-  let over = false;
-  const ended = (refused?: string) => {
-    if (over) return false;
-    over = true;
+class Served implements ConnectionEvents {
+  private over = false;
+  constructor(
+    private readonly shared: ServedShared,
+    private readonly socket: Socket,
+    private readonly peer: string,
+    private readonly release: () => void,
+  ) {}
+
+  private end(refused?: string): boolean {
+    if (this.over) return false;
+    this.over = true;
+    const { totals, admission } = this.shared;
     totals.active--;
-    free();
+    this.shared.free(this.release);
     if (refused) {
       totals.connections--;
-      admission.refuse(socket, 'no-child', refused, socket.remoteAddress ?? peer);
+      admission.refuse(this.socket, 'no-child', refused, this.socket.remoteAddress ?? this.peer);
     }
     return true;
-  };
-  return {
-    closed(record) {
-      if (!ended()) return;
-      foldClosed(totals, record);
-      after();
-    },
-    refused(reason) {
-      if (ended(reason)) after();
-    },
-  };
+  }
+
+  closed(record: ClosedConnectionRecord): void {
+    if (!this.end()) return;
+    foldClosed(this.shared.totals, record);
+    this.shared.after();
+  }
+
+  refused(reason: string): void {
+    if (this.end(reason)) this.shared.after();
+  }
 }

@@ -122,7 +122,8 @@ export class Supervisor {
         return;
       }
       if (m.type === 'ready' || m.type === 'listening' || m.type === 'listen-failed') readyResolve(m);
-      this.o.onMessage(child, m);
+      if (m.type === 'closed-batch') for (const r of m.list) this.o.onMessage(child, r);
+      else this.o.onMessage(child, m);
     });
     // 'close', not 'exit': it comes after the last IPC message (a fork child's `closed`) is read
     proc.once('close', (code, signal) => {
