@@ -242,7 +242,7 @@ export interface FaultDraw {
 }
 
 /** A fault's identity in a list: its fields, and which of the identical ones it is. */
-function faultKeys(list: readonly Fault[]): string[] {
+export function faultKeys(list: readonly Fault[]): string[] {
   const seen = new Map<string, number>();
   return list.map((f) => {
     const k = JSON.stringify(Object.entries(f).sort(([a], [b]) => (a < b ? -1 : 1)));
@@ -306,11 +306,11 @@ export class FaultSet {
    * The faults of `list` that apply to the connection of `draw`: every= by its number, p= by
    * its roll of that fault, rolled now (and kept in `draw`) for a fault it has not seen. A
    * connection not chosen for a fault is never chosen for it later, nor the other way round,
-   * whatever else changes; toxicity 0 never fires (Math.random() < 0 is false).
+   * whatever else changes; toxicity 0 never fires (Math.random() < 0 is false). `keys`:
+   * faultKeys(list), computed once for many connections.
    */
-  static faultsOf(list: readonly Fault[], draw: FaultDraw): Fault[] {
+  static faultsOf(list: readonly Fault[], draw: FaultDraw, keys = faultKeys(list)): Fault[] {
     if (list.length === 0) return [];
-    const keys = faultKeys(list);
     return list.filter((f, i) => {
       if (f.kind === 'accept-delay' || (f.every !== undefined && draw.n % f.every !== 0)) return false;
       if (f.fraction === undefined) return true;

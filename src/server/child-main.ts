@@ -14,7 +14,7 @@
 
 import type { Socket } from 'node:net';
 import { errorCode, explainError } from '../core/errors.js';
-import { type Fault, type FaultDraw, FaultSet } from '../core/faults.js';
+import { type Fault, type FaultDraw, FaultSet, faultKeys } from '../core/faults.js';
 import { manageYoungGeneration } from '../core/heap.js';
 import { fdHeadroom, type TcpInfo, tcpInfo } from '../core/libc.js';
 import { createLogger, type Logger } from '../core/log.js';
@@ -146,7 +146,9 @@ function handedFaults() {
     closed: (s: Socket) => draws.delete(s),
     changed(m: Extract<ToChild, { type: 'faults' }>, live: Iterable<Socket>): void {
       newest = { faults: m.faults, v: m.v ?? 0 };
-      for (const s of live) setConnectionFaults(s, FaultSet.faultsOf(m.faults, draws.get(s) ?? { n: 0 }));
+      const keys = faultKeys(m.faults);
+      for (const s of live)
+        setConnectionFaults(s, FaultSet.faultsOf(m.faults, draws.get(s) ?? { n: 0 }, keys));
     },
   };
 }

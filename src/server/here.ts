@@ -2,7 +2,7 @@
 // every worker process): each admitted socket goes to the echo handler.
 
 import type { Socket } from 'node:net';
-import { type FaultDraw, FaultSet } from '../core/faults.js';
+import { type FaultDraw, FaultSet, faultKeys } from '../core/faults.js';
 import { type TcpInfo, tcpInfo } from '../core/libc.js';
 import {
   drainConnection,
@@ -38,7 +38,9 @@ export function hereBackend(ctx: Omit<HandlerContext, 'onClose'>, { pauseOnConne
       served.resume();
     },
     setFaults(faults) {
-      for (const [s, { draw }] of live) setConnectionFaults(s, FaultSet.faultsOf(faults, draw ?? { n: 0 }));
+      const keys = faultKeys(faults);
+      for (const [s, { draw }] of live)
+        setConnectionFaults(s, FaultSet.faultsOf(faults, draw ?? { n: 0 }, keys));
     },
     async drain() {
       for (const s of live.keys()) drainConnection(s);
