@@ -230,12 +230,37 @@ export function formatFault(f: Fault): string {
 }
 
 /**
+ * What one connection drew when it was accepted, so a change of faults while it is open is
+ * applied to it with the same choices: `n`, its number (every=), `rolls`, its draw of each
+ * p= fault seen so far (by faultKey), `v`, the FaultSet version it was drawn from. Plain
+ * data: it travels with the connection to the process that serves it.
+ */
+export interface FaultDraw {
+  n: number;
+  rolls?: Record<string, boolean>;
+  v?: number;
+}
+
+/** A fault's identity in a list: its fields, and which of the identical ones it is. */
+export function faultKeys(list: readonly Fault[]): string[] {
+  const seen = new Map<string, number>();
+  return list.map((f) => {
+    const k = JSON.stringify(Object.entries(f).sort(([a], [b]) => (a < b ? -1 : 1)));
+    const i = seen.get(k) ?? 0;
+    seen.set(k, i + 1);
+    return `${k}#${i}`;
+  });
+}
+
+/**
  * The faults of a server, changeable while it runs; `pick()` chooses those that apply to the
- * next connection (or datagram).
+ * next datagram, `draw()` and `faultsOf()` those of a connection, now and after each change.
  */
 export class FaultSet {
   private list: Fault[];
   private n = 0;
+  /** counts the changes: a draw older than the list a process knows is redone against it */
+  version = 0;
 
   constructor(faults: Fault[] = []) {
     this.list = faults;
@@ -254,9 +279,10 @@ export class FaultSet {
     return this.list.find((f) => f.kind === 'accept-delay')?.delayMs;
   }
 
-  /** Replace every fault; connections already open keep theirs. */
+  /** Replace every fault; open connections take the new list through faultsOf() and their draw. */
   set(faults: Fault[]): void {
     this.list = faults;
+    this.version++;
   }
 
   pick(): Fault[] | undefined {
@@ -269,6 +295,30 @@ export class FaultSet {
         (f.fraction === undefined || Math.random() < f.fraction),
     );
     return out.length ? out : undefined;
+  }
+
+  /** The next connection's draw (its faults: faultsOf(faults, draw)). */
+  draw(): FaultDraw {
+    return { n: ++this.n, v: this.version };
+  }
+
+  /**
+   * The faults of `list` that apply to the connection of `draw`: every= by its number, p= by
+   * its roll of that fault, rolled now (and kept in `draw`) for a fault it has not seen. A
+   * connection not chosen for a fault is never chosen for it later, nor the other way round,
+   * whatever else changes; toxicity 0 never fires (Math.random() < 0 is false). `keys`:
+   * faultKeys(list), computed once for many connections.
+   */
+  static faultsOf(list: readonly Fault[], draw: FaultDraw, keys = faultKeys(list)): Fault[] {
+    if (list.length === 0) return [];
+    return list.filter((f, i) => {
+      if (f.kind === 'accept-delay' || (f.every !== undefined && draw.n % f.every !== 0)) return false;
+      if (f.fraction === undefined) return true;
+      draw.rolls ??= {};
+      const k = keys[i]!;
+      draw.rolls[k] ??= Math.random() < f.fraction;
+      return draw.rolls[k];
+    });
   }
 }
 

@@ -14,11 +14,19 @@
 
 import type { Socket } from 'node:net';
 import { errorCode, explainError } from '../core/errors.js';
+import { type Fault, type FaultDraw, FaultSet, faultKeys } from '../core/faults.js';
 import { manageYoungGeneration } from '../core/heap.js';
 import { fdHeadroom, type TcpInfo, tcpInfo } from '../core/libc.js';
 import { createLogger, type Logger } from '../core/log.js';
 import type { ServerConfig } from './config.js';
-import { drainConnection, forceClose, type HandlerContext, liveBytes, serveConnection } from './handler.js';
+import {
+  drainConnection,
+  forceClose,
+  type HandlerContext,
+  liveBytes,
+  serveConnection,
+  setConnectionFaults,
+} from './handler.js';
 import { type ChildRole, closedReported, reportClosed, sendToParent, type ToChild } from './ipc.js';
 import type { LiveConnection } from './listener.js';
 import { echoServerOptions, handlerContextOf, startEchoServer } from './tcp-server.js';
@@ -115,7 +123,38 @@ function reportLive(srv: { connections(): LiveConnection[] }): void {
   }, 1000).unref();
 }
 
+/**
+ * The faults of the connections handed to this process, as the parent changes them: each
+ * connection keeps the draw it came with, and takes each new list by it. A connection whose
+ * draw is older than the last list heard of (it was sent before that list but chosen
+ * against the one before) is chosen again against the newest.
+ */
+function handedFaults() {
+  const draws = new Map<Socket, FaultDraw>();
+  let newest: { faults: Fault[]; v: number } | undefined;
+  return {
+    /** the faults to serve a connection with */
+    of(m: Extract<ToChild, { type: 'conn' }>): Fault[] | undefined {
+      const { draw } = m;
+      if (!draw || !newest || (draw.v ?? 0) >= newest.v) return m.faults;
+      const now = FaultSet.faultsOf(newest.faults, draw);
+      return now.length ? now : undefined;
+    },
+    served(s: Socket, draw: FaultDraw | undefined): void {
+      if (draw) draws.set(s, draw);
+    },
+    closed: (s: Socket) => draws.delete(s),
+    changed(m: Extract<ToChild, { type: 'faults' }>, live: Iterable<Socket>): void {
+      newest = { faults: m.faults, v: m.v ?? 0 };
+      const keys = faultKeys(m.faults);
+      for (const s of live)
+        setConnectionFaults(s, FaultSet.faultsOf(m.faults, draws.get(s) ?? { n: 0 }, keys));
+    },
+  };
+}
+
 function serveRole(once: boolean): void {
+  const faults = handedFaults();
   const live = new Map<Socket, number>(); // socket → hand-over id
   let stopping = false;
   const exitIfDone = () => {
@@ -138,10 +177,12 @@ function serveRole(once: boolean): void {
         ...(r.messages ? { messages: r.messages } : {}),
       });
       live.delete(socket);
+      faults.closed(socket);
       exitIfDone();
     },
   };
   process.on('message', (m: ToChild, handle?: Socket) => {
+    if (m.type === 'faults') faults.changed(m, live.keys());
     if (m.type !== 'conn' || !handle) return;
     if (stopping || (once && live.size > 0)) {
       handle.destroy(); // cannot happen with our parent; never leave a socket unowned
@@ -153,9 +194,10 @@ function serveRole(once: boolean): void {
       ctx,
       m.peer,
       m.head ? Buffer.from(m.head, 'base64') : undefined,
-      m.faults,
+      faults.of(m),
     );
     live.set(served, m.id);
+    faults.served(served, m.draw);
     served.resume();
   });
   if (cfg.metrics) {

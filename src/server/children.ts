@@ -6,7 +6,7 @@
 
 import type { Socket } from 'node:net';
 import { explainError } from '../core/errors.js';
-import type { Fault } from '../core/faults.js';
+import type { Fault, FaultDraw } from '../core/faults.js';
 import type { TcpInfo } from '../core/libc.js';
 import { type Logger, logs } from '../core/log.js';
 import type { ServerConfig } from './config.js';
@@ -120,6 +120,7 @@ export class ChildPool {
     events: ConnectionEvents,
     head?: Buffer,
     faults?: Fault[],
+    draw?: FaultDraw,
   ): Promise<void> {
     const { name, logger } = this.o;
     this.inTransit++;
@@ -149,6 +150,7 @@ export class ChildPool {
         peer,
         ...(head ? { head: head.toString('base64') } : {}),
         ...(faults ? { faults } : {}),
+        ...(draw ? { draw } : {}),
       };
       sendToChild(child.proc, msg, socket, (err) => {
         sent();
@@ -164,14 +166,19 @@ export class ChildPool {
 
   /** `serve` of a backend whose children are chosen by `pick`. */
   serveWith(pick: () => Child | undefined): Backend['serve'] {
-    return (socket, peer, events, head, faults) => {
+    return (socket, peer, events, head, faults, draw) => {
       const child = pick();
       if (!child)
         return events.refused(
           `no ${this.o.name} process could be started${this.spawnError ? `: ${this.spawnError}` : ''}`,
         );
-      void this.handOver(child, socket, peer, events, head, faults);
+      void this.handOver(child, socket, peer, events, head, faults, draw);
     };
+  }
+
+  /** --fault changed: each child applies it to the connections it serves (Backend.setFaults). */
+  setFaults(faults: readonly Fault[], v: number): void {
+    for (const c of this.sup.children) sendToChild(c.proc, { type: 'faults', faults: [...faults], v });
   }
 
   /** The connections the children serve now, with the bytes (and TCP_INFO) their last `progress` gave. */

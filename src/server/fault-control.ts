@@ -1,8 +1,8 @@
 // echo-server as one proxy of the Toxiproxy API: named "echo-server", its listening address
 // as `listen`, no upstream, and its faults (--fault) as its toxics. Adding, changing or
 // removing a toxic replaces the server's faults through its handle (every mode: the handle
-// passes them to worker processes); as with the handle's setFaults(), connections already
-// open keep the faults they were given.
+// passes them to worker processes), and connections already open take them too, as in
+// Toxiproxy, each keeping its own draw of every toxic's toxicity.
 
 import { type Fault, TCP_FAULTS, UDP_FAULTS } from '../core/faults.js';
 import { formatAddress } from '../core/parse.js';

@@ -81,7 +81,13 @@ export class FaultStream {
     for (const f of faults) by[f.kind] = f;
     this.by = by;
     this.plain = faults.length === 0;
-    if (old.latency && old.latency !== by.latency) for (const e of this.queue) e.at = 0;
+    if (old.latency && old.latency !== by.latency) {
+      // planned already by the old latency: planned again (a latency that goes sends at once)
+      for (const e of this.queue) {
+        e.at = 0;
+        e.next = undefined;
+      }
+    }
     if (old.bandwidth !== by.bandwidth || old.slice !== by.slice) {
       this.bwNext = 0;
       for (const e of this.queue) e.next = undefined;

@@ -37,6 +37,7 @@ export function forkBackend(cfg: ServerConfig, logger: Logger): ChildrenBackend 
     // a child is one connection: those serving one, not the spare
     pids: () => [...sup.children].filter((c) => c.conns.size > 0).map((c) => c.pid),
     serve: pool.serveWith(pick),
+    setFaults: (faults, v) => pool.setFaults(faults, v),
     drain: (deadline) => sup.stopAll(deadline),
     force: () => sup.forceAll(),
     connections: () => pool.connections(),

@@ -338,6 +338,34 @@ export const echoApplication: Application = {
   sharedRead: onSharedRead,
 };
 
+/**
+ * The connection's faults changed while it is open: its echo reschedules what waits by the
+ * new ones (what a latency that goes was holding is sent at once); an echo that had none
+ * starts running through them from the next byte read. What acts once at the start
+ * (reset-on-connect, a blackhole from the accept, accept-delay) is not done again here, and
+ * an application that applies faults itself (ownFaults) keeps those it was given.
+ */
+export function setConnectionFaults(socket: Socket, faults: Fault[]): void {
+  const s = socket as EchoSocket;
+  const st = s[STATE];
+  if (!st || s.destroyed) return;
+  if (st.faulty) {
+    st.faulty.setFaults(faults);
+    return;
+  }
+  const app = st.ctx.app ?? echoApplication;
+  if (app !== echoApplication || faults.length === 0 || st.draining || s.writableEnded) return;
+  if (st.reason === 'fault blackhole' || st.reason === 'fault reset-on-connect') return; // served silent
+  st.faulty = new FaultyEcho(socket, faults, (why) => {
+    st.reason ??= why as CloseReason;
+  });
+  // the shared-read callback looks at st.faulty on each read; a 'data' reader is swapped
+  if (s.listeners('data').includes(onData)) {
+    s.off('data', onData);
+    s.on('data', onFaultyData);
+  }
+}
+
 function onFaultyData(this: EchoSocket, chunk: Buffer): void {
   const st = this[STATE];
   if (st.draining) {

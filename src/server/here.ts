@@ -2,6 +2,7 @@
 // every worker process): each admitted socket goes to the echo handler.
 
 import type { Socket } from 'node:net';
+import { type FaultDraw, FaultSet, faultKeys } from '../core/faults.js';
 import { type TcpInfo, tcpInfo } from '../core/libc.js';
 import {
   drainConnection,
@@ -10,12 +11,13 @@ import {
   type HandlerContext,
   liveBytes,
   serveConnection,
+  setConnectionFaults,
 } from './handler.js';
 import type { Backend, ConnectionEvents, LiveConnection } from './listener.js';
 
 export function hereBackend(ctx: Omit<HandlerContext, 'onClose'>, { pauseOnConnect = false } = {}): Backend {
   const app = ctx.app ?? echoApplication;
-  const live = new Map<Socket, { events: ConnectionEvents; peer: string; since: number }>();
+  const live = new Map<Socket, { events: ConnectionEvents; peer: string; since: number; draw?: FaultDraw }>();
   const handlerCtx: HandlerContext = {
     ...ctx,
     onClose(socket, record) {
@@ -29,11 +31,16 @@ export function hereBackend(ctx: Omit<HandlerContext, 'onClose'>, { pauseOnConne
     pauseOnConnect,
     // TLS reads the TCP socket itself; --trace listens to 'data'
     ...(ctx.tls || ctx.tracer || !app.sharedRead ? {} : { sharedRead: app.sharedRead }),
-    serve(socket, peer, events, head, faults) {
+    serve(socket, peer, events, head, faults, draw) {
       const served = serveConnection(socket, handlerCtx, peer, head, faults);
-      live.set(served, { events, peer, since: Date.now() });
+      live.set(served, { events, peer, since: Date.now(), draw });
       // paused when accepted so (iterative mode), or after a PROXY header was read
       served.resume();
+    },
+    setFaults(faults) {
+      const keys = faultKeys(faults);
+      for (const [s, { draw }] of live)
+        setConnectionFaults(s, FaultSet.faultsOf(faults, draw ?? { n: 0 }, keys));
     },
     async drain() {
       for (const s of live.keys()) drainConnection(s);

@@ -4,7 +4,7 @@
 
 import type { ChildProcess } from 'node:child_process';
 import type { AddressInfo, Socket } from 'node:net';
-import type { Fault } from '../core/faults.js';
+import type { Fault, FaultDraw } from '../core/faults.js';
 import type { TcpInfo } from '../core/libc.js';
 import type { MessageCounts } from '../core/records.js';
 import type { OptionReport } from '../core/sockopts.js';
@@ -26,10 +26,16 @@ export type ToChild =
    * child's environment or argv (/proc/PID/environ and cmdline are readable).
    */
   | { type: 'config'; config: ServerConfig }
-  /** a connection to serve; the socket travels with the message; `head`: base64 of bytes the parent read already */
-  | { type: 'conn'; id: number; peer: string; head?: string; faults?: Fault[] }
-  /** --fault changed at run time (workers --exclusive choose faults themselves) */
-  | { type: 'faults'; faults: Fault[] }
+  /**
+   * a connection to serve; the socket travels with the message; `head`: base64 of bytes the
+   * parent read already; `draw`: how its faults were chosen, to choose again on 'faults'
+   */
+  | { type: 'conn'; id: number; peer: string; head?: string; faults?: Fault[]; draw?: FaultDraw }
+  /**
+   * --fault changed at run time: open connections take the new list by their draw (workers
+   * --exclusive choose faults themselves); `v`: the parent's FaultSet version
+   */
+  | { type: 'faults'; faults: Fault[]; v?: number }
   /** stop: drain every connection, cut what is left at `deadline` (epoch ms), exit */
   | { type: 'shutdown'; deadline: number }
   /** grace is over: cut every connection now and exit */

@@ -13,7 +13,7 @@ import net, { type AddressInfo, type Socket } from 'node:net';
 import type { AccessControl } from '../core/access.js';
 import { Admission, type AdmissionOptions, finUnread, plural } from '../core/admission.js';
 import { countError, errorCode, explainError } from '../core/errors.js';
-import type { Fault, FaultSet } from '../core/faults.js';
+import { type Fault, type FaultDraw, FaultSet } from '../core/faults.js';
 import {
   acceptOne,
   boundPort,
@@ -82,7 +82,10 @@ export interface ServerHandle {
   close(opts?: CloseOptions): Promise<ServerTotals>;
   /** destroy every connection now (a second signal) */
   forceClose(): void;
-  /** replace the faults (--fault) for connections (UDP: datagrams) from now on; [] turns them off */
+  /**
+   * replace the faults (--fault): connections already open take them too, each by its own
+   * draw of p= and every= (UDP: the next datagram); [] turns them off
+   */
   setFaults(faults: Fault[]): void;
   /** workers modes: what each worker process served (for per-worker metrics) */
   workers?(): WorkerTotals[];
@@ -155,7 +158,11 @@ export interface Backend {
     head?: Buffer,
     /** the faults chosen for this connection (--fault) */
     faults?: Fault[],
+    /** how they were chosen, to choose again when they change (setFaults) */
+    draw?: FaultDraw,
   ): void;
+  /** --fault changed (FaultSet version `v`): the open connections take `faults` by their draw */
+  setFaults?(faults: readonly Fault[], v: number): void;
   /** Shutdown began: drain what is being served by `deadline` (epoch ms). Resolves when the backend has stopped. */
   drain(deadline: number): Promise<void>;
   /** Grace is over: cut what is left. */
@@ -203,7 +210,7 @@ interface Waiting {
   peer: string;
   release: () => void;
   head?: Buffer;
-  faults?: Fault[];
+  draw?: FaultDraw;
 }
 
 /** How a peer is named in logs: `127.0.0.1:51234`, or `unix pid 1234 uid 1000`. */
@@ -260,17 +267,20 @@ export async function startListener(o: ListenerOptions): Promise<ServerHandle> {
       if (idle()) onIdle?.();
     },
   };
-  const start = (socket: Socket, peer: string, release: () => void, head?: Buffer, faults?: Fault[]) => {
+  const start = (socket: Socket, peer: string, release: () => void, head?: Buffer, draw?: FaultDraw) => {
+    // chosen when served, not when admitted: a change made while it waited applies
     serving++;
     totals.connections++;
     totals.active++;
-    backend.serve(socket, peer, new Served(shared, socket, peer, release), head, faults);
+    const faults = draw && o.faults?.active ? FaultSet.faultsOf(o.faults.faults, draw) : [];
+    const events = new Served(shared, socket, peer, release);
+    backend.serve(socket, peer, events, head, faults.length ? faults : undefined, draw);
   };
   const next = () => {
     while (!admission.closing && serving < concurrency && queue.length > 0) {
       const w = queue.shift()!;
       if (w.socket.destroyed) w.release();
-      else start(w.socket, w.peer, w.release, w.head, w.faults);
+      else start(w.socket, w.peer, w.release, w.head, w.draw);
     }
   };
 
@@ -278,8 +288,8 @@ export async function startListener(o: ListenerOptions): Promise<ServerHandle> {
 
   /** An admitted connection: served now, or waiting its turn. */
   const place = (socket: Socket, ip: string, peer: string, release: () => void, head?: Buffer) => {
-    const faults = o.faults?.pick();
-    if (serving < concurrency) return start(socket, peer, release, head, faults);
+    const draw = o.faults?.draw();
+    if (serving < concurrency) return start(socket, peer, release, head, draw);
     if (queue.length >= queueLimit) sweep();
     if (queue.length >= queueLimit) {
       release();
@@ -287,7 +297,7 @@ export async function startListener(o: ListenerOptions): Promise<ServerHandle> {
       return;
     }
     {
-      const w: Waiting = { socket, peer, release, head, faults };
+      const w: Waiting = { socket, peer, release, head, draw };
       queue.push(w);
       (socket as Socket & { [WAITED]?: boolean })[WAITED] = true;
       socket.on('error', () => {});
@@ -543,7 +553,10 @@ function listenerHandle(
     stats,
     connections: () => backend.connections(),
     forceClose: force,
-    setFaults: (faults) => o.faults?.set(faults),
+    setFaults(faults) {
+      o.faults?.set(faults);
+      backend.setFaults?.(faults, o.faults?.version ?? 0);
+    },
     ...(backend.workers ? { workers: () => backend.workers!() } : {}),
     close({ graceMs = 5000 }: CloseOptions = {}) {
       closed ??= (async () => {

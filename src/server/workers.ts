@@ -84,6 +84,7 @@ export function workersBackend(cfg: ServerConfig, logger: Logger): ChildrenBacke
     started,
     pids: () => [...sup.children].map((c) => c.pid),
     serve: pool.serveWith(pick),
+    setFaults: (faults, v) => pool.setFaults(faults, v),
     workers: () => perWorker.of(sup.children),
     fdCheck() {
       // plus one per worker: the socket last sent to it is closed here when it acknowledges
