@@ -574,6 +574,8 @@ describe('packaging', () => {
     expect(files.filter((f) => f.endsWith('.map'))).toEqual([]);
     expect(files).toContain('web/lab/index.html');
     expect(files).toContain('web/admin/index.html');
-    expect(files.filter((f) => !/^(bin|dist|web)\/|^(LICENSE|README\.md|package\.json)$/.test(f))).toEqual([]);
+    expect(files.filter((f) => !/^(bin|dist|web)\/|^(LICENSE|README\.md|package\.json)$/.test(f))).toEqual(
+      [],
+    );
   });
 });
