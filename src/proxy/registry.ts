@@ -91,6 +91,11 @@ class RunningProxy implements ProxyControl {
     };
   }
 
+  /** The running TCP listener, for the admin page and metrics (none while disabled, or UDP). */
+  listener(): EchoServer | undefined {
+    return this.server && 'forceClose' in this.server ? this.server : undefined;
+  }
+
   /** The listener as it should be: running when enabled and no `down` toxic. */
   sync(): Promise<void> {
     this.queue = this.queue.then(() => this.syncNow());
@@ -254,6 +259,15 @@ export class Proxies implements ProxyRegistry {
 
   get(name: string): ProxyControl | undefined {
     return this.byName.get(name);
+  }
+
+  /** Each proxy's state and its running TCP listener (the admin page, metrics), in creation order. */
+  listeners(): { state: ProxyState; udp: boolean; server: EchoServer | undefined }[] {
+    return [...this.byName.values()].map((p) => ({
+      state: p.state(),
+      udp: !!this.o.udp,
+      server: p.listener(),
+    }));
   }
 
   async create(spec: {

@@ -250,14 +250,26 @@ export function handleToxiproxyApi(
   return true;
 }
 
-/** Serve the API alone on host:port (echo-proxy --api); a warning when it is not loopback. */
+/**
+ * Serve the API on host:port (echo-proxy --api), and `routes` beside it (a page, metrics); a
+ * warning when it is not loopback.
+ */
 export async function serveToxiproxyApi(
   reg: ProxyRegistry,
-  o: { host: string; port: number; logger?: Logger },
+  o: {
+    host: string;
+    port: number;
+    logger?: Logger;
+    routes?: {
+      handle(req: http.IncomingMessage, res: http.ServerResponse, bound: string): boolean;
+      close(): void;
+    };
+  },
 ): Promise<{ address: AddressInfo; close(): Promise<void> }> {
   const logger = o.logger ?? silentLogger;
   const server = http.createServer((req, res) => {
-    if (!handleToxiproxyApi(reg, req, res, logger)) sendError(res, new ApiError(404, 'not found'));
+    if (handleToxiproxyApi(reg, req, res, logger) || o.routes?.handle(req, res, o.host)) return;
+    sendError(res, new ApiError(404, 'not found'));
   });
   server.requestTimeout = 15_000;
   server.headersTimeout = 10_000;
@@ -278,6 +290,7 @@ export async function serveToxiproxyApi(
     address,
     close: () =>
       new Promise<void>((resolve) => {
+        o.routes?.close();
         server.close(() => resolve());
         server.closeAllConnections();
       }),
