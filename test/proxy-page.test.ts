@@ -1,0 +1,170 @@
+// echo-proxy's admin page and metrics on the port of its Toxiproxy API, at the HTTP level: a
+// section a proxy in /events and /api/state (a connection through a proxy comes and goes;
+// proxies created and deleted through the API come and go), a toxic added with the request the
+// page's form sends slows the next echo, /metrics counts bytes by proxy, and nothing is read
+// while nobody watches. The page in a browser: test/web-browser.test.ts (npm run test:e2e).
+
+import { once } from 'node:events';
+import { describe, expect, it, onTestFinished, vi } from 'vitest';
+import { proxyAdmin } from '../src/proxy/admin.js';
+import type { Proxies } from '../src/proxy/registry.js';
+import { connect, echoServer, expectReadsOnlyWhileWatched, get, readN, spawnCli, watch } from './helpers.js';
+
+/** echo-proxy with one proxy `a` in front of an echo server, and the URL of its API port. */
+async function proxyWithPage() {
+  const up = await echoServer();
+  const p = spawnCli('echo-proxy', [
+    '--api',
+    '127.0.0.1:0',
+    '--proxy',
+    `a=127.0.0.1:0,127.0.0.1:${up.address.port}`,
+  ]);
+  const api = await p.waitStderr(/admin page at (http:\/\/127\.0\.0\.1:\d+\/)/);
+  const listen = /proxy a: listening on 127\.0\.0\.1:(\d+)/.exec(p.stderr())!;
+  return { ...p, url: api[1]!, port: Number(listen[1]), upstream: up.address.port };
+}
+
+const section = (s: any, name: string) => s.proxies?.find((p: any) => p.name === name);
+
+/** The time of one round trip on a new connection through `port` (after a first one). */
+async function echoMs(port: number): Promise<number> {
+  const s = await connect(port);
+  try {
+    s.write('warm');
+    await readN(s, 4);
+    const t0 = performance.now();
+    s.write('ping');
+    await readN(s, 4);
+    return performance.now() - t0;
+  } finally {
+    s.destroy();
+  }
+}
+
+describe("echo-proxy's admin page on its API port", () => {
+  it('serves the page and its files beside the API; a foreign Host is refused', async () => {
+    const px = await proxyWithPage();
+    const page = await get(px.url);
+    expect(page.status).toBe(200);
+    expect(page.body).toContain('admin.js');
+    for (const f of ['admin.js', 'admin.css']) expect((await get(`${px.url}${f}`)).status, f).toBe(200);
+    expect((await get(px.url, { host: 'attacker.example' })).status).toBe(403);
+    const state = JSON.parse((await get(`${px.url}api/state`)).body);
+    expect(state).toMatchObject({
+      program: 'echo-proxy',
+      mode: 'proxy',
+      listen: px.url.slice(7, -1),
+      proxies: [
+        {
+          name: 'a',
+          listen: `127.0.0.1:${px.port}`,
+          upstream: `127.0.0.1:${px.upstream}`,
+          enabled: true,
+          toxics: [],
+          totals: { connections: 0, active: 0 },
+        },
+      ],
+    });
+    // the API is still answered as before
+    expect((await get(`${px.url}version`)).body).toContain('version');
+    expect((await get(`${px.url}nothing-here`)).status).toBe(404);
+  });
+
+  it('/events pushes a connection through a proxy as it opens (bytes, TCP state, RTT) and drops it as it closes', async () => {
+    const px = await proxyWithPage();
+    const w = await watch(px.url);
+    expect(section(await w.next(() => true), 'a').connections).toEqual([]);
+    const c = await connect(px.port);
+    const peer = `127.0.0.1:${c.localPort}`;
+    const mine = (s: any) => section(s, 'a')?.connections.find((x: any) => x.peer === peer);
+    c.write('hello\n');
+    await readN(c, 6);
+    const seen = mine(await w.next((s) => mine(s)?.bytesIn === 6 && mine(s)?.bytesOut === 6));
+    expect(seen.state).toBe('ESTABLISHED');
+    expect(seen.rttUs).toBeGreaterThan(0);
+    expect(seen.since).toBeGreaterThan(0);
+    const from = w.snaps.length;
+    c.end();
+    const after = await w.next((s) => mine(s) === undefined && section(s, 'a').totals.active === 0, from);
+    expect(section(after, 'a').totals).toMatchObject({ connections: 1, bytesIn: 6, bytesOut: 6 });
+  });
+
+  it('proxies created and deleted through the API appear and go; a disabled one stays, with its address', async () => {
+    const px = await proxyWithPage();
+    const w = await watch(px.url);
+    await w.next((s) => s.proxies.length === 1);
+    const made = await fetch(`${px.url}proxies`, {
+      method: 'POST',
+      body: JSON.stringify({ name: 'b', listen: '127.0.0.1:0', upstream: `127.0.0.1:${px.upstream}` }),
+    });
+    expect(made.status).toBe(201);
+    const b = await made.json();
+    const added = await w.next((s) => section(s, 'b') !== undefined);
+    expect(section(added, 'b')).toMatchObject({ listen: b.listen, enabled: true, connections: [] });
+    await fetch(`${px.url}proxies/b`, { method: 'POST', body: '{"enabled":false}' });
+    expect(section(await w.next((s) => section(s, 'b')?.enabled === false), 'b').listen).toBe(b.listen);
+    expect((await fetch(`${px.url}proxies/b`, { method: 'DELETE' })).status).toBe(204);
+    const gone = await w.next((s) => section(s, 'b') === undefined);
+    expect(gone.proxies.map((p: any) => p.name)).toEqual(['a']);
+  });
+
+  it("a toxic added with the page form's request shows in the section and slows the next echo through the proxy", async () => {
+    const px = await proxyWithPage();
+    const before = await echoMs(px.port);
+    const w = await watch(px.url);
+    // the body web/admin/admin.js sends (its browser test checks the form sends exactly this)
+    const add = await fetch(`${px.url}proxies/a/toxics`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json', origin: px.url.slice(0, -1) },
+      body: JSON.stringify({
+        name: 'lat',
+        type: 'latency',
+        stream: 'downstream',
+        toxicity: 1,
+        attributes: { latency: 300, jitter: 0 },
+      }),
+    });
+    expect(add.status).toBe(200);
+    const shown = await w.next((s) => section(s, 'a')?.toxics.length === 1);
+    expect(section(shown, 'a').toxics[0]).toMatchObject({ name: 'lat', type: 'latency' });
+    const after = await echoMs(px.port);
+    expect(after).toBeGreaterThanOrEqual(295);
+    expect(after).toBeGreaterThan(before + 200);
+  });
+
+  it('GET /metrics counts connections and bytes each way with a proxy label', async () => {
+    const px = await proxyWithPage();
+    const c = await connect(px.port);
+    c.write('x'.repeat(1000));
+    await readN(c, 1000);
+    c.end();
+    await once(c, 'close');
+    const m = await get(`${px.url}metrics`);
+    expect(m.status).toBe(200);
+    expect(m.type).toMatch(/text\/plain/);
+    const value = (name: string) =>
+      Number(new RegExp(`^${name}\\{proxy="a"\\} (\\d+)$`, 'm').exec(m.body)?.[1]);
+    expect(value('echo_connections_total')).toBe(1);
+    expect(value('echo_received_bytes_total')).toBe(1000);
+    expect(value('echo_sent_bytes_total')).toBe(1000);
+    expect(m.body).toMatch(/^echo_connections_open\{proxy="a"\} 0$/m);
+    expect(m.body).toContain('echo_process_cpu_seconds_total');
+  });
+});
+
+describe("echo-proxy's page costs nothing while nobody watches", () => {
+  it('reads the proxies only while an /events stream is open', () => {
+    vi.useFakeTimers();
+    onTestFinished(() => {
+      vi.useRealTimers();
+    });
+    let reads = 0;
+    const reg = {
+      listeners: () => {
+        reads++;
+        return [];
+      },
+    } as unknown as Proxies;
+    expectReadsOnlyWhileWatched(proxyAdmin(reg), () => reads);
+  });
+});
