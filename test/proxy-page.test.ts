@@ -152,6 +152,43 @@ describe("echo-proxy's admin page on its API port", () => {
   });
 });
 
+describe("a proxy's totals over its life", () => {
+  it('disabling and enabling a proxy keeps what it served: on the page and as Prometheus counters (which never go down)', async () => {
+    const px = await proxyWithPage();
+    const c = await connect(px.port);
+    c.write('hello\n');
+    await readN(c, 6);
+    const w = await watch(px.url);
+    await w.next((s) => section(s, 'a').totals.bytesIn === 6);
+    // disabled with the connection open: it is closed, and still counted
+    c.resume().once('end', () => c.end());
+    const closed = once(c, 'close');
+    await fetch(`${px.url}proxies/a`, { method: 'POST', body: '{"enabled":false}' });
+    await closed;
+    const off = section(
+      await w.next((s) => section(s, 'a').enabled === false && section(s, 'a').totals.active === 0),
+      'a',
+    );
+    expect(off.totals).toMatchObject({ connections: 1, bytesIn: 6, bytesOut: 6 });
+    const scrape = async () => (await get(`${px.url}metrics`)).body;
+    expect(await scrape()).toMatch(/^echo_received_bytes_total\{proxy="a"\} 6$/m);
+    await fetch(`${px.url}proxies/a`, { method: 'POST', body: '{"enabled":true}' });
+    const c2 = await connect(px.port);
+    c2.write('hi\n');
+    await readN(c2, 3);
+    c2.end();
+    await once(c2.resume(), 'close');
+    const on = section(
+      await w.next((s) => section(s, 'a').totals.connections === 2 && section(s, 'a').totals.active === 0),
+      'a',
+    );
+    expect(on.totals).toMatchObject({ bytesIn: 9, bytesOut: 9 });
+    const m = await scrape();
+    expect(m).toMatch(/^echo_received_bytes_total\{proxy="a"\} 9$/m);
+    expect(m).toMatch(/^echo_connections_total\{proxy="a"\} 2$/m);
+  });
+});
+
 describe("echo-proxy's page costs nothing while nobody watches", () => {
   it('reads the proxies only while an /events stream is open', () => {
     vi.useFakeTimers();

@@ -76,8 +76,12 @@ const SAFE = {
   'cache-control': 'no-store',
 };
 
-/** The section of `h` (a server that is not running: `listen`, and nothing counted). */
-export function serverSection(h: ServerHandle | undefined, listen?: string): ServerSection {
+/** What a section (and a metrics series) reads of a server: a ServerHandle, or a view over several in turn. */
+export type ServerCounts = Pick<ServerHandle, 'stats' | 'connections'> &
+  Partial<Pick<ServerHandle, 'address' | 'workers' | 'udp'>>;
+
+/** The section of `h` (none: nothing counted), listening on `listen` (default: h's address). */
+export function serverSection(h: ServerCounts | undefined, listen?: string): ServerSection {
   const t = h?.stats() ?? {
     connections: 0,
     active: 0,
@@ -96,7 +100,7 @@ export function serverSection(h: ServerHandle | undefined, listen?: string): Ser
   }
   const listed = [...live].sort((a, b) => (a.since ?? 0) - (b.since ?? 0)).slice(0, MAX_LISTED);
   return {
-    listen: listen ?? (h ? formatAddress(h.address.address, h.address.port) : ''),
+    listen: listen ?? (h?.address ? formatAddress(h.address.address, h.address.port) : ''),
     // --exclusive workers: the primary counts none open, but they list theirs
     totals: {
       connections: t.connections,

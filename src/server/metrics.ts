@@ -8,7 +8,7 @@ import type { AddressInfo } from 'node:net';
 import { Counter, collectDefaultMetrics, Gauge, Histogram, Registry } from 'prom-client';
 import { droppedLogLines } from '../core/sink.js';
 import type { ProxyRegistry } from '../core/toxiproxy.js';
-import { type AdminAbout, adminRoutes } from './admin.js';
+import { type AdminAbout, adminRoutes, type ServerCounts } from './admin.js';
 import { onConnectionClosed } from './conn-metrics.js';
 import type { ServerHandle } from './listener.js';
 import { handleToxiproxyApi } from './toxiproxy-api.js';
@@ -42,7 +42,7 @@ function mirrored(
 }
 
 /** A server a registry reports on, and the labels its series carry ({} for echo-server's one). */
-export type LabelledServer = [labels: Record<string, string>, server: ServerHandle];
+export type LabelledServer = [labels: Record<string, string>, server: ServerCounts];
 
 /**
  * The series of each server's totals: connections, open connections, refusals by reason, bytes
@@ -55,10 +55,10 @@ export function serverSeries(
   servers: () => LabelledServer[],
   sent = 'bytes echoed back',
 ): void {
-  const each = <T>(read: (h: ServerHandle) => T): [Record<string, string>, T][] =>
+  const each = <T>(read: (h: ServerCounts) => T): [Record<string, string>, T][] =>
     servers().map(([l, h]) => [l, read(h)]);
   /** one series a server and key of `by` (a refusal's reason, an error's code) */
-  const byKey = (label: string, read: (h: ServerHandle) => Record<string, number>) => () =>
+  const byKey = (label: string, read: (h: ServerCounts) => Record<string, number>) => () =>
     each(read).flatMap(([l, by]) =>
       Object.entries(by).map(([k, v]): [Record<string, string>, number] => [{ ...l, [label]: k }, v]),
     );
