@@ -597,13 +597,17 @@ export function fakeEvents(routes: {
 }
 
 /**
- * Under fake timers: `routes` read the server (`reads()` counts how often) only while an /events
- * stream is open, send nothing more while nothing changes, and leave no timer behind.
+ * `routes` read the server (`reads()` counts how often) only while an /events stream is open,
+ * send nothing more while nothing changes, and leave no timer behind (under fake timers).
  */
 export function expectReadsOnlyWhileWatched(
   routes: Parameters<typeof fakeEvents>[0] & { watchers(): number },
   reads: () => number,
 ): void {
+  vi.useFakeTimers();
+  onTestFinished(() => {
+    vi.useRealTimers();
+  });
   vi.advanceTimersByTime(60_000);
   expect(reads()).toBe(0);
   expect(vi.getTimerCount()).toBe(0);
@@ -620,4 +624,33 @@ export function expectReadsOnlyWhileWatched(
   const after = reads();
   vi.advanceTimersByTime(60_000);
   expect(reads()).toBe(after);
+}
+
+/** The second round trip of a new connection to `port` (the first warms it up), in ms. */
+export async function roundTripMs(port: number): Promise<number> {
+  const s = await connect(port);
+  try {
+    s.write('warm');
+    await readN(s, 4);
+    const t0 = performance.now();
+    s.write('ping');
+    await readN(s, 4);
+    return performance.now() - t0;
+  } finally {
+    s.destroy();
+  }
+}
+
+/** echo-proxy with one proxy `a` in front of an echo server, and the URL of its API port. */
+export async function proxyWithPage() {
+  const up = await echoServer();
+  const p = spawnCli('echo-proxy', [
+    '--api',
+    '127.0.0.1:0',
+    '--proxy',
+    `a=127.0.0.1:0,127.0.0.1:${up.address.port}`,
+  ]);
+  const api = await p.waitStderr(/admin page at (http:\/\/127\.0\.0\.1:\d+\/)/);
+  const listen = /proxy a: listening on 127\.0\.0\.1:(\d+)/.exec(p.stderr())!;
+  return { ...p, url: api[1]!, port: Number(listen[1]), upstream: up.address.port };
 }

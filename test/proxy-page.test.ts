@@ -5,41 +5,20 @@
 // while nobody watches. The page in a browser: test/web-browser.test.ts (npm run test:e2e).
 
 import { once } from 'node:events';
-import { describe, expect, it, onTestFinished, vi } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { proxyAdmin } from '../src/proxy/admin.js';
 import type { Proxies } from '../src/proxy/registry.js';
-import { connect, echoServer, expectReadsOnlyWhileWatched, get, readN, spawnCli, watch } from './helpers.js';
-
-/** echo-proxy with one proxy `a` in front of an echo server, and the URL of its API port. */
-async function proxyWithPage() {
-  const up = await echoServer();
-  const p = spawnCli('echo-proxy', [
-    '--api',
-    '127.0.0.1:0',
-    '--proxy',
-    `a=127.0.0.1:0,127.0.0.1:${up.address.port}`,
-  ]);
-  const api = await p.waitStderr(/admin page at (http:\/\/127\.0\.0\.1:\d+\/)/);
-  const listen = /proxy a: listening on 127\.0\.0\.1:(\d+)/.exec(p.stderr())!;
-  return { ...p, url: api[1]!, port: Number(listen[1]), upstream: up.address.port };
-}
+import {
+  connect,
+  expectReadsOnlyWhileWatched,
+  get,
+  proxyWithPage,
+  readN,
+  roundTripMs,
+  watch,
+} from './helpers.js';
 
 const section = (s: any, name: string) => s.proxies?.find((p: any) => p.name === name);
-
-/** The time of one round trip on a new connection through `port` (after a first one). */
-async function echoMs(port: number): Promise<number> {
-  const s = await connect(port);
-  try {
-    s.write('warm');
-    await readN(s, 4);
-    const t0 = performance.now();
-    s.write('ping');
-    await readN(s, 4);
-    return performance.now() - t0;
-  } finally {
-    s.destroy();
-  }
-}
 
 describe("echo-proxy's admin page on its API port", () => {
   it('serves the page and its files beside the API; a foreign Host is refused', async () => {
@@ -110,7 +89,7 @@ describe("echo-proxy's admin page on its API port", () => {
 
   it("a toxic added with the page form's request shows in the section and slows the next echo through the proxy", async () => {
     const px = await proxyWithPage();
-    const before = await echoMs(px.port);
+    const before = await roundTripMs(px.port);
     const w = await watch(px.url);
     // the body web/admin/admin.js sends (its browser test checks the form sends exactly this)
     const add = await fetch(`${px.url}proxies/a/toxics`, {
@@ -127,7 +106,7 @@ describe("echo-proxy's admin page on its API port", () => {
     expect(add.status).toBe(200);
     const shown = await w.next((s) => section(s, 'a')?.toxics.length === 1);
     expect(section(shown, 'a').toxics[0]).toMatchObject({ name: 'lat', type: 'latency' });
-    const after = await echoMs(px.port);
+    const after = await roundTripMs(px.port);
     expect(after).toBeGreaterThanOrEqual(295);
     expect(after).toBeGreaterThan(before + 200);
   });
@@ -191,10 +170,6 @@ describe("a proxy's totals over its life", () => {
 
 describe("echo-proxy's page costs nothing while nobody watches", () => {
   it('reads the proxies only while an /events stream is open', () => {
-    vi.useFakeTimers();
-    onTestFinished(() => {
-      vi.useRealTimers();
-    });
     let reads = 0;
     const reg = {
       listeners: () => {

@@ -4,7 +4,7 @@
 
 import dgram from 'node:dgram';
 import { once } from 'node:events';
-import { describe, expect, it, onTestFinished, vi } from 'vitest';
+import { describe, expect, it, onTestFinished } from 'vitest';
 import { adminRoutes } from '../src/server/admin.js';
 import type { ServerHandle } from '../src/server/listener.js';
 import { connect, expectReadsOnlyWhileWatched, get, SERVER_MODES, spawnServer, watch } from './helpers.js';
@@ -81,10 +81,6 @@ describe('the admin page on the --metrics port', () => {
 
 describe('the admin page costs nothing while nobody watches', () => {
   it('reads the server only while an /events stream is open', () => {
-    vi.useFakeTimers();
-    onTestFinished(() => {
-      vi.useRealTimers();
-    });
     let reads = 0;
     const handle = {
       address: { address: '127.0.0.1', port: 7007, family: 'IPv4' },
