@@ -4,8 +4,9 @@
 // page's form sends slows the next echo, /metrics counts bytes by proxy, and nothing is read
 // while nobody watches. The page in a browser: test/web-browser.test.ts (npm run test:e2e).
 
+import dgram from 'node:dgram';
 import { once } from 'node:events';
-import { describe, expect, it } from 'vitest';
+import { describe, expect, it, onTestFinished } from 'vitest';
 import { proxyAdmin } from '../src/proxy/admin.js';
 import type { Proxies } from '../src/proxy/registry.js';
 import {
@@ -15,6 +16,8 @@ import {
   proxyWithPage,
   readN,
   roundTripMs,
+  spawnCli,
+  spawnServer,
   watch,
 } from './helpers.js';
 
@@ -165,6 +168,41 @@ describe("a proxy's totals over its life", () => {
     const m = await scrape();
     expect(m).toMatch(/^echo_received_bytes_total\{proxy="a"\} 9$/m);
     expect(m).toMatch(/^echo_connections_total\{proxy="a"\} 2$/m);
+  });
+});
+
+describe('a datagram proxy on the page', () => {
+  it('echo-proxy --udp: each client address is a session with its bytes; the totals stay once disabled', async () => {
+    const up = await spawnServer(['--udp', '--rate-limit', '0']);
+    const px = spawnCli('echo-proxy', [
+      '--udp',
+      '--api',
+      '127.0.0.1:0',
+      '--proxy',
+      `u=127.0.0.1:0,127.0.0.1:${up.port}`,
+    ]);
+    const url = (await px.waitStderr(/admin page at (http:\/\/127\.0\.0\.1:\d+\/)/))[1]!;
+    const port = Number(/proxy u: listening on 127\.0\.0\.1:(\d+)/.exec(px.stderr())![1]);
+    const sock = dgram.createSocket('udp4');
+    onTestFinished(() => {
+      sock.close();
+    });
+    sock.send('ping', port, '127.0.0.1');
+    await once(sock, 'message');
+    const state = async () => section(JSON.parse((await get(`${url}api/state`)).body), 'u');
+    const u = await state();
+    expect(u).toMatchObject({
+      datagrams: true,
+      totals: { connections: 1, active: 1, bytesIn: 4, bytesOut: 4 },
+    });
+    expect(u.connections).toEqual([
+      expect.objectContaining({ peer: `127.0.0.1:${sock.address().port}`, bytesIn: 4, bytesOut: 4 }),
+    ]);
+    await fetch(`${url}proxies/u`, { method: 'POST', body: '{"enabled":false}' });
+    const off = await state();
+    expect(off.connections).toEqual([]);
+    expect(off.totals).toMatchObject({ connections: 1, active: 0, bytesIn: 4, bytesOut: 4 });
+    expect((await get(`${url}metrics`)).body).toMatch(/^echo_received_bytes_total\{proxy="u"\} 4$/m);
   });
 });
 

@@ -21,7 +21,7 @@ export interface ProxySection extends ServerSection {
   name: string;
   upstream: string;
   enabled: boolean;
-  /** a datagram proxy (no connections to list) */
+  /** a datagram proxy: its connections are its sessions (one a client address) */
   datagrams: boolean;
   toxics: Toxic[];
 }
@@ -66,10 +66,7 @@ export function proxyAdmin(reg: Proxies): ProxyAdmin {
   serverSeries(
     registry,
     ['proxy'],
-    () =>
-      reg
-        .listeners()
-        .flatMap(({ state, server }): LabelledServer[] => (server ? [[{ proxy: state.name }, server]] : [])),
+    () => reg.listeners().map(({ state, server }): LabelledServer => [{ proxy: state.name }, server]),
     'bytes written to clients (what the upstream sent, after the downstream toxics)',
   );
   return {

@@ -95,12 +95,12 @@ class RunningProxy implements ProxyControl {
 
   /** what the TCP listeners closed before served */
   private past = emptyTotals();
-  /** a TCP listener being closed: still counted until its totals are in `past` */
-  private closing: EchoServer | undefined;
+  /** a listener being closed: still counted until its totals are in `past` */
+  private closing: EchoServer | UdpProxy | undefined;
 
-  /** The TCP listener now, or the one closing. */
-  private current(): EchoServer | undefined {
-    return this.closing ?? (this.server && 'forceClose' in this.server ? this.server : undefined);
+  /** The listener now, or the one closing. */
+  private current(): ServerCounts | undefined {
+    return this.closing ?? this.server;
   }
 
   /** What this proxy served over its life, across disable and enable (the admin page, metrics). */
@@ -170,12 +170,15 @@ class RunningProxy implements ProxyControl {
     } else if (!want && this.server) {
       const s = this.server;
       this.server = undefined;
+      this.closing = s;
       if ('forceClose' in s) {
-        this.closing = s;
         s.forceClose();
         addTotals(this.past, await s.close({ graceMs: 0 }));
-        this.closing = undefined;
-      } else await s.close();
+      } else {
+        await s.close();
+        addTotals(this.past, s.stats());
+      }
+      this.closing = undefined;
     }
   }
 
@@ -291,12 +294,12 @@ export class Proxies implements ProxyRegistry {
     return this.byName.get(name);
   }
 
-  /** Each proxy's state and its running TCP listener (the admin page, metrics), in creation order. */
-  listeners(): { state: ProxyState; udp: boolean; server: ServerCounts | undefined }[] {
+  /** Each proxy's state and what it served (the admin page, metrics), in creation order. */
+  listeners(): { state: ProxyState; udp: boolean; server: ServerCounts }[] {
     return [...this.byName.values()].map((p) => ({
       state: p.state(),
       udp: !!this.o.udp,
-      server: this.o.udp ? undefined : p.served,
+      server: p.served,
     }));
   }
 
