@@ -6,6 +6,7 @@
 
 import dgram from 'node:dgram';
 import { once } from 'node:events';
+import http from 'node:http';
 import { describe, expect, it, onTestFinished } from 'vitest';
 import { proxyAdmin } from '../src/proxy/admin.js';
 import type { Proxies } from '../src/proxy/registry.js';
@@ -203,6 +204,41 @@ describe('a datagram proxy on the page', () => {
     expect(off.connections).toEqual([]);
     expect(off.totals).toMatchObject({ connections: 1, active: 0, bytesIn: 4, bytesOut: 4 });
     expect((await get(`${url}metrics`)).body).toMatch(/^echo_received_bytes_total\{proxy="u"\} 4$/m);
+  });
+});
+
+describe('the API beside the page refuses what the page refuses', () => {
+  /** A POST from a page whose name was pointed at 127.0.0.1 (DNS rebinding): Host and Origin agree. */
+  const rebound = (url: string, path: string, body: string) => {
+    const port = new URL(url).port;
+    return new Promise<number>((resolve, reject) => {
+      const req = http.request(
+        `${url}${path}`,
+        { method: 'POST', headers: { host: `evil.example:${port}`, origin: `http://evil.example:${port}` } },
+        (res) => {
+          res.resume();
+          resolve(res.statusCode!);
+        },
+      );
+      req.on('error', reject);
+      req.end(body);
+    });
+  };
+
+  it('echo-proxy --api: a request naming another Host is refused (403) and changes nothing', async () => {
+    const px = await proxyWithPage();
+    const body = JSON.stringify({ name: 'x', listen: '127.0.0.1:0', upstream: '127.0.0.1:9' });
+    expect(await rebound(px.url, 'proxies', body)).toBe(403);
+    expect(Object.keys(await (await fetch(`${px.url}proxies`)).json())).toEqual(['a']);
+  });
+
+  it("echo-server --metrics: the same for echo-server's faults", async () => {
+    const srv = await spawnServer(['--metrics', '127.0.0.1:0']);
+    const m = await srv.waitStderr(/metrics on http:\/\/([\d.]+:\d+)\/metrics/);
+    const url = `http://${m[1]}/`;
+    const body = JSON.stringify({ name: 'lat', type: 'latency', attributes: { latency: 100 } });
+    expect(await rebound(url, 'proxies/echo-server/toxics', body)).toBe(403);
+    expect((await (await fetch(`${url}proxies`)).json())['echo-server'].toxics).toEqual([]);
   });
 });
 

@@ -238,7 +238,7 @@ export async function startMetrics(
       connectionsCheckingInterval: 500,
     },
     (req, res) => {
-      if (api && handleToxiproxyApi(api, req, res)) return;
+      if (api && handleToxiproxyApi(api, req, res, host)) return;
       if (admin.handle(req, res, host)) return;
       if (req.method !== 'GET' || (req.url ?? '').split('?')[0] !== '/metrics') {
         res

@@ -11,6 +11,7 @@ import type { AddressInfo } from 'node:net';
 import { type Logger, silentLogger } from '../core/log.js';
 import { formatAddress, isLoopback } from '../core/parse.js';
 import { ApiError, type ProxyRegistry, type ProxyState } from '../core/toxiproxy.js';
+import { hostAllowed } from './admin.js';
 
 /** The version /version reports: the Toxiproxy API this one follows. */
 export const TOXIPROXY_API_VERSION = '2.12.0';
@@ -219,12 +220,14 @@ function crossOrigin(req: http.IncomingMessage): boolean {
 
 /**
  * Answer `req` if its route is one of Toxiproxy's; false (nothing written) when it is not, so
- * the caller can answer it. The answer may be sent after this returns.
+ * the caller can answer it. The answer may be sent after this returns. Bound to loopback
+ * (`bound`), a request naming another Host is refused, as the admin page's (DNS rebinding).
  */
 export function handleToxiproxyApi(
   reg: ProxyRegistry,
   req: http.IncomingMessage,
   res: http.ServerResponse,
+  bound: string,
   logger: Logger = silentLogger,
 ): boolean {
   const url = new URL(req.url ?? '/', 'http://x');
@@ -233,6 +236,10 @@ export function handleToxiproxyApi(
   const method = req.method ?? 'GET';
   if (!METHODS[route.r].includes(method)) {
     res.writeHead(405, { allow: METHODS[route.r].join(', ') }).end();
+    return true;
+  }
+  if (!hostAllowed(req.headers.host, bound)) {
+    sendError(res, new ApiError(403, 'Host not allowed'));
     return true;
   }
   if (crossOrigin(req)) {
@@ -268,7 +275,7 @@ export async function serveToxiproxyApi(
 ): Promise<{ address: AddressInfo; close(): Promise<void> }> {
   const logger = o.logger ?? silentLogger;
   const server = http.createServer((req, res) => {
-    if (handleToxiproxyApi(reg, req, res, logger) || o.routes?.handle(req, res, o.host)) return;
+    if (handleToxiproxyApi(reg, req, res, o.host, logger) || o.routes?.handle(req, res, o.host)) return;
     sendError(res, new ApiError(404, 'not found'));
   });
   server.requestTimeout = 15_000;
