@@ -93,7 +93,7 @@ class RunningProxy implements ProxyControl {
     };
   }
 
-  /** what the TCP listeners closed before served */
+  /** what the listeners closed before served */
   private past = emptyTotals();
   /** a listener being closed: still counted until its totals are in `past` */
   private closing: EchoServer | UdpProxy | undefined;

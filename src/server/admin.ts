@@ -10,6 +10,7 @@ import { readFile } from 'node:fs/promises';
 import type http from 'node:http';
 import { explainError } from '../core/errors.js';
 import { formatAddress } from '../core/parse.js';
+import { emptyTotals } from '../core/records.js';
 import { tcpStateName } from '../core/tcp-states.js';
 import type { ServerHandle } from './listener.js';
 
@@ -82,15 +83,7 @@ export type ServerCounts = Pick<ServerHandle, 'stats' | 'connections'> &
 
 /** The section of `h` (none: nothing counted), listening on `listen` (default: h's address). */
 export function serverSection(h: ServerCounts | undefined, listen?: string): ServerSection {
-  const t = h?.stats() ?? {
-    connections: 0,
-    active: 0,
-    refused: 0,
-    refusedBy: {},
-    errors: {},
-    bytesIn: 0,
-    bytesOut: 0,
-  };
+  const t = h?.stats() ?? emptyTotals();
   const live = h?.connections() ?? [];
   let bytesIn = t.bytesIn;
   let bytesOut = t.bytesOut;

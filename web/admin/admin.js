@@ -1,6 +1,7 @@
 // The admin page of echo-server (one server) and echo-proxy (a section a proxy): snapshots
-// pushed by the server (/events, Server-Sent Events), and the faults through the Toxiproxy-compatible API on the same port (GET /proxies,
-// POST /proxies/NAME/toxics, POST and DELETE /proxies/NAME/toxics/TOXIC).
+// pushed by the server (/events, Server-Sent Events), and the faults through the
+// Toxiproxy-compatible API on the same port (GET /proxies, POST /proxies/NAME/toxics, POST and
+// DELETE /proxies/NAME/toxics/TOXIC).
 
 const $ = (id) => document.getElementById(id);
 const h = (tag, attrs = {}, ...kids) => {
@@ -107,7 +108,13 @@ function proxySection(name) {
   }
   const title = h('h2', { class: 'proxy-title' });
   const toxics = h('p', { class: 'muted proxy-toxics' });
-  const root = h('section', { class: 'proxy', 'data-proxy': name }, title, toxics, body);
+  const root = h(
+    'section',
+    { class: 'proxy', 'data-proxy': name, 'aria-label': `proxy ${name}` },
+    title,
+    toxics,
+    body,
+  );
   const q = (k) => body.querySelector(`[data-k="${k}"]`);
   q('in-k').textContent = 'from clients';
   q('out-k').textContent = 'to clients';
