@@ -3,13 +3,14 @@
 
 import { type ChildProcess, spawn, spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { once } from 'node:events';
+import { EventEmitter, once } from 'node:events';
+import http from 'node:http';
 import net, { type Socket } from 'node:net';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { type Command, CommanderError } from 'commander';
 import getPort from 'get-port';
-import { onTestFinished } from 'vitest';
+import { expect, onTestFinished, vi } from 'vitest';
 import { type BenchFlags, resolveBenchOptions } from '../src/cli/bench-cli.js';
 import { checkLogFlags, reportFatal } from '../src/cli/common.js';
 import { buildChatProgram, type ChatFlags, resolveChatConfig } from '../src/cli/echo-chat.js';
@@ -504,4 +505,152 @@ export async function refusal(
     return { code, stderr: printed, lines: printed.trim().split('\n') };
   }
   return { code: 0, stderr: printed, lines: [] };
+}
+
+/** GET `url`: status, content type and body as text. */
+export function get(
+  url: string,
+  headers: Record<string, string> = {},
+): Promise<{ status: number; type: string; body: string }> {
+  return new Promise((resolve, reject) => {
+    http
+      .get(url, { headers }, (res) => {
+        let body = '';
+        res.setEncoding('utf8').on('data', (d: string) => {
+          body += d;
+        });
+        res.on('end', () =>
+          resolve({ status: res.statusCode!, type: String(res.headers['content-type']), body }),
+        );
+      })
+      .on('error', reject);
+  });
+}
+
+/** An open /events stream: every snapshot pushed, and a wait for one that satisfies `cond`. */
+export async function watch(url: string) {
+  const snaps: any[] = [];
+  const waiters: { cond: (s: any) => boolean; resolve: (s: any) => void }[] = [];
+  const req = http.get(`${url}events`);
+  onTestFinished(() => {
+    req.destroy();
+  });
+  const [res] = (await once(req, 'response')) as [http.IncomingMessage];
+  expect(res.headers['content-type']).toMatch(/text\/event-stream/);
+  let buf = '';
+  res.setEncoding('utf8').on('data', (d: string) => {
+    buf += d;
+    for (let cut = buf.indexOf('\n\n'); cut >= 0; cut = buf.indexOf('\n\n')) {
+      const block = buf.slice(0, cut);
+      buf = buf.slice(cut + 2);
+      const data = /^data: (.*)$/m.exec(block)?.[1];
+      if (!data) continue;
+      const s = JSON.parse(data);
+      snaps.push(s);
+      for (const w of [...waiters])
+        if (w.cond(s)) {
+          waiters.splice(waiters.indexOf(w), 1);
+          w.resolve(s);
+        }
+    }
+  });
+  return {
+    snaps,
+    close: () => req.destroy(),
+    /** the first snapshot (already pushed from index `from` on, or to come) for which `cond` holds */
+    next(cond: (s: any) => boolean, from = 0, timeoutMs = 15_000): Promise<any> {
+      const seen = snaps.slice(from).find(cond);
+      if (seen) return Promise.resolve(seen);
+      return new Promise((resolve, reject) => {
+        const t = setTimeout(
+          () =>
+            reject(
+              new Error(`no such snapshot within ${timeoutMs} ms; last: ${JSON.stringify(snaps.at(-1))}`),
+            ),
+          timeoutMs,
+        );
+        waiters.push({
+          cond,
+          resolve: (s) => {
+            clearTimeout(t);
+            resolve(s);
+          },
+        });
+      });
+    },
+  };
+}
+
+/** An /events request made to admin routes without a socket: what they wrote, and the page leaving. */
+export function fakeEvents(routes: {
+  handle(req: http.IncomingMessage, res: http.ServerResponse, bound: string): boolean;
+}): { handled: boolean; written: string[]; leave(): void } {
+  const written: string[] = [];
+  const res = Object.assign(new EventEmitter(), {
+    writeHead: () => res,
+    write: (t: string) => written.push(t),
+    end: () => res.emit('close'),
+  });
+  const req = { url: '/events', method: 'GET', headers: { host: '127.0.0.1:9100' } };
+  const handled = routes.handle(req as any, res as any, '127.0.0.1');
+  return { handled, written, leave: () => res.emit('close') };
+}
+
+/**
+ * `routes` read the server (`reads()` counts how often) only while an /events stream is open,
+ * send nothing more while nothing changes, and leave no timer behind (under fake timers).
+ */
+export function expectReadsOnlyWhileWatched(
+  routes: Parameters<typeof fakeEvents>[0] & { watchers(): number },
+  reads: () => number,
+): void {
+  vi.useFakeTimers();
+  onTestFinished(() => {
+    vi.useRealTimers();
+  });
+  vi.advanceTimersByTime(60_000);
+  expect(reads()).toBe(0);
+  expect(vi.getTimerCount()).toBe(0);
+  const { handled, written, leave } = fakeEvents(routes);
+  expect(handled).toBe(true);
+  expect(written).toHaveLength(1);
+  vi.advanceTimersByTime(5_000);
+  expect(reads()).toBeGreaterThan(5);
+  // nothing changed: nothing more was sent
+  expect(written).toHaveLength(1);
+  leave();
+  expect(routes.watchers()).toBe(0);
+  expect(vi.getTimerCount()).toBe(0);
+  const after = reads();
+  vi.advanceTimersByTime(60_000);
+  expect(reads()).toBe(after);
+}
+
+/** The second round trip of a new connection to `port` (the first warms it up), in ms. */
+export async function roundTripMs(port: number): Promise<number> {
+  const s = await connect(port);
+  try {
+    s.write('warm');
+    await readN(s, 4);
+    const t0 = performance.now();
+    s.write('ping');
+    await readN(s, 4);
+    return performance.now() - t0;
+  } finally {
+    s.destroy();
+  }
+}
+
+/** echo-proxy with one proxy `a` in front of an echo server, and the URL of its API port. */
+export async function proxyWithPage() {
+  const up = await echoServer();
+  const p = spawnCli('echo-proxy', [
+    '--api',
+    '127.0.0.1:0',
+    '--proxy',
+    `a=127.0.0.1:0,127.0.0.1:${up.address.port}`,
+  ]);
+  const api = await p.waitStderr(/admin page at (http:\/\/127\.0\.0\.1:\d+\/)/);
+  const listen = /proxy a: listening on 127\.0\.0\.1:(\d+)/.exec(p.stderr())!;
+  return { ...p, url: api[1]!, port: Number(listen[1]), upstream: up.address.port };
 }

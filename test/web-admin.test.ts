@@ -3,90 +3,16 @@
 // browser test of the page is in test/web-browser.test.ts (npm run test:e2e).
 
 import dgram from 'node:dgram';
-import { EventEmitter, once } from 'node:events';
-import http from 'node:http';
-import { describe, expect, it, onTestFinished, vi } from 'vitest';
+import { once } from 'node:events';
+import { describe, expect, it, onTestFinished } from 'vitest';
 import { adminRoutes } from '../src/server/admin.js';
 import type { ServerHandle } from '../src/server/listener.js';
-import { connect, SERVER_MODES, spawnServer } from './helpers.js';
+import { connect, expectReadsOnlyWhileWatched, get, SERVER_MODES, spawnServer, watch } from './helpers.js';
 
 async function serverWithAdmin(args: string[]) {
   const srv = await spawnServer(['--metrics', '127.0.0.1:0', ...args]);
   const m = await srv.waitStderr(/metrics on http:\/\/([\d.]+:\d+)\/metrics/);
   return { ...srv, admin: `http://${m[1]}/` };
-}
-
-function get(
-  url: string,
-  headers: Record<string, string> = {},
-): Promise<{ status: number; type: string; body: string }> {
-  return new Promise((resolve, reject) => {
-    http
-      .get(url, { headers }, (res) => {
-        let body = '';
-        res.setEncoding('utf8').on('data', (d: string) => {
-          body += d;
-        });
-        res.on('end', () =>
-          resolve({ status: res.statusCode!, type: String(res.headers['content-type']), body }),
-        );
-      })
-      .on('error', reject);
-  });
-}
-
-/** An open /events stream: every snapshot pushed, and a wait for one that satisfies `cond`. */
-async function watch(url: string) {
-  const snaps: any[] = [];
-  const waiters: { cond: (s: any) => boolean; resolve: (s: any) => void }[] = [];
-  const req = http.get(`${url}events`);
-  onTestFinished(() => {
-    req.destroy();
-  });
-  const [res] = (await once(req, 'response')) as [http.IncomingMessage];
-  expect(res.headers['content-type']).toMatch(/text\/event-stream/);
-  let buf = '';
-  res.setEncoding('utf8').on('data', (d: string) => {
-    buf += d;
-    for (let cut = buf.indexOf('\n\n'); cut >= 0; cut = buf.indexOf('\n\n')) {
-      const block = buf.slice(0, cut);
-      buf = buf.slice(cut + 2);
-      const data = /^data: (.*)$/m.exec(block)?.[1];
-      if (!data) continue;
-      const s = JSON.parse(data);
-      snaps.push(s);
-      for (const w of [...waiters])
-        if (w.cond(s)) {
-          waiters.splice(waiters.indexOf(w), 1);
-          w.resolve(s);
-        }
-    }
-  });
-  return {
-    snaps,
-    close: () => req.destroy(),
-    /** the first snapshot (already pushed from index `from` on, or to come) for which `cond` holds */
-    next(cond: (s: any) => boolean, from = 0, timeoutMs = 15_000): Promise<any> {
-      const seen = snaps.slice(from).find(cond);
-      if (seen) return Promise.resolve(seen);
-      return new Promise((resolve, reject) => {
-        const t = setTimeout(
-          () =>
-            reject(
-              new Error(`no such snapshot within ${timeoutMs} ms; last: ${JSON.stringify(snaps.at(-1))}`),
-            ),
-          timeoutMs,
-        );
-        waiters.push({
-          cond,
-          resolve: (s) => {
-            clearTimeout(t);
-            resolve(s);
-          },
-        });
-      });
-    },
-  };
 }
 
 describe('the admin page on the --metrics port', () => {
@@ -155,10 +81,6 @@ describe('the admin page on the --metrics port', () => {
 
 describe('the admin page costs nothing while nobody watches', () => {
   it('reads the server only while an /events stream is open', () => {
-    vi.useFakeTimers();
-    onTestFinished(() => {
-      vi.useRealTimers();
-    });
     let reads = 0;
     const handle = {
       address: { address: '127.0.0.1', port: 7007, family: 'IPv4' },
@@ -178,25 +100,6 @@ describe('the admin page costs nothing while nobody watches', () => {
       },
     } as unknown as ServerHandle;
     const admin = adminRoutes(handle, { mode: 'evented' });
-    vi.advanceTimersByTime(60_000);
-    expect(reads).toBe(0);
-    const written: string[] = [];
-    const res = Object.assign(new EventEmitter(), {
-      writeHead: () => res,
-      write: (t: string) => written.push(t),
-      end: () => res.emit('close'),
-    });
-    const req = { url: '/events', method: 'GET', headers: { host: '127.0.0.1:9100' } };
-    expect(admin.handle(req as any, res as any, '127.0.0.1')).toBe(true);
-    expect(written).toHaveLength(1);
-    vi.advanceTimersByTime(5_000);
-    expect(reads).toBeGreaterThan(5);
-    // nothing changed: nothing more was sent
-    expect(written).toHaveLength(1);
-    res.emit('close');
-    expect(admin.watchers()).toBe(0);
-    const after = reads;
-    vi.advanceTimersByTime(60_000);
-    expect(reads).toBe(after);
+    expectReadsOnlyWhileWatched(admin, () => reads);
   });
 });

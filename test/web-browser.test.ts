@@ -6,39 +6,17 @@
 // of its own after the others (chromium beside the lab's timed scenarios would starve them).
 
 import { spawnSync } from 'node:child_process';
-import { existsSync } from 'node:fs';
 import path from 'node:path';
-import puppeteer, { type Browser, type Page } from 'puppeteer-core';
-import { afterAll, beforeAll, describe, expect, it, onTestFinished } from 'vitest';
+import type { Page } from 'puppeteer-core';
+import { describe, expect, it } from 'vitest';
+import { addLatencyFromForm, CHROMIUM, hasChromium, SHOTS, useChromium } from './chromium.js';
 import { bin, connect, FULL_MATRIX, hasCommand, ROOT, spawnCli, spawnServer } from './helpers.js';
 
-const CHROMIUM = process.env.CHROMIUM_PATH ?? '/usr/bin/chromium';
-const hasChromium = existsSync(CHROMIUM);
-const SHOTS = process.env.ECHO_SCREENSHOTS === '1';
+const chromium = useChromium(FULL_MATRIX || SHOTS);
 
-let browser: Browser;
-beforeAll(async () => {
-  if (!hasChromium || !WANTED) return;
-  browser = await puppeteer.launch({
-    executablePath: CHROMIUM,
-    headless: true,
-    args: ['--no-sandbox', '--disable-gpu', '--disable-dev-shm-usage'],
-  });
-}, 60_000);
-afterAll(async () => {
-  await browser?.close();
-});
-
-/** A page at 1280×800 whose console errors and uncaught exceptions are collected. */
+/** A page at 1280×800 whose console errors, uncaught exceptions and failed requests are collected. */
 async function newPage(): Promise<{ page: Page; problems: string[] }> {
-  const page = await browser.newPage();
-  onTestFinished(() => page.close());
-  await page.setViewport({ width: 1280, height: 800 });
-  const problems: string[] = [];
-  page.on('console', (m) => {
-    if (m.type() === 'error') problems.push(`console: ${m.text()}`);
-  });
-  page.on('pageerror', (e) => problems.push(`exception: ${(e as Error).message}`));
+  const { page, problems } = await chromium.newPage();
   page.on('requestfailed', (r) => {
     // the page closes a run's event stream itself once the result is in (or it would reconnect)
     if (/\/api\/stream\//.test(r.url()) && r.failure()?.errorText === 'net::ERR_ABORTED') return;
@@ -402,13 +380,7 @@ describe.skipIf(!hasChromium || !WANTED)('faults from the admin page (npm run te
     await page.waitForFunction(
       () => (document.getElementById('f-proxy') as HTMLSelectElement)?.options.length > 0,
     );
-    await page.type('#f-name', 'lat');
-    await page.select('#f-type', 'latency');
-    await page.$eval('#f-attributes', (e) => {
-      (e as HTMLInputElement).value = '{"latency":400,"jitter":0}';
-    });
-    await page.click('#f-submit');
-    await page.waitForSelector('#toxics tr[data-toxic="lat"]', { timeout: 15_000 });
+    await addLatencyFromForm(page, 'lat', 400);
     const after = await echoMs();
     expect(after).toBeGreaterThan(before + 300);
     // and removing it from the page takes it away again

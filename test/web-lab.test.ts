@@ -3,33 +3,13 @@
 // test/web-browser.test.ts (npm run test:e2e).
 
 import { spawnSync } from 'node:child_process';
-import http from 'node:http';
 import { describe, expect, it } from 'vitest';
-import { bin, spawnCli } from './helpers.js';
+import { bin, get, spawnCli } from './helpers.js';
 
 async function startWeb(args: string[] = ['--web', '0']) {
   const p = spawnCli('echo-lab', args);
   const m = await p.waitStdout(/^(http:\/\/[^\s]+\/)$/m);
   return { ...p, url: m[1]! };
-}
-
-function get(
-  url: string,
-  headers: Record<string, string> = {},
-): Promise<{ status: number; type: string; body: string }> {
-  return new Promise((resolve, reject) => {
-    http
-      .get(url, { headers }, (res) => {
-        let body = '';
-        res.setEncoding('utf8').on('data', (d: string) => {
-          body += d;
-        });
-        res.on('end', () =>
-          resolve({ status: res.statusCode!, type: String(res.headers['content-type']), body }),
-        );
-      })
-      .on('error', reject);
-  });
 }
 
 /** Server-Sent Events as [event, data] in arrival order, until the server ends the stream. */

@@ -8,6 +8,7 @@ import { formatAddress } from '../core/parse.js';
 import { describeCertificate, selfSignedTls } from '../core/tls.js';
 import { faultToToxic } from '../core/toxics.js';
 import { ApiError } from '../core/toxiproxy.js';
+import { proxyAdmin } from '../proxy/admin.js';
 import { Proxies } from '../proxy/registry.js';
 import { serveToxiproxyApi } from '../server/toxiproxy-api.js';
 import { checkLogFlags, loggerFromFlags, onSignals, runCli, warnIfReachable } from './common.js';
@@ -84,10 +85,13 @@ export async function runProxyCli(argv: string[]): Promise<void> {
           );
       }
       if (cfg.api) {
-        api = await serveToxiproxyApi(reg, { ...cfg.api, logger });
+        const admin = proxyAdmin(reg);
+        api = await serveToxiproxyApi(reg, { ...cfg.api, logger, routes: admin });
+        const where = formatAddress(api.address.address, api.address.port);
+        admin.listening(where);
         logger.info(
-          { api: formatAddress(api.address.address, api.address.port) },
-          `Toxiproxy API on http://${formatAddress(api.address.address, api.address.port)}`,
+          { api: where },
+          `Toxiproxy API on http://${where}; admin page at http://${where}/, metrics at http://${where}/metrics`,
         );
       }
     } catch (err) {

@@ -9,6 +9,7 @@ import { explainError } from '../core/errors.js';
 import { type Fault, UDP_FAULTS } from '../core/faults.js';
 import { type Logger, silentLogger } from '../core/log.js';
 import { formatAddress } from '../core/parse.js';
+import { copyTotals, emptyTotals, type ServerTotals } from '../core/records.js';
 import type { ClientTls } from '../core/tls.js';
 import { normalizeToxic } from '../core/toxics.js';
 import {
@@ -18,6 +19,7 @@ import {
   type ProxyState,
   type Toxic,
 } from '../core/toxiproxy.js';
+import type { ServerCounts } from '../server/admin.js';
 import { type EchoServer, type EchoServerOptions, startEchoServer } from '../server/tcp-server.js';
 import { forwardApplication, type Link, type LiveFaults, type UpstreamTarget } from './forward.js';
 import { startUdpProxy, type UdpProxy } from './udp.js';
@@ -91,6 +93,27 @@ class RunningProxy implements ProxyControl {
     };
   }
 
+  /** what the listeners closed before served */
+  private past = emptyTotals();
+  /** a listener being closed: still counted until its totals are in `past` */
+  private closing: EchoServer | UdpProxy | undefined;
+
+  /** The listener now, or the one closing. */
+  private current(): ServerCounts | undefined {
+    return this.closing ?? this.server;
+  }
+
+  /** What this proxy served over its life, across disable and enable (the admin page, metrics). */
+  readonly served: ServerCounts = {
+    stats: () => {
+      const t = copyTotals(this.past);
+      const now = this.current()?.stats();
+      if (now) addTotals(t, now);
+      return t;
+    },
+    connections: () => this.current()?.connections() ?? [],
+  };
+
   /** The listener as it should be: running when enabled and no `down` toxic. */
   sync(): Promise<void> {
     this.queue = this.queue.then(() => this.syncNow());
@@ -147,10 +170,15 @@ class RunningProxy implements ProxyControl {
     } else if (!want && this.server) {
       const s = this.server;
       this.server = undefined;
+      this.closing = s;
       if ('forceClose' in s) {
         s.forceClose();
-        await s.close({ graceMs: 0 });
-      } else await s.close();
+        addTotals(this.past, await s.close({ graceMs: 0 }));
+      } else {
+        await s.close();
+        addTotals(this.past, s.stats());
+      }
+      this.closing = undefined;
     }
   }
 
@@ -242,6 +270,16 @@ class RunningProxy implements ProxyControl {
   }
 }
 
+/** `t` added to `into` (its open connections are not: a closed listener has none). */
+function addTotals(into: ServerTotals, t: ServerTotals): void {
+  into.connections += t.connections;
+  into.refused += t.refused;
+  into.bytesIn += t.bytesIn;
+  into.bytesOut += t.bytesOut;
+  for (const [k, v] of Object.entries(t.refusedBy)) into.refusedBy[k] = (into.refusedBy[k] ?? 0) + v;
+  for (const [k, v] of Object.entries(t.errors)) into.errors[k] = (into.errors[k] ?? 0) + v;
+}
+
 /** The proxies of one process. */
 export class Proxies implements ProxyRegistry {
   private readonly byName = new Map<string, RunningProxy>();
@@ -254,6 +292,15 @@ export class Proxies implements ProxyRegistry {
 
   get(name: string): ProxyControl | undefined {
     return this.byName.get(name);
+  }
+
+  /** Each proxy's state and what it served (the admin page, metrics), in creation order. */
+  listeners(): { state: ProxyState; udp: boolean; server: ServerCounts }[] {
+    return [...this.byName.values()].map((p) => ({
+      state: p.state(),
+      udp: !!this.o.udp,
+      server: p.served,
+    }));
   }
 
   async create(spec: {

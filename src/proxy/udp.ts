@@ -8,6 +8,8 @@ import { isIPv6 } from 'node:net';
 import { type Fault, flipOneBit, latencyDelay } from '../core/faults.js';
 import type { Logger } from '../core/log.js';
 import { formatAddress } from '../core/parse.js';
+import { copyTotals, emptyTotals, type ServerTotals } from '../core/records.js';
+import type { LiveConnection } from '../server/listener.js';
 import type { LiveFaults } from './forward.js';
 
 /** One direction's per-datagram faults. */
@@ -89,10 +91,17 @@ interface Session {
   sock: dgram.Socket;
   timer: NodeJS.Timeout;
   down: DatagramFaults;
+  since: number;
+  bytesIn: number;
+  bytesOut: number;
 }
 
 export interface UdpProxy {
   address: { address: string; port: number; family: string };
+  /** sessions as connections: those started, those open; bytes from and to clients of those ended */
+  stats(): ServerTotals;
+  /** the open sessions (peer, since, bytes each way) */
+  connections(): LiveConnection[];
   close(): Promise<void>;
 }
 
@@ -107,10 +116,13 @@ export async function startUdpProxy(o: {
   const server = dgram.createSocket(isIPv6(o.listen.host) ? 'udp6' : 'udp4');
   const sessions = new Map<string, Session>();
   const up = new DatagramFaults('upstream', o.faults);
+  const totals = emptyTotals();
   const end = (key: string) => {
     const s = sessions.get(key);
     if (!s) return;
     sessions.delete(key);
+    totals.bytesIn += s.bytesIn;
+    totals.bytesOut += s.bytesOut;
     clearTimeout(s.timer);
     s.down.dispose();
     s.sock.close();
@@ -122,12 +134,23 @@ export async function startUdpProxy(o: {
     if (!s) {
       const sock = dgram.createSocket(isIPv6(target.host) ? 'udp6' : 'udp4');
       const down = new DatagramFaults('downstream', o.faults);
-      const session: Session = { sock, down, timer: setTimeout(() => end(key), o.idleTimeoutMs) };
+      const session: Session = {
+        sock,
+        down,
+        timer: setTimeout(() => end(key), o.idleTimeoutMs),
+        since: Date.now(),
+        bytesIn: 0,
+        bytesOut: 0,
+      };
       s = session;
+      totals.connections++;
       sock.on('message', (reply, from) => {
         if (from.port !== target.port) return; // only the upstream's answers go back
         session.timer.refresh();
-        down.pass(reply, (b) => server.send(b, rinfo.port, rinfo.address));
+        down.pass(reply, (b) => {
+          session.bytesOut += b.length;
+          server.send(b, rinfo.port, rinfo.address);
+        });
       });
       sock.on('error', (err) =>
         o.logger.debug(
@@ -138,6 +161,7 @@ export async function startUdpProxy(o: {
       sessions.set(key, s);
     }
     s.timer.refresh();
+    s.bytesIn += msg.length;
     const sock = s.sock;
     up.pass(msg, (b) => sock.send(b, target.port, target.host));
   });
@@ -153,6 +177,17 @@ export async function startUdpProxy(o: {
   });
   return {
     address: server.address(),
+    // as a TCP server's: bytes of the sessions ended; connections() has the open ones'
+    stats: () => ({ ...copyTotals(totals), active: sessions.size }),
+    connections: () =>
+      [...sessions].map(([peer, x]) => ({
+        peer,
+        since: x.since,
+        bytesIn: x.bytesIn,
+        bytesOut: x.bytesOut,
+        buffered: 0,
+        reading: true,
+      })),
     close: async () => {
       for (const key of [...sessions.keys()]) end(key);
       up.dispose();

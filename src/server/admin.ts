@@ -3,12 +3,14 @@
 // totals) and of its faults (through the Toxiproxy-compatible API at /proxies, when the port
 // serves it). GET /api/state is one snapshot as JSON; GET /events pushes snapshots as
 // Server-Sent Events, sent only when something changed. Nothing is read while nobody watches:
-// the timer runs only while an /events stream is open.
+// the timer runs only while an /events stream is open. The routes take any snapshot made of
+// a header and server sections (serverSection): echo-server's has one, echo-proxy's one a proxy.
 
 import { readFile } from 'node:fs/promises';
 import type http from 'node:http';
 import { explainError } from '../core/errors.js';
 import { formatAddress } from '../core/parse.js';
+import { emptyTotals } from '../core/records.js';
 import { tcpStateName } from '../core/tcp-states.js';
 import type { ServerHandle } from './listener.js';
 
@@ -20,14 +22,9 @@ export interface AdminAbout {
   program?: string;
 }
 
-export interface AdminSnapshot {
-  program: string;
+/** One server's part of a snapshot: what the page draws as one section. */
+export interface ServerSection {
   listen: string;
-  mode: string;
-  pid: number;
-  /** ms since the epoch on the server when this was taken: ages are `now - since` */
-  now: number;
-  startedAt: number;
   totals: { connections: number; active: number; refused: number; bytesIn: number; bytesOut: number };
   refusedBy: Record<string, number>;
   errors: Record<string, number>;
@@ -48,6 +45,19 @@ export interface AdminSnapshot {
   more: number;
 }
 
+/** What the page shows above its sections. */
+export interface AdminHeader {
+  program: string;
+  mode: string;
+  pid: number;
+  /** ms since the epoch on the server when this was taken: ages are `now - since` */
+  now: number;
+  startedAt: number;
+}
+
+/** echo-server's snapshot: one server, its section's fields beside the header's. */
+export interface AdminSnapshot extends AdminHeader, ServerSection {}
+
 /** At most this many connections are listed; the rest are counted. */
 const MAX_LISTED = 500;
 /** How often a watched server is looked at for changes. */
@@ -67,9 +77,14 @@ const SAFE = {
   'cache-control': 'no-store',
 };
 
-export function adminSnapshot(h: ServerHandle, about: AdminAbout, startedAt: number): AdminSnapshot {
-  const t = h.stats();
-  const live = h.connections();
+/** What a section (and a metrics series) reads of a server: a ServerHandle, or a view over several in turn. */
+export type ServerCounts = Pick<ServerHandle, 'stats' | 'connections'> &
+  Partial<Pick<ServerHandle, 'address' | 'workers' | 'udp'>>;
+
+/** The section of `h` (none: nothing counted), listening on `listen` (default: h's address). */
+export function serverSection(h: ServerCounts | undefined, listen?: string): ServerSection {
+  const t = h?.stats() ?? emptyTotals();
+  const live = h?.connections() ?? [];
   let bytesIn = t.bytesIn;
   let bytesOut = t.bytesOut;
   for (const c of live) {
@@ -78,12 +93,7 @@ export function adminSnapshot(h: ServerHandle, about: AdminAbout, startedAt: num
   }
   const listed = [...live].sort((a, b) => (a.since ?? 0) - (b.since ?? 0)).slice(0, MAX_LISTED);
   return {
-    program: about.program ?? 'echo-server',
-    listen: formatAddress(h.address.address, h.address.port),
-    mode: about.mode,
-    pid: process.pid,
-    now: Date.now(),
-    startedAt,
+    listen: listen ?? (h?.address ? formatAddress(h.address.address, h.address.port) : ''),
     // --exclusive workers: the primary counts none open, but they list theirs
     totals: {
       connections: t.connections,
@@ -94,8 +104,8 @@ export function adminSnapshot(h: ServerHandle, about: AdminAbout, startedAt: num
     },
     refusedBy: { ...t.refusedBy },
     errors: { ...t.errors },
-    ...(h.workers ? { workers: h.workers() } : {}),
-    ...(h.udp ? { udp: { ...h.udp() } as unknown as Record<string, number> } : {}),
+    ...(h?.workers ? { workers: h.workers() } : {}),
+    ...(h?.udp ? { udp: { ...h.udp() } as unknown as Record<string, number> } : {}),
     connections: listed.map((c) => ({
       peer: c.peer,
       ...(c.since !== undefined ? { since: c.since } : {}),
@@ -106,6 +116,17 @@ export function adminSnapshot(h: ServerHandle, about: AdminAbout, startedAt: num
       reading: c.reading,
     })),
     more: Math.max(0, live.length - MAX_LISTED),
+  };
+}
+
+export function adminSnapshot(h: ServerHandle, about: AdminAbout, startedAt: number): AdminSnapshot {
+  return {
+    program: about.program ?? 'echo-server',
+    mode: about.mode,
+    pid: process.pid,
+    now: Date.now(),
+    startedAt,
+    ...serverSection(h),
   };
 }
 
@@ -133,11 +154,20 @@ export interface AdminRoutes {
 /** The page's routes for `h`; `about` is read at each snapshot (it may be filled in after start). */
 export function adminRoutes(h: ServerHandle, about: AdminAbout): AdminRoutes {
   const startedAt = Date.now();
+  return adminRoutesOf(() => adminSnapshot(h, about, startedAt));
+}
+
+/**
+ * The page's routes over any snapshot: one server's (adminSnapshot) or several servers' (a
+ * header and a list of sections, as echo-proxy's proxies). `snapshot` is called for
+ * /api/state, when an /events stream opens, and every TICK_MS while one is open.
+ */
+export function adminRoutesOf(snapshot: () => AdminHeader): AdminRoutes {
   const watchers = new Set<http.ServerResponse>();
   let timer: NodeJS.Timeout | undefined;
   let last = '';
   const snapshotText = () => {
-    const s = adminSnapshot(h, about, startedAt);
+    const s = snapshot();
     // the clock alone changing is no news: ages are computed by the page
     const { now: _now, ...rest } = s;
     return { text: JSON.stringify(s), key: JSON.stringify(rest) };

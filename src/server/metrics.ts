@@ -8,7 +8,7 @@ import type { AddressInfo } from 'node:net';
 import { Counter, collectDefaultMetrics, Gauge, Histogram, Registry } from 'prom-client';
 import { droppedLogLines } from '../core/sink.js';
 import type { ProxyRegistry } from '../core/toxiproxy.js';
-import { type AdminAbout, adminRoutes } from './admin.js';
+import { type AdminAbout, adminRoutes, type ServerCounts } from './admin.js';
 import { onConnectionClosed } from './conn-metrics.js';
 import type { ServerHandle } from './listener.js';
 import { handleToxiproxyApi } from './toxiproxy-api.js';
@@ -20,13 +20,14 @@ export interface MetricsServer {
   close(): Promise<void>;
 }
 
-/** A counter whose value is read from the server at each scrape. */
+/** A counter whose value is read from the server at each scrape (a labelled 0 is left out unless `zeros`). */
 function mirrored(
   registry: Registry,
   name: string,
   help: string,
   labelNames: string[],
   read: () => [Record<string, string>, number][],
+  zeros = labelNames.length === 0,
 ): void {
   new Counter({
     name,
@@ -35,58 +36,112 @@ function mirrored(
     registers: [registry],
     collect() {
       this.reset();
-      for (const [labels, v] of read()) if (v > 0 || labelNames.length === 0) this.inc(labels, v);
+      for (const [labels, v] of read()) if (v > 0 || zeros) this.inc(labels, v);
     },
   });
 }
 
-export function metricsRegistry(h: ServerHandle, instance?: string): Registry {
-  const registry = new Registry();
-  // `instance` is the label Prometheus sets on every target it scrapes: ours is `server`
-  if (instance) registry.setDefaultLabels({ server: instance });
-  collectDefaultMetrics({ register: registry, prefix: 'echo_' });
-  const stats = () => h.stats();
-  mirrored(registry, 'echo_connections_total', 'connections served (UDP: distinct sources)', [], () => [
-    [{}, stats().connections],
-  ]);
+/** A server a registry reports on, and the labels its series carry ({} for echo-server's one). */
+export type LabelledServer = [labels: Record<string, string>, server: ServerCounts];
+
+/**
+ * The series of each server's totals: connections, open connections, refusals by reason, bytes
+ * each way, errors by code. `labelNames` are the labels that tell the servers apart;
+ * `sent` is what the bytes written to clients are (echoed, forwarded).
+ */
+export function serverSeries(
+  registry: Registry,
+  labelNames: string[],
+  servers: () => LabelledServer[],
+  sent = 'bytes echoed back',
+): void {
+  const each = <T>(read: (h: ServerCounts) => T): [Record<string, string>, T][] =>
+    servers().map(([l, h]) => [l, read(h)]);
+  /** one series a server and key of `by` (a refusal's reason, an error's code) */
+  const byKey = (label: string, read: (h: ServerCounts) => Record<string, number>) => () =>
+    each(read).flatMap(([l, by]) =>
+      Object.entries(by).map(([k, v]): [Record<string, string>, number] => [{ ...l, [label]: k }, v]),
+    );
+  mirrored(
+    registry,
+    'echo_connections_total',
+    'connections served (UDP: distinct sources)',
+    labelNames,
+    () => each((h) => h.stats().connections),
+    true,
+  );
   new Gauge({
     name: 'echo_connections_open',
     help: 'connections being served now',
+    labelNames,
     registers: [registry],
     collect() {
-      this.set(stats().active);
+      this.reset();
+      for (const [l, v] of each((h) => h.stats().active)) this.set(l, v);
     },
   });
   mirrored(
     registry,
     'echo_refused_total',
     'connections refused (UDP: datagrams dropped), by reason',
-    ['reason'],
-    () => Object.entries(stats().refusedBy).map(([reason, v]) => [{ reason }, v]),
+    [...labelNames, 'reason'],
+    byKey('reason', (h) => h.stats().refusedBy),
   );
   // bytes count as they flow: the closed connections' totals plus the open ones' bytes so far
   // (children report theirs each second)
-  const flowed = () => {
-    const t = stats();
-    let bytesIn = t.bytesIn;
-    let bytesOut = t.bytesOut;
-    for (const c of h.connections()) {
-      bytesIn += c.bytesIn;
-      bytesOut += c.bytesOut;
-    }
-    return { bytesIn, bytesOut };
-  };
-  mirrored(registry, 'echo_received_bytes_total', 'bytes read from clients', [], () => [
-    [{}, flowed().bytesIn],
-  ]);
-  mirrored(registry, 'echo_sent_bytes_total', 'bytes echoed back', [], () => [[{}, flowed().bytesOut]]);
+  const flowed = () =>
+    each((h) => {
+      const t = h.stats();
+      let bytesIn = t.bytesIn;
+      let bytesOut = t.bytesOut;
+      for (const c of h.connections()) {
+        bytesIn += c.bytesIn;
+        bytesOut += c.bytesOut;
+      }
+      return { bytesIn, bytesOut };
+    });
+  mirrored(
+    registry,
+    'echo_received_bytes_total',
+    'bytes read from clients',
+    labelNames,
+    () => flowed().map(([l, v]) => [l, v.bytesIn]),
+    true,
+  );
+  mirrored(
+    registry,
+    'echo_sent_bytes_total',
+    sent,
+    labelNames,
+    () => flowed().map(([l, v]) => [l, v.bytesOut]),
+    true,
+  );
+  mirrored(
+    registry,
+    'echo_errors_total',
+    'connection errors, by code',
+    [...labelNames, 'code'],
+    byKey('code', (h) => h.stats().errors),
+  );
+}
+
+/** A registry with the process's own metrics (prefix echo_); `instance` labels every series `server`. */
+export function baseRegistry(instance?: string): Registry {
+  const registry = new Registry();
+  // `instance` is the label Prometheus sets on every target it scrapes: ours is `server`
+  if (instance) registry.setDefaultLabels({ server: instance });
+  collectDefaultMetrics({ register: registry, prefix: 'echo_' });
   // a log that cannot be written (EPIPE, ENOSPC, a reader that stopped) drops lines: counted here
   mirrored(registry, 'echo_log_dropped_lines_total', 'log and trace lines dropped (this process)', [], () => [
     [{}, droppedLogLines()],
   ]);
-  mirrored(registry, 'echo_errors_total', 'connection errors, by code', ['code'], () =>
-    Object.entries(stats().errors).map(([code, v]) => [{ code }, v]),
-  );
+  return registry;
+}
+
+export function metricsRegistry(h: ServerHandle, instance?: string): Registry {
+  const registry = baseRegistry(instance);
+  const stats = () => h.stats();
+  serverSeries(registry, [], () => [[{}, h]]);
   // WebSocket messages (--ws), of the connections closed so far
   mirrored(registry, 'echo_ws_messages_total', 'WebSocket messages, by direction', ['direction'], () => [
     [{ direction: 'in' }, stats().messages?.messagesIn ?? 0],
@@ -183,7 +238,7 @@ export async function startMetrics(
       connectionsCheckingInterval: 500,
     },
     (req, res) => {
-      if (api && handleToxiproxyApi(api, req, res)) return;
+      if (api && handleToxiproxyApi(api, req, res, host)) return;
       if (admin.handle(req, res, host)) return;
       if (req.method !== 'GET' || (req.url ?? '').split('?')[0] !== '/metrics') {
         res

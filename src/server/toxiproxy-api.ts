@@ -11,6 +11,7 @@ import type { AddressInfo } from 'node:net';
 import { type Logger, silentLogger } from '../core/log.js';
 import { formatAddress, isLoopback } from '../core/parse.js';
 import { ApiError, type ProxyRegistry, type ProxyState } from '../core/toxiproxy.js';
+import { hostAllowed } from './admin.js';
 
 /** The version /version reports: the Toxiproxy API this one follows. */
 export const TOXIPROXY_API_VERSION = '2.12.0';
@@ -219,12 +220,14 @@ function crossOrigin(req: http.IncomingMessage): boolean {
 
 /**
  * Answer `req` if its route is one of Toxiproxy's; false (nothing written) when it is not, so
- * the caller can answer it. The answer may be sent after this returns.
+ * the caller can answer it. The answer may be sent after this returns. Bound to loopback
+ * (`bound`), a request naming another Host is refused, as the admin page's (DNS rebinding).
  */
 export function handleToxiproxyApi(
   reg: ProxyRegistry,
   req: http.IncomingMessage,
   res: http.ServerResponse,
+  bound: string,
   logger: Logger = silentLogger,
 ): boolean {
   const url = new URL(req.url ?? '/', 'http://x');
@@ -233,6 +236,10 @@ export function handleToxiproxyApi(
   const method = req.method ?? 'GET';
   if (!METHODS[route.r].includes(method)) {
     res.writeHead(405, { allow: METHODS[route.r].join(', ') }).end();
+    return true;
+  }
+  if (!hostAllowed(req.headers.host, bound)) {
+    sendError(res, new ApiError(403, 'Host not allowed'));
     return true;
   }
   if (crossOrigin(req)) {
@@ -250,14 +257,26 @@ export function handleToxiproxyApi(
   return true;
 }
 
-/** Serve the API alone on host:port (echo-proxy --api); a warning when it is not loopback. */
+/**
+ * Serve the API on host:port (echo-proxy --api), and `routes` beside it (a page, metrics); a
+ * warning when it is not loopback.
+ */
 export async function serveToxiproxyApi(
   reg: ProxyRegistry,
-  o: { host: string; port: number; logger?: Logger },
+  o: {
+    host: string;
+    port: number;
+    logger?: Logger;
+    routes?: {
+      handle(req: http.IncomingMessage, res: http.ServerResponse, bound: string): boolean;
+      close(): void;
+    };
+  },
 ): Promise<{ address: AddressInfo; close(): Promise<void> }> {
   const logger = o.logger ?? silentLogger;
   const server = http.createServer((req, res) => {
-    if (!handleToxiproxyApi(reg, req, res, logger)) sendError(res, new ApiError(404, 'not found'));
+    if (handleToxiproxyApi(reg, req, res, o.host, logger) || o.routes?.handle(req, res, o.host)) return;
+    sendError(res, new ApiError(404, 'not found'));
   });
   server.requestTimeout = 15_000;
   server.headersTimeout = 10_000;
@@ -278,6 +297,7 @@ export async function serveToxiproxyApi(
     address,
     close: () =>
       new Promise<void>((resolve) => {
+        o.routes?.close();
         server.close(() => resolve());
         server.closeAllConnections();
       }),

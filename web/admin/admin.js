@@ -1,6 +1,7 @@
-// echo-server's admin page: snapshots pushed by the server (/events, Server-Sent Events), and
-// the faults through the Toxiproxy-compatible API on the same port (GET /proxies,
-// POST /proxies/NAME/toxics, POST and DELETE /proxies/NAME/toxics/TOXIC).
+// The admin page of echo-server (one server) and echo-proxy (a section a proxy): snapshots
+// pushed by the server (/events, Server-Sent Events), and the faults through the
+// Toxiproxy-compatible API on the same port (GET /proxies, POST /proxies/NAME/toxics, POST and
+// DELETE /proxies/NAME/toxics/TOXIC).
 
 const $ = (id) => document.getElementById(id);
 const h = (tag, attrs = {}, ...kids) => {
@@ -38,28 +39,20 @@ window.echoAdmin = { snapshot: () => snap };
 
 function rows(tbody, entries, empty) {
   tbody.replaceChildren(...entries);
-  $(empty).hidden = entries.length > 0;
+  empty.hidden = entries.length > 0;
 }
 
-function render() {
-  if (!snap) return;
-  const now = Date.now() + skew;
-  $('program').textContent = snap.program;
-  document.title = `${snap.program} admin: ${snap.listen}`;
-  const workers = snap.workers
-    ? `, ${snap.workers.length} ${snap.mode === 'fork' ? 'children' : 'workers'}`
-    : '';
-  $('where').textContent =
-    `listening on ${snap.listen} · mode ${snap.mode}${workers} · pid ${snap.pid} · up ${age(now - snap.startedAt)}`;
-  $('open').textContent = String(snap.totals.active);
-  $('served').textContent = String(snap.totals.connections);
-  $('refused').textContent = String(snap.totals.refused);
-  $('in').textContent = bytes(snap.totals.bytesIn);
-  $('out').textContent = bytes(snap.totals.bytesOut);
-  $('errors').textContent = String(sum(snap.errors));
+/** Draw one server's section: `q(key)` is its element of that id in the page's #server markup. */
+function renderSection(q, sec, now) {
+  q('open').textContent = String(sec.totals.active);
+  q('served').textContent = String(sec.totals.connections);
+  q('refused').textContent = String(sec.totals.refused);
+  q('in').textContent = bytes(sec.totals.bytesIn);
+  q('out').textContent = bytes(sec.totals.bytesOut);
+  q('errors').textContent = String(sum(sec.errors));
   rows(
-    $('conns').tBodies[0],
-    snap.connections.map((c) =>
+    q('conns').tBodies[0],
+    sec.connections.map((c) =>
       h(
         'tr',
         { 'data-peer': c.peer },
@@ -72,20 +65,20 @@ function render() {
         h('td', {}, c.pid !== undefined ? `pid ${c.pid}` : 'this process'),
       ),
     ),
-    'no-conns',
+    q('no-conns'),
   );
-  $('more').hidden = !snap.more;
-  $('more').textContent = `and ${snap.more} more`;
+  q('more').hidden = !sec.more;
+  q('more').textContent = `and ${sec.more} more`;
   const kv = (o) =>
     Object.entries(o)
       .sort((a, b) => b[1] - a[1])
       .map(([k, v]) => h('tr', {}, h('td', {}, k), h('td', { class: 'num' }, String(v))));
-  rows($('refusals').tBodies[0], kv(snap.refusedBy), 'no-refusals');
-  rows($('errs').tBodies[0], kv(snap.errors), 'no-errs');
-  $('workers-box').hidden = !snap.workers;
-  if (snap.workers)
-    $('workers').tBodies[0].replaceChildren(
-      ...snap.workers.map((w) =>
+  rows(q('refusals').tBodies[0], kv(sec.refusedBy), q('no-refusals'));
+  rows(q('errs').tBodies[0], kv(sec.errors), q('no-errs'));
+  q('workers-box').hidden = !sec.workers;
+  if (sec.workers)
+    q('workers').tBodies[0].replaceChildren(
+      ...sec.workers.map((w) =>
         h(
           'tr',
           {},
@@ -96,6 +89,100 @@ function render() {
         ),
       ),
     );
+}
+
+// echo-proxy: a section a proxy, each a copy of the #server markup (its ids become data-k)
+const sections = new Map();
+// the proxies and toxics the fault table was last loaded for
+let faultsKey;
+
+function proxySection(name) {
+  let sec = sections.get(name);
+  if (sec) return sec;
+  const body = $('server').cloneNode(true);
+  body.removeAttribute('id');
+  body.hidden = false;
+  for (const e of body.querySelectorAll('[id]')) {
+    e.dataset.k = e.id;
+    e.removeAttribute('id');
+  }
+  const title = h('h2', { class: 'proxy-title' });
+  const toxics = h('p', { class: 'muted proxy-toxics' });
+  const root = h(
+    'section',
+    { class: 'proxy', 'data-proxy': name, 'aria-label': `proxy ${name}` },
+    title,
+    toxics,
+    body,
+  );
+  const q = (k) => body.querySelector(`[data-k="${k}"]`);
+  q('in-k').textContent = 'from clients';
+  q('out-k').textContent = 'to clients';
+  const add = h('button', { type: 'button', 'aria-label': `add a fault to ${name}` }, 'Add a fault');
+  add.addEventListener('click', () => {
+    $('f-proxy').value = name;
+    $('f-name').focus();
+  });
+  sec = { root, q, title, toxics, add };
+  sections.set(name, sec);
+  return sec;
+}
+
+function renderProxies(now) {
+  const list = snap.proxies;
+  $('server').hidden = true;
+  $('proxies').hidden = false;
+  $('no-proxies').hidden = list.length > 0;
+  const names = new Set(list.map((p) => p.name));
+  for (const [name, sec] of sections)
+    if (!names.has(name)) {
+      sec.root.remove();
+      sections.delete(name);
+    }
+  const order = [];
+  for (const p of list) {
+    const sec = proxySection(p.name);
+    sec.title.replaceChildren(
+      h('span', { class: 'name' }, p.name),
+      h('span', { class: 'route' }, `${p.listen} → ${p.upstream}${p.datagrams ? ' (udp)' : ''}`),
+      h('span', { class: p.enabled ? 'live on' : 'live off' }, p.enabled ? 'enabled' : 'disabled'),
+      sec.add,
+    );
+    sec.toxics.textContent = p.toxics.length
+      ? `toxics: ${p.toxics.map((t) => `${t.name} (${t.type} ${t.stream}, toxicity ${t.toxicity})`).join('; ')}`
+      : 'no toxics';
+    renderSection(sec.q, p, now);
+    order.push(sec.root);
+  }
+  // moved only when the list changed (a moved node loses the focus within it)
+  const box = $('proxies');
+  if (order.length !== box.children.length || order.some((e, i) => box.children[i] !== e))
+    box.replaceChildren(...order);
+  // the fault form follows the proxies and toxics the snapshot shows
+  const key = JSON.stringify(list.map((p) => [p.name, p.toxics]));
+  if (key !== faultsKey) {
+    faultsKey = key;
+    loadFaults();
+  }
+}
+
+function render() {
+  if (!snap) return;
+  const now = Date.now() + skew;
+  $('program').textContent = snap.program;
+  document.title = `${snap.program} admin: ${snap.listen}`;
+  if (snap.proxies) {
+    $('where').textContent =
+      `API on ${snap.listen} · ${snap.proxies.length} ${snap.proxies.length === 1 ? 'proxy' : 'proxies'} · pid ${snap.pid} · up ${age(now - snap.startedAt)}`;
+    renderProxies(now);
+    return;
+  }
+  const workers = snap.workers
+    ? `, ${snap.workers.length} ${snap.mode === 'fork' ? 'children' : 'workers'}`
+    : '';
+  $('where').textContent =
+    `listening on ${snap.listen} · mode ${snap.mode}${workers} · pid ${snap.pid} · up ${age(now - snap.startedAt)}`;
+  renderSection($, snap, now);
 }
 
 function listen() {
