@@ -9,8 +9,14 @@ import { createRequire } from 'node:module';
 import { loadLibc, platformTable, sysError } from '../core/libc.js';
 
 export interface Segment {
-  /** ms since the capture started */
+  /** ms since the capture started, to the µs (the kernel's receive timestamps) */
   t: number;
+  /** µs since the capture started */
+  us: number;
+  /** the kernel's receive timestamp, µs since the epoch (as tcpdump prints with -tt) */
+  epochUs: number;
+  /** where `t` came from: the kernel's stamp, or (no stamp available) the reader's clock */
+  clock: 'kernel' | 'reader';
   src: string;
   sport: number;
   dst: string;
@@ -18,8 +24,15 @@ export interface Segment {
   flags: string[];
   seq: number;
   ack: number;
+  /** the window field as sent (before scaling) */
   win: number;
   len: number;
+  /** TCP options that matter on a ladder (SYN segments carry them) */
+  mss?: number;
+  /** window scale shift offered in this SYN */
+  wscale?: number;
+  /** the TCP header (options included), bytes */
+  hlen?: number;
 }
 
 export interface Capture {
@@ -64,11 +77,19 @@ function htons(n: number): number {
   return ((n & 0xff) << 8) | ((n >> 8) & 0xff);
 }
 
+/** where stop() sends the datagram that ends the read: the discard port, on loopback */
+const MARKER_LO = { host: '127.0.0.1', port: 9 };
+
 let recvfrom: any;
 let ioctlStamp: any;
 
-/** Start capturing TCP on `lo`. Throws when captureUnavailable() says why. */
-export function startCapture(ifname = 'lo'): Capture {
+/**
+ * Start capturing TCP on an interface (`lo` by default). Throws when captureUnavailable() says
+ * why. On lo every packet is seen twice (sent and received): the received copy is kept. On any
+ * other interface (a veth in a namespace) both directions are distinct packets: all are kept.
+ */
+export function startCapture(ifname = 'lo', markerArg: { host: string; port: number } = MARKER_LO): Capture {
+  const keepOutgoing = ifname !== 'lo';
   const why = captureUnavailable();
   if (why) throw new Error(why);
   const c = loadLibc();
@@ -102,24 +123,23 @@ export function startCapture(ifname = 'lo'): Capture {
   big.writeInt32LE(64 * 1024 * 1024);
   if (c.setsockopt(fd, 1, 33 /* SO_RCVBUFFORCE */, big, 4) !== 0)
     c.setsockopt(fd, 1, 8 /* SO_RCVBUF */, big, 4);
-  // stamp packets as they arrive (without it the first SIOCGSTAMP stamps them when asked)
-  const one = Buffer.alloc(4);
-  one.writeInt32LE(1);
-  c.setsockopt(fd, 1 /* SOL_SOCKET */, 29 /* SO_TIMESTAMP */, one, 4);
-
-  // times are the kernel's receive timestamps (SIOCGSTAMP of the last packet read): the
-  // callback that sees a packet runs later, on the event loop
+  // the kernel's receive timestamp of the last packet read: SIOCGSTAMPNS. It reads the socket's
+  // sk_stamp, which the kernel writes only while SO_TIMESTAMP(NS) is off (with it on, the stamp
+  // goes into a control message instead and the ioctl fails with ENOENT). The first ioctl turns
+  // stamping on, so it is made now, before any packet of interest arrives.
   const stamp = Buffer.alloc(16);
   const kernelTime = (): number | undefined =>
-    ioctlStamp(fd, 0x8906 /* SIOCGSTAMP */, stamp) === 0
-      ? Number(stamp.readBigInt64LE(0)) * 1000 + Number(stamp.readBigInt64LE(8)) / 1000
+    ioctlStamp(fd, 0x8907 /* SIOCGSTAMPNS */, stamp) === 0
+      ? Number(stamp.readBigInt64LE(0)) * 1e6 + Number(stamp.readBigInt64LE(8)) / 1000
       : undefined;
+  kernelTime();
   let t0: number | undefined;
   const segments: Segment[] = [];
   let stopping = false;
   let stopLimit = 0;
   // sent through lo at stop(): once the reader sees it, it has read everything before it
   const marker = randomBytes(16);
+  const markerTo = markerArg;
   let done!: () => void;
   const finished = new Promise<void>((r) => {
     done = r;
@@ -132,11 +152,16 @@ export function startCapture(ifname = 'lo'): Capture {
       // 3 s passed), so a reader that lags behind under load still gets every queued segment
       if (stopping && (err || n < 0 || Date.now() > stopLimit)) return done();
       if (stopping && n > 0 && buf.subarray(0, n).includes(marker)) return done();
-      if (!err && n > 0 && from[10] !== PACKET_OUTGOING) {
-        const at = kernelTime() ?? Date.now();
+      if (!err && n > 0 && (keepOutgoing || from[10] !== PACKET_OUTGOING)) {
+        const k = kernelTime();
+        const at = k ?? Date.now() * 1000;
         t0 ??= at;
-        const s = parseFrame(buf.subarray(0, n), at - t0);
-        if (s) segments.push(s);
+        const s = parseFrame(buf.subarray(0, n), (at - t0) / 1000);
+        if (s) {
+          s.epochUs = Math.round(at);
+          s.clock = k === undefined ? 'reader' : 'kernel';
+          segments.push(s);
+        }
       }
       loop();
     });
@@ -148,7 +173,7 @@ export function startCapture(ifname = 'lo'): Capture {
       stopping = true;
       const udp = dgram.createSocket('udp4');
       udp.on('error', () => {});
-      udp.send(marker, 9, '127.0.0.1', () => udp.close()); // the discard port, on loopback
+      udp.send(marker, markerTo.port, markerTo.host, () => udp.close());
       await finished;
       c.close(fd);
       return segments;
@@ -187,8 +212,12 @@ export function parseFrame(f: Buffer, t: number): Segment | undefined {
   if (f.length < off + 20) return undefined;
   const dataOff = (f[off + 12]! >> 4) * 4;
   const bits = f[off + 13]!;
+  const opts = tcpOptions(f.subarray(off + 20, Math.min(f.length, off + dataOff)));
   return {
     t,
+    us: Math.round(t * 1000),
+    epochUs: 0,
+    clock: 'kernel',
     src,
     sport: f.readUInt16BE(off),
     dst,
@@ -198,5 +227,26 @@ export function parseFrame(f: Buffer, t: number): Segment | undefined {
     flags: FLAG_NAMES.filter(([b]) => bits & b).map(([, n]) => n),
     win: f.readUInt16BE(off + 14),
     len: Math.max(0, ipPayload - dataOff),
+    hlen: dataOff,
+    ...opts,
   };
+}
+
+/** MSS (kind 2) and window scale (kind 3) from a TCP header's options. */
+function tcpOptions(o: Buffer): { mss?: number; wscale?: number } {
+  const out: { mss?: number; wscale?: number } = {};
+  for (let i = 0; i < o.length; ) {
+    const kind = o[i]!;
+    if (kind === 0) break;
+    if (kind === 1) {
+      i++;
+      continue;
+    }
+    const len = o[i + 1] ?? 0;
+    if (len < 2 || i + len > o.length) break;
+    if (kind === 2 && len === 4) out.mss = o.readUInt16BE(i + 2);
+    if (kind === 3 && len === 3) out.wscale = o[i + 2]!;
+    i += len;
+  }
+  return out;
 }

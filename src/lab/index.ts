@@ -190,9 +190,12 @@ export async function traced(s: ScenarioInfo): Promise<ScenarioResult> {
   return { ...r, trace: { segments: mine, ladders: ladders(mine, ports) } };
 }
 
-/** The ports a scenario used: those its steps and its TCP-state snapshots name. */
+/**
+ * The ports a scenario used: those it named itself (Recorder.usePort), and those its steps and
+ * its TCP-state snapshots show.
+ */
 export function scenarioPorts(r: ScenarioResult): Set<number> {
-  const ports = new Set<number>();
+  const ports = new Set<number>(r.ports ?? []);
   for (const s of r.steps) for (const m of s.text.matchAll(/:(\d{4,5})\b/g)) ports.add(Number(m[1]));
   for (const st of r.states) for (const e of st.entries) ports.add(e.localPort).add(e.remotePort);
   for (const p of [...ports]) if (p < 1024 || p > 65535) ports.delete(p);

@@ -51,6 +51,8 @@ export interface ScenarioResult {
   /** the kernel settings and Linux timers it depends on */
   kernel: LabSetting[];
   facts: string[];
+  /** the TCP/UDP ports of the scenario's own sockets: what a capture keeps */
+  ports?: number[];
   /** every check held */
   ok: boolean;
   /** set when the scenario could not run here (missing capability) */
@@ -68,6 +70,7 @@ export class Recorder {
   readonly checks: LabCheck[] = [];
   readonly kernel: LabSetting[] = [];
   readonly facts: string[] = [];
+  readonly ports = new Set<number>();
 
   constructor(
     readonly name: string,
@@ -82,6 +85,11 @@ export class Recorder {
       if (value !== undefined) this.kernel.push({ name, value, meaning: SYSCTLS[name] });
     }
     this.facts.push(...facts);
+  }
+
+  /** Name ports of the scenario's own sockets (listeners, clients): the capture keeps their segments. */
+  usePort(...ports: (number | undefined)[]): void {
+    for (const p of ports) if (p !== undefined && p > 0) this.ports.add(p);
   }
 
   elapsed(): number {
@@ -153,6 +161,7 @@ export class Recorder {
       checks: this.checks,
       kernel: this.kernel,
       facts: this.facts,
+      ports: [...this.ports],
       ok: skipped === undefined && this.checks.length > 0 && this.checks.every((c) => c.ok),
       ...(skipped ? { skipped } : {}),
       ms: this.elapsed(),

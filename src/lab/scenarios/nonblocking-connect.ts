@@ -94,6 +94,7 @@ export async function nonblockingConnect({ timeoutMs = 1000 } = {}): Promise<Sce
       const s = await connectLocal(full);
       cl.add(() => s.destroy());
     }
+    r.usePort(open, closedPort, full);
     const { addr } = sockaddr('127.0.0.1', open);
     r.step(
       `sockaddr_in for 127.0.0.1:${open}: port → htons → ${addr.subarray(2, 4).toString('hex').replace(/(..)/g, '$1 ').trim()} (2 bytes, big-endian), address → htonl → ${addr.subarray(4, 8).toString('hex').replace(/(..)/g, '$1 ').trim()} (4 bytes)`,

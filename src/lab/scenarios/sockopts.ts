@@ -18,6 +18,7 @@ export async function sockopts({ sendBuffer = 16384 } = {}): Promise<ScenarioRes
   try {
     const server = net.createServer();
     const port = await listenLocal(server);
+    r.usePort(port);
     c.add(() => closeServer(server));
     const tcp = await connectLocal(port);
     c.add(() => tcp.destroy());

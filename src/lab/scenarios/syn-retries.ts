@@ -23,6 +23,7 @@ export async function synRetries({ syncnt = 2 } = {}): Promise<ScenarioResult> {
     const fd = rawListenFd({ host: '127.0.0.1', port: 0, backlog: 1, reuseAddr: true, reusePort: false });
     c.add(() => closeFd(fd));
     const port = boundPort(fd);
+    r.usePort(port);
     for (let i = 0; i < 2; i++) {
       const s = await connectLocal(port);
       c.add(() => s.destroy());
