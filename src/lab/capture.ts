@@ -38,6 +38,19 @@ export interface Segment {
 export interface Capture {
   /** stop reading; resolves with every TCP segment seen, oldest first */
   stop(): Promise<Segment[]>;
+  /** with a port filter: keep this port's segments too, from now on */
+  watch(port: number): void;
+}
+
+export interface CaptureOptions {
+  /**
+   * Keep only TCP segments to or from these ports (a socket filter in the kernel, so other
+   * programs' traffic on the interface never reaches the reader's queue); more are added with
+   * watch(). Without it, every TCP segment is kept.
+   */
+  ports?: Iterable<number>;
+  /** where stop() sends the datagram that ends the read (default 127.0.0.1:9, on lo) */
+  marker?: { host: string; port: number };
 }
 
 const AF_PACKET = 17;
@@ -81,6 +94,7 @@ function htons(n: number): number {
 const MARKER_LO = { host: '127.0.0.1', port: 9 };
 
 let recvfrom: any;
+let setFilter: any;
 let ioctlStamp: any;
 
 /**
@@ -88,8 +102,9 @@ let ioctlStamp: any;
  * why. On lo every packet is seen twice (sent and received): the received copy is kept. On any
  * other interface (a veth in a namespace) both directions are distinct packets: all are kept.
  */
-export function startCapture(ifname = 'lo', markerArg: { host: string; port: number } = MARKER_LO): Capture {
+export function startCapture(ifname = 'lo', opts: CaptureOptions = {}): Capture {
   const keepOutgoing = ifname !== 'lo';
+  const markerArg = opts.marker ?? MARKER_LO;
   const why = captureUnavailable();
   if (why) throw new Error(why);
   const c = loadLibc();
@@ -98,6 +113,14 @@ export function startCapture(ifname = 'lo', markerArg: { host: string; port: num
     const lib = koffi.load(platformTable().libc);
     recvfrom = lib.func('long recvfrom(int, _Out_ void *, size_t, int, _Out_ void *, _Inout_ uint32_t *)');
     ioctlStamp = lib.func('int ioctl(int, unsigned long, _Out_ void *)');
+    const SockFilter = koffi.struct('lab_sock_filter', {
+      code: 'uint16',
+      jt: 'uint8',
+      jf: 'uint8',
+      k: 'uint32',
+    });
+    koffi.struct('lab_sock_fprog', { len: 'uint16', filter: koffi.pointer(SockFilter) });
+    setFilter = lib.func('int setsockopt(int, int, int, const lab_sock_fprog *, uint32_t)');
   }
   const fd = c.socket(AF_PACKET, SOCK_RAW, htons(ETH_P_ALL));
   if (fd < 0) throw sysError('socket', c.errno());
@@ -111,6 +134,22 @@ export function startCapture(ifname = 'lo', markerArg: { host: string; port: num
     const e = c.errno();
     c.close(fd);
     throw sysError('bind', e, ifname);
+  }
+  const watched = opts.ports ? new Set(opts.ports) : undefined;
+  const attach = () => {
+    if (!watched) return;
+    const prog = portFilter([...watched], markerArg.port);
+    if (
+      setFilter(fd, 1 /* SOL_SOCKET */, 26 /* SO_ATTACH_FILTER */, { len: prog.length, filter: prog }, 16) !==
+      0
+    )
+      throw sysError('setsockopt SO_ATTACH_FILTER', c.errno());
+  };
+  try {
+    attach();
+  } catch (err) {
+    c.close(fd);
+    throw err;
   }
   // a receive timeout, so a reader blocked in recvfrom wakes up to see it should stop
   const tv = Buffer.alloc(16);
@@ -167,8 +206,20 @@ export function startCapture(ifname = 'lo', markerArg: { host: string; port: num
     });
   };
   loop();
+  let stopped: Promise<Segment[]> | undefined;
   return {
-    async stop() {
+    stop() {
+      stopped ??= stopOnce();
+      return stopped;
+    },
+    watch(port) {
+      if (!watched || watched.has(port) || stopped) return;
+      watched.add(port);
+      attach();
+    },
+  };
+  async function stopOnce(): Promise<Segment[]> {
+    {
       stopLimit = Date.now() + 3000;
       stopping = true;
       const udp = dgram.createSocket('udp4');
@@ -177,8 +228,64 @@ export function startCapture(ifname = 'lo', markerArg: { host: string; port: num
       await finished;
       c.close(fd);
       return segments;
-    },
-  };
+    }
+  }
+}
+
+interface Insn {
+  code: number;
+  k?: number;
+  jt?: string;
+  jf?: string;
+  label?: string;
+}
+
+/**
+ * A classic BPF program for an Ethernet-framed packet socket: TCP over IPv4 or IPv6 with either
+ * port in `ports`, and UDP to `markerPort`; everything else is left out (return 0).
+ */
+export function portFilter(ports: number[], markerPort: number) {
+  const LDH = 0x28;
+  const LDB = 0x30;
+  const LDXMSH = 0xb1;
+  const LDH_IND = 0x48;
+  const JEQ = 0x15;
+  const RET = 0x06;
+  const anyPort = (load: (off: number) => Insn[]): Insn[] => [
+    ...load(0),
+    ...ports.map((p) => ({ code: JEQ, k: p, jt: 'accept' })),
+    ...load(2),
+    ...ports.map((p) => ({ code: JEQ, k: p, jt: 'accept' })),
+    { code: RET, k: 0 },
+  ];
+  const v4 = (off: number): Insn[] => [
+    { code: LDXMSH, k: 14 },
+    { code: LDH_IND, k: 14 + off },
+  ];
+  const v6 = (off: number): Insn[] => [{ code: LDH, k: 54 + off }];
+  const prog: Insn[] = [
+    { code: LDH, k: 12 },
+    { code: JEQ, k: 0x0800, jf: 'six' },
+    { code: LDB, k: 23 },
+    { code: JEQ, k: 17, jf: 'tcp4' },
+    ...v4(2),
+    { code: JEQ, k: markerPort, jt: 'accept', jf: 'reject' },
+    { label: 'tcp4', code: JEQ, k: 6, jf: 'reject' },
+    ...anyPort(v4),
+    { label: 'six', code: JEQ, k: 0x86dd, jf: 'reject' },
+    { code: LDB, k: 20 },
+    { code: JEQ, k: 6, jf: 'reject' },
+    ...anyPort(v6),
+    { label: 'accept', code: RET, k: 0x40000 },
+    { label: 'reject', code: RET, k: 0 },
+  ];
+  const at = new Map(prog.flatMap((x, i) => (x.label ? [[x.label, i] as const] : [])));
+  return prog.map((x, i) => ({
+    code: x.code,
+    jt: x.jt ? at.get(x.jt)! - i - 1 : 0,
+    jf: x.jf ? at.get(x.jf)! - i - 1 : 0,
+    k: x.k ?? 0,
+  }));
 }
 
 /** An Ethernet frame (loopback's header is all zeros but for the type) → a TCP segment. */

@@ -5,7 +5,7 @@
 import { captureUnavailable, startCapture } from './capture.js';
 import { ladders } from './ladder.js';
 import { removeNamespacesNow } from './netns.js';
-import { Cleanup, type ScenarioResult } from './recorder.js';
+import { Cleanup, onPort, type ScenarioResult } from './recorder.js';
 import { backlog } from './scenarios/backlog.js';
 import { chatFork } from './scenarios/chat-fork.js';
 import { clientPort } from './scenarios/client-port.js';
@@ -121,7 +121,8 @@ export const SCENARIOS: readonly ScenarioInfo[] = [
   },
   {
     name: 'syn-retries',
-    summary: "the kernel's own connect timeout (TCP_SYNCNT 2: ~7 s)",
+    summary:
+      "the kernel's own connect timeout, computed from tcp_syn_retries / TCP_SYNCNT / tcp_syn_linear_timeouts",
     netns: false,
     run: () => synRetries(),
   },
@@ -176,18 +177,27 @@ export async function traced(s: ScenarioInfo): Promise<ScenarioResult> {
     ? 'this scenario runs in network namespaces of its own; the capture on lo does not see their interfaces'
     : captureUnavailable();
   if (why) return { ...(await s.run()), trace: { unavailable: why } };
-  const cap = startCapture('lo');
+  // only the scenario's ports reach the capture's queue (other programs on lo can be busy):
+  // each port is added to the kernel's filter as the scenario makes it, before it is used
+  const cap = startCapture('lo', { ports: [] });
+  const watched = new Set<number>();
+  const stopHearing = onPort((p) => {
+    watched.add(p);
+    cap.watch(p);
+  });
   let r: ScenarioResult;
   try {
     r = await s.run();
   } finally {
+    stopHearing();
     // the last segments (a FIN's ACK, an RST) may still be on their way through lo
     await new Promise((res) => setTimeout(res, 30));
   }
   const segments = await cap.stop();
   const ports = scenarioPorts(r);
+  for (const p of watched) ports.add(p);
   const mine = segments.filter((x) => ports.has(x.sport) || ports.has(x.dport));
-  return { ...r, trace: { segments: mine, ladders: ladders(mine, ports) } };
+  return { ...r, trace: { segments: mine, ladders: ladders(mine, ports), ports: [...watched] } };
 }
 
 /**

@@ -128,7 +128,7 @@ function ladderOf(segs: Segment[]): Ladder {
       if (sent === undefined || after(end, sent)) nxt[me] = end;
     }
     lastWin[me] = f.has('SYN') ? s.win : win;
-    if (retransmission) notes.push(`retransmission: seq ${seq} was sent before`);
+    if (retransmission) notes.push(`retransmission (seq ${seq} was sent before)`);
     if (zeroWindowProbe) notes.push('zero-window probe: the peer advertised win=0');
     if (keepaliveProbe) notes.push('keepalive probe: one byte below what was sent, no data');
     if (f.has('FIN') && s.len > 0) notes.push(`the FIN carries data (${s.len} bytes in the same segment)`);
@@ -137,9 +137,16 @@ function ladderOf(segs: Segment[]): Ladder {
     if (f.has('FIN') && acksPeerFin && !ackedFin[me])
       notes.push("the ACK of the peer's FIN rides on this FIN (no separate ACK)");
     if (acksPeerFin) ackedFin[me] = true;
-    // the receiver's next segment: an RST there means it had no socket for this one
-    const reply = segs.slice(i + 1).find((x) => sideOf(x) === peer);
-    const peerGone = !f.has('RST') && reply?.flags.includes('RST') === true;
+    // answered at once by an RST that points at this very segment: the receiver had no socket
+    // for it (an RST,ACK acknowledges it; a bare RST takes its sequence number from its ACK)
+    const reply = segs[i + 1];
+    const peerGone =
+      !f.has('RST') &&
+      span > 0 &&
+      reply !== undefined &&
+      sideOf(reply) === peer &&
+      reply.flags.includes('RST') &&
+      (reply.flags.includes('ACK') ? reply.ack === end : f.has('ACK') && reply.seq === s.ack);
     const before = { ...state };
     // what the sender enters by sending, then what the receiver enters on receipt
     if (f.has('RST')) {
@@ -174,7 +181,7 @@ function ladderOf(segs: Segment[]): Ladder {
     }
     if (peerGone && state[peer] && state[peer] !== 'CLOSED' && state[peer] !== 'LISTEN') {
       state[peer] = 'CLOSED';
-      notes.push(`the ${peer} has no socket for this segment any more: it answers RST`);
+      notes.push(`the ${peer} has no socket for it: RST`);
     }
     const parts = [s.flags.join(',') || '·', `seq=${seq}`];
     if (ack !== undefined) parts.push(`ack=${ack}`);

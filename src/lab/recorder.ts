@@ -7,6 +7,7 @@ import { readSysctl, SYSCTLS, type SysctlName } from '../core/sysctl.js';
 import { type TcpEntry, tcpStates } from '../core/tcp-states.js';
 import type { Segment } from './capture.js';
 import type { Ladder } from './ladder.js';
+import { describeSchedule, liveSynSchedule } from './timers.js';
 
 export interface LabStep {
   /** ms since the scenario started */
@@ -25,6 +26,15 @@ export interface LabStates {
   label: string;
   available: boolean;
   entries: TcpEntry[];
+}
+
+/** A Linux timer the scenario printed, computed from live settings, next to what the run measured. */
+export interface LabTimer {
+  what: string;
+  /** computed from the live sysctls and the kernel's rules, ms */
+  predictedMs: number;
+  /** measured in this run (capture or clock), ms; absent when it could not be measured */
+  measuredMs?: number;
 }
 
 export interface LabCheck {
@@ -51,6 +61,8 @@ export interface ScenarioResult {
   /** the kernel settings and Linux timers it depends on */
   kernel: LabSetting[];
   facts: string[];
+  /** Linux timers computed from live settings, each with what the run measured */
+  timers?: LabTimer[];
   /** the TCP/UDP ports of the scenario's own sockets: what a capture keeps */
   ports?: number[];
   /** every check held */
@@ -59,7 +71,21 @@ export interface ScenarioResult {
   skipped?: string;
   ms: number;
   /** --trace: the scenario's TCP segments off the wire, one ladder per connection */
-  trace?: { segments: Segment[]; ladders: Ladder[] } | { unavailable: string };
+  trace?: { segments: Segment[]; ladders: Ladder[]; ports?: number[] } | { unavailable: string };
+}
+
+/** Who wants to hear of a scenario's ports as they are made (a capture filtering by port). */
+const portWatchers = new Set<(port: number) => void>();
+
+/** Hear of every port a scenario announces from now on; returns the function that stops it. */
+export function onPort(fn: (port: number) => void): () => void {
+  portWatchers.add(fn);
+  return () => portWatchers.delete(fn);
+}
+
+/** A scenario made a socket on this port (a listener, a held port): a capture keeps its segments. */
+export function announcePort(port: number): void {
+  if (port > 0 && port < 65536) for (const fn of portWatchers) fn(port);
 }
 
 export class Recorder {
@@ -71,6 +97,7 @@ export class Recorder {
   readonly kernel: LabSetting[] = [];
   readonly facts: string[] = [];
   readonly ports = new Set<number>();
+  readonly timers: LabTimer[] = [];
 
   constructor(
     readonly name: string,
@@ -82,14 +109,23 @@ export class Recorder {
   dependsOn(names: SysctlName[], facts: string[] = []): void {
     for (const name of names) {
       const value = readSysctl(name);
-      if (value !== undefined) this.kernel.push({ name, value, meaning: SYSCTLS[name] });
+      if (value === undefined) continue;
+      let meaning: string = SYSCTLS[name];
+      const sched = name === 'tcp_syn_retries' ? liveSynSchedule() : undefined;
+      if (sched)
+        meaning += `; here, with tcp_syn_linear_timeouts ${sched.linear}: ${describeSchedule(sched)}`;
+      this.kernel.push({ name, value, meaning });
     }
     this.facts.push(...facts);
   }
 
   /** Name ports of the scenario's own sockets (listeners, clients): the capture keeps their segments. */
   usePort(...ports: (number | undefined)[]): void {
-    for (const p of ports) if (p !== undefined && p > 0) this.ports.add(p);
+    for (const p of ports)
+      if (p !== undefined && p > 0) {
+        this.ports.add(p);
+        announcePort(p);
+      }
   }
 
   elapsed(): number {
@@ -98,6 +134,7 @@ export class Recorder {
 
   step(text: string): void {
     this.steps.push({ t: this.elapsed(), text });
+    for (const m of text.matchAll(/:(\d{4,5})\b/g)) if (Number(m[1]) >= 1024) announcePort(Number(m[1]));
   }
 
   /** Record an error the scenario provoked; returns its code. */
@@ -145,6 +182,12 @@ export class Recorder {
     }
   }
 
+  /** Record a computed timer beside its measurement; true when within 10 %. */
+  timer(what: string, predictedMs: number, measuredMs?: number): boolean {
+    this.timers.push({ what, predictedMs, ...(measuredMs !== undefined ? { measuredMs } : {}) });
+    return measuredMs !== undefined && Math.abs(measuredMs - predictedMs) <= predictedMs * 0.1;
+  }
+
   check(what: string, ok: boolean): boolean {
     this.checks.push({ what, ok });
     return ok;
@@ -162,6 +205,7 @@ export class Recorder {
       kernel: this.kernel,
       facts: this.facts,
       ports: [...this.ports],
+      ...(this.timers.length ? { timers: this.timers } : {}),
       ok: skipped === undefined && this.checks.length > 0 && this.checks.every((c) => c.ok),
       ...(skipped ? { skipped } : {}),
       ms: this.elapsed(),

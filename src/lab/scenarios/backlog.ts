@@ -19,6 +19,7 @@ export async function backlog({ n = 2 } = {}): Promise<ScenarioResult> {
   try {
     const fd = rawListenFd({ host: '127.0.0.1', port: 0, backlog: n, reuseAddr: true, reusePort: false });
     const port = boundPort(fd);
+    r.usePort(port);
     const server = net.createServer();
     let fdOwned = false;
     c.add(() => (fdOwned ? closeServer(server) : Promise.resolve(closeFd(fd))));

@@ -21,6 +21,7 @@ export async function connectTimeout({ timeoutMs = 1000 } = {}): Promise<Scenari
     const fd = rawListenFd({ host: '127.0.0.1', port: 0, backlog: 1, reuseAddr: true, reusePort: false });
     c.add(() => closeFd(fd));
     const port = boundPort(fd);
+    r.usePort(port);
     r.step(`listener on 127.0.0.1:${port} with backlog 1 that never calls accept()`);
     for (let i = 1; i <= 2; i++) {
       const s = await connectLocal(port);

@@ -90,11 +90,11 @@ export async function nonblockingConnect({ timeoutMs = 1000 } = {}): Promise<Sce
     const fd = rawListenFd({ host: '127.0.0.1', port: 0, backlog: 1, reuseAddr: true, reusePort: false });
     cl.add(() => closeFd(fd));
     const full = boundPort(fd);
+    r.usePort(open, closedPort, full);
     for (let i = 0; i < 2; i++) {
       const s = await connectLocal(full);
       cl.add(() => s.destroy());
     }
-    r.usePort(open, closedPort, full);
     const { addr } = sockaddr('127.0.0.1', open);
     r.step(
       `sockaddr_in for 127.0.0.1:${open}: port → htons → ${addr.subarray(2, 4).toString('hex').replace(/(..)/g, '$1 ').trim()} (2 bytes, big-endian), address → htonl → ${addr.subarray(4, 8).toString('hex').replace(/(..)/g, '$1 ').trim()} (4 bytes)`,

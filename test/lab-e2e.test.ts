@@ -1,0 +1,163 @@
+// echo-lab's ladders and timers against independent witnesses: tcpdump on the same interface
+// (same segments, kernel times within 1 ms), and the kernel's SYN schedule computed from the
+// live sysctls against the SYNs on the wire (within 10 %). Slow: run by `npm run test:e2e`.
+
+import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
+import { once } from 'node:events';
+import { mkdtempSync, rmSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { afterAll, describe, expect, it } from 'vitest';
+import { captureUnavailable, type Segment } from '../src/lab/capture.js';
+import { findScenario, SCENARIOS, scenarioPorts, traced } from '../src/lab/index.js';
+
+const noCapture = process.platform === 'linux' ? captureUnavailable() : 'Linux only';
+const tcpdumpPath = ['/usr/bin/tcpdump', '/usr/sbin/tcpdump'].find((p) => {
+  try {
+    execFileSync(p, ['--version'], { stdio: 'ignore' });
+    return true;
+  } catch {
+    return false;
+  }
+});
+if (noCapture) console.warn(`skipping: ${noCapture}`);
+if (!tcpdumpPath) console.warn('skipping the tcpdump comparison: tcpdump is not installed');
+
+const dir = mkdtempSync(path.join(os.tmpdir(), 'lab-e2e-'));
+afterAll(() => rmSync(dir, { recursive: true, force: true }));
+
+interface Dumped {
+  us: number;
+  key: string;
+}
+
+/** tcpdump on lo writing a pcap; resolves once it says it is listening. */
+async function startTcpdump(file: string): Promise<ChildProcess> {
+  const p = spawn(tcpdumpPath!, ['-i', 'lo', '-n', '-U', '-B', '65536', '-w', file, 'tcp'], {
+    stdio: ['ignore', 'ignore', 'pipe'],
+  });
+  let err = '';
+  await new Promise<void>((resolve, reject) => {
+    p.stderr!.on('data', (d) => {
+      err += d;
+      if (/listening on/.test(err)) resolve();
+    });
+    p.once('exit', (code) => reject(new Error(`tcpdump exited ${code}: ${err}`)));
+  });
+  return p;
+}
+
+const LETTERS: Record<string, string> = { SYN: 'S', FIN: 'F', RST: 'R', PSH: 'P', ACK: '.', URG: 'U' };
+const keyOf = (
+  src: string,
+  sport: number,
+  dst: string,
+  dport: number,
+  flags: string,
+  seq: number | undefined,
+  ack: number,
+  len: number,
+) =>
+  `${src}.${sport}>${dst}.${dport} [${[...flags].sort().join('')}] seq ${seq ?? '-'} ack ${ack} len ${len}`;
+const ourKey = (s: Segment) =>
+  keyOf(
+    s.src,
+    s.sport,
+    s.dst,
+    s.dport,
+    s.flags.map((f) => LETTERS[f]).join(''),
+    // tcpdump prints no seq for a bare ACK (no data, no SYN/FIN/RST)
+    s.len > 0 || s.flags.some((f) => f === 'SYN' || f === 'FIN' || f === 'RST') ? s.seq : undefined,
+    s.flags.includes('ACK') ? s.ack : 0,
+    s.len,
+  );
+
+/** The pcap's TCP segments on these ports, as tcpdump prints them (-tt µs, -S absolute seq). */
+function readDump(file: string, ports: Set<number>): Dumped[] {
+  const out = execFileSync(tcpdumpPath!, ['-r', file, '-n', '-tt', '-S'], {
+    encoding: 'utf8',
+    stdio: ['ignore', 'pipe', 'ignore'],
+    maxBuffer: 1 << 28,
+  });
+  const rows: Dumped[] = [];
+  for (const line of out.split('\n')) {
+    const m =
+      /^(\d+)\.(\d{6}) IP6? (\S+)\.(\d+) > (\S+)\.(\d+): Flags \[([^\]]*)\](?:, seq (\d+)(?::(\d+))?)?(?:, ack (\d+))?.*, length (\d+)/.exec(
+        line,
+      );
+    if (!m) continue;
+    const [, sec, usec, src, sp, dst, dp, flags, seq, , ack, len] = m;
+    if (!ports.has(Number(sp)) && !ports.has(Number(dp))) continue;
+    rows.push({
+      us: Number(sec) * 1e6 + Number(usec),
+      key: keyOf(
+        src!,
+        Number(sp),
+        dst!,
+        Number(dp),
+        flags!,
+        seq === undefined ? undefined : Number(seq),
+        Number(ack ?? 0),
+        Number(len),
+      ),
+    });
+  }
+  return rows;
+}
+
+// the scenarios whose traffic is on lo (the namespace ones are on their own veth)
+const onLo = SCENARIOS.filter((s) => !s.netns).map((s) => s.name);
+
+describe.skipIf(!!noCapture || !tcpdumpPath)('every ladder matches tcpdump on the same ports', () => {
+  for (const name of onLo) {
+    it(name, async () => {
+      const file = path.join(dir, `${name}.pcap`);
+      const dump = await startTcpdump(file);
+      let r: Awaited<ReturnType<typeof traced>>;
+      try {
+        r = await traced(findScenario(name)!);
+      } finally {
+        // let tcpdump's buffer reach the file, then stop it
+        await new Promise((res) => setTimeout(res, 300));
+        dump.kill('SIGINT');
+        if (dump.exitCode === null) await once(dump, 'exit');
+      }
+      expect(r.checks.filter((c) => !c.ok)).toEqual([]);
+      if (!r.trace || !('segments' in r.trace)) throw new Error(`no trace: ${JSON.stringify(r.trace)}`);
+      const ours = r.trace.segments;
+      expect(ours.length).toBeGreaterThan(0);
+      // the ports the capture's kernel filter let through: the scenario's own
+      const ports = new Set(r.trace.ports ?? scenarioPorts(r));
+      const theirs = readDump(file, ports);
+      // same segments, in the same order
+      expect(ours.map(ourKey)).toEqual(theirs.map((d) => d.key));
+      // the same kernel clock: µs times within 1 ms of tcpdump's
+      const worst = Math.max(...ours.map((s, i) => Math.abs(s.epochUs - theirs[i]!.us)));
+      expect(worst).toBeLessThan(1000);
+      for (const s of ours) expect(s.clock).toBe('kernel');
+    }, 120_000);
+  }
+});
+
+describe.skipIf(!!noCapture)('timers: computed from live sysctls, within 10 % of the run', () => {
+  it('syn-retries: each SYN retransmission and ETIMEDOUT as computed', async () => {
+    const r = await traced(findScenario('syn-retries')!);
+    expect(r.ok).toBe(true);
+    if (!r.trace || !('segments' in r.trace)) throw new Error('no trace');
+    // read the wire directly: the connection that never got an answer
+    const dropped = r.trace.ladders.find((l) => l.rows.every((x) => x.flags.join() === 'SYN'))!;
+    expect(dropped.rows.slice(1).every((x) => x.retransmission)).toBe(true);
+    const timers = r.timers ?? [];
+    const rtx = timers.filter((t) => t.what.startsWith('SYN retransmission'));
+    expect(rtx.length).toBe(dropped.rows.length - 1);
+    rtx.forEach((t, i) => {
+      const wire = dropped.rows[i + 1]!.t;
+      expect(Math.abs(wire - t.predictedMs)).toBeLessThanOrEqual(t.predictedMs * 0.1);
+    });
+    const et = timers.find((t) => t.what === 'ETIMEDOUT')!;
+    expect(Math.abs(et.measuredMs! - et.predictedMs)).toBeLessThanOrEqual(et.predictedMs * 0.1);
+    // the printed kernel setting carries the computed default schedule, not "6 ≈ 127 s"
+    const k = r.kernel.find((x) => x.name === 'tcp_syn_retries')!;
+    expect(k.meaning).toMatch(/ETIMEDOUT at \d+ s/);
+  }, 60_000);
+});
