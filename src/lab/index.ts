@@ -141,7 +141,8 @@ export const SCENARIOS: readonly ScenarioInfo[] = [
   },
   {
     name: 'heartbeat',
-    summary: 'an echo every second finds a dead peer in ~3 s; keepalive defaults take 2 h',
+    summary:
+      'an echo after 1 s of quiet, 3 s to answer: a dead peer found in 4 s; keepalive defaults take 2 h',
     netns: true,
     run: heartbeat,
   },

@@ -19,6 +19,8 @@ export interface DeadPeerSpec {
   expect?: string;
   /** when the error should arrive, ms after the cut: [at least, at most] */
   window: [number, number];
+  /** when the timers set here say it arrives, ms after the cut, and how that is computed */
+  predict: { ms: number; how: string };
   explain: string;
 }
 
@@ -94,6 +96,10 @@ export async function deadPeer(spec: DeadPeerSpec): Promise<ScenarioResult> {
       `it is detected within ${spec.window[0] / 1000}–${spec.window[1] / 1000} s of the cut`,
       ms >= spec.window[0] && ms <= spec.window[1],
     );
+    r.check(
+      `detected within 10 % of the computed ${spec.predict.ms / 1000} s (${spec.predict.how})`,
+      r.timer(`${spec.name}: the dead peer is reported`, spec.predict.ms, ms),
+    );
     return r.result();
   });
 }
@@ -115,8 +121,9 @@ export const keepalive = () =>
     options: { keepAlive: true, keepAliveIdleMs: 1000, keepAliveIntervalMs: 1000, keepAliveCount: 3 },
     mode: 'idle',
     window: [2500, 8000],
+    predict: { ms: 4000, how: 'TCP_KEEPIDLE 1 s + TCP_KEEPCNT 3 × TCP_KEEPINTVL 1 s' },
     explain:
-      'the client is idle: without keepalive it would wait forever; with it, 1 s idle + 3 unanswered probes 1 s apart ≈ 4 s',
+      'the client is idle: without keepalive it would wait forever; with it, 1 s idle + 3 unanswered probes 1 s apart = 4 s',
   });
 
 export const heartbeat = () =>
@@ -128,8 +135,9 @@ export const heartbeat = () =>
     heartbeat: { intervalMs: 1000, timeoutMs: 3000 },
     expect: 'ERR_HEARTBEAT_TIMEOUT',
     window: [2500, 8000],
+    predict: { ms: 4000, how: 'the first echo after 1 s of quiet + its 3 s deadline' },
     explain:
-      'the client sends an echo every 1 s of quiet (echo-client --heartbeat 1s --heartbeat-timeout 3s); when one is not back within 3 s the peer is gone',
+      'the client sends an echo every 1 s of quiet (echo-client --heartbeat 1s --heartbeat-timeout 3s); when one is not back within 3 s the peer is gone: 1 s + 3 s = 4 s after the last traffic',
   });
 
 export const userTimeout = () =>
@@ -139,6 +147,7 @@ export const userTimeout = () =>
     options: { userTimeoutMs: 3000 },
     mode: 'write',
     window: [2500, 8000],
+    predict: { ms: 3000, how: 'TCP_USER_TIMEOUT 3 s: the retransmission timer is clamped to it' },
     explain:
       'the client keeps sending: without TCP_USER_TIMEOUT it retransmits for ~15 min (tcp_retries2 = 15); with 3 s it gives up after ~3 s',
   });
