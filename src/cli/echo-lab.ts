@@ -28,7 +28,7 @@ export function formatResult(r: ScenarioResult): string {
   else if (r.trace) {
     out.push(
       '',
-      `packets on lo (${plural(r.trace.segments.length, 'segment')} of this scenario, captured with AF_PACKET):`,
+      `packets (${plural(r.trace.segments.length, 'segment')} of this scenario, captured with AF_PACKET${r.trace.segments[0]?.src.startsWith('127.') || r.trace.segments[0]?.src === '::1' ? ' on lo' : ' on its veth'}):`,
     );
     if (!r.trace.ladders.length) out.push('  none');
     for (const l of r.trace.ladders) out.push('', ...formatLadder(l));

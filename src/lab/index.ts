@@ -2,9 +2,9 @@
 // (or in network namespaces it makes itself) and returns a structured result. echo-lab
 // prints it; the test suite asserts on the very same results.
 
-import { captureUnavailable, startCapture } from './capture.js';
+import { captureUnavailable, type Segment, startCapture } from './capture.js';
 import { ladders } from './ladder.js';
-import { removeNamespacesNow } from './netns.js';
+import { netnsUnavailable, removeNamespacesNow, traceNamespaces } from './netns.js';
 import { Cleanup, onPort, type ScenarioResult } from './recorder.js';
 import { backlog } from './scenarios/backlog.js';
 import { chatFork } from './scenarios/chat-fork.js';
@@ -170,14 +170,25 @@ export async function runScenario(name: string, opts: { trace?: boolean } = {}):
 }
 
 /**
- * Run a scenario with a packet capture on `lo` around it. The namespace scenarios' traffic
- * runs on their own interfaces, which this capture does not see: they say so.
+ * Run a scenario with a packet capture on `lo` around it. The namespace scenarios' traffic runs
+ * on their own veth: it is captured there, inside the client's namespace (nothing else runs in
+ * it, so every TCP segment on it is the scenario's).
  */
 export async function traced(s: ScenarioInfo): Promise<ScenarioResult> {
-  const why = s.netns
-    ? 'this scenario runs in network namespaces of its own; the capture on lo does not see their interfaces'
-    : captureUnavailable();
+  const why = captureUnavailable() ?? (s.netns ? netnsUnavailable() : undefined);
   if (why) return { ...(await s.run()), trace: { unavailable: why } };
+  if (s.netns) {
+    const seen: Segment[] = [];
+    traceNamespaces((segs) => seen.push(...segs));
+    let r: ScenarioResult;
+    try {
+      r = await s.run();
+    } finally {
+      traceNamespaces(undefined);
+    }
+    const ports = new Set(seen.flatMap((x) => [x.sport, x.dport]));
+    return { ...r, trace: { segments: seen, ladders: ladders(seen, ports), ports: [...ports] } };
+  }
   // only the scenario's ports reach the capture's queue (other programs on lo can be busy):
   // each port is added to the kernel's filter as the scenario makes it, before it is used
   const cap = startCapture('lo', { ports: [] });
