@@ -4,6 +4,8 @@
 import { readFileSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
 import { runScenario } from '../src/index.js';
+import { captureUnavailable } from '../src/lab/capture.js';
+import { findScenario, traced } from '../src/lab/index.js';
 
 const linux = process.platform === 'linux';
 
@@ -18,5 +20,23 @@ describe.runIf(linux)('echo-lab claims, from the run', () => {
     expect(grown).toBeGreaterThan(wmem[1]!);
     expect(grown).toBeLessThanOrEqual(wmem[2]!);
     expect(r.checks.filter((c) => !c.ok)).toEqual([]);
+  });
+});
+
+const noCapture = linux ? captureUnavailable() : 'Linux only';
+describe.skipIf(!!noCapture)('echo-lab claims, on the wire', () => {
+  it('close-unread: close() with unread data sends RST; queued data goes out, then FIN', async () => {
+    const r = await traced(findScenario('close-unread')!);
+    expect(r.checks.filter((c) => !c.ok)).toEqual([]);
+    if (!r.trace || !('ladders' in r.trace)) throw new Error('no ladder');
+    const [unread, queued, ...more] = r.trace.ladders;
+    expect(more).toHaveLength(0);
+    // the first connection ends with the server's RST, and no FIN at all
+    const ends = unread!.rows.filter((x) => x.flags.includes('RST') || x.flags.includes('FIN'));
+    expect(ends.map((x) => [x.toServer, x.flags.includes('RST')])).toEqual([[false, true]]);
+    // the second: the server's FIN comes after 256 KiB of data (relative seq), no RST
+    const fin = queued!.rows.find((x) => !x.toServer && x.flags.includes('FIN'))!;
+    expect(fin.seq + fin.len).toBe(256 * 1024 + 1);
+    expect(queued!.rows.some((x) => x.flags.includes('RST'))).toBe(false);
   });
 });

@@ -32,6 +32,7 @@ const expectedErrors: Record<string, string[]> = {
   unreachable: ['EHOSTUNREACH', 'ENETUNREACH'],
   sigpipe: [],
   'close-wait': [],
+  'close-unread': ['ECONNRESET'],
   'process-exit': ['EADDRINUSE'],
   'reuseaddr-rules': [],
   'syn-retries': ['ETIMEDOUT'],

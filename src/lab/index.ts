@@ -9,6 +9,7 @@ import { Cleanup, onPort, type ScenarioResult } from './recorder.js';
 import { backlog } from './scenarios/backlog.js';
 import { chatFork } from './scenarios/chat-fork.js';
 import { clientPort } from './scenarios/client-port.js';
+import { closeUnread } from './scenarios/close-unread.js';
 import { closeWait } from './scenarios/close-wait.js';
 import { connectTimeout } from './scenarios/connect-timeout.js';
 import { heartbeat, keepalive, userTimeout } from './scenarios/dead-peer.js';
@@ -94,6 +95,12 @@ export const SCENARIOS: readonly ScenarioInfo[] = [
     summary: 'a server that never closes: CLOSE_WAIT forever, the peer’s FIN_WAIT2 expires',
     netns: false,
     run: () => closeWait(),
+  },
+  {
+    name: 'close-unread',
+    summary: 'close() with unread data sends RST; queued unsent data is still sent, then FIN',
+    netns: false,
+    run: closeUnread,
   },
   {
     name: 'process-exit',
