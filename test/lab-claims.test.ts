@@ -23,6 +23,23 @@ describe.runIf(linux)('echo-lab claims, from the run', () => {
   });
 });
 
+describe.runIf(linux)('echo-lab claims: UDP', () => {
+  it('udp-errors: implicit bind at sendto; ECONNREFUSED only on the connected socket', async () => {
+    const r = await runScenario('udp-errors');
+    expect(r.checks.filter((c) => !c.ok)).toEqual([]);
+    expect(r.checks.length).toBe(3);
+    expect(r.errors.map((e) => e.code)).toEqual(['ECONNREFUSED']);
+    // the implicit port is a real ephemeral port of this machine's range
+    const [lo, hi] = readFileSync('/proc/sys/net/ipv4/ip_local_port_range', 'utf8')
+      .trim()
+      .split(/\s+/)
+      .map(Number);
+    const port = r.ports?.[0] ?? 0;
+    expect(port).toBeGreaterThanOrEqual(lo!);
+    expect(port).toBeLessThanOrEqual(hi!);
+  });
+});
+
 const noCapture = linux ? captureUnavailable() : 'Linux only';
 describe.skipIf(!!noCapture)('echo-lab claims, on the wire', () => {
   it('close-unread: close() with unread data sends RST; queued data goes out, then FIN', async () => {

@@ -33,6 +33,7 @@ const expectedErrors: Record<string, string[]> = {
   sigpipe: [],
   'close-wait': [],
   'close-unread': ['ECONNRESET'],
+  'udp-errors': ['ECONNREFUSED'],
   'process-exit': ['EADDRINUSE'],
   'reuseaddr-rules': [],
   'syn-retries': ['ETIMEDOUT'],

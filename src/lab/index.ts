@@ -27,6 +27,7 @@ import { sockopts } from './scenarios/sockopts.js';
 import { staleUnixSocket } from './scenarios/stale-unix-socket.js';
 import { synRetries } from './scenarios/syn-retries.js';
 import { timeWait } from './scenarios/time-wait.js';
+import { udpErrors } from './scenarios/udp-errors.js';
 import { unreachable } from './scenarios/unreachable.js';
 
 export interface ScenarioInfo {
@@ -138,6 +139,12 @@ export const SCENARIOS: readonly ScenarioInfo[] = [
     summary: 'EINPROGRESS, poll for writable, SO_ERROR: refused, timed out, connected',
     netns: false,
     run: () => nonblockingConnect(),
+  },
+  {
+    name: 'udp-errors',
+    summary: 'UDP: sendto binds implicitly; ICMP port unreachable reaches only a connected socket',
+    netns: false,
+    run: udpErrors,
   },
   { name: 'keepalive', summary: 'an idle dead peer found by keepalive probes', netns: true, run: keepalive },
   {
