@@ -40,6 +40,16 @@ describe.runIf(linux)('echo-lab claims: UDP', () => {
   });
 });
 
+describe.runIf(linux)('echo-lab claims: processes', () => {
+  it('zombies: a parent that never waits leaves zombies in /proc; wait() and Node leave none', async () => {
+    const r = await runScenario('zombies');
+    expect(r.checks.filter((c) => !c.ok)).toEqual([]);
+    expect(r.checks.length).toBe(4);
+    // the process table as /proc showed it: two children in state Z under the neglectful parent
+    expect(r.steps[0]!.text.match(/ Z \(sleep\) <defunct>/g)).toHaveLength(2);
+  });
+});
+
 const noCapture = linux ? captureUnavailable() : 'Linux only';
 describe.skipIf(!!noCapture)('echo-lab claims, on the wire', () => {
   it('close-unread: close() with unread data sends RST; queued data goes out, then FIN', async () => {

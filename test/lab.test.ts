@@ -34,6 +34,7 @@ const expectedErrors: Record<string, string[]> = {
   'close-wait': [],
   'close-unread': ['ECONNRESET'],
   'udp-errors': ['ECONNREFUSED'],
+  zombies: [],
   'process-exit': ['EADDRINUSE'],
   'reuseaddr-rules': [],
   'syn-retries': ['ETIMEDOUT'],

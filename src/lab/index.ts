@@ -29,6 +29,7 @@ import { synRetries } from './scenarios/syn-retries.js';
 import { timeWait } from './scenarios/time-wait.js';
 import { udpErrors } from './scenarios/udp-errors.js';
 import { unreachable } from './scenarios/unreachable.js';
+import { zombies } from './scenarios/zombies.js';
 
 export interface ScenarioInfo {
   name: string;
@@ -120,6 +121,12 @@ export const SCENARIOS: readonly ScenarioInfo[] = [
     summary: 'the fork server restarts while a child serves: what binds and why',
     netns: false,
     run: forkHoldsPort,
+  },
+  {
+    name: 'zombies',
+    summary: 'a fork server that never reaps: zombies in the process table; wait()/Node reap them',
+    netns: false,
+    run: zombies,
   },
   {
     name: 'chat-fork',
