@@ -135,7 +135,7 @@ function ladderOf(segs: Segment[]): Ladder {
     const peerFin = finSeq[peer];
     const acksPeerFin = ack !== undefined && peerFin !== undefined && !after(peerFin + 1, s.ack);
     if (f.has('FIN') && acksPeerFin && !ackedFin[me])
-      notes.push("the ACK of the peer's FIN rides on this FIN (no separate ACK)");
+      notes.push("the ACK of the peer's FIN rides on this FIN (none alone)");
     if (acksPeerFin) ackedFin[me] = true;
     // answered at once by an RST that points at this very segment: the receiver had no socket
     // for it (an RST,ACK acknowledges it; a bare RST takes its sequence number from its ACK)
