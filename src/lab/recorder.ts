@@ -4,9 +4,10 @@
 
 import { errorCode, explainError } from '../core/errors.js';
 import { readSysctl, SYSCTLS, type SysctlName } from '../core/sysctl.js';
-import { type TcpEntry, tcpStates } from '../core/tcp-states.js';
+import type { TcpEntry } from '../core/tcp-states.js';
 import type { Segment } from './capture.js';
 import type { Ladder } from './ladder.js';
+import { labTcpStates } from './states.js';
 import { describeSchedule, liveSynSchedule } from './timers.js';
 
 export interface LabStep {
@@ -151,7 +152,7 @@ export class Recorder {
     filter?: (e: TcpEntry) => boolean,
     read?: (file: string) => string,
   ): TcpEntry[] {
-    const view = tcpStates(ports, read);
+    const view = labTcpStates(ports, read);
     const entries = filter ? view.entries.filter(filter) : view.entries;
     this.states.push({ label, available: view.available, entries });
     return entries;
@@ -172,7 +173,7 @@ export class Recorder {
   ): Promise<TcpEntry[]> {
     const end = performance.now() + timeoutMs;
     for (;;) {
-      const view = tcpStates(ports, read);
+      const view = labTcpStates(ports, read);
       const entries = filter ? view.entries.filter(filter) : view.entries;
       if (!view.available || done(entries) || performance.now() > end) {
         this.states.push({ label, available: view.available, entries });

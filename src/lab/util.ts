@@ -6,8 +6,9 @@ import { connectTcp } from '../core/connect.js';
 import { errorCode } from '../core/errors.js';
 import { boundPort, closeFd } from '../core/libc.js';
 import { rawListenFd } from '../core/listen.js';
-import { type TcpEntry, tcpStates } from '../core/tcp-states.js';
+import type { TcpEntry } from '../core/tcp-states.js';
 import { announcePort } from './recorder.js';
+import { labTcpStates } from './states.js';
 
 /**
  * Listen on `host:port`. With port 0, on a port no other socket uses: bind(0) with SO_REUSEADDR
@@ -34,7 +35,7 @@ export async function listenLocal(
 
 /** The sockets on loopback `port` besides its listeners: connections, and their TIME_WAIT remains. */
 export function othersOnPort(port: number): TcpEntry[] {
-  return tcpStates([port]).entries.filter((e) => !(e.localPort === port && e.state === 'LISTEN'));
+  return labTcpStates([port]).entries.filter((e) => !(e.localPort === port && e.state === 'LISTEN'));
 }
 
 export function closeServer(server: net.Server): Promise<void> {

@@ -85,8 +85,11 @@ export async function closeUnread(): Promise<ScenarioResult> {
       (e) =>
         (e.localPort === port && e.remotePort === bPort) || (e.localPort === bPort && e.remotePort === port),
     );
-    const inKernel = backlog.reduce((n, e) => n + e.rxQueue + e.txQueue, 0);
-    r.step(`the kernel holds ${inKernel} of the ${QUEUED} bytes (server Send-Q + client Recv-Q)`);
+    const sq = backlog.find((e) => e.localPort === port)?.txQueue ?? 0;
+    const rq = backlog.find((e) => e.localPort === bPort)?.rxQueue ?? 0;
+    r.step(
+      `the bytes are in the kernel: server Send-Q ${sq} (not yet acknowledged), client Recv-Q ${rq} (received, unread)`,
+    );
     pb!.destroy(); // close(): returns at once
     r.step('the server calls close() at once (SO_LINGER off)');
     let got = 0;
