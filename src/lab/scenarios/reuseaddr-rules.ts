@@ -18,6 +18,7 @@ export async function reuseaddrRules(): Promise<ScenarioResult> {
     'SO_REUSEADDR: on both sockets, not past a wildcard, not needed for two addresses',
     'bind errors in a one-to-one client/server; port reuse and a process-per-client server',
   );
+  r.needsTimeWait();
   r.dependsOn(
     [],
     [
