@@ -203,4 +203,22 @@ describe.skipIf(!!noCapture || !!noNetns)('namespace scenarios: captured on thei
       expect(Math.abs(gap - 1000)).toBeLessThanOrEqual(100);
     }
   }, 60_000);
+
+  it('close-outage: FIN_WAIT1, the FIN retransmitted with doubling waits, then no TIME_WAIT', async () => {
+    const r = await traced(findScenario('close-outage')!);
+    expect(r.checks.filter((c) => !c.ok)).toEqual([]);
+    if (!r.trace || !('ladders' in r.trace)) throw new Error(`no ladder: ${JSON.stringify(r.trace)}`);
+    const l = r.trace.ladders[0]!;
+    const fins = l.rows.filter((x) => x.toServer && x.flags.includes('FIN'));
+    expect(fins.length).toBeGreaterThan(2);
+    expect(fins.slice(1).every((x) => x.retransmission)).toBe(true);
+    expect(fins[0]!.clientState).toBe('FIN_WAIT1');
+    expect(l.rows.map((x) => x.clientState)).not.toContain('TIME_WAIT');
+    // the waits between retransmissions double
+    const gaps = fins.slice(1).map((x, i) => x.t - fins[i]!.t);
+    for (let i = 2; i < gaps.length; i++) expect(gaps[i]! / gaps[i - 1]!).toBeGreaterThan(1.5);
+    // and the socket is gone from the client's namespace (ss / /proc there), never in TIME_WAIT
+    const after = r.states.find((s) => s.label === 'after the kernel gave up')!;
+    expect(after.entries).toEqual([]);
+  }, 60_000);
 });

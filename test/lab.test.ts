@@ -35,6 +35,7 @@ const expectedErrors: Record<string, string[]> = {
   'close-unread': ['ECONNRESET'],
   'udp-errors': ['ECONNREFUSED'],
   zombies: [],
+  'close-outage': ['ETIMEDOUT'],
   'process-exit': ['EADDRINUSE'],
   'reuseaddr-rules': [],
   'syn-retries': ['ETIMEDOUT'],

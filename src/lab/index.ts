@@ -9,6 +9,7 @@ import { Cleanup, onPort, type ScenarioResult } from './recorder.js';
 import { backlog } from './scenarios/backlog.js';
 import { chatFork } from './scenarios/chat-fork.js';
 import { clientPort } from './scenarios/client-port.js';
+import { closeOutage } from './scenarios/close-outage.js';
 import { closeUnread } from './scenarios/close-unread.js';
 import { closeWait } from './scenarios/close-wait.js';
 import { connectTimeout } from './scenarios/connect-timeout.js';
@@ -166,6 +167,12 @@ export const SCENARIOS: readonly ScenarioInfo[] = [
       'an echo after 1 s of quiet, 3 s to answer: a dead peer found in 4 s; keepalive defaults take 2 h',
     netns: true,
     run: heartbeat,
+  },
+  {
+    name: 'close-outage',
+    summary: 'close() during an outage: FIN_WAIT1, the FIN retransmitted, then gone without TIME_WAIT',
+    netns: true,
+    run: closeOutage,
   },
   { name: 'unreachable', summary: 'EHOSTUNREACH / ENETUNREACH from routes', netns: true, run: unreachable },
 ];
