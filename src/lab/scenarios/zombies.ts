@@ -77,7 +77,15 @@ export async function zombies(): Promise<ScenarioResult> {
 
     // 2. the same, but the parent waits (what a SIGCHLD handler calling waitpid(-1, …, WNOHANG) does)
     const careful = run('sleep 0 & sleep 0 & wait; exec sleep 5');
-    await until(() => childrenOf(careful.pid!).length === 0, 3000);
+    // once it has exec'd into sleep, its wait() has returned for both children
+    const commOf = (pid: number) => {
+      try {
+        return readFileSync(`/proc/${pid}/comm`, 'utf8').trim();
+      } catch {
+        return '';
+      }
+    };
+    await until(() => commOf(careful.pid!) === 'sleep', 3000);
     const none = childrenOf(careful.pid!);
     r.step(
       `a parent (pid ${careful.pid}) that calls wait() for its children: ${none.length} left in the process table`,
