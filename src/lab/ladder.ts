@@ -1,7 +1,9 @@
 // A packet ladder (a sequence diagram, as Wireshark's flow graph): one column per endpoint,
-// one row per captured segment with its relative time, direction, flags, relative seq/ack,
-// payload length and window, and the TCP state each side enters, inferred from the segments
-// themselves. As text for an 80-column terminal, and as SVG.
+// one row per captured segment with its time (kernel receive timestamp, µs), direction, flags,
+// relative seq/ack, payload length and window (scaled by the sender's window scale), the TCP
+// state each side enters as the segments that came back show it, and marks for
+// retransmissions, zero-window and keepalive probes, data on a FIN and an ACK riding on a FIN.
+// As text for an 80-column terminal, and as SVG.
 
 import { formatAddress } from '../core/parse.js';
 import type { Segment } from './capture.js';
