@@ -232,11 +232,14 @@ export async function traced(s: ScenarioInfo): Promise<ScenarioResult> {
   let r: ScenarioResult;
   try {
     r = await s.run();
-  } finally {
+  } catch (err) {
     stopHearing();
-    // the last segments (a FIN's ACK, an RST) may still be on their way through lo
-    await new Promise((res) => setTimeout(res, 30));
+    await cap.stop();
+    throw err;
   }
+  stopHearing();
+  // the last segments (a FIN's ACK, an RST) may still be on their way through lo
+  await new Promise((res) => setTimeout(res, 30));
   const segments = await cap.stop();
   const ports = scenarioPorts(r);
   for (const p of watched) ports.add(p);
