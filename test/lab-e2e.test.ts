@@ -221,4 +221,19 @@ describe.skipIf(!!noCapture || !!noNetns)('namespace scenarios: captured on thei
     const after = r.states.find((s) => s.label === 'after the kernel gave up')!;
     expect(after.entries).toEqual([]);
   }, 60_000);
+
+  it('time-wait-why: the last ACK lost, the FIN resent, TIME_WAIT still there and restarted', async () => {
+    const r = await traced(findScenario('time-wait-why')!);
+    expect(r.checks.filter((c) => !c.ok)).toEqual([]);
+    if (!r.trace || !('ladders' in r.trace)) throw new Error(`no ladder: ${JSON.stringify(r.trace)}`);
+    const l = r.trace.ladders[0]!;
+    // the server closed first; the client's FIN is resent because the last ACK never arrives
+    const fins = l.rows.filter((x) => x.flags.includes('FIN'));
+    expect(fins[0]!.toServer).toBe(false);
+    const clientFins = fins.filter((x) => x.toServer);
+    expect(clientFins.length).toBeGreaterThanOrEqual(4);
+    expect(clientFins.slice(1).every((x) => x.retransmission)).toBe(true);
+    // the server's socket is still in TIME_WAIT (ss in its namespace) while they arrive
+    expect(r.states[0]!.entries.some((e) => e.state === 'TIME_WAIT')).toBe(true);
+  }, 60_000);
 });

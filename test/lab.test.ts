@@ -36,6 +36,7 @@ const expectedErrors: Record<string, string[]> = {
   'udp-errors': ['ECONNREFUSED'],
   zombies: [],
   'close-outage': ['ETIMEDOUT'],
+  'time-wait-why': [],
   'process-exit': ['EADDRINUSE'],
   'reuseaddr-rules': [],
   'syn-retries': ['ETIMEDOUT'],

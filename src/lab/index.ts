@@ -28,6 +28,7 @@ import { sockopts } from './scenarios/sockopts.js';
 import { staleUnixSocket } from './scenarios/stale-unix-socket.js';
 import { synRetries } from './scenarios/syn-retries.js';
 import { timeWait } from './scenarios/time-wait.js';
+import { timeWaitWhy } from './scenarios/time-wait-why.js';
 import { udpErrors } from './scenarios/udp-errors.js';
 import { unreachable } from './scenarios/unreachable.js';
 import { zombies } from './scenarios/zombies.js';
@@ -167,6 +168,12 @@ export const SCENARIOS: readonly ScenarioInfo[] = [
       'an echo after 1 s of quiet, 3 s to answer: a dead peer found in 4 s; keepalive defaults take 2 h',
     netns: true,
     run: heartbeat,
+  },
+  {
+    name: 'time-wait-why',
+    summary: 'why TIME_WAIT: the last ACK lost, the FIN resent, TIME_WAIT answers it and restarts',
+    netns: true,
+    run: timeWaitWhy,
   },
   {
     name: 'close-outage',
