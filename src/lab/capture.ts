@@ -49,6 +49,12 @@ export interface CaptureOptions {
    * watch(). Without it, every TCP segment is kept.
    */
   ports?: Iterable<number>;
+  /**
+   * On lo, keep the sent copy of each packet (stamped when the kernel transmitted it) instead of
+   * the received one (stamped when it was received, as tcpdump shows lo): what a sender's
+   * timer did, even when a busy machine delays the receive side
+   */
+  sent?: boolean;
   /** where stop() sends the datagram that ends the read (default 127.0.0.1:9, on lo) */
   marker?: { host: string; port: number };
 }
@@ -104,6 +110,7 @@ let ioctlStamp: any;
  */
 export function startCapture(ifname = 'lo', opts: CaptureOptions = {}): Capture {
   const keepOutgoing = ifname !== 'lo';
+  const sentCopy = opts.sent === true;
   const markerArg = opts.marker ?? MARKER_LO;
   const why = captureUnavailable();
   if (why) throw new Error(why);
@@ -191,7 +198,7 @@ export function startCapture(ifname = 'lo', opts: CaptureOptions = {}): Capture 
       // 3 s passed), so a reader that lags behind under load still gets every queued segment
       if (stopping && (err || n < 0 || Date.now() > stopLimit)) return done();
       if (stopping && n > 0 && buf.subarray(0, n).includes(marker)) return done();
-      if (!err && n > 0 && (keepOutgoing || from[10] !== PACKET_OUTGOING)) {
+      if (!err && n > 0 && (keepOutgoing || (from[10] === PACKET_OUTGOING) === sentCopy)) {
         const k = kernelTime();
         const at = k ?? Date.now() * 1000;
         t0 ??= at;

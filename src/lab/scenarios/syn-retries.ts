@@ -37,7 +37,8 @@ export async function synRetries({ syncnt = 2 } = {}): Promise<ScenarioResult> {
     // the SYNs themselves, when a capture can run here: the schedule is checked against them
     let cap: Capture | undefined;
     if (!captureUnavailable()) {
-      cap = startCapture('lo', { ports: [port] });
+      // the sent copies: when the retransmission timer fired, not when lo delivered the SYN
+      cap = startCapture('lo', { ports: [port], sent: true });
       const running = cap;
       c.add(() => running.stop());
     }
