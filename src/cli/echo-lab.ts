@@ -80,7 +80,7 @@ export async function runLabCli(argv: string[]): Promise<void> {
       .option('--json', 'print the structured result as JSON')
       .option(
         '--trace',
-        "capture the scenario's own segments on lo and draw them as a ladder (root or CAP_NET_RAW)",
+        "capture the scenario's own segments (on lo, or on its namespace's veth) and draw them as a ladder (root or CAP_NET_RAW)",
       )
       .option('--svg <file>', 'with --trace: also write the ladder as an SVG file');
     program.addHelpText(
@@ -114,7 +114,7 @@ export async function runLabCli(argv: string[]): Promise<void> {
     }
     if (svg !== undefined) {
       const drawn = results.flatMap((r) => (r.trace && 'ladders' in r.trace ? r.trace.ladders : []));
-      writeFileSync(svg, ladderSvg(drawn, `echo-lab ${name}: packets on lo`));
+      writeFileSync(svg, ladderSvg(drawn, `echo-lab ${name}: packets`));
     }
     const failed = results.filter((r) => !r.ok && !r.skipped);
     const skipped = results.filter((r) => r.skipped);
