@@ -29,7 +29,7 @@ export function formatResult(r: ScenarioResult): string {
   else if (r.trace) {
     out.push(
       '',
-      `packets on lo (${plural(r.trace.segments.length, 'segment')} of this scenario, captured with AF_PACKET):`,
+      `packets (${plural(r.trace.segments.length, 'segment')} of this scenario, captured with AF_PACKET${r.trace.segments[0]?.src.startsWith('127.') || r.trace.segments[0]?.src === '::1' ? ' on lo' : ' on its veth'}):`,
     );
     if (!r.trace.ladders.length) out.push('  none');
     for (const l of r.trace.ladders) out.push('', ...formatLadder(l));
@@ -110,7 +110,7 @@ export async function runLabCli(argv: string[]): Promise<void> {
       .option('--json', 'print the structured result as JSON')
       .option(
         '--trace',
-        "capture the scenario's own segments on lo and draw them as a ladder (root or CAP_NET_RAW)",
+        "capture the scenario's own segments (on lo, or on its namespace's veth) and draw them as a ladder (root or CAP_NET_RAW)",
       )
       .option('--svg <file>', 'with --trace: also write the ladder as an SVG file')
       .option(
@@ -150,7 +150,7 @@ export async function runLabCli(argv: string[]): Promise<void> {
     }
     if (svg !== undefined) {
       const drawn = results.flatMap((r) => (r.trace && 'ladders' in r.trace ? r.trace.ladders : []));
-      writeFileSync(svg, ladderSvg(drawn, `echo-lab ${name}: packets on lo`));
+      writeFileSync(svg, ladderSvg(drawn, `echo-lab ${name}: packets`));
     }
     const failed = results.filter((r) => !r.ok && !r.skipped);
     const skipped = results.filter((r) => r.skipped);

@@ -133,7 +133,7 @@ export const ERRNO_TABLE: Readonly<Record<string, ErrnoEntry>> = {
   },
   ENOBUFS: {
     meaning:
-      'the kernel could not get memory for the operation (UDP: a datagram found the interface queue full); a full TCP send buffer never gives this, it gives EAGAIN or blocks',
+      'the kernel could not get memory for the operation; a full TCP send buffer never gives this, it gives EAGAIN or blocks; a UDP datagram meeting a full interface queue is dropped silently on Linux (ENOBUFS only with IP_RECVERR set)',
     hint: 'Send more slowly; check the system memory.',
   },
   ENOPROTOOPT: {

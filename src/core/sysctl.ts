@@ -7,7 +7,9 @@ import { readFileSync } from 'node:fs';
 export const SYSCTLS = {
   tcp_fin_timeout: 'seconds an orphaned FIN_WAIT2 socket lives (a closed socket whose peer never closes)',
   tcp_syn_retries:
-    "SYN retransmissions before connect() gives up by itself (6 ≈ 127 s; the kernel's own connect timeout)",
+    "SYN retransmissions before connect() gives up by itself (the kernel's own connect timeout; 6 was about 127 s before Linux 6.5's linear first retries)",
+  tcp_syn_linear_timeouts:
+    'Linux ≥ 6.5: the first N SYN retransmissions come 1 s apart before the waits double',
   tcp_retries2: 'retransmissions of unacknowledged data before a connection is dropped (15 ≈ 15 min)',
   tcp_keepalive_time: 'seconds idle before the first keepalive probe, when SO_KEEPALIVE is on (7200 = 2 h)',
   tcp_keepalive_intvl: 'seconds between keepalive probes',
@@ -17,7 +19,7 @@ export const SYSCTLS = {
   tcp_max_syn_backlog: 'half-open connections (SYN received, handshake not finished) a listener may hold',
   tcp_syncookies: '1: SYN cookies when the SYN queue overflows',
   tcp_abort_on_overflow:
-    '0: a full accept queue drops the final ACK/SYN (the client retries); 1: it answers RST',
+    '0: a full accept queue drops the handshake’s final ACK (the server resends its SYN,ACK) and new SYNs (the client resends); 1: the final ACK is answered with RST (SYNs are still dropped, never answered)',
   tcp_timestamps: 'TCP timestamps (RFC 7323); they let a TIME_WAIT pair be reused safely',
   tcp_tw_reuse: 'reuse a TIME_WAIT pair for a new outgoing connection (2 = loopback only); needs timestamps',
 } as const;

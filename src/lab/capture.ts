@@ -9,8 +9,14 @@ import { createRequire } from 'node:module';
 import { loadLibc, platformTable, sysError } from '../core/libc.js';
 
 export interface Segment {
-  /** ms since the capture started */
+  /** ms since the capture started, to the µs (the kernel's receive timestamps) */
   t: number;
+  /** µs since the capture started */
+  us: number;
+  /** the kernel's receive timestamp, µs since the epoch (as tcpdump prints with -tt) */
+  epochUs: number;
+  /** where `t` came from: the kernel's stamp, or (no stamp available) the reader's clock */
+  clock: 'kernel' | 'reader';
   src: string;
   sport: number;
   dst: string;
@@ -18,13 +24,39 @@ export interface Segment {
   flags: string[];
   seq: number;
   ack: number;
+  /** the window field as sent (before scaling) */
   win: number;
   len: number;
+  /** TCP options that matter on a ladder (SYN segments carry them) */
+  mss?: number;
+  /** window scale shift offered in this SYN */
+  wscale?: number;
+  /** the TCP header (options included), bytes */
+  hlen?: number;
 }
 
 export interface Capture {
   /** stop reading; resolves with every TCP segment seen, oldest first */
   stop(): Promise<Segment[]>;
+  /** with a port filter: keep this port's segments too, from now on */
+  watch(port: number): void;
+}
+
+export interface CaptureOptions {
+  /**
+   * Keep only TCP segments to or from these ports (a socket filter in the kernel, so other
+   * programs' traffic on the interface never reaches the reader's queue); more are added with
+   * watch(). Without it, every TCP segment is kept.
+   */
+  ports?: Iterable<number>;
+  /**
+   * On lo, keep the sent copy of each packet (stamped when the kernel transmitted it) instead of
+   * the received one (stamped when it was received, as tcpdump shows lo): what a sender's
+   * timer did, even when a busy machine delays the receive side
+   */
+  sent?: boolean;
+  /** where stop() sends the datagram that ends the read (default 127.0.0.1:9, on lo) */
+  marker?: { host: string; port: number };
 }
 
 const AF_PACKET = 17;
@@ -64,11 +96,22 @@ function htons(n: number): number {
   return ((n & 0xff) << 8) | ((n >> 8) & 0xff);
 }
 
+/** where stop() sends the datagram that ends the read: the discard port, on loopback */
+const MARKER_LO = { host: '127.0.0.1', port: 9 };
+
 let recvfrom: any;
+let setFilter: any;
 let ioctlStamp: any;
 
-/** Start capturing TCP on `lo`. Throws when captureUnavailable() says why. */
-export function startCapture(ifname = 'lo'): Capture {
+/**
+ * Start capturing TCP on an interface (`lo` by default). Throws when captureUnavailable() says
+ * why. On lo every packet is seen twice (sent and received): the received copy is kept. On any
+ * other interface (a veth in a namespace) both directions are distinct packets: all are kept.
+ */
+export function startCapture(ifname = 'lo', opts: CaptureOptions = {}): Capture {
+  const keepOutgoing = ifname !== 'lo';
+  const sentCopy = opts.sent === true;
+  const markerArg = opts.marker ?? MARKER_LO;
   const why = captureUnavailable();
   if (why) throw new Error(why);
   const c = loadLibc();
@@ -77,6 +120,14 @@ export function startCapture(ifname = 'lo'): Capture {
     const lib = koffi.load(platformTable().libc);
     recvfrom = lib.func('long recvfrom(int, _Out_ void *, size_t, int, _Out_ void *, _Inout_ uint32_t *)');
     ioctlStamp = lib.func('int ioctl(int, unsigned long, _Out_ void *)');
+    const SockFilter = koffi.struct('lab_sock_filter', {
+      code: 'uint16',
+      jt: 'uint8',
+      jf: 'uint8',
+      k: 'uint32',
+    });
+    koffi.struct('lab_sock_fprog', { len: 'uint16', filter: koffi.pointer(SockFilter) });
+    setFilter = lib.func('int setsockopt(int, int, int, const lab_sock_fprog *, uint32_t)');
   }
   const fd = c.socket(AF_PACKET, SOCK_RAW, htons(ETH_P_ALL));
   if (fd < 0) throw sysError('socket', c.errno());
@@ -91,6 +142,22 @@ export function startCapture(ifname = 'lo'): Capture {
     c.close(fd);
     throw sysError('bind', e, ifname);
   }
+  const watched = opts.ports ? new Set(opts.ports) : undefined;
+  const attach = () => {
+    if (!watched) return;
+    const prog = portFilter([...watched], markerArg.port);
+    if (
+      setFilter(fd, 1 /* SOL_SOCKET */, 26 /* SO_ATTACH_FILTER */, { len: prog.length, filter: prog }, 16) !==
+      0
+    )
+      throw sysError('setsockopt SO_ATTACH_FILTER', c.errno());
+  };
+  try {
+    attach();
+  } catch (err) {
+    c.close(fd);
+    throw err;
+  }
   // a receive timeout, so a reader blocked in recvfrom wakes up to see it should stop
   const tv = Buffer.alloc(16);
   tv.writeBigInt64LE(0n, 0);
@@ -102,24 +169,23 @@ export function startCapture(ifname = 'lo'): Capture {
   big.writeInt32LE(64 * 1024 * 1024);
   if (c.setsockopt(fd, 1, 33 /* SO_RCVBUFFORCE */, big, 4) !== 0)
     c.setsockopt(fd, 1, 8 /* SO_RCVBUF */, big, 4);
-  // stamp packets as they arrive (without it the first SIOCGSTAMP stamps them when asked)
-  const one = Buffer.alloc(4);
-  one.writeInt32LE(1);
-  c.setsockopt(fd, 1 /* SOL_SOCKET */, 29 /* SO_TIMESTAMP */, one, 4);
-
-  // times are the kernel's receive timestamps (SIOCGSTAMP of the last packet read): the
-  // callback that sees a packet runs later, on the event loop
+  // the kernel's receive timestamp of the last packet read: SIOCGSTAMPNS. It reads the socket's
+  // sk_stamp, which the kernel writes only while SO_TIMESTAMP(NS) is off (with it on, the stamp
+  // goes into a control message instead and the ioctl fails with ENOENT). The first ioctl turns
+  // stamping on, so it is made now, before any packet of interest arrives.
   const stamp = Buffer.alloc(16);
   const kernelTime = (): number | undefined =>
-    ioctlStamp(fd, 0x8906 /* SIOCGSTAMP */, stamp) === 0
-      ? Number(stamp.readBigInt64LE(0)) * 1000 + Number(stamp.readBigInt64LE(8)) / 1000
+    ioctlStamp(fd, 0x8907 /* SIOCGSTAMPNS */, stamp) === 0
+      ? Number(stamp.readBigInt64LE(0)) * 1e6 + Number(stamp.readBigInt64LE(8)) / 1000
       : undefined;
+  kernelTime();
   let t0: number | undefined;
   const segments: Segment[] = [];
   let stopping = false;
   let stopLimit = 0;
   // sent through lo at stop(): once the reader sees it, it has read everything before it
   const marker = randomBytes(16);
+  const markerTo = markerArg;
   let done!: () => void;
   const finished = new Promise<void>((r) => {
     done = r;
@@ -132,28 +198,101 @@ export function startCapture(ifname = 'lo'): Capture {
       // 3 s passed), so a reader that lags behind under load still gets every queued segment
       if (stopping && (err || n < 0 || Date.now() > stopLimit)) return done();
       if (stopping && n > 0 && buf.subarray(0, n).includes(marker)) return done();
-      if (!err && n > 0 && from[10] !== PACKET_OUTGOING) {
-        const at = kernelTime() ?? Date.now();
+      if (!err && n > 0 && (keepOutgoing || (from[10] === PACKET_OUTGOING) === sentCopy)) {
+        const k = kernelTime();
+        const at = k ?? Date.now() * 1000;
         t0 ??= at;
-        const s = parseFrame(buf.subarray(0, n), at - t0);
-        if (s) segments.push(s);
+        const s = parseFrame(buf.subarray(0, n), (at - t0) / 1000);
+        if (s) {
+          s.epochUs = Math.round(at);
+          s.clock = k === undefined ? 'reader' : 'kernel';
+          segments.push(s);
+        }
       }
       loop();
     });
   };
   loop();
+  let stopped: Promise<Segment[]> | undefined;
   return {
-    async stop() {
+    stop() {
+      stopped ??= stopOnce();
+      return stopped;
+    },
+    watch(port) {
+      if (!watched || watched.has(port) || stopped) return;
+      watched.add(port);
+      attach();
+    },
+  };
+  async function stopOnce(): Promise<Segment[]> {
+    {
       stopLimit = Date.now() + 3000;
       stopping = true;
       const udp = dgram.createSocket('udp4');
       udp.on('error', () => {});
-      udp.send(marker, 9, '127.0.0.1', () => udp.close()); // the discard port, on loopback
+      udp.send(marker, markerTo.port, markerTo.host, () => udp.close());
       await finished;
       c.close(fd);
       return segments;
-    },
-  };
+    }
+  }
+}
+
+interface Insn {
+  code: number;
+  k?: number;
+  jt?: string;
+  jf?: string;
+  label?: string;
+}
+
+/**
+ * A classic BPF program for an Ethernet-framed packet socket: TCP over IPv4 or IPv6 with either
+ * port in `ports`, and UDP to `markerPort`; everything else is left out (return 0).
+ */
+export function portFilter(ports: number[], markerPort: number) {
+  const LDH = 0x28;
+  const LDB = 0x30;
+  const LDXMSH = 0xb1;
+  const LDH_IND = 0x48;
+  const JEQ = 0x15;
+  const RET = 0x06;
+  const anyPort = (load: (off: number) => Insn[]): Insn[] => [
+    ...load(0),
+    ...ports.map((p) => ({ code: JEQ, k: p, jt: 'accept' })),
+    ...load(2),
+    ...ports.map((p) => ({ code: JEQ, k: p, jt: 'accept' })),
+    { code: RET, k: 0 },
+  ];
+  const v4 = (off: number): Insn[] => [
+    { code: LDXMSH, k: 14 },
+    { code: LDH_IND, k: 14 + off },
+  ];
+  const v6 = (off: number): Insn[] => [{ code: LDH, k: 54 + off }];
+  const prog: Insn[] = [
+    { code: LDH, k: 12 },
+    { code: JEQ, k: 0x0800, jf: 'six' },
+    { code: LDB, k: 23 },
+    { code: JEQ, k: 17, jf: 'tcp4' },
+    ...v4(2),
+    { code: JEQ, k: markerPort, jt: 'accept', jf: 'reject' },
+    { label: 'tcp4', code: JEQ, k: 6, jf: 'reject' },
+    ...anyPort(v4),
+    { label: 'six', code: JEQ, k: 0x86dd, jf: 'reject' },
+    { code: LDB, k: 20 },
+    { code: JEQ, k: 6, jf: 'reject' },
+    ...anyPort(v6),
+    { label: 'accept', code: RET, k: 0x40000 },
+    { label: 'reject', code: RET, k: 0 },
+  ];
+  const at = new Map(prog.flatMap((x, i) => (x.label ? [[x.label, i] as const] : [])));
+  return prog.map((x, i) => ({
+    code: x.code,
+    jt: x.jt ? at.get(x.jt)! - i - 1 : 0,
+    jf: x.jf ? at.get(x.jf)! - i - 1 : 0,
+    k: x.k ?? 0,
+  }));
 }
 
 /** An Ethernet frame (loopback's header is all zeros but for the type) → a TCP segment. */
@@ -187,8 +326,12 @@ export function parseFrame(f: Buffer, t: number): Segment | undefined {
   if (f.length < off + 20) return undefined;
   const dataOff = (f[off + 12]! >> 4) * 4;
   const bits = f[off + 13]!;
+  const opts = tcpOptions(f.subarray(off + 20, Math.min(f.length, off + dataOff)));
   return {
     t,
+    us: Math.round(t * 1000),
+    epochUs: 0,
+    clock: 'kernel',
     src,
     sport: f.readUInt16BE(off),
     dst,
@@ -198,5 +341,26 @@ export function parseFrame(f: Buffer, t: number): Segment | undefined {
     flags: FLAG_NAMES.filter(([b]) => bits & b).map(([, n]) => n),
     win: f.readUInt16BE(off + 14),
     len: Math.max(0, ipPayload - dataOff),
+    hlen: dataOff,
+    ...opts,
   };
+}
+
+/** MSS (kind 2) and window scale (kind 3) from a TCP header's options. */
+function tcpOptions(o: Buffer): { mss?: number; wscale?: number } {
+  const out: { mss?: number; wscale?: number } = {};
+  for (let i = 0; i < o.length; ) {
+    const kind = o[i]!;
+    if (kind === 0) break;
+    if (kind === 1) {
+      i++;
+      continue;
+    }
+    const len = o[i + 1] ?? 0;
+    if (len < 2 || i + len > o.length) break;
+    if (kind === 2 && len === 4) out.mss = o.readUInt16BE(i + 2);
+    if (kind === 3 && len === 3) out.wscale = o[i + 2]!;
+    i += len;
+  }
+  return out;
 }

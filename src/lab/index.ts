@@ -2,13 +2,15 @@
 // (or in network namespaces it makes itself) and returns a structured result. echo-lab
 // prints it; the test suite asserts on the very same results.
 
-import { captureUnavailable, startCapture } from './capture.js';
+import { captureUnavailable, type Segment, startCapture } from './capture.js';
 import { ladders } from './ladder.js';
-import { removeNamespacesNow } from './netns.js';
-import { Cleanup, type ScenarioResult } from './recorder.js';
+import { netnsUnavailable, removeNamespacesNow, traceNamespaces } from './netns.js';
+import { Cleanup, onPort, type ScenarioResult } from './recorder.js';
 import { backlog } from './scenarios/backlog.js';
 import { chatFork } from './scenarios/chat-fork.js';
 import { clientPort } from './scenarios/client-port.js';
+import { closeOutage } from './scenarios/close-outage.js';
+import { closeUnread } from './scenarios/close-unread.js';
 import { closeWait } from './scenarios/close-wait.js';
 import { connectTimeout } from './scenarios/connect-timeout.js';
 import { heartbeat, keepalive, userTimeout } from './scenarios/dead-peer.js';
@@ -26,7 +28,10 @@ import { sockopts } from './scenarios/sockopts.js';
 import { staleUnixSocket } from './scenarios/stale-unix-socket.js';
 import { synRetries } from './scenarios/syn-retries.js';
 import { timeWait } from './scenarios/time-wait.js';
+import { timeWaitWhy } from './scenarios/time-wait-why.js';
+import { udpErrors } from './scenarios/udp-errors.js';
 import { unreachable } from './scenarios/unreachable.js';
+import { zombies } from './scenarios/zombies.js';
 
 export interface ScenarioInfo {
   name: string;
@@ -96,6 +101,12 @@ export const SCENARIOS: readonly ScenarioInfo[] = [
     run: () => closeWait(),
   },
   {
+    name: 'close-unread',
+    summary: 'close() with unread data sends RST; queued unsent data is still sent, then FIN',
+    netns: false,
+    run: closeUnread,
+  },
+  {
     name: 'process-exit',
     summary: 'a process exits mid-connection: FIN, and the restart with(out) SO_REUSEADDR',
     netns: false,
@@ -114,6 +125,12 @@ export const SCENARIOS: readonly ScenarioInfo[] = [
     run: forkHoldsPort,
   },
   {
+    name: 'zombies',
+    summary: 'a fork server that never reaps: zombies in the process table; wait()/Node reap them',
+    netns: false,
+    run: zombies,
+  },
+  {
     name: 'chat-fork',
     summary: 'two-process chat: close() in one process sends no FIN; shutdown() does',
     netns: false,
@@ -121,7 +138,8 @@ export const SCENARIOS: readonly ScenarioInfo[] = [
   },
   {
     name: 'syn-retries',
-    summary: "the kernel's own connect timeout (TCP_SYNCNT 2: ~7 s)",
+    summary:
+      "the kernel's own connect timeout, computed from tcp_syn_retries / TCP_SYNCNT / tcp_syn_linear_timeouts",
     netns: false,
     run: () => synRetries(),
   },
@@ -130,6 +148,12 @@ export const SCENARIOS: readonly ScenarioInfo[] = [
     summary: 'EINPROGRESS, poll for writable, SO_ERROR: refused, timed out, connected',
     netns: false,
     run: () => nonblockingConnect(),
+  },
+  {
+    name: 'udp-errors',
+    summary: 'UDP: sendto binds implicitly; ICMP port unreachable reaches only a connected socket',
+    netns: false,
+    run: udpErrors,
   },
   { name: 'keepalive', summary: 'an idle dead peer found by keepalive probes', netns: true, run: keepalive },
   {
@@ -140,9 +164,22 @@ export const SCENARIOS: readonly ScenarioInfo[] = [
   },
   {
     name: 'heartbeat',
-    summary: 'an echo every second finds a dead peer in ~3 s; keepalive defaults take 2 h',
+    summary:
+      'an echo after 1 s of quiet, 3 s to answer: a dead peer found in 4 s; keepalive defaults take 2 h',
     netns: true,
     run: heartbeat,
+  },
+  {
+    name: 'time-wait-why',
+    summary: 'why TIME_WAIT: the last ACK lost, the FIN resent, TIME_WAIT answers it and restarts',
+    netns: true,
+    run: timeWaitWhy,
+  },
+  {
+    name: 'close-outage',
+    summary: 'close() during an outage: FIN_WAIT1, the FIN retransmitted, then gone without TIME_WAIT',
+    netns: true,
+    run: closeOutage,
   },
   { name: 'unreachable', summary: 'EHOSTUNREACH / ENETUNREACH from routes', netns: true, run: unreachable },
 ];
@@ -168,31 +205,61 @@ export async function runScenario(name: string, opts: { trace?: boolean } = {}):
 }
 
 /**
- * Run a scenario with a packet capture on `lo` around it. The namespace scenarios' traffic
- * runs on their own interfaces, which this capture does not see: they say so.
+ * Run a scenario with a packet capture on `lo` around it. The namespace scenarios' traffic runs
+ * on their own veth: it is captured there, inside the client's namespace (nothing else runs in
+ * it, so every TCP segment on it is the scenario's).
  */
 export async function traced(s: ScenarioInfo): Promise<ScenarioResult> {
-  const why = s.netns
-    ? 'this scenario runs in network namespaces of its own; the capture on lo does not see their interfaces'
-    : captureUnavailable();
+  const why = captureUnavailable() ?? (s.netns ? netnsUnavailable() : undefined);
   if (why) return { ...(await s.run()), trace: { unavailable: why } };
-  const cap = startCapture('lo');
+  if (s.netns) {
+    const seen: Segment[] = [];
+    traceNamespaces((segs) => seen.push(...segs));
+    let r: ScenarioResult;
+    try {
+      r = await s.run();
+    } finally {
+      traceNamespaces(undefined);
+    }
+    const ports = new Set(seen.flatMap((x) => [x.sport, x.dport]));
+    return { ...r, trace: { segments: seen, ladders: ladders(seen, ports), ports: [...ports] } };
+  }
+  // only the scenario's ports reach the capture's queue (other programs on lo can be busy):
+  // each port is added to the kernel's filter as the scenario makes it, before it is used
+  const cap = startCapture('lo', { ports: [] });
+  const watched = new Set<number>();
+  const stopHearing = onPort((p) => {
+    watched.add(p);
+    try {
+      cap.watch(p);
+    } catch {
+      // the filter could not be widened: this port's segments are left out of the ladder
+    }
+  });
   let r: ScenarioResult;
   try {
     r = await s.run();
-  } finally {
-    // the last segments (a FIN's ACK, an RST) may still be on their way through lo
-    await new Promise((res) => setTimeout(res, 30));
+  } catch (err) {
+    stopHearing();
+    await cap.stop();
+    throw err;
   }
+  stopHearing();
+  // the last segments (a FIN's ACK, an RST) may still be on their way through lo
+  await new Promise((res) => setTimeout(res, 30));
   const segments = await cap.stop();
   const ports = scenarioPorts(r);
+  for (const p of watched) ports.add(p);
   const mine = segments.filter((x) => ports.has(x.sport) || ports.has(x.dport));
-  return { ...r, trace: { segments: mine, ladders: ladders(mine, ports) } };
+  return { ...r, trace: { segments: mine, ladders: ladders(mine, ports), ports: [...watched] } };
 }
 
-/** The ports a scenario used: those its steps and its TCP-state snapshots name. */
+/**
+ * The ports a scenario used: those it named itself (Recorder.usePort), and those its steps and
+ * its TCP-state snapshots show.
+ */
 export function scenarioPorts(r: ScenarioResult): Set<number> {
-  const ports = new Set<number>();
+  const ports = new Set<number>(r.ports ?? []);
   for (const s of r.steps) for (const m of s.text.matchAll(/:(\d{4,5})\b/g)) ports.add(Number(m[1]));
   for (const st of r.states) for (const e of st.entries) ports.add(e.localPort).add(e.remotePort);
   for (const p of [...ports]) if (p < 1024 || p > 65535) ports.delete(p);

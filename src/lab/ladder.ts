@@ -1,19 +1,45 @@
 // A packet ladder (a sequence diagram, as Wireshark's flow graph): one column per endpoint,
-// one row per captured segment with its relative time, direction, flags, relative seq/ack,
-// payload length and window, and the TCP state each side enters, inferred from the segments
-// themselves. As text for an 80-column terminal, and as SVG.
+// one row per captured segment with its time (kernel receive timestamp, µs), direction, flags,
+// relative seq/ack, payload length and window (scaled by the sender's window scale), the TCP
+// state each side enters as the segments that came back show it, and marks for
+// retransmissions, zero-window and keepalive probes, data on a FIN and an ACK riding on a FIN.
+// As text for an 80-column terminal, and as SVG.
 
 import { formatAddress } from '../core/parse.js';
 import type { Segment } from './capture.js';
 
 export interface LadderRow {
+  /** ms since the connection's first segment, to the µs (kernel receive timestamps) */
   t: number;
+  /** the same, in µs */
+  us: number;
   /** true: client → server */
   toServer: boolean;
   label: string;
   /** the state the client / server enters with this segment, if it changes */
   clientState?: string;
   serverState?: string;
+  /** the state of each side after this segment (unknown: no socket seen on that side) */
+  states: { client: string; server: string };
+  flags: string[];
+  /** relative sequence / acknowledgement numbers (as Wireshark shows them) */
+  seq: number;
+  ack?: number;
+  len: number;
+  /** the window in bytes: the field shifted by the sender's window scale */
+  win: number;
+  /** the 16-bit window field as sent */
+  rawWin: number;
+  /** the sender's window scale shift, when both SYNs were seen with one */
+  wscale?: number;
+  /** this segment's sequence space was sent before */
+  retransmission?: boolean;
+  /** a probe of a zero window (one byte below the next sequence number, peer's window 0) */
+  zeroWindowProbe?: boolean;
+  /** a keepalive probe (the same shape, peer's window open) */
+  keepaliveProbe?: boolean;
+  /** what to point out on this row, in words */
+  notes: string[];
 }
 
 export interface Ladder {
@@ -37,63 +63,156 @@ export function ladders(segments: Segment[], ports: ReadonlySet<number>): Ladder
   return [...conns.values()].map(ladderOf);
 }
 
+type Side = 'client' | 'server';
+/** a is after b in sequence space (mod 2^32) */
+const after = (a: number, b: number) => ((a - b) | 0) > 0;
+
+/**
+ * One connection's rows. States follow what the kernel did, read from the segments that came
+ * back: the server is SYN_RECV when it answers SYN,ACK (a SYN answered by RST found no listener,
+ * an unanswered one was dropped); a side that answers a segment with RST had no socket for it
+ * (a FIN to an expired FIN_WAIT2 does not put it in TIME_WAIT).
+ */
 function ladderOf(segs: Segment[]): Ladder {
   // the client sent the first SYN without ACK; failing that, the first segment
   const first = segs.find((s) => s.flags.includes('SYN') && !s.flags.includes('ACK')) ?? segs[0]!;
   const client = key(first.src, first.sport);
+  const sideOf = (s: Segment): Side => (key(s.src, s.sport) === client ? 'client' : 'server');
   const isn = new Map<string, number>();
   for (const s of segs) if (!isn.has(key(s.src, s.sport))) isn.set(key(s.src, s.sport), s.seq);
   const rel = (n: number, base: number | undefined) => (base === undefined ? n : (n - base) >>> 0);
-  const state = { client: 'CLOSED', server: 'LISTEN' };
-  const finSent = { client: false, server: false };
-  const t0 = segs[0]!.t;
+  // window scaling is on when both SYNs carried the option; each side's field is shifted by its own
+  const synOf = (side: Side) => segs.find((s) => s.flags.includes('SYN') && sideOf(s) === side);
+  const cSyn = synOf('client');
+  const sSyn = synOf('server');
+  const scale: Partial<Record<Side, number>> =
+    cSyn?.wscale !== undefined && sSyn?.wscale !== undefined
+      ? { client: cSyn.wscale, server: sSyn.wscale }
+      : {};
+  const handshake = first.flags.includes('SYN');
+  const state: Record<Side, string> = handshake
+    ? {
+        client: 'CLOSED',
+        server: segs.some((s) => sideOf(s) === 'server' && s.flags.includes('SYN')) ? 'LISTEN' : '',
+      }
+    : { client: 'ESTABLISHED', server: 'ESTABLISHED' };
+  const finSeq: Partial<Record<Side, number>> = {};
+  const ackedFin: Partial<Record<Side, boolean>> = {};
+  /** the next sequence number each side has sent up to, and the last window it advertised */
+  const nxt: Partial<Record<Side, number>> = {};
+  const lastWin: Partial<Record<Side, number>> = {};
+  const t0 = segs[0]!.us ?? Math.round(segs[0]!.t * 1000);
   const rows: LadderRow[] = [];
-  for (const s of segs) {
-    const from = key(s.src, s.sport);
-    const toServer = from === client;
-    const me: 'client' | 'server' = toServer ? 'client' : 'server';
-    const peer: 'client' | 'server' = toServer ? 'server' : 'client';
-    const parts = [s.flags.join(',') || '·', `seq=${rel(s.seq, isn.get(from))}`];
-    if (s.flags.includes('ACK')) parts.push(`ack=${rel(s.ack, isn.get(key(s.dst, s.dport)))}`);
-    if (s.len) parts.push(`len=${s.len}`);
-    parts.push(`win=${s.win}`);
-    const before = { ...state };
+  segs.forEach((s, i) => {
+    const me = sideOf(s);
+    const peer: Side = me === 'client' ? 'server' : 'client';
     const f = new Set(s.flags);
+    const seq = rel(s.seq, isn.get(key(s.src, s.sport)));
+    const ack = f.has('ACK') ? rel(s.ack, isn.get(key(s.dst, s.dport))) : undefined;
+    const shift = f.has('SYN') ? undefined : scale[me];
+    const win = s.win * 2 ** (shift ?? 0);
+    const notes: string[] = [];
+    // sequence space this segment uses: its bytes, and one each for SYN and FIN
+    const span = s.len + (f.has('SYN') ? 1 : 0) + (f.has('FIN') ? 1 : 0);
+    const end = (s.seq + span) >>> 0;
+    let retransmission = false;
+    let zeroWindowProbe = false;
+    let keepaliveProbe = false;
+    if (!f.has('RST')) {
+      const sent = nxt[me];
+      if (span > 0 && sent !== undefined && !after(end, sent)) retransmission = true;
+      else if (span === 0 && sent !== undefined && ((sent - s.seq) | 0) === 1) {
+        if (lastWin[peer] === 0) zeroWindowProbe = true;
+        else keepaliveProbe = true;
+      } else if (s.len === 1 && lastWin[peer] === 0 && sent !== undefined && ((s.seq - sent) | 0) === 0) {
+        zeroWindowProbe = true; // a probe carrying the next byte
+      }
+      if (sent === undefined || after(end, sent)) nxt[me] = end;
+    }
+    lastWin[me] = f.has('SYN') ? s.win : win;
+    if (retransmission) notes.push(`retransmission (seq ${seq} was sent before)`);
+    if (zeroWindowProbe) notes.push('zero-window probe: the peer advertised win=0');
+    if (keepaliveProbe) notes.push('keepalive probe: one byte below what was sent, no data');
+    if (f.has('FIN') && s.len > 0) notes.push(`the FIN carries data (${s.len} bytes in the same segment)`);
+    const peerFin = finSeq[peer];
+    const acksPeerFin = ack !== undefined && peerFin !== undefined && !after(peerFin + 1, s.ack);
+    if (f.has('FIN') && acksPeerFin && !ackedFin[me])
+      notes.push("the ACK of the peer's FIN rides on this FIN (none alone)");
+    if (acksPeerFin) ackedFin[me] = true;
+    // answered at once by an RST that points at this very segment: the receiver had no socket
+    // for it (an RST,ACK acknowledges it; a bare RST takes its sequence number from its ACK)
+    const reply = segs[i + 1];
+    const peerGone =
+      !f.has('RST') &&
+      span > 0 &&
+      reply !== undefined &&
+      sideOf(reply) === peer &&
+      reply.flags.includes('RST') &&
+      (reply.flags.includes('ACK') ? reply.ack === end : f.has('ACK') && reply.seq === s.ack);
+    const before = { ...state };
     // what the sender enters by sending, then what the receiver enters on receipt
     if (f.has('RST')) {
-      state[me] = 'CLOSED';
-      state[peer] = 'CLOSED';
+      // a side with no socket (no listener: '') stays without a state
+      if (state[me]) state[me] = 'CLOSED';
+      if (state[peer]) state[peer] = 'CLOSED';
     } else if (f.has('SYN') && !f.has('ACK')) {
       state[me] = 'SYN_SENT';
-      if (state[peer] === 'LISTEN') state[peer] = 'SYN_RECV';
     } else if (f.has('SYN') && f.has('ACK')) {
       state[me] = 'SYN_RECV';
       if (state[peer] === 'SYN_SENT') state[peer] = 'ESTABLISHED';
     } else {
       if (f.has('ACK') && state[peer] === 'SYN_RECV' && !f.has('FIN')) state[peer] = 'ESTABLISHED';
       if (f.has('ACK') && state[me] === 'SYN_RECV') state[me] = 'ESTABLISHED';
-      // an ACK of the receiver's FIN
-      if (f.has('ACK') && finSent[peer]) {
+      // an ACK that covers the receiver's FIN
+      if (acksPeerFin) {
         if (state[peer] === 'FIN_WAIT1') state[peer] = 'FIN_WAIT2';
         else if (state[peer] === 'LAST_ACK') state[peer] = 'CLOSED';
         else if (state[peer] === 'CLOSING') state[peer] = 'TIME_WAIT';
       }
       if (f.has('FIN')) {
-        finSent[me] = true;
-        state[me] = state[me] === 'CLOSE_WAIT' ? 'LAST_ACK' : 'FIN_WAIT1';
-        if (state[peer] === 'ESTABLISHED' || state[peer] === 'SYN_RECV') state[peer] = 'CLOSE_WAIT';
+        if (!retransmission || finSeq[me] === undefined) finSeq[me] = (s.seq + s.len) >>> 0;
+        if (!retransmission) {
+          state[me] = state[me] === 'CLOSE_WAIT' ? 'LAST_ACK' : 'FIN_WAIT1';
+        }
+        if (peerGone) {
+          // nothing there to move: the RST below says so
+        } else if (state[peer] === 'ESTABLISHED' || state[peer] === 'SYN_RECV') state[peer] = 'CLOSE_WAIT';
         else if (state[peer] === 'FIN_WAIT2') state[peer] = 'TIME_WAIT';
         else if (state[peer] === 'FIN_WAIT1') state[peer] = 'CLOSING';
       }
     }
+    if (peerGone && state[peer] && state[peer] !== 'CLOSED' && state[peer] !== 'LISTEN') {
+      state[peer] = 'CLOSED';
+      notes.push(`the ${peer} has no socket for it: RST`);
+    }
+    const parts = [s.flags.join(',') || '·', `seq=${seq}`];
+    if (ack !== undefined) parts.push(`ack=${ack}`);
+    if (s.len) parts.push(`len=${s.len}`);
+    parts.push(`win=${win}`);
+    if (retransmission) parts.push('(rtx)');
+    else if (zeroWindowProbe) parts.push('(zwp)');
+    const us = (s.us ?? Math.round(s.t * 1000)) - t0;
     rows.push({
-      t: s.t - t0,
-      toServer,
+      t: us / 1000,
+      us,
+      toServer: me === 'client',
       label: parts.join(' '),
       ...(state.client !== before.client ? { clientState: state.client } : {}),
-      ...(state.server !== before.server ? { serverState: state.server } : {}),
+      ...(state.server !== before.server && state.server ? { serverState: state.server } : {}),
+      states: { ...state },
+      flags: s.flags,
+      seq,
+      ...(ack !== undefined ? { ack } : {}),
+      len: s.len,
+      win,
+      rawWin: s.win,
+      ...(shift !== undefined ? { wscale: shift } : {}),
+      ...(retransmission ? { retransmission } : {}),
+      ...(zeroWindowProbe ? { zeroWindowProbe } : {}),
+      ...(keepaliveProbe ? { keepaliveProbe } : {}),
+      notes,
     });
-  }
+  });
   const [ca, cp] = client.split('|') as [string, string];
   const other = segs.find((s) => key(s.src, s.sport) !== client);
   const server = other ? formatAddress(other.src, other.sport) : formatAddress(first.dst, first.dport);
@@ -115,6 +234,7 @@ export function formatLadder(l: Ladder): string[] {
     out.push(
       `${r.t.toFixed(3).padStart(8)}  ${(r.clientState ?? '').padEnd(11)} ${arrow.padEnd(ARROW)} ${r.serverState ?? ''}`.trimEnd(),
     );
+    for (const n of r.notes ?? []) out.push(`${' '.repeat(22)}^ ${n}`.slice(0, 80));
   }
   return out;
 }

@@ -6,6 +6,7 @@ import net from 'node:net';
 import { EchoConnection, startHeartbeat } from '../client/echo.js';
 import { tcpInfo } from '../core/libc.js';
 import { applySocketOptions, type SocketOptions } from '../core/sockopts.js';
+import { startCapture } from './capture.js';
 
 type Role =
   | { role: 'server'; host: string; echo?: boolean; closeFirst?: boolean }
@@ -17,7 +18,8 @@ type Role =
       mode: 'idle' | 'write' | 'heartbeat' | 'close-on-start';
       heartbeat?: { intervalMs: number; timeoutMs: number };
     }
-  | { role: 'connect'; host: string; port: number; timeoutMs: number };
+  | { role: 'connect'; host: string; port: number; timeoutMs: number }
+  | { role: 'capture'; ifname: string; marker: { host: string; port: number } };
 
 const role = JSON.parse(process.argv[2] ?? '{}') as Role;
 const send = (m: object) => process.send?.(m);
@@ -70,6 +72,14 @@ if (role.role === 'server') {
     const chunk = Buffer.alloc(1024, 0x61);
     const timer = setInterval(() => s.write(chunk), 100);
     s.once('close', () => clearInterval(timer));
+  });
+} else if (role.role === 'capture') {
+  // every TCP segment on the namespace's veth (nothing else runs in it), both directions
+  const cap = startCapture(role.ifname, { marker: role.marker });
+  send({ type: 'capturing' });
+  process.on('message', async (m: { type: string }) => {
+    if (m.type !== 'stop') return;
+    send({ type: 'segments', segments: await cap.stop() });
   });
 } else if (role.role === 'connect') {
   const t0 = performance.now();

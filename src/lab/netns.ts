@@ -8,11 +8,18 @@ import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
+import type { Segment } from './capture.js';
 
 export const CLIENT_ADDR = '198.18.0.1';
 export const SERVER_ADDR = '198.18.0.2';
 
 let counter = 0;
+
+/** Set while a traced run wants the namespaces' segments: they are captured on the client's veth. */
+let nsTrace: ((segments: Segment[]) => void) | undefined;
+export function traceNamespaces(fn: ((segments: Segment[]) => void) | undefined): void {
+  nsTrace = fn;
+}
 
 /** Removal of every pair of namespaces in use, for a process that must exit now (a signal). */
 const pending = new Set<() => void>();
@@ -108,54 +115,76 @@ export async function withTwoHosts<T>(fn: (h: TwoHosts) => Promise<T>): Promise<
       run('-n', ns, 'link', 'set', 'lo', 'up');
       run('-n', ns, 'link', 'set', dev, 'up');
     }
-    return await fn({
-      client,
-      server,
-      ip: (ns, ...args) => run('-n', ns, ...args),
-      readIn: (ns) => (file) => execFileSync('ip', ['netns', 'exec', ns, 'cat', file], { encoding: 'utf8' }),
-      spawnIn(ns, role) {
-        const proc = spawn('ip', ['netns', 'exec', ns, process.execPath, childScript, JSON.stringify(role)], {
-          stdio: ['ignore', 'ignore', 'pipe', 'ipc'],
-        });
-        children.push(proc);
-        const inbox: Record<string, any>[] = [];
-        const waiters: { type: string; resolve: (m: Record<string, any>) => void }[] = [];
-        proc.on('message', (m: Record<string, any>) => {
-          const i = waiters.findIndex((w) => w.type === m.type);
-          if (i >= 0) waiters.splice(i, 1)[0]!.resolve(m);
-          else inbox.push(m);
-        });
-        let stderr = '';
-        proc.stderr!.on('data', (d) => {
-          stderr += d;
-        });
-        return {
-          proc,
-          send: (msg) => proc.connected && proc.send(msg),
-          next(type, timeoutMs = 30_000) {
-            const i = inbox.findIndex((m) => m.type === type);
-            if (i >= 0) return Promise.resolve(inbox.splice(i, 1)[0]!);
-            return new Promise((resolve, reject) => {
-              const t = setTimeout(
-                () => reject(new Error(`child sent no '${type}' within ${timeoutMs} ms`)),
-                timeoutMs,
-              );
-              proc.once('exit', (code) => {
-                clearTimeout(t);
-                reject(new Error(`child exited (${code}) before '${type}': ${stderr.trim()}`));
-              });
-              waiters.push({
-                type,
-                resolve: (m) => {
-                  clearTimeout(t);
-                  resolve(m);
-                },
-              });
+    const spawnIn = (ns: string, role: object): Child => {
+      const proc = spawn('ip', ['netns', 'exec', ns, process.execPath, childScript, JSON.stringify(role)], {
+        stdio: ['ignore', 'ignore', 'pipe', 'ipc'],
+      });
+      children.push(proc);
+      const inbox: Record<string, any>[] = [];
+      const waiters: { type: string; resolve: (m: Record<string, any>) => void }[] = [];
+      proc.on('message', (m: Record<string, any>) => {
+        const i = waiters.findIndex((w) => w.type === m.type);
+        if (i >= 0) waiters.splice(i, 1)[0]!.resolve(m);
+        else inbox.push(m);
+      });
+      let stderr = '';
+      proc.stderr!.on('data', (d) => {
+        stderr += d;
+      });
+      return {
+        proc,
+        send: (msg) => proc.connected && proc.send(msg),
+        next(type, timeoutMs = 30_000) {
+          const i = inbox.findIndex((m) => m.type === type);
+          if (i >= 0) return Promise.resolve(inbox.splice(i, 1)[0]!);
+          return new Promise((resolve, reject) => {
+            const t = setTimeout(
+              () => reject(new Error(`child sent no '${type}' within ${timeoutMs} ms`)),
+              timeoutMs,
+            );
+            proc.once('exit', (code) => {
+              clearTimeout(t);
+              reject(new Error(`child exited (${code}) before '${type}': ${stderr.trim()}`));
             });
-          },
-        };
-      },
-    });
+            waiters.push({
+              type,
+              resolve: (m) => {
+                clearTimeout(t);
+                resolve(m);
+              },
+            });
+          });
+        },
+      };
+    };
+    const report = nsTrace;
+    let capture: Child | undefined;
+    if (report) {
+      capture = spawnIn(client, {
+        role: 'capture',
+        ifname: `ekc${id}`,
+        marker: { host: SERVER_ADDR, port: 9 },
+      });
+      await capture.next('capturing', 15_000);
+    }
+    try {
+      return await fn({
+        client,
+        server,
+        ip: (ns, ...args) => run('-n', ns, ...args),
+        readIn: (ns) => (file) =>
+          execFileSync('ip', ['netns', 'exec', ns, 'cat', file], { encoding: 'utf8' }),
+        spawnIn,
+      });
+    } finally {
+      if (capture && report) {
+        // the last segments (a FIN's ACK, an RST) may still be on their way
+        await new Promise((res) => setTimeout(res, 30));
+        capture.send({ type: 'stop' });
+        const got = await capture.next('segments', 10_000).catch(() => undefined);
+        report((got?.segments as Segment[] | undefined) ?? []);
+      }
+    }
   } finally {
     pending.delete(removeNow);
     await Promise.all(

@@ -2,11 +2,14 @@
 // error table), the kernel's TCP states at chosen moments, and whether the behaviour
 // matched what the tutorials describe. echo-lab prints it; the tests assert on it.
 
+import { readFileSync } from 'node:fs';
 import { errorCode, explainError } from '../core/errors.js';
 import { readSysctl, SYSCTLS, type SysctlName } from '../core/sysctl.js';
-import { type TcpEntry, tcpStates } from '../core/tcp-states.js';
+import type { TcpEntry } from '../core/tcp-states.js';
 import type { Segment } from './capture.js';
 import type { Ladder } from './ladder.js';
+import { labTcpStates } from './states.js';
+import { describeSchedule, liveSynSchedule } from './timers.js';
 
 export interface LabStep {
   /** ms since the scenario started */
@@ -25,6 +28,15 @@ export interface LabStates {
   label: string;
   available: boolean;
   entries: TcpEntry[];
+}
+
+/** A Linux timer the scenario printed, computed from live settings, next to what the run measured. */
+export interface LabTimer {
+  what: string;
+  /** computed from the live sysctls and the kernel's rules, ms */
+  predictedMs: number;
+  /** measured in this run (capture or clock), ms; absent when it could not be measured */
+  measuredMs?: number;
 }
 
 export interface LabCheck {
@@ -51,13 +63,48 @@ export interface ScenarioResult {
   /** the kernel settings and Linux timers it depends on */
   kernel: LabSetting[];
   facts: string[];
+  /** Linux timers computed from live settings, each with what the run measured */
+  timers?: LabTimer[];
+  /** the TCP/UDP ports of the scenario's own sockets: what a capture keeps */
+  ports?: number[];
   /** every check held */
   ok: boolean;
   /** set when the scenario could not run here (missing capability) */
   skipped?: string;
   ms: number;
   /** --trace: the scenario's TCP segments off the wire, one ladder per connection */
-  trace?: { segments: Segment[]; ladders: Ladder[] } | { unavailable: string };
+  trace?: { segments: Segment[]; ladders: Ladder[]; ports?: number[] } | { unavailable: string };
+}
+
+/** Who wants to hear of a scenario's ports as they are made (a capture filtering by port). */
+const portWatchers = new Set<(port: number) => void>();
+
+/** Hear of every port a scenario announces from now on; returns the function that stops it. */
+export function onPort(fn: (port: number) => void): () => void {
+  portWatchers.add(fn);
+  return () => portWatchers.delete(fn);
+}
+
+/** A scenario made a socket on this port (a listener, a held port): a capture keeps its segments. */
+export function announcePort(port: number): void {
+  if (port > 0 && port < 65536) for (const fn of portWatchers) fn(port);
+}
+
+/** TcpExtTCPTimeWaitOverflow: closes that skipped TIME_WAIT because tcp_max_tw_buckets was reached. */
+export function timeWaitOverflows(): number | undefined {
+  try {
+    const lines = readFileSync('/proc/net/netstat', 'utf8').split('\n');
+    for (let i = 0; i + 1 < lines.length; i++) {
+      if (!lines[i]!.startsWith('TcpExt:')) continue;
+      const names = lines[i]!.split(/\s+/);
+      const values = lines[i + 1]!.split(/\s+/);
+      const at = names.indexOf('TCPTimeWaitOverflow');
+      return at < 0 ? undefined : Number(values[at]);
+    }
+  } catch {
+    // not Linux
+  }
+  return undefined;
 }
 
 /** What a scenario records, told as it records it (echo-lab --web streams these to the page). */
@@ -88,6 +135,9 @@ export class Recorder {
   readonly checks: LabCheck[] = [];
   readonly kernel: LabSetting[] = [];
   readonly facts: string[] = [];
+  readonly ports = new Set<number>();
+  readonly timers: LabTimer[] = [];
+  private twOverflowAtStart: number | undefined;
 
   constructor(
     readonly name: string,
@@ -99,9 +149,32 @@ export class Recorder {
   dependsOn(names: SysctlName[], facts: string[] = []): void {
     for (const name of names) {
       const value = readSysctl(name);
-      if (value !== undefined) this.kernel.push({ name, value, meaning: SYSCTLS[name] });
+      if (value === undefined) continue;
+      let meaning: string = SYSCTLS[name];
+      const sched = name === 'tcp_syn_retries' ? liveSynSchedule() : undefined;
+      if (sched)
+        meaning += `; here, with tcp_syn_linear_timeouts ${sched.linear}: ${describeSchedule(sched)}`;
+      this.kernel.push({ name, value, meaning });
     }
     this.facts.push(...facts);
+  }
+
+  /**
+   * The scenario shows TIME_WAIT. On a host whose TIME_WAIT table is full (tcp_max_tw_buckets)
+   * the kernel closes sockets without it: a run during which that happened is reported as
+   * skipped, with the reason, instead of as a wrong result.
+   */
+  needsTimeWait(): void {
+    this.twOverflowAtStart = timeWaitOverflows();
+  }
+
+  /** Name ports of the scenario's own sockets (listeners, clients): the capture keeps their segments. */
+  usePort(...ports: (number | undefined)[]): void {
+    for (const p of ports)
+      if (p !== undefined && p > 0) {
+        this.ports.add(p);
+        announcePort(p);
+      }
   }
 
   elapsed(): number {
@@ -112,6 +185,7 @@ export class Recorder {
     const step = { t: this.elapsed(), text };
     this.steps.push(step);
     tell({ kind: 'step', scenario: this.name, step });
+    for (const m of text.matchAll(/:(\d{4,5})\b/g)) if (Number(m[1]) >= 1024) announcePort(Number(m[1]));
   }
 
   /** Record an error the scenario provoked; returns its code. */
@@ -130,7 +204,7 @@ export class Recorder {
     filter?: (e: TcpEntry) => boolean,
     read?: (file: string) => string,
   ): TcpEntry[] {
-    const view = tcpStates(ports, read);
+    const view = labTcpStates(ports, read);
     const entries = filter ? view.entries.filter(filter) : view.entries;
     const states = { label, available: view.available, entries };
     this.states.push(states);
@@ -153,7 +227,7 @@ export class Recorder {
   ): Promise<TcpEntry[]> {
     const end = performance.now() + timeoutMs;
     for (;;) {
-      const view = tcpStates(ports, read);
+      const view = labTcpStates(ports, read);
       const entries = filter ? view.entries.filter(filter) : view.entries;
       if (!view.available || done(entries) || performance.now() > end) {
         const states = { label, available: view.available, entries };
@@ -165,6 +239,12 @@ export class Recorder {
     }
   }
 
+  /** Record a computed timer beside its measurement; true when within 10 %. */
+  timer(what: string, predictedMs: number, measuredMs?: number): boolean {
+    this.timers.push({ what, predictedMs, ...(measuredMs !== undefined ? { measuredMs } : {}) });
+    return measuredMs !== undefined && Math.abs(measuredMs - predictedMs) <= predictedMs * 0.1;
+  }
+
   check(what: string, ok: boolean): boolean {
     const check = { what, ok };
     this.checks.push(check);
@@ -173,6 +253,11 @@ export class Recorder {
   }
 
   result(skipped?: string): ScenarioResult {
+    if (skipped === undefined && this.twOverflowAtStart !== undefined && !this.checks.every((c) => c.ok)) {
+      const grew = (timeWaitOverflows() ?? 0) - this.twOverflowAtStart;
+      if (grew > 0)
+        skipped = `the kernel's TIME_WAIT table was full during this run (tcp_max_tw_buckets = ${readSysctlRaw('tcp_max_tw_buckets') ?? '?'}; ${grew} sockets closed without TIME_WAIT, TcpExtTCPTimeWaitOverflow): TIME_WAIT could not be shown here now`;
+    }
     return {
       name: this.name,
       title: this.title,
@@ -183,6 +268,8 @@ export class Recorder {
       checks: this.checks,
       kernel: this.kernel,
       facts: this.facts,
+      ports: [...this.ports],
+      ...(this.timers.length ? { timers: this.timers } : {}),
       ok: skipped === undefined && this.checks.length > 0 && this.checks.every((c) => c.ok),
       ...(skipped ? { skipped } : {}),
       ms: this.elapsed(),
@@ -228,5 +315,13 @@ export class Cleanup {
         }
       }
     }
+  }
+}
+
+function readSysctlRaw(name: string): string | undefined {
+  try {
+    return readFileSync(`/proc/sys/net/ipv4/${name}`, 'utf8').trim();
+  } catch {
+    return undefined;
   }
 }

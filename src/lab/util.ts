@@ -6,7 +6,9 @@ import { connectTcp } from '../core/connect.js';
 import { errorCode } from '../core/errors.js';
 import { boundPort, closeFd } from '../core/libc.js';
 import { rawListenFd } from '../core/listen.js';
-import { type TcpEntry, tcpStates } from '../core/tcp-states.js';
+import type { TcpEntry } from '../core/tcp-states.js';
+import { announcePort } from './recorder.js';
+import { labTcpStates } from './states.js';
 
 /**
  * Listen on `host:port`. With port 0, on a port no other socket uses: bind(0) with SO_REUSEADDR
@@ -23,15 +25,17 @@ export async function listenLocal(
     server.listen({ host, port, ...(backlog !== undefined ? { backlog } : {}) });
     await Promise.race([once(server, 'listening'), once(server, 'error').then(([e]) => Promise.reject(e))]);
     const got = (server.address() as AddressInfo).port;
-    if (port !== 0 || attempt === 20) return got;
-    if (othersOnPort(got).length === 0) return got;
+    if (port !== 0 || attempt === 20 || othersOnPort(got).length === 0) {
+      announcePort(got);
+      return got;
+    }
     await closeServer(server);
   }
 }
 
 /** The sockets on loopback `port` besides its listeners: connections, and their TIME_WAIT remains. */
 export function othersOnPort(port: number): TcpEntry[] {
-  return tcpStates([port]).entries.filter((e) => !(e.localPort === port && e.state === 'LISTEN'));
+  return labTcpStates([port]).entries.filter((e) => !(e.localPort === port && e.state === 'LISTEN'));
 }
 
 export function closeServer(server: net.Server): Promise<void> {
@@ -155,5 +159,7 @@ export function refusingPort(cleanup: { add(fn: () => unknown): void }): number 
     bindOnly: true,
   });
   cleanup.add(() => closeFd(fd));
-  return boundPort(fd);
+  const port = boundPort(fd);
+  announcePort(port);
+  return port;
 }

@@ -4,8 +4,8 @@
 import net from 'node:net';
 import { boundPort, closeFd } from '../../core/libc.js';
 import { rawListenFd } from '../../core/listen.js';
-import { tcpStates } from '../../core/tcp-states.js';
 import { Cleanup, Recorder, type ScenarioResult } from '../recorder.js';
+import { labTcpStates } from '../states.js';
 import { closeServer, connectLocal } from '../util.js';
 
 export async function backlog({ n = 2 } = {}): Promise<ScenarioResult> {
@@ -19,6 +19,7 @@ export async function backlog({ n = 2 } = {}): Promise<ScenarioResult> {
   try {
     const fd = rawListenFd({ host: '127.0.0.1', port: 0, backlog: n, reuseAddr: true, reusePort: false });
     const port = boundPort(fd);
+    r.usePort(port);
     const server = net.createServer();
     let fdOwned = false;
     c.add(() => (fdOwned ? closeServer(server) : Promise.resolve(closeFd(fd))));
@@ -28,7 +29,7 @@ export async function backlog({ n = 2 } = {}): Promise<ScenarioResult> {
       c.add(() => s.destroy());
     }
     r.step(`${n + 1} connections complete the handshake without accept() (backlog + 1)`);
-    const listener = tcpStates([port]).entries.find((e) => e.state === 'LISTEN');
+    const listener = labTcpStates([port]).entries.find((e) => e.state === 'LISTEN');
     // a listening socket's rx_queue in /proc/net/tcp is its accept queue; its tx_queue is 0, not
     // the backlog (ss -ltn shows the accept queue as Recv-Q and the backlog as Send-Q)
     r.step(

@@ -17,6 +17,7 @@ export async function clientPort(): Promise<ScenarioResult> {
     'a fixed client port reused while in TIME_WAIT',
     'Linux socket programming basics',
   );
+  r.needsTimeWait();
   r.dependsOn(['tcp_timestamps', 'tcp_tw_reuse', 'ip_local_port_range'], [LINUX_FACTS.timeWait]);
   const c = new Cleanup();
   try {

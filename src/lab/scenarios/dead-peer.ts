@@ -19,6 +19,9 @@ export interface DeadPeerSpec {
   expect?: string;
   /** when the error should arrive, ms after the cut: [at least, at most] */
   window: [number, number];
+  /** when the timers set here say it arrives, ms after the cut, and how that is computed */
+  /** `check: false`: recorded beside the measurement, not checked (the start is not measured here) */
+  predict: { ms: number; how: string; from: 'connected' | 'cut'; check?: false };
   explain: string;
 }
 
@@ -62,6 +65,7 @@ export async function deadPeer(spec: DeadPeerSpec): Promise<ScenarioResult> {
       heartbeat: spec.heartbeat,
     });
     await client.next('connected');
+    const connectedAt = performance.now();
     for (const line of describeOptions(spec.options)) r.step(`client sets ${line}`);
     r.snapshot('connected, seen from the client host', [port], undefined, h.readIn(h.client));
     client.send({ type: 'start' });
@@ -94,6 +98,16 @@ export async function deadPeer(spec: DeadPeerSpec): Promise<ScenarioResult> {
       `it is detected within ${spec.window[0] / 1000}–${spec.window[1] / 1000} s of the cut`,
       ms >= spec.window[0] && ms <= spec.window[1],
     );
+    const within = r.timer(
+      `${spec.name}: the dead peer is reported, after the ${spec.predict.from === 'cut' ? 'cut' : 'last traffic (the handshake)'}`,
+      spec.predict.ms,
+      spec.predict.from === 'cut' ? ms : performance.now() - connectedAt - (performance.now() - cut - ms),
+    );
+    if (spec.predict.check !== false)
+      r.check(
+        `detected within 10 % of the computed ${spec.predict.ms / 1000} s (${spec.predict.how})`,
+        within,
+      );
     return r.result();
   });
 }
@@ -115,8 +129,13 @@ export const keepalive = () =>
     options: { keepAlive: true, keepAliveIdleMs: 1000, keepAliveIntervalMs: 1000, keepAliveCount: 3 },
     mode: 'idle',
     window: [2500, 8000],
+    predict: {
+      ms: 4000,
+      how: 'TCP_KEEPIDLE 1 s after the last traffic + TCP_KEEPCNT 3 × TCP_KEEPINTVL 1 s',
+      from: 'connected',
+    },
     explain:
-      'the client is idle: without keepalive it would wait forever; with it, 1 s idle + 3 unanswered probes 1 s apart ≈ 4 s',
+      'the client is idle: without keepalive it would wait forever; with it, 1 s idle + 3 unanswered probes 1 s apart = 4 s',
   });
 
 export const heartbeat = () =>
@@ -128,8 +147,9 @@ export const heartbeat = () =>
     heartbeat: { intervalMs: 1000, timeoutMs: 3000 },
     expect: 'ERR_HEARTBEAT_TIMEOUT',
     window: [2500, 8000],
+    predict: { ms: 4000, how: 'the first echo after 1 s of quiet + its 3 s deadline', from: 'cut' },
     explain:
-      'the client sends an echo every 1 s of quiet (echo-client --heartbeat 1s --heartbeat-timeout 3s); when one is not back within 3 s the peer is gone',
+      'the client sends an echo every 1 s of quiet (echo-client --heartbeat 1s --heartbeat-timeout 3s); when one is not back within 3 s the peer is gone: 1 s + 3 s = 4 s after the last traffic',
   });
 
 export const userTimeout = () =>
@@ -139,6 +159,14 @@ export const userTimeout = () =>
     options: { userTimeoutMs: 3000 },
     mode: 'write',
     window: [2500, 8000],
+    predict: {
+      ms: 3000,
+      // counted from the oldest unacknowledged segment, which leaves some 100–300 ms after the
+      // cut (the writer's interval); the wire shows ETIMEDOUT about 3.3 s after it
+      how: 'TCP_USER_TIMEOUT 3 s after the oldest unacknowledged data, which leaves after the cut',
+      from: 'cut',
+      check: false,
+    },
     explain:
       'the client keeps sending: without TCP_USER_TIMEOUT it retransmits for ~15 min (tcp_retries2 = 15); with 3 s it gives up after ~3 s',
   });

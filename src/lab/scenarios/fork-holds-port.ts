@@ -37,6 +37,7 @@ export async function forkHoldsPort(): Promise<ScenarioResult> {
     // 1. the child got only the connection
     const parent = net.createServer({ pauseOnConnect: true });
     const port = await listenLocal(parent);
+    r.usePort(port);
     const accepted = waitFor<[net.Socket]>(parent, 'connection');
     const client = await connectLocal(port);
     c.add(() => client.destroy());
@@ -64,6 +65,7 @@ export async function forkHoldsPort(): Promise<ScenarioResult> {
     // 2. the child also kept the listening socket
     const parent2 = net.createServer();
     const port2 = await listenLocal(parent2);
+    r.usePort(port2);
     const kid2 = child(c);
     kid2.send('listener', parent2);
     await waitFor(kid2, 'message');

@@ -13,6 +13,7 @@ export async function halfClose(): Promise<ScenarioResult> {
     'server closes first: FIN_WAIT2, CLOSE_WAIT, LAST_ACK, TIME_WAIT',
     'bind errors in a one-to-one client/server; Linux socket programming basics',
   );
+  r.needsTimeWait();
   r.dependsOn(['tcp_fin_timeout'], [LINUX_FACTS.timeWait, LINUX_FACTS.closeWait]);
   const c = new Cleanup();
   try {

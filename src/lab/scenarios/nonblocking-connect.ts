@@ -25,7 +25,7 @@ interface Attempt {
   soError: string;
   ms: number;
   /** connected: bytes send() took before it failed (the peer never reads), and the errno then */
-  filled?: { bytes: number; errno: string };
+  filled?: { bytes: number; errno: string; short: number[]; zero: number };
 }
 
 /** One non-blocking connect (and, with `fill`, send() until the buffers are full). */
@@ -59,12 +59,17 @@ async function attempt(c: Libc, port: number, timeoutMs: number, fill = false): 
       // the peer never reads: fill its receive buffer and our send buffer (bounded loop)
       const chunk = Buffer.alloc(65536);
       let bytes = 0;
+      // counts send() took short of the 64 KiB asked (a short write), and how often it returned 0
+      const short: number[] = [];
+      let zero = 0;
       for (let i = 0; i < 100_000; i++) {
         const n = Number(c.send(fd, chunk, chunk.length, 0));
         if (n < 0) {
-          a.filled = { bytes, errno: ERRNO.get(c.errno()) ?? String(c.errno()) };
+          a.filled = { bytes, errno: ERRNO.get(c.errno()) ?? String(c.errno()), short, zero };
           break;
         }
+        if (n === 0) zero++;
+        else if (n < chunk.length) short.push(n);
         bytes += n;
       }
     }
@@ -80,7 +85,12 @@ export async function nonblockingConnect({ timeoutMs = 1000 } = {}): Promise<Sce
     'O_NONBLOCK, EINPROGRESS, wait for writable, read SO_ERROR',
     'Linux socket programming basics',
   );
-  r.dependsOn(['tcp_syn_retries']);
+  r.dependsOn(
+    ['tcp_syn_retries'],
+    [
+      'a signal caught while accept(), read() or a blocking send() waits: with SA_RESTART the kernel restarts the call, without it the call fails with EINTR and C code loops to retry it; libuv retries EINTR itself, so Node code never sees it',
+    ],
+  );
   const cl = new Cleanup();
   try {
     if (process.platform !== 'linux') return r.result('the raw descriptor steps are written for Linux');
@@ -90,6 +100,7 @@ export async function nonblockingConnect({ timeoutMs = 1000 } = {}): Promise<Sce
     const fd = rawListenFd({ host: '127.0.0.1', port: 0, backlog: 1, reuseAddr: true, reusePort: false });
     cl.add(() => closeFd(fd));
     const full = boundPort(fd);
+    r.usePort(open, closedPort, full);
     for (let i = 0; i < 2; i++) {
       const s = await connectLocal(full);
       cl.add(() => s.destroy());
@@ -119,6 +130,13 @@ export async function nonblockingConnect({ timeoutMs = 1000 } = {}): Promise<Sce
         r.check(
           'a full send buffer on a non-blocking socket is EAGAIN, not ENOBUFS',
           a.filled?.errno === 'EAGAIN',
+        );
+        r.step(
+          `short writes: send() took less than the 65536 bytes asked ${a.filled?.short.length ?? 0} time(s) (${(a.filled?.short ?? []).slice(0, 4).join(', ')}) before EAGAIN, and returned 0 ${a.filled?.zero ?? 0} times — a count short of what was asked is normal and the rest must be sent again; 0 is never a TCP send()'s answer. A blocking send() waits for room instead (and only a signal or SO_SNDTIMEO makes it return short); Node's write() queues what the kernel did not take and sends it when the socket is writable`,
+        );
+        r.check(
+          'send() returned a short count before EAGAIN, and never 0',
+          (a.filled?.short.length ?? 0) > 0 && a.filled?.zero === 0,
         );
       }
     }

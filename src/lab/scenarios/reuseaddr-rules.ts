@@ -8,8 +8,8 @@
 
 import net from 'node:net';
 import { rawListenFd } from '../../core/listen.js';
-import { tcpStates } from '../../core/tcp-states.js';
 import { Cleanup, Recorder, type ScenarioResult } from '../recorder.js';
+import { labTcpStates } from '../states.js';
 import { closeServer, connectLocal, listenLocal, tryListen, waitFor } from '../util.js';
 
 export async function reuseaddrRules(): Promise<ScenarioResult> {
@@ -18,6 +18,7 @@ export async function reuseaddrRules(): Promise<ScenarioResult> {
     'SO_REUSEADDR: on both sockets, not past a wildcard, not needed for two addresses',
     'bind errors in a one-to-one client/server; port reuse and a process-per-client server',
   );
+  r.needsTimeWait();
   r.dependsOn(
     [],
     [
@@ -72,7 +73,7 @@ export async function reuseaddrRules(): Promise<ScenarioResult> {
       three = tryListen('127.0.0.2', p3, false, c);
       const busy =
         three === 'EADDRINUSE' &&
-        tcpStates([p3]).entries.some((e) => e.localPort === p3 && e.local !== '127.0.0.1');
+        labTcpStates([p3]).entries.some((e) => e.localPort === p3 && e.local !== '127.0.0.1');
       if (!busy) break;
     }
     r.step(`3. 127.0.0.1:${p3} is listening; 127.0.0.2:${p3} WITHOUT SO_REUSEADDR: ${three}`);

@@ -61,6 +61,7 @@ export async function sigpipe(): Promise<ScenarioResult> {
     // a server that closes each connection at once (FIN) and never reads
     const server = net.createServer((s) => s.destroy());
     const port = await listenLocal(server);
+    r.usePort(port);
     c.add(() => closeServer(server));
     if (process.platform !== 'linux') return r.result('needs Linux (libc.so.6 and signal 13)');
     r.step(

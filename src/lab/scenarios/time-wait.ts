@@ -14,6 +14,7 @@ export async function timeWait(): Promise<ScenarioResult> {
     'restart after an active close, with and without SO_REUSEADDR',
     'bind errors in a one-to-one client/server; a first TCP client and server; port reuse and a process-per-client server',
   );
+  r.needsTimeWait();
   r.dependsOn(['tcp_timestamps', 'tcp_tw_reuse'], [LINUX_FACTS.timeWait]);
   const c = new Cleanup();
   try {
