@@ -112,6 +112,9 @@ export function forwardApplication(o: {
     serve(client, { peer }) {
       const link = new Link(client, o.faults);
       linkOf.set(client, link);
+      // a forwarder passes each chunk on as it was sent: Nagle on either leg only adds a wait
+      // for the peer's (maybe delayed) ACK before a small write goes out
+      client.setNoDelay(true);
       o.links.add(link);
       // until the upstream answers, the client's bytes wait here (reading stops past PENDING_MAX)
       const pending: Buffer[] = [];
@@ -143,7 +146,11 @@ export function forwardApplication(o: {
       });
       link.armReset();
       const target = o.upstream();
-      connectTcp({ ...target.connect, allowHalfOpen: true }).then(
+      connectTcp({
+        ...target.connect,
+        allowHalfOpen: true,
+        socketOptions: { ...target.connect.socketOptions, noDelay: true },
+      }).then(
         ({ socket: up }) => {
           if (client.destroyed) {
             up.destroy();
