@@ -15,6 +15,7 @@ import { buildProxyHeader } from '../core/proxy-protocol.js';
 import type { Application } from '../server/application.js';
 import { FaultStream, resetSocket } from '../server/faults.js';
 import { noteCloseReason } from '../server/handler.js';
+import { SHARED_READ } from '../server/user-buffer.js';
 
 /** Where a proxy forwards to. */
 export interface UpstreamTarget {
@@ -39,6 +40,8 @@ export class Link {
   upstream: Socket | undefined;
   private resetTimer: NodeJS.Timeout | undefined;
   resetDone = false;
+  /** where the client's next chunk goes: held until the upstream answers, then c2u */
+  fromClient: (chunk: Buffer) => void = () => {};
 
   constructor(
     readonly client: Socket,
@@ -96,6 +99,20 @@ export class Link {
 const PENDING_MAX = 256 * 1024;
 
 /**
+ * The buffer every upstream socket of this thread reads into (net's `onread`): the callback
+ * copies out what it keeps, so a read costs one copy instead of a 64 KiB allocation and a trip
+ * through the Readable stream.
+ */
+const upstreamRead = Buffer.allocUnsafe(64 * 1024);
+
+/** A copy of the `n` bytes a read left at the start of a reused buffer. */
+function copyOut(n: number, buf: Buffer): Buffer {
+  const chunk = Buffer.allocUnsafe(n);
+  buf.copy(chunk, 0, 0, n);
+  return chunk;
+}
+
+/**
  * The forwarding application of one proxy. `links` holds the open connections, so a change of
  * toxics reaches them (Link.refresh).
  */
@@ -124,7 +141,9 @@ export function forwardApplication(o: {
         pendingBytes += d.length;
         if (pendingBytes > PENDING_MAX) client.pause();
       };
-      client.on('data', hold);
+      link.fromClient = hold;
+      // a client accepted into the shared read buffer has its bytes given to sharedRead below
+      if (!(SHARED_READ in client)) client.on('data', (d: Buffer) => link.fromClient(d));
       let clientEnded = false;
       client.once('end', () => {
         clientEnded = true;
@@ -146,10 +165,21 @@ export function forwardApplication(o: {
       });
       link.armReset();
       const target = o.upstream();
+      // the upstream's bytes: to u2c once it exists (kept until then, though reads begin with the
+      // connect and the resolution runs before any later read)
+      const early: Buffer[] = [];
+      let fromUpstream = (d: Buffer): void => {
+        early.push(d);
+      };
       connectTcp({
         ...target.connect,
         allowHalfOpen: true,
-        socketOptions: { ...target.connect.socketOptions, noDelay: true },
+        // under TLS the TCP socket is not the one handed back: set on it by connectTcp
+        // (whose read-back of the options is a dozen getsockopt calls: plain TCP sets it below)
+        ...(target.connect.tls ? { socketOptions: { ...target.connect.socketOptions, noDelay: true } } : {}),
+        onread: target.connect.tls
+          ? undefined
+          : { buffer: upstreamRead, callback: (n, buf) => void fromUpstream(copyOut(n, buf)) },
       }).then(
         ({ socket: up }) => {
           if (client.destroyed) {
@@ -157,6 +187,7 @@ export function forwardApplication(o: {
             return;
           }
           link.upstream = up;
+          if (!target.connect.tls) up.setNoDelay(true);
           if (target.sendProxy)
             up.write(
               buildProxyHeader(
@@ -186,9 +217,12 @@ export function forwardApplication(o: {
           link.u2c = new FaultStream(up, client, link.faultsFor('downstream'), onFault, finish);
           const c2u = link.c2u;
           const u2c = link.u2c;
-          client.off('data', hold);
-          client.on('data', (d: Buffer) => c2u.data(d));
-          up.on('data', (d: Buffer) => u2c.data(d));
+          link.fromClient = (d) => c2u.data(d);
+          fromUpstream = (d) => {
+            u2c.data(d);
+          };
+          if (target.connect.tls) up.on('data', fromUpstream);
+          for (const d of early) u2c.data(d);
           up.on('drain', () => c2u.drained());
           up.on('end', () => {
             noteCloseReason(client, 'upstream closed');
@@ -229,6 +263,10 @@ export function forwardApplication(o: {
     },
     drain(client) {
       linkOf.get(client)?.u2c?.drained();
+    },
+    // clients accepted into the process's shared read buffer: their bytes, copied out
+    sharedRead(n, buf) {
+      linkOf.get(this)?.fromClient(copyOut(n, buf));
     },
   };
 }
