@@ -98,12 +98,47 @@ export class Link {
 
 const PENDING_MAX = 256 * 1024;
 
+const READ_SIZE = 64 * 1024;
 /**
  * The buffer every upstream socket of this thread reads into (net's `onread`): the callback
- * copies out what it keeps, so a read costs one copy instead of a 64 KiB allocation and a trip
- * through the Readable stream.
+ * copies out what it keeps, so a small read costs one small copy instead of a 64 KiB
+ * allocation and a trip through the Readable stream.
  */
-const upstreamRead = Buffer.allocUnsafe(64 * 1024);
+const upstreamRead = Buffer.allocUnsafe(READ_SIZE);
+/** A read at least this large makes the upstream read into a buffer of its own (no copies). */
+const OWN_FROM = 16 * 1024;
+
+/**
+ * The read buffers of one upstream socket: the shared one while its reads are small; while
+ * they are large (a bulk stream) one of its own, written to the client as is and reused for
+ * the next read once nothing holds it (the client's write done, no fault holding it), else
+ * replaced by a new one.
+ */
+class UpstreamReads {
+  own: Buffer | undefined;
+  constructor(
+    private readonly client: Socket,
+    private readonly link: Link,
+  ) {}
+
+  /** Called by net before each read: where it goes. */
+  next = (): Buffer => {
+    if (!this.own) return upstreamRead;
+    const u2c = this.link.u2c;
+    if (!u2c || u2c.holding || this.client.writableLength > 0) this.own = Buffer.allocUnsafe(READ_SIZE);
+    return this.own;
+  };
+
+  /** The chunk a read of `n` bytes into `buf` gives, safe to keep until next() says otherwise. */
+  chunk(n: number, buf: Buffer): Buffer {
+    if (buf === upstreamRead) {
+      if (n >= OWN_FROM) this.own = Buffer.allocUnsafe(READ_SIZE); // from the next read on
+      return copyOut(n, buf);
+    }
+    if (n < OWN_FROM) this.own = undefined; // small reads again: the shared buffer from the next read
+    return buf.subarray(0, n);
+  }
+}
 
 /** A copy of the `n` bytes a read left at the start of a reused buffer. */
 function copyOut(n: number, buf: Buffer): Buffer {
@@ -168,6 +203,7 @@ export function forwardApplication(o: {
       // the upstream's bytes: to u2c once it exists (kept until then, though reads begin with the
       // connect and the resolution runs before any later read)
       const early: Buffer[] = [];
+      const reads = new UpstreamReads(client, link);
       let fromUpstream = (d: Buffer): void => {
         early.push(d);
       };
@@ -179,7 +215,7 @@ export function forwardApplication(o: {
         ...(target.connect.tls ? { socketOptions: { ...target.connect.socketOptions, noDelay: true } } : {}),
         onread: target.connect.tls
           ? undefined
-          : { buffer: upstreamRead, callback: (n, buf) => void fromUpstream(copyOut(n, buf)) },
+          : { buffer: reads.next, callback: (n, buf) => void fromUpstream(reads.chunk(n, buf)) },
       }).then(
         ({ socket: up }) => {
           if (client.destroyed) {
