@@ -15,7 +15,7 @@ import { buildProxyHeader } from '../core/proxy-protocol.js';
 import type { Application } from '../server/application.js';
 import { FaultStream, resetSocket } from '../server/faults.js';
 import { noteCloseReason } from '../server/handler.js';
-import { SHARED_READ } from '../server/user-buffer.js';
+import { readChunk, SHARED_READ, setReadInUse, sharedReadEnabled } from '../server/user-buffer.js';
 
 /** Where a proxy forwards to. */
 export interface UpstreamTarget {
@@ -179,6 +179,13 @@ export function forwardApplication(o: {
       link.fromClient = hold;
       // a client accepted into the shared read buffer has its bytes given to sharedRead below
       if (!(SHARED_READ in client)) client.on('data', (d: Buffer) => link.fromClient(d));
+      // a large read from the client goes on as is from the client's own buffer (readChunk):
+      // read into again only once the upstream took it and no fault holds it
+      else
+        setReadInUse(client, () => {
+          const up = link.upstream;
+          return !up || !link.c2u || link.c2u.holding || up.writableLength > 0;
+        });
       let clientEnded = false;
       client.once('end', () => {
         clientEnded = true;
@@ -204,6 +211,8 @@ export function forwardApplication(o: {
       // connect and the resolution runs before any later read)
       const early: Buffer[] = [];
       const reads = new UpstreamReads(client, link);
+      // TLS reads through its own stream; ECHO_SHARED_READ=0 keeps 'data' on both legs
+      const ownReads = !target.connect.tls && sharedReadEnabled();
       let fromUpstream = (d: Buffer): void => {
         early.push(d);
       };
@@ -213,9 +222,9 @@ export function forwardApplication(o: {
         // under TLS the TCP socket is not the one handed back: set on it by connectTcp
         // (whose read-back of the options is a dozen getsockopt calls: plain TCP sets it below)
         ...(target.connect.tls ? { socketOptions: { ...target.connect.socketOptions, noDelay: true } } : {}),
-        onread: target.connect.tls
-          ? undefined
-          : { buffer: reads.next, callback: (n, buf) => void fromUpstream(reads.chunk(n, buf)) },
+        onread: ownReads
+          ? { buffer: reads.next, callback: (n, buf) => void fromUpstream(reads.chunk(n, buf)) }
+          : undefined,
       }).then(
         ({ socket: up }) => {
           if (client.destroyed) {
@@ -257,7 +266,7 @@ export function forwardApplication(o: {
           fromUpstream = (d) => {
             u2c.data(d);
           };
-          if (target.connect.tls) up.on('data', fromUpstream);
+          if (!ownReads) up.on('data', fromUpstream);
           for (const d of early) u2c.data(d);
           up.on('drain', () => c2u.drained());
           up.on('end', () => {
@@ -300,9 +309,10 @@ export function forwardApplication(o: {
     drain(client) {
       linkOf.get(client)?.u2c?.drained();
     },
-    // clients accepted into the process's shared read buffer: their bytes, copied out
+    // clients accepted into the process's shared read buffer: their bytes, copied out of it
+    // (or, read into a buffer of their own, as they are)
     sharedRead(n, buf) {
-      linkOf.get(this)?.fromClient(copyOut(n, buf));
+      linkOf.get(this)?.fromClient(readChunk(this, n, buf));
     },
   };
 }
