@@ -118,10 +118,10 @@ export function proxyTable(X: Record<string, ServerFigures>, reps: number): stri
     '',
     '## In front of a service: echo-proxy vs socat vs HAProxy (no toxic)',
     '',
-    `The same upstream (a plain Node \`s.pipe(s)\` echo) reached straight, through \`echo-proxy\`, \`socat TCP-LISTEN,fork TCP:\` and HAProxy \`mode tcp\`; medians of ${reps} interleaved runs. echo-client bench: ping-pong 100 connections × 64 B, bulk 1 connection × 64 KiB; the C generator's figures where it was built.`,
+    `The same upstream (a plain Node \`s.pipe(s)\` echo) reached straight, through \`echo-proxy\`, \`socat TCP-LISTEN,fork TCP:\` and HAProxy \`mode tcp\`; medians of ${reps} interleaved runs. echo-client bench: ping-pong 100 connections × 64 B, bulk 1 connection × 64 KiB; the C generator's figures where it was built, with the forwarder's own CPU time per round trip (µs; socat's per-connection children are counted only while alive, so its figure is low) — steadier than the rates on a shared machine.`,
     '',
-    '| forwarder | ping-pong rt/s | × straight | × socat | × HAProxy | bulk MB/s | × straight | × socat | × HAProxy | C gen pp rt/s | × HAProxy | C gen bulk MB/s | × socat |',
-    '|---|---|---|---|---|---|---|---|---|---|---|---|---|',
+    '| forwarder | ping-pong rt/s | × straight | × socat | × HAProxy | bulk MB/s | × straight | × socat | × HAProxy | C gen pp rt/s | × HAProxy | C gen pp CPU µs/rt | C gen bulk MB/s | × socat |',
+    '|---|---|---|---|---|---|---|---|---|---|---|---|---|---|',
   ];
   for (const [name, f] of Object.entries(X)) {
     const pp = f.ours.pp?.rate_per_s;
@@ -129,7 +129,7 @@ export function proxyTable(X: Record<string, ServerFigures>, reps: number): stri
     const lpp = f.lg.lgPp?.rate;
     const lbulk = f.lg.lgBulk?.rate_MBps;
     L.push(
-      `| ${name} | ${fmt(pp)} | ${ratio(pp, s?.ours.pp?.rate_per_s)} | ${ratio(pp, socat?.ours.pp?.rate_per_s)} | ${ratio(pp, ha?.ours.pp?.rate_per_s)} | ${fmt(bulk)} | ${ratio(bulk, s?.ours.bulk?.mb_per_s)} | ${ratio(bulk, socat?.ours.bulk?.mb_per_s)} | ${ratio(bulk, ha?.ours.bulk?.mb_per_s)} | ${fmt(lpp)} | ${ratio(lpp, ha?.lg.lgPp?.rate)} | ${fmt(lbulk)} | ${ratio(lbulk, socat?.lg.lgBulk?.rate_MBps)} |`,
+      `| ${name} | ${fmt(pp)} | ${ratio(pp, s?.ours.pp?.rate_per_s)} | ${ratio(pp, socat?.ours.pp?.rate_per_s)} | ${ratio(pp, ha?.ours.pp?.rate_per_s)} | ${fmt(bulk)} | ${ratio(bulk, s?.ours.bulk?.mb_per_s)} | ${ratio(bulk, socat?.ours.bulk?.mb_per_s)} | ${ratio(bulk, ha?.ours.bulk?.mb_per_s)} | ${fmt(lpp)} | ${ratio(lpp, ha?.lg.lgPp?.rate)} | ${fmt(f.lg.lgPp?.server_cpu_us, 1)} | ${fmt(lbulk)} | ${ratio(lbulk, socat?.lg.lgBulk?.rate_MBps)} |`,
     );
   }
   return L;

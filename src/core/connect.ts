@@ -32,8 +32,8 @@ export interface ConnectOptions {
   socketOptions?: SocketOptions;
   /** keep our side open after the peer's FIN (default true: we decide when to close) */
   allowHalfOpen?: boolean;
-  /** read into this buffer with this callback instead of 'data' events (net's `onread`) */
-  onread?: { buffer: Buffer; callback: (nread: number, buf: Buffer) => unknown };
+  /** read into this buffer (or the one the function returns before each read) with this callback instead of 'data' events (net's `onread`) */
+  onread?: { buffer: Buffer | (() => Buffer); callback: (nread: number, buf: Buffer) => unknown };
 }
 
 export interface ConnectResult {

@@ -15,6 +15,7 @@ import { buildProxyHeader } from '../core/proxy-protocol.js';
 import type { Application } from '../server/application.js';
 import { FaultStream, resetSocket } from '../server/faults.js';
 import { noteCloseReason } from '../server/handler.js';
+import { readChunk, SHARED_READ, setReadInUse, sharedReadEnabled } from '../server/user-buffer.js';
 
 /** Where a proxy forwards to. */
 export interface UpstreamTarget {
@@ -39,6 +40,8 @@ export class Link {
   upstream: Socket | undefined;
   private resetTimer: NodeJS.Timeout | undefined;
   resetDone = false;
+  /** where the client's next chunk goes: held until the upstream answers, then c2u */
+  fromClient: (chunk: Buffer) => void = () => {};
 
   constructor(
     readonly client: Socket,
@@ -95,6 +98,55 @@ export class Link {
 
 const PENDING_MAX = 256 * 1024;
 
+const READ_SIZE = 64 * 1024;
+/**
+ * The buffer every upstream socket of this thread reads into (net's `onread`): the callback
+ * copies out what it keeps, so a small read costs one small copy instead of a 64 KiB
+ * allocation and a trip through the Readable stream.
+ */
+const upstreamRead = Buffer.allocUnsafe(READ_SIZE);
+/** A read at least this large makes the upstream read into a buffer of its own (no copies). */
+const OWN_FROM = 16 * 1024;
+
+/**
+ * The read buffers of one upstream socket: the shared one while its reads are small; while
+ * they are large (a bulk stream) one of its own, written to the client as is and reused for
+ * the next read once nothing holds it (the client's write done, no fault holding it), else
+ * replaced by a new one.
+ */
+class UpstreamReads {
+  own: Buffer | undefined;
+  constructor(
+    private readonly client: Socket,
+    private readonly link: Link,
+  ) {}
+
+  /** Called by net before each read: where it goes. */
+  next = (): Buffer => {
+    if (!this.own) return upstreamRead;
+    const u2c = this.link.u2c;
+    if (!u2c || u2c.holding || this.client.writableLength > 0) this.own = Buffer.allocUnsafe(READ_SIZE);
+    return this.own;
+  };
+
+  /** The chunk a read of `n` bytes into `buf` gives, safe to keep until next() says otherwise. */
+  chunk(n: number, buf: Buffer): Buffer {
+    if (buf === upstreamRead) {
+      if (n >= OWN_FROM) this.own = Buffer.allocUnsafe(READ_SIZE); // from the next read on
+      return copyOut(n, buf);
+    }
+    if (n < OWN_FROM) this.own = undefined; // small reads again: the shared buffer from the next read
+    return buf.subarray(0, n);
+  }
+}
+
+/** A copy of the `n` bytes a read left at the start of a reused buffer. */
+function copyOut(n: number, buf: Buffer): Buffer {
+  const chunk = Buffer.allocUnsafe(n);
+  buf.copy(chunk, 0, 0, n);
+  return chunk;
+}
+
 /**
  * The forwarding application of one proxy. `links` holds the open connections, so a change of
  * toxics reaches them (Link.refresh).
@@ -112,6 +164,9 @@ export function forwardApplication(o: {
     serve(client, { peer }) {
       const link = new Link(client, o.faults);
       linkOf.set(client, link);
+      // a forwarder passes each chunk on as it was sent: Nagle on either leg only adds a wait
+      // for the peer's (maybe delayed) ACK before a small write goes out
+      client.setNoDelay(true);
       o.links.add(link);
       // until the upstream answers, the client's bytes wait here (reading stops past PENDING_MAX)
       const pending: Buffer[] = [];
@@ -121,7 +176,16 @@ export function forwardApplication(o: {
         pendingBytes += d.length;
         if (pendingBytes > PENDING_MAX) client.pause();
       };
-      client.on('data', hold);
+      link.fromClient = hold;
+      // a client accepted into the shared read buffer has its bytes given to sharedRead below
+      if (!(SHARED_READ in client)) client.on('data', (d: Buffer) => link.fromClient(d));
+      // a large read from the client goes on as is from the client's own buffer (readChunk):
+      // read into again only once the upstream took it and no fault holds it
+      else
+        setReadInUse(client, () => {
+          const up = link.upstream;
+          return !up || !link.c2u || link.c2u.holding || up.writableLength > 0;
+        });
       let clientEnded = false;
       client.once('end', () => {
         clientEnded = true;
@@ -143,13 +207,32 @@ export function forwardApplication(o: {
       });
       link.armReset();
       const target = o.upstream();
-      connectTcp({ ...target.connect, allowHalfOpen: true }).then(
+      // the upstream's bytes: to u2c once it exists (kept until then, though reads begin with the
+      // connect and the resolution runs before any later read)
+      const early: Buffer[] = [];
+      const reads = new UpstreamReads(client, link);
+      // TLS reads through its own stream; ECHO_SHARED_READ=0 keeps 'data' on both legs
+      const ownReads = !target.connect.tls && sharedReadEnabled();
+      let fromUpstream = (d: Buffer): void => {
+        early.push(d);
+      };
+      connectTcp({
+        ...target.connect,
+        allowHalfOpen: true,
+        // under TLS the TCP socket is not the one handed back: set on it by connectTcp
+        // (whose read-back of the options is a dozen getsockopt calls: plain TCP sets it below)
+        ...(target.connect.tls ? { socketOptions: { ...target.connect.socketOptions, noDelay: true } } : {}),
+        onread: ownReads
+          ? { buffer: reads.next, callback: (n, buf) => void fromUpstream(reads.chunk(n, buf)) }
+          : undefined,
+      }).then(
         ({ socket: up }) => {
           if (client.destroyed) {
             up.destroy();
             return;
           }
           link.upstream = up;
+          if (!target.connect.tls) up.setNoDelay(true);
           if (target.sendProxy)
             up.write(
               buildProxyHeader(
@@ -179,9 +262,12 @@ export function forwardApplication(o: {
           link.u2c = new FaultStream(up, client, link.faultsFor('downstream'), onFault, finish);
           const c2u = link.c2u;
           const u2c = link.u2c;
-          client.off('data', hold);
-          client.on('data', (d: Buffer) => c2u.data(d));
-          up.on('data', (d: Buffer) => u2c.data(d));
+          link.fromClient = (d) => c2u.data(d);
+          fromUpstream = (d) => {
+            u2c.data(d);
+          };
+          if (!ownReads) up.on('data', fromUpstream);
+          for (const d of early) u2c.data(d);
           up.on('drain', () => c2u.drained());
           up.on('end', () => {
             noteCloseReason(client, 'upstream closed');
@@ -222,6 +308,11 @@ export function forwardApplication(o: {
     },
     drain(client) {
       linkOf.get(client)?.u2c?.drained();
+    },
+    // clients accepted into the process's shared read buffer: their bytes, copied out of it
+    // (or, read into a buffer of their own, as they are)
+    sharedRead(n, buf) {
+      linkOf.get(this)?.fromClient(readChunk(this, n, buf));
     },
   };
 }

@@ -232,6 +232,11 @@ export class FaultStream {
     if (this.blocked && this.sink.writableLength === 0) this.drained();
   };
 
+  /** Chunks are held for later (a fault's schedule, a full sink): their buffers are still in use. */
+  get holding(): boolean {
+    return this.queue.length > 0;
+  }
+
   /** The sink can take more. */
   drained(): void {
     this.blocked = false;

@@ -214,8 +214,10 @@ export function serveEcho(
     socket.on('end', onEnd);
     return;
   }
-  // a socket reading into the shared buffer calls its read callback instead of emitting 'data'
-  if (!(SHARED_READ in socket)) app.serve(socket, app === echoApplication ? { peer } : appInfo(s, faults));
+  // a socket reading into the shared buffer calls its read callback instead of emitting 'data':
+  // echo has nothing else to set up; another application (forwarding) still starts here
+  if (!(SHARED_READ in socket) || app !== echoApplication)
+    app.serve(socket, app === echoApplication ? { peer } : appInfo(s, faults));
   if (ctx.tracer && !app.tracesItself) traceSocket(socket, ctx.tracer, peer);
   if (ctx.banner) socket.write(ctx.banner);
   socket.on('drain', onDrain);

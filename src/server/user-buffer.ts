@@ -31,6 +31,17 @@ interface ReadState {
   socket: net.Socket | undefined;
   /** the socket's own read buffer while its reads are large */
   own: Buffer | undefined;
+  /** whether the last chunk is still in use (default: a write pending on the socket itself) */
+  inUse?: () => boolean;
+}
+
+/**
+ * For a socket whose chunks are written elsewhere (a forwarder's upstream): says whether the
+ * last chunk readChunk() gave is still in use, so its own buffer is not read into again.
+ */
+export function setReadInUse(socket: net.Socket, inUse: () => boolean): void {
+  const st = (socket as net.Socket & { [SHARED_READ]?: ReadState })[SHARED_READ];
+  if (st) st.inUse = inUse;
 }
 
 /**
@@ -58,7 +69,8 @@ export function readChunk(socket: net.Socket, n: number, buf: Buffer): Buffer {
  */
 function nextBuffer(st: ReadState): Buffer {
   if (!st.own) return shared;
-  if (st.socket && st.socket.writableLength > 0) st.own = Buffer.allocUnsafe(READ_SIZE);
+  if (st.inUse ? st.inUse() : st.socket && st.socket.writableLength > 0)
+    st.own = Buffer.allocUnsafe(READ_SIZE);
   return st.own;
 }
 
