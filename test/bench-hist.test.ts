@@ -151,9 +151,10 @@ describe('bench --histogram, --percentiles, merge', () => {
     expect(t.targets.reduce((s: number, x: { connections: number }) => s + x.connections, 0)).toBe(
       merged.connections,
     );
-    // two processes have two event loops: within a factor of 4 either way on a loaded 2-core machine
-    expect(merged.rate_per_s / t.total.rate_per_s).toBeGreaterThan(0.25);
-    expect(merged.rate_per_s / t.total.rate_per_s).toBeLessThan(4);
+    // two processes have two event loops, and both runs share 2 cores with the other test
+    // workers (0.2 was seen in CI): the same order of magnitude; the sums above are exact
+    expect(merged.rate_per_s / t.total.rate_per_s).toBeGreaterThan(0.1);
+    expect(merged.rate_per_s / t.total.rate_per_s).toBeLessThan(10);
     // and merging in-process gives the same as the command
     expect(mergeResults([ra, rb]).latency_us).toEqual(merged.latency_us);
   });
