@@ -161,6 +161,21 @@ export class LogHistogram {
 }
 
 /** 1500 → "1.5µs", 2e6 → "2ms": short labels for histogram rows and threshold messages. */
+/** ns as µs, to 0.01 µs */
+export const us = (ns: number) => Math.round(ns / 10) / 100;
+
+/** A result's latency figures (µs, to 0.01) from its histogram of ns. */
+export function latencySummary(h: LogHistogram) {
+  return {
+    p50: us(h.percentile(50)),
+    p90: us(h.percentile(90)),
+    p99: us(h.percentile(99)),
+    p999: us(h.percentile(99.9)),
+    max: us(h.max),
+    mean: us(h.mean),
+  };
+}
+
 export function fmtNs(ns: number): string {
   if (ns >= 1e9) return `${+(ns / 1e9).toPrecision(4)}s`;
   if (ns >= 1e6) return `${+(ns / 1e6).toPrecision(4)}ms`;

@@ -3,20 +3,7 @@
 // percentiles are those of one histogram holding every measurement.
 
 import type { BenchResult } from './bench.js';
-import { type HistogramJson, LogHistogram } from './bench-hist.js';
-
-const us = (ns: number) => Math.round(ns / 10) / 100;
-
-function summary(h: LogHistogram) {
-  return {
-    p50: us(h.percentile(50)),
-    p90: us(h.percentile(90)),
-    p99: us(h.percentile(99)),
-    p999: us(h.percentile(99.9)),
-    max: us(h.max),
-    mean: us(h.mean),
-  };
-}
+import { type HistogramJson, LogHistogram, latencySummary } from './bench-hist.js';
 
 function mergeHist(all: (HistogramJson | undefined)[]): LogHistogram | undefined {
   if (all.some((h) => h === undefined)) return undefined;
@@ -52,8 +39,8 @@ export function mergeResults(parts: readonly BenchResult[]): MergedResult {
     count: sum((p) => p.count),
     rate_per_s: sum((p) => p.rate_per_s),
     mb_per_s: Math.round(sum((p) => p.mb_per_s) * 100) / 100,
-    latency_us: summary(hist),
-    ...(svc ? { service_us: summary(svc) } : {}),
+    latency_us: latencySummary(hist),
+    ...(svc ? { service_us: latencySummary(svc) } : {}),
     ...(loops.every((l) => l !== undefined)
       ? {
           open_loop: {

@@ -16,7 +16,7 @@ import type { Socket } from 'node:net';
 import { connectTcp } from '../core/connect.js';
 import { countError, errorCode } from '../core/errors.js';
 import type { ClientTls } from '../core/tls.js';
-import { type HistogramJson, LogHistogram } from './bench-hist.js';
+import { type HistogramJson, LogHistogram, latencySummary, us } from './bench-hist.js';
 import { type BenchHooks, wsConnectLoop, wsTransport } from './bench-ws.js';
 
 export type BenchMode = 'pingpong' | 'stream' | 'connect';
@@ -575,19 +575,6 @@ function wsConnectWorker(o: BenchOptions, wsPath: string, run: Run, seed: number
   return wsConnectLoop(target, hooks, payload);
 }
 
-const us = (ns: number) => Math.round(ns / 10) / 100;
-
-function summary(h: LogHistogram) {
-  return {
-    p50: us(h.percentile(50)),
-    p90: us(h.percentile(90)),
-    p99: us(h.percentile(99)),
-    p999: us(h.percentile(99.9)),
-    max: us(h.max),
-    mean: us(h.mean),
-  };
-}
-
 export async function runBench(o: BenchOptions): Promise<BenchResult> {
   const run: Run = {
     measuring: false,
@@ -733,8 +720,8 @@ export async function runBench(o: BenchOptions): Promise<BenchResult> {
     count,
     rate_per_s: Math.round((o.mode === 'stream' && !o.udp ? 0 : run.count) / elapsed),
     mb_per_s: Math.round((run.bytes / 1e6 / elapsed) * 100) / 100,
-    latency_us: summary(h),
-    ...(open ? { service_us: summary(run.svc) } : {}),
+    latency_us: latencySummary(h),
+    ...(open ? { service_us: latencySummary(run.svc) } : {}),
     ...(schedule
       ? {
           open_loop: {
