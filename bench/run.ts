@@ -5,6 +5,7 @@
 // result. Every server is up at once and runs are interleaved across servers and repeated
 // (BENCH_REPS), so a disturbance hits every server alike; each figure is the median.
 
+import { type ChildProcess, spawn } from 'node:child_process';
 import { mkdirSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import type { BenchResult } from '../src/client/bench.js';
@@ -18,6 +19,7 @@ import {
   binDir,
   buildC,
   firstEchoMs,
+  freePort,
   holdMemory,
   type LgResult,
   lg,
@@ -52,6 +54,8 @@ interface ServerSpec {
   unixPath?: string;
   /** what echo-client bench adds to reach it (--tls --insecure, --unix PATH) */
   client?: string[];
+  /** an URL a watcher process keeps open (GET, body read and dropped) while this server is measured */
+  watch?: string;
 }
 
 const ours =
@@ -209,6 +213,43 @@ function transportSpecs(): ServerSpec[] {
   ];
 }
 
+/**
+ * The admin page: echo-server --metrics with nobody watching against the same with one page
+ * open (a process holding GET /events, which pushes a snapshot every 500 ms): what a watcher costs.
+ */
+export async function adminSpecs(): Promise<ServerSpec[]> {
+  const [closed, open] = [await freePort(), await freePort()];
+  const runs = { ours: ['pp', 'conn'] as OurRun[], lg: ['lgPp', 'lgConn'] as LgRun[] };
+  return [
+    { name: 'admin page closed', command: ours('--metrics', `127.0.0.1:${closed}`), ...runs },
+    {
+      name: 'admin page open',
+      command: ours('--metrics', `127.0.0.1:${open}`),
+      watch: `http://127.0.0.1:${open}/events`,
+      ...runs,
+    },
+  ];
+}
+
+/** Start a process that holds `url` open and reads what comes; resolves once the first bytes came. */
+async function watcher(url: string): Promise<ChildProcess> {
+  const child = spawn(
+    node,
+    [
+      '-e',
+      `require('http').get(${JSON.stringify(url)},r=>{let f=1;r.on('data',()=>{if(f){f=0;console.log('open')}})}).on('error',e=>{console.error(e.message);process.exit(1)})`,
+    ],
+    { stdio: ['ignore', 'pipe', 'inherit'] },
+  );
+  await new Promise<void>((resolve, reject) => {
+    child.stdout!.once('data', () => resolve());
+    child.once('exit', (code) =>
+      reject(new Error(`watcher of ${url} exited (${code}) before the first event`)),
+    );
+  });
+  return child;
+}
+
 /** WebSocket: echo-server --ws against a plain `ws` echo server (the one-liner of the ws library). */
 export function wsSpecs(): ServerSpec[] {
   const lib = JSON.stringify(path.join(root, 'node_modules', 'ws'));
@@ -253,11 +294,15 @@ async function measure(
 ): Promise<Record<string, ServerFigures>> {
   const active = specs.filter((s) => hasC || !s.needsC);
   const up = new Map<string, Running>();
+  const watchers: ChildProcess[] = [];
   const runs = new Map(
     active.map((s) => [s.name, { ours: new Map<OurRun, BenchResult[]>(), lg: new Map<LgRun, LgResult[]>() }]),
   );
   try {
-    for (const s of active) up.set(s.name, await startServer(s.name, s.command, s.udp, s.unixPath));
+    for (const s of active) {
+      up.set(s.name, await startServer(s.name, s.command, s.udp, s.unixPath));
+      if (s.watch) watchers.push(await watcher(s.watch));
+    }
     for (let rep = 0; rep < reps; rep++) {
       for (const run of ALL_OURS) {
         for (const s of active.filter((x) => x.ours.includes(run))) {
@@ -294,6 +339,7 @@ async function measure(
     }
     return out;
   } finally {
+    for (const w of watchers) w.kill();
     for (const srv of up.values()) await srv.stop();
   }
 }
@@ -385,6 +431,12 @@ async function memory(specs: ServerSpec[], into: Record<string, ServerFigures>):
  */
 async function partial(only: string): Promise<void> {
   const hasC = false;
+  if (only === 'admin') {
+    const md = partialReport(only, await measure(await adminSpecs(), buildC()), SECONDS, REPS);
+    writeFileSync(path.join(root, 'bench', 'results-partial.md'), md);
+    console.log(md);
+    return;
+  }
   if (only === 'ws') {
     const md = partialReport(only, await measure(wsSpecs(), hasC), SECONDS, REPS);
     writeFileSync(path.join(root, 'bench', 'results-partial.md'), md);
@@ -436,7 +488,9 @@ async function main(): Promise<void> {
   await benchCertificate();
   const transports = await measure(transportSpecs(), hasC);
   const ws = await measure(wsSpecs(), hasC);
-  const proxy = proxyTable(await proxyBench(measure, hasC), PROXY_REPS);
+  const admin = await measure(await adminSpecs(), hasC);
+  const proxyFigures = await proxyBench(measure, hasC);
+  const proxy = proxyTable(proxyFigures, PROXY_REPS);
   const scale = await scaling(hasC);
   const prof = await profiles(hasC);
   console.log(
@@ -446,6 +500,8 @@ async function main(): Promise<void> {
       transports,
       ws,
       proxy,
+      proxyFigures,
+      admin,
       scale,
       profiles: prof,
       hasC,
