@@ -30,7 +30,7 @@ describe.runIf(linux && knownArch)('echo-lab eintr, from the run', () => {
     expect(plain.errno).toBe(constants.errno.EINTR);
     expect(plain.startUs).toBeLessThan(plain.signalUs);
     expect(plain.endUs).toBeGreaterThanOrEqual(plain.signalUs);
-    expect(plain.endUs - plain.signalUs).toBeLessThan(2_000_000);
+    expect(plain.endUs - plain.signalUs).toBeLessThan(5_000_000);
     expect(r.errors.map((e) => e.code)).toEqual(['EINTR']);
     expect(r.errors[0]!.line).toMatch(/^accept EINTR — .*SA_RESTART.*\.$/);
 

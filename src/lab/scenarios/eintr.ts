@@ -18,6 +18,8 @@ import { sockaddr } from '../../core/listen.js';
 import { Cleanup, Recorder, type ScenarioResult } from '../recorder.js';
 import { connectLocal, waitFor } from '../util.js';
 
+// a signal neither Node nor libuv handles by default: SIGUSR1 starts Node's inspector, libuv
+// takes SIGCHLD for child_process and ignores SIGPIPE, SIGINT/SIGTERM would end the child
 const SIGNAL = 'SIGUSR2';
 const SA_RESTART = 0x10000000;
 /** bytes the child's blocking send() is asked to send: far more than both (locked) buffers hold */
@@ -220,6 +222,19 @@ function thread(pid: number): ThreadNow {
   };
 }
 
+/**
+ * Why the child's /proc/PID/syscall cannot be read here (it needs ptrace access to the child,
+ * and a kernel that has it), or undefined when it can.
+ */
+function procUnreadable(pid: number): string | undefined {
+  try {
+    readFileSync(`/proc/${pid}/syscall`, 'utf8');
+    return undefined;
+  } catch (err) {
+    return `cannot read /proc/${pid}/syscall (${(err as NodeJS.ErrnoException).code}): where the child blocks cannot be seen`;
+  }
+}
+
 /** Poll /proc (every 2 ms, bounded) until the child's main thread is as `ok` wants it. */
 async function until(pid: number, ok: (t: ThreadNow) => boolean, ms = 10_000): Promise<ThreadNow> {
   const end = performance.now() + ms;
@@ -377,6 +392,8 @@ export async function eintrRun(): Promise<{ result: ScenarioResult; run: EintrRu
     const lines = new Lines(child);
     const pid = child.pid!;
     run.pid = pid;
+    const unreadable = procUnreadable(pid);
+    if (unreadable) return { result: r.result(unreadable), run };
 
     // 1. no SA_RESTART: accept() fails with EINTR
     const a0 = await lines.next('A-ready');
@@ -405,8 +422,8 @@ export async function eintrRun(): Promise<{ result: ScenarioResult; run: EintrRu
       a.rc === -1 && a.errno === constants.errno.EINTR,
     );
     r.check(
-      'accept() was blocked before the signal and returned after it (within 2 s)',
-      a.start < sentA && a.end >= sentA && a.end - sentA < 2_000_000,
+      'accept() was blocked before the signal and returned after it (within 5 s)',
+      a.start < sentA && a.end >= sentA && a.end - sentA < 5_000_000,
     );
 
     // 2. SA_RESTART: the kernel restarts accept(); it returns only for a real connection
