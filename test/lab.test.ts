@@ -41,6 +41,7 @@ const expectedErrors: Record<string, string[]> = {
   'reuseaddr-rules': [],
   'syn-retries': ['ETIMEDOUT'],
   'nonblocking-connect': [],
+  eintr: ['EINTR'],
   'fork-holds-port': [],
   'chat-fork': [],
   heartbeat: ['ERR_HEARTBEAT_TIMEOUT'],

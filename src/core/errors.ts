@@ -88,6 +88,11 @@ export const ERRNO_TABLE: Readonly<Record<string, ErrnoEntry>> = {
       'write to a connection the peer has already closed (its kernel answered an earlier write with RST)',
     hint: 'Stop writing once the peer has closed; watch for EOF before sending more.',
   },
+  EINTR: {
+    meaning:
+      'a signal was caught while the call waited, and the call was not restarted: its handler was installed without SA_RESTART, or the call is one the kernel never restarts (poll, epoll_wait, select, a socket with SO_RCVTIMEO/SO_SNDTIMEO); a send() or recv() that had already moved bytes returns that count instead',
+    hint: 'Call it again (C code loops on EINTR); libuv retries it itself, so Node code never meets it.',
+  },
   ETIMEDOUT: {
     meaning:
       'no answer in time: the SYN or data was never acknowledged (full backlog, silent host, dead peer, keepalive or user timeout)',

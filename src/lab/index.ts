@@ -17,6 +17,7 @@ import { heartbeat, keepalive, userTimeout } from './scenarios/dead-peer.js';
 import { eaddrinuse } from './scenarios/eaddrinuse.js';
 import { econnrefused } from './scenarios/econnrefused.js';
 import { econnreset } from './scenarios/econnreset.js';
+import { eintr } from './scenarios/eintr.js';
 import { epipe } from './scenarios/epipe.js';
 import { forkHoldsPort } from './scenarios/fork-holds-port.js';
 import { halfClose } from './scenarios/half-close.js';
@@ -148,6 +149,13 @@ export const SCENARIOS: readonly ScenarioInfo[] = [
     summary: 'EINPROGRESS, poll for writable, SO_ERROR: refused, timed out, connected',
     netns: false,
     run: () => nonblockingConnect(),
+  },
+  {
+    name: 'eintr',
+    summary:
+      'a signal interrupts a blocking accept() (EINTR; restarted with SA_RESTART) and send() (a short count); Node never sees it',
+    netns: false,
+    run: eintr,
   },
   {
     name: 'udp-errors',

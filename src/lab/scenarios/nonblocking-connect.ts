@@ -88,7 +88,7 @@ export async function nonblockingConnect({ timeoutMs = 1000 } = {}): Promise<Sce
   r.dependsOn(
     ['tcp_syn_retries'],
     [
-      'a signal caught while accept(), read() or a blocking send() waits: with SA_RESTART the kernel restarts the call, without it the call fails with EINTR and C code loops to retry it; libuv retries EINTR itself, so Node code never sees it',
+      'a signal caught while accept(), recv() or a blocking send() waits: with SA_RESTART the kernel restarts the call, without it the call fails with EINTR and C code loops to retry it; a send() or recv() that already moved bytes returns that short count instead, SA_RESTART or not; Node’s sockets are non-blocking and libuv retries EINTR itself, so Node code never sees it (echo-lab eintr shows each)',
     ],
   );
   const cl = new Cleanup();

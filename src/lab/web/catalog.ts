@@ -39,7 +39,7 @@ export const GROUPS: [tutorial: string, names: string[]][] = [
   ],
   [
     'Linux socket programming basics',
-    ['client-port', 'econnreset', 'backlog', 'nonblocking-connect', 'unreachable'],
+    ['client-port', 'econnreset', 'backlog', 'nonblocking-connect', 'eintr', 'unreachable'],
   ],
   ['port reuse and a process-per-client server', ['fork-holds-port', 'chat-fork']],
   ['Unix-domain stream sockets: bind(), unlink() before bind, abstract names', ['stale-unix-socket']],
@@ -62,6 +62,8 @@ export const TUTORIAL_SAID: Record<string, string> = {
   'connect-timeout': 'connect() waits "a long time"',
   unreachable: 'an ICMP error during connect is retried',
   'nonblocking-connect': 'htons and htonl convert the same way; a full send buffer gives ENOBUFS',
+  eintr:
+    'accept() interrupted by a signal fails with EINTR: call it again; write() waits until it has copied all, and returns 0 on some errors',
   'half-close': 'TIME_WAIT lasts "2 MSL", about 3–4 minutes',
 };
 
