@@ -5,6 +5,7 @@
 import path from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { describe, expect, it } from 'vitest';
+import { explainError } from '../src/core/errors.js';
 import { parseFrame, type Segment } from '../src/lab/capture.js';
 import { formatLadder, ladderSvg, ladders } from '../src/lab/ladder.js';
 import { ROOT } from './helpers.js';
@@ -164,5 +165,32 @@ describe('the ladder draws an ICMP row in the connection it is about', () => {
     expect(conns[0]!.segs.map((x) => x.toServer)).toEqual([true, false]);
     expect(conns[0]!.segs[1]!.row.icmp).toBeDefined(); // the lab's rows were matched up
     expect(diagram.segmentLabel(conns[0], 1)).toBe('ICMP 3/1 host unreachable');
+  });
+});
+
+describe('the error lines the scenario prints are right for Linux', () => {
+  it('connect EACCES (a prohibit route) is not explained with the privileged-port advice', () => {
+    const e = explainError(
+      Object.assign(new Error('connect EACCES'), {
+        code: 'EACCES',
+        syscall: 'connect',
+        address: '198.18.3.6',
+        port: 7007,
+      }),
+    );
+    expect(e.hint).not.toMatch(/port above 1023/);
+    expect(e.hint).toMatch(/prohibit/);
+    // bind keeps its advice
+    const b = explainError(Object.assign(new Error('bind EACCES'), { code: 'EACCES', syscall: 'bind' }));
+    expect(b.hint).toMatch(/port above 1023/);
+  });
+
+  it('EHOSTUNREACH names every way Linux gets it: ICMP host unreachable or prohibited, ARP', () => {
+    const e = explainError(Object.assign(new Error('x'), { code: 'EHOSTUNREACH', syscall: 'connect' }));
+    expect(e.meaning).toMatch(/host unreachable/);
+    expect(e.meaning).toMatch(/prohibited/);
+    expect(e.meaning).toMatch(/ARP/);
+    const n = explainError(Object.assign(new Error('x'), { code: 'ENETUNREACH', syscall: 'connect' }));
+    expect(n.meaning).toMatch(/ICMP net unreachable/);
   });
 });
