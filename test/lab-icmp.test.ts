@@ -30,7 +30,8 @@ describe.skipIf(!!skip)('host-unreachable: an ICMP from a router during connect,
     if (!r.trace || !('segments' in r.trace)) throw new Error(`no trace: ${JSON.stringify(r.trace)}`);
     const segs = r.trace.segments as Segment[];
     // one connect error per target, each stamped with when the program met it
-    expect(r.errors.map((e) => e.code)).toEqual(['EHOSTUNREACH', 'EHOSTUNREACH', 'EHOSTUNREACH']);
+    // (and EACCES from the client's own prohibit route, last)
+    expect(r.errors.map((e) => e.code)).toEqual(['EHOSTUNREACH', 'EHOSTUNREACH', 'EHOSTUNREACH', 'EACCES']);
     TARGETS.forEach((t, i) => {
       const syns = segs.filter((s) => !s.icmp && s.dst === t.addr && s.flags.join() === 'SYN');
       const icmps = segs.filter((s) => s.icmp?.quoted.dst === t.addr);
@@ -76,6 +77,8 @@ describe.skipIf(!!skip)('host-unreachable: an ICMP from a router during connect,
       expect(row.icmp!.errno).toBe('EHOSTUNREACH');
       expect(row.clientState).toBe('CLOSED');
     }
+    // the client's own prohibit route: nothing on the wire for that address, not even a SYN
+    expect(segs.filter((s) => s.dst === '198.18.3.6' || s.icmp?.quoted.dst === '198.18.3.6')).toEqual([]);
     expect(
       ladders.some(
         (l) =>

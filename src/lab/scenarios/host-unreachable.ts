@@ -23,6 +23,8 @@ import { liveSynSchedule } from '../timers.js';
 
 /** the port every failing connect aims at (no host there to answer) */
 const PORT = 7007;
+/** an address the client's own table prohibits */
+const LOCAL_PROHIBIT = '198.18.3.6';
 
 interface Target {
   addr: string;
@@ -106,7 +108,15 @@ export async function hostUnreachable(): Promise<ScenarioResult> {
     const sends = liveSynSchedule()?.sends ?? [0, 1000, 2000, 3000, 4000, 5000];
     const last = results.get(TARGETS[2]!.addr)!;
     const nextDue = sends.find((x) => x > Number(last.ms)) ?? Number(last.ms) + 1000;
-    await new Promise((res) => setTimeout(res, nextDue - Number(last.ms) + 500));
+    const quietUntil = performance.now() + nextDue - Number(last.ms) + 500;
+    // meanwhile, the contrast: the same kind of route in the client's own table fails connect()
+    // before any packet leaves, and a local "prohibit" is EACCES where the router's code 13
+    // was EHOSTUNREACH
+    h.ip(h.client, 'route', 'add', 'prohibit', `${LOCAL_PROHIBIT}/32`);
+    const local = await h
+      .spawnIn(h.client, { role: 'connect', host: LOCAL_PROHIBIT, port: PORT, timeoutMs: 5000 })
+      .next('result', 20_000);
+    await new Promise((res) => setTimeout(res, Math.max(0, quietUntil - performance.now())));
     const stopAtUs = Date.now() * 1000;
     const segs = await h.captured();
 
@@ -143,7 +153,7 @@ export async function hostUnreachable(): Promise<ScenarioResult> {
       const dueUs = syns[0]!.epochUs + (sends[before.length] ?? sends.at(-1)! + 1000) * 1000;
       const quietMs = (stopAtUs - icmp.epochUs) / 1000;
       r.step(
-        `${t.addr}: ${after.length} SYN(s) after the ICMP in the ${quietMs.toFixed(0)} ms captured after it (the next retransmission was due ${ms(dueUs - icmp.epochUs)} ms after it)`,
+        `${t.addr}: ${after.length} SYN(s) after the ICMP in the ${quietMs.toFixed(0)} ms captured after it (the next retransmission was due ${((dueUs - icmp.epochUs) / 1000).toFixed(0)} ms after it)`,
       );
       r.check(
         `${t.addr}: no SYN after the ICMP (Linux does not retry; BSD would)`,
@@ -155,7 +165,7 @@ export async function hostUnreachable(): Promise<ScenarioResult> {
       );
       r.check(`${t.addr}: connect() fails with ${errno}`, res.code === errno);
       r.check(
-        `${t.addr}: the failure follows the ICMP at once (within 500 ms; the next SYN was due after ${ms(dueUs - icmp.epochUs)} ms)`,
+        `${t.addr}: the failure follows the ICMP at once (within 500 ms; the next SYN was due after ${((dueUs - icmp.epochUs) / 1000).toFixed(0)} ms)`,
         lagMs > -2 && lagMs < 500,
       );
       if (t.arp) {
@@ -176,6 +186,24 @@ export async function hostUnreachable(): Promise<ScenarioResult> {
         );
       }
     }
+    r.step(
+      `a route "prohibit" for ${LOCAL_PROHIBIT} in the client's own table: connect ${LOCAL_PROHIBIT}:${PORT} → ${local.code} after ${Number(local.ms).toFixed(1)} ms`,
+    );
+    if (local.code !== 'CONNECTED' && local.code !== 'ETIMEDOUT')
+      r.error(
+        Object.assign(new Error(`connect ${local.code}`), {
+          code: local.code,
+          syscall: 'connect',
+          address: LOCAL_PROHIBIT,
+          port: PORT,
+        }),
+        Number(local.atUs),
+      );
+    r.check(
+      "the client's own prohibit route: EACCES at once, no packet on the link (the router's, by ICMP code 13, gave EHOSTUNREACH)",
+      local.code === 'EACCES' &&
+        !segs.some((x) => x.dst === LOCAL_PROHIBIT || x.icmp?.quoted.dst === LOCAL_PROHIBIT),
+    );
     r.step(
       'what 4.4BSD does (the tutorial): keeps the ICMP as a soft error, retransmits the SYN, and fails connect() only when its 75 s timer runs out, with EHOSTUNREACH',
     );
