@@ -211,12 +211,14 @@ export function ladderSvg(conn, title, shown = conn.segs.length) {
     g.append(
       el('text', { x: 8, y: y + 8, 'font-size': 10.5, fill: '#5f6b76' }, String(micros(seg, first, row))),
       el('line', {
-        x1,
+        // an ICMP error comes from a router on the path: dashed, from the middle
+        x1: seg.icmp ? (L + R) / 2 : x1,
         y1: y,
         x2,
         y2: y + 14,
         stroke: c,
         'stroke-width': 1.6,
+        ...(seg.icmp ? { 'stroke-dasharray': '5 3' } : {}),
         'marker-end': `url(#arr-${name})`,
       }),
       el(
