@@ -169,9 +169,10 @@ function ladderOf(all: Segment[]): Ladder {
   const lastWin: Partial<Record<Side, number>> = {};
   const t0 = all[0]!.us ?? Math.round(all[0]!.t * 1000);
   const rows: LadderRow[] = [];
+  let next = 0; // s's index in segs
   for (const s of all) {
     if (!s.icmp) {
-      tcpRow(s, segs.indexOf(s));
+      tcpRow(s, next++);
       continue;
     }
     // an ICMP error about the segment a side sent: it goes back to that side

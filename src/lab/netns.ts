@@ -1,7 +1,8 @@
 // Two hosts on one machine for the dead-peer and unreachable scenarios: a pair of network
 // namespaces joined by a veth, with addresses from the benchmarking range 198.18.0.0/15 that
-// exist only inside them (withRouter: three, a forwarding router between client and server). Each side runs as a child process (`ip netns exec NS node …`) with
-// an IPC channel; the path is cut from here with a blackhole route. Everything is removed
+// exist only inside them (withRouter: three, a forwarding router between client and server).
+// Each side runs as a child process (`ip netns exec NS node …`) with an IPC channel; the path
+// is cut from here with a blackhole route. Everything is removed
 // on every exit path (children first: a namespace with a live process outlives its name).
 
 import { type ChildProcess, execFileSync, spawn } from 'node:child_process';

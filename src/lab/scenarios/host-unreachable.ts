@@ -5,7 +5,7 @@
 // unanswered; after its probes it answers ICMP host unreachable). The client's link is captured:
 // the test reads the ICMP there, and that no SYN followed it. Linux's tcp_v4_err reports an ICMP
 // unreachable to a socket in SYN_SENT and closes it at once; BSD keeps it as a soft error and
-// retransmits the SYN until the connection timer runs out.
+// retransmits the SYN (the error comes after several retransmissions or the 75 s timer).
 
 import os from 'node:os';
 import type { Segment } from '../capture.js';
@@ -57,8 +57,8 @@ export async function hostUnreachable(): Promise<ScenarioResult> {
   r.dependsOn(
     ['tcp_syn_retries'],
     [
-      'RFC 1122 calls ICMP net/host unreachable a soft error; Linux (tcp_v4_err) makes an exception for a socket in SYN_SENT: the error is reported and the socket closed at once, so connect() fails with no further SYN (only if the socket is busy in a system call at that instant is it kept as a soft error and the SYN retried)',
-      '4.4BSD (tcp_notify), the tutorial’s description: in SYN_SENT the ICMP is kept as a soft error and the SYN retransmitted; connect() fails when the connection timer (75 s) runs out, with EHOSTUNREACH instead of ETIMEDOUT',
+      'RFC 1122 calls ICMP net/host unreachable a soft error; Linux (tcp_v4_err) makes an exception for a socket in SYN_SENT: the error is reported and the socket closed at once, so connect() fails with no further SYN (only if a system call holds the socket’s lock at that instant is it kept as a soft error and the SYN retried)',
+      '4.4BSD (tcp_notify), the tutorial’s description: in SYN_SENT the ICMP is kept as a soft error and the SYN retransmitted; connect() fails only after more than 3 retransmissions (when an ICMP comes again) or when the 75 s connection timer runs out, with EHOSTUNREACH instead of ETIMEDOUT',
       'Linux maps each ICMP unreachable code to an errno (icmp_err_convert): host unreachable (1) and administratively prohibited (13) both give EHOSTUNREACH, net unreachable (0) ENETUNREACH; EACCES comes only from a "prohibit" route in this host’s own table',
       'a router answers at once for an unreachable or prohibit route; for a neighbour that never answers ARP only after (mcast_solicit + app_solicit) × retrans_time_ms of its interface (3 × 1 s by default), so the client retransmits its SYN meanwhile',
       'on an established connection the same ICMP stays a soft error on Linux too (sk_err_soft; reported only with IP_RECVERR): the retransmissions go on',
@@ -205,7 +205,7 @@ export async function hostUnreachable(): Promise<ScenarioResult> {
         !segs.some((x) => x.dst === LOCAL_PROHIBIT || x.icmp?.quoted.dst === LOCAL_PROHIBIT),
     );
     r.step(
-      'what 4.4BSD does (the tutorial): keeps the ICMP as a soft error, retransmits the SYN, and fails connect() only when its 75 s timer runs out, with EHOSTUNREACH',
+      'what 4.4BSD does (the tutorial): keeps the ICMP as a soft error and retransmits the SYN; connect() fails with EHOSTUNREACH only after several retransmissions or its 75 s timer',
     );
     return r.result();
   });
