@@ -2,6 +2,7 @@
 // ICMP, the SYNs before and after it) and the connect errors with the time the program met them,
 // not the printed steps. Three network namespaces; about 6 s, so it runs in `npm run test:e2e`.
 
+import { execFileSync } from 'node:child_process';
 import { describe, expect, it } from 'vitest';
 import { captureUnavailable, type Segment } from '../src/lab/capture.js';
 import { findScenario, traced } from '../src/lab/index.js';
@@ -88,5 +89,10 @@ describe.skipIf(!!skip)('host-unreachable: an ICMP from a router during connect,
             .join(' ') === 'SYN SYN,ACK ACK',
       ),
     ).toBe(true);
+    // and its three namespaces are gone (named after this process's pid)
+    const left = execFileSync('ip', ['netns', 'list'], { encoding: 'utf8' })
+      .split('\n')
+      .filter((l) => new RegExp(`^ek[CRS]-${process.pid % 100000}\\d`).test(l));
+    expect(left).toEqual([]);
   }, 90_000);
 });
