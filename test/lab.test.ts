@@ -30,6 +30,7 @@ const expectedErrors: Record<string, string[]> = {
   keepalive: ['ETIMEDOUT'],
   'user-timeout': ['ETIMEDOUT'],
   unreachable: ['EHOSTUNREACH', 'ENETUNREACH'],
+  'host-unreachable': ['EHOSTUNREACH', 'EHOSTUNREACH', 'EHOSTUNREACH', 'EACCES'],
   sigpipe: [],
   'close-wait': [],
   'close-unread': ['ECONNRESET'],

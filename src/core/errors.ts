@@ -13,6 +13,8 @@ export interface ErrnoEntry {
   udp?: { meaning?: string; hint?: string };
   /** …or on a Unix-domain socket (the address is a path) */
   unix?: { meaning?: string; hint?: string };
+  /** a hint that fits a failed connect() better than the general one */
+  connect?: string;
   /** hints that fit one command better than the general one */
   client?: string;
   chat?: string;
@@ -50,6 +52,8 @@ export const ERRNO_TABLE: Readonly<Record<string, ErrnoEntry>> = {
   EACCES: {
     meaning: 'permission denied: ports below 1024 need root or CAP_NET_BIND_SERVICE, or a route prohibits it',
     hint: 'Use a port above 1023 (the default is 7007).',
+    connect:
+      'A "prohibit" route in this host\'s table forbids that address (ip route get ADDRESS); over UDP, a broadcast address needs SO_BROADCAST.',
   },
   EPERM: {
     meaning: 'the operation is not permitted for this process (a capability is missing)',
@@ -100,11 +104,12 @@ export const ERRNO_TABLE: Readonly<Record<string, ErrnoEntry>> = {
   },
   EHOSTUNREACH: {
     meaning:
-      'no route to that host: a router or this host said it cannot be reached (ICMP host unreachable, or ARP failed)',
+      'no route to that host: a router or this host said it cannot be reached (ICMP host unreachable or administratively prohibited, an "unreachable" route, or ARP got no answer)',
     hint: 'Check the address and that the host is up and on the network.',
   },
   ENETUNREACH: {
-    meaning: 'the network is unreachable: this host has no route to that address',
+    meaning:
+      'the network is unreachable: this host has no route to that address, or a router answered ICMP net unreachable',
     hint: 'Check the address and the routing table (ip route).',
   },
   ENODEV: {
@@ -370,7 +375,8 @@ export function explainError(err: unknown, ctx: ErrorContext = {}): ExplainedErr
         : ctx.role === 'server'
           ? entry?.server
           : undefined;
-  const hint = udp?.hint ?? roleHint ?? entry?.hint ?? '';
+  const connectHint = e?.syscall === 'connect' ? entry?.connect : undefined;
+  const hint = udp?.hint ?? connectHint ?? roleHint ?? entry?.hint ?? '';
   const tried = triedAddresses(err);
   if (tried) summary += ` (tried ${tried})`;
   let fullHint = hint;

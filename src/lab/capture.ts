@@ -33,6 +33,21 @@ export interface Segment {
   wscale?: number;
   /** the TCP header (options included), bytes */
   hlen?: number;
+  /**
+   * Set on an ICMP error about a TCP segment (captured with `icmp: true`). Then src/dst are the
+   * ICMP packet's addresses (the router that sent it, the host it went to), sport/dport the
+   * quoted segment's ports the way a reply on that connection carries them (its dport, its
+   * sport), seq the quoted sequence number, flags empty, ack/win/len 0.
+   */
+  icmp?: IcmpError;
+}
+
+/** An ICMPv4 error (destination unreachable, time exceeded, parameter problem) quoting a TCP segment. */
+export interface IcmpError {
+  type: number;
+  code: number;
+  /** the quoted segment's IP and TCP header fields (an ICMP error carries its first 8 TCP bytes) */
+  quoted: { src: string; sport: number; dst: string; dport: number; seq: number };
 }
 
 export interface Capture {
@@ -57,6 +72,11 @@ export interface CaptureOptions {
   sent?: boolean;
   /** where stop() sends the datagram that ends the read (default 127.0.0.1:9, on lo) */
   marker?: { host: string; port: number };
+  /**
+   * Keep ICMPv4 errors that quote a TCP segment too (as Segments with `icmp` set). Only without
+   * `ports`: the port filter passes TCP alone.
+   */
+  icmp?: boolean;
 }
 
 const AF_PACKET = 17;
@@ -202,7 +222,7 @@ export function startCapture(ifname = 'lo', opts: CaptureOptions = {}): Capture 
         const k = kernelTime();
         const at = k ?? Date.now() * 1000;
         t0 ??= at;
-        const s = parseFrame(buf.subarray(0, n), (at - t0) / 1000);
+        const s = parseFrame(buf.subarray(0, n), (at - t0) / 1000, opts.icmp === true);
         if (s) {
           s.epochUs = Math.round(at);
           s.clock = k === undefined ? 'reader' : 'kernel';
@@ -295,8 +315,11 @@ export function portFilter(ports: number[], markerPort: number) {
   }));
 }
 
-/** An Ethernet frame (loopback's header is all zeros but for the type) → a TCP segment. */
-export function parseFrame(f: Buffer, t: number): Segment | undefined {
+/**
+ * An Ethernet frame (loopback's header is all zeros but for the type) → a TCP segment, or with
+ * `icmp` an ICMPv4 error about one.
+ */
+export function parseFrame(f: Buffer, t: number, icmp = false): Segment | undefined {
   if (f.length < 14) return undefined;
   const type = f.readUInt16BE(12);
   let off = 14;
@@ -304,6 +327,7 @@ export function parseFrame(f: Buffer, t: number): Segment | undefined {
   let dst: string;
   let ipPayload: number;
   if (type === 0x0800) {
+    if (icmp && f.length >= off + 20 && f[off + 9] === 1) return parseIcmp(f, off, t);
     if (f.length < off + 20 || f[off + 9] !== 6) return undefined;
     const ihl = (f[off]! & 0x0f) * 4;
     const total = f.readUInt16BE(off + 2);
@@ -343,6 +367,47 @@ export function parseFrame(f: Buffer, t: number): Segment | undefined {
     len: Math.max(0, ipPayload - dataOff),
     hlen: dataOff,
     ...opts,
+  };
+}
+
+const ipv4 = (b: Buffer) => [...b].join('.');
+
+/**
+ * An ICMPv4 packet at `off` (its IP header) → a Segment with `icmp` set, when it is an error
+ * (type 3 destination unreachable, 11 time exceeded, 12 parameter problem) quoting a TCP segment.
+ */
+function parseIcmp(f: Buffer, off: number, t: number): Segment | undefined {
+  const ihl = (f[off]! & 0x0f) * 4;
+  const icmpAt = off + ihl;
+  const type = f[icmpAt];
+  if (type !== 3 && type !== 11 && type !== 12) return undefined;
+  // the quoted IP header starts after the 8-byte ICMP header; then 8 bytes of its TCP header
+  const q = icmpAt + 8;
+  if (f.length < q + 20 || f[q + 9] !== 6) return undefined;
+  const qt = q + (f[q]! & 0x0f) * 4;
+  if (f.length < qt + 8) return undefined;
+  const quoted = {
+    src: ipv4(f.subarray(q + 12, q + 16)),
+    sport: f.readUInt16BE(qt),
+    dst: ipv4(f.subarray(q + 16, q + 20)),
+    dport: f.readUInt16BE(qt + 2),
+    seq: f.readUInt32BE(qt + 4),
+  };
+  return {
+    t,
+    us: Math.round(t * 1000),
+    epochUs: 0,
+    clock: 'kernel',
+    src: ipv4(f.subarray(off + 12, off + 16)),
+    sport: quoted.dport,
+    dst: ipv4(f.subarray(off + 16, off + 20)),
+    dport: quoted.sport,
+    seq: quoted.seq,
+    ack: 0,
+    flags: [],
+    win: 0,
+    len: 0,
+    icmp: { type, code: f[icmpAt + 1]!, quoted },
   };
 }
 

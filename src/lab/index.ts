@@ -21,6 +21,7 @@ import { eintr } from './scenarios/eintr.js';
 import { epipe } from './scenarios/epipe.js';
 import { forkHoldsPort } from './scenarios/fork-holds-port.js';
 import { halfClose } from './scenarios/half-close.js';
+import { hostUnreachable } from './scenarios/host-unreachable.js';
 import { nonblockingConnect } from './scenarios/nonblocking-connect.js';
 import { processExit } from './scenarios/process-exit.js';
 import { reuseaddrRules } from './scenarios/reuseaddr-rules.js';
@@ -190,6 +191,12 @@ export const SCENARIOS: readonly ScenarioInfo[] = [
     run: closeOutage,
   },
   { name: 'unreachable', summary: 'EHOSTUNREACH / ENETUNREACH from routes', netns: true, run: unreachable },
+  {
+    name: 'host-unreachable',
+    summary: "a router's ICMP host unreachable during connect: Linux fails it at once, no SYN retry",
+    netns: true,
+    run: hostUnreachable,
+  },
 ];
 
 /**

@@ -40,6 +40,61 @@ export interface LadderRow {
   keepaliveProbe?: boolean;
   /** what to point out on this row, in words */
   notes: string[];
+  /**
+   * An ICMP error about this connection's segment (flags empty; seq the quoted segment's,
+   * relative; len, win and rawWin 0; toServer false when it quotes the client's segment)
+   */
+  icmp?: LadderIcmp;
+}
+
+export interface LadderIcmp {
+  type: number;
+  code: number;
+  /** as tcpdump names it: "host unreachable", "communication administratively prohibited" … */
+  name: string;
+  /** who sent it (a router on the path, or the peer's host) */
+  from: string;
+  /** the errno Linux's TCP turns it into (icmp_err_convert), when it has one */
+  errno?: string;
+  /** the quoted segment, as sent: its ends and sequence number (relative) */
+  quoted: { src: string; dst: string; seq: number };
+}
+
+/**
+ * ICMP destination unreachable codes (type 3), each with the errno Linux's TCP turns it into
+ * (and a shorter name for the ladder, where tcpdump has one).
+ */
+const UNREACH: [name: string, errno: string, short?: string][] = [
+  ['net unreachable', 'ENETUNREACH'],
+  ['host unreachable', 'EHOSTUNREACH'],
+  ['protocol unreachable', 'ENOPROTOOPT'],
+  ['port unreachable', 'ECONNREFUSED'],
+  ['fragmentation needed', 'EMSGSIZE'],
+  ['source route failed', 'EOPNOTSUPP'],
+  ['net unknown', 'ENETUNREACH'],
+  ['host unknown', 'EHOSTDOWN'],
+  ['host isolated', 'ENONET'],
+  ['net prohibited', 'ENETUNREACH'],
+  ['host prohibited', 'EHOSTUNREACH'],
+  ['net unreachable for TOS', 'ENETUNREACH'],
+  ['host unreachable for TOS', 'EHOSTUNREACH'],
+  ['communication administratively prohibited', 'EHOSTUNREACH', 'admin prohibited'],
+  ['host precedence violation', 'EHOSTUNREACH'],
+  ['precedence cutoff', 'EHOSTUNREACH'],
+];
+
+/** An ICMP error's name and the errno Linux's TCP gives it (tcp_v4_err, icmp_err_convert). */
+export function icmpName(type: number, code: number): { name: string; errno?: string; short?: string } {
+  if (type === 3) {
+    const u = UNREACH[code];
+    return u
+      ? { name: u[0], errno: u[1], ...(u[2] ? { short: u[2] } : {}) }
+      : { name: `destination unreachable, code ${code}` };
+  }
+  if (type === 11)
+    return { name: code === 0 ? 'TTL exceeded in transit' : 'time exceeded', errno: 'EHOSTUNREACH' };
+  if (type === 12) return { name: 'parameter problem', errno: 'EPROTO' };
+  return { name: `type ${type} code ${code}` };
 }
 
 export interface Ladder {
@@ -55,12 +110,21 @@ export function ladders(segments: Segment[], ports: ReadonlySet<number>): Ladder
   const conns = new Map<string, Segment[]>();
   for (const s of segments) {
     if (!ports.has(s.sport) && !ports.has(s.dport)) continue;
-    const ends = [key(s.src, s.sport), key(s.dst, s.dport)].sort().join('—');
+    const ends = endsOf(s);
     const list = conns.get(ends);
     if (list) list.push(s);
     else conns.set(ends, [s]);
   }
-  return [...conns.values()].map(ladderOf);
+  // (an ICMP error whose segment was not captured has no connection to be drawn in)
+  return [...conns.values()].filter((l) => l.some((s) => !s.icmp)).map(ladderOf);
+}
+
+/** A connection's two ends, the same for both directions; an ICMP error joins the segment it quotes. */
+function endsOf(s: Segment): string {
+  const q = s.icmp?.quoted;
+  return (q ? [key(q.src, q.sport), key(q.dst, q.dport)] : [key(s.src, s.sport), key(s.dst, s.dport)])
+    .sort()
+    .join('—');
 }
 
 type Side = 'client' | 'server';
@@ -73,7 +137,9 @@ const after = (a: number, b: number) => ((a - b) | 0) > 0;
  * an unanswered one was dropped); a side that answers a segment with RST had no socket for it
  * (a FIN to an expired FIN_WAIT2 does not put it in TIME_WAIT).
  */
-function ladderOf(segs: Segment[]): Ladder {
+function ladderOf(all: Segment[]): Ladder {
+  // the TCP segments; the ICMP errors about them are drawn where they arrived
+  const segs = all.filter((s) => !s.icmp);
   // the client sent the first SYN without ACK; failing that, the first segment
   const first = segs.find((s) => s.flags.includes('SYN') && !s.flags.includes('ACK')) ?? segs[0]!;
   const client = key(first.src, first.sport);
@@ -101,9 +167,58 @@ function ladderOf(segs: Segment[]): Ladder {
   /** the next sequence number each side has sent up to, and the last window it advertised */
   const nxt: Partial<Record<Side, number>> = {};
   const lastWin: Partial<Record<Side, number>> = {};
-  const t0 = segs[0]!.us ?? Math.round(segs[0]!.t * 1000);
+  const t0 = all[0]!.us ?? Math.round(all[0]!.t * 1000);
   const rows: LadderRow[] = [];
-  segs.forEach((s, i) => {
+  let next = 0; // s's index in segs
+  for (const s of all) {
+    if (!s.icmp) {
+      tcpRow(s, next++);
+      continue;
+    }
+    // an ICMP error about the segment a side sent: it goes back to that side
+    const q = s.icmp.quoted;
+    const me: Side = key(q.src, q.sport) === client ? 'client' : 'server';
+    const { name, errno, short } = icmpName(s.icmp.type, s.icmp.code);
+    const seq = rel(q.seq, isn.get(key(q.src, q.sport)));
+    const quoted = segs.filter((x) => sideOf(x) === me && x.seq === q.seq && x.us <= s.us).at(-1);
+    const what = quoted ? quoted.flags.join(',') || 'segment' : 'segment';
+    const notes = [`from ${s.src}, about the ${me}'s ${what} seq=${seq}`];
+    const before = { ...state };
+    // what the kernel did: a side in SYN_SENT that sends nothing more after it dropped the
+    // connect (Linux: the error is reported and the socket closed); one that goes on took it
+    // as a soft error
+    const later = segs.some((x) => sideOf(x) === me && x.us > s.us);
+    if (state[me] === 'SYN_SENT' && s.icmp.type === 3 && s.icmp.code !== 4 && !later) {
+      state[me] = 'CLOSED';
+      notes.push(`no retry: connect() failed${errno ? ` (${errno})` : ''}, socket closed`);
+    } else if (later) notes.push(`the ${me} carried on: a soft error`);
+    else if (state[me] === 'CLOSED') notes.push(`the ${me} has no socket for it any more`);
+    const us = (s.us ?? Math.round(s.t * 1000)) - t0;
+    rows.push({
+      t: us / 1000,
+      us,
+      toServer: me === 'server',
+      label: `ICMP ${s.icmp.type}/${s.icmp.code} ${short ?? name}`.slice(0, 36),
+      ...(state.client !== before.client ? { clientState: state.client } : {}),
+      ...(state.server !== before.server && state.server ? { serverState: state.server } : {}),
+      states: { ...state },
+      flags: [],
+      seq,
+      len: 0,
+      win: 0,
+      rawWin: 0,
+      notes,
+      icmp: {
+        type: s.icmp.type,
+        code: s.icmp.code,
+        name,
+        from: s.src,
+        ...(errno ? { errno } : {}),
+        quoted: { src: formatAddress(q.src, q.sport), dst: formatAddress(q.dst, q.dport), seq },
+      },
+    });
+  }
+  function tcpRow(s: Segment, i: number): void {
     const me = sideOf(s);
     const peer: Side = me === 'client' ? 'server' : 'client';
     const f = new Set(s.flags);
@@ -212,7 +327,7 @@ function ladderOf(segs: Segment[]): Ladder {
       ...(keepaliveProbe ? { keepaliveProbe } : {}),
       notes,
     });
-  });
+  }
   const [ca, cp] = client.split('|') as [string, string];
   const other = segs.find((s) => key(s.src, s.sport) !== client);
   const server = other ? formatAddress(other.src, other.sport) : formatAddress(first.dst, first.dport);
@@ -265,8 +380,9 @@ export function ladderSvg(all: Ladder[], title: string): string {
       const yy = top + 30 + i * rowH;
       const y2 = yy + 16;
       const [x1, x2] = r.toServer ? [left, right] : [right, left];
-      const color =
-        r.label.startsWith('RST') || r.label.includes('RST')
+      const color = r.icmp
+        ? '#d35400'
+        : r.label.startsWith('RST') || r.label.includes('RST')
           ? '#c0392b'
           : r.label.includes('FIN')
             ? '#8e44ad'
@@ -274,7 +390,7 @@ export function ladderSvg(all: Ladder[], title: string): string {
               ? '#2471a3'
               : '#333';
       parts.push(
-        `<line x1="${x1}" y1="${yy}" x2="${x2}" y2="${y2}" stroke="${color}" stroke-width="1.5" marker-end="url(#arrow)"/>`,
+        `<line x1="${r.icmp ? (x1 + x2) / 2 : x1}" y1="${yy}" x2="${x2}" y2="${y2}" stroke="${color}" stroke-width="1.5"${r.icmp ? ' stroke-dasharray="5 3"' : ''} marker-end="url(#arrow)"/>`,
         `<text x="${(left + right) / 2}" y="${(yy + y2) / 2 - 4}" text-anchor="middle" font-size="11" fill="${color}">${esc(r.label)}</text>`,
         `<text x="8" y="${yy + 6}" font-size="10" fill="#777">${r.t.toFixed(3)} ms</text>`,
       );

@@ -19,7 +19,7 @@ type Role =
       heartbeat?: { intervalMs: number; timeoutMs: number };
     }
   | { role: 'connect'; host: string; port: number; timeoutMs: number }
-  | { role: 'capture'; ifname: string; marker: { host: string; port: number } };
+  | { role: 'capture'; ifname: string; marker: { host: string; port: number }; icmp?: boolean };
 
 const role = JSON.parse(process.argv[2] ?? '{}') as Role;
 const send = (m: object) => process.send?.(m);
@@ -74,8 +74,9 @@ if (role.role === 'server') {
     s.once('close', () => clearInterval(timer));
   });
 } else if (role.role === 'capture') {
-  // every TCP segment on the namespace's veth (nothing else runs in it), both directions
-  const cap = startCapture(role.ifname, { marker: role.marker });
+  // every TCP segment on the namespace's veth (nothing else runs in it), both directions, and
+  // with `icmp` the ICMP errors about them
+  const cap = startCapture(role.ifname, { marker: role.marker, icmp: role.icmp === true });
   send({ type: 'capturing' });
   process.on('message', async (m: { type: string }) => {
     if (m.type !== 'stop') return;
@@ -83,16 +84,19 @@ if (role.role === 'server') {
   });
 } else if (role.role === 'connect') {
   const t0 = performance.now();
+  // `atUs`: when the outcome reached this program, µs since the epoch (the capture's clock)
+  const result = (code: string | undefined) => {
+    const now = performance.now();
+    send({ type: 'result', code, ms: now - t0, atUs: Math.round((performance.timeOrigin + now) * 1000) });
+  };
   const s = net.connect({ host: role.host, port: role.port, timeout: role.timeoutMs });
   s.on('connect', () => {
-    send({ type: 'result', code: 'CONNECTED', ms: performance.now() - t0 });
+    result('CONNECTED');
     s.destroy();
   });
   s.on('timeout', () => {
-    send({ type: 'result', code: 'ETIMEDOUT', ms: performance.now() - t0 });
+    result('ETIMEDOUT');
     s.destroy();
   });
-  s.on('error', (err: NodeJS.ErrnoException) =>
-    send({ type: 'result', code: err.code, ms: performance.now() - t0 }),
-  );
+  s.on('error', (err: NodeJS.ErrnoException) => result(err.code));
 }

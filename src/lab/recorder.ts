@@ -22,6 +22,8 @@ export interface LabError {
   line: string;
   /** ms since the scenario started */
   t: number;
+  /** when the program met it, µs since the epoch (the clock of a capture's `epochUs`), where known */
+  atUs?: number;
 }
 
 export interface LabStates {
@@ -188,10 +190,10 @@ export class Recorder {
     for (const m of text.matchAll(/:(\d{4,5})\b/g)) if (Number(m[1]) >= 1024) announcePort(Number(m[1]));
   }
 
-  /** Record an error the scenario provoked; returns its code. */
-  error(err: unknown): string {
+  /** Record an error the scenario provoked (`atUs`: when its program met it); returns its code. */
+  error(err: unknown, atUs?: number): string {
     const e = explainError(err);
-    const error = { code: e.code, line: e.line, t: this.elapsed() };
+    const error = { code: e.code, line: e.line, t: this.elapsed(), ...(atUs !== undefined ? { atUs } : {}) };
     this.errors.push(error);
     tell({ kind: 'error', scenario: this.name, error });
     return errorCode(err);

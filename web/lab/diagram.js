@@ -24,15 +24,20 @@ export function connections(result) {
   if (!trace || !Array.isArray(trace.segments)) return [];
   const conns = new Map();
   for (const s of trace.segments) {
-    const ends = [key(s.src, s.sport), key(s.dst, s.dport)].sort().join('—');
+    // an ICMP error belongs to the connection of the segment it quotes
+    const q = s.icmp?.quoted;
+    const ends = (q ? [key(q.src, q.sport), key(q.dst, q.dport)] : [key(s.src, s.sport), key(s.dst, s.dport)])
+      .sort()
+      .join('—');
     if (!conns.has(ends)) conns.set(ends, []);
     conns.get(ends).push(s);
   }
   const ladders = Array.isArray(trace.ladders) ? trace.ladders : [];
   return [...conns.values()].map((segs) => {
-    const first = segs.find((s) => s.flags.includes('SYN') && !s.flags.includes('ACK')) ?? segs[0];
+    const tcp = segs.filter((s) => !s.icmp);
+    const first = tcp.find((s) => s.flags.includes('SYN') && !s.flags.includes('ACK')) ?? tcp[0] ?? segs[0];
     const clientKey = key(first.src, first.sport);
-    const other = segs.find((s) => key(s.src, s.sport) !== clientKey);
+    const other = tcp.find((s) => key(s.src, s.sport) !== clientKey);
     const client = addr(first.src, first.sport);
     const server = other ? addr(other.src, other.sport) : addr(first.dst, first.dport);
     // the lab's ladder of this connection: the one with these two endpoints
@@ -48,7 +53,10 @@ export function connections(result) {
       segs: segs.map((seg, j) => ({
         seg,
         row: rows[j] ?? {},
-        toServer: key(seg.src, seg.sport) === clientKey,
+        // an ICMP error goes back to the side whose segment it quotes
+        toServer: seg.icmp
+          ? key(seg.icmp.quoted.src, seg.icmp.quoted.sport) !== clientKey
+          : key(seg.src, seg.sport) === clientKey,
       })),
     };
   });
@@ -77,6 +85,7 @@ function micros(seg, first, row) {
 /** A segment's fields as the ladder labels it: flags, relative seq/ack, length, scaled window. */
 export function segmentLabel(conn, j) {
   const { seg, row } = conn.segs[j];
+  if (seg.icmp) return typeof row.label === 'string' ? row.label : `ICMP ${seg.icmp.type}/${seg.icmp.code}`;
   const marks = [
     row.retransmission ? '[retransmission]' : '',
     row.zeroWindowProbe ? '[zero-window probe]' : '',
@@ -202,12 +211,14 @@ export function ladderSvg(conn, title, shown = conn.segs.length) {
     g.append(
       el('text', { x: 8, y: y + 8, 'font-size': 10.5, fill: '#5f6b76' }, String(micros(seg, first, row))),
       el('line', {
-        x1,
+        // an ICMP error comes from a router on the path: dashed, from the middle
+        x1: seg.icmp ? (L + R) / 2 : x1,
         y1: y,
         x2,
         y2: y + 14,
         stroke: c,
         'stroke-width': 1.6,
+        ...(seg.icmp ? { 'stroke-dasharray': '5 3' } : {}),
         'marker-end': `url(#arr-${name})`,
       }),
       el(

@@ -13,7 +13,7 @@ export async function unreachable(): Promise<ScenarioResult> {
   r.dependsOn(
     ['tcp_syn_retries'],
     [
-      "these come from this host's own routing table, at once; an ICMP unreachable from a router during connect aborts it on Linux too, where BSD treats it as a soft error and retransmits the SYN a few times first",
+      "these come from this host's own routing table, at once; a router's ICMP unreachable during connect fails it at once on Linux too (host-unreachable shows it on the wire), where BSD keeps it as a soft error and retransmits the SYN (the error comes after several retransmissions or its 75 s timer)",
     ],
   );
   const why = netnsUnavailable();

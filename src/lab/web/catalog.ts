@@ -39,7 +39,7 @@ export const GROUPS: [tutorial: string, names: string[]][] = [
   ],
   [
     'Linux socket programming basics',
-    ['client-port', 'econnreset', 'backlog', 'nonblocking-connect', 'eintr', 'unreachable'],
+    ['client-port', 'econnreset', 'backlog', 'nonblocking-connect', 'eintr', 'unreachable', 'host-unreachable'],
   ],
   ['port reuse and a process-per-client server', ['fork-holds-port', 'chat-fork']],
   ['Unix-domain stream sockets: bind(), unlink() before bind, abstract names', ['stale-unix-socket']],
@@ -60,7 +60,9 @@ export const TUTORIAL_SAID: Record<string, string> = {
   econnreset: 'a crashed peer resets the connection',
   'syn-retries': 'connect() waits "a long time"',
   'connect-timeout': 'connect() waits "a long time"',
-  unreachable: 'an ICMP error during connect is retried',
+  unreachable: 'connect() fails with EHOSTUNREACH or ENETUNREACH',
+  'host-unreachable':
+    'a router’s ICMP unreachable is recorded and the SYN retried; connect() fails only when all retries have failed',
   'nonblocking-connect': 'htons and htonl convert the same way; a full send buffer gives ENOBUFS',
   eintr:
     'accept() interrupted by a signal fails with EINTR: call it again; write() waits until it has copied all, and returns 0 on some errors',
