@@ -39,7 +39,15 @@ export const GROUPS: [tutorial: string, names: string[]][] = [
   ],
   [
     'Linux socket programming basics',
-    ['client-port', 'econnreset', 'backlog', 'nonblocking-connect', 'eintr', 'unreachable', 'host-unreachable'],
+    [
+      'client-port',
+      'econnreset',
+      'backlog',
+      'nonblocking-connect',
+      'eintr',
+      'unreachable',
+      'host-unreachable',
+    ],
   ],
   ['port reuse and a process-per-client server', ['fork-holds-port', 'chat-fork']],
   ['Unix-domain stream sockets: bind(), unlink() before bind, abstract names', ['stale-unix-socket']],
