@@ -4,7 +4,7 @@
 import { once } from 'node:events';
 import net from 'node:net';
 import { afterEach, describe, expect, it } from 'vitest';
-import { closeDescriptor, fdPassAvailable, sendFds, seqpacketPair } from '../src/core/fdpass.js';
+import { closeDescriptor, fdPassAvailable, sendFds, socketPair } from '../src/core/fdpass.js';
 import { releaseHandle } from '../src/core/internals.js';
 import {
   BATCH_MAX,
@@ -56,14 +56,15 @@ async function loopback() {
 
 /** Both ends of a channel: the primary's HandoverChannel and a receiver that echoes what it gets. */
 function channelPair(opts: { start?: boolean } = {}) {
-  const [parentEnd, childEnd] = seqpacketPair();
-  const ch = new HandoverChannel(parentEnd);
+  const [parentEnd, childEnd] = socketPair('seqpacket');
+  const [parentWake, childWake] = socketPair('stream');
+  const ch = new HandoverChannel(parentEnd, parentWake);
   const got: { meta: HandedMeta; socket: net.Socket }[] = [];
   const batches: number[] = [];
   const lost: HandedMeta[] = [];
   let rx: { close(): void } | undefined;
   const start = () => {
-    rx = receiveHandovers(childEnd, {
+    rx = receiveHandovers(childEnd, childWake, {
       conn(socket, meta) {
         got.push({ meta, socket });
         socket.on('data', (d) => socket.write(d));
@@ -78,7 +79,8 @@ function channelPair(opts: { start?: boolean } = {}) {
   cleanup.push(() => {
     rx?.close();
     ch.close();
-    closeDescriptor(childEnd);
+    closeDescriptor(childEnd); // (the wake-up end is closed by the receiver's socket, or here)
+    if (!rx) closeDescriptor(childWake);
     for (const g of got) g.socket.destroy();
   });
   return { ch, got, batches, lost, start: () => start() };

@@ -10,11 +10,15 @@
 // int level; int type; } is 16, its data 8-aligned (CMSG_SPACE).
 //
 // Sending never blocks (MSG_DONTWAIT): EAGAIN comes back to the caller, which retries later.
-// Receiving runs without blocking the event loop: poll() waits on a koffi worker thread
-// (`.async`), with a timeout so that a process that exits never waits for that thread for
-// long; the messages are then read on the main thread (MSG_DONTWAIT) until EAGAIN.
+// The receiver learns that messages are waiting from a second socket pair, a stream the
+// event loop watches (a net.Socket on its descriptor): the sender writes a byte to it after
+// the messages of a turn, the receiver then reads messages (MSG_DONTWAIT) until EAGAIN. No
+// thread waits on the channel, so nothing holds up the receiving process's exit. (A poll() on
+// a koffi `.async` thread was the other way: it cost a thread hand-off per wake-up, and a
+// process exiting waits for that thread.)
 
 import { createRequire } from 'node:module';
+import { Socket, type SocketConstructorOpts } from 'node:net';
 import { platformTable } from './libc.js';
 
 /** the most descriptors one message carries (Linux's SCM_MAX_FD is 253) */
@@ -23,6 +27,7 @@ export const MAX_FDS_PER_MESSAGE = 253;
 export const MAX_PAYLOAD = 128 * 1024;
 
 const AF_UNIX = 1;
+const SOCK_STREAM = 1;
 const SOCK_SEQPACKET = 5;
 const SOCK_CLOEXEC = 0o2000000;
 const SOL_SOCKET = 1;
@@ -32,7 +37,6 @@ const MSG_TRUNC = 0x20;
 const MSG_DONTWAIT = 0x40;
 const MSG_NOSIGNAL = 0x4000;
 const MSG_CMSG_CLOEXEC = 0x40000000;
-const POLLIN = 0x1;
 const EAGAIN = 11;
 const EINTR = 4;
 
@@ -47,10 +51,8 @@ interface Native {
   socketpair(domain: number, type: number, proto: number, fds: Int32Array): number;
   sendmsg(fd: number, msg: unknown, flags: number): number;
   recvmsg(fd: number, msg: unknown, flags: number): number;
-  poll: ((fds: unknown, n: number, timeoutMs: number) => number) & {
-    async(fds: unknown, n: number, timeoutMs: number, cb: (err: unknown, r: number) => void): void;
-  };
-  shutdown(fd: number, how: number): number;
+  send(fd: number, buf: Buffer, len: number, flags: number): number;
+  ioctl(fd: number, request: number, out: Int32Array): number;
   close(fd: number): number;
   errno(): number;
 }
@@ -78,8 +80,8 @@ function loadNative(): string {
       socketpair: lib.func('int socketpair(int, int, int, _Out_ int *)'),
       sendmsg: lib.func('long sendmsg(int, void *, int)'),
       recvmsg: lib.func('long recvmsg(int, void *, int)'),
-      poll: lib.func('int poll(void *, unsigned long, int)'),
-      shutdown: lib.func('int shutdown(int, int)'),
+      send: lib.func('long send(int, const void *, size_t, int)'),
+      ioctl: lib.func('int ioctl(int, unsigned long, _Out_ int *)'),
       close: lib.func('int close(int)'),
       errno: () => koffi.errno() as number,
     };
@@ -124,13 +126,31 @@ class Block {
   }
 }
 
-/** A connected AF_UNIX SOCK_SEQPACKET pair, both ends close-on-exec (a child gets its end by dup2). */
-export function seqpacketPair(): [number, number] {
+/**
+ * A connected AF_UNIX socket pair, both ends close-on-exec (a child gets its end by dup2):
+ * SOCK_SEQPACKET for the channel, SOCK_STREAM for its wake-ups.
+ */
+export function socketPair(type: 'seqpacket' | 'stream' = 'seqpacket'): [number, number] {
   const n = load();
   const fds = new Int32Array(2);
-  if (n.socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, fds) !== 0)
+  const t = type === 'seqpacket' ? SOCK_SEQPACKET : SOCK_STREAM;
+  if (n.socketpair(AF_UNIX, t | SOCK_CLOEXEC, 0, fds) !== 0)
     throw Object.assign(new Error(`socketpair: errno ${n.errno()}`), { code: 'ESOCKETPAIR' });
   return [fds[0]!, fds[1]!];
+}
+
+const WAKE = Buffer.from([1]);
+const unread = new Int32Array(1);
+
+/**
+ * Tell the receiver that messages wait: one byte on the wake-up stream, never waiting; none
+ * while it has not read the last one (SIOCOUTQ: it will read every message when it does, those
+ * sent since included). A full stream (EAGAIN) is no loss for the same reason.
+ */
+export function wake(fd: number): void {
+  const n = load();
+  if (n.ioctl(fd, 0x5411 /* SIOCOUTQ */, unread) === 0 && unread[0]! > 0) return;
+  n.send(fd, WAKE, 1, MSG_DONTWAIT | MSG_NOSIGNAL);
 }
 
 let sendBlock: Block | undefined;
@@ -174,44 +194,45 @@ export interface FdMessage {
 }
 
 /**
- * The receiving end of a descriptor channel, read without blocking the event loop: `onMessage`
- * for each message, `onEnd` once when the other end has closed (or reading failed). Call
- * close() before the process exits on purpose: it shuts the socket, which ends the wait on
- * the worker thread at once (otherwise it ends within `pollMs`).
+ * The receiving end of a descriptor channel (`fd`), read when its wake-up stream (`wakeFd`)
+ * has bytes: `onMessage` for each message, `onEnd` once when the other end has closed (or
+ * reading failed). Nothing is read before start().
  */
 export class FdReceiver {
   private readonly n: Native;
   private readonly block: Block;
-  /** one struct pollfd { int fd; short events; short revents; }, read by the worker thread */
-  private readonly pollfd: unknown;
   private closed = false;
-  private waiting = false;
+  private wakeups?: Socket;
 
   constructor(
     readonly fd: number,
+    private readonly wakeFd: number,
     private readonly onMessage: (m: FdMessage) => void,
     private readonly onEnd: (why?: string) => void,
-    private readonly pollMs = 1000,
   ) {
     this.n = load();
     this.block = new Block(this.n, 2 * MAX_PAYLOAD);
-    this.pollfd = this.n.koffi.alloc('uint8', 8);
-    const p = Buffer.from(this.n.koffi.view(this.pollfd, 8) as ArrayBuffer);
-    p.writeInt32LE(fd, 0);
-    p.writeInt16LE(POLLIN, 4);
   }
 
-  /** Start (or keep) waiting for messages. */
+  /** Read what is queued now, then each time the sender wakes this end up. */
   start(): void {
-    if (this.closed || this.waiting) return;
-    this.waiting = true;
-    this.n.poll.async(this.pollfd, 1, this.pollMs, (err) => {
-      this.waiting = false;
-      if (this.closed) return;
-      if (err) return this.end(`poll: ${(err as Error).message ?? err}`);
-      this.drain();
-      this.start();
+    if (this.closed || this.wakeups) return;
+    const scratch = Buffer.allocUnsafe(64);
+    // the wake-up bytes are read into one buffer and dropped; only their arrival matters
+    const opts = {
+      fd: this.wakeFd,
+      readable: true,
+      writable: false,
+      onread: { buffer: scratch, callback: () => this.drain() },
+    };
+    const s = new Socket(opts as unknown as SocketConstructorOpts);
+    s.on('error', (err) => this.end(`wake-ups: ${err.message}`));
+    s.on('end', () => {
+      this.drain(); // the last messages, then the end the recvmsg of 0 bytes tells
+      this.end();
     });
+    this.wakeups = s;
+    this.drain();
   }
 
   /** Read every message queued now. */
@@ -255,11 +276,11 @@ export class FdReceiver {
     this.onEnd(why);
   }
 
-  /** Stop reading and shut the socket (a poll waiting on it returns now). */
+  /** Stop reading: the wake-up stream closes; the channel's descriptor stays open until exit. */
   close(): void {
     if (this.closed) return;
     this.closed = true;
-    this.n.shutdown(this.fd, 2 /* SHUT_RDWR */);
+    this.wakeups?.destroy();
   }
 }
 

@@ -256,8 +256,8 @@ function serveRole(once: boolean): void {
 }
 
 /**
- * The worker's end of the descriptor channel (fd ECHO_HANDOVER_FD), when the parent opened
- * one. `want`: batches the parent said it sent (its 'shutdown'); pending() while fewer have
+ * The worker's end of the descriptor channel and of its wake-up stream (the descriptors
+ * ECHO_HANDOVER_FD names), when the parent opened them. `want`: batches the parent said it sent (its 'shutdown'); pending() while fewer have
  * been dealt with and the channel is open. `changed` after each batch and at its end.
  */
 function openChannel(
@@ -269,10 +269,10 @@ function openChannel(
   },
 ) {
   const state = { open: false, want: 0, got: 0, pending: () => state.open && state.got < state.want };
-  const fd = Number(process.env.ECHO_HANDOVER_FD);
-  if (once || !Number.isInteger(fd) || fd < 0) return state;
+  const [fd, wakeFd] = (process.env.ECHO_HANDOVER_FD ?? '').split(',').map(Number);
+  if (once || !Number.isInteger(fd) || !Number.isInteger(wakeFd)) return state;
   try {
-    const rx = receiveHandovers(fd, {
+    receiveHandovers(fd!, wakeFd!, {
       conn: h.conn,
       lost: h.lost,
       batch(seq) {
@@ -286,8 +286,6 @@ function openChannel(
       },
     });
     state.open = true;
-    // a thread waits on it: shut it as the process exits, so that the exit does not wait
-    process.on('exit', () => rx.close());
   } catch (err) {
     logger.debug(logFields, `${label}: descriptor channel unusable: ${(err as Error).message}`);
   }

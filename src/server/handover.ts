@@ -26,7 +26,8 @@ import {
   fdPassAvailable,
   MAX_PAYLOAD,
   sendFds,
-  seqpacketPair,
+  socketPair,
+  wake,
 } from '../core/fdpass.js';
 import { handleFd, releaseHandle } from '../core/internals.js';
 import { sysError } from '../core/libc.js';
@@ -62,13 +63,17 @@ export function handoverUnavailable(): string | undefined {
   return fdPassAvailable();
 }
 
-/** A channel's two ends, or undefined where there can be none (handoverUnavailable). */
-export function handoverPair(): { parentEnd: number; childEnd: number } | undefined {
+/** A channel's ends (and its wake-up stream's), or undefined where there can be none. */
+export function handoverPair(): { parent: [number, number]; child: [number, number] } | undefined {
   if (handoverUnavailable()) return undefined;
+  let channel: [number, number] | undefined;
   try {
-    const [parentEnd, childEnd] = seqpacketPair();
-    return { parentEnd, childEnd };
+    const c = socketPair('seqpacket');
+    channel = c;
+    const w = socketPair('stream');
+    return { parent: [c[0], w[0]], child: [c[1], w[1]] };
   } catch {
+    channel?.forEach(closeDescriptor);
     return undefined; // out of descriptors: this worker gets Node's IPC
   }
 }
@@ -97,7 +102,11 @@ export class HandoverChannel {
     this.flush();
   };
 
-  constructor(readonly fd: number) {}
+  /** `fd`: the channel's end; `wakeFd`: the wake-up stream's, written after each turn's messages */
+  constructor(
+    readonly fd: number,
+    readonly wakeFd: number,
+  ) {}
 
   /**
    * Queue `socket` for the end of this event-loop turn; `done` once it was sent (its copy
@@ -124,6 +133,12 @@ export class HandoverChannel {
   }
 
   private flush(): void {
+    const seq = this.seq;
+    this.send1();
+    if (this.seq !== seq) wake(this.wakeFd);
+  }
+
+  private send1(): void {
     while (this.queue.length > 0 && !this.broken) {
       let n = 0;
       let bytes = 0;
@@ -172,6 +187,7 @@ export class HandoverChannel {
     this.fail(Object.assign(new Error('the worker exited before it was sent'), { code: 'ECHILDGONE' }));
     this.broken = 'closed';
     closeDescriptor(this.fd);
+    closeDescriptor(this.wakeFd);
   }
 }
 
@@ -236,10 +252,13 @@ export interface HandoverHandlers {
   end(why?: string): void;
 }
 
-/** Read the channel on descriptor `fd` (the worker's end) until it closes; close() stops it. */
-export function receiveHandovers(fd: number, h: HandoverHandlers): { close(): void } {
+/**
+ * Read the channel on descriptor `fd` (the worker's end), woken up by `wakeFd`, until it
+ * closes; close() stops it.
+ */
+export function receiveHandovers(fd: number, wakeFd: number, h: HandoverHandlers): { close(): void } {
   const b = broken();
-  const rx = new FdReceiver(fd, (m) => onMessage(m, h, b), h.end);
+  const rx = new FdReceiver(fd, wakeFd, (m) => onMessage(m, h, b), h.end);
   if (b !== 'handover-silent') rx.start();
   return rx;
 }

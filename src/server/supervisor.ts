@@ -84,18 +84,18 @@ export class Supervisor {
     const { logger } = this.o;
     const pair = this.o.handover ? handoverPair() : undefined;
     // the role only: the config (with --tls, the private key) goes over the IPC channel; the
-    // descriptor channel's end is a descriptor, its number in ECHO_HANDOVER_FD
+    // descriptor channel's ends (channel, wake-ups) are descriptors, their numbers in ECHO_HANDOVER_FD
     let proc: ChildProcess;
     try {
       proc = fork(CHILD_MAIN, [], {
-        env: { ...process.env, ECHO_ROLE: this.o.role, ...(pair ? { ECHO_HANDOVER_FD: '4' } : {}) },
-        stdio: ['ignore', 'inherit', 'inherit', 'ipc', ...(pair ? [pair.childEnd] : [])],
+        env: { ...process.env, ECHO_ROLE: this.o.role, ...(pair ? { ECHO_HANDOVER_FD: '4,5' } : {}) },
+        stdio: ['ignore', 'inherit', 'inherit', 'ipc', ...(pair ? pair.child : [])],
       });
     } finally {
-      if (pair) closeDescriptor(pair.childEnd);
+      pair?.child.forEach(closeDescriptor);
     }
     if (proc.pid === undefined) {
-      if (pair) closeDescriptor(pair.parentEnd);
+      pair?.parent.forEach(closeDescriptor);
       // spawn failed at once (EMFILE, EAGAIN, ENOMEM): the error event follows; wait for none
       proc.on('error', () => {});
       throw Object.assign(
@@ -122,7 +122,7 @@ export class Supervisor {
       }),
       alive: true,
       handing: 0,
-      ...(pair ? { channel: new HandoverChannel(pair.parentEnd) } : {}),
+      ...(pair ? { channel: new HandoverChannel(...pair.parent) } : {}),
     };
     this.children.add(child);
     proc.on('error', (err) =>
