@@ -134,3 +134,55 @@ describe.skipIf(!can)('the descriptor channel self-test chooses Node IPC when it
     },
   );
 });
+
+describe.skipIf(!can)('the descriptor channel when the worker does not read it', () => {
+  it('a stopped worker: hand-overs wait in the primary (EAGAIN) without loss, and every client is echoed once it runs', async () => {
+    const srv = await spawnServer(['--mode', 'workers', '--workers', '1', '-v']);
+    const [, pid] = (await srv.waitStderr(/1 worker: (\d+)/)).map(Number);
+    expect(srv.stderr()).toMatch(CHANNEL);
+    process.kill(pid!, 'SIGSTOP');
+    try {
+      // one after another, so each is handed over in a message of its own: more messages than
+      // the stopped worker's socket queues (net.unix.max_dgram_qlen, 10 by default)
+      const clients = [];
+      for (let i = 0; i < 40; i++) {
+        const c = await connect(srv.port);
+        c.end(`stopped ${i}\n`);
+        clients.push(c);
+      }
+      const echoes = clients.map((c) => readAll(c).then(String));
+      await until(() => srv.stderr().split('serves 127.0.0.1').length > 10, 10_000, 'ten hand-overs sent');
+      process.kill(pid!, 'SIGCONT');
+      expect(await Promise.all(echoes)).toEqual(clients.map((_, i) => `stopped ${i}\n`));
+    } finally {
+      process.kill(pid!, 'SIGCONT');
+    }
+    srv.child.kill('SIGTERM');
+    expect((await srv.exit).code).toBe(0);
+    expect(jsonLines(srv.stderr()).at(-1)).toMatchObject({ connections: 40, refused: 0 });
+  });
+
+  it('a worker killed with sockets in flight: their clients are closed, their slots freed; the replacement serves', async () => {
+    const srv = await spawnServer(['--mode', 'workers', '--workers', '1', '--max-connections', '4', '-v']);
+    const [, pid] = (await srv.waitStderr(/1 worker: (\d+)/)).map(Number);
+    process.kill(pid!, 'SIGSTOP');
+    const stuck = await Promise.all([0, 1, 2, 3].map(() => connect(srv.port)));
+    for (const s of stuck) {
+      s.on('error', () => {});
+      s.write('never read');
+    }
+    const over = stuck.map((s) => new Promise<void>((r) => s.once('close', () => r())));
+    // all four sent to the stopped worker: in flight in its socket, read by nobody
+    await until(() => srv.stderr().split(`worker ${pid} serves`).length > 4, 10_000, 'four hand-overs sent');
+    process.kill(pid!, 'SIGKILL');
+    await Promise.all(over); // the kernel closed what the dead worker's socket held
+    await srv.waitStderr(new RegExp(`worker (\\d+) replaced ${pid}`));
+    // the four slots are free again: --max-connections 4 admits four more, each echoed
+    const got = await burst(srv.port, 4, 'after');
+    expect(got).toEqual([0, 1, 2, 3].map((i) => `after ${i}\n`));
+    srv.child.kill('SIGTERM');
+    expect((await srv.exit).code).toBe(0);
+    const totals = jsonLines(srv.stderr()).at(-1)!;
+    expect(totals).toMatchObject({ connections: 8, refused: 0 });
+  });
+});
