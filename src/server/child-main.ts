@@ -257,8 +257,9 @@ function serveRole(once: boolean): void {
 
 /**
  * The worker's end of the descriptor channel and of its wake-up stream (the descriptors
- * ECHO_HANDOVER_FD names), when the parent opened them. `want`: batches the parent said it sent (its 'shutdown'); pending() while fewer have
- * been dealt with and the channel is open. `changed` after each batch and at its end.
+ * ECHO_HANDOVER_FD names), when the parent opened them. `want`: batches the parent said it
+ * sent (its 'shutdown'); pending() while fewer have been dealt with and the channel is open.
+ * `changed` after each batch and at its end.
  */
 function openChannel(
   once: boolean,

@@ -46,7 +46,7 @@ export interface SupervisorOptions {
   cfg: ServerConfig;
   logger: Logger;
   onMessage(child: Child, m: FromChild): void;
-  /** open a descriptor channel to each child (its end is the child's fd 4) */
+  /** open a descriptor channel to each child (its ends are the child's fds 4 and 5) */
   handover?: boolean;
   /** a child ended; `expected` is false when it died while we were not stopping it */
   onExit(child: Child, expected: boolean, how: string): void;

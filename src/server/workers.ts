@@ -1,8 +1,8 @@
 // workers mode: N long-lived worker processes (`serve`). The listener in this process
 // accepts (reading paused) and admits; each connection is handed to the least busy worker
 // (over a descriptor channel of our own where its self-test passed, else Node's IPC:
-// handover.ts), which echoes it and reports its bytes as it closes. A worker that dies is replaced
-// (with backoff when they keep dying).
+// handover.ts), which echoes it and reports its bytes as it closes. A worker that dies is
+// replaced (with backoff when they keep dying).
 //
 // workers --exclusive: the same workers, but each listens on a socket of its own
 // (SO_REUSEPORT) and the kernel balances connections between them; this process only
