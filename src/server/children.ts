@@ -225,7 +225,9 @@ export class ChildPool {
       if (!err) return then.served();
       then.sent();
       if (!child.conns.delete(id)) return;
-      const next = err.code === 'ECHILDGONE' && !this.sup.stopping ? this.pick?.() : undefined;
+      // never sent, the child gone (exited, or its end closed): another child may take it
+      const gone = err.code === 'ECHILDGONE' || err.code === 'EPIPE' || err.code === 'ECONNREFUSED';
+      const next = gone && !this.sup.stopping ? this.pick?.() : undefined;
       if (next && next !== child) then.again(next);
       else then.refuse(err);
     });

@@ -134,11 +134,11 @@ export class HandoverChannel {
 
   private flush(): void {
     const seq = this.seq;
-    this.send1();
+    this.sendQueued();
     if (this.seq !== seq) wake(this.wakeFd);
   }
 
-  private send1(): void {
+  private sendQueued(): void {
     while (this.queue.length > 0 && !this.broken) {
       let n = 0;
       let bytes = 0;

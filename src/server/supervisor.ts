@@ -91,6 +91,9 @@ export class Supervisor {
         env: { ...process.env, ECHO_ROLE: this.o.role, ...(pair ? { ECHO_HANDOVER_FD: '4,5' } : {}) },
         stdio: ['ignore', 'inherit', 'inherit', 'ipc', ...(pair ? pair.child : [])],
       });
+    } catch (err) {
+      pair?.parent.forEach(closeDescriptor);
+      throw err;
     } finally {
       pair?.child.forEach(closeDescriptor);
     }
