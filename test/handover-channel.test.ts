@@ -19,7 +19,7 @@ const can = fdPassAvailable() === undefined;
 const cleanup: (() => void)[] = [];
 afterEach(() => {
   for (const f of cleanup.splice(0)) f();
-  delete process.env.ECHO_INTERNALS_BROKEN;
+  delete process.env.ECHO_HANDOVER;
 });
 
 /** A loopback server whose accepted sockets come paused; `accepted()` resolves with the next n. */
@@ -185,13 +185,13 @@ describe.skipIf(!can)('the hand-over descriptor channel', () => {
     const ok = channelPair();
     expect(await probeHandover(ok.ch)).toBeUndefined();
 
-    process.env.ECHO_INTERNALS_BROKEN = 'handover'; // the receiver closes what it gets
+    process.env.ECHO_HANDOVER = 'broken'; // the receiver closes what it gets
     const dropping = channelPair();
     expect(await probeHandover(dropping.ch, 5000)).toMatch(
       /ECONNRESET|closed without the echo|bytes came back/,
     );
 
-    process.env.ECHO_INTERNALS_BROKEN = 'handover-silent'; // the receiver never reads
+    process.env.ECHO_HANDOVER = 'silent'; // the receiver never reads
     const silent = channelPair();
     expect(await probeHandover(silent.ch, 300)).toBe('no echo within 300 ms');
   });

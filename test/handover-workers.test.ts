@@ -115,24 +115,21 @@ describe.skipIf(!can).each(PATHS)('--mode workers, hand-over by %s', (name, env)
 
 describe.skipIf(!can)('the descriptor channel self-test chooses Node IPC when it fails', () => {
   it.each([
-    ['handover', /ECONNRESET|closed without the echo|bytes came back/],
-    ['handover-silent', /no echo within \d+ ms/],
-  ])(
-    'ECHO_INTERNALS_BROKEN=%s: a warning says why, and every client is still echoed',
-    async (broken, why) => {
-      const srv = await spawnServer(['--mode', 'workers', '--workers', '2', '-v'], {
-        env: { ECHO_INTERNALS_BROKEN: broken },
-      });
-      const m = srv.stderr().match(FALLBACK);
-      expect(m?.[1]).toMatch(why);
-      expect(srv.stderr()).not.toMatch(CHANNEL);
-      const got = await burst(srv.port, 20, 'fallback');
-      expect(got).toEqual(Array.from({ length: 20 }, (_, i) => `fallback ${i}\n`));
-      srv.child.kill('SIGTERM');
-      expect((await srv.exit).code).toBe(0);
-      expect(jsonLines(srv.stderr()).at(-1)).toMatchObject({ connections: 20, refused: 0 });
-    },
-  );
+    ['broken', /ECONNRESET|closed without the echo|bytes came back/],
+    ['silent', /no echo within \d+ ms/],
+  ])('ECHO_HANDOVER=%s: a warning says why, and every client is still echoed', async (broken, why) => {
+    const srv = await spawnServer(['--mode', 'workers', '--workers', '2', '-v'], {
+      env: { ECHO_HANDOVER: broken },
+    });
+    const m = srv.stderr().match(FALLBACK);
+    expect(m?.[1]).toMatch(why);
+    expect(srv.stderr()).not.toMatch(CHANNEL);
+    const got = await burst(srv.port, 20, 'fallback');
+    expect(got).toEqual(Array.from({ length: 20 }, (_, i) => `fallback ${i}\n`));
+    srv.child.kill('SIGTERM');
+    expect((await srv.exit).code).toBe(0);
+    expect(jsonLines(srv.stderr()).at(-1)).toMatchObject({ connections: 20, refused: 0 });
+  });
 });
 
 describe.skipIf(!can)('the descriptor channel when the worker does not read it', () => {

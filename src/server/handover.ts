@@ -13,8 +13,8 @@
 // The channel is used for a worker only after probeHandover() has passed one real loopback
 // connection through it and had bytes echoed; otherwise, and where descriptors cannot be
 // passed (no koffi, not Linux), and with ECHO_HANDOVER=ipc, Node's IPC hand-over is used.
-// ECHO_INTERNALS_BROKEN=handover makes a worker close what it receives unserved (and
-// unreported); =handover-silent makes it never read the channel: the self-test must notice.
+// For tests of that check, ECHO_HANDOVER=broken makes a worker close what it receives
+// unserved (and unreported); =silent makes it never read the channel.
 
 import { randomBytes } from 'node:crypto';
 import net, { type Socket } from 'node:net';
@@ -55,7 +55,7 @@ const EAGAIN = 11;
 const ENOBUFS = 105;
 const ETOOMANYREFS = 109;
 
-const broken = () => process.env.ECHO_INTERNALS_BROKEN ?? '';
+const broken = () => process.env.ECHO_HANDOVER ?? '';
 
 /** Why the descriptor channel is not to be used in this process, or undefined when it may be. */
 export function handoverUnavailable(): string | undefined {
@@ -259,7 +259,7 @@ export interface HandoverHandlers {
 export function receiveHandovers(fd: number, wakeFd: number, h: HandoverHandlers): { close(): void } {
   const b = broken();
   const rx = new FdReceiver(fd, wakeFd, (m) => onMessage(m, h, b), h.end);
-  if (b !== 'handover-silent') rx.start();
+  if (b !== 'silent') rx.start();
   return rx;
 }
 
@@ -292,7 +292,7 @@ function socketOf(
     h.lost(meta, 'EMFILE'); // the kernel dropped it (MSG_CTRUNC): this process is at its limit
     return undefined;
   }
-  if (b === 'handover') {
+  if (b === 'broken') {
     closeDescriptor(fd);
     return undefined;
   }
