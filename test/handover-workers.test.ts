@@ -1,10 +1,22 @@
 // --mode workers with the descriptor channel (SCM_RIGHTS, batched) and with its fallback,
 // Node's IPC hand-over: the same behaviour either way, the fallback chosen when the
 // channel's self-test fails or ECHO_HANDOVER=ipc asks for it.
-import { readdirSync } from 'node:fs';
+import { once } from 'node:events';
+import { mkdtempSync, readdirSync, rmSync } from 'node:fs';
+import net from 'node:net';
+import os from 'node:os';
+import path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { fdPassAvailable } from '../src/core/fdpass.js';
-import { connect, jsonLines, readAll, spawnServer, streamUntilServerCloses, until } from './helpers.js';
+import {
+  connect,
+  jsonLines,
+  readAll,
+  spawnCli,
+  spawnServer,
+  streamUntilServerCloses,
+  until,
+} from './helpers.js';
 
 const linux = process.platform === 'linux';
 const can = linux && fdPassAvailable() === undefined;
@@ -92,6 +104,34 @@ describe.skipIf(!can).each(PATHS)('--mode workers, hand-over by %s', (name, env)
       .map((l) => l.peer);
     for (let i = 0; i < 6; i++)
       expect(peers.some((p) => p?.startsWith(`192.0.2.${i + 1}:4000${i} via`))).toBe(true);
+  });
+
+  it('--unix: Unix-domain clients are handed over too, named by their credentials', async (ctx) => {
+    const dir = mkdtempSync(path.join(os.tmpdir(), 'handover-'));
+    ctx.onTestFinished(() => rmSync(dir, { recursive: true, force: true }));
+    const sock = path.join(dir, 'echo.sock');
+    const srv = spawnCli(
+      'echo-server',
+      ['--unix', sock, '--log-format', 'json', '--mode', 'workers', '--workers', '2'],
+      {
+        env,
+      },
+    );
+    await srv.waitStderr(/listening on/);
+    const replies = await Promise.all(
+      [0, 1, 2, 3].map(async (i) => {
+        const s = net.connect({ path: sock, allowHalfOpen: true });
+        await once(s, 'connect');
+        s.end(`unix ${i}`);
+        return String(await readAll(s));
+      }),
+    );
+    expect(replies).toEqual([0, 1, 2, 3].map((i) => `unix ${i}`));
+    srv.child.kill('SIGTERM');
+    expect((await srv.exit).code).toBe(0);
+    const closed = jsonLines(srv.stderr()).filter((l) => l.msg?.startsWith('closed unix pid'));
+    expect(closed).toHaveLength(4);
+    expect(jsonLines(srv.stderr()).at(-1)).toMatchObject({ connections: 4, bytesIn: 24, bytesOut: 24 });
   });
 
   it('--max-connections 3: the fourth held client is refused, the three held are echoed', async () => {
