@@ -13,9 +13,9 @@
 // The receiver learns that messages are waiting from a second socket pair, a stream the
 // event loop watches (a net.Socket on its descriptor): the sender writes a byte to it after
 // the messages of a turn, the receiver then reads messages (MSG_DONTWAIT) until EAGAIN. No
-// thread waits on the channel, so nothing holds up the receiving process's exit. (A poll() on
-// a koffi `.async` thread was the other way: it cost a thread hand-off per wake-up, and a
-// process exiting waits for that thread.)
+// thread waits on the channel, so nothing holds up the receiving process's exit (a poll() on
+// a koffi `.async` thread would cost a thread hand-off per wake-up, and Node's exit waits for
+// a thread still blocked in it).
 
 import { createRequire } from 'node:module';
 import { Socket, type SocketConstructorOpts } from 'node:net';
