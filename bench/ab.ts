@@ -122,6 +122,13 @@ const ALL_CONFIGS: { config: string; udp: boolean; flags: string[]; env?: Record
     flags: ['--log-format', 'json', '--mode', 'workers', '--workers', '2'],
   },
   {
+    // the hand-over's fallback (ECHO_HANDOVER=ipc: Node's IPC, as before the descriptor channel)
+    config: 'workers ×2, json logs, IPC hand-over',
+    udp: false,
+    flags: ['--log-format', 'json', '--mode', 'workers', '--workers', '2'],
+    env: { ECHO_HANDOVER: 'ipc' },
+  },
+  {
     config: 'workers ×2 --exclusive --reuse-port, json logs',
     udp: false,
     flags: ['--log-format', 'json', '--mode', 'workers', '--workers', '2', '--exclusive', '--reuse-port'],

@@ -313,3 +313,34 @@ export function releaseReads(socket: net.Socket): void {
   const start = (h as StreamHandle).readStart; // the native one again
   if (h.reading && start) start.call(h);
 }
+
+// --- giving a socket's descriptor up: the handle's close without the socket's destroy --------
+
+type ReleasableSocket = net.Socket & {
+  _handle?: { close?: () => void; onread?: unknown } | null;
+  _server?: (net.Server & ServerFields) | null;
+};
+
+/**
+ * Close this process's copy of a socket's descriptor once a copy is on its way to another
+ * process, as Node's own IPC does after it sent a socket (`_handle`, `_server`: Node 20, 24):
+ * the handle closes, the socket object stays without one and emits no 'close' (its connection
+ * is not over), the server stops counting it. Where the handle is not there, destroy() (which
+ * emits 'close'). False then.
+ */
+export function releaseHandle(socket: net.Socket): boolean {
+  const s = socket as ReleasableSocket;
+  const h = s._handle;
+  if (!h || typeof h.close !== 'function') {
+    socket.destroy();
+    return false;
+  }
+  h.onread = () => {};
+  s._handle = null;
+  socket.setTimeout(0);
+  const srv = s._server;
+  if (srv && typeof srv._connections === 'number' && srv._connections > 0) srv._connections--;
+  s._server = null; // a later destroy() must not count it off again
+  h.close();
+  return true;
+}

@@ -27,6 +27,7 @@ import {
   serveConnection,
   setConnectionFaults,
 } from './handler.js';
+import { type HandedMeta, receiveHandovers } from './handover.js';
 import { type ChildRole, closedReported, reportClosed, sendToParent, type ToChild } from './ipc.js';
 import type { LiveConnection } from './listener.js';
 import { echoServerOptions, handlerContextOf, startEchoServer } from './tcp-server.js';
@@ -134,7 +135,7 @@ function handedFaults() {
   let newest: { faults: Fault[]; v: number } | undefined;
   return {
     /** the faults to serve a connection with */
-    of(m: Extract<ToChild, { type: 'conn' }>): Fault[] | undefined {
+    of(m: { faults?: Fault[]; draw?: FaultDraw }): Fault[] | undefined {
       const { draw } = m;
       if (!draw || !newest || (draw.v ?? 0) >= newest.v) return m.faults;
       const now = FaultSet.faultsOf(newest.faults, draw);
@@ -157,8 +158,10 @@ function serveRole(once: boolean): void {
   const faults = handedFaults();
   const live = new Map<Socket, number>(); // socket → hand-over id
   let stopping = false;
+  let forced = false;
   const exitIfDone = () => {
-    if (live.size === 0 && (stopping || once)) process.exit(0);
+    if (live.size === 0 && (stopping || once) && (forced || !channel.pending()))
+      void closedReported().then(() => process.exit(0));
   };
   // one context for every connection of this process: one --min-rate sweep, one -v read-back
   const ctx: HandlerContext = {
@@ -181,24 +184,38 @@ function serveRole(once: boolean): void {
       exitIfDone();
     },
   };
+  /** serve a handed-over socket (Node's IPC or the descriptor channel) */
+  const serve = (socket: Socket, m: Omit<HandedMeta, 'probe'>) => {
+    socket.allowHalfOpen = true; // echo what arrived, then close, as in the evented server
+    const head = m.head ? Buffer.from(m.head, 'base64') : undefined;
+    const served = serveConnection(socket, ctx, m.peer, head, faults.of(m));
+    live.set(served, m.id);
+    faults.served(served, m.draw);
+    served.resume();
+    return served;
+  };
   process.on('message', (m: ToChild, handle?: Socket) => {
     if (m.type === 'faults') faults.changed(m, live.keys());
+    if (m.type === 'shutdown') channel.want = Math.max(channel.want, m.fdSeq ?? 0);
     if (m.type !== 'conn' || !handle) return;
     if (stopping || (once && live.size > 0)) {
       handle.destroy(); // cannot happen with our parent; never leave a socket unowned
       return;
     }
-    handle.allowHalfOpen = true; // echo what arrived, then close, as in the evented server
-    const served = serveConnection(
-      handle,
-      ctx,
-      m.peer,
-      m.head ? Buffer.from(m.head, 'base64') : undefined,
-      faults.of(m),
-    );
-    live.set(served, m.id);
-    faults.served(served, m.draw);
-    served.resume();
+    serve(handle, m);
+  });
+  // the descriptor channel: what was sent before a shutdown is served (and drained) too
+  const channel = openChannel(once, {
+    conn(socket, m) {
+      const s = serve(socket, m);
+      if (forced) forceClose(s);
+      else if (stopping) drainConnection(s);
+    },
+    lost: (m, code) => void reportClosed({ type: 'closed', id: m.id, bytesIn: 0, bytesOut: 0, error: code }),
+    changed: () => exitIfDone(),
+  });
+  process.on('disconnect', () => {
+    if (channel.open) channel.want = Number.POSITIVE_INFINITY; // until the parent's end closes
   });
   if (cfg.metrics) {
     // --metrics: the parent counts bytes as they flow; once a second, what changed
@@ -217,22 +234,63 @@ function serveRole(once: boolean): void {
       if (conns.length) void sendToParent({ type: 'progress', conns });
     }, 1000).unref();
   }
-  const stop = stopper(
-    () => {
-      stopping = true;
-      for (const s of live.keys()) drainConnection(s);
-      exitIfDone();
-    },
-    () => {
-      for (const s of live.keys()) forceClose(s);
-    },
-  );
-  wire(stop, () => {
+  // forced: what the descriptor channel still brings is cut too, and nothing more is waited for
+  const force = () => {
+    forced = true;
     for (const s of live.keys()) forceClose(s);
-  });
+    exitIfDone();
+  };
+  const stop = stopper(() => {
+    stopping = true;
+    for (const s of live.keys()) drainConnection(s);
+    exitIfDone();
+  }, force);
+  wire(stop, force);
   // a descriptor passed to a process at its limit is dropped (MSG_CTRUNC): the parent hands a
   // worker no more connections than its limit leaves room for (a fork child serves one)
-  void sendToParent({ type: 'ready', ...(once ? {} : { fds: fdHeadroom() }) });
+  void sendToParent({
+    type: 'ready',
+    ...(once ? {} : { fds: fdHeadroom() }),
+    ...(channel.open ? { handover: true } : {}),
+  });
+}
+
+/**
+ * The worker's end of the descriptor channel and of its wake-up stream (the descriptors
+ * ECHO_HANDOVER_FD names), when the parent opened them. `want`: batches the parent said it
+ * sent (its 'shutdown'); pending() while fewer have been dealt with and the channel is open.
+ * `changed` after each batch and at its end.
+ */
+function openChannel(
+  once: boolean,
+  h: {
+    conn(socket: Socket, m: HandedMeta): void;
+    lost(m: HandedMeta, code: string): void;
+    changed(): void;
+  },
+) {
+  const state = { open: false, want: 0, got: 0, pending: () => state.open && state.got < state.want };
+  const [fd, wakeFd] = (process.env.ECHO_HANDOVER_FD ?? '').split(',').map(Number);
+  if (once || !Number.isInteger(fd) || !Number.isInteger(wakeFd)) return state;
+  try {
+    receiveHandovers(fd!, wakeFd!, {
+      conn: h.conn,
+      lost: h.lost,
+      batch(seq) {
+        state.got = seq;
+        h.changed();
+      },
+      end(why) {
+        state.open = false;
+        if (why) logger.debug(logFields, `${label}: descriptor channel: ${why}`);
+        h.changed();
+      },
+    });
+    state.open = true;
+  } catch (err) {
+    logger.debug(logFields, `${label}: descriptor channel unusable: ${(err as Error).message}`);
+  }
+  return state;
 }
 
 /** The parent's messages and this process's signals, the same for every role. */

@@ -10,6 +10,7 @@ import type { Fault, FaultDraw } from '../core/faults.js';
 import type { TcpInfo } from '../core/libc.js';
 import { type Logger, logs } from '../core/log.js';
 import type { ServerConfig } from './config.js';
+import { type HandedMeta, probeHandover } from './handover.js';
 import type { ChildRole, FromChild } from './ipc.js';
 import { sendToChild } from './ipc.js';
 import type { Backend, ClosedConnectionRecord, ConnectionEvents, LiveConnection } from './listener.js';
@@ -38,6 +39,8 @@ export interface PoolOptions {
   onClosed?(child: Child, r: ClosedConnectionRecord): void;
   /** after the pool has ended what the child still served */
   onExit?(child: Child, expected: boolean, how: string): void;
+  /** hand sockets over a descriptor channel of our own where its self-test passes (handover.ts) */
+  handover?: boolean;
 }
 
 /** Child processes that serve handed-over connections: the hand-over, the reports, the shutdown. */
@@ -52,14 +55,22 @@ export class ChildPool {
   private transit = new Map<Child, Set<() => void>>();
   // --metrics: bytes so far of each child's open connections (its `progress` messages)
   private progress = new WeakMap<Child, Map<number, [number, number, TcpInfo?]>>();
+  // per child, its descriptor channel's self-test (resolves when it is over, either way)
+  private checks = new WeakMap<Child, Promise<void>>();
+  // which child serves a connection (serveWith's), for one handed back by a child that exited
+  private pick?: () => Child | undefined;
+  private told = false;
 
   constructor(private o: PoolOptions) {
     this.sup = new Supervisor({
       role: o.role,
       cfg: o.cfg,
       logger: o.logger,
+      handover: o.handover,
       onMessage: (child, m) => this.onMessage(child, m),
       onExit: (child, expected, how) => {
+        // queued for it and never sent: handed to another child (the channel gives them back)
+        child.channel?.close();
         for (const sent of this.transit.get(child) ?? []) sent();
         // connections it still had are over (a killed child's kernel closed them)
         for (const c of child.conns.values())
@@ -79,6 +90,7 @@ export class ChildPool {
         if (child.conns.has(id)) mine.set(id, [bytesIn, bytesOut, tcp]);
       return;
     }
+    if (m.type === 'ready') this.checks.set(child, this.checkChannel(child, m.handover === true));
     if (m.type !== 'closed' || m.id === undefined) {
       this.o.onMessage?.(child, m);
       return;
@@ -96,6 +108,40 @@ export class ChildPool {
     const c = child.conns.get(m.id);
     child.conns.delete(m.id);
     c?.events.closed(record);
+  }
+
+  /**
+   * Run the descriptor channel's self-test on a child that said it reads the channel; until it
+   * has passed (and for good when it fails) the child's connections go over Node's IPC.
+   */
+  private async checkChannel(child: Child, reads: boolean): Promise<void> {
+    const ch = child.channel;
+    if (!ch) return;
+    const why = reads ? await probeHandover(ch) : 'the worker could not read it';
+    if (!why && child.alive) ch.usable = true;
+    const { name, logger } = this.o;
+    if (why) {
+      ch.close(); // the worker sees its end close and stops reading it
+      logger.debug({ [name]: child.pid }, `${name} ${child.pid}: hand-over over Node's IPC (${why})`);
+      if (!child.alive) return;
+    }
+    if (this.told) return;
+    this.told = true;
+    if (why)
+      logger.warn(
+        { [name]: child.pid, handover: 'ipc' },
+        `hand-over over Node's IPC, one socket per message: the descriptor channel failed its self-test (${why})`,
+      );
+    else
+      logger.debug(
+        { handover: 'scm_rights' },
+        'hand-over: descriptor channel (SCM_RIGHTS, batched per turn)',
+      );
+  }
+
+  /** Resolves once `child` (ready) knows which hand-over it gets. */
+  handoverChecked(child: Child): Promise<void> {
+    return this.checks.get(child) ?? Promise.resolve();
   }
 
   /** A new child, or undefined when it could not be started (`spawnError` says why). */
@@ -123,17 +169,23 @@ export class ChildPool {
     draw?: FaultDraw,
   ): Promise<void> {
     const { name, logger } = this.o;
-    this.inTransit++;
-    const pending = this.transit.get(child) ?? new Set<() => void>();
-    this.transit.set(child, pending);
-    const sent = () => {
-      if (!pending.delete(sent)) return;
-      this.inTransit--;
-      if (pending.size === 0 && this.transit.get(child) === pending) this.transit.delete(child);
-    };
-    pending.add(sent);
+    const sent = this.track(child);
     const refuse = (err: unknown) =>
       events.refused(`could not hand it to ${name} ${child.pid}: ${explainError(err).line}`);
+    const fields = {
+      peer,
+      ...(head ? { head: head.toString('base64') } : {}),
+      ...(faults ? { faults } : {}),
+      ...(draw ? { draw } : {}),
+    };
+    const served = () => {
+      sent();
+      if (logs(logger, 'debug'))
+        logger.debug({ [name]: child.pid, peer }, `${name} ${child.pid} serves ${peer}`);
+    };
+    // given back by a child that exited before it was sent: another child takes it
+    const again = (next: Child) => void this.handOver(next, socket, peer, events, head, faults, draw);
+    if (this.viaChannel(child, socket, events, fields, { served, sent, refuse, again })) return;
     // the send happens inside `handing`: a shutdown that comes meanwhile follows the connection
     await this.sup.handing(child, async () => {
       try {
@@ -144,28 +196,65 @@ export class ChildPool {
       }
       const id = ++this.seq;
       child.conns.set(id, { peer, events, since: Date.now() });
-      const msg = {
-        type: 'conn' as const,
-        id,
-        peer,
-        ...(head ? { head: head.toString('base64') } : {}),
-        ...(faults ? { faults } : {}),
-        ...(draw ? { draw } : {}),
-      };
-      sendToChild(child.proc, msg, socket, (err) => {
+      sendToChild(child.proc, { type: 'conn', id, ...fields }, socket, (err) => {
+        if (!err) return served();
         sent();
-        if (!err) {
-          if (logs(logger, 'debug'))
-            logger.debug({ [name]: child.pid, peer }, `${name} ${child.pid} serves ${peer}`);
-          return;
-        }
         if (child.conns.delete(id)) refuse(err);
       });
     });
   }
 
+  /**
+   * Queue `socket` on `child`'s descriptor channel, if it has a usable one; false when it
+   * cannot go that way (then Node's IPC takes it).
+   */
+  private viaChannel(
+    child: Child,
+    socket: Socket,
+    events: ConnectionEvents,
+    fields: Omit<HandedMeta, 'id'>,
+    then: { served(): void; sent(): void; refuse(err: unknown): void; again(next: Child): void },
+  ): boolean {
+    const ch = child.channel;
+    if (!ch?.usable) return false;
+    const id = ++this.seq;
+    child.conns.set(id, { peer: fields.peer, events, since: Date.now() });
+    const handed = this.sup.beginHanding(child);
+    const queued = ch.send(socket, { id, ...fields }, (err) => {
+      handed();
+      if (!err) return then.served();
+      then.sent();
+      if (!child.conns.delete(id)) return;
+      // never sent, the child gone (exited, or its end closed): another child may take it
+      const gone = err.code === 'ECHILDGONE' || err.code === 'EPIPE' || err.code === 'ECONNREFUSED';
+      const next = gone && !this.sup.stopping ? this.pick?.() : undefined;
+      if (next && next !== child) then.again(next);
+      else then.refuse(err);
+    });
+    if (!queued) {
+      child.conns.delete(id);
+      handed();
+    }
+    return queued;
+  }
+
+  /** Count a hand-over to `child` as in transit; the function returned ends that (once). */
+  private track(child: Child): () => void {
+    this.inTransit++;
+    const pending = this.transit.get(child) ?? new Set<() => void>();
+    this.transit.set(child, pending);
+    const sent = () => {
+      if (!pending.delete(sent)) return;
+      this.inTransit--;
+      if (pending.size === 0 && this.transit.get(child) === pending) this.transit.delete(child);
+    };
+    pending.add(sent);
+    return sent;
+  }
+
   /** `serve` of a backend whose children are chosen by `pick`. */
   serveWith(pick: () => Child | undefined): Backend['serve'] {
+    this.pick = pick;
     return (socket, peer, events, head, faults, draw) => {
       const child = pick();
       if (!child)

@@ -36,16 +36,22 @@ export type ToChild =
    * --exclusive choose faults themselves); `v`: the parent's FaultSet version
    */
   | { type: 'faults'; faults: Fault[]; v?: number }
-  /** stop: drain every connection, cut what is left at `deadline` (epoch ms), exit */
-  | { type: 'shutdown'; deadline: number }
+  /**
+   * stop: drain every connection, cut what is left at `deadline` (epoch ms), exit; `fdSeq`:
+   * batches sent over the descriptor channel, to be taken (and drained) before exiting
+   */
+  | { type: 'shutdown'; deadline: number; fdSeq?: number }
   /** grace is over: cut every connection now and exit */
   | { type: 'force' };
 
 export type FromChild =
   /** the child's first message: it listens for messages now and waits for its 'config' */
   | { type: 'hello' }
-  /** ready for connections ('serve', 'serve-once'); `fds`: its descriptor limit and those open now */
-  | { type: 'ready'; fds?: { limit: number; open: number } }
+  /**
+   * ready for connections ('serve', 'serve-once'); `fds`: its descriptor limit and those open
+   * now; `handover`: it reads the descriptor channel (handover.ts)
+   */
+  | { type: 'ready'; fds?: { limit: number; open: number }; handover?: boolean }
   /** listening ('listen') */
   | { type: 'listening'; address: AddressInfo; options: OptionReport[] }
   | { type: 'listen-failed'; code: string; line: string }

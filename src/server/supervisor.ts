@@ -8,8 +8,10 @@ import { type ChildProcess, fork } from 'node:child_process';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { explainError } from '../core/errors.js';
+import { closeDescriptor } from '../core/fdpass.js';
 import type { Logger } from '../core/log.js';
 import type { ServerConfig } from './config.js';
+import { HandoverChannel, handoverPair } from './handover.js';
 import { type ChildRole, type FromChild, sendToChild } from './ipc.js';
 import type { ConnectionEvents, WorkerTotals } from './listener.js';
 
@@ -35,6 +37,8 @@ export interface Child {
   handing: number;
   /** a shutdown deadline held back until those hand-overs have been sent */
   shutdownAt?: number;
+  /** the descriptor channel to it (workers), usable once its self-test passed (handover.ts) */
+  channel?: HandoverChannel;
 }
 
 export interface SupervisorOptions {
@@ -42,6 +46,8 @@ export interface SupervisorOptions {
   cfg: ServerConfig;
   logger: Logger;
   onMessage(child: Child, m: FromChild): void;
+  /** open a descriptor channel to each child (its ends are the child's fds 4 and 5) */
+  handover?: boolean;
   /** a child ended; `expected` is false when it died while we were not stopping it */
   onExit(child: Child, expected: boolean, how: string): void;
 }
@@ -76,12 +82,23 @@ export class Supervisor {
   /** Start a child; throws (explained) when the system refuses (EMFILE, EAGAIN…). */
   spawn(cfg: ServerConfig = this.o.cfg): Child {
     const { logger } = this.o;
-    // the role only: the config (with --tls, the private key) goes over the IPC channel
-    const proc = fork(CHILD_MAIN, [], {
-      env: { ...process.env, ECHO_ROLE: this.o.role },
-      stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
-    });
+    const pair = this.o.handover ? handoverPair() : undefined;
+    // the role only: the config (with --tls, the private key) goes over the IPC channel; the
+    // descriptor channel's ends (channel, wake-ups) are descriptors, their numbers in ECHO_HANDOVER_FD
+    let proc: ChildProcess;
+    try {
+      proc = fork(CHILD_MAIN, [], {
+        env: { ...process.env, ECHO_ROLE: this.o.role, ...(pair ? { ECHO_HANDOVER_FD: '4,5' } : {}) },
+        stdio: ['ignore', 'inherit', 'inherit', 'ipc', ...(pair ? pair.child : [])],
+      });
+    } catch (err) {
+      pair?.parent.forEach(closeDescriptor);
+      throw err;
+    } finally {
+      pair?.child.forEach(closeDescriptor);
+    }
     if (proc.pid === undefined) {
+      pair?.parent.forEach(closeDescriptor);
       // spawn failed at once (EMFILE, EAGAIN, ENOMEM): the error event follows; wait for none
       proc.on('error', () => {});
       throw Object.assign(
@@ -108,6 +125,7 @@ export class Supervisor {
       }),
       alive: true,
       handing: 0,
+      ...(pair ? { channel: new HandoverChannel(...pair.parent) } : {}),
     };
     this.children.add(child);
     proc.on('error', (err) =>
@@ -133,6 +151,7 @@ export class Supervisor {
       const expected = this.stopping || this.o.role === 'serve-once';
       if (!expected) this.crashes = Date.now() - child.started < 2000 ? this.crashes + 1 : 0;
       this.o.onExit(child, expected, signal ?? `exit ${code}`);
+      child.channel?.close();
       exitedResolve();
     });
     return child;
@@ -190,17 +209,31 @@ export class Supervisor {
    * meanwhile, so the connection reaches the child before the shutdown does.
    */
   async handing<T>(child: Child, handOver: () => Promise<T>): Promise<T> {
-    child.handing++;
+    const done = this.beginHanding(child);
     try {
       return await handOver();
     } finally {
-      if (--child.handing === 0 && child.shutdownAt !== undefined) this.shutdown(child, child.shutdownAt);
+      done();
     }
+  }
+
+  /** handing() without a promise: call the function returned once the connection has been sent. */
+  beginHanding(child: Child): () => void {
+    child.handing++;
+    let over = false;
+    return () => {
+      if (over) return;
+      over = true;
+      if (--child.handing === 0 && child.shutdownAt !== undefined) this.shutdown(child, child.shutdownAt);
+    };
   }
 
   private shutdown(c: Child, deadline: number): void {
     c.shutdownAt = undefined;
-    if (!sendToChild(c.proc, { type: 'shutdown', deadline })) c.proc.kill('SIGTERM');
+    // `fdSeq`: the batches sent over the descriptor channel, which the child takes before it stops
+    const fdSeq = c.channel?.usable ? c.channel.seq : undefined;
+    if (!sendToChild(c.proc, { type: 'shutdown', deadline, ...(fdSeq ? { fdSeq } : {}) }))
+      c.proc.kill('SIGTERM');
   }
 
   /** Grace is over: children cut their connections and exit (SIGKILL if they do not). */

@@ -1,7 +1,8 @@
 // workers mode: N long-lived worker processes (`serve`). The listener in this process
-// accepts (reading paused) and admits; each connection is handed over IPC to the least busy
-// worker, which echoes it and reports its bytes as it closes. A worker that dies is replaced
-// (with backoff when they keep dying).
+// accepts (reading paused) and admits; each connection is handed to the least busy worker
+// (over a descriptor channel of our own where its self-test passed, else Node's IPC:
+// handover.ts), which echoes it and reports its bytes as it closes. A worker that dies is
+// replaced (with backoff when they keep dying).
 //
 // workers --exclusive: the same workers, but each listens on a socket of its own
 // (SO_REUSEPORT) and the kernel balances connections between them; this process only
@@ -44,6 +45,7 @@ export function workersBackend(cfg: ServerConfig, logger: Logger): ChildrenBacke
     name: 'worker',
     cfg,
     logger,
+    handover: true,
     onMessage(child, m) {
       if (m.type !== 'ready') return;
       const r = fdRoom(m.fds);
@@ -72,7 +74,8 @@ export function workersBackend(cfg: ServerConfig, logger: Logger): ChildrenBacke
   const started = (async () => {
     const all = Array.from({ length: cfg.workers }, () => sup.spawn());
     await Promise.all(all.map((c) => c.ready));
-    own = fdRoom(fdHeadroom()); // measured with every worker's channel open
+    await Promise.all(all.map((c) => pool.handoverChecked(c)));
+    own = fdRoom(fdHeadroom()); // measured with every worker's channels open
     logger.info(
       { workers: all.map((c) => c.pid) },
       `${plural(cfg.workers, 'worker')}: ${all.map((c) => c.pid).join(', ')} (the primary accepts and hands each connection to the least busy)`,
