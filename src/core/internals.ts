@@ -15,7 +15,6 @@
 import { randomBytes } from 'node:crypto';
 import { Socket as DgramSocket } from 'node:dgram';
 import diagnostics from 'node:diagnostics_channel';
-import { EventEmitter } from 'node:events';
 import net from 'node:net';
 import util from 'node:util';
 
@@ -463,6 +462,8 @@ function afterLightWrite(this: Req, status: number): void {
   this.conn!.afterWrite(this.bytes!, status);
 }
 
+type Listener = (...args: any[]) => void;
+
 function afterLightShutdown(this: Req, status: number): void {
   this.conn!.afterShutdown(status);
 }
@@ -476,13 +477,17 @@ function afterLightShutdown(this: Req, status: number): void {
  * allowHalfOpen: the peer's FIN is 'end'; the connection closes once both directions are
  * shut. handOver() gives the handle to a net.Socket for what needs one (faults).
  */
-export class LightSocket extends EventEmitter {
+export class LightSocket {
+  /** listeners, three entries each: event, function, once (a flat array: a few per connection) */
+  private ls: (string | Listener | boolean)[] = [];
   _handle: TcpHandle | null;
   bytesRead = 0;
   bytesWritten = 0;
   /** bytes given to write() and not yet taken by the kernel */
   writableLength = 0;
-  readonly readableLength = 0;
+  get readableLength(): number {
+    return 0;
+  }
   private flags = 0;
   private buf: Buffer;
   private timer: NodeJS.Timeout | undefined;
@@ -494,7 +499,6 @@ export class LightSocket extends EventEmitter {
     private readonly reader: OnRead,
     private readonly server: net.Server & ServerFields,
   ) {
-    super();
     this._handle = handle;
     handle.conn = this;
     handle.onread = onLightRead;
@@ -503,6 +507,52 @@ export class LightSocket extends EventEmitter {
     const err = handle.readStart();
     handle.reading = true;
     if (err) process.nextTick(() => this.destroy(sysError(err, 'read')));
+  }
+
+  // --- the part of EventEmitter the handler, admission and the listener use -----------------
+
+  on(event: string, fn: Listener): this {
+    this.ls.push(event, fn, false);
+    return this;
+  }
+  addListener(event: string, fn: Listener): this {
+    return this.on(event, fn);
+  }
+  once(event: string, fn: Listener): this {
+    this.ls.push(event, fn, true);
+    return this;
+  }
+  off(event: string, fn: Listener): this {
+    const ls = this.ls;
+    for (let i = 0; i < ls.length; i += 3)
+      if (ls[i] === event && ls[i + 1] === fn) {
+        ls.splice(i, 3);
+        break;
+      }
+    return this;
+  }
+  removeListener(event: string, fn: Listener): this {
+    return this.off(event, fn);
+  }
+  listeners(event: string): Listener[] {
+    const out: Listener[] = [];
+    for (let i = 0; i < this.ls.length; i += 3)
+      if (this.ls[i] === event) out.push(this.ls[i + 1] as Listener);
+    return out;
+  }
+  /** As EventEmitter: listeners in order (those added meanwhile wait for the next emit); 'error' with none throws. */
+  emit(event: string, ...args: unknown[]): boolean {
+    const now = this.ls.slice();
+    let any = false;
+    for (let i = 0; i < now.length; i += 3) {
+      if (now[i] !== event) continue;
+      const fn = now[i + 1] as Listener;
+      if (now[i + 2]) this.off(event, fn);
+      any = true;
+      fn.apply(this, args);
+    }
+    if (!any && event === 'error') throw args[0];
+    return any;
   }
 
   get destroyed(): boolean {
