@@ -82,6 +82,7 @@ export function interceptAccept(
   if (!handle || typeof handle.onconnection !== 'function') return false;
   const own = handle.onconnection;
   const socketOpts = brokenAccept(opts);
+  const lightBroken = broken() === 'light'; // read once: process.env costs a lookup per access
   handle.onconnection = function (this: ListeningHandle, status, clientHandle) {
     if (
       status < 0 ||
@@ -95,7 +96,10 @@ export function interceptAccept(
     if (socketOpts === 'silent') return;
     if (socketOpts.light && !serverSocketChannel.hasSubscribers && drivable(clientHandle)) {
       srv._connections = (srv._connections ?? 0) + 1;
-      onSocket(new LightSocket(clientHandle, lightRead(socketOpts.onread()), srv) as unknown as net.Socket);
+      const read = socketOpts.onread();
+      onSocket(
+        new LightSocket(clientHandle, lightBroken ? brokenRead(read) : read, srv) as unknown as net.Socket,
+      );
       return;
     }
     const hwm = typeof srv.highWaterMark === 'number' ? srv.highWaterMark : undefined;
@@ -118,9 +122,8 @@ export function interceptAccept(
   return true;
 }
 
-/** A light connection's read callback; ECHO_INTERNALS_BROKEN=light drops the last byte of every read. */
-function lightRead(read: OnRead): OnRead {
-  if (broken() !== 'light') return read;
+/** A light connection's read callback as ECHO_INTERNALS_BROKEN=light makes it: the last byte of every read is dropped. */
+function brokenRead(read: OnRead): OnRead {
   return {
     buffer: read.buffer,
     callback(n, buf) {
