@@ -156,6 +156,23 @@ describe.each(PATHS)('%s', (_name, broken) => {
     await until(() => records.length === 1, 10_000, 'close record');
     expect(records[0]).toMatchObject({ bytesIn: 18, bytesOut: 18 });
   });
+
+  it('faults switched on while writes wait: the echo stays byte-exact across the hand-over', async () => {
+    const { srv, records, port } = await server();
+    const s = await connect(port);
+    s.pause(); // the echo piles up: the server's writes wait and it stops reading
+    const sent = randomBytes(24 * 1024 * 1024);
+    s.end(sent);
+    await until(() => srv.connections()[0]?.reading === false, 20_000, 'server reading paused');
+    srv.setFaults([{ kind: 'latency', delayMs: 1 }]);
+    const reading = readAll(s);
+    s.resume();
+    const back = await reading;
+    expect(back.length).toBe(sent.length);
+    expect(back.equals(sent)).toBe(true);
+    await until(() => records.length === 1, 10_000, 'close record');
+    expect(records[0]).toMatchObject({ bytesIn: sent.length, bytesOut: sent.length });
+  });
 });
 
 describe('echo-server (CLI)', () => {
