@@ -681,7 +681,8 @@ export class LightSocket {
   }
 
   destroy(err?: Error): this {
-    if (this.flags & DESTROYED) return this;
+    // handed over: the net.Socket owns the handle, the server's count and the close
+    if (this.flags & (DESTROYED | HANDED)) return this;
     this.flags |= DESTROYED;
     if (this.timer) clearTimeout(this.timer);
     const h = this._handle;
