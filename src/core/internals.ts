@@ -9,12 +9,14 @@
 //
 // ECHO_INTERNALS_BROKEN (read here only) replaces an internal with a broken one, to test that
 // the check notices: `onconnection` drops the last byte of every read, `onconnection-silent`
-// never hands the accepted connection on.
+// never hands the accepted connection on, `light` drops the last byte of every read of a
+// light connection (LightSocket, checked by lightPathWorks()).
 
 import { randomBytes } from 'node:crypto';
 import { Socket as DgramSocket } from 'node:dgram';
 import diagnostics from 'node:diagnostics_channel';
 import net from 'node:net';
+import util from 'node:util';
 
 const broken = () => process.env.ECHO_INTERNALS_BROKEN ?? '';
 
@@ -50,6 +52,12 @@ export interface AcceptOptions {
   pauseOnCreate: boolean;
   /** called once per accepted socket, before `onSocket` */
   onread: () => OnRead;
+  /**
+   * Hand a LightSocket (the handle driven without a net.Socket) to `onSocket` where it can be
+   * built: not while the `net.server.socket` channel has subscribers (they expect net.Sockets).
+   * Callers check lightPathWorks() first.
+   */
+  light?: boolean;
 }
 
 /**
@@ -74,6 +82,7 @@ export function interceptAccept(
   if (!handle || typeof handle.onconnection !== 'function') return false;
   const own = handle.onconnection;
   const socketOpts = brokenAccept(opts);
+  const lightBroken = broken() === 'light'; // read once: process.env costs a lookup per access
   handle.onconnection = function (this: ListeningHandle, status, clientHandle) {
     if (
       status < 0 ||
@@ -85,6 +94,14 @@ export function interceptAccept(
     )
       return own.call(this, status, clientHandle);
     if (socketOpts === 'silent') return;
+    if (socketOpts.light && !serverSocketChannel.hasSubscribers && drivable(clientHandle)) {
+      srv._connections = (srv._connections ?? 0) + 1;
+      const read = socketOpts.onread();
+      onSocket(
+        new LightSocket(clientHandle, lightBroken ? brokenRead(read) : read, srv) as unknown as net.Socket,
+      );
+      return;
+    }
     const hwm = typeof srv.highWaterMark === 'number' ? srv.highWaterMark : undefined;
     const socket = new net.Socket({
       handle: clientHandle,
@@ -103,6 +120,16 @@ export function interceptAccept(
     if (serverSocketChannel.hasSubscribers) serverSocketChannel.publish({ socket });
   };
   return true;
+}
+
+/** A light connection's read callback as ECHO_INTERNALS_BROKEN=light makes it: the last byte of every read is dropped. */
+function brokenRead(read: OnRead): OnRead {
+  return {
+    buffer: read.buffer,
+    callback(n, buf) {
+      if (n > 1) read.callback.call(this, n - 1, buf);
+    },
+  };
 }
 
 /** The options as ECHO_INTERNALS_BROKEN makes them ('silent': drop every connection). */
@@ -343,4 +370,645 @@ export function releaseHandle(socket: net.Socket): boolean {
   s._server = null; // a later destroy() must not count it off again
   h.close();
   return true;
+}
+
+// --- a light connection: the accepted TCP handle driven without a net.Socket ---------------
+//
+// tcp_wrap's stream methods (Node 20, 24): readStart/readStop, useUserBuffer (reads land in a
+// buffer of ours; `onread` is then called with no argument and the count, or a negative
+// errno, in stream_wrap's `streamBaseState[kReadBytesOrError]`), writeBuffer(WriteWrap, buf)
+// (it tries the write at once; `streamBaseState[kLastWriteWasAsync]` says whether the rest
+// waits, completed later through the WriteWrap's `oncomplete(status)`), shutdown(ShutdownWrap)
+// (after the queued writes; `oncomplete(status)`), close(callback), getpeername(out). The
+// WriteWrap and ShutdownWrap constructors and streamBaseState come from
+// process.binding('stream_wrap'), which Node 20 and 24 still allow.
+
+interface StreamBinding {
+  WriteWrap: new () => Req;
+  ShutdownWrap: new () => Req;
+  state: Int32Array;
+  kReadBytesOrError: number;
+  kLastWriteWasAsync: number;
+}
+interface Req {
+  handle?: object;
+  oncomplete?: (status: number) => void;
+  conn?: LightSocket;
+  bytes?: number;
+  buffer?: Uint8Array;
+}
+interface TcpHandle {
+  readStart(): number;
+  readStop(): number;
+  useUserBuffer(buf: Uint8Array): void;
+  writeBuffer(req: Req, buf: Uint8Array): number;
+  shutdown(req: Req): number;
+  close(cb?: () => void): void;
+  getpeername(out: Record<string, unknown>): number;
+  onread?: (this: TcpHandle, ab?: ArrayBuffer) => unknown;
+  fd?: number;
+  reading?: boolean;
+  conn?: LightSocket;
+}
+
+let streamBindingCache: StreamBinding | null | undefined;
+function streamBinding(): StreamBinding | null {
+  if (streamBindingCache !== undefined) return streamBindingCache;
+  streamBindingCache = null;
+  try {
+    const bind = (process as unknown as { binding?: (m: string) => Record<string, unknown> }).binding;
+    const b = bind?.call(process, 'stream_wrap');
+    if (
+      b &&
+      typeof b.WriteWrap === 'function' &&
+      typeof b.ShutdownWrap === 'function' &&
+      b.streamBaseState instanceof Int32Array &&
+      typeof b.kReadBytesOrError === 'number' &&
+      typeof b.kLastWriteWasAsync === 'number'
+    )
+      streamBindingCache = {
+        WriteWrap: b.WriteWrap as StreamBinding['WriteWrap'],
+        ShutdownWrap: b.ShutdownWrap as StreamBinding['ShutdownWrap'],
+        state: b.streamBaseState,
+        kReadBytesOrError: b.kReadBytesOrError,
+        kLastWriteWasAsync: b.kLastWriteWasAsync,
+      };
+  } catch {
+    // no process.binding, or it refuses stream_wrap: net.Socket stays
+  }
+  return streamBindingCache;
+}
+
+/** A handle that can be driven here: the methods above, and the stream binding. */
+function drivable(h: unknown): h is TcpHandle {
+  const t = h as TcpHandle | null;
+  return (
+    !!t &&
+    typeof t.readStart === 'function' &&
+    typeof t.readStop === 'function' &&
+    typeof t.useUserBuffer === 'function' &&
+    typeof t.writeBuffer === 'function' &&
+    typeof t.shutdown === 'function' &&
+    typeof t.close === 'function' &&
+    streamBinding() !== null
+  );
+}
+
+/** libuv's UV_EOF (Linux) */
+const UV_EOF = -4095;
+/** write() returns false from this many bytes waiting in the kernel's send path (net's default) */
+const WRITE_HWM = 16 * 1024;
+
+const ENDED = 1; // the peer's FIN was read
+const END_CALLED = 2; // end() was called: a shutdown follows the queued writes
+const SHUT = 4; // the shutdown completed
+const PAUSED = 8; // reading stopped by pause()
+const DESTROYED = 16;
+const WANT_DRAIN = 32; // write() returned false: 'drain' once the queue is empty
+const HANDED = 64; // given up to a net.Socket (handOver)
+
+function sysError(errno: number, syscall: string): NodeJS.ErrnoException {
+  let code: string;
+  try {
+    code = util.getSystemErrorName(errno);
+  } catch {
+    code = `E${-errno}`;
+  }
+  const err = new Error(`${syscall} ${code}`) as NodeJS.ErrnoException;
+  err.errno = errno;
+  err.code = code;
+  err.syscall = syscall;
+  return err;
+}
+
+/** a handle's onread between owners (it must be a function: Node asserts so) */
+function ignoreRead(): void {}
+
+function onLightRead(this: TcpHandle): void {
+  const conn = this.conn;
+  if (!conn) return;
+  const sb = streamBindingCache!;
+  const n = sb.state[sb.kReadBytesOrError];
+  conn.onRead(n);
+}
+
+function afterLightWrite(this: Req, status: number): void {
+  this.conn!.afterWrite(this.bytes!, status);
+}
+
+type Listener = (...args: any[]) => void;
+
+function afterLightShutdown(this: Req, status: number): void {
+  this.conn!.afterShutdown(status);
+}
+
+/**
+ * An accepted TCP connection driven through its handle directly: the part of net.Socket an
+ * echo uses (write with its queue counted, end after the queued writes, destroy, pause and
+ * resume, an idle timeout, bytesRead/bytesWritten/writableLength) with the same events
+ * ('end', 'drain', 'timeout', 'error', 'close'), and reads handed to an `onread` callback
+ * (net's option of that name) from the buffer it gives. Half-open as net.Socket with
+ * allowHalfOpen: the peer's FIN is 'end'; the connection closes once both directions are
+ * shut. handOver() gives the handle to a net.Socket for what needs one (faults).
+ */
+export class LightSocket {
+  /** listeners, three entries each: event, function, once (a flat array: a few per connection) */
+  private ls: (string | Listener | boolean)[] = [];
+  _handle: TcpHandle | null;
+  bytesRead = 0;
+  bytesWritten = 0;
+  /** bytes given to write() and not yet taken by the kernel */
+  writableLength = 0;
+  get readableLength(): number {
+    return 0;
+  }
+  private flags = 0;
+  private buf: Buffer;
+  private timer: NodeJS.Timeout | undefined;
+  private peer: { address?: string; port?: number; family?: string } | undefined;
+  private waitHandOver: ((socket: net.Socket | undefined) => void) | undefined;
+
+  constructor(
+    handle: TcpHandle,
+    private readonly reader: OnRead,
+    private readonly server: net.Server & ServerFields,
+  ) {
+    this._handle = handle;
+    handle.conn = this;
+    handle.onread = onLightRead;
+    this.buf = reader.buffer();
+    handle.useUserBuffer(this.buf);
+    const err = handle.readStart();
+    handle.reading = true;
+    if (err) process.nextTick(() => this.destroy(sysError(err, 'read')));
+  }
+
+  // --- the part of EventEmitter the handler, admission and the listener use -----------------
+
+  on(event: string, fn: Listener): this {
+    this.ls.push(event, fn, false);
+    return this;
+  }
+  addListener(event: string, fn: Listener): this {
+    return this.on(event, fn);
+  }
+  once(event: string, fn: Listener): this {
+    this.ls.push(event, fn, true);
+    return this;
+  }
+  off(event: string, fn: Listener): this {
+    const ls = this.ls;
+    for (let i = 0; i < ls.length; i += 3)
+      if (ls[i] === event && ls[i + 1] === fn) {
+        ls.splice(i, 3);
+        break;
+      }
+    return this;
+  }
+  removeListener(event: string, fn: Listener): this {
+    return this.off(event, fn);
+  }
+  listeners(event: string): Listener[] {
+    const out: Listener[] = [];
+    for (let i = 0; i < this.ls.length; i += 3)
+      if (this.ls[i] === event) out.push(this.ls[i + 1] as Listener);
+    return out;
+  }
+  /** As EventEmitter: listeners in order (those added meanwhile wait for the next emit); 'error' with none throws. */
+  emit(event: string, ...args: unknown[]): boolean {
+    const now = this.ls.slice();
+    let any = false;
+    for (let i = 0; i < now.length; i += 3) {
+      if (now[i] !== event) continue;
+      const fn = now[i + 1] as Listener;
+      if (now[i + 2]) this.off(event, fn);
+      any = true;
+      fn.apply(this, args);
+    }
+    if (!any && event === 'error') throw args[0];
+    return any;
+  }
+
+  get destroyed(): boolean {
+    return (this.flags & DESTROYED) !== 0;
+  }
+  get writableEnded(): boolean {
+    return (this.flags & END_CALLED) !== 0;
+  }
+  get readableEnded(): boolean {
+    return (this.flags & ENDED) !== 0;
+  }
+  get remoteAddress(): string | undefined {
+    return this.peerName().address;
+  }
+  get remotePort(): number | undefined {
+    return this.peerName().port;
+  }
+  get remoteFamily(): string | undefined {
+    return this.peerName().family;
+  }
+  private peerName() {
+    if (!this.peer) {
+      const out: Record<string, unknown> = {};
+      this.peer = this._handle && this._handle.getpeername(out) === 0 ? out : {};
+    }
+    return this.peer;
+  }
+
+  /** called by the handle for each read: `n` bytes in this.buf, or a negative errno */
+  onRead(n: number): void {
+    if (this.flags & (DESTROYED | HANDED)) return;
+    if (n > 0) {
+      this.bytesRead += n;
+      this.timer?.refresh();
+      this.reader.callback.call(this as unknown as net.Socket, n, this.buf);
+      const next = this.reader.buffer();
+      if (next !== this.buf && this._handle) {
+        this.buf = next;
+        this._handle.useUserBuffer(next);
+      }
+      return;
+    }
+    if (n === 0) return;
+    if (n !== UV_EOF) return void this.destroy(sysError(n, 'read'));
+    this.flags |= ENDED;
+    this.stopReading();
+    this.emit('end');
+    if (this.flags & SHUT) this.destroy();
+  }
+
+  write(chunk: Uint8Array): boolean {
+    const h = this._handle;
+    if (!h || this.flags & (DESTROYED | END_CALLED)) return false;
+    const sb = streamBindingCache!;
+    const req = new sb.WriteWrap();
+    req.handle = h;
+    req.oncomplete = afterLightWrite;
+    req.conn = this;
+    req.bytes = chunk.length;
+    req.buffer = chunk; // kept alive while the kernel has not taken it
+    this.bytesWritten += chunk.length;
+    this.timer?.refresh();
+    const err = h.writeBuffer(req, chunk);
+    if (err) {
+      process.nextTick(() => this.destroy(sysError(err, 'write')));
+      return false;
+    }
+    if (sb.state[sb.kLastWriteWasAsync]) this.writableLength += chunk.length;
+    if (this.writableLength < WRITE_HWM) return true;
+    this.flags |= WANT_DRAIN;
+    return false;
+  }
+
+  /** a write that waited is done (status < 0: it failed) */
+  afterWrite(bytes: number, status: number): void {
+    this.writableLength -= bytes;
+    if (this.flags & DESTROYED) return;
+    if (status < 0) return void this.destroy(sysError(status, 'write'));
+    this.timer?.refresh();
+    if (this.writableLength === 0) {
+      if (this.waitHandOver) this.finishHandOver();
+      else if (this.flags & WANT_DRAIN) {
+        this.flags &= ~WANT_DRAIN;
+        this.emit('drain');
+      }
+    }
+  }
+
+  /** Our FIN once what was written is sent (libuv orders the shutdown after the writes). */
+  end(): this {
+    const h = this._handle;
+    if (!h || this.flags & (DESTROYED | END_CALLED | HANDED)) return this;
+    this.flags |= END_CALLED;
+    const waiting = this.waitHandOver;
+    if (waiting) {
+      // closing: the connection stays here, reading as it did before handOver()
+      this.waitHandOver = undefined;
+      this.build = undefined;
+      if (!(this.flags & (PAUSED | ENDED))) {
+        h.reading = true;
+        h.readStart();
+      }
+      waiting(undefined);
+    }
+    const sb = streamBindingCache!;
+    const req = new sb.ShutdownWrap();
+    req.handle = h;
+    req.oncomplete = afterLightShutdown;
+    req.conn = this;
+    const err = h.shutdown(req);
+    // 1: done at once (Node's convention for a shutdown with nothing to wait for)
+    if (err === 1) process.nextTick(() => this.afterShutdown(0));
+    else if (err) process.nextTick(() => this.destroy(sysError(err, 'shutdown')));
+    return this;
+  }
+
+  afterShutdown(status: number): void {
+    if (this.flags & DESTROYED) return;
+    if (status < 0 && sysErrorName(status) !== 'ENOTCONN')
+      return void this.destroy(sysError(status, 'shutdown'));
+    this.flags |= SHUT;
+    if (this.flags & ENDED) this.destroy();
+  }
+
+  destroy(err?: Error): this {
+    // handed over: the net.Socket owns the handle, the server's count and the close
+    if (this.flags & (DESTROYED | HANDED)) return this;
+    this.flags |= DESTROYED;
+    if (this.timer) clearTimeout(this.timer);
+    const h = this._handle;
+    this._handle = null;
+    const done = this.waitHandOver;
+    this.waitHandOver = undefined;
+    done?.(undefined);
+    if (h) {
+      h.reading = false;
+      h.close(() => {
+        h.conn = undefined;
+        this.finishClose(err);
+      });
+    } else process.nextTick(() => this.finishClose(err));
+    return this;
+  }
+
+  private finishClose(err: Error | undefined): void {
+    const srv = this.server;
+    if (typeof srv._connections === 'number') srv._connections--;
+    const drained = (srv as unknown as { _emitCloseIfDrained?: () => void })._emitCloseIfDrained;
+    if (typeof drained === 'function') drained.call(srv);
+    if (err) this.emit('error', err);
+    this.emit('close', err !== undefined);
+  }
+
+  pause(): this {
+    if (!(this.flags & PAUSED)) {
+      this.flags |= PAUSED;
+      this.stopReading();
+    }
+    return this;
+  }
+
+  resume(): this {
+    if (this.flags & PAUSED) {
+      this.flags &= ~PAUSED;
+      const h = this._handle;
+      if (h && !(this.flags & (ENDED | DESTROYED | HANDED)) && !h.reading) {
+        h.reading = true;
+        const err = h.readStart();
+        if (err) this.destroy(sysError(err, 'read'));
+      }
+    }
+    return this;
+  }
+
+  isPaused(): boolean {
+    return (this.flags & PAUSED) !== 0;
+  }
+
+  private stopReading(): void {
+    const h = this._handle;
+    if (h?.reading) {
+      h.reading = false;
+      h.readStop();
+    }
+  }
+
+  /** 'timeout' after `ms` with nothing read or written (0: none) */
+  setTimeout(ms: number): this {
+    if (this.timer) clearTimeout(this.timer);
+    this.timer = undefined;
+    if (ms > 0 && !this.destroyed) {
+      this.timer = setTimeout(() => this.emit('timeout'), ms);
+      this.timer.unref();
+    }
+    return this;
+  }
+
+  /** nothing is kept unread here: reads go to the callback as they come */
+  read(): null {
+    return null;
+  }
+
+  /**
+   * Give the handle to a net.Socket, built as `build` says (its bytesRead and bytesWritten
+   * may start from 0 or from the handle's own counters), once what was written has been taken by the kernel: `done` gets it,
+   * or undefined when the connection is closing (its FIN read or sent, or destroyed) and stays here.
+   */
+  handOver(build: (handle: object) => net.Socket, done: (socket: net.Socket | undefined) => void): void {
+    if (this.flags & (DESTROYED | ENDED | END_CALLED | HANDED) || this.waitHandOver) {
+      done(undefined);
+      return;
+    }
+    this.stopReading();
+    this.waitHandOver = done;
+    this.build = build;
+    if (this.writableLength === 0) this.finishHandOver();
+  }
+  private build: ((handle: object) => net.Socket) | undefined;
+
+  private finishHandOver(): void {
+    const done = this.waitHandOver!;
+    const build = this.build!;
+    this.waitHandOver = undefined;
+    this.build = undefined;
+    const h = this._handle!;
+    this.flags |= HANDED;
+    if (this.timer) clearTimeout(this.timer);
+    h.conn = undefined;
+    h.onread = ignoreRead;
+    this._handle = null;
+    const socket = build(h);
+    const s = socket as net.Socket & { server?: net.Server; _server?: net.Server };
+    // the server's count moves to the socket: net decrements it when that one is destroyed
+    s.server = this.server;
+    s._server = this.server;
+    done(socket);
+  }
+}
+
+function sysErrorName(errno: number): string {
+  try {
+    return util.getSystemErrorName(errno);
+  } catch {
+    return '';
+  }
+}
+
+// --- the behavioural check of LightSocket ---------------------------------------------------
+
+const lightChecks = new Map<string, Promise<AcceptCheck>>();
+
+/**
+ * Do light connections work in this process? After acceptPathWorks(), two loopback
+ * connections are accepted as LightSockets: on the first, 256 KiB of random bytes (more than
+ * the kernel takes at once: writes wait, reading pauses) come back byte-exact, then the
+ * client's FIN is answered with ours after the echo, and the server's count goes back to 0;
+ * on the second, bytes are echoed, the handle is given to a net.Socket (handOver) and the
+ * rest is echoed through that one, then FIN both ways. Run once per process; never rejects.
+ */
+export function lightPathWorks(): Promise<AcceptCheck> {
+  const key = broken();
+  let check = lightChecks.get(key);
+  if (!check) {
+    check = (async () => {
+      const accept = await acceptPathWorks();
+      if (!accept.ok) return accept;
+      if (!streamBinding()) return { ok: false, why: "process.binding('stream_wrap') is not usable", ms: 0 };
+      return checkLight(CHECK_TIMEOUT_MS * 3);
+    })();
+    lightChecks.set(key, check);
+  }
+  return check;
+}
+
+async function checkLight(timeoutMs: number): Promise<AcceptCheck> {
+  const t0 = performance.now();
+  const server = net.createServer({ allowHalfOpen: true });
+  const open: { destroy(): unknown }[] = [];
+  let timer: NodeJS.Timeout | undefined;
+  try {
+    await new Promise<void>((resolve, reject) => {
+      timer = setTimeout(() => reject(new Error(`no light echo within ${timeoutMs} ms`)), timeoutMs);
+      server.once('error', reject);
+      server.listen(0, '127.0.0.1', () => {
+        server.off('error', reject);
+        probeLight(server, open).then(resolve, reject);
+      });
+    });
+    return { ok: true, ms: performance.now() - t0 };
+  } catch (err) {
+    return { ok: false, why: (err as Error).message, ms: performance.now() - t0 };
+  } finally {
+    clearTimeout(timer);
+    for (const s of open) s.destroy();
+    server.close();
+  }
+}
+
+function probeLight(server: net.Server, open: { destroy(): unknown }[]): Promise<void> {
+  return new Promise<void>((resolve, reject) => {
+    const fail = (why: string) => reject(new Error(why));
+    const own = Buffer.allocUnsafe(64 * 1024);
+    let accepted = 0;
+    const echo: OnRead = {
+      buffer: () => own,
+      callback(n, buf) {
+        if (!this.write(Buffer.from(buf.subarray(0, n)))) {
+          this.pause();
+          this.once('drain', () => this.resume());
+        }
+      },
+    };
+    const serve = (socket: net.Socket) => {
+      open.push(socket);
+      socket.on('error', (err) => fail(`server side: ${err.message}`));
+      socket.on('end', () => socket.end());
+    };
+    const used = interceptAccept(
+      server,
+      { allowHalfOpen: true, pauseOnCreate: false, light: true, onread: () => echo },
+      (socket) => {
+        if (!(socket instanceof LightSocket)) return fail('the accepted connection is not a light one');
+        serve(socket);
+        if (++accepted === 2) second.server = socket;
+        else
+          socket.on('close', () => {
+            first.serverClosed = true;
+            check();
+          });
+      },
+    );
+    if (!used) return fail('the listening handle has no onconnection');
+    const port = (server.address() as net.AddressInfo).port;
+    const first = {
+      sent: randomBytes(256 * 1024),
+      back: undefined as Buffer | undefined,
+      serverClosed: false,
+    };
+    const second = {
+      a: randomBytes(1000),
+      b: randomBytes(3000),
+      back: undefined as Buffer | undefined,
+      server: undefined as LightSocket | undefined,
+      handed: undefined as net.Socket | undefined,
+      handedClosed: false,
+    };
+    let secondStarted = false;
+    const check = () => {
+      if (!first.back || !first.serverClosed) return;
+      if (!first.back.equals(first.sent))
+        return fail(`${first.back.length} of ${first.sent.length} bytes came back as sent`);
+      if (!secondStarted) {
+        secondStarted = true;
+        return startSecond();
+      }
+      if (!second.back || !second.handedClosed) return;
+      if (!second.back.equals(Buffer.concat([second.a, second.b])))
+        return fail('the bytes echoed around the hand-over to a net.Socket are not those sent');
+      server.getConnections((err, n) => {
+        if (err || n !== 0) fail(`the server still counts ${n} connection(s) after the close`);
+        else resolve();
+      });
+    };
+    const client = (onData: (c: Buffer, all: Buffer[]) => void, onEnd: (all: Buffer) => void) => {
+      const c = net.connect({ port, host: '127.0.0.1', allowHalfOpen: true });
+      open.push(c);
+      const back: Buffer[] = [];
+      c.on('error', (err) => fail(`client side: ${err.message}`));
+      c.on('data', (d: Buffer) => {
+        back.push(d);
+        onData(d, back);
+      });
+      c.on('end', () => {
+        c.end();
+        onEnd(Buffer.concat(back));
+      });
+      return c;
+    };
+    client(
+      () => {},
+      (all) => {
+        first.back = all;
+        check();
+      },
+    ).end(first.sent);
+    let phase = 0;
+    let c2: net.Socket;
+    const startSecond = () => {
+      c2 = client(
+        (_d, all) => {
+          const got = all.reduce((k, b) => k + b.length, 0);
+          if (phase !== 0 || got < second.a.length) return;
+          phase = 1;
+          const light = second.server;
+          if (!light) return fail('the second connection was not accepted as a light one');
+          light.handOver(
+            (handle) =>
+              new net.Socket({
+                handle,
+                allowHalfOpen: true,
+                onread: echo,
+              } as unknown as net.SocketConstructorOpts),
+            (socket) => {
+              if (!socket) return fail('the hand-over to a net.Socket did not happen');
+              second.handed = socket;
+              serve(socket);
+              socket.on('data', () => fail("bytes came as 'data' after the hand-over"));
+              socket.on('close', () => {
+                second.handedClosed = true;
+                check();
+              });
+              socket.resume();
+              c2.end(second.b);
+            },
+          );
+        },
+        (all) => {
+          second.back = all;
+          check();
+        },
+      );
+      c2.write(second.a);
+    };
+  });
 }

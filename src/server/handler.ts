@@ -6,12 +6,13 @@
 // connection) and per-chunk work is one write and one flag test. Byte counts come from the
 // socket's own counters when it closes.
 
-import type { Socket } from 'node:net';
+import net, { type Socket } from 'node:net';
 import type { SecureContext } from 'node:tls';
 import { errorCode, explainError } from '../core/errors.js';
 import type { Fault } from '../core/faults.js';
 import { openConnections } from '../core/heap.js';
 import { resumeReading, stopReading } from '../core/hold.js';
+import { LightSocket } from '../core/internals.js';
 import { formatTcpInfo, type TcpInfo, tcpInfo } from '../core/libc.js';
 import { type Logger, logs } from '../core/log.js';
 import { formatAddress } from '../core/parse.js';
@@ -22,7 +23,7 @@ import { type Tracer, traceSocket } from '../core/trace.js';
 import type { Application, ServeInfo } from './application.js';
 import { closedWanted } from './conn-metrics.js';
 import { FaultyEcho, resetSocket } from './faults.js';
-import { readChunk, SHARED_READ } from './user-buffer.js';
+import { moveSharedRead, readChunk, SHARED_READ, sharedReadOf } from './user-buffer.js';
 
 /** What the handler needs from whoever accepted the connection. */
 /** Limits that a slow drip cannot hold open forever (--idle-timeout alone can: one byte per timeout). */
@@ -47,6 +48,8 @@ export interface HandlerContext extends ConnectionLimits {
   label?: string;
   /** the one place a connection's end is told: its record (the backend reports it on) */
   onClose?: (socket: Socket, record: ConnectionRecord) => void;
+  /** a light connection's handle was given to a net.Socket (faults came): `to` serves it from now on */
+  onHandOver?: (from: Socket, to: Socket) => void;
   /** told of every connection record once it is logged (a worker reports it to its parent) */
   onClosed?: (record: ConnectionRecord) => void;
   /** --trace: every chunk read and written, to stderr or a file */
@@ -68,6 +71,8 @@ interface ConnState {
   markAt: number;
   peer: string;
   base: number;
+  /** socket.bytesWritten that are not this connection's (negative: written by the socket it took over from) */
+  outBase: number;
   start: number;
   reason: CloseReason | undefined;
   draining: boolean;
@@ -79,6 +84,8 @@ interface ConnState {
   info: TcpInfo | undefined;
   /** a WebSocket connection's messages (set by its application) */
   messages?: MessageCounts;
+  /** the faults a light connection takes once a net.Socket has its handle */
+  pendingFaults?: Fault[];
 }
 
 const STATE = Symbol('echo-state');
@@ -113,6 +120,8 @@ export function serveConnection(
   head?: Buffer,
   faults?: Fault[],
 ): Socket {
+  // a light connection cannot run faults: a net.Socket takes its handle (nothing read yet)
+  if (faults?.length && socket instanceof LightSocket) socket = takeOver(socket) ?? socket;
   // before TLS and before any byte: the TCP connection itself misbehaves (the faultless
   // common case allocates nothing here)
   const reset = faults?.some((f) => f.kind === 'reset-on-connect');
@@ -185,6 +194,7 @@ export function serveEcho(
     ctx,
     peer,
     base,
+    outBase: 0,
     start: Date.now(),
     reason: undefined,
     draining: false,
@@ -203,15 +213,8 @@ export function serveEcho(
     });
   }
   openConnections(1);
-  socket.on('error', onError);
-  socket.on('close', onClose);
-  if (ctx.idleTimeoutMs) {
-    socket.setTimeout(ctx.idleTimeoutMs);
-    socket.on('timeout', onTimeout);
-  }
-  if (ctx.minRate || ctx.maxLifetimeMs) watch(s);
   if (silent) {
-    socket.on('end', onEnd);
+    listen(s, ctx, true);
     return;
   }
   // a socket reading into the shared buffer calls its read callback instead of emitting 'data':
@@ -220,14 +223,26 @@ export function serveEcho(
     app.serve(socket, app === echoApplication ? { peer } : appInfo(s, faults));
   if (ctx.tracer && !app.tracesItself) traceSocket(socket, ctx.tracer, peer);
   if (ctx.banner) socket.write(ctx.banner);
-  socket.on('drain', onDrain);
-  socket.on('end', onEnd);
+  listen(s, ctx);
   // built only when written: this runs for every connection
   if (logs(ctx.logger, 'debug'))
     ctx.logger.debug(
       { peer: s[STATE].peer, ...ctx.logFields },
       `connection from ${s[STATE].peer}${ctx.label ? ` (${ctx.label})` : ''}`,
     );
+}
+
+/** The handler's listeners on a connection's socket (and its --min-rate/--max-lifetime watch). */
+function listen(s: EchoSocket, ctx: HandlerContext, silent = false): void {
+  s.on('error', onError);
+  s.on('close', onClose);
+  if (ctx.idleTimeoutMs) {
+    s.setTimeout(ctx.idleTimeoutMs);
+    s.on('timeout', onTimeout);
+  }
+  if (ctx.minRate || ctx.maxLifetimeMs) watch(s);
+  if (!silent) s.on('drain', onDrain);
+  s.on('end', onEnd);
 }
 
 /** What an application other than echo is told of its connection. */
@@ -355,9 +370,22 @@ export function setConnectionFaults(socket: Socket, faults: Fault[]): void {
     st.faulty.setFaults(faults);
     return;
   }
+  if (st.pendingFaults) st.pendingFaults = faults; // a hand-over waits: it takes these
   const app = st.ctx.app ?? echoApplication;
   if (app !== echoApplication || faults.length === 0 || st.draining || s.writableEnded) return;
   if (st.reason === 'fault blackhole' || st.reason === 'fault reset-on-connect') return; // served silent
+  if (socket instanceof LightSocket) {
+    // faults run on a net.Socket: it takes the handle once what was written has left (reading
+    // waits meanwhile), then runs the faults of that moment; a connection closing meanwhile keeps its echo
+    if (st.pendingFaults) return;
+    st.pendingFaults = faults;
+    handOverLight(socket, (to) => {
+      const latest = st.pendingFaults ?? faults;
+      st.pendingFaults = undefined;
+      setConnectionFaults(to, latest);
+    });
+    return;
+  }
   st.faulty = new FaultyEcho(socket, faults, (why) => {
     st.reason ??= why as CloseReason;
   });
@@ -432,7 +460,7 @@ export function liveBytes(socket: Socket): { bytesIn: number; bytesOut: number }
   const st = s[STATE];
   return {
     bytesIn: s.bytesRead - (st?.base ?? 0) - (st?.discarded ?? 0),
-    bytesOut: s.bytesWritten - s.writableLength,
+    bytesOut: s.bytesWritten - (st?.outBase ?? 0) - s.writableLength,
   };
 }
 
@@ -446,7 +474,7 @@ export const WAITED = Symbol('waited');
 function nothingOwed(s: EchoSocket): boolean {
   const st = s[STATE];
   if ((s as Socket & { [WAITED]?: boolean })[WAITED]) return false;
-  return s.writableLength === 0 && s.bytesWritten >= s.bytesRead - st.base - st.discarded;
+  return s.writableLength === 0 && s.bytesWritten - st.outBase >= s.bytesRead - st.base - st.discarded;
 }
 
 function onClose(this: EchoSocket): void {
@@ -455,7 +483,7 @@ function onClose(this: EchoSocket): void {
   openConnections(-1);
   st.faulty?.dispose();
   // bytesWritten counts what was handed to the socket; subtract what never left it
-  const bytesOut = this.bytesWritten - this.writableLength;
+  const bytesOut = this.bytesWritten - st.outBase - this.writableLength;
   const bytesIn = this.bytesRead - st.base - st.discarded;
   const record: ConnectionRecord = {
     peer: st.peer,
@@ -520,4 +548,57 @@ export function forceClose(socket: Socket): void {
   if (st)
     st.reason = st.reason === 'server shutdown' ? 'forced at shutdown' : (st.reason ?? 'forced at shutdown');
   socket.destroy();
+}
+
+// --- light connections given to a net.Socket -----------------------------------------------
+
+/** The net.Socket that takes over a light connection's handle (reading, into the same buffers). */
+function socketFor(light: LightSocket): (handle: object) => Socket {
+  return (handle) => {
+    const socket = new net.Socket({
+      handle,
+      allowHalfOpen: true,
+      readable: true,
+      writable: true,
+      onread: sharedReadOf(light as unknown as Socket, onSharedRead),
+    } as unknown as net.SocketConstructorOpts);
+    moveSharedRead(light as unknown as Socket, socket);
+    return socket;
+  };
+}
+
+/** A light connection not served yet: a net.Socket for it now (nothing was written), or undefined. */
+function takeOver(light: LightSocket): Socket | undefined {
+  let to: Socket | undefined;
+  light.handOver(socketFor(light), (s) => {
+    to = s;
+  });
+  return to;
+}
+
+/**
+ * Give a light connection being served to a net.Socket: its state, counters and listeners
+ * move to that one, which `then` gets (reading again); nothing when it closes first.
+ */
+function handOverLight(light: LightSocket, then: (to: Socket) => void): void {
+  const from = light as unknown as EchoSocket;
+  light.handOver(socketFor(light), (socket) => {
+    const st = from[STATE];
+    if (!socket) {
+      st.pendingFaults = undefined;
+      return;
+    }
+    const to = socket as EchoSocket;
+    to[STATE] = st;
+    // the new socket's counters may start from 0 or from the handle's own (bytesRead, Node 20)
+    const inShift = to.bytesRead - light.bytesRead;
+    st.base += inShift;
+    st.markBytes += inShift;
+    st.outBase += to.bytesWritten - light.bytesWritten;
+    listen(to, st.ctx);
+    const w = WATCHED.get(st.ctx);
+    if (w?.sockets.delete(from)) watch(to);
+    st.ctx.onHandOver?.(from, to);
+    then(to);
+  });
 }

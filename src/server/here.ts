@@ -9,6 +9,7 @@ import {
   echoApplication,
   forceClose,
   type HandlerContext,
+  hasConnectionOptions,
   liveBytes,
   serveConnection,
   setConnectionFaults,
@@ -26,11 +27,23 @@ export function hereBackend(ctx: Omit<HandlerContext, 'onClose'>, { pauseOnConne
       ctx.onClosed?.(record);
       entry?.events.closed(record);
     },
+    onHandOver(from, to) {
+      const entry = live.get(from);
+      live.delete(from);
+      if (entry) live.set(to, entry);
+    },
   };
   return {
     pauseOnConnect,
     // TLS reads the TCP socket itself; --trace listens to 'data'
     ...(ctx.tls || ctx.tracer || !app.sharedRead ? {} : { sharedRead: app.sharedRead }),
+    // a light connection echoes, counts and logs: anything more needs a net.Socket
+    light:
+      app === echoApplication &&
+      !ctx.tls &&
+      !ctx.tracer &&
+      !pauseOnConnect &&
+      !hasConnectionOptions(ctx.socketOptions),
     serve(socket, peer, events, head, faults, draw) {
       const served = serveConnection(socket, handlerCtx, peer, head, faults);
       live.set(served, { events, peer, since: Date.now(), draw });

@@ -44,7 +44,7 @@ import type { UdpTotals } from '../udp/server.js';
 import { closedWanted, connectionClosed } from './conn-metrics.js';
 import { WAITED } from './handler.js';
 import { readFirstBytes, readProxyHeader } from './preamble.js';
-import { acceptWithSharedRead, type ReadCallback, sharedReadUsable } from './user-buffer.js';
+import { acceptWithSharedRead, lightUsable, type ReadCallback, sharedReadUsable } from './user-buffer.js';
 
 export interface LiveConnection {
   peer: string;
@@ -175,6 +175,11 @@ export interface Backend {
    * its read callback, for sockets that read into the shared buffer (user-buffer.ts).
    */
   readonly sharedRead?: ReadCallback;
+  /**
+   * Its connections only echo (no TLS, trace, socket options): with sharedRead, they may be
+   * light ones (core/internals.ts LightSocket) where this process's check passed.
+   */
+  readonly light?: boolean;
 }
 
 export interface ListenerOptions {
@@ -507,9 +512,16 @@ async function openListener(
       backend.sharedRead && !proxy && !o.tls && (await sharedReadUsable(logger))
         ? backend.sharedRead
         : undefined;
+    // light connections: accepted reading (evented), over TCP (a Unix socket's peer is named by its credentials)
+    const light = !!onRead && backend.light === true && !paused && !unix && (await lightUsable(logger));
     address = await listenSocket(server, o.listen, unixNotes);
     if (onRead)
-      acceptWithSharedRead(server, { allowHalfOpen: true, pauseOnCreate: paused }, onRead, onConnection);
+      acceptWithSharedRead(
+        server,
+        { allowHalfOpen: true, pauseOnCreate: paused, light },
+        onRead,
+        onConnection,
+      );
   }
   if (unixNotes.removedStale) {
     logger.warn(

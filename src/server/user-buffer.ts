@@ -14,7 +14,7 @@
 // 'data' events as before.
 
 import type net from 'node:net';
-import { acceptPathWorks, interceptAccept } from '../core/internals.js';
+import { acceptPathWorks, interceptAccept, lightPathWorks } from '../core/internals.js';
 import type { Logger } from '../core/log.js';
 
 /** Bytes one read may take: what Node's own read path asks libuv for. */
@@ -106,6 +106,52 @@ export async function sharedReadUsable(logger?: Logger): Promise<boolean> {
   return check.ok;
 }
 
+/** Off with ECHO_LIGHT=0 (light connections, core/internals.ts LightSocket), to compare both paths on one build. */
+export const lightEnabled = () => process.env.ECHO_LIGHT !== '0';
+
+/**
+ * Whether servers in this process may accept echo-only connections as light ones (the TCP
+ * handle driven without a net.Socket): where the shared read buffer is usable, not with
+ * ECHO_LIGHT=0, nor when the light path failed its check (logged once, at debug).
+ */
+export async function lightUsable(logger?: Logger): Promise<boolean> {
+  if (!lightEnabled() || !(await sharedReadUsable(logger))) return false;
+  const check = await lightPathWorks();
+  const key = `light|${check.why ?? ''}`;
+  if (logger && !explained.has(key)) {
+    explained.add(key);
+    if (check.ok)
+      logger.debug({ ms: Math.round(check.ms * 10) / 10 }, 'light connections for echo: check passed');
+    else
+      logger.debug(
+        { ms: Math.round(check.ms * 10) / 10, why: check.why },
+        `every connection is a net.Socket: the light-connection check failed (${check.why})`,
+      );
+  }
+  return check.ok;
+}
+
+/**
+ * The `onread` option for a net.Socket that takes over the handle of `socket` (a light
+ * connection built by acceptWithSharedRead): the same read state, now the new socket's.
+ */
+export function sharedReadOf(
+  socket: net.Socket,
+  onRead: ReadCallback,
+): { buffer: () => Buffer; callback: ReadCallback } | undefined {
+  const st = (socket as net.Socket & { [SHARED_READ]?: ReadState })[SHARED_READ];
+  if (!st) return undefined;
+  return { buffer: () => nextBuffer(st), callback: onRead };
+}
+
+/** Move the read state of `from` to `to` (its handle's new owner). */
+export function moveSharedRead(from: net.Socket, to: net.Socket): void {
+  const st = (from as net.Socket & { [SHARED_READ]?: ReadState })[SHARED_READ];
+  if (!st) return;
+  st.socket = to;
+  (to as net.Socket & { [SHARED_READ]?: ReadState })[SHARED_READ] = st;
+}
+
 /**
  * Build each socket accepted by `server` (listening already) with the shared read buffer and
  * `onRead`, and hand it to `onSocket` in place of the 'connection' event. False, and nothing
@@ -114,7 +160,8 @@ export async function sharedReadUsable(logger?: Logger): Promise<boolean> {
  */
 export function acceptWithSharedRead(
   server: net.Server,
-  opts: { allowHalfOpen: boolean; pauseOnCreate: boolean },
+  /** light: LightSockets where they can be built (lightUsable() said yes) */
+  opts: { allowHalfOpen: boolean; pauseOnCreate: boolean; light?: boolean },
   onRead: ReadCallback,
   onSocket: (socket: net.Socket) => void,
 ): boolean {
