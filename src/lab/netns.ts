@@ -21,6 +21,28 @@ export function traceNamespaces(fn: ((segments: Segment[]) => void) | undefined)
   nsTrace = fn;
 }
 
+/** Where a pair of namespaces is: each one's name and its end of the veth between them. */
+export interface NamespacePair {
+  client: string;
+  server: string;
+  clientIf: string;
+  serverIf: string;
+}
+
+/**
+ * A witness of a pair's traffic (tcpdump in a test): called once the veth is up, before any
+ * scenario traffic, and awaited; the function it resolves to is awaited before the namespaces
+ * are removed.
+ */
+export type NamespaceWatcher = (ns: NamespacePair) => Promise<() => Promise<void>>;
+const nsWatchers = new Set<NamespaceWatcher>();
+
+/** Hear of every pair of namespaces as it is made; returns the function that stops it. */
+export function onNamespaces(fn: NamespaceWatcher): () => void {
+  nsWatchers.add(fn);
+  return () => nsWatchers.delete(fn);
+}
+
 /** Removal of every pair of namespaces in use, for a process that must exit now (a signal). */
 const pending = new Set<() => void>();
 export function removeNamespacesNow(): void {
@@ -53,6 +75,8 @@ export interface Child {
 export interface TwoHosts {
   client: string;
   server: string;
+  /** the client's end of the veth (every segment of the pair passes it) */
+  clientIf: string;
   /** `ip -n NS …` */
   ip(ns: string, ...args: string[]): string;
   /** run the lab's child program inside a namespace */
@@ -89,6 +113,7 @@ export async function withTwoHosts<T>(fn: (h: TwoHosts) => Promise<T>): Promise<
     deleteNamespaces();
   };
   pending.add(removeNow);
+  const unwatch: (() => Promise<void>)[] = [];
   try {
     run('netns', 'add', client);
     run('netns', 'add', server);
@@ -157,6 +182,8 @@ export async function withTwoHosts<T>(fn: (h: TwoHosts) => Promise<T>): Promise<
         },
       };
     };
+    const pair = { client, server, clientIf: `ekc${id}`, serverIf: `eks${id}` };
+    for (const watch of nsWatchers) unwatch.push(await watch(pair));
     const report = nsTrace;
     let capture: Child | undefined;
     if (report) {
@@ -171,6 +198,7 @@ export async function withTwoHosts<T>(fn: (h: TwoHosts) => Promise<T>): Promise<
       return await fn({
         client,
         server,
+        clientIf: pair.clientIf,
         ip: (ns, ...args) => run('-n', ns, ...args),
         readIn: (ns) => (file) =>
           execFileSync('ip', ['netns', 'exec', ns, 'cat', file], { encoding: 'utf8' }),
@@ -186,6 +214,7 @@ export async function withTwoHosts<T>(fn: (h: TwoHosts) => Promise<T>): Promise<
       }
     }
   } finally {
+    for (const stop of unwatch.splice(0)) await stop().catch(() => {});
     pending.delete(removeNow);
     await Promise.all(
       children.map(
