@@ -51,7 +51,9 @@ if (role.role === 'server') {
   }, 200);
   s.on('error', (err: NodeJS.ErrnoException) => {
     clearInterval(sampler);
-    send({ type: 'error', code: err.code, syscall: err.syscall, message: err.message, tcp: lastInfo });
+    // atUs: when the error reached the program, µs since the epoch (a capture's clock)
+    const atUs = (performance.timeOrigin + performance.now()) * 1000;
+    send({ type: 'error', code: err.code, syscall: err.syscall, message: err.message, tcp: lastInfo, atUs });
     setTimeout(() => process.exit(0), 50);
   });
   process.on('message', (m: { type: string }) => {

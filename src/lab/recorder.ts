@@ -37,6 +37,9 @@ export interface LabTimer {
   predictedMs: number;
   /** measured in this run (capture or clock), ms; absent when it could not be measured */
   measuredMs?: number;
+  /** when the measured span began and ended, µs since the epoch (a capture's kernel stamps or the clock) */
+  fromUs?: number;
+  toUs?: number;
 }
 
 export interface LabCheck {
@@ -240,8 +243,13 @@ export class Recorder {
   }
 
   /** Record a computed timer beside its measurement; true when within 10 %. */
-  timer(what: string, predictedMs: number, measuredMs?: number): boolean {
-    this.timers.push({ what, predictedMs, ...(measuredMs !== undefined ? { measuredMs } : {}) });
+  timer(
+    what: string,
+    predictedMs: number,
+    measuredMs?: number,
+    span?: { fromUs: number; toUs: number },
+  ): boolean {
+    this.timers.push({ what, predictedMs, ...(measuredMs !== undefined ? { measuredMs } : {}), ...span });
     return measuredMs !== undefined && Math.abs(measuredMs - predictedMs) <= predictedMs * 0.1;
   }
 

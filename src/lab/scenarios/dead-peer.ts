@@ -6,8 +6,10 @@
 import type { TcpInfo } from '../../core/libc.js';
 import { plural } from '../../core/parse.js';
 import type { SocketOptions } from '../../core/sockopts.js';
+import { captureUnavailable } from '../capture.js';
 import { CLIENT_ADDR, netnsUnavailable, SERVER_ADDR, withTwoHosts } from '../netns.js';
 import { Recorder, type ScenarioResult } from '../recorder.js';
+import { captureClientVeth, oldestUnacked } from '../wire.js';
 
 export interface DeadPeerSpec {
   name: string;
@@ -20,8 +22,8 @@ export interface DeadPeerSpec {
   /** when the error should arrive, ms after the cut: [at least, at most] */
   window: [number, number];
   /** when the timers set here say it arrives, ms after the cut, and how that is computed */
-  /** `check: false`: recorded beside the measurement, not checked (the start is not measured here) */
-  predict: { ms: number; how: string; from: 'connected' | 'cut'; check?: false };
+  /** from 'oldest-unacked': the first retransmission of the data never acknowledged, on the wire */
+  predict: { ms: number; how: string; from: 'connected' | 'cut' | 'oldest-unacked' };
   explain: string;
 }
 
@@ -53,6 +55,9 @@ export async function deadPeer(spec: DeadPeerSpec): Promise<ScenarioResult> {
       echo: spec.mode === 'heartbeat',
     });
     const { port } = await server.next('listening');
+    // the wire says when the oldest unacknowledged data first left: TCP_USER_TIMEOUT counts from there
+    const noWire = spec.predict.from === 'oldest-unacked' ? captureUnavailable() : 'not needed';
+    const wire = noWire ? undefined : await captureClientVeth(h);
     r.step(
       `two hosts: client ${CLIENT_ADDR} (netns ${h.client}), server ${SERVER_ADDR}:${port} (netns ${h.server})`,
     );
@@ -64,7 +69,7 @@ export async function deadPeer(spec: DeadPeerSpec): Promise<ScenarioResult> {
       mode: spec.mode,
       heartbeat: spec.heartbeat,
     });
-    await client.next('connected');
+    const { local } = await client.next('connected');
     const connectedAt = performance.now();
     for (const line of describeOptions(spec.options)) r.step(`client sets ${line}`);
     r.snapshot('connected, seen from the client host', [port], undefined, h.readIn(h.client));
@@ -98,16 +103,37 @@ export async function deadPeer(spec: DeadPeerSpec): Promise<ScenarioResult> {
       `it is detected within ${spec.window[0] / 1000}–${spec.window[1] / 1000} s of the cut`,
       ms >= spec.window[0] && ms <= spec.window[1],
     );
+    if (spec.predict.from === 'oldest-unacked') {
+      const segments = wire ? await wire.stop() : [];
+      const head = oldestUnacked(segments, { addr: CLIENT_ADDR, port: Number(local) });
+      const rtx = head?.retransmitted;
+      if (!head || !rtx || typeof failure.atUs !== 'number') {
+        r.step(`the timer's start could not be read off the wire: ${noWire ?? 'no retransmitted data seen'}`);
+        r.check('the retransmitted unacknowledged data is seen on the wire', !!noWire);
+        return r.result();
+      }
+      const measured = (failure.atUs - rtx.epochUs) / 1000;
+      r.step(
+        `on the wire: the oldest unacknowledged data (${head.first.len} bytes) first left, was retransmitted ${((rtx.epochUs - head.first.epochUs) / 1000).toFixed(0)} ms later (one RTO), and ${failure.code} came ${(measured / 1000).toFixed(3)} s after that retransmission (${((failure.atUs - head.first.epochUs) / 1e6).toFixed(3)} s after it first left): TCP_USER_TIMEOUT counts from the first retransmission`,
+      );
+      const within = r.timer(
+        `${spec.name}: ${failure.code} after the oldest unacknowledged data was first retransmitted`,
+        spec.predict.ms,
+        measured,
+        { fromUs: rtx.epochUs, toUs: failure.atUs },
+      );
+      r.check(
+        `${failure.code} within 10 % of the computed ${spec.predict.ms / 1000} s (${spec.predict.how})`,
+        within,
+      );
+      return r.result();
+    }
     const within = r.timer(
       `${spec.name}: the dead peer is reported, after the ${spec.predict.from === 'cut' ? 'cut' : 'last traffic (the handshake)'}`,
       spec.predict.ms,
       spec.predict.from === 'cut' ? ms : performance.now() - connectedAt - (performance.now() - cut - ms),
     );
-    if (spec.predict.check !== false)
-      r.check(
-        `detected within 10 % of the computed ${spec.predict.ms / 1000} s (${spec.predict.how})`,
-        within,
-      );
+    r.check(`detected within 10 % of the computed ${spec.predict.ms / 1000} s (${spec.predict.how})`, within);
     return r.result();
   });
 }
@@ -161,11 +187,11 @@ export const userTimeout = () =>
     window: [2500, 8000],
     predict: {
       ms: 3000,
-      // counted from the oldest unacknowledged segment, which leaves some 100–300 ms after the
-      // cut (the writer's interval); the wire shows ETIMEDOUT about 3.3 s after it
-      how: 'TCP_USER_TIMEOUT 3 s after the oldest unacknowledged data, which leaves after the cut',
-      from: 'cut',
-      check: false,
+      // the kernel counts from its retrans_stamp: the first retransmission of the oldest
+      // unacknowledged segment (one RTO after it first left), and clamps the retransmission
+      // timer so that it fires when the 3 s are up
+      how: 'TCP_USER_TIMEOUT 3 s after the oldest unacknowledged data was first retransmitted',
+      from: 'oldest-unacked',
     },
     explain:
       'the client keeps sending: without TCP_USER_TIMEOUT it retransmits for ~15 min (tcp_retries2 = 15); with 3 s it gives up after ~3 s',

@@ -1,0 +1,125 @@
+// The timers echo-lab prints for user-timeout, close-wait and close-outage against the run:
+// the start of each span read off the traced capture (an AF_PACKET capture of its own, apart
+// from the one the scenario times with), the end from the run (the program's error, or the
+// socket's disappearance from /proc/net/tcp polled here). Slow: run by `npm run test:e2e`.
+
+import { execFile } from 'node:child_process';
+import { promisify } from 'node:util';
+import { describe, expect, it } from 'vitest';
+import { captureUnavailable, type Segment } from '../src/lab/capture.js';
+import { findScenario, traced } from '../src/lab/index.js';
+import { netnsUnavailable } from '../src/lab/netns.js';
+import { onPort } from '../src/lab/recorder.js';
+import { FULL_MATRIX } from './helpers.js';
+
+const noCapture = !FULL_MATRIX
+  ? 'these run in npm run test:e2e'
+  : process.platform !== 'linux'
+    ? 'Linux only'
+    : captureUnavailable();
+const noNetns = noCapture ?? netnsUnavailable();
+if (noCapture) console.warn(`skipping: ${noCapture}`);
+else if (noNetns) console.warn(`skipping the namespace timers: ${noNetns}`);
+
+const run = promisify(execFile);
+const nowUs = () => (performance.timeOrigin + performance.now()) * 1000;
+
+const tracedRun = async (name: string) => {
+  const r = await traced(findScenario(name)!);
+  expect(r.checks.filter((c) => !c.ok)).toEqual([]);
+  if (!r.trace || !('segments' in r.trace)) throw new Error(`no trace: ${JSON.stringify(r.trace)}`);
+  return { r, segments: r.trace.segments as Segment[] };
+};
+
+/** The client's first retransmission on the wire: the head of its queue, resent by the RTO timer. */
+function firstRetransmission(segments: Segment[]): { first: Segment; rtx: Segment } {
+  const client = segments.find((s) => s.flags.join() === 'SYN')!;
+  const sent = segments.filter(
+    (s) => s.sport === client.sport && (s.len > 0 || s.flags.includes('FIN')) && !s.flags.includes('RST'),
+  );
+  const rtx = sent.find((s, i) => sent.slice(0, i).some((e) => e.seq === s.seq))!;
+  expect(rtx).toBeDefined();
+  return { first: sent.find((s) => s.seq === rtx.seq)!, rtx };
+}
+
+describe.skipIf(!!noNetns)('TCP_USER_TIMEOUT, timed on the wire', () => {
+  it('user-timeout: ETIMEDOUT 3 s (within 10 %) after the first retransmission of the unacknowledged data', async () => {
+    const { r, segments } = await tracedRun('user-timeout');
+    const t = r.timers!.find((x) => x.what.startsWith('user-timeout: ETIMEDOUT'))!;
+    expect(t.predictedMs).toBe(3000); // TCP_USER_TIMEOUT as set
+    const { first, rtx } = firstRetransmission(segments);
+    expect(first.len).toBeGreaterThan(0);
+    // the scenario's own capture saw the same retransmission: the same kernel stamp
+    expect(Math.abs(t.fromUs! - rtx.epochUs)).toBeLessThan(1000);
+    // from that retransmission on this capture to the program's ETIMEDOUT
+    const measured = (t.toUs! - rtx.epochUs) / 1000;
+    expect(Math.abs(measured - 3000)).toBeLessThanOrEqual(300);
+    // the retransmission came one RTO after the data first left: not counted by the timer
+    expect(rtx.epochUs - first.epochUs).toBeGreaterThan(150_000);
+  }, 60_000);
+
+  it('close-outage: ETIMEDOUT cuts the FIN retransmissions short, at least 2 s after the first', async () => {
+    const { r, segments } = await tracedRun('close-outage');
+    const t = r.timers!.find((x) => x.what.startsWith('close-outage: ETIMEDOUT'))!;
+    expect(t.predictedMs).toBe(2000);
+    const { first, rtx } = firstRetransmission(segments);
+    expect(first.flags).toContain('FIN');
+    expect(Math.abs(t.fromUs! - rtx.epochUs)).toBeLessThan(1000);
+    const fins = segments.filter((s) => s.sport === first.sport && s.flags.includes('FIN'));
+    const last = fins.at(-1)!.epochUs;
+    const nextDue = last + 2 * (last - fins.at(-2)!.epochUs);
+    expect(t.toUs! - rtx.epochUs).toBeGreaterThanOrEqual(1_800_000);
+    expect(t.toUs!).toBeLessThan(nextDue);
+  }, 60_000);
+});
+
+/** whether a socket connected to `port` is in FIN_WAIT2 (ss, filtered in the kernel) */
+async function finWait2To(port: number): Promise<boolean> {
+  const { stdout } = await run('ss', ['-tanH', 'state', 'fin-wait-2', '(', 'dport', '=', `:${port}`, ')']);
+  return stdout.trim() !== '';
+}
+
+describe.skipIf(!!noCapture)('FIN_WAIT2 lifetime (TCP_LINGER2), from the wire to /proc/net/tcp', () => {
+  it('close-wait: the orphaned FIN_WAIT2 lives 2 s (within 10 %) from the ACK of its FIN', async () => {
+    // watch it here too, apart from the scenario: the client's FIN_WAIT2 toward the server's
+    // port, polled with ss from the moment the port is made until it is gone
+    let seenUs: number | undefined;
+    let goneUs: number | undefined;
+    let watching: Promise<void> | undefined;
+    const stop = onPort((port) => {
+      watching ??= (async () => {
+        const end = Date.now() + 15_000;
+        while (goneUs === undefined && Date.now() < end) {
+          const at = nowUs();
+          if (await finWait2To(port)) seenUs ??= at;
+          else if (seenUs !== undefined) goneUs = nowUs();
+          await new Promise((res) => setTimeout(res, 2));
+        }
+      })();
+    });
+    let run: Awaited<ReturnType<typeof tracedRun>>;
+    try {
+      run = await tracedRun('close-wait');
+    } finally {
+      stop();
+    }
+    await watching;
+    const { r, segments } = run;
+    const t = r.timers!.find((x) => x.what.startsWith('close-wait'))!;
+    expect(t.predictedMs).toBe(2000); // TCP_LINGER2 2 s, above 3.5 × the 200 ms RTO of lo
+    // the ACK of the client's FIN, on the traced capture
+    const syn = segments.find((s) => s.flags.join() === 'SYN')!;
+    const fin = segments.find((s) => s.sport === syn.sport && s.flags.includes('FIN'))!;
+    const ack = segments.find(
+      (s) => s.dport === syn.sport && s.flags.includes('ACK') && s.ack === (fin.seq + 1) >>> 0,
+    )!;
+    expect(ack).toBeDefined();
+    expect(Math.abs(t.fromUs! - ack.epochUs)).toBeLessThan(1000);
+    // the kernel's timer (ss -o in the scenario) runs out 2 s (within 10 %) after that ACK
+    expect(Math.abs((t.toUs! - ack.epochUs) / 1000 - 2000)).toBeLessThanOrEqual(200);
+    // and the socket, seen here in FIN_WAIT2 after the ACK, is seen gone only once it has
+    expect(seenUs).toBeGreaterThan(ack.epochUs);
+    expect(goneUs).toBeGreaterThan(t.toUs! - 50_000);
+    expect(goneUs! - ack.epochUs).toBeLessThan(2000_000 + 5_000_000);
+  }, 60_000);
+});
