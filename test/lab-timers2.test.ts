@@ -42,7 +42,7 @@ function firstRetransmission(segments: Segment[]): { first: Segment; rtx: Segmen
   return { first: sent.find((s) => s.seq === rtx.seq)!, rtx };
 }
 
-describe.skipIf(!!noNetns)('TCP_USER_TIMEOUT, timed on the wire', () => {
+describe.skipIf(!!noNetns)('dead-peer timers and TCP_USER_TIMEOUT, timed on the wire', () => {
   it('user-timeout: ETIMEDOUT 3 s (within 10 %) after the first retransmission of the unacknowledged data', async () => {
     const { r, segments } = await tracedRun('user-timeout');
     const t = r.timers!.find((x) => x.what.startsWith('user-timeout: ETIMEDOUT'))!;
@@ -57,6 +57,29 @@ describe.skipIf(!!noNetns)('TCP_USER_TIMEOUT, timed on the wire', () => {
     // the retransmission came one RTO after the data first left: not counted by the timer
     expect(rtx.epochUs - first.epochUs).toBeGreaterThan(150_000);
   }, 60_000);
+
+  for (const name of ['keepalive', 'heartbeat']) {
+    it(`${name}: the dead peer reported 4 s (within 10 %) after the last segment from the server`, async () => {
+      const { r, segments } = await tracedRun(name);
+      const t = r.timers!.find((x) => x.what.startsWith(`${name}: `) && x.fromUs !== undefined)!;
+      expect(t.predictedMs).toBe(4000); // 1 s idle + 3 × 1 s probes; 1 s quiet + 3 s deadline
+      const client = segments.find((s) => s.flags.join() === 'SYN')!;
+      const fromServer = segments.filter((s) => s.dport === client.sport && s.epochUs < t.toUs!);
+      const last = fromServer.at(-1)!;
+      expect(Math.abs(t.fromUs! - last.epochUs)).toBeLessThan(1000);
+      expect(Math.abs((t.toUs! - last.epochUs) / 1000 - 4000)).toBeLessThanOrEqual(400);
+      if (name === 'keepalive') {
+        // nothing but the probes left the client after the handshake
+        const after = segments.filter((s) => s.sport === client.sport && s.epochUs > last.epochUs);
+        expect(after.filter((s) => s.len > 0)).toEqual([]);
+        expect(after.length).toBeGreaterThanOrEqual(3);
+      } else {
+        // the echo that was never answered left 1 s of quiet after the last traffic (±10 %)
+        const echo = segments.find((s) => s.sport === client.sport && s.len > 0 && s.epochUs > last.epochUs)!;
+        expect(Math.abs((echo.epochUs - last.epochUs) / 1000 - 1000)).toBeLessThanOrEqual(100);
+      }
+    }, 60_000);
+  }
 
   it('close-outage: ETIMEDOUT cuts the FIN retransmissions short, at least 2 s after the first', async () => {
     const { r, segments } = await tracedRun('close-outage');

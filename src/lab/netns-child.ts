@@ -60,7 +60,8 @@ if (role.role === 'server') {
     if (m.type === 'start' && role.mode === 'heartbeat' && role.heartbeat) {
       // an echo is a natural heartbeat: one every interval, the peer is gone when one is late
       startHeartbeat(new EchoConnection(s), role.heartbeat, (err: NodeJS.ErrnoException) => {
-        send({ type: 'error', code: err.code, syscall: 'heartbeat', message: err.message });
+        const atUs = (performance.timeOrigin + performance.now()) * 1000;
+        send({ type: 'error', code: err.code, syscall: 'heartbeat', message: err.message, atUs });
         setTimeout(() => process.exit(0), 50);
       });
       return;
