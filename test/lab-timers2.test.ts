@@ -146,3 +146,60 @@ describe.skipIf(!!noCapture)('FIN_WAIT2 lifetime (TCP_LINGER2), from the wire to
     expect(goneUs! - ack.epochUs).toBeLessThan(2000_000 + 5_000_000);
   }, 60_000);
 });
+
+describe.skipIf(!!noNetns)('TIME_WAIT length, restarted by each FIN', () => {
+  it('time-wait-why: 60 s (within 10 %) from the last FIN received, at first and after the resent FINs', async () => {
+    const { r, segments } = await tracedRun('time-wait-why');
+    const tw = r.timers!.filter((x) => x.what.startsWith('time-wait-why: TIME_WAIT'));
+    expect(tw).toHaveLength(2);
+    const client = segments.find((s) => s.flags.join() === 'SYN')!;
+    const fins = segments.filter((s) => s.sport === client.sport && s.flags.includes('FIN'));
+    const started = tw.map((t) => {
+      expect(t.predictedMs).toBe(60_000);
+      // the FIN it counts from is on this capture too, stamped alike
+      const fin = fins.find((s) => Math.abs(s.epochUs - t.fromUs!) < 1000)!;
+      expect(fin).toBeDefined();
+      expect(Math.abs((t.toUs! - fin.epochUs) / 1000 - 60_000)).toBeLessThanOrEqual(6000);
+      return fin;
+    });
+    // the later reading counts from a resent FIN, seconds after the first: the timer restarted
+    expect(started[1]!.epochUs - started[0]!.epochUs).toBeGreaterThan(1_000_000);
+    expect(tw[1]!.toUs! - tw[0]!.toUs!).toBeGreaterThan(1_000_000);
+  }, 60_000);
+});
+
+describe.skipIf(!!noCapture)('SYN timers on lo', () => {
+  it('backlog: the dropped SYN is retransmitted when computed, and the connect completes then', async () => {
+    const { r, segments } = await tracedRun('backlog');
+    const t = r.timers!.find((x) => x.what.startsWith('backlog: '))!;
+    // the connection whose first SYN went unanswered
+    const syns = segments.filter((s) => s.flags.join() === 'SYN');
+    const byPort = new Map<number, Segment[]>();
+    for (const s of syns) byPort.set(s.sport, [...(byPort.get(s.sport) ?? []), s]);
+    const late = [...byPort.values()].find((l) => l.length > 1)!;
+    expect(late).toBeDefined();
+    const [first, rtx] = late;
+    expect(Math.abs((rtx!.epochUs - first!.epochUs) / 1000 - t.predictedMs)).toBeLessThanOrEqual(
+      t.predictedMs * 0.1,
+    );
+    // answered: the SYN,ACK follows the retransmission
+    const synAck = segments.find((s) => s.dport === first!.sport && s.flags.join() === 'SYN,ACK')!;
+    expect(synAck.epochUs).toBeGreaterThanOrEqual(rtx!.epochUs);
+    expect(Math.abs((t.toUs! - first!.epochUs) / 1000 - t.predictedMs)).toBeLessThanOrEqual(
+      t.predictedMs * 0.1,
+    );
+  }, 60_000);
+
+  it('connect-timeout: ETIMEDOUT 1 s (within 10 %) after the unanswered SYN left', async () => {
+    const { r, segments } = await tracedRun('connect-timeout');
+    const t = r.timers!.find((x) => x.what.startsWith('connect-timeout: '))!;
+    expect(t.predictedMs).toBe(1000);
+    const clients = segments.filter((s) => s.flags.join() === 'SYN');
+    const ports = [...new Set(clients.map((s) => s.sport))];
+    expect(ports).toHaveLength(3);
+    const third = clients.find((s) => s.sport === ports[2])!;
+    // never answered
+    expect(segments.filter((s) => s.dport === third.sport)).toEqual([]);
+    expect(Math.abs((t.toUs! - third.epochUs) / 1000 - 1000)).toBeLessThanOrEqual(100);
+  }, 60_000);
+});

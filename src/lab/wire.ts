@@ -68,3 +68,10 @@ export async function captureClientVeth(h: TwoHosts): Promise<{ stop(): Promise<
     },
   };
 }
+
+/** ss -o's timer text in ms: "2min", "59sec", "1.988ms" (1 s and 988 ms), "850ms" */
+export function ssTimerMs(text: string): number | undefined {
+  const m = /^(?:(\d+)min)?(?:(\d+)(?:sec|\.))?(?:(\d+)ms)?$/.exec(text);
+  if (!m || text === '') return undefined;
+  return Number(m[1] ?? 0) * 60_000 + Number(m[2] ?? 0) * 1000 + Number(m[3] ?? 0);
+}

@@ -6,7 +6,9 @@ import { boundPort, closeFd } from '../../core/libc.js';
 import { rawListenFd } from '../../core/listen.js';
 import { Cleanup, Recorder, type ScenarioResult } from '../recorder.js';
 import { labTcpStates } from '../states.js';
+import { liveSynSchedule } from '../timers.js';
 import { closeServer, connectLocal } from '../util.js';
+import { nowUs } from '../wire.js';
 
 export async function backlog({ n = 2 } = {}): Promise<ScenarioResult> {
   const r = new Recorder(
@@ -37,6 +39,7 @@ export async function backlog({ n = 2 } = {}): Promise<ScenarioResult> {
     );
     r.check(`accept queue holds ${n + 1}`, listener?.rxQueue === n + 1);
     const t0 = performance.now();
+    const t0Us = nowUs();
     const late = net.connect({ host: '127.0.0.1', port });
     c.add(() => late.destroy());
     let connectedAt: number | undefined;
@@ -60,12 +63,24 @@ export async function backlog({ n = 2 } = {}): Promise<ScenarioResult> {
     server.on('connection', (s) => s.destroy());
     server.listen({ fd }, n);
     fdOwned = true;
+    const acceptFrom = performance.now() - t0;
+    // the first SYN retransmission after accept() began finds room: when the kernel sends it
+    const sends = liveSynSchedule()?.sends ?? [];
+    const predicted = sends.find((x) => x > acceptFrom);
     r.step('the server starts calling accept(): the queue drains');
     await Promise.race([connected, new Promise((res) => setTimeout(res, 8000))]);
     if (connectedAt !== undefined) {
       r.step(
-        `the waiting client connects after ${connectedAt.toFixed(0)} ms: its SYN retransmission found room`,
+        `the waiting client connects after ${connectedAt.toFixed(0)} ms: its SYN retransmission found room (computed: the first retransmission after accept() began at ${acceptFrom.toFixed(0)} ms, sent ${predicted ?? '?'} ms after the first SYN)`,
       );
+      if (predicted !== undefined)
+        r.check(
+          `it connects within 10 % of the computed ${predicted} ms (tcp_syn_linear_timeouts, tcp_syn_retries)`,
+          r.timer('backlog: the dropped SYN retransmitted into room: connected', predicted, connectedAt, {
+            fromUs: t0Us,
+            toUs: t0Us + connectedAt * 1000,
+          }),
+        );
     }
     r.check(
       'the waiting client connects once the queue has room (SYN retransmitted)',

@@ -9,7 +9,7 @@ import { LINUX_FACTS, readSysctl } from '../../core/sysctl.js';
 import { captureUnavailable, startCapture } from '../capture.js';
 import { Cleanup, Recorder, type ScenarioResult } from '../recorder.js';
 import { connectLocal, holdingServer, waitFor } from '../util.js';
-import { ackOfFin, nowUs } from '../wire.js';
+import { ackOfFin, nowUs, ssTimerMs } from '../wire.js';
 
 export async function closeWait({ linger2 = 2 } = {}): Promise<ScenarioResult> {
   const r = new Recorder(
@@ -124,11 +124,4 @@ function timerRunsOut(local: number): number | undefined {
   const left = ssTimerMs(/timer:\([a-z]+,([^,]*),/.exec(out)?.[1] ?? '');
   // ss read the timer somewhere between before and after: the middle, within half its run time
   return left === undefined ? undefined : (before + after) / 2 + left * 1000;
-}
-
-/** ss's timer text in ms: "2min", "59sec", "1.988ms" (1 s and 988 ms), "850ms" */
-function ssTimerMs(text: string): number | undefined {
-  const m = /^(?:(\d+)min)?(?:(\d+)(?:sec|\.))?(?:(\d+)ms)?$/.exec(text);
-  if (!m || text === '') return undefined;
-  return Number(m[1] ?? 0) * 60_000 + Number(m[2] ?? 0) * 1000 + Number(m[3] ?? 0);
 }
