@@ -76,7 +76,15 @@ export interface ScenarioResult {
   skipped?: string;
   ms: number;
   /** --trace: the scenario's TCP segments off the wire, one ladder per connection */
-  trace?: { segments: Segment[]; ladders: Ladder[]; ports?: number[] } | { unavailable: string };
+  trace?:
+    | {
+        segments: Segment[];
+        ladders: Ladder[];
+        ports?: number[];
+        /** a scenario on lo that runs a part in namespaces: that part's segments, off its veth */
+        netnsSegments?: Segment[];
+      }
+    | { unavailable: string };
 }
 
 /** Who wants to hear of a scenario's ports as they are made (a capture filtering by port). */
