@@ -238,7 +238,7 @@ export async function traced(s: ScenarioInfo): Promise<ScenarioResult> {
   });
   // a scenario on lo that runs a part in namespaces (half-close's LAST_ACK): captured on its veth
   const inNamespaces: Segment[] = [];
-  if (!netnsUnavailable()) traceNamespaces((segs) => inNamespaces.push(...segs));
+  traceNamespaces((segs) => inNamespaces.push(...segs));
   let r: ScenarioResult;
   try {
     r = await s.run();

@@ -50,7 +50,7 @@ export async function closeWait({ linger2 = 2 } = {}): Promise<ScenarioResult> {
       'client FIN_WAIT2, server CLOSE_WAIT',
       ['FIN_WAIT2', 'CLOSE_WAIT'].every((st) => both.some((e) => e.state === st)),
     );
-    // the kernel's own countdown: ss shows the FIN_WAIT2 timer's time left, in ms under 1 s
+    // the kernel's own countdown: ss -o shows the FIN_WAIT2 timer's time left (to the ms below 10 s)
     const expiryUs = timerRunsOut(local);
     // polled: the moment the FIN_WAIT2 socket is seen gone (late by the poll on a busy machine)
     let goneUs: number | undefined;
