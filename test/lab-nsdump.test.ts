@@ -206,7 +206,7 @@ describe.skipIf(!!noRun || !tcpdumpPath)('namespace ladders match tcpdump in the
       } finally {
         stopHearing();
       }
-      expect(r.checks.filter((c) => !c.ok)).toEqual([]);
+      expect(r.checks.filter((c) => !c.ok).map((c) => c.what)).toEqual([]);
       if (!r.trace || !('segments' in r.trace)) throw new Error(`no trace: ${JSON.stringify(r.trace)}`);
       // one pair of namespaces per scenario, each watched by its own tcpdump from the start
       expect(pairs).toHaveLength(1);

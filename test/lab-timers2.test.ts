@@ -26,7 +26,7 @@ const nowUs = () => (performance.timeOrigin + performance.now()) * 1000;
 
 const tracedRun = async (name: string) => {
   const r = await traced(findScenario(name)!);
-  expect(r.checks.filter((c) => !c.ok)).toEqual([]);
+  expect(r.checks.filter((c) => !c.ok).map((c) => c.what)).toEqual([]);
   if (!r.trace || !('segments' in r.trace)) throw new Error(`no trace: ${JSON.stringify(r.trace)}`);
   return { r, segments: r.trace.segments as Segment[] };
 };
@@ -58,30 +58,38 @@ describe.skipIf(!!noNetns)('dead-peer timers and TCP_USER_TIMEOUT, timed on the 
     expect(rtx.epochUs - first.epochUs).toBeGreaterThan(150_000);
   }, 60_000);
 
-  for (const name of ['keepalive', 'heartbeat']) {
-    it(`${name}: the dead peer reported 4 s (within 10 %) after the last segment from the server`, async () => {
-      const { r, segments } = await tracedRun(name);
-      const t = r.timers!.find((x) => x.what.startsWith(`${name}: `) && x.fromUs !== undefined)!;
-      expect(t.predictedMs).toBe(4000); // 1 s idle + 3 × 1 s probes; 1 s quiet + 3 s deadline
-      const client = segments.find((s) => s.flags.join() === 'SYN')!;
-      const fromServer = segments.filter((s) => s.dport === client.sport && s.epochUs < t.toUs!);
-      const last = fromServer.at(-1)!;
-      expect(Math.abs(t.fromUs! - last.epochUs)).toBeLessThan(1000);
-      expect(Math.abs((t.toUs! - last.epochUs) / 1000 - 4000)).toBeLessThanOrEqual(400);
-      if (name === 'keepalive') {
-        // nothing but the probes left the client after the handshake
-        const after = segments.filter((s) => s.sport === client.sport && s.epochUs > last.epochUs);
-        expect(after.filter((s) => s.len > 0)).toEqual([]);
-        expect(after.length).toBeGreaterThanOrEqual(3);
-      } else {
-        // the echo that was never answered left after 1 s of quiet (counted in the program, from
-        // when the heartbeat started: a little after the last segment), and its 3 s deadline ran out
-        const echo = segments.find((s) => s.sport === client.sport && s.len > 0 && s.epochUs > last.epochUs)!;
-        expect(echo.epochUs - last.epochUs).toBeGreaterThanOrEqual(1_000_000);
-        expect(Math.abs((t.toUs! - echo.epochUs) / 1000 - 3000)).toBeLessThanOrEqual(300);
-      }
-    }, 60_000);
-  }
+  it('keepalive: the dead peer reported 4 s (within 10 %) after the last segment from the server', async () => {
+    const { r, segments } = await tracedRun('keepalive');
+    const t = r.timers!.find((x) => x.what.startsWith('keepalive: ') && x.fromUs !== undefined)!;
+    expect(t.predictedMs).toBe(4000); // 1 s idle + 3 probes 1 s apart
+    const client = segments.find((s) => s.flags.join() === 'SYN')!;
+    const last = segments.filter((s) => s.dport === client.sport && s.epochUs < t.toUs!).at(-1)!;
+    expect(Math.abs(t.fromUs! - last.epochUs)).toBeLessThan(1000);
+    expect(Math.abs((t.toUs! - last.epochUs) / 1000 - 4000)).toBeLessThanOrEqual(400);
+    // nothing but the probes left the client after the last segment it received
+    const after = segments.filter((s) => s.sport === client.sport && s.epochUs > last.epochUs);
+    expect(after.filter((s) => s.len > 0)).toEqual([]);
+    expect(after.length).toBeGreaterThanOrEqual(3);
+  }, 60_000);
+
+  it('heartbeat: reported 3 s (within 10 %) after the unanswered echo left, 4 s after the cut', async () => {
+    const { r, segments } = await tracedRun('heartbeat');
+    const t = r.timers!.find((x) => x.what.startsWith('heartbeat: ') && x.fromUs !== undefined)!;
+    expect(t.predictedMs).toBe(3000); // --heartbeat-timeout
+    const client = segments.find((s) => s.flags.join() === 'SYN')!;
+    const data = segments.filter((s) => s.sport === client.sport && s.len > 0);
+    // the echo never answered: the last one sent, at its first transmission
+    const echo = data.find((s) => s.seq === data.at(-1)!.seq)!;
+    expect(segments.some((s) => s.dport === client.sport && s.epochUs > echo.epochUs && s.len > 0)).toBe(
+      false,
+    );
+    expect(Math.abs(t.fromUs! - echo.epochUs)).toBeLessThan(1000);
+    expect(Math.abs((t.toUs! - echo.epochUs) / 1000 - 3000)).toBeLessThanOrEqual(300);
+    // and 1 s of quiet + 3 s, from the cut on the scenario's clock
+    const fromCut = r.timers!.find((x) => x.what.startsWith('heartbeat: ') && x.fromUs === undefined)!;
+    expect(fromCut.predictedMs).toBe(4000);
+    expect(Math.abs(fromCut.measuredMs! - 4000)).toBeLessThanOrEqual(400);
+  }, 60_000);
 
   it('close-outage: ETIMEDOUT cuts the FIN retransmissions short, at least 2 s after the first', async () => {
     const { r, segments } = await tracedRun('close-outage');
@@ -105,7 +113,7 @@ async function finWait2To(port: number): Promise<boolean> {
 }
 
 describe.skipIf(!!noCapture)('FIN_WAIT2 lifetime (TCP_LINGER2), from the wire to /proc/net/tcp', () => {
-  it('close-wait: the orphaned FIN_WAIT2 lives 2 s (within 10 %) from the ACK of its FIN', async () => {
+  it('close-wait: the orphaned FIN_WAIT2 lives 2 s (within 10 %) from the ACK of its FIN', async (ctx) => {
     // watch it here too, apart from the scenario: the client's FIN_WAIT2 toward the server's
     // port, polled with ss from the moment the port is made until it is gone
     let seenUs: number | undefined;
@@ -122,14 +130,19 @@ describe.skipIf(!!noCapture)('FIN_WAIT2 lifetime (TCP_LINGER2), from the wire to
         }
       })();
     });
-    let run: Awaited<ReturnType<typeof tracedRun>>;
+    let r: Awaited<ReturnType<typeof traced>>;
     try {
-      run = await tracedRun('close-wait');
+      r = await traced(findScenario('close-wait')!);
     } finally {
       stop();
     }
     await watching;
-    const { r, segments } = run;
+    // the FIN_WAIT2 lives in a TIME_WAIT-table entry: with that table full (another program's
+    // load) the kernel closes it at once, and the scenario reports the run as skipped
+    if (r.skipped) return ctx.skip(r.skipped);
+    expect(r.checks.filter((c) => !c.ok).map((c) => c.what)).toEqual([]);
+    if (!r.trace || !('segments' in r.trace)) throw new Error(`no trace: ${JSON.stringify(r.trace)}`);
+    const segments = r.trace.segments;
     const t = r.timers!.find((x) => x.what.startsWith('close-wait'))!;
     expect(t.predictedMs).toBe(2000); // TCP_LINGER2 2 s, above 3.5 × the 200 ms RTO of lo
     // the ACK of the client's FIN, on the traced capture

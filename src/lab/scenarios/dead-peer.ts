@@ -23,16 +23,18 @@ export interface DeadPeerSpec {
   window: [number, number];
   /**
    * when the timers set here say the error arrives, how that is computed, and from what moment
-   * on the client's veth: the last segment received from the server, or the first
-   * retransmission of the oldest unacknowledged data. `clock`: without a capture, measured from
+   * on the client's veth: the last segment received from the server, the first transmission of
+   * the oldest unacknowledged data, or its first retransmission. `clock`: without a capture, measured from
    * the connect or the cut on this process's clock instead (absent: not measurable then).
    */
   predict: {
     ms: number;
     how: string;
-    from: 'last-received' | 'first-retransmission';
+    from: 'last-received' | 'first-retransmission' | 'unanswered-data';
     clock?: 'connected' | 'cut';
   };
+  /** a second timer, measured on this process's clock from the cut (an application's own timers) */
+  alsoFromCut?: { ms: number; how: string };
   explain: string;
 }
 
@@ -112,6 +114,13 @@ export async function deadPeer(spec: DeadPeerSpec): Promise<ScenarioResult> {
       `it is detected within ${spec.window[0] / 1000}–${spec.window[1] / 1000} s of the cut`,
       ms >= spec.window[0] && ms <= spec.window[1],
     );
+    if (spec.alsoFromCut) {
+      const { ms: want, how } = spec.alsoFromCut;
+      r.check(
+        `${failure.code} within 10 % of ${want / 1000} s after the cut (${how})`,
+        r.timer(`${spec.name}: ${failure.code} after the cut (this process's clock)`, want, ms),
+      );
+    }
     const segments = wire ? await wire.stop() : [];
     const start = timerStart(spec.predict.from, segments, Number(local), failure.atUs);
     if (start && typeof failure.atUs === 'number') {
@@ -145,13 +154,14 @@ export async function deadPeer(spec: DeadPeerSpec): Promise<ScenarioResult> {
 
 /**
  * Where a dead-peer timer starts, on the client's veth (µs since the epoch): the last segment
- * received from the server before the error (the keepalive idle time and an application
- * heartbeat count from the last traffic), or the first retransmission of the oldest
+ * received from the server before the error (the keepalive idle time counts from it), the first
+ * transmission of the oldest unacknowledged data (an application's deadline for its answer), or
+ * the first retransmission of that data
  * unacknowledged data (the kernel's retrans_stamp, which TCP_USER_TIMEOUT counts from: one RTO
  * after the data first left).
  */
 function timerStart(
-  from: 'last-received' | 'first-retransmission',
+  from: 'last-received' | 'first-retransmission' | 'unanswered-data',
   segments: Segment[],
   local: number,
   errorUs: unknown,
@@ -164,6 +174,13 @@ function timerStart(
     return last && { us: last.epochUs, what: `the last segment from the server (${last.flags.join(',')})` };
   }
   const head = oldestUnacked(segments, { addr: CLIENT_ADDR, port: local });
+  if (from === 'unanswered-data')
+    return (
+      head && {
+        us: head.first.epochUs,
+        what: `the unanswered data (${plural(head.first.len, 'byte')}) first left`,
+      }
+    );
   const rtx = head?.retransmitted;
   return (
     rtx && {
@@ -209,12 +226,14 @@ export const heartbeat = () =>
     heartbeat: { intervalMs: 1000, timeoutMs: 3000 },
     expect: 'ERR_HEARTBEAT_TIMEOUT',
     window: [2500, 8000],
+    // the program counts both: 1 s of quiet from when the heartbeat starts (at the cut), then
+    // the echo's 3 s deadline from when it is sent (on the wire)
     predict: {
-      ms: 4000,
-      how: 'the first echo after 1 s of quiet + its 3 s deadline, after the last segment received',
-      from: 'last-received',
-      clock: 'cut',
+      ms: 3000,
+      how: '--heartbeat-timeout 3 s after the unanswered echo left',
+      from: 'unanswered-data',
     },
+    alsoFromCut: { ms: 4000, how: 'the first echo after 1 s of quiet + its 3 s deadline' },
     explain:
       'the client sends an echo every 1 s of quiet (echo-client --heartbeat 1s --heartbeat-timeout 3s); when one is not back within 3 s the peer is gone: 1 s + 3 s = 4 s after the last traffic',
   });
