@@ -202,9 +202,7 @@ describe.skipIf(!!noCapture)('SYN timers on lo', () => {
     // answered: the SYN,ACK follows the retransmission
     const synAck = segments.find((s) => s.dport === first!.sport && s.flags.join() === 'SYN,ACK')!;
     expect(synAck.epochUs).toBeGreaterThanOrEqual(rtx!.epochUs);
-    expect(Math.abs((t.toUs! - first!.epochUs) / 1000 - t.predictedMs)).toBeLessThanOrEqual(
-      t.predictedMs * 0.1,
-    );
+    expect(Math.abs(t.toUs! - rtx!.epochUs)).toBeLessThan(1000);
   }, 60_000);
 
   it('connect-timeout: ETIMEDOUT 1 s (within 10 %) after the unanswered SYN left', async () => {

@@ -48,9 +48,12 @@ export async function backlog({ n = 2 } = {}): Promise<ScenarioResult> {
     const late = net.connect({ host: '127.0.0.1', port });
     c.add(() => late.destroy());
     let connectedAt: number | undefined;
+    // read at 'connect': the server closes at once, and a closed socket has no localPort
+    let latePort: number | undefined;
     const connected = new Promise<void>((res) =>
       late.once('connect', () => {
         connectedAt = performance.now() - t0;
+        latePort = late.localPort;
         res();
       }),
     );
@@ -79,7 +82,7 @@ export async function backlog({ n = 2 } = {}): Promise<ScenarioResult> {
         `the waiting client connects after ${connectedAt.toFixed(0)} ms: its SYN retransmission found room (computed: the first retransmission after accept() began at ${acceptFrom.toFixed(0)} ms, sent ${predicted ?? '?'} ms after the first SYN)`,
       );
       const syns = wire
-        ? (await wire.stop()).filter((x) => x.sport === late.localPort && x.flags.join() === 'SYN')
+        ? (await wire.stop()).filter((x) => x.sport === latePort && x.flags.join() === 'SYN')
         : [];
       // without a capture: from connect() to the 'connect' event, on this process's clock
       const span =
