@@ -29,7 +29,7 @@ export function formatResult(r: ScenarioResult): string {
   else if (r.trace) {
     out.push(
       '',
-      `packets (${plural(r.trace.segments.length, 'segment')} of this scenario, captured with AF_PACKET${r.trace.segments[0]?.src.startsWith('127.') || r.trace.segments[0]?.src === '::1' ? ' on lo' : ' on its veth'}):`,
+      `packets (${plural(r.trace.segments.length, 'segment')} of this scenario, captured with AF_PACKET${r.trace.segments[0]?.src.startsWith('127.') || r.trace.segments[0]?.src === '::1' ? ' on lo' : ' on its veth'}${r.trace.netnsSegments ? `, and ${r.trace.netnsSegments.length} on its namespaces' veth` : ''}):`,
     );
     if (!r.trace.ladders.length) out.push('  none');
     for (const l of r.trace.ladders) out.push('', ...formatLadder(l));

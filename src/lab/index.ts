@@ -251,22 +251,36 @@ export async function traced(s: ScenarioInfo): Promise<ScenarioResult> {
       // the filter could not be widened: this port's segments are left out of the ladder
     }
   });
+  // a scenario on lo that runs a part in namespaces (half-close's LAST_ACK): captured on its veth
+  const inNamespaces: Segment[] = [];
+  traceNamespaces((segs) => inNamespaces.push(...segs));
   let r: ScenarioResult;
   try {
     r = await s.run();
   } catch (err) {
     stopHearing();
+    traceNamespaces(undefined);
     await cap.stop();
     throw err;
   }
   stopHearing();
+  traceNamespaces(undefined);
   // the last segments (a FIN's ACK, an RST) may still be on their way through lo
   await new Promise((res) => setTimeout(res, 30));
   const segments = await cap.stop();
   const ports = scenarioPorts(r);
   for (const p of watched) ports.add(p);
   const mine = segments.filter((x) => ports.has(x.sport) || ports.has(x.dport));
-  return { ...r, trace: { segments: mine, ladders: ladders(mine, ports), ports: [...watched] } };
+  const nsPorts = new Set(inNamespaces.flatMap((x) => [x.sport, x.dport]));
+  return {
+    ...r,
+    trace: {
+      segments: mine,
+      ladders: [...ladders(mine, ports), ...ladders(inNamespaces, nsPorts)],
+      ports: [...watched],
+      ...(inNamespaces.length ? { netnsSegments: inNamespaces } : {}),
+    },
+  };
 }
 
 /**

@@ -51,14 +51,17 @@ if (role.role === 'server') {
   }, 200);
   s.on('error', (err: NodeJS.ErrnoException) => {
     clearInterval(sampler);
-    send({ type: 'error', code: err.code, syscall: err.syscall, message: err.message, tcp: lastInfo });
+    // atUs: when the error reached the program, µs since the epoch (a capture's clock)
+    const atUs = (performance.timeOrigin + performance.now()) * 1000;
+    send({ type: 'error', code: err.code, syscall: err.syscall, message: err.message, tcp: lastInfo, atUs });
     setTimeout(() => process.exit(0), 50);
   });
   process.on('message', (m: { type: string }) => {
     if (m.type === 'start' && role.mode === 'heartbeat' && role.heartbeat) {
       // an echo is a natural heartbeat: one every interval, the peer is gone when one is late
       startHeartbeat(new EchoConnection(s), role.heartbeat, (err: NodeJS.ErrnoException) => {
-        send({ type: 'error', code: err.code, syscall: 'heartbeat', message: err.message });
+        const atUs = (performance.timeOrigin + performance.now()) * 1000;
+        send({ type: 'error', code: err.code, syscall: 'heartbeat', message: err.message, atUs });
         setTimeout(() => process.exit(0), 50);
       });
       return;

@@ -22,6 +22,28 @@ export function traceNamespaces(fn: ((segments: Segment[]) => void) | undefined)
   nsTrace = fn;
 }
 
+/** Where a pair of namespaces is: each one's name and its end of the veth between them. */
+export interface NamespacePair {
+  client: string;
+  server: string;
+  clientIf: string;
+  serverIf: string;
+}
+
+/**
+ * A witness of a pair's traffic (tcpdump in a test): called once the veth is up, before any
+ * scenario traffic, and awaited; the function it resolves to is awaited before the namespaces
+ * are removed.
+ */
+export type NamespaceWatcher = (ns: NamespacePair) => Promise<() => Promise<void>>;
+const nsWatchers = new Set<NamespaceWatcher>();
+
+/** Hear of every pair of namespaces as it is made; returns the function that stops it. */
+export function onNamespaces(fn: NamespaceWatcher): () => void {
+  nsWatchers.add(fn);
+  return () => nsWatchers.delete(fn);
+}
+
 /** Removal of every pair of namespaces in use, for a process that must exit now (a signal). */
 const pending = new Set<() => void>();
 export function removeNamespacesNow(): void {
@@ -54,6 +76,8 @@ export interface Child {
 export interface TwoHosts {
   client: string;
   server: string;
+  /** the client's end of the veth (every segment of the pair passes it) */
+  clientIf: string;
   /** `ip -n NS …` */
   ip(ns: string, ...args: string[]): string;
   /** run the lab's child program inside a namespace */
@@ -148,6 +172,7 @@ export async function withTwoHosts<T>(fn: (h: TwoHosts) => Promise<T>): Promise<
     deleteNamespaces();
   };
   pending.add(removeNow);
+  const unwatch: (() => Promise<void>)[] = [];
   try {
     run('netns', 'add', client);
     run('netns', 'add', server);
@@ -175,6 +200,8 @@ export async function withTwoHosts<T>(fn: (h: TwoHosts) => Promise<T>): Promise<
       run('-n', ns, 'link', 'set', dev, 'up');
     }
     const spawnIn = (ns: string, role: object): Child => spawnChild(ns, role, children);
+    const pair = { client, server, clientIf: `ekc${id}`, serverIf: `eks${id}` };
+    for (const watch of nsWatchers) unwatch.push(await watch(pair));
     const report = nsTrace;
     let capture: Child | undefined;
     if (report) {
@@ -189,6 +216,7 @@ export async function withTwoHosts<T>(fn: (h: TwoHosts) => Promise<T>): Promise<
       return await fn({
         client,
         server,
+        clientIf: pair.clientIf,
         ip: (ns, ...args) => run('-n', ns, ...args),
         readIn: (ns) => (file) =>
           execFileSync('ip', ['netns', 'exec', ns, 'cat', file], { encoding: 'utf8' }),
@@ -204,6 +232,7 @@ export async function withTwoHosts<T>(fn: (h: TwoHosts) => Promise<T>): Promise<
       }
     }
   } finally {
+    for (const stop of unwatch.splice(0)) await stop().catch(() => {});
     pending.delete(removeNow);
     await killChildren(children);
     deleteNamespaces();
@@ -332,6 +361,7 @@ export async function withRouter<T>(fn: (h: RoutedHosts) => Promise<T>): Promise
       return await fn({
         client,
         server,
+        clientIf: dev.client,
         router,
         routerIf: { client: dev.routerC, server: dev.routerS },
         ip: (ns, ...args) => run('-n', ns, ...args),

@@ -39,6 +39,9 @@ export interface LabTimer {
   predictedMs: number;
   /** measured in this run (capture or clock), ms; absent when it could not be measured */
   measuredMs?: number;
+  /** when the measured span began and ended, µs since the epoch (a capture's kernel stamps or the clock) */
+  fromUs?: number;
+  toUs?: number;
 }
 
 export interface LabCheck {
@@ -75,7 +78,15 @@ export interface ScenarioResult {
   skipped?: string;
   ms: number;
   /** --trace: the scenario's TCP segments off the wire, one ladder per connection */
-  trace?: { segments: Segment[]; ladders: Ladder[]; ports?: number[] } | { unavailable: string };
+  trace?:
+    | {
+        segments: Segment[];
+        ladders: Ladder[];
+        ports?: number[];
+        /** a scenario on lo that runs a part in namespaces: that part's segments, off its veth */
+        netnsSegments?: Segment[];
+      }
+    | { unavailable: string };
 }
 
 /** Who wants to hear of a scenario's ports as they are made (a capture filtering by port). */
@@ -242,8 +253,13 @@ export class Recorder {
   }
 
   /** Record a computed timer beside its measurement; true when within 10 %. */
-  timer(what: string, predictedMs: number, measuredMs?: number): boolean {
-    this.timers.push({ what, predictedMs, ...(measuredMs !== undefined ? { measuredMs } : {}) });
+  timer(
+    what: string,
+    predictedMs: number,
+    measuredMs?: number,
+    span?: { fromUs: number; toUs: number },
+  ): boolean {
+    this.timers.push({ what, predictedMs, ...(measuredMs !== undefined ? { measuredMs } : {}), ...span });
     return measuredMs !== undefined && Math.abs(measuredMs - predictedMs) <= predictedMs * 0.1;
   }
 

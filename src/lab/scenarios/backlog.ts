@@ -4,9 +4,12 @@
 import net from 'node:net';
 import { boundPort, closeFd } from '../../core/libc.js';
 import { rawListenFd } from '../../core/listen.js';
+import { captureUnavailable, startCapture } from '../capture.js';
 import { Cleanup, Recorder, type ScenarioResult } from '../recorder.js';
 import { labTcpStates } from '../states.js';
+import { liveSynSchedule } from '../timers.js';
 import { closeServer, connectLocal } from '../util.js';
+import { nowUs } from '../wire.js';
 
 export async function backlog({ n = 2 } = {}): Promise<ScenarioResult> {
   const r = new Recorder(
@@ -36,13 +39,21 @@ export async function backlog({ n = 2 } = {}): Promise<ScenarioResult> {
       `the listener's accept queue holds ${listener?.rxQueue} (ss -ltn: Recv-Q ${listener?.rxQueue}, Send-Q ${n} = the backlog we set); Linux lets backlog + 1 in`,
     );
     r.check(`accept queue holds ${n + 1}`, listener?.rxQueue === n + 1);
+    // the wire says when the dropped SYN was retransmitted (the kernel's stamps, not this loop's)
+    const noWire = captureUnavailable();
+    const wire = noWire ? undefined : startCapture('lo', { ports: [port] });
+    c.add(() => wire?.stop());
     const t0 = performance.now();
+    const t0Us = nowUs();
     const late = net.connect({ host: '127.0.0.1', port });
     c.add(() => late.destroy());
     let connectedAt: number | undefined;
+    // read at 'connect': the server closes at once, and a closed socket has no localPort
+    let latePort: number | undefined;
     const connected = new Promise<void>((res) =>
       late.once('connect', () => {
         connectedAt = performance.now() - t0;
+        latePort = late.localPort;
         res();
       }),
     );
@@ -60,12 +71,35 @@ export async function backlog({ n = 2 } = {}): Promise<ScenarioResult> {
     server.on('connection', (s) => s.destroy());
     server.listen({ fd }, n);
     fdOwned = true;
+    const acceptFrom = performance.now() - t0;
+    // the first SYN retransmission after accept() began finds room: when the kernel sends it
+    const sends = liveSynSchedule()?.sends ?? [];
+    const predicted = sends.find((x) => x > acceptFrom);
     r.step('the server starts calling accept(): the queue drains');
     await Promise.race([connected, new Promise((res) => setTimeout(res, 8000))]);
     if (connectedAt !== undefined) {
       r.step(
-        `the waiting client connects after ${connectedAt.toFixed(0)} ms: its SYN retransmission found room`,
+        `the waiting client connects after ${connectedAt.toFixed(0)} ms: its SYN retransmission found room (computed: the first retransmission after accept() began at ${acceptFrom.toFixed(0)} ms, sent ${predicted ?? '?'} ms after the first SYN)`,
       );
+      const syns = wire
+        ? (await wire.stop()).filter((x) => x.sport === latePort && x.flags.join() === 'SYN')
+        : [];
+      // without a capture: from connect() to the 'connect' event, on this process's clock
+      const span =
+        syns.length >= 2
+          ? { fromUs: syns[0]!.epochUs, toUs: syns[1]!.epochUs }
+          : { fromUs: t0Us, toUs: t0Us + connectedAt * 1000 };
+      const measured = (span.toUs - span.fromUs) / 1000;
+      r.step(
+        syns.length >= 2
+          ? `on the wire: the SYN was retransmitted ${measured.toFixed(1)} ms after the first`
+          : `not captured (${noWire ?? 'fewer than two SYNs seen'}): timed on this process's clock`,
+      );
+      if (predicted !== undefined)
+        r.check(
+          `the SYN is retransmitted within 10 % of the computed ${predicted} ms (tcp_syn_linear_timeouts, tcp_syn_retries)`,
+          r.timer('backlog: the dropped SYN retransmitted into room', predicted, measured, span),
+        );
     }
     r.check(
       'the waiting client connects once the queue has room (SYN retransmitted)',

@@ -4,8 +4,10 @@
 // TCP_USER_TIMEOUT 2 s; for an orphan tcp_orphan_retries, else tcp_retries2) the socket is
 // simply dropped. Two namespaces, the path cut with a blackhole route on the server side.
 
+import { captureUnavailable } from '../capture.js';
 import { CLIENT_ADDR, netnsUnavailable, SERVER_ADDR, withTwoHosts } from '../netns.js';
 import { Recorder, type ScenarioResult } from '../recorder.js';
+import { captureClientVeth, oldestUnacked } from '../wire.js';
 
 export async function closeOutage(): Promise<ScenarioResult> {
   const r = new Recorder(
@@ -25,6 +27,9 @@ export async function closeOutage(): Promise<ScenarioResult> {
   return withTwoHosts(async (h) => {
     const server = h.spawnIn(h.server, { role: 'server', host: SERVER_ADDR });
     const { port } = await server.next('listening');
+    // the wire says when the FIN first left: TCP_USER_TIMEOUT counts from there
+    const noWire = captureUnavailable();
+    const wire = noWire ? undefined : await captureClientVeth(h);
     const client = h.spawnIn(h.client, {
       role: 'client',
       host: SERVER_ADDR,
@@ -32,7 +37,7 @@ export async function closeOutage(): Promise<ScenarioResult> {
       options: { userTimeoutMs: 2000 },
       mode: 'close-on-start',
     });
-    await client.next('connected');
+    const { local } = await client.next('connected');
     r.step(`client ${CLIENT_ADDR} connected to ${SERVER_ADDR}:${port}; it sets TCP_USER_TIMEOUT 2000 ms`);
     h.ip(h.server, 'route', 'add', 'blackhole', `${CLIENT_ADDR}/32`);
     r.step('the path is cut (blackhole route on the server); then the client closes its side: FIN');
@@ -55,6 +60,31 @@ export async function closeOutage(): Promise<ScenarioResult> {
     r.step(`the kernel gives up after ${(ms / 1000).toFixed(1)} s: ${failure.code}`);
     r.error(Object.assign(new Error(failure.message), { code: failure.code, syscall: failure.syscall }));
     r.check('the retries end with ETIMEDOUT (TCP_USER_TIMEOUT)', failure.code === 'ETIMEDOUT');
+    const segments = wire ? await wire.stop() : [];
+    const fin = oldestUnacked(segments, { addr: CLIENT_ADDR, port: Number(local) });
+    const rtx = fin?.retransmitted;
+    const fins = segments.filter((x) => x.sport === Number(local) && x.flags.includes('FIN'));
+    if (fin && rtx && fins.length >= 3 && typeof failure.atUs === 'number') {
+      const measured = (failure.atUs - rtx.epochUs) / 1000;
+      const last = fins.at(-1)!.epochUs;
+      const nextDue = last + 2 * (last - fins.at(-2)!.epochUs);
+      r.step(
+        `on the wire: ${failure.code} ${(measured / 1000).toFixed(3)} s after the FIN was first retransmitted (${((failure.atUs - fin.first.epochUs) / 1e6).toFixed(3)} s after it first left); the next retransmission would have been due ${((nextDue - rtx.epochUs) / 1e6).toFixed(3)} s after the first`,
+      );
+      // recorded, not held to 10 %: on Linux 6.18 a FIN_WAIT1 socket's TCP_USER_TIMEOUT fires
+      // about one initial RTO later than the 2 s its first retransmission plus the timeout give
+      r.timer(`close-outage: ${failure.code} after the FIN was first retransmitted`, 2000, measured, {
+        fromUs: rtx.epochUs,
+        toUs: failure.atUs,
+      });
+      r.check(
+        `TCP_USER_TIMEOUT cut the retries short: ${failure.code} at least 2 s after the FIN's first retransmission, before the next doubled retransmission was due`,
+        measured >= 2000 * 0.9 && failure.atUs < nextDue,
+      );
+    } else {
+      r.step(`the timer's start could not be read off the wire: ${noWire ?? 'no retransmitted FIN seen'}`);
+      r.check('the retransmitted FIN is seen on the wire', !!noWire);
+    }
     const after = await r.settle(
       'after the kernel gave up',
       [port],

@@ -7,6 +7,7 @@ import { boundPort, closeFd } from '../../core/libc.js';
 import { rawListenFd } from '../../core/listen.js';
 import { Cleanup, Recorder, type ScenarioResult } from '../recorder.js';
 import { connectLocal } from '../util.js';
+import { nowUs } from '../wire.js';
 
 export async function connectTimeout({ timeoutMs = 1000 } = {}): Promise<ScenarioResult> {
   const r = new Recorder(
@@ -29,6 +30,7 @@ export async function connectTimeout({ timeoutMs = 1000 } = {}): Promise<Scenari
       r.step(`connection ${i} completes (the kernel finishes the handshake and queues it)`);
     }
     const t0 = performance.now();
+    const t0Us = nowUs();
     const attempt = connectTcp({ host: '127.0.0.1', port, connectTimeoutMs: timeoutMs });
     attempt.catch(() => {}); // awaited below
     // let connect() reach the kernel before the first (synchronous) read of the state table,
@@ -50,6 +52,7 @@ export async function connectTimeout({ timeoutMs = 1000 } = {}): Promise<Scenari
       r.check('connection 3 times out', false);
     } catch (err) {
       const ms = performance.now() - t0;
+      const endUs = nowUs();
       r.step(
         `connection 3 gives up after ${ms.toFixed(0)} ms (--connect-timeout ${timeoutMs} ms): ${errorCode(err)}`,
       );
@@ -57,6 +60,18 @@ export async function connectTimeout({ timeoutMs = 1000 } = {}): Promise<Scenari
       r.check(
         'connection 3 ends with ETIMEDOUT at the client timeout',
         errorCode(err) === 'ETIMEDOUT' && ms >= timeoutMs * 0.95,
+      );
+      r.check(
+        `it gives up within 10 % of --connect-timeout ${timeoutMs} ms`,
+        r.timer(
+          "connect-timeout: --connect-timeout (the client's own timer), from connect()",
+          timeoutMs,
+          ms,
+          {
+            fromUs: t0Us,
+            toUs: endUs,
+          },
+        ),
       );
     }
     return r.result();

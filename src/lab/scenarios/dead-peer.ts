@@ -6,8 +6,10 @@
 import type { TcpInfo } from '../../core/libc.js';
 import { plural } from '../../core/parse.js';
 import type { SocketOptions } from '../../core/sockopts.js';
+import { captureUnavailable, type Segment } from '../capture.js';
 import { CLIENT_ADDR, netnsUnavailable, SERVER_ADDR, withTwoHosts } from '../netns.js';
 import { Recorder, type ScenarioResult } from '../recorder.js';
+import { captureClientVeth, oldestUnacked } from '../wire.js';
 
 export interface DeadPeerSpec {
   name: string;
@@ -19,9 +21,20 @@ export interface DeadPeerSpec {
   expect?: string;
   /** when the error should arrive, ms after the cut: [at least, at most] */
   window: [number, number];
-  /** when the timers set here say it arrives, ms after the cut, and how that is computed */
-  /** `check: false`: recorded beside the measurement, not checked (the start is not measured here) */
-  predict: { ms: number; how: string; from: 'connected' | 'cut'; check?: false };
+  /**
+   * when the timers set here say the error arrives, how that is computed, and from what moment
+   * on the client's veth: the last segment received from the server, the first transmission of
+   * the oldest unacknowledged data, or its first retransmission. `clock`: without a capture, measured from
+   * the connect or the cut on this process's clock instead (absent: not measurable then).
+   */
+  predict: {
+    ms: number;
+    how: string;
+    from: 'last-received' | 'first-retransmission' | 'unanswered-data';
+    clock?: 'connected' | 'cut';
+  };
+  /** a second timer, measured on this process's clock from the cut (an application's own timers) */
+  alsoFromCut?: { ms: number; how: string };
   explain: string;
 }
 
@@ -53,6 +66,9 @@ export async function deadPeer(spec: DeadPeerSpec): Promise<ScenarioResult> {
       echo: spec.mode === 'heartbeat',
     });
     const { port } = await server.next('listening');
+    // the wire says when the timer started: the last segment received, or a retransmission
+    const noWire = captureUnavailable();
+    const wire = noWire ? undefined : await captureClientVeth(h);
     r.step(
       `two hosts: client ${CLIENT_ADDR} (netns ${h.client}), server ${SERVER_ADDR}:${port} (netns ${h.server})`,
     );
@@ -64,7 +80,7 @@ export async function deadPeer(spec: DeadPeerSpec): Promise<ScenarioResult> {
       mode: spec.mode,
       heartbeat: spec.heartbeat,
     });
-    await client.next('connected');
+    const { local } = await client.next('connected');
     const connectedAt = performance.now();
     for (const line of describeOptions(spec.options)) r.step(`client sets ${line}`);
     r.snapshot('connected, seen from the client host', [port], undefined, h.readIn(h.client));
@@ -98,18 +114,80 @@ export async function deadPeer(spec: DeadPeerSpec): Promise<ScenarioResult> {
       `it is detected within ${spec.window[0] / 1000}–${spec.window[1] / 1000} s of the cut`,
       ms >= spec.window[0] && ms <= spec.window[1],
     );
-    const within = r.timer(
-      `${spec.name}: the dead peer is reported, after the ${spec.predict.from === 'cut' ? 'cut' : 'last traffic (the handshake)'}`,
-      spec.predict.ms,
-      spec.predict.from === 'cut' ? ms : performance.now() - connectedAt - (performance.now() - cut - ms),
-    );
-    if (spec.predict.check !== false)
+    if (spec.alsoFromCut) {
+      const { ms: want, how } = spec.alsoFromCut;
+      r.check(
+        `${failure.code} within 10 % of ${want / 1000} s after the cut (${how})`,
+        r.timer(`${spec.name}: ${failure.code} after the cut (this process's clock)`, want, ms),
+      );
+    }
+    const segments = wire ? await wire.stop() : [];
+    const start = timerStart(spec.predict.from, segments, Number(local), failure.atUs);
+    if (start && typeof failure.atUs === 'number') {
+      const measured = (failure.atUs - start.us) / 1000;
+      r.step(`on the wire: ${failure.code} came ${(measured / 1000).toFixed(3)} s after ${start.what}`);
+      r.check(
+        `${failure.code} within 10 % of the computed ${spec.predict.ms / 1000} s (${spec.predict.how})`,
+        r.timer(`${spec.name}: ${failure.code} after ${start.what}`, spec.predict.ms, measured, {
+          fromUs: start.us,
+          toUs: failure.atUs,
+        }),
+      );
+      return r.result();
+    }
+    r.step(`the timer's start could not be read off the wire: ${noWire ?? 'it is not in the capture'}`);
+    r.check('the timer is timed on the wire (or no capture here)', !!noWire);
+    if (spec.predict.clock) {
+      const within = r.timer(
+        `${spec.name}: the dead peer is reported, after the ${spec.predict.clock === 'cut' ? 'cut' : 'connect'} (this process's clock)`,
+        spec.predict.ms,
+        spec.predict.clock === 'cut' ? ms : performance.now() - connectedAt - (performance.now() - cut - ms),
+      );
       r.check(
         `detected within 10 % of the computed ${spec.predict.ms / 1000} s (${spec.predict.how})`,
         within,
       );
+    }
     return r.result();
   });
+}
+
+/**
+ * Where a dead-peer timer starts, on the client's veth (µs since the epoch): the last segment
+ * received from the server before the error (the keepalive idle time counts from it), the first
+ * transmission of the oldest unacknowledged data (an application's deadline for its answer), or
+ * the first retransmission of that data
+ * unacknowledged data (the kernel's retrans_stamp, which TCP_USER_TIMEOUT counts from: one RTO
+ * after the data first left).
+ */
+function timerStart(
+  from: 'last-received' | 'first-retransmission' | 'unanswered-data',
+  segments: Segment[],
+  local: number,
+  errorUs: unknown,
+): { us: number; what: string } | undefined {
+  if (from === 'last-received') {
+    const got = segments.filter(
+      (x) => x.dport === local && (typeof errorUs !== 'number' || x.epochUs < errorUs),
+    );
+    const last = got.at(-1);
+    return last && { us: last.epochUs, what: `the last segment from the server (${last.flags.join(',')})` };
+  }
+  const head = oldestUnacked(segments, { addr: CLIENT_ADDR, port: local });
+  if (from === 'unanswered-data')
+    return (
+      head && {
+        us: head.first.epochUs,
+        what: `the unanswered data (${plural(head.first.len, 'byte')}) first left`,
+      }
+    );
+  const rtx = head?.retransmitted;
+  return (
+    rtx && {
+      us: rtx.epochUs,
+      what: `the first retransmission of the oldest unacknowledged data (${((rtx.epochUs - head.first.epochUs) / 1000).toFixed(0)} ms, one RTO, after it first left)`,
+    }
+  );
 }
 
 function describeOptions(o: SocketOptions): string[] {
@@ -131,8 +209,9 @@ export const keepalive = () =>
     window: [2500, 8000],
     predict: {
       ms: 4000,
-      how: 'TCP_KEEPIDLE 1 s after the last traffic + TCP_KEEPCNT 3 × TCP_KEEPINTVL 1 s',
-      from: 'connected',
+      how: 'TCP_KEEPIDLE 1 s after the last segment received + TCP_KEEPCNT 3 × TCP_KEEPINTVL 1 s',
+      from: 'last-received',
+      clock: 'connected',
     },
     explain:
       'the client is idle: without keepalive it would wait forever; with it, 1 s idle + 3 unanswered probes 1 s apart = 4 s',
@@ -147,7 +226,14 @@ export const heartbeat = () =>
     heartbeat: { intervalMs: 1000, timeoutMs: 3000 },
     expect: 'ERR_HEARTBEAT_TIMEOUT',
     window: [2500, 8000],
-    predict: { ms: 4000, how: 'the first echo after 1 s of quiet + its 3 s deadline', from: 'cut' },
+    // the program counts both: 1 s of quiet from when the heartbeat starts (at the cut), then
+    // the echo's 3 s deadline from when it is sent (on the wire)
+    predict: {
+      ms: 3000,
+      how: '--heartbeat-timeout 3 s after the unanswered echo left',
+      from: 'unanswered-data',
+    },
+    alsoFromCut: { ms: 4000, how: 'the first echo after 1 s of quiet + its 3 s deadline' },
     explain:
       'the client sends an echo every 1 s of quiet (echo-client --heartbeat 1s --heartbeat-timeout 3s); when one is not back within 3 s the peer is gone: 1 s + 3 s = 4 s after the last traffic',
   });
@@ -161,11 +247,11 @@ export const userTimeout = () =>
     window: [2500, 8000],
     predict: {
       ms: 3000,
-      // counted from the oldest unacknowledged segment, which leaves some 100–300 ms after the
-      // cut (the writer's interval); the wire shows ETIMEDOUT about 3.3 s after it
-      how: 'TCP_USER_TIMEOUT 3 s after the oldest unacknowledged data, which leaves after the cut',
-      from: 'cut',
-      check: false,
+      // the kernel counts from its retrans_stamp: the first retransmission of the oldest
+      // unacknowledged segment (one RTO after it first left), and clamps the retransmission
+      // timer so that it fires when the 3 s are up
+      how: 'TCP_USER_TIMEOUT 3 s after the oldest unacknowledged data was first retransmitted',
+      from: 'first-retransmission',
     },
     explain:
       'the client keeps sending: without TCP_USER_TIMEOUT it retransmits for ~15 min (tcp_retries2 = 15); with 3 s it gives up after ~3 s',

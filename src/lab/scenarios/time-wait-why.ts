@@ -6,19 +6,25 @@
 // segments of this connection from being taken for a new one on the same ports.)
 
 import { execFileSync } from 'node:child_process';
+import { captureUnavailable, type Segment } from '../capture.js';
 import { CLIENT_ADDR, netnsUnavailable, SERVER_ADDR, withTwoHosts } from '../netns.js';
 import { Recorder, type ScenarioResult } from '../recorder.js';
+import { captureClientVeth, nowUs, ssTimerMs } from '../wire.js';
 
-/** The TIME_WAIT sockets in a namespace with their timer's remaining seconds (ss -tano). */
-function timeWaitTimers(ns: string, port: number): number[] {
+/**
+ * The first TIME_WAIT socket on `port` in a namespace: its timer's time left (ss -tano), and when
+ * it was read (µs since the epoch, the middle of ss's run).
+ */
+function timeWaitTimer(ns: string, port: number): { leftMs: number; atUs: number } | undefined {
+  const before = nowUs();
   const out = execFileSync(
     'ip',
     ['netns', 'exec', ns, 'ss', '-tanoH', 'state', 'time-wait', '(', 'sport', '=', `:${port}`, ')'],
     { encoding: 'utf8' },
   );
-  return [...out.matchAll(/timer:\(timewait,([\d.]+)(ms|sec|min)/g)].map((m) =>
-    m[2] === 'ms' ? Number(m[1]) / 1000 : m[2] === 'min' ? Number(m[1]) * 60 : Number(m[1]),
-  );
+  const atUs = (before + nowUs()) / 2;
+  const leftMs = ssTimerMs(/timer:\(timewait,([^,]*),/.exec(out)?.[1] ?? '');
+  return leftMs === undefined ? undefined : { leftMs, atUs };
 }
 
 export async function timeWaitWhy(): Promise<ScenarioResult> {
@@ -41,6 +47,9 @@ export async function timeWaitWhy(): Promise<ScenarioResult> {
   return withTwoHosts(async (h) => {
     const server = h.spawnIn(h.server, { role: 'server', host: SERVER_ADDR, closeFirst: true });
     const { port } = await server.next('listening');
+    // the wire says when each of the client's FINs reached the server: TIME_WAIT restarts there
+    const noWire = captureUnavailable();
+    const wire = noWire ? undefined : await captureClientVeth(h);
     const client = h.spawnIn(h.client, {
       role: 'client',
       host: SERVER_ADDR,
@@ -68,7 +77,8 @@ export async function timeWaitWhy(): Promise<ScenarioResult> {
       'the server is in TIME_WAIT',
       first.some((e) => e.state === 'TIME_WAIT'),
     );
-    const early = timeWaitTimers(h.server, port)[0];
+    const earlyRead = timeWaitTimer(h.server, port);
+    const early = earlyRead && earlyRead.leftMs / 1000;
     const client1 = await r.settle(
       'the client, its FIN unacknowledged',
       [port],
@@ -84,7 +94,8 @@ export async function timeWaitWhy(): Promise<ScenarioResult> {
     // the FIN is resent with doubling waits (0.2, 0.4, 0.8, 1.6, 3.2 s …): look after ~6 s
     await new Promise((res) => setTimeout(res, 6000));
     const elapsed = (performance.now() - t0) / 1000;
-    const late = timeWaitTimers(h.server, port)[0];
+    const lateRead = timeWaitTimer(h.server, port);
+    const late = lateRead && lateRead.leftMs / 1000;
     r.step(
       `the server's TIME_WAIT timer: ${early?.toFixed(1) ?? '?'} s left at first; ${late?.toFixed(1) ?? '?'} s left ${elapsed.toFixed(1)} s later (without a restart it would be ${early === undefined ? '?' : (early - elapsed).toFixed(1)} s)`,
     );
@@ -92,6 +103,35 @@ export async function timeWaitWhy(): Promise<ScenarioResult> {
       'each resent FIN restarted the TIME_WAIT timer (more time left than a plain countdown)',
       early !== undefined && late !== undefined && late > early - elapsed + 2,
     );
+    // TIME_WAIT runs out 60 s after the last FIN it received: the one before each reading
+    const fins = (wire ? await wire.stop() : []).filter((x) => x.sport !== port && x.flags.includes('FIN'));
+    for (const [when, read] of [
+      ['at first', earlyRead],
+      ['later', lateRead],
+    ] as const) {
+      const fin = read && lastBefore(fins, read.atUs);
+      if (!read || !fin) {
+        r.step(`TIME_WAIT's length ${when} could not be timed: ${noWire ?? 'no FIN or no timer seen'}`);
+        r.check(`TIME_WAIT's length ${when} is timed on the wire (or no capture here)`, !!noWire);
+        continue;
+      }
+      const measured = (read.atUs + read.leftMs * 1000 - fin.epochUs) / 1000;
+      r.step(
+        `${when}: the server's TIME_WAIT runs out ${(measured / 1000).toFixed(3)} s after the client's last FIN before it was read (its time left as ss -o shows it, whole seconds above 9 s, so up to 1 s short, + the time since that FIN on the wire)`,
+      );
+      r.check(
+        `TIME_WAIT ${when}: 60 s (TCP_TIMEWAIT_LEN) after the last FIN, within 10 %`,
+        r.timer(`time-wait-why: TIME_WAIT, from the last FIN received (${when})`, 60_000, measured, {
+          fromUs: fin.epochUs,
+          toUs: read.atUs + read.leftMs * 1000,
+        }),
+      );
+    }
     return r.result();
   });
+}
+
+/** the last segment of `list` stamped before `us` */
+function lastBefore(list: Segment[], us: number): Segment | undefined {
+  return list.filter((x) => x.epochUs < us).at(-1);
 }

@@ -1,0 +1,236 @@
+// The namespace scenarios' ladders against tcpdump run inside the same namespace, on the same
+// veth: tcpdump is started (and listening) before the scenario's first segment, through the
+// hook withTwoHosts calls once the veth is up. Same segments (flags, order, lengths, seq/ack,
+// absolute and relative), µs times within 1 ms. Slow: run by `npm run test:e2e`.
+
+import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
+import { once } from 'node:events';
+import { mkdtempSync, rmSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { afterAll, describe, expect, it } from 'vitest';
+import { captureUnavailable, type Segment } from '../src/lab/capture.js';
+import { findScenario, SCENARIOS, traced } from '../src/lab/index.js';
+import type { Ladder } from '../src/lab/ladder.js';
+import { type NamespacePair, netnsUnavailable, onNamespaces } from '../src/lab/netns.js';
+import { FULL_MATRIX } from './helpers.js';
+
+const noRun = !FULL_MATRIX
+  ? 'these run in npm run test:e2e'
+  : process.platform !== 'linux'
+    ? 'Linux only'
+    : (captureUnavailable() ?? netnsUnavailable());
+const tcpdumpPath = ['/usr/bin/tcpdump', '/usr/sbin/tcpdump'].find((p) => {
+  try {
+    execFileSync(p, ['--version'], { stdio: 'ignore' });
+    return true;
+  } catch {
+    return false;
+  }
+});
+if (noRun) console.warn(`skipping: ${noRun}`);
+if (!tcpdumpPath) console.warn('skipping the namespace tcpdump comparison: tcpdump is not installed');
+
+const dir = mkdtempSync(path.join(os.tmpdir(), 'lab-nsdump-'));
+afterAll(() => rmSync(dir, { recursive: true, force: true }));
+
+/**
+ * tcpdump inside the client's namespace on its veth end, writing nanosecond stamps; resolves
+ * once it says it is listening (so before any scenario traffic). Keeps TCP, and the UDP datagram
+ * the lab's capture sends to port 9 when it stops: what follows the last one the lab never read.
+ */
+async function startTcpdump(pair: NamespacePair, file: string): Promise<() => Promise<void>> {
+  const p: ChildProcess = spawn(
+    'ip',
+    [
+      'netns',
+      'exec',
+      pair.client,
+      tcpdumpPath!,
+      '-i',
+      pair.clientIf,
+      '-n',
+      '--immediate-mode',
+      '-U',
+      '--time-stamp-precision=nano',
+      '-w',
+      file,
+      'tcp or (udp and dst port 9)',
+    ],
+    { stdio: ['ignore', 'ignore', 'pipe'] },
+  );
+  let err = '';
+  await new Promise<void>((resolve, reject) => {
+    const bound = setTimeout(() => reject(new Error(`tcpdump did not start: ${err}`)), 20_000);
+    p.stderr!.on('data', (d) => {
+      err += d;
+      if (/listening on/.test(err)) {
+        clearTimeout(bound);
+        resolve();
+      }
+    });
+    p.once('exit', (code) => {
+      clearTimeout(bound);
+      reject(new Error(`tcpdump exited (${code}): ${err}`));
+    });
+  });
+  return async () => {
+    if (p.exitCode !== null || p.signalCode !== null) return;
+    p.kill('SIGINT');
+    await once(p, 'exit');
+  };
+}
+
+interface Dumped {
+  /** µs since the epoch (from tcpdump's ns stamp) */
+  us: number;
+  src: string;
+  sport: number;
+  dst: string;
+  dport: number;
+  /** tcpdump's letters, sorted */
+  flags: string;
+  seq?: number;
+  ack?: number;
+  len: number;
+}
+
+/** The pcap's TCP segments up to the lab capture's last stop marker (-tt ns stamps, -S absolute seq). */
+function readDump(file: string): Dumped[] {
+  const out = execFileSync(tcpdumpPath!, ['-r', file, '-n', '-tt', '-S', '--time-stamp-precision=nano'], {
+    encoding: 'utf8',
+    stdio: ['ignore', 'pipe', 'ignore'],
+    maxBuffer: 1 << 28,
+  });
+  const rows: (Dumped | 'marker')[] = [];
+  for (const line of out.split('\n')) {
+    if (/^\d+\.\d{9} IP \S+ > \S+\.9: UDP/.test(line)) {
+      rows.push('marker');
+      continue;
+    }
+    const m =
+      /^(\d+)\.(\d{9}) IP (\S+)\.(\d+) > (\S+)\.(\d+): Flags \[([^\]]*)\](?:, seq (\d+)(?::(\d+))?)?(?:, ack (\d+))?.*, length (\d+)/.exec(
+        line,
+      );
+    if (!m) continue;
+    const [, sec, nsec, src, sp, dst, dp, flags, seq, , ack, len] = m;
+    rows.push({
+      us: Number(sec) * 1e6 + Number(nsec) / 1000,
+      src: src!,
+      sport: Number(sp),
+      dst: dst!,
+      dport: Number(dp),
+      flags: [...flags!].sort().join(''),
+      ...(seq !== undefined ? { seq: Number(seq) } : {}),
+      ...(ack !== undefined ? { ack: Number(ack) } : {}),
+      len: Number(len),
+    });
+  }
+  const last = rows.lastIndexOf('marker');
+  return (last < 0 ? rows : rows.slice(0, last)).filter((x): x is Dumped => x !== 'marker');
+}
+
+const LETTERS: Record<string, string> = { SYN: 'S', FIN: 'F', RST: 'R', PSH: 'P', ACK: '.', URG: 'U' };
+const letters = (flags: string[]) =>
+  flags
+    .map((f) => LETTERS[f])
+    .join('')
+    .split('')
+    .sort()
+    .join('');
+/** tcpdump prints no seq for a bare ACK (no data, no SYN/FIN/RST) */
+const hasSeq = (flags: string, len: number) => len > 0 || /[SFR]/.test(flags);
+const keyOfDump = (d: Dumped) =>
+  `${d.src}.${d.sport}>${d.dst}.${d.dport} [${d.flags}] seq ${d.seq ?? '-'} ack ${d.ack ?? 0} len ${d.len}`;
+const keyOfOurs = (s: Segment) => {
+  const f = letters(s.flags);
+  return keyOfDump({
+    us: 0,
+    src: s.src,
+    sport: s.sport,
+    dst: s.dst,
+    dport: s.dport,
+    flags: f,
+    ...(hasSeq(f, s.len) ? { seq: s.seq } : {}),
+    ack: s.flags.includes('ACK') ? s.ack : 0,
+    len: s.len,
+  });
+};
+
+/** tcpdump's rows grouped per connection (in order of first appearance), as the ladder groups them */
+function connections(rows: Dumped[]): Dumped[][] {
+  const conns = new Map<string, Dumped[]>();
+  for (const d of rows) {
+    const k = [`${d.src}|${d.sport}`, `${d.dst}|${d.dport}`].sort().join('—');
+    const list = conns.get(k);
+    if (list) list.push(d);
+    else conns.set(k, [d]);
+  }
+  return [...conns.values()];
+}
+
+/** One ladder against one connection of tcpdump's: relative seq/ack and times from its first row. */
+function compareLadder(l: Ladder, conn: Dumped[]): void {
+  expect(l.rows.length).toBe(conn.length);
+  // relative numbers: from each side's first sequence number, as the ladder counts them
+  const isn = new Map<string, number>();
+  for (const d of conn)
+    if (d.seq !== undefined && !isn.has(`${d.src}|${d.sport}`)) isn.set(`${d.src}|${d.sport}`, d.seq);
+  const rel = (n: number, side: string) => (n - isn.get(side)!) >>> 0;
+  l.rows.forEach((row, i) => {
+    const d = conn[i]!;
+    expect(letters(row.flags)).toBe(d.flags);
+    expect(row.len).toBe(d.len);
+    if (d.seq !== undefined) expect(row.seq).toBe(rel(d.seq, `${d.src}|${d.sport}`));
+    if (d.flags.includes('.')) expect(row.ack).toBe(rel(d.ack!, `${d.dst}|${d.dport}`));
+    expect(Math.abs(row.us - (d.us - conn[0]!.us))).toBeLessThan(1000);
+  });
+}
+
+// every scenario whose traffic runs in its own namespaces, and half-close, which runs its
+// LAST_ACK part there (its part on lo is compared with tcpdump on lo by lab-e2e)
+const inNamespaces = [...SCENARIOS.filter((s) => s.netns).map((s) => s.name), 'half-close'];
+
+describe.skipIf(!!noRun || !tcpdumpPath)('namespace ladders match tcpdump in the same namespace', () => {
+  for (const name of inNamespaces) {
+    it(name, async () => {
+      const pairs: { pair: NamespacePair; file: string }[] = [];
+      const stopHearing = onNamespaces(async (pair) => {
+        const file = path.join(dir, `${name}-${pairs.length}.pcap`);
+        pairs.push({ pair, file });
+        return startTcpdump(pair, file);
+      });
+      let r: Awaited<ReturnType<typeof traced>>;
+      try {
+        r = await traced(findScenario(name)!);
+      } finally {
+        stopHearing();
+      }
+      expect(r.checks.filter((c) => !c.ok).map((c) => c.what)).toEqual([]);
+      if (!r.trace || !('segments' in r.trace)) throw new Error(`no trace: ${JSON.stringify(r.trace)}`);
+      // one pair of namespaces per scenario, each watched by its own tcpdump from the start
+      expect(pairs).toHaveLength(1);
+      const theirs = readDump(pairs[0]!.file);
+      const ours = r.trace.netnsSegments ?? r.trace.segments;
+      // same segments, in the same order: flags, absolute seq/ack, lengths
+      expect(ours.map(keyOfOurs)).toEqual(theirs.map(keyOfDump));
+      if (name === 'unreachable') {
+        // the routing table refuses both connects: not one segment leaves the namespace
+        expect(theirs).toEqual([]);
+        return;
+      }
+      expect(ours.length).toBeGreaterThan(2);
+      // the same kernel clock: µs times within 1 ms of tcpdump's
+      const worst = Math.max(...ours.map((s, i) => Math.abs(s.epochUs - theirs[i]!.us)));
+      expect(worst).toBeLessThan(1000);
+      for (const s of ours) expect(s.clock).toBe('kernel');
+      // the drawn ladders: one per connection, relative seq/ack and times as tcpdump's
+      const conns = connections(theirs);
+      // the namespace part's ladders come last (after any on lo)
+      const drawn = r.trace.ladders.slice(-conns.length);
+      expect(drawn.length).toBe(conns.length);
+      if (!r.trace.netnsSegments) expect(r.trace.ladders.length).toBe(conns.length);
+      for (const [i, l] of drawn.entries()) compareLadder(l, conns[i]!);
+    }, 120_000);
+  }
+});
