@@ -151,6 +151,9 @@ describe.each(matrix(LIMIT_MODES, ['evented', 'fork']))('--mode %s, limits', (_m
     const t0 = Date.now();
     await Promise.all(ends.map((e) => e.end));
     expect(Date.now() - t0).toBeLessThan(5000);
+    // closed by the server: the clients close their side too (a shutdown waits for refused
+    // clients' FIN for up to REFUSED_LINGER_MS)
+    for (const s of stalled) s.end();
     // the slots are free again
     const ok = await connect(srv.port);
     ok.write(`PROXY TCP4 203.0.113.7 127.0.0.1 40001 7007\r\nagain`);
