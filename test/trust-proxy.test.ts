@@ -59,84 +59,78 @@ async function stop(srv: Awaited<ReturnType<typeof spawnServer>>) {
   return t as Record<string, any>;
 }
 
-// every mode under test:e2e; evented, workers and --exclusive (a listener per worker) always
-// the tests of this block and the next each have their own server: they run at once
-describe.concurrent.each(matrix(MODES, ['evented', 'workers', 'workers --exclusive']))(
-  '--mode %s',
-  (mode, args) => {
-    it('--proxy-protocol: a header is believed only from --proxy-from; anyone else is refused unread, counted and logged once', async () => {
-      const srv = await spawnServer([
-        ...args,
-        '--proxy-protocol',
-        '--allow',
-        '10.0.0.0/8',
-        '--proxy-from',
-        '127.0.0.2,127.0.0.3',
-      ]);
-      await srv.waitStderr(/PROXY headers are believed only from 127\.0\.0\.2\/32, 127\.0\.0\.3\/32/);
-      const forged = `PROXY TCP4 10.1.2.3 10.0.0.1 5555 7007\r\nhello`;
-      // a plain client names an allowed address: refused before its header is read
-      const a = await exchange(srv.port, forged, '127.0.0.1');
-      expect(a).toMatchObject({ how: 'eof' });
-      expect(a.got.length).toBe(0);
-      const b = await exchange(srv.port, forged, '127.0.0.1');
-      expect(b.got.length).toBe(0);
-      // the trusted proxy, for the same client: echoed
-      const c = await connect(srv.port, '127.0.0.1', { localAddress: '127.0.0.2' } as net.NetConnectOpts);
-      c.write(`PROXY TCP4 10.9.8.7 10.0.0.1 5555 7007\r\nhello`);
-      expect((await readN(c, 5)).toString()).toBe('hello');
-      c.end();
-      await watchEnd(c).end;
-      // the trusted proxy relays a client outside --allow: the access list still applies to it
-      const d = await exchange(srv.port, 'PROXY TCP4 192.0.2.1 10.0.0.1 5555 7007\r\nhello', '127.0.0.3');
-      expect(d.got.length).toBe(0);
-      const t = await stop(srv);
-      expect(t.refusedBy).toMatchObject({ proxy: 2, access: 1 });
-      const lines = srv.stderr().split('\n');
-      // logged once per source per interval (by each process that accepts: --exclusive has 2)
-      const logged = lines.filter((l) => /refused 127\.0\.0\.1: not a trusted proxy/.test(l)).length;
-      expect(logged).toBeGreaterThanOrEqual(1);
-      expect(logged).toBeLessThanOrEqual(mode === 'workers --exclusive' ? 2 : 1);
-      expect(srv.stderr()).toMatch(/closed 10\.9\.8\.7:5555 via 127\.0\.0\.2/);
-      expect(srv.stderr()).toMatch(/refused 192\.0\.2\.1: not in --allow/);
-      expect(srv.stderr()).not.toMatch(/10\.1\.2\.3/); // the forged name never reaches a log line
-    });
+// every mode under test:e2e; evented, workers and --exclusive (a listener per worker) always.
+// The tests of this block and the next each have their own server: they run at once
+const PROXY_MODES = matrix(MODES, ['evented', 'workers', 'workers --exclusive']);
+describe.concurrent.each(PROXY_MODES)('--mode %s', (mode, args) => {
+  it('--proxy-protocol: a header is believed only from --proxy-from; anyone else is refused unread, counted and logged once', async () => {
+    const srv = await spawnServer([
+      ...args,
+      '--proxy-protocol',
+      '--allow',
+      '10.0.0.0/8',
+      '--proxy-from',
+      '127.0.0.2,127.0.0.3',
+    ]);
+    await srv.waitStderr(/PROXY headers are believed only from 127\.0\.0\.2\/32, 127\.0\.0\.3\/32/);
+    const forged = `PROXY TCP4 10.1.2.3 10.0.0.1 5555 7007\r\nhello`;
+    // a plain client names an allowed address: refused before its header is read
+    const a = await exchange(srv.port, forged, '127.0.0.1');
+    expect(a).toMatchObject({ how: 'eof' });
+    expect(a.got.length).toBe(0);
+    const b = await exchange(srv.port, forged, '127.0.0.1');
+    expect(b.got.length).toBe(0);
+    // the trusted proxy, for the same client: echoed
+    const c = await connect(srv.port, '127.0.0.1', { localAddress: '127.0.0.2' } as net.NetConnectOpts);
+    c.write(`PROXY TCP4 10.9.8.7 10.0.0.1 5555 7007\r\nhello`);
+    expect((await readN(c, 5)).toString()).toBe('hello');
+    c.end();
+    await watchEnd(c).end;
+    // the trusted proxy relays a client outside --allow: the access list still applies to it
+    const d = await exchange(srv.port, 'PROXY TCP4 192.0.2.1 10.0.0.1 5555 7007\r\nhello', '127.0.0.3');
+    expect(d.got.length).toBe(0);
+    const t = await stop(srv);
+    expect(t.refusedBy).toMatchObject({ proxy: 2, access: 1 });
+    const lines = srv.stderr().split('\n');
+    // logged once per source per interval (by each process that accepts: --exclusive has 2)
+    const logged = lines.filter((l) => /refused 127\.0\.0\.1: not a trusted proxy/.test(l)).length;
+    expect(logged).toBeGreaterThanOrEqual(1);
+    expect(logged).toBeLessThanOrEqual(mode === 'workers --exclusive' ? 2 : 1);
+    expect(srv.stderr()).toMatch(/closed 10\.9\.8\.7:5555 via 127\.0\.0\.2/);
+    expect(srv.stderr()).toMatch(/refused 192\.0\.2\.1: not in --allow/);
+    expect(srv.stderr()).not.toMatch(/10\.1\.2\.3/); // the forged name never reaches a log line
+  });
 
-    it('--proxy-protocol without --proxy-from: loopback proxies only, said at start', async () => {
-      const srv = await spawnServer([...args, '--proxy-protocol']);
-      await srv.waitStderr(/PROXY headers are believed only from 127\.0\.0\.0\/8, ::1\/128/);
-      const c = await connect(srv.port);
-      c.write(
-        Buffer.concat([
-          buildProxyHeader(
-            2,
-            { address: '203.0.113.7', port: 4000 },
-            { address: '127.0.0.1', port: srv.port },
-          ),
-          Buffer.from('v2'),
-        ]),
-      );
-      expect((await readN(c, 2)).toString()).toBe('v2');
-      c.end();
-      await watchEnd(c).end;
-      await stop(srv);
-      expect(srv.stderr()).toMatch(/203\.0\.113\.7:4000 via 127\.0\.0\.1/);
-    });
+  it('--proxy-protocol without --proxy-from: loopback proxies only, said at start', async () => {
+    const srv = await spawnServer([...args, '--proxy-protocol']);
+    await srv.waitStderr(/PROXY headers are believed only from 127\.0\.0\.0\/8, ::1\/128/);
+    const c = await connect(srv.port);
+    c.write(
+      Buffer.concat([
+        buildProxyHeader(2, { address: '203.0.113.7', port: 4000 }, { address: '127.0.0.1', port: srv.port }),
+        Buffer.from('v2'),
+      ]),
+    );
+    expect((await readN(c, 2)).toString()).toBe('v2');
+    c.end();
+    await watchEnd(c).end;
+    await stop(srv);
+    expect(srv.stderr()).toMatch(/203\.0\.113\.7:4000 via 127\.0\.0\.1/);
+  });
 
-    it('a refused client that had written sees EOF (FIN), not ECONNRESET', async () => {
-      const srv = await spawnServer([...args, '--deny', '127.0.0.1']);
-      for (let i = 0; i < 3; i++) {
-        // more than fits in one segment: some of it is unread (or still arriving) when the server refuses
-        const r = await exchange(srv.port, Buffer.alloc(256 * 1024, 0x61));
-        expect(r.how).toBe('eof');
-        expect(r.got.length).toBe(0);
-        if (!r.socket.destroyed) await once(r.socket, 'close');
-      }
-      const t = await stop(srv);
-      expect(t.refusedBy).toMatchObject({ access: 3 });
-    });
-  },
-);
+  it('a refused client that had written sees EOF (FIN), not ECONNRESET', async () => {
+    const srv = await spawnServer([...args, '--deny', '127.0.0.1']);
+    for (let i = 0; i < 3; i++) {
+      // more than fits in one segment: some of it is unread (or still arriving) when the server refuses
+      const r = await exchange(srv.port, Buffer.alloc(256 * 1024, 0x61));
+      expect(r.how).toBe('eof');
+      expect(r.got.length).toBe(0);
+      if (!r.socket.destroyed) await once(r.socket, 'close');
+    }
+    const t = await stop(srv);
+    expect(t.refusedBy).toMatchObject({ access: 3 });
+  });
+});
 
 describe.concurrent.each(matrix(LIMIT_MODES, ['evented', 'fork']))('--mode %s, limits', (_mode, args) => {
   it('--proxy-protocol: a half-sent header holds a slot from accept, and only for --proxy-timeout', async () => {
