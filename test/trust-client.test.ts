@@ -202,7 +202,7 @@ describe('more bytes back than were sent', () => {
   });
 });
 
-// the tests of the next three blocks wait out a client's or a server's timer: each block at once
+// the tests of the next three blocks wait out a client's or a server's timer: all run at once
 describe.concurrent('--banner from a server that sends none', () => {
   const silent = () => plainServer((s) => s.resume());
 
