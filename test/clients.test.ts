@@ -283,7 +283,7 @@ describe('bench', () => {
       '-c',
       '32',
       '-d',
-      '1500ms',
+      '500ms',
     ]);
     await b.exit;
     expect(b.stderr()).toMatch(/--udp --rate-limit 0/);

@@ -4,16 +4,25 @@
 import { randomBytes } from 'node:crypto';
 import dgram from 'node:dgram';
 import { once } from 'node:events';
-import { describe, expect, it, onTestFinished } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { FaultSet, parseFault } from '../src/core/faults.js';
 import { echo, startEchoServer } from '../src/index.js';
-import { connect, SERVER_MODES as MODES, refusal, runEchoClient, spawnServer, until } from './helpers.js';
+import {
+  afterTest,
+  connect,
+  SERVER_MODES as MODES,
+  refusal,
+  runEchoClient,
+  spawnServer,
+  until,
+} from './helpers.js';
 
 const client = runEchoClient;
 
 const rtts = (out: string) => [...out.matchAll(/time=([\d.]+) ms/g)].map((m) => Number(m[1]));
 
-describe.each(MODES)('--mode %s', (_mode, args) => {
+// a fault's test waits on the fault's own timers (latency, bandwidth, delays): they run at once
+describe.concurrent.each(MODES)('--mode %s', (_mode, args) => {
   it('latency=60ms: every round trip takes at least 60 ms more', async () => {
     const srv = await spawnServer([...args, '--fault', 'latency=60ms']);
     const r = await client(['-m', 'ping', '--count', '3', '127.0.0.1', String(srv.port)]);
@@ -42,7 +51,7 @@ describe.each(MODES)('--mode %s', (_mode, args) => {
   });
 });
 
-describe('each fault, as a client sees it', () => {
+describe.concurrent('each fault, as a client sees it', () => {
   it('latency with jitter keeps the order: 2 MB piped come back byte-exact', async () => {
     const srv = await spawnServer(['--fault', 'latency=20ms,jitter=15ms']);
     const data = randomBytes(2 * 1024 * 1024);
@@ -125,7 +134,8 @@ describe('each fault, as a client sees it', () => {
     expect(h.err).toMatch(/0 of 7 bytes came back within 300 ms/);
   });
 
-  it('accept-delay=2s with --backlog 1: connections wait in the kernel; once it is full, a connect times out', async () => {
+  // alone: the third connect must time out before the first accept, 2 s after the server listens
+  it.sequential('accept-delay=2s with --backlog 1: connections wait in the kernel; once it is full, a connect times out', async () => {
     const srv = await spawnServer(['--backlog', '1', '--fault', 'accept-delay=2s']);
     // the kernel completes backlog + 1 handshakes on its own, with nobody calling accept()
     const first = await connect(srv.port);
@@ -186,7 +196,7 @@ describe('each fault, as a client sees it', () => {
 
   it('library: faults switched on and off on a running server', async () => {
     const srv = await startEchoServer({ port: 0 });
-    onTestFinished(() => void srv.close({ graceMs: 0 }));
+    afterTest(() => void srv.close({ graceMs: 0 }));
     const time = async () => {
       const t0 = performance.now();
       expect((await echo({ port: srv.address.port, message: 'x' })).reply.toString()).toBe('x');
@@ -203,7 +213,7 @@ describe('each fault, as a client sees it', () => {
   });
 });
 
-describe('UDP faults (per datagram)', () => {
+describe.concurrent('UDP faults (per datagram)', () => {
   /** An echo-server --udp with this --fault and its /metrics, from which the exchange learns what it did. */
   async function udpServer(fault: string) {
     const srv = await spawnServer(['--udp', '--rate-limit', '0', '--metrics', '0', '--fault', fault]);
@@ -232,7 +242,7 @@ describe('UDP faults (per datagram)', () => {
     out?: number,
   ): Promise<{ seqs: number[]; corrupted: number }> {
     const s = dgram.createSocket('udp4');
-    onTestFinished(() => {
+    afterTest(() => {
       s.close();
     });
     await new Promise<void>((r) => s.bind(0, '127.0.0.1', r));

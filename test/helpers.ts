@@ -1,6 +1,7 @@
 // Test helpers: servers on port 0 closed after each test, the built CLIs spawned with their
 // stderr watched line by line, and small socket utilities. No sleeps: everything waits on events.
 
+import { AsyncLocalStorage } from 'node:async_hooks';
 import { type ChildProcess, spawn, spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { EventEmitter, once } from 'node:events';
@@ -10,7 +11,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { type Command, CommanderError } from 'commander';
 import getPort from 'get-port';
-import { expect, onTestFinished, vi } from 'vitest';
+import { aroundEach, expect, onTestFinished, vi } from 'vitest';
 import { type BenchFlags, resolveBenchOptions } from '../src/cli/bench-cli.js';
 import { checkLogFlags, reportFatal } from '../src/cli/common.js';
 import { buildChatProgram, type ChatFlags, resolveChatConfig } from '../src/cli/echo-chat.js';
@@ -37,6 +38,23 @@ export function matrix<T extends [string, ...unknown[]]>(rows: T[], always: stri
   return FULL_MATRIX ? rows : rows.filter((r) => always.includes(r[0]));
 }
 
+type TestHooks = { onTestFinished: typeof onTestFinished };
+const running = new AsyncLocalStorage<TestHooks>();
+
+// every test of a file that imports these helpers runs with its own context at hand, so that
+// the cleanups below are the test's own under describe.concurrent as well (vitest's global
+// onTestFinished knows one test only: the one that started last)
+aroundEach(async (runTest, ctx) => {
+  await running.run(ctx, runTest);
+});
+
+/** Run `fn` after the current test, also when tests run concurrently. */
+export function afterTest(fn: () => unknown): void {
+  (running.getStore()?.onTestFinished ?? onTestFinished)(async () => {
+    await fn();
+  });
+}
+
 /** Is process `pid` still there (signal 0)? */
 export const alive = (pid: number): boolean => {
   try {
@@ -56,7 +74,7 @@ export const SERVER_MODES: [string, string[]][] = [
 
 export async function echoServer(opts: EchoServerOptions = {}) {
   const srv = await startEchoServer({ port: 0, ...opts });
-  onTestFinished(async () => {
+  afterTest(async () => {
     srv.forceClose();
     await srv.close({ graceMs: 0 });
   });
@@ -69,7 +87,7 @@ export async function connect(
   opts: net.NetConnectOpts = {} as any,
 ): Promise<Socket> {
   const s = net.connect({ port, host, allowHalfOpen: true, ...(opts as object) });
-  onTestFinished(() => {
+  afterTest(() => {
     s.destroy();
   });
   await once(s, 'connect');
@@ -205,7 +223,7 @@ export function spawnCli(
   const exit = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) => {
     child.once('close', (code, signal) => resolve({ code, signal }));
   });
-  (opts.ctx?.onTestFinished ?? onTestFinished)(() => {
+  (opts.ctx?.onTestFinished ?? afterTest)(() => {
     if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
     if (opts.detached) {
       try {
@@ -292,7 +310,7 @@ export async function socatListen(other: string, extra = ''): Promise<{ port: nu
   const child = spawn('socat', ['-d', '-d', `TCP-LISTEN:0,bind=127.0.0.1,reuseaddr${extra}`, other], {
     stdio: ['pipe', 'pipe', 'pipe'],
   });
-  onTestFinished(() => {
+  afterTest(() => {
     child.kill('SIGKILL');
   });
   let err = '';
@@ -314,7 +332,7 @@ export async function socatListen(other: string, extra = ''): Promise<{ port: nu
  * on that server and takes one of its slots.
  */
 export function closedPort(): Promise<number> {
-  return Promise.resolve(refusingPort({ add: (fn) => onTestFinished(() => void fn()) }));
+  return Promise.resolve(refusingPort({ add: (fn) => afterTest(() => void fn()) }));
 }
 
 /** A loopback TCP port free right now, for a program that must bind it itself (get-port). */
@@ -329,7 +347,7 @@ export async function plainServer(
 ): Promise<{ server: net.Server; port: number }> {
   const server = net.createServer({ allowHalfOpen }, handler);
   await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
-  onTestFinished(() => {
+  afterTest(() => {
     server.close();
   });
   return { server, port: (server.address() as net.AddressInfo).port };
@@ -371,7 +389,7 @@ export const hasCommand = (cmd: string, arg = '--version') =>
 export function onPty(name: string, args: string[]) {
   const quoted = [process.execPath, bin(name), ...args].map((a) => `'${a.replace(/'/g, "'\\''")}'`).join(' ');
   const child = spawn('script', ['-qfec', quoted, '/dev/null'], { stdio: ['pipe', 'pipe', 'pipe'] });
-  onTestFinished(() => {
+  afterTest(() => {
     child.kill('SIGKILL');
   });
   let out = '';
@@ -411,7 +429,7 @@ export function runCommand(
   input?: Buffer | string,
 ): Promise<{ code: number | null; out: Buffer; err: string; child: ChildProcess }> {
   const child = spawn(cmd, args, { stdio: ['pipe', 'pipe', 'pipe'] });
-  onTestFinished(() => {
+  afterTest(() => {
     if (child.exitCode === null) child.kill('SIGKILL');
   });
   const out: Buffer[] = [];
@@ -532,7 +550,7 @@ export async function watch(url: string) {
   const snaps: any[] = [];
   const waiters: { cond: (s: any) => boolean; resolve: (s: any) => void }[] = [];
   const req = http.get(`${url}events`);
-  onTestFinished(() => {
+  afterTest(() => {
     req.destroy();
   });
   const [res] = (await once(req, 'response')) as [http.IncomingMessage];
@@ -605,7 +623,7 @@ export function expectReadsOnlyWhileWatched(
   reads: () => number,
 ): void {
   vi.useFakeTimers();
-  onTestFinished(() => {
+  afterTest(() => {
     vi.useRealTimers();
   });
   vi.advanceTimersByTime(60_000);

@@ -49,7 +49,8 @@ async function echoMs(s: Socket, text = 'ping'): Promise<number> {
   return performance.now() - t0;
 }
 
-describe('toxics act on connections already open', () => {
+// each test waits out LATENCY several times on its own server: they run at once
+describe.concurrent('toxics act on connections already open', () => {
   it.each(MODES)('%s: add a latency toxic, then remove it, on the same open connection', async (_m, mode) => {
     const srv = await admin(mode);
     const s = await connect(srv.port);

@@ -68,6 +68,9 @@ describe('--mode workers', () => {
     expect(results.filter((r) => r === 'again')).toHaveLength(1);
     for (let i = 0; i < 10; i++)
       expect((await echo({ port: srv.port, message: `after ${i}` })).reply.toString()).toBe(`after ${i}`);
+    // the survivor's connection is still open at SIGTERM; it closes its side once the server has
+    // closed its own, as a client does (else the shutdown waits out --grace, 5 s)
+    for (const h of held) h.once('end', () => h.end());
     srv.child.kill('SIGTERM');
     expect((await srv.exit).code).toBe(0);
     expect(await gone([b!, replacement])).toBe(true);

@@ -13,7 +13,16 @@ import { buildClientProgram, resolveClientConfig } from '../src/cli/echo-client.
 import { buildServerProgram, resolveServerConfig } from '../src/cli/echo-server.js';
 import { UsageError } from '../src/core/parse.js';
 import { startUdpEchoServer } from '../src/index.js';
-import { bin, connect, hasCommand, jsonLines, SERVER_MODES as MODES, readN, spawnServer } from './helpers.js';
+import {
+  afterTest,
+  bin,
+  connect,
+  hasCommand,
+  jsonLines,
+  SERVER_MODES as MODES,
+  readN,
+  spawnServer,
+} from './helpers.js';
 
 describe('a log terminal nobody reads does not stop the server', () => {
   it.skipIf(!hasCommand('script'))(
@@ -55,7 +64,8 @@ describe('a log terminal nobody reads does not stop the server', () => {
   );
 });
 
-describe.each(MODES)('--mode %s: a slow drip cannot hold a slot', (_mode, args) => {
+// each test waits out a server timer (a 1 s window, a 500 ms lifetime): all modes at once
+describe.concurrent.each(MODES)('--mode %s: a slow drip cannot hold a slot', (_mode, args) => {
   it('--min-rate 100 (per 1 s window) closes a client sending 5 bytes a second, echoing what it sent', async () => {
     const srv = await spawnServer([...args, '--min-rate', '100', '--min-rate-window', '1s']);
     const c = await connect(srv.port);
@@ -69,7 +79,7 @@ describe.each(MODES)('--mode %s: a slow drip cannot hold a slot', (_mode, args) 
         sent++;
       }
     }, 200);
-    onTestFinished(() => clearInterval(drip));
+    afterTest(() => clearInterval(drip));
     const t0 = Date.now();
     await closed;
     clearInterval(drip);
@@ -91,7 +101,7 @@ describe.each(MODES)('--mode %s: a slow drip cannot hold a slot', (_mode, args) 
     const t0 = Date.now();
     const closed = once(c, 'end');
     const pump = setInterval(() => c.writable && c.write('busy'), 20);
-    onTestFinished(() => clearInterval(pump));
+    afterTest(() => clearInterval(pump));
     c.resume();
     await closed;
     clearInterval(pump);

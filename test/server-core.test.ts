@@ -223,7 +223,8 @@ describe('--mode fork survives what a peer can do', () => {
     },
   );
 
-  it.each(MODES)(
+  // each waits out its server's 1 s grace: the modes at once
+  it.concurrent.each(MODES)(
     '--mode %s: --grace 1s is the grace, and the totals include what was served',
     async (_m, args) => {
       const srv = await spawnServer([...args, '--grace', '1s']);

@@ -175,6 +175,9 @@ describe.each(MODES)('--mode %s', (mode, args) => {
     expect((await c.w.end).length).toBe(0);
     const d = await withHeader('GET / HTTP/1.0\r\n\r\n', '');
     expect((await d.w.end).length).toBe(0);
+    // the refused clients close their side too (a shutdown waits for their FIN for up to
+    // REFUSED_LINGER_MS)
+    for (const x of [b, c, d]) x.s.end();
     a.s.end();
     await a.w.end;
     const v2 = buildProxyHeader(

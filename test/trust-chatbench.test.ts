@@ -5,10 +5,19 @@
 import { spawn } from 'node:child_process';
 import dgram from 'node:dgram';
 import type { Socket } from 'node:net';
-import { afterEach, describe, expect, it, onTestFinished } from 'vitest';
+import { afterEach, describe, expect, it } from 'vitest';
 import { CHAT_PIECE, inPieces } from '../src/client/chat.js';
 import { parseFault, startUdpEchoServer, UdpEchoClient } from '../src/index.js';
-import { bin, hasCommand, jsonLines, plainServer, runEchoClient, spawnServer, until } from './helpers.js';
+import {
+  afterTest,
+  bin,
+  hasCommand,
+  jsonLines,
+  plainServer,
+  runEchoClient,
+  spawnServer,
+  until,
+} from './helpers.js';
 
 const savedBatch = process.env.ECHO_UDP_BATCH;
 afterEach(() => {
@@ -32,11 +41,11 @@ describe('UDP duplicate fault and the rate limit', () => {
       rateBurst: burst,
       faults: [parseFault('duplicate=1')],
     });
-    onTestFinished(async () => {
+    afterTest(async () => {
       await srv.close();
     });
     const c = dgram.createSocket({ type: 'udp4', recvBufferSize: 1024 * 1024 });
-    onTestFinished(() => {
+    afterTest(() => {
       c.close();
     });
     let replies = 0;
@@ -73,13 +82,14 @@ async function silentUdpPort(): Promise<{ port: number; received: () => number }
   let n = 0;
   s.on('message', () => n++);
   await new Promise<void>((r) => s.bind(0, '127.0.0.1', r));
-  onTestFinished(() => {
+  afterTest(() => {
     s.close();
   });
   return { port: s.address().port, received: () => n };
 }
 
-describe('echo-client bench when nothing comes back', () => {
+// each bench waits out its own timeouts against its own silent peer: they run at once
+describe.concurrent('echo-client bench when nothing comes back', () => {
   it('UDP to a closed port: errors counted (ECONNREFUSED), exit 1, nothing claimed verified', async () => {
     const port = await closedUdpPort();
     const t0 = performance.now();
@@ -115,7 +125,7 @@ describe('echo-client bench when nothing comes back', () => {
       held.push(s); // read, never answer
       s.on('error', () => {});
     });
-    onTestFinished(() => {
+    afterTest(() => {
       for (const s of held) s.destroy();
     });
     const t0 = performance.now();
@@ -149,7 +159,7 @@ describe('echo-client --udp matches each reply to its own request', () => {
   it('each request of a run leaves from its own source port, carrying exactly the bytes asked for', async () => {
     const seen: { msg: string; port: number }[] = [];
     const peer = dgram.createSocket('udp4');
-    onTestFinished(() => {
+    afterTest(() => {
       peer.close();
     });
     // an echo that answers every datagram twice
@@ -160,7 +170,7 @@ describe('echo-client --udp matches each reply to its own request', () => {
     });
     await new Promise<void>((r) => peer.bind(0, '127.0.0.1', r));
     const c = await UdpEchoClient.open({ host: '127.0.0.1', port: peer.address().port });
-    onTestFinished(() => c.close());
+    afterTest(() => c.close());
     for (let i = 0; i < 5; i++) {
       const { reply } = await c.roundTrip(Buffer.from('hello'));
       expect(reply.toString()).toBe('hello');
@@ -215,7 +225,7 @@ describe('echo-client --udp matches each reply to its own request', () => {
 function chatOnPty(port: number) {
   const cmd = `'${process.execPath}' '${bin('echo-chat')}' 127.0.0.1 ${port}`;
   const child = spawn('script', ['-qfec', cmd, '/dev/null'], { stdio: ['pipe', 'pipe', 'pipe'] });
-  onTestFinished(() => {
+  afterTest(() => {
     child.kill('SIGKILL');
   });
   const seen = { shown: 0, run: 0, longest: 0, tail: '' };
@@ -279,7 +289,7 @@ async function chatPeer() {
     });
     resolvePeer(s);
   });
-  onTestFinished(async () => {
+  afterTest(async () => {
     (await peer).destroy();
   });
   return { port, peer, got: () => got };

@@ -219,7 +219,9 @@ describe('echo-chat: nc -l PORT, -4/-6 against the address, -w', () => {
   });
 });
 
-describe('the real commands', () => {
+// each runs the commands against its own server on port 0, mostly waiting on their timers
+// (-w, bench -d): they run at once
+describe.concurrent('the real commands', () => {
   const listening = /listening on (?:\[([^\]]+)\]|([\d.]+)):(\d+)/;
 
   it.each(SERVER_MODES)(

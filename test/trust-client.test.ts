@@ -6,7 +6,7 @@ import { randomBytes } from 'node:crypto';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { describe, expect, it, onTestFinished } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { connectTcp } from '../src/core/connect.js';
 import { explainError } from '../src/core/errors.js';
 import { parseFault } from '../src/core/faults.js';
@@ -14,6 +14,7 @@ import { parseTarget, UsageError } from '../src/core/parse.js';
 import { escapeForTerminal } from '../src/core/terminal.js';
 import { startUdpEchoServer } from '../src/index.js';
 import {
+  afterTest,
   bin,
   echoServer,
   hasCommand,
@@ -38,7 +39,7 @@ const HOSTILE = Buffer.from(
 
 function tempFile(name: string, data: Buffer): string {
   const dir = mkdtempSync(path.join(tmpdir(), 'trust-client-'));
-  onTestFinished(() => rmSync(dir, { recursive: true, force: true }));
+  afterTest(() => rmSync(dir, { recursive: true, force: true }));
   const file = path.join(dir, name);
   writeFileSync(file, data);
   return file;
@@ -52,7 +53,7 @@ const sh = (args: string[]) => args.map((a) => `'${a.replace(/'/g, "'\\''")}'`).
  */
 function onTerminal(command: string): Promise<{ screen: Buffer; code: number | null }> {
   const child = spawn('script', ['-qfec', command, '/dev/null'], { stdio: ['ignore', 'pipe', 'pipe'] });
-  onTestFinished(() => {
+  afterTest(() => {
     if (child.exitCode === null) child.kill('SIGKILL');
   });
   const out: Buffer[] = [];
@@ -113,7 +114,7 @@ describe('peer bytes on a terminal', () => {
 
   it.skipIf(!hasScript)('the same for --udp piped', async () => {
     const srv = await startUdpEchoServer({ port: 0 });
-    onTestFinished(async () => {
+    afterTest(async () => {
       await srv.close();
     });
     const input = tempFile('hostile', HOSTILE);
@@ -201,7 +202,8 @@ describe('more bytes back than were sent', () => {
   });
 });
 
-describe('--banner from a server that sends none', () => {
+// the tests of the next three blocks wait out a client's or a server's timer: all run at once
+describe.concurrent('--banner from a server that sends none', () => {
   const silent = () => plainServer((s) => s.resume());
 
   it('-m: the banner timeout ends the command', async () => {
@@ -224,7 +226,7 @@ describe('--banner from a server that sends none', () => {
   });
 });
 
-describe('--timeout bounds a stalled write as well as a silent read', () => {
+describe.concurrent('--timeout bounds a stalled write as well as a silent read', () => {
   // every mode under test:e2e
   for (const [mode, args] of matrix(SERVER_MODES, ['evented', 'workers'])) {
     it(`piped, 3 MiB into stall-after=1m (${mode}): exit 1 with the bytes each way`, async () => {
@@ -306,7 +308,7 @@ describe('--timeout bounds a stalled write as well as a silent read', () => {
   });
 });
 
-describe('progress of a long piped transfer', () => {
+describe.concurrent('progress of a long piped transfer', () => {
   it.skipIf(!hasScript)(
     'stderr on a terminal: bytes each way and a rate, then the line is cleared',
     async () => {
@@ -325,7 +327,7 @@ describe('progress of a long piped transfer', () => {
 
   it.skipIf(!hasScript)('--udp piped: the same line', async () => {
     const srv = await startUdpEchoServer({ port: 0, faults: [parseFault('latency=100ms')] });
-    onTestFinished(async () => {
+    afterTest(async () => {
       await srv.close();
     });
     const input = tempFile('lines', Buffer.from('a line of text\n'.repeat(12)));

@@ -8,8 +8,8 @@ import { once } from 'node:events';
 import fs from 'node:fs';
 import net from 'node:net';
 import tls from 'node:tls';
-import { describe, expect, it, onTestFinished } from 'vitest';
-import { bin, jsonLines, matrix, until } from './helpers.js';
+import { describe, expect, it } from 'vitest';
+import { afterTest, bin, jsonLines, matrix, until } from './helpers.js';
 
 /**
  * Where the servers whose stderr may say nothing listen: an address of their own, so that `ss`
@@ -39,7 +39,7 @@ async function portOf(pid: number, udp = false): Promise<number> {
 
 function spawnWith(name: string, args: string[], stderr: 'pipe' | number): ChildProcess {
   const child = spawn(process.execPath, [bin(name), ...args], { stdio: ['ignore', 'ignore', stderr] });
-  onTestFinished(() => {
+  afterTest(() => {
     if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
   });
   return child;
@@ -65,7 +65,7 @@ async function termination(child: ChildProcess, boundMs = 8_000): Promise<number
 /** One echo over a new connection (TLS when asked). */
 async function echoOnce(port: number, useTls: boolean, payload: string, host = HOST): Promise<string> {
   const s = useTls ? tls.connect({ port, host, rejectUnauthorized: false }) : net.connect({ port, host });
-  onTestFinished(() => {
+  afterTest(() => {
     s.destroy();
   });
   await once(s, useTls ? 'secureConnect' : 'connect');
@@ -82,7 +82,7 @@ async function echoOnce(port: number, useTls: boolean, payload: string, host = H
 
 async function udpEcho(port: number, payload: string): Promise<string> {
   const s = dgram.createSocket('udp4');
-  onTestFinished(() => {
+  afterTest(() => {
     try {
       s.close();
     } catch {}
@@ -198,7 +198,7 @@ describe('a log nobody can write', () => {
     const server = net.createServer((s) => s.pipe(s));
     server.listen(0, '127.0.0.1');
     await once(server, 'listening');
-    onTestFinished(() => {
+    afterTest(() => {
       server.close();
     });
     const port = (server.address() as net.AddressInfo).port;
@@ -209,7 +209,7 @@ describe('a log nobody can write', () => {
         stdio: ['ignore', 'pipe', 'ignore'],
         detached: true,
       });
-      onTestFinished(() => {
+      afterTest(() => {
         try {
           process.kill(-sh.pid!, 'SIGKILL');
         } catch {}
@@ -226,7 +226,9 @@ describe('a log nobody can write', () => {
   });
 });
 
-describe('the metrics port', () => {
+// this test waits seconds on the metrics server's request timeout: it runs alongside the three
+// blocks that follow, whose tests run at once too (each its own server on port 0)
+describe.concurrent('the metrics port', () => {
   it('closes a connection that sent half a request line within a few seconds', async () => {
     const child = spawnWith('echo-server', ['--port', '0', '--log-format', 'json', '--metrics', '0'], 'pipe');
     let err = '';
@@ -236,7 +238,7 @@ describe('the metrics port', () => {
     await until(() => /metrics on http:\/\/[^:]+:\d+/.test(err), 15_000, 'metrics line');
     const port = Number(err.match(/metrics on http:\/\/[^:]+:(\d+)/)![1]);
     const s = net.connect({ port, host: '127.0.0.1' });
-    onTestFinished(() => {
+    afterTest(() => {
       s.destroy();
     });
     await once(s, 'connect');
@@ -278,7 +280,7 @@ async function runCli(
   input = '',
 ): Promise<{ code: number | null; err: string }> {
   const child = spawn(process.execPath, [bin(name), ...args], { stdio: ['pipe', 'ignore', 'pipe'] });
-  onTestFinished(() => {
+  afterTest(() => {
     if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
   });
   let err = '';
@@ -291,7 +293,7 @@ async function runCli(
   return { code, err };
 }
 
-describe('--log-format json: every stderr line is a JSON object', () => {
+describe.concurrent('--log-format json: every stderr line is a JSON object', () => {
   it.each([
     ['echo-client, nothing listening (exit 1)', 'echo-client', ['-m', 'x', '127.0.0.1', 'CLOSED'], 1],
     ['echo-client, an unknown flag (exit 2)', 'echo-client', ['--bogus'], 2],
@@ -347,7 +349,7 @@ describe('--log-format json: every stderr line is a JSON object', () => {
 /** What HAProxy's checks do: connect, maybe send a line and read it back, then close with RST. */
 async function healthCheck(port: number, line?: string): Promise<void> {
   const s = net.connect({ port, host: '127.0.0.1' });
-  onTestFinished(() => {
+  afterTest(() => {
     s.destroy();
   });
   await once(s, 'connect');
@@ -361,7 +363,7 @@ async function healthCheck(port: number, line?: string): Promise<void> {
   s.resetAndDestroy(); // SO_LINGER 0: RST, no FIN
 }
 
-describe('health checks (connect, then RST) are not errors', () => {
+describe.concurrent('health checks (connect, then RST) are not errors', () => {
   it.each(MODES.filter(([, , k]) => !k.udp && !k.tls))(
     '%s: no INFO line, no error counted, still a connection',
     async (_n, args) => {
@@ -417,7 +419,7 @@ function series(text: string, name: string): number {
   return m ? Number(m[1]) : Number.NaN;
 }
 
-describe('--metrics', () => {
+describe.concurrent('--metrics', () => {
   it('no series carries a label named instance; the instance name is the server label', async () => {
     const { scrape } = await metricsServer(['--instance-name', 'e1']);
     const text = await scrape();
@@ -437,7 +439,7 @@ describe('--metrics', () => {
     async (_n, args) => {
       const { port, scrape } = await metricsServer(args);
       const s = net.connect({ port, host: '127.0.0.1' });
-      onTestFinished(() => {
+      afterTest(() => {
         s.destroy();
       });
       await once(s, 'connect');

@@ -59,8 +59,10 @@ async function stop(srv: Awaited<ReturnType<typeof spawnServer>>) {
   return t as Record<string, any>;
 }
 
-// every mode under test:e2e; evented, workers and --exclusive (a listener per worker) always
-describe.each(matrix(MODES, ['evented', 'workers', 'workers --exclusive']))('--mode %s', (mode, args) => {
+// every mode under test:e2e; evented, workers and --exclusive (a listener per worker) always.
+// The tests of this block and the next each have their own server: they run at once
+const PROXY_MODES = matrix(MODES, ['evented', 'workers', 'workers --exclusive']);
+describe.concurrent.each(PROXY_MODES)('--mode %s', (mode, args) => {
   it('--proxy-protocol: a header is believed only from --proxy-from; anyone else is refused unread, counted and logged once', async () => {
     const srv = await spawnServer([
       ...args,
@@ -130,7 +132,7 @@ describe.each(matrix(MODES, ['evented', 'workers', 'workers --exclusive']))('--m
   });
 });
 
-describe.each(matrix(LIMIT_MODES, ['evented', 'fork']))('--mode %s, limits', (_mode, args) => {
+describe.concurrent.each(matrix(LIMIT_MODES, ['evented', 'fork']))('--mode %s, limits', (_mode, args) => {
   it('--proxy-protocol: a half-sent header holds a slot from accept, and only for --proxy-timeout', async () => {
     const srv = await spawnServer([
       ...args,
@@ -151,6 +153,9 @@ describe.each(matrix(LIMIT_MODES, ['evented', 'fork']))('--mode %s, limits', (_m
     const t0 = Date.now();
     await Promise.all(ends.map((e) => e.end));
     expect(Date.now() - t0).toBeLessThan(5000);
+    // closed by the server: the clients close their side too (a shutdown waits for refused
+    // clients' FIN for up to REFUSED_LINGER_MS)
+    for (const s of stalled) s.end();
     // the slots are free again
     const ok = await connect(srv.port);
     ok.write(`PROXY TCP4 203.0.113.7 127.0.0.1 40001 7007\r\nagain`);

@@ -4,10 +4,18 @@
 
 import dgram from 'node:dgram';
 import { once } from 'node:events';
-import { describe, expect, it, onTestFinished } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { adminRoutes } from '../src/server/admin.js';
 import type { ServerHandle } from '../src/server/listener.js';
-import { connect, expectReadsOnlyWhileWatched, get, SERVER_MODES, spawnServer, watch } from './helpers.js';
+import {
+  afterTest,
+  connect,
+  expectReadsOnlyWhileWatched,
+  get,
+  SERVER_MODES,
+  spawnServer,
+  watch,
+} from './helpers.js';
 
 async function serverWithAdmin(args: string[]) {
   const srv = await spawnServer(['--metrics', '127.0.0.1:0', ...args]);
@@ -15,7 +23,8 @@ async function serverWithAdmin(args: string[]) {
   return { ...srv, admin: `http://${m[1]}/` };
 }
 
-describe('the admin page on the --metrics port', () => {
+// each test waits for its own server's /events pushes: they run at once
+describe.concurrent('the admin page on the --metrics port', () => {
   it('serves the page, its files and /metrics beside it; a foreign Host is refused', async () => {
     const srv = await serverWithAdmin([]);
     const page = await get(srv.admin);
@@ -69,7 +78,7 @@ describe('the admin page on the --metrics port', () => {
     const w = await watch(srv.admin);
     expect((await w.next(() => true)).mode).toBe('udp');
     const s = dgram.createSocket('udp4');
-    onTestFinished(() => {
+    afterTest(() => {
       s.close();
     });
     s.send('ping', srv.port, '127.0.0.1');
