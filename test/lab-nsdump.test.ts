@@ -1,7 +1,8 @@
 // The namespace scenarios' ladders against tcpdump run inside the same namespace, on the same
 // veth: tcpdump is started (and listening) before the scenario's first segment, through the
-// hook withTwoHosts calls once the veth is up. Same segments (flags, order, lengths, seq/ack,
-// absolute and relative), µs times within 1 ms. Slow: run by `npm run test:e2e`.
+// hook withTwoHosts and withRouter call once the veth is up. Same segments (flags, order,
+// lengths, seq/ack, absolute and relative), µs times within 1 ms; the same ICMP errors (type,
+// code, sender, quoted segment), µs times within 1 ms. Slow: run by `npm run test:e2e`.
 
 import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
 import { once } from 'node:events';
@@ -12,7 +13,7 @@ import { afterAll, describe, expect, it } from 'vitest';
 import { captureUnavailable, type Segment } from '../src/lab/capture.js';
 import { findScenario, SCENARIOS, traced } from '../src/lab/index.js';
 import type { Ladder } from '../src/lab/ladder.js';
-import { type NamespacePair, netnsUnavailable, onNamespaces } from '../src/lab/netns.js';
+import { type NamespacePair, netnsUnavailable, onNamespaces, ROUTER_ADDR } from '../src/lab/netns.js';
 import { FULL_MATRIX } from './helpers.js';
 
 const noRun = !FULL_MATRIX
@@ -36,8 +37,9 @@ afterAll(() => rmSync(dir, { recursive: true, force: true }));
 
 /**
  * tcpdump inside the client's namespace on its veth end, writing nanosecond stamps; resolves
- * once it says it is listening (so before any scenario traffic). Keeps TCP, and the UDP datagram
- * the lab's capture sends to port 9 when it stops: what follows the last one the lab never read.
+ * once it says it is listening (so before any scenario traffic). Keeps TCP, ICMP, and the UDP
+ * datagram the lab's capture sends to port 9 when it stops: what follows the last one the lab
+ * never read. Headers only (-s 256) in a 16 MB ring (-B), so a busy moment does not fill it.
  */
 async function startTcpdump(pair: NamespacePair, file: string): Promise<() => Promise<void>> {
   const p: ChildProcess = spawn(
@@ -53,9 +55,13 @@ async function startTcpdump(pair: NamespacePair, file: string): Promise<() => Pr
       '--immediate-mode',
       '-U',
       '--time-stamp-precision=nano',
+      '-s',
+      '256',
+      '-B',
+      '16384',
       '-w',
       file,
-      'tcp or (udp and dst port 9)',
+      'tcp or icmp or (udp and dst port 9)',
     ],
     { stdio: ['ignore', 'ignore', 'pipe'] },
   );
@@ -93,19 +99,75 @@ interface Dumped {
   seq?: number;
   ack?: number;
   len: number;
+  /** an ICMP unreachable quoting a TCP segment (src/dst its IP ends; sport/dport/flags/len 0) */
+  icmp?: {
+    type: number;
+    code: number;
+    quoted: { src: string; sport: number; dst: string; dport: number; seq: number };
+  };
 }
 
-/** The pcap's TCP segments up to the lab capture's last stop marker (-tt ns stamps, -S absolute seq). */
+/** An ICMP packet's bytes as tcpdump -x prints them (from the IP header) → what it says about TCP. */
+function icmpOf(hex: string): Dumped['icmp'] {
+  const b = Buffer.from(hex, 'hex');
+  const at = (b[0]! & 0x0f) * 4;
+  const q = at + 8;
+  if (b.length < q + 20 || b[q + 9] !== 6) return undefined; // not quoting TCP
+  const qt = q + (b[q]! & 0x0f) * 4;
+  if (b.length < qt + 8) return undefined;
+  const addr = (o: number) => [...b.subarray(o, o + 4)].join('.');
+  return {
+    type: b[at]!,
+    code: b[at + 1]!,
+    quoted: {
+      src: addr(q + 12),
+      sport: b.readUInt16BE(qt),
+      dst: addr(q + 16),
+      dport: b.readUInt16BE(qt + 2),
+      seq: b.readUInt32BE(qt + 4),
+    },
+  };
+}
+
+/**
+ * The pcap's TCP segments and ICMP unreachables about TCP segments, up to the lab capture's last
+ * stop marker (-tt ns stamps, -S absolute seq, -x each packet's bytes under its line).
+ */
 function readDump(file: string): Dumped[] {
-  const out = execFileSync(tcpdumpPath!, ['-r', file, '-n', '-tt', '-S', '--time-stamp-precision=nano'], {
-    encoding: 'utf8',
-    stdio: ['ignore', 'pipe', 'ignore'],
-    maxBuffer: 1 << 28,
-  });
+  const out = execFileSync(
+    tcpdumpPath!,
+    ['-r', file, '-n', '-tt', '-S', '-x', '--time-stamp-precision=nano'],
+    {
+      encoding: 'utf8',
+      stdio: ['ignore', 'pipe', 'ignore'],
+      maxBuffer: 1 << 28,
+    },
+  );
   const rows: (Dumped | 'marker')[] = [];
+  // an ICMP line waiting for its bytes (the hex lines after it)
+  let icmpRow: { row: Dumped; hex: string } | undefined;
+  const endIcmp = () => {
+    if (!icmpRow) return;
+    const icmp = icmpOf(icmpRow.hex);
+    if (icmp) rows.push({ ...icmpRow.row, icmp });
+    icmpRow = undefined;
+  };
   for (const line of out.split('\n')) {
+    const hex = /^\s+0x[0-9a-f]+:\s+((?:[0-9a-f]{2,4} ?)+)/.exec(line);
+    if (hex) {
+      if (icmpRow) icmpRow.hex += hex[1]!.replace(/\s/g, '');
+      continue;
+    }
+    endIcmp();
     if (/^\d+\.\d{9} IP \S+ > \S+\.9: UDP/.test(line)) {
       rows.push('marker');
+      continue;
+    }
+    const u = /^(\d+)\.(\d{9}) IP (\S+) > (\S+): ICMP .*unreachable/.exec(line);
+    if (u) {
+      const [, sec, nsec, src, dst] = u;
+      const row = { us: Number(sec) * 1e6 + Number(nsec) / 1000, src: src!, sport: 0, dst: dst!, dport: 0 };
+      icmpRow = { row: { ...row, flags: '', len: 0 }, hex: '' };
       continue;
     }
     const m =
@@ -126,6 +188,7 @@ function readDump(file: string): Dumped[] {
       len: Number(len),
     });
   }
+  endIcmp();
   const last = rows.lastIndexOf('marker');
   return (last < 0 ? rows : rows.slice(0, last)).filter((x): x is Dumped => x !== 'marker');
 }
@@ -157,11 +220,15 @@ const keyOfOurs = (s: Segment) => {
   });
 };
 
-/** tcpdump's rows grouped per connection (in order of first appearance), as the ladder groups them */
+/**
+ * tcpdump's rows grouped per connection (in order of first appearance), as the ladder groups
+ * them: an ICMP error joins the connection of the segment it quotes
+ */
 function connections(rows: Dumped[]): Dumped[][] {
   const conns = new Map<string, Dumped[]>();
   for (const d of rows) {
-    const k = [`${d.src}|${d.sport}`, `${d.dst}|${d.dport}`].sort().join('—');
+    const e = d.icmp?.quoted ?? d;
+    const k = [`${e.src}|${e.sport}`, `${e.dst}|${e.dport}`].sort().join('—');
     const list = conns.get(k);
     if (list) list.push(d);
     else conns.set(k, [d]);
@@ -179,11 +246,20 @@ function compareLadder(l: Ladder, conn: Dumped[]): void {
   const rel = (n: number, side: string) => (n - isn.get(side)!) >>> 0;
   l.rows.forEach((row, i) => {
     const d = conn[i]!;
+    expect(Math.abs(row.us - (d.us - conn[0]!.us))).toBeLessThan(1000);
+    if (d.icmp) {
+      // an ICMP row: the same error, from the same sender, about the same segment
+      expect(row.icmp).toBeDefined();
+      expect([row.icmp!.type, row.icmp!.code, row.icmp!.from]).toEqual([d.icmp.type, d.icmp.code, d.src]);
+      const q = d.icmp.quoted;
+      expect(row.seq).toBe(rel(q.seq, `${q.src}|${q.sport}`));
+      return;
+    }
+    expect(row.icmp).toBeUndefined();
     expect(letters(row.flags)).toBe(d.flags);
     expect(row.len).toBe(d.len);
     if (d.seq !== undefined) expect(row.seq).toBe(rel(d.seq, `${d.src}|${d.sport}`));
     if (d.flags.includes('.')) expect(row.ack).toBe(rel(d.ack!, `${d.dst}|${d.dport}`));
-    expect(Math.abs(row.us - (d.us - conn[0]!.us))).toBeLessThan(1000);
   });
 }
 
@@ -210,22 +286,54 @@ describe.skipIf(!!noRun || !tcpdumpPath)('namespace ladders match tcpdump in the
       if (!r.trace || !('segments' in r.trace)) throw new Error(`no trace: ${JSON.stringify(r.trace)}`);
       // one pair of namespaces per scenario, each watched by its own tcpdump from the start
       expect(pairs).toHaveLength(1);
-      const theirs = readDump(pairs[0]!.file);
-      const ours = r.trace.netnsSegments ?? r.trace.segments;
+      const dumped = readDump(pairs[0]!.file);
+      const theirs = dumped.filter((d) => !d.icmp);
+      const all = r.trace.netnsSegments ?? r.trace.segments;
+      const ours = all.filter((s) => !s.icmp);
       // same segments, in the same order: flags, absolute seq/ack, lengths
       expect(ours.map(keyOfOurs)).toEqual(theirs.map(keyOfDump));
       if (name === 'unreachable') {
         // the routing table refuses both connects: not one segment leaves the namespace
-        expect(theirs).toEqual([]);
+        expect(dumped).toEqual([]);
         return;
       }
       expect(ours.length).toBeGreaterThan(2);
       // the same kernel clock: µs times within 1 ms of tcpdump's
       const worst = Math.max(...ours.map((s, i) => Math.abs(s.epochUs - theirs[i]!.us)));
       expect(worst).toBeLessThan(1000);
-      for (const s of ours) expect(s.clock).toBe('kernel');
+      for (const s of all) expect(s.clock).toBe('kernel');
+      // the same ICMP errors, in the same order: type/code, sender, the segment quoted, µs times
+      // within 1 ms (the router's, when the scenario has one)
+      const icmpOurs = all.filter((s) => s.icmp);
+      const icmpTheirs = dumped.filter((d) => d.icmp);
+      const icmpKey = (
+        src: string,
+        type: number,
+        code: number,
+        q: { src: string; sport: number; dst: string; dport: number; seq: number },
+      ) => `ICMP ${type}/${code} from ${src} about ${q.src}.${q.sport}>${q.dst}.${q.dport} seq ${q.seq}`;
+      expect(icmpOurs.map((s) => icmpKey(s.src, s.icmp!.type, s.icmp!.code, s.icmp!.quoted))).toEqual(
+        icmpTheirs.map((d) => icmpKey(d.src, d.icmp!.type, d.icmp!.code, d.icmp!.quoted)),
+      );
+      for (const [i, s] of icmpOurs.entries())
+        expect(Math.abs(s.epochUs - icmpTheirs[i]!.us)).toBeLessThan(1000);
+      if (name === 'host-unreachable') {
+        // the router's errors on the wire, per target: host unreachable, administratively
+        // prohibited, and host unreachable once its ARP gave up (one for each SYN it had queued)
+        const codes = new Map<string, Set<string>>();
+        for (const d of icmpTheirs) {
+          expect(d.src).toBe(ROUTER_ADDR);
+          const q = d.icmp!.quoted.dst;
+          codes.set(q, (codes.get(q) ?? new Set()).add(`${d.icmp!.type}/${d.icmp!.code}`));
+        }
+        expect(Object.fromEntries([...codes].map(([a, c]) => [a, [...c]]))).toEqual({
+          '198.18.2.5': ['3/1'],
+          '198.18.2.6': ['3/13'],
+          '198.18.1.9': ['3/1'],
+        });
+      }
       // the drawn ladders: one per connection, relative seq/ack and times as tcpdump's
-      const conns = connections(theirs);
+      const conns = connections(dumped);
       // the namespace part's ladders come last (after any on lo)
       const drawn = r.trace.ladders.slice(-conns.length);
       expect(drawn.length).toBe(conns.length);

@@ -33,7 +33,7 @@ export interface NamespacePair {
 /**
  * A witness of a pair's traffic (tcpdump in a test): called once the veth is up, before any
  * scenario traffic, and awaited; the function it resolves to is awaited before the namespaces
- * are removed.
+ * are removed. withRouter hands it the client's link: `server` and `serverIf` are the router's.
  */
 export type NamespaceWatcher = (ns: NamespacePair) => Promise<() => Promise<void>>;
 const nsWatchers = new Set<NamespaceWatcher>();
@@ -289,6 +289,7 @@ export async function withRouter<T>(fn: (h: RoutedHosts) => Promise<T>): Promise
   };
   pending.add(removeNow);
   const report = nsTrace;
+  const unwatch: (() => Promise<void>)[] = [];
   let stopped: Promise<Segment[]> | undefined;
   let capture: Child | undefined;
   const captured = () => {
@@ -349,6 +350,9 @@ export async function withRouter<T>(fn: (h: RoutedHosts) => Promise<T>): Promise
       stdio: 'pipe',
     });
     const spawnIn = (ns: string, role: object): Child => spawnChild(ns, role, children);
+    // the watchers see the client's link: its veth end, and the router on the other end
+    const pair = { client, server: router, clientIf: dev.client, serverIf: dev.routerC };
+    for (const watch of nsWatchers) unwatch.push(await watch(pair));
     // the datagram that ends the capture goes to the router's discard port, over the veth
     capture = spawnIn(client, {
       role: 'capture',
@@ -377,6 +381,7 @@ export async function withRouter<T>(fn: (h: RoutedHosts) => Promise<T>): Promise
       report?.(segments);
     }
   } finally {
+    for (const stop of unwatch.splice(0)) await stop().catch(() => {});
     pending.delete(removeNow);
     await killChildren(children);
     deleteNamespaces();
