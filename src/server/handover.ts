@@ -2,9 +2,10 @@
 // descriptors over an AF_UNIX SOCK_SEQPACKET pair (SCM_RIGHTS), several per message with
 // their metadata as JSON, instead of one per Node IPC message with an acknowledgement each.
 //
-// Primary: one HandoverChannel per worker. Sockets handed in one event-loop turn leave in one
-// sendmsg at the end of the turn (setImmediate), up to BATCH_MAX per message; the primary
-// closes its copies once sendmsg has returned (the kernel holds the descriptors in flight).
+// Primary: one HandoverChannel per worker. What it sends is a net.Socket or, where the
+// listener accepted without one, an AcceptedHandle. Sockets handed in one event-loop turn
+// leave in one sendmsg at the end of the turn (setImmediate), up to BATCH_MAX per message; the
+// primary closes its copies once sendmsg has returned (the kernel holds the descriptors in flight).
 // EAGAIN (the worker's queue is full) keeps them queued and retries, never blocking. Batches
 // are numbered: a worker told to shut down is told how many were sent, and takes them all.
 // Worker: receiveHandovers() turns every descriptor into a net.Socket for the same pipeline
@@ -29,7 +30,7 @@ import {
   socketPair,
   wake,
 } from '../core/fdpass.js';
-import { handleFd, releaseHandle } from '../core/internals.js';
+import { AcceptedHandle, handleFd, releaseHandle } from '../core/internals.js';
 import { sysError } from '../core/libc.js';
 
 /** What travels with each descriptor. */
@@ -79,7 +80,8 @@ export function handoverPair(): { parent: [number, number]; child: [number, numb
 }
 
 interface Entry {
-  socket: Socket;
+  /** a net.Socket, or an accepted handle that never had one */
+  socket: Socket | AcceptedHandle;
   fd: number;
   meta: string;
   /** sent (no error), or not: the socket is still this process's */
@@ -113,9 +115,9 @@ export class HandoverChannel {
    * here is closed then) or could not be. False, with nothing done, when it cannot go this
    * way (the channel is broken, the socket has no descriptor, its metadata is too large).
    */
-  send(socket: Socket, meta: HandedMeta, done: Entry['done']): boolean {
+  send(socket: Socket | AcceptedHandle, meta: HandedMeta, done: Entry['done']): boolean {
     if (this.broken) return false;
-    const fd = handleFd(socket);
+    const fd = socket instanceof AcceptedHandle ? socket.fd : handleFd(socket);
     if (fd === undefined) return false;
     const json = JSON.stringify(meta);
     if (json.length > META_MAX) return false;
@@ -167,7 +169,9 @@ export class HandoverChannel {
       this.seq++;
       this.queue.splice(0, n);
       for (const e of batch) {
-        releaseHandle(e.socket); // in flight: the kernel holds the descriptor
+        // in flight: the kernel holds the descriptor
+        if (e.socket instanceof AcceptedHandle) e.socket.release();
+        else releaseHandle(e.socket);
         e.done();
       }
     }
