@@ -10,7 +10,8 @@
 // ECHO_INTERNALS_BROKEN (read here only) replaces an internal with a broken one, to test that
 // the check notices: `onconnection` drops the last byte of every read, `onconnection-silent`
 // never hands the accepted connection on, `light` drops the last byte of every read of a
-// light connection (LightSocket, checked by lightPathWorks()).
+// light connection (LightSocket, checked by lightPathWorks()), `light-fd` the same for light
+// connections on a received descriptor only (openLight; the hand-over's self-test uses them).
 
 import { randomBytes } from 'node:crypto';
 import { Socket as DgramSocket } from 'node:dgram';
@@ -652,7 +653,8 @@ export class LightSocket {
   constructor(
     handle: TcpHandle,
     private readonly reader: OnRead,
-    private readonly server: net.Server & ServerFields,
+    /** the server that counts it; none for a handle opened on a received descriptor (openLight) */
+    private readonly server: (net.Server & ServerFields) | undefined,
   ) {
     this._handle = handle;
     handle.conn = this;
@@ -854,9 +856,11 @@ export class LightSocket {
 
   private finishClose(err: Error | undefined): void {
     const srv = this.server;
-    if (typeof srv._connections === 'number') srv._connections--;
-    const drained = (srv as unknown as { _emitCloseIfDrained?: () => void })._emitCloseIfDrained;
-    if (typeof drained === 'function') drained.call(srv);
+    if (srv) {
+      if (typeof srv._connections === 'number') srv._connections--;
+      const drained = (srv as unknown as { _emitCloseIfDrained?: () => void })._emitCloseIfDrained;
+      if (typeof drained === 'function') drained.call(srv);
+    }
     if (err) this.emit('error', err);
     this.emit('close', err !== undefined);
   }
@@ -941,10 +945,56 @@ export class LightSocket {
     const socket = build(h);
     const s = socket as net.Socket & { server?: net.Server; _server?: net.Server };
     // the server's count moves to the socket: net decrements it when that one is destroyed
-    s.server = this.server;
-    s._server = this.server;
+    if (this.server) {
+      s.server = this.server;
+      s._server = this.server;
+    }
     done(socket);
   }
+}
+
+/** tcp_wrap's TCP constructor and its SOCKET type (process.binding('tcp_wrap'), Node 20, 24) */
+interface TcpBinding {
+  TCP: new (type: number) => TcpHandle & { open(fd: number): number };
+  SOCKET: number;
+}
+let tcpBindingCache: TcpBinding | null | undefined;
+function tcpBinding(): TcpBinding | null {
+  if (tcpBindingCache !== undefined) return tcpBindingCache;
+  tcpBindingCache = null;
+  try {
+    const bind = (process as unknown as { binding?: (m: string) => Record<string, any> }).binding;
+    const b = bind?.call(process, 'tcp_wrap');
+    if (b && typeof b.TCP === 'function' && typeof b.constants?.SOCKET === 'number')
+      tcpBindingCache = { TCP: b.TCP, SOCKET: b.constants.SOCKET };
+  } catch {
+    // no process.binding, or it refuses tcp_wrap: net.Socket stays
+  }
+  return tcpBindingCache;
+}
+
+/**
+ * A LightSocket on a connected TCP descriptor this process received (a TCP handle of
+ * tcp_wrap opened on `fd`, as net.Socket({ fd }) opens one), reading into `reader`'s buffers
+ * at once; counted by no server. Undefined, with `fd` still the caller's, where the handle
+ * cannot be had or driven here, or open() fails. Callers check lightPathWorks() first.
+ */
+export function openLight(fd: number, reader: OnRead): LightSocket | undefined {
+  const b = tcpBinding();
+  if (!b || !streamBinding()) return undefined;
+  let h: TcpHandle & { open(fd: number): number };
+  try {
+    h = new b.TCP(b.SOCKET);
+  } catch {
+    return undefined;
+  }
+  if (typeof h.open !== 'function' || !drivable(h) || h.open(fd) !== 0) {
+    // not opened: the descriptor is not the handle's (the closed handle leaves it alone)
+    h.close();
+    return undefined;
+  }
+  const b2 = broken();
+  return new LightSocket(h, b2 === 'light' || b2 === 'light-fd' ? brokenRead(reader) : reader, undefined);
 }
 
 function sysErrorName(errno: number): string {
