@@ -110,27 +110,29 @@ export class Admission {
   }
 
   /**
-   * Admit `socket`, or refuse and close it. On admission, returns the function that frees
+   * Admit `conn`, or refuse and close it. On admission, returns the function that frees
    * its slot (idempotent); call it when the connection is over. `access: false` skips the
    * access lists (a PROXY connection: they apply to the client its header names, see move());
-   * only such a slot can be moved.
+   * only such a slot can be moved. `conn` may be a function that builds it: called only
+   * to refuse (a connection accepted without a net.Socket gets one then).
    */
   admit(
-    socket: Socket,
-    address = socket.remoteAddress ?? '?',
+    conn: Socket | (() => Socket),
+    address = typeof conn === 'function' ? '?' : (conn.remoteAddress ?? '?'),
     { access = true } = {},
   ): (() => void) | undefined {
     const { o } = this;
+    const socket = (): Socket => (typeof conn === 'function' ? conn() : conn);
     if (access && o.access?.active) {
       const v = o.access.check(address);
-      if (!v.ok) return this.refuse(socket, 'access', v.why, address);
+      if (!v.ok) return this.refuse(socket(), 'access', v.why, address);
     }
-    if (this.closing) return this.refuse(socket, 'closing', 'shutting down', address);
+    if (this.closing) return this.refuse(socket(), 'closing', 'shutting down', address);
     if (o.reclaim && this.overLimit(address)) o.reclaim();
     const open = this.held;
     if (o.maxConnections !== undefined && open >= o.maxConnections) {
       return this.refuse(
-        socket,
+        socket(),
         'max',
         `${plural(open, 'connection')} open (--max-connections ${o.maxConnections})`,
         address,
@@ -146,7 +148,7 @@ export class Admission {
             : undefined;
     if (fdLimit !== undefined) {
       return this.refuse(
-        socket,
+        socket(),
         'fd-limit',
         `${plural(open, 'connection')} open: the file-descriptor limit (${fdLimit}) is nearly reached; raise ulimit -n`,
         address,
@@ -156,7 +158,7 @@ export class Admission {
       const n = this.perIp.get(address) ?? 0;
       if (n >= o.maxConnectionsPerIp) {
         return this.refuse(
-          socket,
+          socket(),
           'per-ip',
           `${plural(n, 'connection')} from this address (--max-connections-per-ip ${o.maxConnectionsPerIp})`,
           address,

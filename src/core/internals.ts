@@ -10,7 +10,8 @@
 // ECHO_INTERNALS_BROKEN (read here only) replaces an internal with a broken one, to test that
 // the check notices: `onconnection` drops the last byte of every read, `onconnection-silent`
 // never hands the accepted connection on, `light` drops the last byte of every read of a
-// light connection (LightSocket, checked by lightPathWorks()).
+// light connection (LightSocket, checked by lightPathWorks()), `light-fd` the same for light
+// connections on a received descriptor only (openLight; the hand-over's self-test uses them).
 
 import { randomBytes } from 'node:crypto';
 import { Socket as DgramSocket } from 'node:dgram';
@@ -118,6 +119,127 @@ export function interceptAccept(
     (socket as net.Socket & { _server?: net.Server })._server = server;
     onSocket(socket);
     if (serverSocketChannel.hasSubscribers) serverSocketChannel.publish({ socket });
+  };
+  return true;
+}
+
+/** The part of an accepted TCP handle AcceptedHandle uses (tcp_wrap, Node 20, 24). */
+interface HeldTcpHandle {
+  fd?: number;
+  getpeername?: (out: Record<string, unknown>) => number;
+  close(cb?: () => void): void;
+}
+
+/**
+ * An accepted connection's TCP handle held without a net.Socket: its peer read once from the
+ * handle, its descriptor, and either release() (its copy closed once the descriptor is on its
+ * way to another process) or socket() (a paused net.Socket takes the handle over, for what
+ * needs one: a refusal, Node's IPC). The server counts it from accept until release(), or
+ * until that net.Socket is destroyed.
+ */
+export class AcceptedHandle {
+  readonly remoteAddress: string | undefined;
+  readonly remotePort: number | undefined;
+  readonly remoteFamily: string | undefined;
+  private h: HeldTcpHandle | null;
+  private sock: net.Socket | undefined;
+
+  constructor(
+    handle: HeldTcpHandle,
+    private readonly server: net.Server & ServerFields,
+  ) {
+    this.h = handle;
+    const out: Record<string, unknown> = {};
+    const ok = typeof handle.getpeername === 'function' && handle.getpeername(out) === 0;
+    this.remoteAddress = ok && typeof out.address === 'string' ? out.address : undefined;
+    this.remotePort = ok && typeof out.port === 'number' ? out.port : undefined;
+    this.remoteFamily = ok && typeof out.family === 'string' ? out.family : undefined;
+  }
+
+  /** the descriptor, while this object holds the handle (neither released nor given to a socket) */
+  get fd(): number | undefined {
+    const fd = this.h?.fd;
+    return typeof fd === 'number' && fd >= 0 ? fd : undefined;
+  }
+
+  /**
+   * The net.Socket that owns the handle from now on (built once, paused, half-open as
+   * net.Server builds it with pauseOnConnect); a destroyed one when the handle was released.
+   */
+  socket(): net.Socket {
+    if (this.sock) return this.sock;
+    const h = this.h;
+    this.h = null;
+    if (!h) {
+      this.sock = new net.Socket();
+      this.sock.destroy();
+      return this.sock;
+    }
+    const srv = this.server;
+    const hwm = typeof srv.highWaterMark === 'number' ? srv.highWaterMark : undefined;
+    const s = new net.Socket({
+      handle: h,
+      allowHalfOpen: true,
+      pauseOnCreate: true,
+      readable: true,
+      writable: true,
+      ...(hwm !== undefined ? { readableHighWaterMark: hwm, writableHighWaterMark: hwm } : {}),
+    } as unknown as net.SocketConstructorOpts) as net.Socket & { server?: net.Server; _server?: net.Server };
+    // counted since accept: net decrements when this socket is destroyed
+    s.server = srv;
+    s._server = srv;
+    this.sock = s;
+    return s;
+  }
+
+  /** Close this process's copy of the descriptor (a copy is in flight elsewhere); the server stops counting it. */
+  release(): void {
+    if (this.sock) {
+      releaseHandle(this.sock);
+      return;
+    }
+    const h = this.h;
+    if (!h) return;
+    this.h = null;
+    h.close();
+    const srv = this.server;
+    if (typeof srv._connections === 'number' && srv._connections > 0) srv._connections--;
+    const drained = (srv as unknown as { _emitCloseIfDrained?: () => void })._emitCloseIfDrained;
+    if (typeof drained === 'function') drained.call(srv);
+  }
+}
+
+/**
+ * Hand each connection accepted by `server` (listening already) to `onHandle` as an
+ * AcceptedHandle, in place of the 'connection' event and without a net.Socket. False, and
+ * nothing changed, when the listening handle has no `onconnection`. As interceptAccept(): an
+ * accept error, a server with `maxConnections`, `blockList`, `noDelay` or `keepAlive` set,
+ * subscribers on `net.server.socket`, and a handle without a descriptor or getpeername go to
+ * Node's own onconnection. Callers check acceptPathWorks() first.
+ */
+export function acceptHandles(server: net.Server, onHandle: (h: AcceptedHandle) => void): boolean {
+  const srv = server as net.Server & ServerFields;
+  const handle = srv._handle;
+  if (!handle || typeof handle.onconnection !== 'function') return false;
+  const own = handle.onconnection;
+  handle.onconnection = function (this: ListeningHandle, status, clientHandle) {
+    const h = clientHandle as HeldTcpHandle | undefined;
+    if (
+      status < 0 ||
+      !h ||
+      typeof h.fd !== 'number' ||
+      h.fd < 0 ||
+      typeof h.getpeername !== 'function' ||
+      typeof h.close !== 'function' ||
+      srv.maxConnections != null ||
+      srv.blockList ||
+      srv.noDelay ||
+      srv.keepAlive ||
+      serverSocketChannel.hasSubscribers
+    )
+      return own.call(this, status, clientHandle);
+    srv._connections = (srv._connections ?? 0) + 1;
+    onHandle(new AcceptedHandle(h, srv));
   };
   return true;
 }
@@ -531,7 +653,8 @@ export class LightSocket {
   constructor(
     handle: TcpHandle,
     private readonly reader: OnRead,
-    private readonly server: net.Server & ServerFields,
+    /** the server that counts it; none for a handle opened on a received descriptor (openLight) */
+    private readonly server: (net.Server & ServerFields) | undefined,
   ) {
     this._handle = handle;
     handle.conn = this;
@@ -733,9 +856,11 @@ export class LightSocket {
 
   private finishClose(err: Error | undefined): void {
     const srv = this.server;
-    if (typeof srv._connections === 'number') srv._connections--;
-    const drained = (srv as unknown as { _emitCloseIfDrained?: () => void })._emitCloseIfDrained;
-    if (typeof drained === 'function') drained.call(srv);
+    if (srv) {
+      if (typeof srv._connections === 'number') srv._connections--;
+      const drained = (srv as unknown as { _emitCloseIfDrained?: () => void })._emitCloseIfDrained;
+      if (typeof drained === 'function') drained.call(srv);
+    }
     if (err) this.emit('error', err);
     this.emit('close', err !== undefined);
   }
@@ -820,10 +945,56 @@ export class LightSocket {
     const socket = build(h);
     const s = socket as net.Socket & { server?: net.Server; _server?: net.Server };
     // the server's count moves to the socket: net decrements it when that one is destroyed
-    s.server = this.server;
-    s._server = this.server;
+    if (this.server) {
+      s.server = this.server;
+      s._server = this.server;
+    }
     done(socket);
   }
+}
+
+/** tcp_wrap's TCP constructor and its SOCKET type (process.binding('tcp_wrap'), Node 20, 24) */
+interface TcpBinding {
+  TCP: new (type: number) => TcpHandle & { open(fd: number): number };
+  SOCKET: number;
+}
+let tcpBindingCache: TcpBinding | null | undefined;
+function tcpBinding(): TcpBinding | null {
+  if (tcpBindingCache !== undefined) return tcpBindingCache;
+  tcpBindingCache = null;
+  try {
+    const bind = (process as unknown as { binding?: (m: string) => Record<string, any> }).binding;
+    const b = bind?.call(process, 'tcp_wrap');
+    if (b && typeof b.TCP === 'function' && typeof b.constants?.SOCKET === 'number')
+      tcpBindingCache = { TCP: b.TCP, SOCKET: b.constants.SOCKET };
+  } catch {
+    // no process.binding, or it refuses tcp_wrap: net.Socket stays
+  }
+  return tcpBindingCache;
+}
+
+/**
+ * A LightSocket on a connected TCP descriptor this process received (a TCP handle of
+ * tcp_wrap opened on `fd`, as net.Socket({ fd }) opens one), reading into `reader`'s buffers
+ * at once; counted by no server. Undefined, with `fd` still the caller's, where the handle
+ * cannot be had or driven here, or open() fails. Callers check lightPathWorks() first.
+ */
+export function openLight(fd: number, reader: OnRead): LightSocket | undefined {
+  const b = tcpBinding();
+  if (!b || !streamBinding()) return undefined;
+  let h: TcpHandle & { open(fd: number): number };
+  try {
+    h = new b.TCP(b.SOCKET);
+  } catch {
+    return undefined;
+  }
+  if (typeof h.open !== 'function' || !drivable(h) || h.open(fd) !== 0) {
+    // not opened: the descriptor is not the handle's (the closed handle leaves it alone)
+    h.close();
+    return undefined;
+  }
+  const b2 = broken();
+  return new LightSocket(h, b2 === 'light' || b2 === 'light-fd' ? brokenRead(reader) : reader, undefined);
 }
 
 function sysErrorName(errno: number): string {

@@ -28,9 +28,11 @@ import {
   setConnectionFaults,
 } from './handler.js';
 import { type HandedMeta, receiveHandovers } from './handover.js';
+import { lightReadOf } from './here.js';
 import { type ChildRole, closedReported, reportClosed, sendToParent, type ToChild } from './ipc.js';
 import type { LiveConnection } from './listener.js';
 import { echoServerOptions, handlerContextOf, startEchoServer } from './tcp-server.js';
+import { lightUsable, type ReadCallback } from './user-buffer.js';
 
 const role = process.env.ECHO_ROLE as ChildRole | undefined;
 const who = role === 'serve-once' ? 'child' : 'worker';
@@ -145,6 +147,12 @@ function handedFaults() {
       if (draw) draws.set(s, draw);
     },
     closed: (s: Socket) => draws.delete(s),
+    /** a light connection's handle went to a net.Socket: its draw goes with it */
+    moved(from: Socket, to: Socket): void {
+      const d = draws.get(from);
+      draws.delete(from);
+      if (d) draws.set(to, d);
+    },
     changed(m: Extract<ToChild, { type: 'faults' }>, live: Iterable<Socket>): void {
       newest = { faults: m.faults, v: m.v ?? 0 };
       const keys = faultKeys(m.faults);
@@ -183,7 +191,12 @@ function serveRole(once: boolean): void {
       faults.closed(socket);
       exitIfDone();
     },
+    onHandOver(from, to) {
+      if (live.has(from)) live.set(to, live.get(from)!).delete(from);
+      faults.moved(from, to);
+    },
   };
+  const light: { read?: ReadCallback } = {}; // set by announceReady()
   /** serve a handed-over socket (Node's IPC or the descriptor channel) */
   const serve = (socket: Socket, m: Omit<HandedMeta, 'probe'>) => {
     socket.allowHalfOpen = true; // echo what arrived, then close, as in the evented server
@@ -206,6 +219,7 @@ function serveRole(once: boolean): void {
   });
   // the descriptor channel: what was sent before a shutdown is served (and drained) too
   const channel = openChannel(once, {
+    light,
     conn(socket, m) {
       const s = serve(socket, m);
       if (forced) forceClose(s);
@@ -246,12 +260,38 @@ function serveRole(once: boolean): void {
     exitIfDone();
   }, force);
   wire(stop, force);
+  announceReady(once, channel.open, ctx, light);
+}
+
+/**
+ * Tell the parent this process is ready. Before that, where its connections qualify for light
+ * ones (as in evented mode: not after a PROXY header) and this process's check passes,
+ * `light.read` is set: received descriptors become light connections, the parent's
+ * self-test of the channel included.
+ */
+function announceReady(
+  once: boolean,
+  channelOpen: boolean,
+  ctx: HandlerContext,
+  light: { read?: ReadCallback },
+): void {
   // a descriptor passed to a process at its limit is dropped (MSG_CTRUNC): the parent hands a
   // worker no more connections than its limit leaves room for (a fork child serves one)
-  void sendToParent({
-    type: 'ready',
-    ...(once ? {} : { fds: fdHeadroom() }),
-    ...(channel.open ? { handover: true } : {}),
+  const ready = () =>
+    void sendToParent({
+      type: 'ready',
+      ...(once ? {} : { fds: fdHeadroom() }),
+      ...(channelOpen ? { handover: true } : {}),
+    });
+  const lightRead = once || cfg.proxyProtocol ? undefined : lightReadOf(ctx);
+  if (!lightRead || !channelOpen) {
+    ready();
+    return;
+  }
+  void lightUsable(logger).then((ok) => {
+    if (ok) light.read = lightRead;
+    if (ok) logger.debug(logFields, `${label}: received descriptors are served as light connections`);
+    ready();
   });
 }
 
@@ -264,6 +304,8 @@ function serveRole(once: boolean): void {
 function openChannel(
   once: boolean,
   h: {
+    /** `read`, once set: received descriptors become light connections reading into it */
+    light: { read?: ReadCallback };
     conn(socket: Socket, m: HandedMeta): void;
     lost(m: HandedMeta, code: string): void;
     changed(): void;
@@ -274,6 +316,9 @@ function openChannel(
   if (once || !Number.isInteger(fd) || !Number.isInteger(wakeFd)) return state;
   try {
     receiveHandovers(fd!, wakeFd!, {
+      get light() {
+        return h.light.read;
+      },
       conn: h.conn,
       lost: h.lost,
       batch(seq) {

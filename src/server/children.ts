@@ -7,6 +7,7 @@
 import type { Socket } from 'node:net';
 import { explainError } from '../core/errors.js';
 import type { Fault, FaultDraw } from '../core/faults.js';
+import { AcceptedHandle } from '../core/internals.js';
 import type { TcpInfo } from '../core/libc.js';
 import { type Logger, logs } from '../core/log.js';
 import type { ServerConfig } from './config.js';
@@ -158,10 +159,14 @@ export class ChildPool {
     }
   }
 
-  /** Hand `socket` to `child`; a connection no child could take is `refused`. */
+  /**
+   * Hand `socket` to `child`; a connection no child could take is `refused`. An accepted
+   * handle goes over `child`'s descriptor channel as it is; any other way, a net.Socket takes
+   * it over first.
+   */
   async handOver(
     child: Child,
-    socket: Socket,
+    socket: Socket | AcceptedHandle,
     peer: string,
     events: ConnectionEvents,
     head?: Buffer,
@@ -186,6 +191,7 @@ export class ChildPool {
     // given back by a child that exited before it was sent: another child takes it
     const again = (next: Child) => void this.handOver(next, socket, peer, events, head, faults, draw);
     if (this.viaChannel(child, socket, events, fields, { served, sent, refuse, again })) return;
+    const s = socket instanceof AcceptedHandle ? socket.socket() : socket;
     // the send happens inside `handing`: a shutdown that comes meanwhile follows the connection
     await this.sup.handing(child, async () => {
       try {
@@ -196,7 +202,7 @@ export class ChildPool {
       }
       const id = ++this.seq;
       child.conns.set(id, { peer, events, since: Date.now() });
-      sendToChild(child.proc, { type: 'conn', id, ...fields }, socket, (err) => {
+      sendToChild(child.proc, { type: 'conn', id, ...fields }, s, (err) => {
         if (!err) return served();
         sent();
         if (child.conns.delete(id)) refuse(err);
@@ -210,7 +216,7 @@ export class ChildPool {
    */
   private viaChannel(
     child: Child,
-    socket: Socket,
+    socket: Socket | AcceptedHandle,
     events: ConnectionEvents,
     fields: Omit<HandedMeta, 'id'>,
     then: { served(): void; sent(): void; refuse(err: unknown): void; again(next: Child): void },
@@ -252,8 +258,17 @@ export class ChildPool {
     return sent;
   }
 
-  /** `serve` of a backend whose children are chosen by `pick`. */
-  serveWith(pick: () => Child | undefined): Backend['serve'] {
+  /** `serve` (and `serveHandle`) of a backend whose children are chosen by `pick`. */
+  serveWith(
+    pick: () => Child | undefined,
+  ): (
+    socket: Socket | AcceptedHandle,
+    peer: string,
+    events: ConnectionEvents,
+    head?: Buffer,
+    faults?: Fault[],
+    draw?: FaultDraw,
+  ) => void {
     this.pick = pick;
     return (socket, peer, events, head, faults, draw) => {
       const child = pick();

@@ -2,13 +2,16 @@
 // descriptors over an AF_UNIX SOCK_SEQPACKET pair (SCM_RIGHTS), several per message with
 // their metadata as JSON, instead of one per Node IPC message with an acknowledgement each.
 //
-// Primary: one HandoverChannel per worker. Sockets handed in one event-loop turn leave in one
-// sendmsg at the end of the turn (setImmediate), up to BATCH_MAX per message; the primary
-// closes its copies once sendmsg has returned (the kernel holds the descriptors in flight).
+// Primary: one HandoverChannel per worker. What it sends is a net.Socket or, where the
+// listener accepted without one, an AcceptedHandle. Sockets handed in one event-loop turn
+// leave in one sendmsg at the end of the turn (setImmediate), up to BATCH_MAX per message; the
+// primary closes its copies once sendmsg has returned (the kernel holds the descriptors in flight).
 // EAGAIN (the worker's queue is full) keeps them queued and retries, never blocking. Batches
 // are numbered: a worker told to shut down is told how many were sent, and takes them all.
 // Worker: receiveHandovers() turns every descriptor into a net.Socket for the same pipeline
-// as Node's IPC hand-over.
+// as Node's IPC hand-over, or, where the worker's connections qualify for light ones, into a
+// LightSocket (a TCP handle opened on the descriptor, driven without a net.Socket); the
+// self-test's connection then takes that path too.
 //
 // The channel is used for a worker only after probeHandover() has passed one real loopback
 // connection through it and had bytes echoed; otherwise, and where descriptors cannot be
@@ -29,8 +32,9 @@ import {
   socketPair,
   wake,
 } from '../core/fdpass.js';
-import { handleFd, releaseHandle } from '../core/internals.js';
+import { AcceptedHandle, handleFd, type OnRead, releaseHandle } from '../core/internals.js';
 import { sysError } from '../core/libc.js';
+import { lightOnFd, type ReadCallback } from './user-buffer.js';
 
 /** What travels with each descriptor. */
 export interface HandedMeta {
@@ -79,7 +83,8 @@ export function handoverPair(): { parent: [number, number]; child: [number, numb
 }
 
 interface Entry {
-  socket: Socket;
+  /** a net.Socket, or an accepted handle that never had one */
+  socket: Socket | AcceptedHandle;
   fd: number;
   meta: string;
   /** sent (no error), or not: the socket is still this process's */
@@ -113,9 +118,9 @@ export class HandoverChannel {
    * here is closed then) or could not be. False, with nothing done, when it cannot go this
    * way (the channel is broken, the socket has no descriptor, its metadata is too large).
    */
-  send(socket: Socket, meta: HandedMeta, done: Entry['done']): boolean {
+  send(socket: Socket | AcceptedHandle, meta: HandedMeta, done: Entry['done']): boolean {
     if (this.broken) return false;
-    const fd = handleFd(socket);
+    const fd = socket instanceof AcceptedHandle ? socket.fd : handleFd(socket);
     if (fd === undefined) return false;
     const json = JSON.stringify(meta);
     if (json.length > META_MAX) return false;
@@ -167,7 +172,9 @@ export class HandoverChannel {
       this.seq++;
       this.queue.splice(0, n);
       for (const e of batch) {
-        releaseHandle(e.socket); // in flight: the kernel holds the descriptor
+        // in flight: the kernel holds the descriptor
+        if (e.socket instanceof AcceptedHandle) e.socket.release();
+        else releaseHandle(e.socket);
         e.done();
       }
     }
@@ -242,6 +249,12 @@ export function probeHandover(
 
 /** The worker's end: what receiveHandovers() tells its caller. */
 export interface HandoverHandlers {
+  /**
+   * Where this process's connections qualify for light ones (lightUsable(), an echo with
+   * nothing more): their read callback. Each received descriptor then becomes a LightSocket
+   * (the self-test's connection too), else a net.Socket as without it.
+   */
+  light?: ReadCallback;
   /** a socket to serve, as a Node IPC hand-over's would be */
   conn(socket: Socket, meta: HandedMeta): void;
   /** a hand-over whose descriptor did not arrive or could not be opened: report it closed */
@@ -296,6 +309,11 @@ function socketOf(
     closeDescriptor(fd);
     return undefined;
   }
+  const read = h.light;
+  if (read && !meta.head) {
+    const light = lightOnFd(fd, meta.probe ? probeRead : read);
+    if (light) return light;
+  }
   try {
     return new net.Socket({ fd, readable: true, writable: true, allowHalfOpen: true });
   } catch (err) {
@@ -305,7 +323,16 @@ function socketOf(
   }
 }
 
-/** The self-test's connection: every byte back, FIN after the client's. */
+/** The self-test's read callback on a light connection: every byte back. */
+const probeRead: OnRead = {
+  buffer: () => probeBuffer,
+  callback(n, buf) {
+    this.write(Buffer.from(buf.subarray(0, n)));
+  },
+};
+const probeBuffer = Buffer.allocUnsafe(64 * 1024);
+
+/** The self-test's connection: every byte back ('data', or probeRead on a light one), FIN after the client's. */
 function echoRaw(s: Socket): void {
   s.on('error', () => s.destroy());
   s.on('data', (d) => s.write(d));

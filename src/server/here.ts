@@ -15,6 +15,18 @@ import {
   setConnectionFaults,
 } from './handler.js';
 import type { Backend, ConnectionEvents, LiveConnection } from './listener.js';
+import type { ReadCallback } from './user-buffer.js';
+
+/**
+ * The read callback of light connections where `ctx`'s connections qualify for them (they
+ * only echo, count and log: no TLS, trace, socket options, other application), else undefined.
+ */
+export function lightReadOf(ctx: Omit<HandlerContext, 'onClose'>): ReadCallback | undefined {
+  const app = ctx.app ?? echoApplication;
+  return app === echoApplication && !ctx.tls && !ctx.tracer && !hasConnectionOptions(ctx.socketOptions)
+    ? app.sharedRead
+    : undefined;
+}
 
 export function hereBackend(ctx: Omit<HandlerContext, 'onClose'>, { pauseOnConnect = false } = {}): Backend {
   const app = ctx.app ?? echoApplication;
@@ -38,12 +50,7 @@ export function hereBackend(ctx: Omit<HandlerContext, 'onClose'>, { pauseOnConne
     // TLS reads the TCP socket itself; --trace listens to 'data'
     ...(ctx.tls || ctx.tracer || !app.sharedRead ? {} : { sharedRead: app.sharedRead }),
     // a light connection echoes, counts and logs: anything more needs a net.Socket
-    light:
-      app === echoApplication &&
-      !ctx.tls &&
-      !ctx.tracer &&
-      !pauseOnConnect &&
-      !hasConnectionOptions(ctx.socketOptions),
+    light: !pauseOnConnect && lightReadOf(ctx) !== undefined,
     serve(socket, peer, events, head, faults, draw) {
       const served = serveConnection(socket, handlerCtx, peer, head, faults);
       live.set(served, { events, peer, since: Date.now(), draw });

@@ -14,6 +14,7 @@ import type { AccessControl } from '../core/access.js';
 import { Admission, type AdmissionOptions, finUnread, plural } from '../core/admission.js';
 import { countError, errorCode, explainError } from '../core/errors.js';
 import { type Fault, type FaultDraw, FaultSet } from '../core/faults.js';
+import { AcceptedHandle, acceptHandles } from '../core/internals.js';
 import {
   acceptOne,
   boundPort,
@@ -161,6 +162,19 @@ export interface Backend {
     /** how they were chosen, to choose again when they change (setFaults) */
     draw?: FaultDraw,
   ): void;
+  /**
+   * Serve an admitted connection accepted without a net.Socket (AcceptedHandle), as serve():
+   * where it cannot be passed on as a descriptor, the backend has the handle build one. The
+   * listener accepts so only where this is present and no PROXY header nor TLS is read.
+   */
+  serveHandle?(
+    h: AcceptedHandle,
+    peer: string,
+    events: ConnectionEvents,
+    head?: Buffer,
+    faults?: Fault[],
+    draw?: FaultDraw,
+  ): void;
   /** --fault changed (FaultSet version `v`): the open connections take `faults` by their draw */
   setFaults?(faults: readonly Fault[], v: number): void;
   /** Shutdown began: drain what is being served by `deadline` (epoch ms). Resolves when the backend has stopped. */
@@ -209,6 +223,12 @@ export interface ListenerOptions {
   /** --fault: chosen here, per connection, so p= and every= hold across processes */
   faults?: FaultSet;
 }
+
+/** `a`, or undefined when it is empty */
+const nonEmpty = <T>(a: T[]): T[] | undefined => (a.length ? a : undefined);
+
+/** An accepted connection: a net.Socket, or a handle that has none (Backend.serveHandle). */
+type Conn = Socket | AcceptedHandle;
 
 interface Waiting {
   socket: Socket;
@@ -272,14 +292,15 @@ export async function startListener(o: ListenerOptions): Promise<ServerHandle> {
       if (idle()) onIdle?.();
     },
   };
-  const start = (socket: Socket, peer: string, release: () => void, head?: Buffer, draw?: FaultDraw) => {
+  const start = (socket: Conn, peer: string, release: () => void, head?: Buffer, draw?: FaultDraw) => {
     // chosen when served, not when admitted: a change made while it waited applies
     serving++;
     totals.connections++;
     totals.active++;
-    const faults = draw && o.faults?.active ? FaultSet.faultsOf(o.faults.faults, draw) : [];
+    const chosen = draw && o.faults?.active ? nonEmpty(FaultSet.faultsOf(o.faults.faults, draw)) : undefined;
     const events = new Served(shared, socket, peer, release);
-    backend.serve(socket, peer, events, head, faults.length ? faults : undefined, draw);
+    if (socket instanceof AcceptedHandle) backend.serveHandle!(socket, peer, events, head, chosen, draw);
+    else backend.serve(socket, peer, events, head, chosen, draw);
   };
   const next = () => {
     while (!admission.closing && serving < concurrency && queue.length > 0) {
@@ -320,8 +341,17 @@ export async function startListener(o: ListenerOptions): Promise<ServerHandle> {
     }
   };
 
+  /** A connection accepted without a net.Socket (only with serveHandle, no PROXY, no TLS, TCP). */
+  const placeHandle = (h: AcceptedHandle) => {
+    const ip = h.remoteAddress ?? '?';
+    const release = admission.admit(() => h.socket(), ip);
+    const peer = formatAddress(ip, h.remotePort ?? 0);
+    if (release && serving < concurrency) start(h, peer, release, undefined, o.faults?.draw());
+    else if (release) place(h.socket(), ip, peer, release);
+  };
+
   const unix = o.listen.path !== undefined;
-  const gate: Gate = { o, admission, totals, pendingHeaders, unix, place };
+  const gate: Gate = { o, admission, totals, pendingHeaders, unix, place, placeHandle };
   const onConnection = proxyStage(gate, tlsStage(gate));
   const proxy = o.proxyProtocol;
   const paused = backend.pauseOnConnect || proxy !== undefined || o.tls !== undefined;
@@ -346,6 +376,8 @@ interface Gate {
   unix: boolean;
   /** an admitted connection, to be served now or to wait its turn */
   place: (socket: Socket, ip: string, peer: string, release: () => void, head?: Buffer) => void;
+  /** a connection accepted without a net.Socket: admitted, then served or placed */
+  placeHandle: (h: AcceptedHandle) => void;
 }
 
 /**
@@ -462,7 +494,7 @@ function proxyStage(
  * accept-delay: a socket Node does not watch, accepted from once per delay.
  */
 async function openListener(
-  { o, admission, unix }: Gate,
+  { o, admission, unix, placeHandle }: Gate,
   server: net.Server,
   onConnection: (socket: Socket) => void,
   paused: boolean,
@@ -514,8 +546,21 @@ async function openListener(
         : undefined;
     // light connections: accepted reading (evented), over TCP (a Unix socket's peer is named by its credentials)
     const light = !!onRead && backend.light === true && !paused && !unix && (await lightUsable(logger));
+    // a backend that passes descriptors on takes accepted handles, with no net.Socket built here
+    const handles =
+      !onRead &&
+      backend.serveHandle !== undefined &&
+      !proxy &&
+      !o.tls &&
+      !unix &&
+      (await lightUsable(logger));
     address = await listenSocket(server, o.listen, unixNotes);
-    if (onRead)
+    if (handles && acceptHandles(server, placeHandle))
+      logger.debug(
+        { accept: 'handle' },
+        'accepting without a net.Socket: descriptors go to the workers as accepted',
+      );
+    else if (onRead)
       acceptWithSharedRead(
         server,
         { allowHalfOpen: true, pauseOnCreate: paused, light },
@@ -664,7 +709,8 @@ class Served implements ConnectionEvents {
   private over = false;
   constructor(
     private readonly shared: ServedShared,
-    private readonly socket: Socket,
+    /** an accepted handle builds its net.Socket only to be refused */
+    private readonly socket: Conn,
     private readonly peer: string,
     private readonly release: () => void,
   ) {}
@@ -677,7 +723,8 @@ class Served implements ConnectionEvents {
     this.shared.free(this.release);
     if (refused) {
       totals.connections--;
-      admission.refuse(this.socket, 'no-child', refused, this.socket.remoteAddress ?? this.peer);
+      const s = this.socket instanceof AcceptedHandle ? this.socket.socket() : this.socket;
+      admission.refuse(s, 'no-child', refused, this.socket.remoteAddress ?? this.peer);
     }
     return true;
   }

@@ -14,7 +14,13 @@
 // 'data' events as before.
 
 import type net from 'node:net';
-import { acceptPathWorks, interceptAccept, lightPathWorks } from '../core/internals.js';
+import {
+  acceptPathWorks,
+  interceptAccept,
+  lightPathWorks,
+  type OnRead,
+  openLight,
+} from '../core/internals.js';
 import type { Logger } from '../core/log.js';
 
 /** Bytes one read may take: what Node's own read path asks libuv for. */
@@ -183,4 +189,22 @@ export function acceptWithSharedRead(
       onSocket(socket);
     },
   );
+}
+
+/**
+ * A light connection on a connected TCP descriptor received from another process, reading
+ * into the shared buffer into `onRead` as acceptWithSharedRead's do; undefined, with `fd`
+ * still the caller's, where one cannot be opened. `onRead` may instead be a whole OnRead
+ * (buffers of its own). Callers check lightUsable() first.
+ */
+export function lightOnFd(fd: number, onRead: ReadCallback | OnRead): net.Socket | undefined {
+  if (typeof onRead !== 'function') return openLight(fd, onRead) as unknown as net.Socket | undefined;
+  const st: ReadState = { socket: undefined, own: undefined };
+  const light = openLight(fd, { buffer: () => nextBuffer(st), callback: onRead }) as unknown as
+    | net.Socket
+    | undefined;
+  if (!light) return undefined;
+  st.socket = light;
+  (light as net.Socket & { [SHARED_READ]?: ReadState })[SHARED_READ] = st;
+  return light;
 }

@@ -14,6 +14,7 @@ import { plural } from '../core/parse.js';
 import { copyTotals, emptyTotals } from '../core/records.js';
 import { abortable, ChildPool, type ChildrenBackend } from './children.js';
 import type { ServerConfig } from './config.js';
+import { handoverUnavailable } from './handover.js';
 import { type FromChild, sendToChild } from './ipc.js';
 import { foldClosed, graceTimer, type ServerHandle } from './listener.js';
 import { type Child, Supervisor, WorkerTally } from './supervisor.js';
@@ -71,6 +72,7 @@ export function workersBackend(cfg: ServerConfig, logger: Logger): ChildrenBacke
     turn++;
     return best;
   };
+  const serve = pool.serveWith(pick);
   const started = (async () => {
     const all = Array.from({ length: cfg.workers }, () => sup.spawn());
     await Promise.all(all.map((c) => c.ready));
@@ -86,7 +88,10 @@ export function workersBackend(cfg: ServerConfig, logger: Logger): ChildrenBacke
     pauseOnConnect: true,
     started,
     pids: () => [...sup.children].map((c) => c.pid),
-    serve: pool.serveWith(pick),
+    serve,
+    // accepted handles go to the descriptor channel without a net.Socket (this process's
+    // accept path and the channel's self-test permitting); see the listener
+    ...(handoverUnavailable() ? {} : { serveHandle: serve }),
     setFaults: (faults, v) => pool.setFaults(faults, v),
     workers: () => perWorker.of(sup.children),
     fdCheck() {
