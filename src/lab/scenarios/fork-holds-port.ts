@@ -21,7 +21,16 @@ process.on('message', (m, h) => {
 
 function child(c: Cleanup): ChildProcess {
   const p = spawn(process.execPath, ['-e', CHILD], { stdio: ['ignore', 'ignore', 'ignore', 'ipc'] });
-  c.add(() => p.kill('SIGKILL'));
+  // waits for the exit: the kernel closes the child's sockets (FIN) as it exits, and a traced
+  // run stops its capture once the cleanup is done
+  c.add(
+    () =>
+      new Promise<void>((done) => {
+        if (p.exitCode !== null || p.signalCode !== null) return done();
+        p.once('exit', () => done());
+        p.kill('SIGKILL');
+      }),
+  );
   return p;
 }
 
