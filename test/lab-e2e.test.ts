@@ -13,20 +13,13 @@ import { findScenario, SCENARIOS, scenarioPorts, traced } from '../src/lab/index
 import { netnsUnavailable } from '../src/lab/netns.js';
 import { onPort } from '../src/lab/recorder.js';
 import { FULL_MATRIX } from './helpers.js';
+import { CAPTURE_FLAGS, tcpdumpPath } from './tcpdump.js';
 
 const noCapture = !FULL_MATRIX
   ? 'these run in npm run test:e2e'
   : process.platform === 'linux'
     ? captureUnavailable()
     : 'Linux only';
-const tcpdumpPath = ['/usr/bin/tcpdump', '/usr/sbin/tcpdump'].find((p) => {
-  try {
-    execFileSync(p, ['--version'], { stdio: 'ignore' });
-    return true;
-  } catch {
-    return false;
-  }
-});
 if (noCapture) console.warn(`skipping: ${noCapture}`);
 if (!tcpdumpPath) console.warn('skipping the tcpdump comparison: tcpdump is not installed');
 
@@ -51,28 +44,9 @@ function startTcpdumpSync(file: string): ChildProcess & { port?: number } {
   const errFile = `${file}.err`;
   const port = Number(/-(\d+)\.pcap$/.exec(file)![1]);
   const fd = openSync(errFile, 'w');
-  const p = spawn(
-    tcpdumpPath!,
-    [
-      '-i',
-      'lo',
-      '-n',
-      '--immediate-mode',
-      '-U',
-      '-s',
-      '256',
-      '-B',
-      '16384',
-      '-w',
-      file,
-      'tcp',
-      'port',
-      String(port),
-    ],
-    {
-      stdio: ['ignore', 'ignore', fd],
-    },
-  );
+  const p = spawn(tcpdumpPath!, ['-i', 'lo', ...CAPTURE_FLAGS, '-w', file, 'tcp', 'port', String(port)], {
+    stdio: ['ignore', 'ignore', fd],
+  });
   closeSync(fd);
   const nap = new Int32Array(new SharedArrayBuffer(4));
   const end = Date.now() + 20_000;

@@ -15,20 +15,13 @@ import { findScenario, SCENARIOS, traced } from '../src/lab/index.js';
 import type { Ladder } from '../src/lab/ladder.js';
 import { type NamespacePair, netnsUnavailable, onNamespaces, ROUTER_ADDR } from '../src/lab/netns.js';
 import { FULL_MATRIX } from './helpers.js';
+import { CAPTURE_FLAGS, tcpdumpPath } from './tcpdump.js';
 
 const noRun = !FULL_MATRIX
   ? 'these run in npm run test:e2e'
   : process.platform !== 'linux'
     ? 'Linux only'
     : (captureUnavailable() ?? netnsUnavailable());
-const tcpdumpPath = ['/usr/bin/tcpdump', '/usr/sbin/tcpdump'].find((p) => {
-  try {
-    execFileSync(p, ['--version'], { stdio: 'ignore' });
-    return true;
-  } catch {
-    return false;
-  }
-});
 if (noRun) console.warn(`skipping: ${noRun}`);
 if (!tcpdumpPath) console.warn('skipping the namespace tcpdump comparison: tcpdump is not installed');
 
@@ -51,14 +44,8 @@ async function startTcpdump(pair: NamespacePair, file: string): Promise<() => Pr
       tcpdumpPath!,
       '-i',
       pair.clientIf,
-      '-n',
-      '--immediate-mode',
-      '-U',
+      ...CAPTURE_FLAGS,
       '--time-stamp-precision=nano',
-      '-s',
-      '256',
-      '-B',
-      '16384',
       '-w',
       file,
       'tcp or icmp or (udp and dst port 9)',

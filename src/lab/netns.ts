@@ -136,6 +136,32 @@ function spawnChild(ns: string, role: object, children: ChildProcess[]): Child {
   };
 }
 
+/**
+ * The bookkeeping of a set of namespaces: `ip` run on the host, the children spawned into them,
+ * their removal (registered in `pending`, so a signal that ends the process removes them too).
+ */
+function namespaceSet(names: string[]) {
+  const children: ChildProcess[] = [];
+  const run = (...args: string[]) =>
+    execFileSync('ip', args, { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
+  const deleteNamespaces = () => {
+    for (const ns of names) {
+      try {
+        run('netns', 'del', ns);
+      } catch {
+        // not created (setup failed early), or removed already
+      }
+    }
+  };
+  const removeNow = () => {
+    pending.delete(removeNow);
+    for (const p of children) p.kill('SIGKILL');
+    deleteNamespaces();
+  };
+  pending.add(removeNow);
+  return { children, run, deleteNamespaces, removeNow };
+}
+
 /** SIGKILL every child still running and wait for each to exit. */
 async function killChildren(children: ChildProcess[]): Promise<void> {
   await Promise.all(
@@ -154,24 +180,7 @@ export async function withTwoHosts<T>(fn: (h: TwoHosts) => Promise<T>): Promise<
   const id = `${process.pid % 100000}${counter++}`;
   const client = `ekC-${id}`;
   const server = `ekS-${id}`;
-  const children: ChildProcess[] = [];
-  const run = (...args: string[]) =>
-    execFileSync('ip', args, { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
-  const deleteNamespaces = () => {
-    for (const ns of [client, server]) {
-      try {
-        run('netns', 'del', ns);
-      } catch {
-        // not created (setup failed early), or removed already
-      }
-    }
-  };
-  const removeNow = () => {
-    pending.delete(removeNow);
-    for (const p of children) p.kill('SIGKILL');
-    deleteNamespaces();
-  };
-  pending.add(removeNow);
+  const { children, run, deleteNamespaces, removeNow } = namespaceSet([client, server]);
   const unwatch: (() => Promise<void>)[] = [];
   try {
     run('netns', 'add', client);
@@ -270,24 +279,7 @@ export async function withRouter<T>(fn: (h: RoutedHosts) => Promise<T>): Promise
   const router = `ekR-${id}`;
   const server = `ekS-${id}`;
   const dev = { client: `ekc${id}`, routerC: `ekrc${id}`, routerS: `ekrs${id}`, server: `eks${id}` };
-  const children: ChildProcess[] = [];
-  const run = (...args: string[]) =>
-    execFileSync('ip', args, { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
-  const deleteNamespaces = () => {
-    for (const ns of [client, router, server]) {
-      try {
-        run('netns', 'del', ns);
-      } catch {
-        // not created (setup failed early), or removed already
-      }
-    }
-  };
-  const removeNow = () => {
-    pending.delete(removeNow);
-    for (const p of children) p.kill('SIGKILL');
-    deleteNamespaces();
-  };
-  pending.add(removeNow);
+  const { children, run, deleteNamespaces, removeNow } = namespaceSet([client, router, server]);
   const report = nsTrace;
   const unwatch: (() => Promise<void>)[] = [];
   let stopped: Promise<Segment[]> | undefined;
