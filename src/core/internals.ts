@@ -649,6 +649,8 @@ export class LightSocket {
   private timer: NodeJS.Timeout | undefined;
   private peer: { address?: string; port?: number; family?: string } | undefined;
   private waitHandOver: ((socket: net.Socket | undefined) => void) | undefined;
+  /** the write request the next write() uses (none yet, or the last one still waits) */
+  private req: Req | undefined;
 
   constructor(
     handle: TcpHandle,
@@ -764,12 +766,17 @@ export class LightSocket {
     const h = this._handle;
     if (!h || this.flags & (DESTROYED | END_CALLED)) return false;
     const sb = streamBindingCache!;
-    const req = new sb.WriteWrap();
-    req.handle = h;
-    req.oncomplete = afterLightWrite;
-    req.conn = this;
-    req.bytes = chunk.length;
-    req.buffer = chunk; // kept alive while the kernel has not taken it
+    // A write the kernel takes at once never binds its request to a native write (stream_base
+    // binds it only for what waits): the same request object serves the next write. One that
+    // waits keeps its request until it completes, and the next write gets a new one.
+    let req = this.req;
+    if (!req) {
+      req = new sb.WriteWrap();
+      req.handle = h;
+      req.oncomplete = afterLightWrite;
+      req.conn = this;
+      this.req = req;
+    }
     this.bytesWritten += chunk.length;
     this.timer?.refresh();
     const err = h.writeBuffer(req, chunk);
@@ -777,7 +784,12 @@ export class LightSocket {
       process.nextTick(() => this.destroy(sysError(err, 'write')));
       return false;
     }
-    if (sb.state[sb.kLastWriteWasAsync]) this.writableLength += chunk.length;
+    if (sb.state[sb.kLastWriteWasAsync]) {
+      req.bytes = chunk.length;
+      req.buffer = chunk; // kept alive while the kernel has not taken it
+      this.req = undefined;
+      this.writableLength += chunk.length;
+    }
     if (this.writableLength < WRITE_HWM) return true;
     this.flags |= WANT_DRAIN;
     return false;
