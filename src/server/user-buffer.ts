@@ -26,6 +26,8 @@ import type { Logger } from '../core/log.js';
 /** Bytes one read may take: what Node's own read path asks libuv for. */
 const READ_SIZE = 64 * 1024;
 const shared = Buffer.allocUnsafe(READ_SIZE);
+/** The first bytes of `shared`, as a view: kept while the reads' length stays the same. */
+let sharedView = shared.subarray(0, 0);
 
 /** Set on sockets built here (their read state): their bytes go to the read callback, never to 'data'. */
 export const SHARED_READ = Symbol('shared-read');
@@ -57,8 +59,15 @@ export function setReadInUse(socket: net.Socket, inUse: () => boolean): void {
  */
 export function readChunk(socket: net.Socket, n: number, buf: Buffer): Buffer {
   const st = (socket as net.Socket & { [SHARED_READ]?: ReadState })[SHARED_READ];
-  if (buf === shared || !st) {
+  if (buf === shared) {
     if (st && n >= OWN_FROM) st.own = Buffer.allocUnsafe(READ_SIZE); // from the next read on
+    const chunk = Buffer.allocUnsafe(n);
+    // one copy, from a view reused while the reads' length does not change (a ping-pong's)
+    if (sharedView.length !== n) sharedView = shared.subarray(0, n);
+    chunk.set(sharedView);
+    return chunk;
+  }
+  if (!st) {
     const chunk = Buffer.allocUnsafe(n);
     buf.copy(chunk, 0, 0, n);
     return chunk;
