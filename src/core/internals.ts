@@ -588,6 +588,7 @@ const PAUSED = 8; // reading stopped by pause()
 const DESTROYED = 16;
 const WANT_DRAIN = 32; // write() returned false: 'drain' once the queue is empty
 const HANDED = 64; // given up to a net.Socket (handOver)
+const IN_READ = 128; // the read callback runs, with the idle timer refreshed for this read
 
 function sysError(errno: number, syscall: string): NodeJS.ErrnoException {
   let code: string;
@@ -745,8 +746,17 @@ export class LightSocket {
     if (this.flags & (DESTROYED | HANDED)) return;
     if (n > 0) {
       this.bytesRead += n;
-      this.timer?.refresh();
-      this.reader.callback.call(this as unknown as net.Socket, n, this.buf);
+      const timer = this.timer;
+      if (timer) {
+        // the echo's write in the callback is activity at the same loop time: no second refresh
+        timer.refresh();
+        this.flags |= IN_READ;
+        try {
+          this.reader.callback.call(this as unknown as net.Socket, n, this.buf);
+        } finally {
+          this.flags &= ~IN_READ;
+        }
+      } else this.reader.callback.call(this as unknown as net.Socket, n, this.buf);
       const next = this.reader.buffer();
       if (next !== this.buf && this._handle) {
         this.buf = next;
@@ -778,7 +788,7 @@ export class LightSocket {
       this.req = req;
     }
     this.bytesWritten += chunk.length;
-    this.timer?.refresh();
+    if (!(this.flags & IN_READ)) this.timer?.refresh();
     const err = h.writeBuffer(req, chunk);
     if (err) {
       process.nextTick(() => this.destroy(sysError(err, 'write')));
