@@ -791,6 +791,7 @@ export class LightSocket {
     if (!(this.flags & IN_READ)) this.timer?.refresh();
     const err = h.writeBuffer(req, chunk);
     if (err) {
+      this.req = undefined; // a write that failed after a partial one had bound it: not reused
       process.nextTick(() => this.destroy(sysError(err, 'write')));
       return false;
     }
