@@ -11,7 +11,7 @@ import { readN } from './helpers.js';
 
 const IDLE_MS = 1000;
 const PACE_MS = 100;
-const ROUNDS = 15; // 1.5 s of activity: past the timeout
+const ROUNDS = 12; // 1.2 s of activity at least: past the timeout
 
 async function lightEcho(): Promise<{ light: LightSocket; client: net.Socket }> {
   expect((await lightPathWorks()).ok).toBe(true);
