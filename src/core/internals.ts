@@ -588,6 +588,7 @@ const PAUSED = 8; // reading stopped by pause()
 const DESTROYED = 16;
 const WANT_DRAIN = 32; // write() returned false: 'drain' once the queue is empty
 const HANDED = 64; // given up to a net.Socket (handOver)
+const IN_READ = 128; // the read callback runs, with the idle timer refreshed for this read
 
 function sysError(errno: number, syscall: string): NodeJS.ErrnoException {
   let code: string;
@@ -649,6 +650,8 @@ export class LightSocket {
   private timer: NodeJS.Timeout | undefined;
   private peer: { address?: string; port?: number; family?: string } | undefined;
   private waitHandOver: ((socket: net.Socket | undefined) => void) | undefined;
+  /** the write request the next write() uses (none yet, or the last one still waits) */
+  private req: Req | undefined;
 
   constructor(
     handle: TcpHandle,
@@ -743,8 +746,17 @@ export class LightSocket {
     if (this.flags & (DESTROYED | HANDED)) return;
     if (n > 0) {
       this.bytesRead += n;
-      this.timer?.refresh();
-      this.reader.callback.call(this as unknown as net.Socket, n, this.buf);
+      const timer = this.timer;
+      if (timer) {
+        // the echo's write in the callback is activity at the same loop time: no second refresh
+        timer.refresh();
+        this.flags |= IN_READ;
+        try {
+          this.reader.callback.call(this as unknown as net.Socket, n, this.buf);
+        } finally {
+          this.flags &= ~IN_READ;
+        }
+      } else this.reader.callback.call(this as unknown as net.Socket, n, this.buf);
       const next = this.reader.buffer();
       if (next !== this.buf && this._handle) {
         this.buf = next;
@@ -764,20 +776,31 @@ export class LightSocket {
     const h = this._handle;
     if (!h || this.flags & (DESTROYED | END_CALLED)) return false;
     const sb = streamBindingCache!;
-    const req = new sb.WriteWrap();
-    req.handle = h;
-    req.oncomplete = afterLightWrite;
-    req.conn = this;
-    req.bytes = chunk.length;
-    req.buffer = chunk; // kept alive while the kernel has not taken it
+    // A write the kernel takes at once never binds its request to a native write (stream_base
+    // binds it only for what waits): the same request object serves the next write. One that
+    // waits keeps its request until it completes, and the next write gets a new one.
+    let req = this.req;
+    if (!req) {
+      req = new sb.WriteWrap();
+      req.handle = h;
+      req.oncomplete = afterLightWrite;
+      req.conn = this;
+      this.req = req;
+    }
     this.bytesWritten += chunk.length;
-    this.timer?.refresh();
+    if (!(this.flags & IN_READ)) this.timer?.refresh();
     const err = h.writeBuffer(req, chunk);
     if (err) {
+      this.req = undefined; // a write that failed after a partial one had bound it: not reused
       process.nextTick(() => this.destroy(sysError(err, 'write')));
       return false;
     }
-    if (sb.state[sb.kLastWriteWasAsync]) this.writableLength += chunk.length;
+    if (sb.state[sb.kLastWriteWasAsync]) {
+      req.bytes = chunk.length;
+      req.buffer = chunk; // kept alive while the kernel has not taken it
+      this.req = undefined;
+      this.writableLength += chunk.length;
+    }
     if (this.writableLength < WRITE_HWM) return true;
     this.flags |= WANT_DRAIN;
     return false;
