@@ -1,6 +1,7 @@
-// tsx bench/proxy-ab.ts --before DIR [--reps N] [--seconds S] [--loads pp,bulk]
+// tsx bench/proxy-ab.ts --before DIR [--mid DIR] [--reps N] [--seconds S] [--loads pp,bulk]
 // Same-run A/B of echo-proxy's forwarding path: echo-proxy from DIR ("before", a built
 // checkout of this repo) against echo-proxy from this tree ("after") and HAProxy `mode tcp`,
+// (and with --mid, echo-proxy from a third checkout: one change's A/B inside a series),
 // all in front of one plain Node `s.pipe(s)` upstream, up at once on port 0 (loopback) and
 // driven by the C load generator with npm run bench's loads. Runs go round-robin within each
 // rep (the order rotated each rep); each figure is the median over reps, with the forwarder's
@@ -14,6 +15,7 @@ import { parseArgs } from 'node:util';
 const opts = parseArgs({
   options: {
     before: { type: 'string' },
+    mid: { type: 'string' },
     reps: { type: 'string', default: '5' },
     seconds: { type: 'string', default: '3' },
     loads: { type: 'string', default: 'pp,bulk' },
@@ -38,9 +40,10 @@ const fromDir = (dir: string) => (p: number) => {
   const [cmd, args] = ours.command(p);
   return [cmd, [path.join(dir, 'bin', 'echo-proxy.js'), ...args.slice(1)]] as [string, string[]];
 };
-const names = ['before', 'after', ...(ha ? ['haproxy'] : [])];
+const names = ['before', ...(opts.mid ? ['mid'] : []), 'after', ...(ha ? ['haproxy'] : [])];
 const commands: Record<string, (p: number) => [string, string[]]> = {
   before: fromDir(path.resolve(opts.before)),
+  ...(opts.mid ? { mid: fromDir(path.resolve(opts.mid)) } : {}),
   after: fromDir(root),
   ...(ha ? { haproxy: ha.command } : {}),
 };
@@ -74,7 +77,7 @@ const f = (x: number | undefined, d = 0) => (x === undefined ? '—' : x.toFixed
 const L = [
   `<!-- tsx bench/proxy-ab.ts, ${new Date().toISOString().slice(0, 16)} UTC, ${reps} reps × ${opts.seconds} s; 2 shared cores, other engineers' benches running -->`,
   '',
-  '| load | forwarder | rate (median) | CPU µs per op (median, min–max) | × before (median, min–max over reps) | × HAProxy |',
+  '| load | forwarder | rate (median) | CPU µs per round trip (pp) or MB (bulk), median, min–max | × before (median, min–max over reps) | × HAProxy |',
   '|---|---|---|---|---|---|',
 ];
 for (const load of loads) {

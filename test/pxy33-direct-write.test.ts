@@ -173,3 +173,34 @@ describe('echo-proxy forwarding through the handle', () => {
     expect(Buffer.concat(chunks).equals(data)).toBe(true);
   });
 });
+
+describe('echo-proxy: small chunks through the handle', () => {
+  it('many small chunks then FIN, both ways: every byte in order, then the FIN, on each leg', async () => {
+    // the upstream echoes and, after the client's FIN, sends a last small chunk and its own FIN
+    const { port: upPort } = await plainServer((sock) => {
+      sock.on('error', () => {});
+      sock.on('data', (d) => sock.write(d));
+      sock.on('end', () => sock.end(Buffer.from('bye')));
+    });
+    const reg = new Proxies({});
+    onTestFinished(() => reg.close());
+    const p = await reg.create({ name: 'p', listen: '127.0.0.1:0', upstream: `127.0.0.1:${upPort}` });
+    const port = Number(p.state().listen.split(':').pop());
+    const conns = await Promise.all([0, 1, 2, 3].map(() => connect(port)));
+    const sent = conns.map(() => [] as Buffer[]);
+    const back = conns.map((s) => readAll(s));
+    const before = directWrites.sent + directWrites.pending;
+    for (let i = 0; i < 200; i++)
+      conns.forEach((s, k) => {
+        const c = randomBytes(1 + ((i * 7 + k) % 300));
+        sent[k]!.push(c);
+        s.write(c);
+      });
+    for (const s of conns) s.end();
+    const got = await Promise.all(back);
+    got.forEach((g, k) => {
+      expect(g.equals(Buffer.concat([...sent[k]!, Buffer.from('bye')]))).toBe(true);
+    });
+    expect(directWrites.sent + directWrites.pending).toBeGreaterThan(before);
+  });
+});
