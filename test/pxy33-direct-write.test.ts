@@ -117,6 +117,8 @@ describe('echo-proxy forwarding through the handle', () => {
       sock.on('error', () => {});
       sock.end(data);
     });
+    // the proxy starts the check without waiting for it: until it passes, write() is used
+    expect(await directWriteUsable()).toBe(true);
     const reg = new Proxies({});
     onTestFinished(() => reg.close());
     const p = await reg.create({ name: 'p', listen: '127.0.0.1:0', upstream: `127.0.0.1:${upPort}` });
@@ -182,6 +184,8 @@ describe('echo-proxy: small chunks through the handle', () => {
       sock.on('data', (d) => sock.write(d));
       sock.on('end', () => sock.end(Buffer.from('bye')));
     });
+    // the proxy starts the check without waiting for it: until it passes, write() is used
+    expect(await directWriteUsable()).toBe(true);
     const reg = new Proxies({});
     onTestFinished(() => reg.close());
     const p = await reg.create({ name: 'p', listen: '127.0.0.1:0', upstream: `127.0.0.1:${upPort}` });

@@ -175,12 +175,8 @@ export function directWriteUsable(): Promise<boolean> {
 function runCheck(): Promise<boolean> {
   return new Promise((resolve) => {
     const small = Buffer.from('direct-write check\n');
-    // 1 MiB pieces, each its own pattern, until one is not taken at once (at most 32)
-    const piece = (k: number) => {
-      const b = Buffer.allocUnsafe(1024 * 1024);
-      for (let i = 0; i < b.length; i += 4) b.writeUInt32LE((i + k) >>> 0, i);
-      return b;
-    };
+    // 1 MiB pieces, each filled with its own byte, until one is not taken at once (at most 32)
+    const piece = (k: number) => Buffer.alloc(1024 * 1024, k);
     const sent: Buffer[] = [small];
     const tail = Buffer.from('tail');
     const got: Buffer[] = [];

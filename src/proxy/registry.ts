@@ -150,7 +150,7 @@ class RunningProxy implements ProxyControl {
           });
         } else {
           // checked once per process, alongside the start; until it has passed, write() is used
-          const direct = directWriteUsable();
+          void directWriteUsable();
           this.server = await startEchoServer({
             ...this.o.server,
             ...('path' in where ? { path: where.path } : { host: where.host, port: where.port }),
@@ -164,7 +164,6 @@ class RunningProxy implements ProxyControl {
               logger,
             }),
           });
-          await direct;
         }
       } catch (err) {
         if (err instanceof ApiError) throw err;
