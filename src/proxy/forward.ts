@@ -262,6 +262,9 @@ export function forwardApplication(o: {
           link.u2c = new FaultStream(up, client, link.faultsFor('downstream'), onFault, finish);
           const c2u = link.c2u;
           const u2c = link.u2c;
+          // no fault: each chunk goes through the socket's handle (the read buffers ask `holding`)
+          c2u.directWrites = true;
+          u2c.directWrites = true;
           link.fromClient = (d) => c2u.data(d);
           fromUpstream = (d) => {
             u2c.data(d);

@@ -5,6 +5,7 @@
 // the same address again.
 
 import { isIP } from 'node:net';
+import { directWriteUsable } from '../core/direct-write.js';
 import { explainError } from '../core/errors.js';
 import { type Fault, UDP_FAULTS } from '../core/faults.js';
 import { type Logger, silentLogger } from '../core/log.js';
@@ -147,7 +148,9 @@ class RunningProxy implements ProxyControl {
             idleTimeoutMs: this.o.udpIdleTimeoutMs ?? 60_000,
             logger,
           });
-        } else
+        } else {
+          // checked once per process, alongside the start; until it has passed, write() is used
+          void directWriteUsable();
           this.server = await startEchoServer({
             ...this.o.server,
             ...('path' in where ? { path: where.path } : { host: where.host, port: where.port }),
@@ -161,6 +164,7 @@ class RunningProxy implements ProxyControl {
               logger,
             }),
           });
+        }
       } catch (err) {
         if (err instanceof ApiError) throw err;
         throw new ApiError(500, `proxy ${this.name}: ${explainError(err, { role: 'server' }).line}`);

@@ -4,6 +4,7 @@
 // the TCP side. A connection with no fault runs the plain echo path untouched.
 
 import type { Socket } from 'node:net';
+import { writeDirect } from '../core/direct-write.js';
 import { type Fault, type FaultKind, flipOneBit, latencyDelay } from '../core/faults.js';
 import { transportSocket } from '../core/internals.js';
 import { sendQueueBytes } from '../core/libc.js';
@@ -57,6 +58,14 @@ export class FaultStream {
   private by: Partial<Record<FaultKind, Fault>> = {};
   /** no fault at all: chunks are written as they come */
   private plain = false;
+  /**
+   * Chunks without a fault are written through the sink's handle (core/direct-write.ts) where
+   * it can: set by a forwarder whose read buffers ask `holding` (a write waiting there keeps
+   * its chunk, and the sink's writableLength does not count it).
+   */
+  directWrites = false;
+  /** direct writes not yet taken by the kernel */
+  private directs = 0;
 
   constructor(
     private readonly source: Socket,
@@ -121,6 +130,14 @@ export class FaultStream {
     if (this.plain && this.queue.length === 0 && !this.blocked) {
       // no fault: straight through, reading paused while the sink is full (as pipe() does)
       this.read += chunk.length;
+      const direct = this.directWrites ? writeDirect(this.sink, chunk, this.directDone) : undefined;
+      if (direct === 'sent') return;
+      if (direct === 'pending') {
+        this.directs++;
+        this.blocked = true;
+        this.source.pause();
+        return;
+      }
       if (!this.sink.write(chunk)) {
         this.blocked = true;
         this.source.pause();
@@ -228,17 +245,23 @@ export class FaultStream {
     if (!this.stopped && this.queued < LOW && this.source.isPaused()) this.source.resume();
   };
 
+  private directDone = (ok: boolean): void => {
+    this.directs--;
+    if (ok) this.drained();
+  };
+
   private written = (): void => {
     if (this.blocked && this.sink.writableLength === 0) this.drained();
   };
 
   /** Chunks are held for later (a fault's schedule, a full sink): their buffers are still in use. */
   get holding(): boolean {
-    return this.queue.length > 0;
+    return this.queue.length > 0 || this.directs > 0;
   }
 
-  /** The sink can take more. */
+  /** The sink can take more (not while a direct write waits: its completion says so). */
   drained(): void {
+    if (this.directs > 0) return;
     this.blocked = false;
     this.pump();
   }
