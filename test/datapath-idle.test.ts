@@ -6,7 +6,7 @@
 import { once } from 'node:events';
 import net from 'node:net';
 import { describe, expect, it, onTestFinished } from 'vitest';
-import { interceptAccept, LightSocket, lightPathWorks } from '../src/core/internals.js';
+import { interceptAccept, type LightSocket, lightPathWorks } from '../src/core/internals.js';
 import { readN } from './helpers.js';
 
 const IDLE_MS = 1000;

@@ -1,4 +1,4 @@
-// Writes through a net.Socket's handle (core/direct-write.ts), as echo-proxy's forwarding
+// Writes through a net.Socket's handle (core/internals.ts writeDirect), as echo-proxy's forwarding
 // path makes them while no toxic is set: the behavioural check, the cases that fall back to
 // write(), ordering with write()/end() and errors; then through a proxy, a client that reads
 // slowly (writes wait in libuv, holding the chunks read) and a toxic added and removed while
@@ -9,7 +9,7 @@ import { once } from 'node:events';
 import net, { type Socket } from 'node:net';
 import tls from 'node:tls';
 import { describe, expect, it, onTestFinished } from 'vitest';
-import { directWrites, directWriteUsable, writeDirect } from '../src/core/direct-write.js';
+import { directWrites, directWriteUsable, writeDirect } from '../src/core/internals.js';
 import { Proxies } from '../src/proxy/registry.js';
 import { connect, plainServer, readAll } from './helpers.js';
 

@@ -5,9 +5,9 @@
 // the same address again.
 
 import { isIP } from 'node:net';
-import { directWriteUsable } from '../core/direct-write.js';
 import { explainError } from '../core/errors.js';
 import { type Fault, UDP_FAULTS } from '../core/faults.js';
+import { directWriteUsable } from '../core/internals.js';
 import { type Logger, silentLogger } from '../core/log.js';
 import { formatAddress } from '../core/parse.js';
 import { copyTotals, emptyTotals, type ServerTotals } from '../core/records.js';

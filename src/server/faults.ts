@@ -4,9 +4,8 @@
 // the TCP side. A connection with no fault runs the plain echo path untouched.
 
 import type { Socket } from 'node:net';
-import { writeDirect } from '../core/direct-write.js';
 import { type Fault, type FaultKind, flipOneBit, latencyDelay } from '../core/faults.js';
-import { transportSocket } from '../core/internals.js';
+import { transportSocket, writeDirect } from '../core/internals.js';
 import { sendQueueBytes } from '../core/libc.js';
 
 // --- TCP: one connection's faulty echo ------------------------------------------------------
@@ -59,7 +58,7 @@ export class FaultStream {
   /** no fault at all: chunks are written as they come */
   private plain = false;
   /**
-   * Chunks without a fault are written through the sink's handle (core/direct-write.ts) where
+   * Chunks without a fault are written through the sink's handle (core/internals.ts writeDirect) where
    * it can: set by a forwarder whose read buffers ask `holding` (a write waiting there keeps
    * its chunk, and the sink's writableLength does not count it).
    */
