@@ -33,7 +33,8 @@ describe.concurrent('SIGTERM with a refused client still connected', () => {
       srv.child.kill('SIGTERM');
       const { code } = await srv.exit;
       expect(code).toBe(0);
-      // without the fix the refused socket kept the process for the rest of its linger
+      // a refused socket left to its linger would keep the process until REFUSED_LINGER_MS after
+      // the refusal, later than this
       expect(performance.now() - finAt).toBeLessThan(REFUSED_LINGER_MS);
       expect(srv.stderr()).toMatch(/totals: 1 connection, 1 refused/);
     },
