@@ -48,7 +48,9 @@ function spawnWith(name: string, args: string[], stderr: 'pipe' | number): Child
 /** SIGTERM, then the time until the process has ended (rejects after `boundMs`). */
 async function termination(child: ChildProcess, boundMs = 8_000): Promise<number> {
   const t0 = performance.now();
-  const exited = once(child, 'exit');
+  // 'close': the process has exited and its stdout/stderr are read to the end ('exit' can come
+  // before its last lines, the totals among them)
+  const exited = once(child, 'close');
   child.kill('SIGTERM');
   let timer: NodeJS.Timeout | undefined;
   const bound = new Promise<never>((_, reject) => {

@@ -4,8 +4,9 @@
 // one explained line: an upgrade refused (404, 403, 426…), a server that does not speak
 // HTTP, an upgrade never answered, a close code the client did not ask for.
 
+import { createRequire } from 'node:module';
 import type { Socket } from 'node:net';
-import { WebSocket } from 'ws';
+import type { WebSocket } from 'ws';
 import { formatDuration } from '../core/parse.js';
 import { escapeForTerminal } from '../core/terminal.js';
 import { describeCloseCode } from '../core/ws-codes.js';
@@ -38,10 +39,15 @@ export interface WsOpenOptions {
   protocols?: string[];
 }
 
+/** `ws`, loaded by the first WebSocket: echo-client's other commands never need it. */
+let wsModule: typeof import('ws') | undefined;
+const wsLib = (): typeof import('ws') =>
+  (wsModule ??= createRequire(import.meta.url)('ws') as typeof import('ws'));
+
 /** Upgrade `socket` (connected, TLS already under wss://) to a WebSocket. */
 export function openWebSocket(socket: Socket, o: WsOpenOptions): Promise<WebSocket> {
   return new Promise((resolve, reject) => {
-    const ws = new WebSocket(`ws://${o.host}${o.path}`, o.protocols ?? [], {
+    const ws = new (wsLib().WebSocket)(`ws://${o.host}${o.path}`, o.protocols ?? [], {
       createConnection: () => socket,
       maxPayload: 1024 ** 3,
     });
@@ -176,7 +182,7 @@ export class MessageReader {
   next(timeoutMs?: number): Promise<{ data: Buffer; isBinary: boolean }> {
     const m = this.queue.shift();
     if (m) return Promise.resolve(m);
-    if (this.ws.readyState === WebSocket.CLOSED)
+    if (this.ws.readyState === this.ws.CLOSED)
       return Promise.reject(this.ended ?? new WsFailure('the WebSocket closed', 'WS_CLOSED'));
     return new Promise((resolve, reject) => {
       const t =
@@ -201,7 +207,7 @@ export class MessageReader {
 
   /** Close with `code` and wait for the server's close (at most `timeoutMs`, then cut). */
   async close(code = 1000, timeoutMs = 5000): Promise<void> {
-    if (this.ws.readyState === WebSocket.CLOSED) return;
+    if (this.ws.readyState === this.ws.CLOSED) return;
     this.closing = true;
     const done = new Promise<void>((resolve) => this.ws.once('close', () => resolve()));
     this.ws.close(code);

@@ -87,7 +87,7 @@ export class Admission {
   private readonly fdCap: number | undefined;
   private readonly fdLimit: number | undefined;
   /** refused sockets being read and dropped now, and how many may be (each holds a descriptor) */
-  private lingering = 0;
+  private readonly lingering = new Set<Socket>();
   private readonly lingerCap: number;
 
   constructor(private readonly o: AdmissionOptions) {
@@ -246,15 +246,30 @@ export class Admission {
       `refused ${address}: ${why}`,
     );
     if (socket.destroyed) return undefined;
-    if (this.lingering >= this.lingerCap) {
+    if (this.lingering.size >= this.lingerCap) {
       socket.on('error', () => {});
       socket.destroy();
       return undefined;
     }
-    this.lingering++;
-    socket.once('close', () => this.lingering--);
-    finUnread(socket);
+    this.linger(socket);
     return undefined;
+  }
+
+  /** Close `socket` unserved (finUnread), among the sockets endLingering() closes. */
+  linger(socket: Socket): void {
+    if (socket.destroyed) return;
+    this.lingering.add(socket);
+    socket.once('close', () => this.lingering.delete(socket));
+    finUnread(socket);
+  }
+
+  /**
+   * The server is done: the sockets still read and dropped after their FIN are closed now, not
+   * at the end of their REFUSED_LINGER_MS (each would keep the process from exiting until then).
+   * A client that sends more to one of them gets a reset, as it would once the process exited.
+   */
+  endLingering(): void {
+    for (const s of this.lingering) s.destroy();
   }
 
   /** Log once per key per interval; for the listener's accept errors and dispatch notices. */

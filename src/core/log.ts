@@ -3,7 +3,7 @@
 // by default, so a test fixture prints nothing unless asked.
 
 import { createRequire } from 'node:module';
-import pino from 'pino';
+import type pino from 'pino';
 import { LossySink } from './sink.js';
 
 export interface Logger {
@@ -68,10 +68,14 @@ export function createLogger({
   // most 200 ms). A stderr that fails (EPIPE, ENOSPC, EIO) is given up: lines are counted and
   // dropped, and serving goes on.
   const sink = new LossySink({ fd: 2, minLength: LOG_BATCH, maxLength: LOG_BUFFER, flushMs: LOG_FLUSH_MS });
+  // loaded by the first logger: a run that only parses its flags (--help, --version, a refused
+  // flag) never needs it
+  const require = createRequire(import.meta.url);
+  const pino = require('pino') as typeof import('pino').default;
   let logger: pino.Logger;
   if (usePretty) {
     // loaded only for a terminal: it is most of a child process' start-up time otherwise
-    const pretty = createRequire(import.meta.url)('pino-pretty') as typeof import('pino-pretty');
+    const pretty = require('pino-pretty') as typeof import('pino-pretty');
     const stream = pretty({
       destination: sink,
       colorize: process.stderr.isTTY === true,

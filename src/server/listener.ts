@@ -626,11 +626,12 @@ function listenerHandle(
           closeFd(slow.fd); // connections still in its accept queue are reset by the kernel
         }
         // never served, nothing read: FIN without an echo (each leaves the queue when it closes)
-        for (const w of queue) finUnread(w.socket);
+        for (const w of queue) admission.linger(w.socket);
         for (const s of pendingHeaders) s.destroy(); // no header yet: nothing of theirs was read
         const cancel = graceTimer(graceMs, force);
         await Promise.all([whenIdle(), backend.drain(Date.now() + graceMs)]);
         cancel();
+        admission.endLingering();
         return stats();
       })();
       return closed;

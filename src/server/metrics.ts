@@ -4,14 +4,20 @@
 // every child reported as its connections closed; per-worker series carry a `worker` label.
 
 import http from 'node:http';
+import { createRequire } from 'node:module';
 import type { AddressInfo } from 'node:net';
-import { Counter, collectDefaultMetrics, Gauge, Histogram, Registry } from 'prom-client';
+import type { Registry } from 'prom-client';
 import { droppedLogLines } from '../core/sink.js';
 import type { ProxyRegistry } from '../core/toxiproxy.js';
 import { type AdminAbout, adminRoutes, type ServerCounts } from './admin.js';
 import { onConnectionClosed } from './conn-metrics.js';
 import type { ServerHandle } from './listener.js';
 import { handleToxiproxyApi } from './toxiproxy-api.js';
+
+/** prom-client, loaded the first time a registry is made: most runs never serve metrics. */
+let promClient: typeof import('prom-client') | undefined;
+const prom = (): typeof import('prom-client') =>
+  (promClient ??= createRequire(import.meta.url)('prom-client') as typeof import('prom-client'));
 
 export interface MetricsServer {
   readonly address: AddressInfo;
@@ -29,7 +35,7 @@ function mirrored(
   read: () => [Record<string, string>, number][],
   zeros = labelNames.length === 0,
 ): void {
-  new Counter({
+  new (prom().Counter)({
     name,
     help,
     labelNames,
@@ -70,7 +76,7 @@ export function serverSeries(
     () => each((h) => h.stats().connections),
     true,
   );
-  new Gauge({
+  new (prom().Gauge)({
     name: 'echo_connections_open',
     help: 'connections being served now',
     labelNames,
@@ -127,6 +133,7 @@ export function serverSeries(
 
 /** A registry with the process's own metrics (prefix echo_); `instance` labels every series `server`. */
 export function baseRegistry(instance?: string): Registry {
+  const { Registry, collectDefaultMetrics } = prom();
   const registry = new Registry();
   // `instance` is the label Prometheus sets on every target it scrapes: ours is `server`
   if (instance) registry.setDefaultLabels({ server: instance });
@@ -191,6 +198,7 @@ const HEADERS_TIMEOUT_MS = 3_000;
  * RTT the kernel had measured when each closed. Returns the function that stops charting.
  */
 export function chartConnections(registry: Registry): () => void {
+  const { Histogram } = prom();
   const duration = new Histogram({
     name: 'echo_connection_duration_seconds',
     help: 'how long connections lasted',

@@ -13,8 +13,9 @@
 // blackhole, accept-delay) happen before the application, as for echo.
 
 import http, { type IncomingMessage } from 'node:http';
+import { createRequire } from 'node:module';
 import type { Socket } from 'node:net';
-import { WebSocket, WebSocketServer } from 'ws';
+import type { WebSocket, WebSocketServer } from 'ws';
 import { type Fault, flipOneBit, latencyDelay } from '../core/faults.js';
 import { isLoopback } from '../core/parse.js';
 import type { MessageCounts } from '../core/records.js';
@@ -64,14 +65,26 @@ function requestCame(socket: Socket): void {
 const HIGH_WATER = 1024 * 1024;
 
 /** The WebSocket of one connection, told when a close is sent (the client's code echoed, or ours). */
-class EchoWebSocket extends WebSocket {
+interface EchoWebSocket extends WebSocket {
   onClosing?: (code: number | undefined, reason: Buffer | string | undefined) => void;
-  override close(code?: number, data?: string | Buffer): void {
-    const told = this.onClosing;
-    this.onClosing = undefined;
-    told?.(code, data);
-    super.close(code, data);
+}
+
+/** The `ws` library and the class of our connections, loaded by the first --ws application. */
+let wsLib: { WebSocketServer: typeof WebSocketServer; EchoWebSocket: typeof WebSocket } | undefined;
+function loadWs(): NonNullable<typeof wsLib> {
+  if (wsLib) return wsLib;
+  const lib = createRequire(import.meta.url)('ws') as typeof import('ws');
+  class Echo extends lib.WebSocket implements EchoWebSocket {
+    onClosing?: EchoWebSocket['onClosing'];
+    override close(code?: number, data?: string | Buffer): void {
+      const told = this.onClosing;
+      this.onClosing = undefined;
+      told?.(code, data);
+      super.close(code, data);
+    }
   }
+  wsLib = { WebSocketServer: lib.WebSocketServer, EchoWebSocket: Echo };
+  return wsLib;
 }
 
 /** Whether an upgrade with this Origin header (undefined: none) is served. */
@@ -106,6 +119,7 @@ function reply(socket: Socket, status: number, text: string, body: string, extra
 
 /** The WebSocket echo application with these options (one per process). */
 export function websocketApplication(o: WebSocketOptions = {}): Application {
+  const { WebSocketServer, EchoWebSocket } = loadWs();
   const wss = new WebSocketServer({
     noServer: true,
     WebSocket: EchoWebSocket,
@@ -191,7 +205,7 @@ export function websocketApplication(o: WebSocketOptions = {}): Application {
     },
     shutdown(conn) {
       const ws = (conn as Socket & { [WS]?: WebSocket })[WS];
-      if (ws && ws.readyState === WebSocket.OPEN) ws.close(1001, 'server shutdown');
+      if (ws && ws.readyState === ws.OPEN) ws.close(1001, 'server shutdown');
       else if (!ws) conn.end();
     },
   };
@@ -236,7 +250,7 @@ function echo(ws: EchoWebSocket, socket: Socket, info: ServeInfo): void {
     else send(data, isBinary);
   });
   const send = (data: Buffer, isBinary: boolean) => {
-    if (ws.readyState !== WebSocket.OPEN) return;
+    if (ws.readyState !== ws.OPEN) return;
     counts.messagesOut++;
     counts.payloadOut += data.length;
     trace?.('>', peer, isBinary ? 'binary' : 'text', data);
