@@ -7,10 +7,11 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { captureUnavailable } from '../src/lab/capture.js';
 import { netnsUnavailable } from '../src/lab/netns.js';
 import { type RecorderEvent, recorderListeners } from '../src/lab/recorder.js';
+import { backlog } from '../src/lab/scenarios/backlog.js';
 import { connectTimeout } from '../src/lab/scenarios/connect-timeout.js';
 import { heartbeat } from '../src/lab/scenarios/dead-peer.js';
 import { synRetries } from '../src/lab/scenarios/syn-retries.js';
-import { synLinearTimeouts, synSchedule } from '../src/lab/timers.js';
+import { liveSynSchedule, synLinearTimeouts, synSchedule } from '../src/lab/timers.js';
 
 const linux = process.platform === 'linux';
 const noWire = linux ? captureUnavailable() : 'Linux only';
@@ -80,6 +81,30 @@ describe.runIf(linux)('timers read on this process clock, with the event loop st
       );
     },
     30_000,
+  );
+
+  it.skipIf(!!noWire)(
+    'backlog: the loop blocked just after listen(), the queue drains late and the next retransmission is the one timed',
+    async () => {
+      const sends = liveSynSchedule()!.sends;
+      // accept() is asked for at 300 ms, but the loop only runs it after 1.3 s: the SYN
+      // retransmitted at sends[1] still meets a full queue, the one at sends[2] finds room
+      let stalled = false;
+      const fn = (e: RecorderEvent) => {
+        if (e.kind !== 'step' || !/^the server starts calling accept\(\)/.test(e.step.text)) return;
+        busy(sends[1]!);
+        stalled = true;
+      };
+      recorderListeners.add(fn);
+      stops.push(() => recorderListeners.delete(fn));
+      const r = await backlog({ acceptAfterMs: 300 });
+      expect(stalled).toBe(true);
+      expect(r.checks.filter((c) => !c.ok)).toEqual([]);
+      expect(r.timers).toHaveLength(1);
+      expect(r.timers![0]!.predictedMs).toBe(sends[2]);
+      expect(Math.abs(r.timers![0]!.measuredMs! - sends[2]!)).toBeLessThan(sends[2]! * 0.1);
+    },
+    20_000,
   );
 
   it.skipIf(!!noNetns)(
