@@ -2,7 +2,8 @@
 // (other scenarios running synchronous ss/ip calls in the same process, a loaded machine):
 // each test blocks the loop across the moment a timer ends and expects every check to hold,
 // with the stall recorded beside the measurement. Each also runs the scenario's own figures
-// against the wire or the computed value, so a wrong timer still fails.
+// against the wire or the computed value, so a wrong timer still fails. The syn-retries and
+// heartbeat cases wait seconds on the kernel's timers: `npm run test:e2e` runs them.
 import { afterEach, describe, expect, it } from 'vitest';
 import { captureUnavailable } from '../src/lab/capture.js';
 import { netnsUnavailable } from '../src/lab/netns.js';
@@ -12,10 +13,13 @@ import { connectTimeout } from '../src/lab/scenarios/connect-timeout.js';
 import { heartbeat } from '../src/lab/scenarios/dead-peer.js';
 import { synRetries } from '../src/lab/scenarios/syn-retries.js';
 import { liveSynSchedule, synLinearTimeouts, synSchedule } from '../src/lab/timers.js';
+import { FULL_MATRIX } from './helpers.js';
 
 const linux = process.platform === 'linux';
 const noWire = linux ? captureUnavailable() : 'Linux only';
 const noNetns = linux ? netnsUnavailable() : 'Linux only';
+const slow = FULL_MATRIX ? undefined : 'seconds of kernel timers: run by npm run test:e2e';
+if (slow) console.warn(`skipping syn-retries and heartbeat under a stall: ${slow}`);
 
 /** Block this process's event loop for `ms` (what a synchronous ss or ip call does under load). */
 function busy(ms: number): void {
@@ -64,7 +68,7 @@ describe.runIf(linux)('timers read on this process clock, with the event loop st
     expect(Math.abs(t.measuredMs! - t.loopLateMs! - 1000)).toBeLessThanOrEqual(100);
   }, 20_000);
 
-  it.skipIf(!!noWire)(
+  it.skipIf(!!(noWire ?? slow))(
     'syn-retries: the loop blocked across the kernel ETIMEDOUT, the checks hold and the stall is recorded',
     async () => {
       const plan = synSchedule(1, synLinearTimeouts());
@@ -107,7 +111,7 @@ describe.runIf(linux)('timers read on this process clock, with the event loop st
     20_000,
   );
 
-  it.skipIf(!!noNetns)(
+  it.skipIf(!!(noNetns ?? slow))(
     "heartbeat: the loop blocked when the child's error arrives, the from-the-cut timer is the child's",
     async () => {
       // the error reaches the client program 4 s after the cut; the parent is blocked from 3.7 s to 5.2 s
