@@ -215,6 +215,10 @@ describe.skipIf(!!noCapture)('SYN timers on lo', () => {
     const third = clients.find((s) => s.sport === ports[2])!;
     // never answered
     expect(segments.filter((s) => s.dport === third.sport)).toEqual([]);
-    expect(Math.abs((t.toUs! - third.epochUs) / 1000 - 1000)).toBeLessThanOrEqual(100);
+    // the end is read on this process's clock: not early, and within 10 % less the event loop's
+    // lateness at the deadline (loopLateMs, a timer due then), which a loaded machine adds
+    const ms = (t.toUs! - third.epochUs) / 1000;
+    expect(ms).toBeGreaterThanOrEqual(900);
+    expect(Math.abs(ms - (t.loopLateMs ?? 0) - 1000)).toBeLessThanOrEqual(100);
   }, 60_000);
 });

@@ -98,13 +98,6 @@ function spawnChild(ns: string, role: object, children: ChildProcess[]): Child {
     stdio: ['ignore', 'ignore', 'pipe', 'ipc'],
   });
   children.push(proc);
-  const inbox: Record<string, any>[] = [];
-  const waiters: { type: string; resolve: (m: Record<string, any>) => void }[] = [];
-  proc.on('message', (m: Record<string, any>) => {
-    const i = waiters.findIndex((w) => w.type === m.type);
-    if (i >= 0) waiters.splice(i, 1)[0]!.resolve(m);
-    else inbox.push(m);
-  });
   let stderr = '';
   proc.stderr!.on('data', (d) => {
     stderr += d;
@@ -112,27 +105,54 @@ function spawnChild(ns: string, role: object, children: ChildProcess[]): Child {
   return {
     proc,
     send: (msg) => proc.connected && proc.send(msg),
-    next(type, timeoutMs = 30_000) {
-      const i = inbox.findIndex((m) => m.type === type);
-      if (i >= 0) return Promise.resolve(inbox.splice(i, 1)[0]!);
-      return new Promise((resolve, reject) => {
-        const t = setTimeout(
-          () => reject(new Error(`child sent no '${type}' within ${timeoutMs} ms`)),
-          timeoutMs,
-        );
-        proc.once('exit', (code) => {
+    next: childMessages(proc, () => stderr),
+  };
+}
+
+/** A child process's side of an IPC channel, as childMessages reads it. */
+export type IpcChild = Pick<ChildProcess, 'on' | 'once' | 'connected'>;
+
+/**
+ * The messages of a child with an IPC channel, waited for by type: `next(type)` resolves with
+ * the next message of that type, and rejects when the child ends without sending it.
+ */
+export function childMessages(
+  proc: IpcChild,
+  stderr: () => string,
+): (type: string, timeoutMs?: number) => Promise<Record<string, any>> {
+  const inbox: Record<string, any>[] = [];
+  const waiters: { type: string; resolve: (m: Record<string, any>) => void }[] = [];
+  proc.on('message', (m: Record<string, any>) => {
+    const i = waiters.findIndex((w) => w.type === m.type);
+    if (i >= 0) waiters.splice(i, 1)[0]!.resolve(m);
+    else inbox.push(m);
+  });
+  return (type, timeoutMs = 30_000) => {
+    const i = inbox.findIndex((m) => m.type === type);
+    if (i >= 0) return Promise.resolve(inbox.splice(i, 1)[0]!);
+    return new Promise((resolve, reject) => {
+      const t = setTimeout(
+        () => reject(new Error(`child sent no '${type}' within ${timeoutMs} ms`)),
+        timeoutMs,
+      );
+      // the child's last messages may still be in the channel when its exit is seen: give up
+      // only once the channel has closed (every message in it was delivered before that)
+      proc.once('exit', (code) => {
+        const fail = () => {
           clearTimeout(t);
-          reject(new Error(`child exited (${code}) before '${type}': ${stderr.trim()}`));
-        });
-        waiters.push({
-          type,
-          resolve: (m) => {
-            clearTimeout(t);
-            resolve(m);
-          },
-        });
+          reject(new Error(`child exited (${code}) before '${type}': ${stderr().trim()}`));
+        };
+        if (proc.connected) proc.once('disconnect', fail);
+        else fail();
       });
-    },
+      waiters.push({
+        type,
+        resolve: (m) => {
+          clearTimeout(t);
+          resolve(m);
+        },
+      });
+    });
   };
 }
 

@@ -9,7 +9,7 @@ import type { SocketOptions } from '../../core/sockopts.js';
 import { captureUnavailable, type Segment } from '../capture.js';
 import { CLIENT_ADDR, netnsUnavailable, SERVER_ADDR, withTwoHosts } from '../netns.js';
 import { Recorder, type ScenarioResult } from '../recorder.js';
-import { captureClientVeth, oldestUnacked } from '../wire.js';
+import { captureClientVeth, nowUs, oldestUnacked } from '../wire.js';
 
 export interface DeadPeerSpec {
   name: string;
@@ -33,7 +33,7 @@ export interface DeadPeerSpec {
     from: 'last-received' | 'first-retransmission' | 'unanswered-data';
     clock?: 'connected' | 'cut';
   };
-  /** a second timer, measured on this process's clock from the cut (an application's own timers) */
+  /** a second timer, from the cut to when the client program met the error (an application's own timers) */
   alsoFromCut?: { ms: number; how: string };
   explain: string;
 }
@@ -87,17 +87,20 @@ export async function deadPeer(spec: DeadPeerSpec): Promise<ScenarioResult> {
     client.send({ type: 'start' });
     h.ip(h.server, 'route', 'add', 'blackhole', `${CLIENT_ADDR}/32`);
     const cut = performance.now();
+    const cutUs = nowUs();
     r.step(
       `the path is cut: blackhole route on the server for ${CLIENT_ADDR} (its host "vanishes": no FIN, no RST)`,
     );
     r.step(spec.explain);
     const failure = await client.next('error', spec.window[1] + 10_000);
-    const ms = performance.now() - cut;
+    // from the cut to when the client program met the error (stamped there): this process may
+    // read the message late, when its event loop is busy
+    const ms = typeof failure.atUs === 'number' ? (failure.atUs - cutUs) / 1000 : performance.now() - cut;
     const err = Object.assign(new Error(failure.message), { code: failure.code, syscall: failure.syscall });
     r.step(
       `client socket fails after ${(ms / 1000).toFixed(1)} s: ${failure.code} (syscall ${failure.syscall})`,
     );
-    r.error(err);
+    r.error(err, typeof failure.atUs === 'number' ? failure.atUs : undefined);
     const info = (failure as { tcp?: TcpInfo }).tcp;
     if (info && spec.mode === 'write') {
       r.step(
@@ -118,7 +121,7 @@ export async function deadPeer(spec: DeadPeerSpec): Promise<ScenarioResult> {
       const { ms: want, how } = spec.alsoFromCut;
       r.check(
         `${failure.code} within 10 % of ${want / 1000} s after the cut (${how})`,
-        r.timer(`${spec.name}: ${failure.code} after the cut (this process's clock)`, want, ms),
+        r.timer(`${spec.name}: ${failure.code} after the cut (the program's clock)`, want, ms),
       );
     }
     const segments = wire ? await wire.stop() : [];
