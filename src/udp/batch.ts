@@ -58,9 +58,21 @@ function load(): Mm | null {
 
 /**
  * The policy for one datagram read in a batch: true to echo it unchanged from where it lies.
- * `slot` lets the callee copy it out (batch.copy) when it does anything else with it.
+ * `slot` lets the callee copy it out (batch.copy) when it does anything else with it;
+ * `v4` is the source address as a 32-bit number (the same address as `address`).
  */
-export type AdmitDatagram = (address: string, port: number, length: number, slot: number) => boolean;
+export type AdmitDatagram = (
+  address: string,
+  port: number,
+  length: number,
+  slot: number,
+  v4: number,
+) => boolean;
+
+/** Whether an IPv4 source address (a 32-bit number) is multicast (224/4), 255.255.255.255 or 0.0.0.0. */
+export function isBroadcastOrMulticastV4(v4: number): boolean {
+  return v4 >>> 28 === 14 || v4 >>> 0 === 0xffffffff || v4 === 0;
+}
 
 export class UdpBatch {
   /** receive side: SLOTS mmsghdr, then their iovecs, source addresses and 64 KiB slots */
@@ -160,8 +172,8 @@ export class UdpBatch {
         const name = nameBase + i * NAME;
         if (rv.getUint16(name, true) !== AF_INET) continue;
         const port = rv.getUint16(name + 2, false);
-        const address = this.ipv4(rv.getUint32(name + 4, false));
-        if (!admit(address, port, length, i)) continue;
+        const v4 = rv.getUint32(name + 4, false);
+        if (!admit(this.ipv4(v4), port, length, i, v4)) continue;
         sv.setBigUint64(out * MMSGHDR, this.nameAddr[i]!, true);
         const iov = ioBase + out * IOVEC;
         sv.setBigUint64(iov, this.dataAddr[i]!, true);
