@@ -7,7 +7,7 @@ import dgram from 'node:dgram';
 import fc from 'fast-check';
 import { afterEach, describe, expect, it, onTestFinished } from 'vitest';
 import { startUdpEchoServer } from '../src/index.js';
-import { isBroadcastOrMulticastV4 } from '../src/udp/batch.js';
+import { isBroadcastOrMulticastV4, parseIpv4, UdpBatch } from '../src/udp/batch.js';
 import { isBroadcastOrMulticast } from '../src/udp/server.js';
 import { until } from './helpers.js';
 
@@ -104,4 +104,110 @@ describe('UDP echo: every byte value, both paths', () => {
       expect(srv.sources().size).toBe(c.locals.length);
     });
   }
+});
+
+describe('UdpBatch.queue: the datagram dgram delivered goes out in the batch', () => {
+  it('parses dotted IPv4 addresses only', () => {
+    expect(parseIpv4('127.0.0.1')).toBe(0x7f000001);
+    expect(parseIpv4('255.255.255.255')).toBe(0xffffffff);
+    expect(parseIpv4('0.0.0.0')).toBe(0);
+    for (const bad of [
+      '',
+      '::1',
+      '1.2.3',
+      '1.2.3.4.5',
+      '256.0.0.1',
+      '1..2.3',
+      '1.2.3.',
+      'a.b.c.d',
+      '1.2.3.4 ',
+      '1234.0.0.1',
+    ])
+      expect(parseIpv4(bad)).toBe(-1);
+    fc.assert(
+      fc.property(fc.nat({ max: 0xffffffff }), (v) => {
+        expect(parseIpv4(dotted(v))).toBe(v);
+      }),
+      { numRuns: 2000 },
+    );
+  });
+
+  it.skipIf(process.platform !== 'linux')(
+    'the queued datagram is echoed first, then those the same drain reads, each to its sender',
+    async () => {
+      // a socket libuv does not read: what is sent to it stays queued for the drain
+      const { rawListenFd } = await import('../src/core/listen.js');
+      const { boundPort, closeFd } = await import('../src/core/libc.js');
+      const fd = rawListenFd({
+        host: '127.0.0.1',
+        port: 0,
+        backlog: 0,
+        type: 'udp',
+        reuseAddr: false,
+        reusePort: false,
+      });
+      const b = UdpBatch.create(fd);
+      onTestFinished(() => {
+        b?.free();
+        closeFd(fd);
+      });
+      expect(b).toBeDefined();
+      const port = boundPort(fd);
+      const cli = dgram.createSocket('udp4');
+      onTestFinished(() => {
+        cli.close();
+      });
+      await new Promise<void>((r) => cli.bind(0, '127.0.0.2', r));
+      const got: Buffer[] = [];
+      cli.on('message', (m) => got.push(m));
+      const first = Buffer.from([0, 255, 1, 128]);
+      const later = [Buffer.from([255]), Buffer.from([0]), Buffer.alloc(300, 0xaa)];
+      // loopback delivers within the send: once its callback ran, the datagram is queued
+      for (const m of later)
+        await new Promise<void>((r, j) => cli.send(m, port, '127.0.0.1', (e) => (e ? j(e) : r())));
+      const me = cli.address().port;
+      expect(b!.queue(first, '::1', me)).toBe(false);
+      expect(b!.queue(first, '127.0.0.2', me)).toBe(true);
+      expect(b!.queue(Buffer.from('again'), '127.0.0.2', me)).toBe(false); // one at a time
+      const admitted: string[] = [];
+      const read = b!.drain(
+        (address, p, length) => {
+          admitted.push(`${address}:${p}:${length}`);
+          return true;
+        },
+        () => {
+          throw new Error('nothing should need a resend');
+        },
+      );
+      expect(read).toBe(3);
+      expect(admitted).toEqual([`127.0.0.2:${me}:1`, `127.0.0.2:${me}:1`, `127.0.0.2:${me}:300`]);
+      await until(
+        () => got.length >= 4,
+        5000,
+        () => `4 echoes (${got.length})`,
+      );
+      expect(got).toEqual([first, ...later]);
+      // the queued one went out once: a second drain sends nothing
+      expect(
+        b!.drain(
+          () => true,
+          () => {},
+        ),
+      ).toBe(0);
+      expect(b!.queue(first, '127.0.0.2', me)).toBe(true);
+      expect(
+        b!.drain(
+          () => true,
+          () => {},
+        ),
+      ).toBe(0);
+      await until(
+        () => got.length >= 5,
+        5000,
+        () => `5 echoes (${got.length})`,
+      );
+      expect(got).toHaveLength(5);
+      expect(got[4]).toEqual(first);
+    },
+  );
 });

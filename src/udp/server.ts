@@ -242,7 +242,8 @@ export async function startUdpEchoServer(opts: UdpEchoServerOptions = {}): Promi
       if (chosen) faulty(msg, rinfo, chosen, src);
       else {
         countOut(src, msg.length);
-        send(msg, rinfo);
+        // with the batch on, the echo goes out in the sendmmsg of the drain below
+        if (!batch?.queue(msg, rinfo.address, rinfo.port)) send(msg, rinfo);
       }
     }
     // what else is queued, read and answered in one recvmmsg/sendmmsg each (Linux, IPv4)
