@@ -109,10 +109,17 @@ export class UdpBatch {
   private readonly data: Buffer;
   private readonly nameAddr: bigint[] = [];
   private readonly dataAddr: bigint[] = [];
+  /** the same addresses as 32-bit halves (low, high) for setUint32: no BigInt per echo */
+  private readonly nameHalves = new Uint32Array(2 * (SLOTS + 1));
+  private readonly dataHalves = new Uint32Array(2 * (SLOTS + 1));
+  /** receive headers the last recvmmsg filled (their msg_namelen to reset) */
+  private filled = SLOTS;
   /** which slot each send header echoes, for resends */
   private readonly sentSlot = new Int32Array(SLOTS + 1);
   /** IPv4 source address (as a 32-bit number) → its dotted string */
   private readonly names = new Map<number, string>();
+  private lastV4 = -1;
+  private lastName = '';
   private freed = false;
   /** the length of the datagram queue() put in the last slot, or -1 */
   private queued = -1;
@@ -151,10 +158,15 @@ export class UdpBatch {
     for (let i = 0; i <= SLOTS; i++) {
       this.nameAddr.push(rBase + BigInt(offName + i * NAME));
       this.dataAddr.push(rBase + BigInt(offData + i * SLOT_BYTES));
+      this.nameHalves[2 * i] = Number(this.nameAddr[i]! & 0xffffffffn);
+      this.nameHalves[2 * i + 1] = Number(this.nameAddr[i]! >> 32n);
+      this.dataHalves[2 * i] = Number(this.dataAddr[i]! & 0xffffffffn);
+      this.dataHalves[2 * i + 1] = Number(this.dataAddr[i]! >> 32n);
       // send header i: name and iovec base/length are set per echo
       const s = i * MMSGHDR;
       sv.setUint32(s + 8, SOCKADDR_IN, true);
       sv.setBigUint64(s + 16, sBase + BigInt((SLOTS + 1) * MMSGHDR + i * IOVEC), true);
+      sv.setBigUint64((SLOTS + 1) * MMSGHDR + i * IOVEC + 8, 0n, true); // iov_len: echo() sets its low half
       sv.setBigUint64(s + 24, 1n, true);
       sv.setBigUint64(s + 32, 0n, true);
       sv.setBigUint64(s + 40, 0n, true);
@@ -218,9 +230,11 @@ export class UdpBatch {
         this.queued = -1;
         out = 1;
       }
-      for (let i = 0; i < SLOTS; i++) rv.setUint32(i * MMSGHDR + 8, SOCKADDR_IN, true);
+      // recvmmsg set msg_namelen only in the headers it filled
+      for (let i = 0; i < this.filled; i++) rv.setUint32(i * MMSGHDR + 8, SOCKADDR_IN, true);
       // EAGAIN (nothing queued) or another error: dgram's own reads report errors
       const n = Math.max(0, lib.recvmmsg(this.fd, this.recv, SLOTS, MSG_DONTWAIT, null));
+      this.filled = n;
       total += n;
       for (let i = 0; i < n; i++) {
         const length = rv.getUint32(i * MMSGHDR + 56, true);
@@ -237,7 +251,7 @@ export class UdpBatch {
         for (let k = sent; k < out; k++) {
           const slot = this.sentSlot[k]!;
           const name = nameBase + slot * NAME;
-          const length = Number(sv.getBigUint64(ioBase + k * IOVEC + 8, true));
+          const length = sv.getUint32(ioBase + k * IOVEC + 8, true);
           resend(
             this.copy(slot, length),
             this.ipv4(rv.getUint32(name + 4, false)),
@@ -253,20 +267,28 @@ export class UdpBatch {
   /** Send header `k` echoes `length` bytes of `slot` to the address read with it. */
   private echo(k: number, slot: number, length: number): void {
     const { sv } = this;
-    sv.setBigUint64(k * MMSGHDR, this.nameAddr[slot]!, true);
+    const { nameHalves, dataHalves } = this;
+    const h = k * MMSGHDR;
+    sv.setUint32(h, nameHalves[2 * slot]!, true);
+    sv.setUint32(h + 4, nameHalves[2 * slot + 1]!, true);
     const iov = (SLOTS + 1) * MMSGHDR + k * IOVEC;
-    sv.setBigUint64(iov, this.dataAddr[slot]!, true);
-    sv.setBigUint64(iov + 8, BigInt(length), true);
+    sv.setUint32(iov, dataHalves[2 * slot]!, true);
+    sv.setUint32(iov + 4, dataHalves[2 * slot + 1]!, true);
+    sv.setUint32(iov + 8, length, true); // iov_len: a datagram is < 2^32 bytes; its high half stays 0
     this.sentSlot[k] = slot;
   }
 
   private ipv4(v: number): string {
+    // one source sends most of a batch: its string is looked up once
+    if (v === this.lastV4) return this.lastName;
     let s = this.names.get(v);
     if (s === undefined) {
       s = `${v >>> 24}.${(v >>> 16) & 255}.${(v >>> 8) & 255}.${v & 255}`;
       if (this.names.size >= 65536) this.names.clear();
       this.names.set(v, s);
     }
+    this.lastV4 = v;
+    this.lastName = s;
     return s;
   }
 
