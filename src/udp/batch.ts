@@ -259,7 +259,9 @@ export class UdpBatch {
           );
         }
       }
-      if (n < SLOTS) break;
+      // the peers answered while the echoes went out: read again until nothing is queued
+      // (an empty recvmmsg costs less than libuv's read and a 'message' callback)
+      if (n === 0) break;
     }
     return total;
   }
