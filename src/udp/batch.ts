@@ -1,5 +1,5 @@
 // Batched UDP echo on Linux: after libuv has read one datagram ('message'), read what else is
-// queued on the socket with one recvmmsg(2) and send the echoes with one sendmmsg(2), through
+// queued on the socket with recvmmsg(2) and send the echoes with one sendmmsg(2) per read, through
 // koffi, without blocking (MSG_DONTWAIT). Node reads and sends one datagram per JS callback,
 // and that callback, not the kernel, was the limit: a plain dgram echo reached 0.43× the C
 // recvfrom/sendto loop. The datagrams are read into native memory laid out once (headers,
@@ -212,9 +212,10 @@ export class UdpBatch {
   }
 
   /**
-   * Read what is queued (at most MAX_ROUNDS × SLOTS datagrams), ask `admit` about each, echo the
-   * admitted ones with one sendmmsg per round, the one queue() took first. Echoes the kernel does not take at once (a full
-   * send buffer) go to `resend`, which queues them (dgram's send). Returns the datagrams read.
+   * Read what is queued until recvmmsg finds nothing (at most MAX_ROUNDS × SLOTS datagrams),
+   * ask `admit` about each, echo the admitted ones with one sendmmsg per round, the one queue()
+   * took first. Echoes the kernel does not take at once (a full send buffer) go to `resend`,
+   * which queues them (dgram's send). Returns the datagrams read.
    */
   drain(admit: AdmitDatagram, resend: (data: Buffer, address: string, port: number) => void): number {
     if (this.freed) return 0;
@@ -268,8 +269,7 @@ export class UdpBatch {
 
   /** Send header `k` echoes `length` bytes of `slot` to the address read with it. */
   private echo(k: number, slot: number, length: number): void {
-    const { sv } = this;
-    const { nameHalves, dataHalves } = this;
+    const { sv, nameHalves, dataHalves } = this;
     const h = k * MMSGHDR;
     sv.setUint32(h, nameHalves[2 * slot]!, true);
     sv.setUint32(h + 4, nameHalves[2 * slot + 1]!, true);
