@@ -20,7 +20,7 @@ import type { Tracer } from '../core/trace.js';
 /** How long close() lets datagrams held by a fault (latency, reorder) still go out (ms). */
 export const DEFAULT_UDP_GRACE_MS = 5000;
 
-import { type AdmitDatagram, UdpBatch } from './batch.js';
+import { type AdmitDatagram, isBroadcastOrMulticastV4, UdpBatch } from './batch.js';
 
 export interface UdpEchoServerOptions {
   host?: string;
@@ -112,7 +112,8 @@ export function isBroadcastOrMulticast(addr: string): boolean {
     const v4 = /^::ffff:(\d+\.\d+\.\d+\.\d+)$/.exec(a);
     return v4 ? isBroadcastOrMulticast(v4[1]!) : false;
   }
-  const first = Number(addr.split('.')[0]);
+  const dot = addr.indexOf('.');
+  const first = Number(dot < 0 ? addr : addr.slice(0, dot));
   return (first >= 224 && first <= 239) || addr === '255.255.255.255' || addr === '0.0.0.0';
 }
 
@@ -197,13 +198,13 @@ export async function startUdpEchoServer(opts: UdpEchoServerOptions = {}): Promi
 
   let isSelf: (address: string, port: number) => boolean = () => false; // set once bound
   /** The policy for one datagram, counted in: its source when it is to be answered, else undefined (dropped). */
-  const admit = (address: string, port: number, length: number): Source | undefined => {
+  const admit = (address: string, port: number, length: number, special: boolean): Source | undefined => {
     totals.datagramsIn++;
     totals.bytesIn += length;
     if (BLOCKED_SOURCE_PORTS.has(port)) return drop('source-port', undefined);
     // a datagram "from" our own address and port (forged): answering it would echo to ourselves forever
     if (isSelf(address, port)) return drop('self', undefined);
-    if (isBroadcastOrMulticast(address)) return drop('broadcast-source', undefined);
+    if (special) return drop('broadcast-source', undefined);
     if (opts.access?.active && !opts.access.check(address).ok) return drop('access', undefined);
     let src = sources.get(address);
     if (!src) {
@@ -235,22 +236,23 @@ export async function startUdpEchoServer(opts: UdpEchoServerOptions = {}): Promi
   socket.on('message', (msg, rinfo) => {
     if (closing) return;
     if (tracer) tracer.chunk('<', formatAddress(rinfo.address, rinfo.port), msg, 0);
-    const src = admit(rinfo.address, rinfo.port, msg.length);
+    const src = admit(rinfo.address, rinfo.port, msg.length, isBroadcastOrMulticast(rinfo.address));
     if (src) {
       const chosen = faults.pick();
       if (chosen) faulty(msg, rinfo, chosen, src);
       else {
         countOut(src, msg.length);
-        send(msg, rinfo);
+        // with the batch on, the echo goes out in the sendmmsg of the drain below
+        if (!batch?.queue(msg, rinfo.address, rinfo.port)) send(msg, rinfo);
       }
     }
     // what else is queued, read and answered in one recvmmsg/sendmmsg each (Linux, IPv4)
     batch?.drain(admitQueued, resend);
   });
   let batch: UdpBatch | undefined;
-  const admitQueued: AdmitDatagram = (address, port, length, slot) => {
+  const admitQueued: AdmitDatagram = (address, port, length, slot, v4) => {
     if (closing) return false;
-    const src = admit(address, port, length);
+    const src = admit(address, port, length, isBroadcastOrMulticastV4(v4));
     if (!src) return false;
     const chosen = faults.pick();
     if (!chosen) {
