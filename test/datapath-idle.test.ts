@@ -4,49 +4,23 @@
 // timeouts; once idle, 'timeout' comes.
 
 import { once } from 'node:events';
-import net from 'node:net';
-import { describe, expect, it, onTestFinished } from 'vitest';
-import { interceptAccept, type LightSocket, lightPathWorks } from '../src/core/internals.js';
-import { readN } from './helpers.js';
+import type net from 'node:net';
+import { describe, expect, it } from 'vitest';
+import { lightAccepted, readN } from './helpers.js';
 
 const IDLE_MS = 1000;
 const PACE_MS = 100;
 const ROUNDS = 12; // 1.2 s of activity at least: past the timeout
 
-async function lightEcho(): Promise<{ light: LightSocket; client: net.Socket }> {
-  expect((await lightPathWorks()).ok).toBe(true);
-  const server = net.createServer({ allowHalfOpen: true });
-  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
-  onTestFinished(() => {
-    server.close();
-  });
+/** A light connection whose reads are echoed, and its client. */
+function lightEcho() {
   const own = Buffer.alloc(64 * 1024);
-  const accepted = new Promise<LightSocket>((resolve) => {
-    interceptAccept(
-      server,
-      {
-        allowHalfOpen: true,
-        pauseOnCreate: false,
-        light: true,
-        onread: () => ({
-          buffer: () => own,
-          callback(n, buf) {
-            this.write(Buffer.from(buf.subarray(0, n)));
-          },
-        }),
-      },
-      (s) => resolve(s as unknown as LightSocket),
-    );
+  return lightAccepted({
+    buffer: () => own,
+    callback(n, buf) {
+      this.write(Buffer.from(buf.subarray(0, n)));
+    },
   });
-  const client = net.connect({ port: (server.address() as net.AddressInfo).port, host: '127.0.0.1' });
-  onTestFinished(() => {
-    client.destroy();
-  });
-  const light = await accepted;
-  onTestFinished(() => {
-    light.destroy();
-  });
-  return { light, client };
 }
 
 const pause = (ms: number) => new Promise((r) => setTimeout(r, ms));

@@ -4,42 +4,15 @@
 
 import { randomBytes } from 'node:crypto';
 import { once } from 'node:events';
-import net from 'node:net';
-import { describe, expect, it, onTestFinished } from 'vitest';
-import { interceptAccept, LightSocket, lightPathWorks } from '../src/core/internals.js';
-import { readN } from './helpers.js';
+import type net from 'node:net';
+import { describe, expect, it } from 'vitest';
+import type { LightSocket } from '../src/core/internals.js';
+import { lightAccepted, readN } from './helpers.js';
 
-/** A LightSocket accepted by a fresh loopback server, with the client connected to it. */
-async function lightPair(): Promise<{ light: LightSocket; client: net.Socket }> {
-  expect((await lightPathWorks()).ok).toBe(true);
-  const server = net.createServer({ allowHalfOpen: true });
-  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
-  onTestFinished(() => {
-    server.close();
-  });
+/** A LightSocket accepted by a fresh loopback server (its reads dropped), with the client connected to it. */
+function lightPair() {
   const own = Buffer.alloc(64 * 1024);
-  const accepted = new Promise<LightSocket>((resolve) => {
-    interceptAccept(
-      server,
-      {
-        allowHalfOpen: true,
-        pauseOnCreate: false,
-        light: true,
-        onread: () => ({ buffer: () => own, callback() {} }),
-      },
-      (s) => resolve(s as unknown as LightSocket),
-    );
-  });
-  const client = net.connect({ port: (server.address() as net.AddressInfo).port, host: '127.0.0.1' });
-  onTestFinished(() => {
-    client.destroy();
-  });
-  const light = await accepted;
-  expect(light).toBeInstanceOf(LightSocket);
-  onTestFinished(() => {
-    light.destroy();
-  });
-  return { light, client };
+  return lightAccepted({ buffer: () => own, callback() {} });
 }
 
 const reqOf = (light: LightSocket) => (light as unknown as { req?: object }).req;

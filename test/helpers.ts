@@ -18,6 +18,7 @@ import { buildChatProgram, type ChatFlags, resolveChatConfig } from '../src/cli/
 import { buildClientProgram, type ClientFlags, resolveClientConfig } from '../src/cli/echo-client.js';
 import { buildServerProgram, resolveServerConfig, type ServerFlags } from '../src/cli/echo-server.js';
 import { normalizeTraceArg, resolveTrace } from '../src/cli/flag-groups.js';
+import { interceptAccept, LightSocket, lightPathWorks, type OnRead } from '../src/core/internals.js';
 import { UsageError } from '../src/core/parse.js';
 import { type EchoServerOptions, startEchoServer } from '../src/index.js';
 import { refusingPort } from '../src/lab/util.js';
@@ -671,4 +672,36 @@ export async function proxyWithPage() {
   const api = await p.waitStderr(/admin page at (http:\/\/127\.0\.0\.1:\d+\/)/);
   const listen = /proxy a: listening on 127\.0\.0\.1:(\d+)/.exec(p.stderr())!;
   return { ...p, url: api[1]!, port: Number(listen[1]), upstream: up.address.port };
+}
+
+/**
+ * A light connection (core/internals.ts LightSocket) accepted with `onread` by a fresh loopback
+ * server, and the client connected to it; the three are closed when the test ends.
+ */
+export async function lightAccepted(
+  onread: OnRead,
+): Promise<{ server: net.Server; light: LightSocket; client: Socket }> {
+  expect((await lightPathWorks()).ok).toBe(true);
+  const server = net.createServer({ allowHalfOpen: true });
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  onTestFinished(() => {
+    server.close();
+  });
+  const accepted = new Promise<LightSocket>((resolve) => {
+    interceptAccept(
+      server,
+      { allowHalfOpen: true, pauseOnCreate: false, light: true, onread: () => onread },
+      (s) => resolve(s as unknown as LightSocket),
+    );
+  });
+  const client = net.connect({ port: (server.address() as net.AddressInfo).port, host: '127.0.0.1' });
+  onTestFinished(() => {
+    client.destroy();
+  });
+  const light = await accepted;
+  expect(light).toBeInstanceOf(LightSocket);
+  onTestFinished(() => {
+    light.destroy();
+  });
+  return { server, light, client };
 }

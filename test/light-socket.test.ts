@@ -1,17 +1,11 @@
 // LightSocket (core/internals.ts) on its own: what stays true once its handle is a net.Socket's.
 import { once } from 'node:events';
 import net from 'node:net';
-import { describe, expect, it, onTestFinished } from 'vitest';
-import { interceptAccept, LightSocket, lightPathWorks } from '../src/core/internals.js';
+import { describe, expect, it } from 'vitest';
+import { lightAccepted } from './helpers.js';
 
 describe('LightSocket after handOver()', () => {
   it('destroy() on the light socket leaves the connection, its count and its close to the net.Socket', async () => {
-    expect((await lightPathWorks()).ok).toBe(true);
-    const server = net.createServer({ allowHalfOpen: true });
-    await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
-    onTestFinished(() => {
-      server.close();
-    });
     const own = Buffer.alloc(64 * 1024);
     const onread = {
       buffer: () => own,
@@ -19,19 +13,7 @@ describe('LightSocket after handOver()', () => {
         this.write(Buffer.from(buf.subarray(0, n)));
       },
     };
-    const accepted = new Promise<LightSocket>((resolve) => {
-      interceptAccept(
-        server,
-        { allowHalfOpen: true, pauseOnCreate: false, light: true, onread: () => onread },
-        (s) => resolve(s as unknown as LightSocket),
-      );
-    });
-    const client = net.connect((server.address() as net.AddressInfo).port, '127.0.0.1');
-    onTestFinished(() => {
-      client.destroy();
-    });
-    const light = await accepted;
-    expect(light).toBeInstanceOf(LightSocket);
+    const { server, light, client } = await lightAccepted(onread);
     let lightClosed = false;
     light.on('close', () => {
       lightClosed = true;
