@@ -536,31 +536,36 @@ interface TcpHandle {
   conn?: LightSocket;
 }
 
+/** process.binding(name), or undefined where this Node has none or refuses it */
+function nodeBinding(name: string): Record<string, any> | undefined {
+  try {
+    const bind = (process as unknown as { binding?: (m: string) => Record<string, any> }).binding;
+    return bind?.call(process, name);
+  } catch {
+    return undefined;
+  }
+}
+
 let streamBindingCache: StreamBinding | null | undefined;
 function streamBinding(): StreamBinding | null {
   if (streamBindingCache !== undefined) return streamBindingCache;
   streamBindingCache = null;
-  try {
-    const bind = (process as unknown as { binding?: (m: string) => Record<string, unknown> }).binding;
-    const b = bind?.call(process, 'stream_wrap');
-    if (
-      b &&
-      typeof b.WriteWrap === 'function' &&
-      typeof b.ShutdownWrap === 'function' &&
-      b.streamBaseState instanceof Int32Array &&
-      typeof b.kReadBytesOrError === 'number' &&
-      typeof b.kLastWriteWasAsync === 'number'
-    )
-      streamBindingCache = {
-        WriteWrap: b.WriteWrap as StreamBinding['WriteWrap'],
-        ShutdownWrap: b.ShutdownWrap as StreamBinding['ShutdownWrap'],
-        state: b.streamBaseState,
-        kReadBytesOrError: b.kReadBytesOrError,
-        kLastWriteWasAsync: b.kLastWriteWasAsync,
-      };
-  } catch {
-    // no process.binding, or it refuses stream_wrap: net.Socket stays
-  }
+  const b = nodeBinding('stream_wrap');
+  if (
+    b &&
+    typeof b.WriteWrap === 'function' &&
+    typeof b.ShutdownWrap === 'function' &&
+    b.streamBaseState instanceof Int32Array &&
+    typeof b.kReadBytesOrError === 'number' &&
+    typeof b.kLastWriteWasAsync === 'number'
+  )
+    streamBindingCache = {
+      WriteWrap: b.WriteWrap as StreamBinding['WriteWrap'],
+      ShutdownWrap: b.ShutdownWrap as StreamBinding['ShutdownWrap'],
+      state: b.streamBaseState,
+      kReadBytesOrError: b.kReadBytesOrError,
+      kLastWriteWasAsync: b.kLastWriteWasAsync,
+    };
   return streamBindingCache;
 }
 
@@ -988,14 +993,9 @@ let tcpBindingCache: TcpBinding | null | undefined;
 function tcpBinding(): TcpBinding | null {
   if (tcpBindingCache !== undefined) return tcpBindingCache;
   tcpBindingCache = null;
-  try {
-    const bind = (process as unknown as { binding?: (m: string) => Record<string, any> }).binding;
-    const b = bind?.call(process, 'tcp_wrap');
-    if (b && typeof b.TCP === 'function' && typeof b.constants?.SOCKET === 'number')
-      tcpBindingCache = { TCP: b.TCP, SOCKET: b.constants.SOCKET };
-  } catch {
-    // no process.binding, or it refuses tcp_wrap: net.Socket stays
-  }
+  const b = nodeBinding('tcp_wrap');
+  if (b && typeof b.TCP === 'function' && typeof b.constants?.SOCKET === 'number')
+    tcpBindingCache = { TCP: b.TCP, SOCKET: b.constants.SOCKET };
   return tcpBindingCache;
 }
 
