@@ -1,14 +1,14 @@
 // The echo of small reads into the shared buffer (server/user-buffer.ts echoRead): the bytes
 // are copied into a scratch buffer that the next read reuses while the kernel takes each
 // write whole. A write that waits keeps its bytes; counters stay exact; on the light path
-// and on its fallbacks (net.Sockets with the shared buffer, and the stream path).
+// and on its fallbacks (net.Sockets with the shared buffer, and the stream path). And the light
+// connection's idle timer, which activity no longer refreshes.
 import { once } from 'node:events';
 import type net from 'node:net';
 import { afterEach, describe, expect, it } from 'vitest';
 import type { ConnectionRecord } from '../src/core/records.js';
-import { applySocketOptions } from '../src/core/sockopts.js';
 import { echoRead, SHARED_READ, sharedReadOf } from '../src/server/user-buffer.js';
-import { connect, echoServer, readAll, readN, until } from './helpers.js';
+import { connect, echoServer, lightAccepted, readN, until } from './helpers.js';
 
 /** A stand-in for a socket reading into the shared buffer: its writes recorded, its queue set by the test. */
 function fakeSocket() {
@@ -92,38 +92,6 @@ describe.each(PATHS)('%s', (_name, env) => {
     Object.assign(process.env, env);
   }
 
-  it('small writes the client does not read pile up until the server stops reading; all come back in order, counted', async () => {
-    setEnv();
-    const records: ConnectionRecord[] = [];
-    // a small send buffer on the server: the kernel stops taking the echo early
-    const srv = await echoServer({
-      socket: { sendBuffer: 4096 },
-      onConnectionClosed: (r) => records.push(r),
-    });
-    const s = await connect(srv.address.port, '127.0.0.1', { noDelay: true } as net.NetConnectOpts);
-    applySocketOptions(s, { recvBuffer: 4096 }, { report: false }); // a small window: the kernel holds little
-    s.pause(); // the echo waits in the kernel, then in the server
-    // one small chunk per loop turn: most reads are small; each chunk says its number
-    const sent: Buffer[] = [];
-    const stalled = () => srv.connections()[0]?.reading === false;
-    for (let i = 0; i < 50_000 && !stalled(); i++) {
-      const chunk = Buffer.from(`${String(i).padStart(7, '0')}:${'.'.repeat(i % 1000)}\n`);
-      sent.push(chunk);
-      if (!s.write(chunk)) await once(s, 'drain');
-      else await new Promise((r) => setImmediate(r));
-    }
-    expect(stalled(), `after ${sent.length} writes: ${JSON.stringify(srv.connections())}`).toBe(true);
-    s.end();
-    const reading = readAll(s);
-    s.resume();
-    const all = Buffer.concat(sent);
-    const back = await reading;
-    expect(back.length).toBe(all.length);
-    expect(back.equals(all)).toBe(true);
-    await until(() => records.length === 1, 10_000, 'close record');
-    expect(records[0]).toMatchObject({ bytesIn: all.length, bytesOut: all.length, reason: 'client closed' });
-  }, 60_000);
-
   it('ping-pong: every message back as sent, byte counters exact', async () => {
     setEnv();
     const records: ConnectionRecord[] = [];
@@ -149,5 +117,56 @@ describe.each(PATHS)('%s', (_name, env) => {
       expect(r.bytesIn).toBeGreaterThanOrEqual(total);
     }
     expect(records.reduce((a, r) => a + r.bytesIn, 0)).toBe(srv.stats().bytesIn);
+  });
+});
+
+// A light connection's idle timer is no longer refreshed per read or write: activity notes its
+// time, and the timer, when it fires, waits out what is left from the last activity.
+describe('light connection idle timer (activity noted, not refreshed)', () => {
+  const IDLE_MS = 300;
+
+  function lightEcho() {
+    const own = Buffer.alloc(64 * 1024);
+    return lightAccepted({
+      buffer: () => own,
+      callback(n, buf) {
+        this.write(Buffer.from(buf.subarray(0, n)));
+      },
+    });
+  }
+
+  it('reads keep it away past several timeouts; once idle it fires, no sooner than the timeout after the last read', async () => {
+    const { light, client } = await lightEcho();
+    let timeouts = 0;
+    light.on('timeout', () => timeouts++);
+    light.setTimeout(IDLE_MS);
+    let last = 0;
+    // activity for more than 3 timeouts, one round trip at a time (the echo paces it)
+    const until = performance.now() + 3.5 * IDLE_MS;
+    for (let i = 0; performance.now() < until && i < 100_000; i++) {
+      last = performance.now(); // before the server's read: its activity is later
+      client.write('p');
+      expect((await readN(client, 1)).toString()).toBe('p');
+      if (i % 10 === 9) await new Promise((r) => setTimeout(r, 20));
+    }
+    expect(timeouts).toBe(0);
+    await once(light as unknown as net.Socket, 'timeout');
+    // timers keep whole milliseconds
+    expect(performance.now() - last).toBeGreaterThanOrEqual(IDLE_MS - 2);
+    expect(timeouts).toBe(1);
+  });
+
+  it('a timeout left unanswered comes again after the next activity and idle time', async () => {
+    const { light, client } = await lightEcho();
+    let timeouts = 0;
+    light.on('timeout', () => timeouts++);
+    light.setTimeout(IDLE_MS);
+    await once(light as unknown as net.Socket, 'timeout');
+    client.write('again');
+    expect((await readN(client, 5)).toString()).toBe('again');
+    const t0 = performance.now();
+    await once(light as unknown as net.Socket, 'timeout');
+    expect(performance.now() - t0).toBeGreaterThanOrEqual(IDLE_MS - 2);
+    expect(timeouts).toBe(2);
   });
 });
