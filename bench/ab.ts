@@ -5,6 +5,7 @@
 // with the loads of npm run bench. Runs go round-robin across the servers within each rep
 // (the order rotated each rep), so a disturbance hits every server alike; each figure is the
 // median over reps, and the after/before ratio comes with its min–max over the reps' ratios.
+// The C epoll server of ../shared/perf runs in the same rounds on TCP loads (÷ C: the ratio to it).
 // --loads (pp, bulk, conn, udp) and --configs (texts separated by `;`, a config is run when
 // its name contains one of them, e.g. `-q;workers`) pick a subset, for a quicker A/B of one path.
 // Prints a markdown table and writes it to bench/results-ab.md.
@@ -59,7 +60,7 @@ if (!Number.isFinite(seconds) || seconds <= 0 || seconds > 60)
   usage(`--seconds must be a number in (0, 60], got ${opts.seconds}`);
 // tools.ts reads the run length (lg's -d and its timeout) from here when it loads
 process.env.BENCH_SECONDS = String(seconds);
-const { binDir, buildC, childPids, lg, lgArgs, median, node, root } = await import('./tools.js');
+const { binDir, buildC, childPids, freePort, lg, lgArgs, median, node, root } = await import('./tools.js');
 
 const beforeDir = path.resolve(opts.before);
 const afterDir = path.resolve(opts.after ?? root);
@@ -88,7 +89,7 @@ const LOADS = ALL_LOADS.filter((l) => !pickedLoads || pickedLoads.includes(l.nam
 interface Server {
   key: string;
   config: string;
-  side: 'baseline' | 'before' | 'after';
+  side: 'baseline' | 'c' | 'before' | 'after';
   udp: boolean;
   command: [string, string[]];
   env?: Record<string, string>;
@@ -308,6 +309,15 @@ async function main(): Promise<void> {
   const cpu = new Map<Load, Map<string, number[]>>(LOADS.map((l) => [l.load, new Map()]));
   const up: Up[] = [];
   const problems: string[] = [];
+  // the C epoll server of ../shared/perf (built by buildC) on TCP loads: the ratio to the physical limit
+  if (LOADS.some((l) => l.load !== 'udp'))
+    SERVERS.unshift({
+      key: 'c tcp',
+      config: 'C epoll',
+      side: 'c',
+      udp: false,
+      command: [path.join(binDir, 'echo_epoll'), [String(await freePort())]],
+    });
   try {
     for (const s of SERVERS) up.push(await start(s));
     for (const u of up) console.error(`bench-ab: ${u.server.key}: pid ${u.pid}, 127.0.0.1:${u.port}`);
@@ -347,6 +357,8 @@ async function main(): Promise<void> {
   for (const { load, figure: name, unit } of LOADS) {
     const m = results.get(load)!;
     const baseline = median(m.get(load === 'udp' ? 'baseline udp' : 'baseline tcp') ?? []);
+    const cRef = load === 'udp' ? undefined : median(m.get('c tcp') ?? []);
+    const cCpu = load === 'udp' ? undefined : median(cpu.get(load)!.get('c tcp') ?? []);
     for (const c of CONFIGS.filter((x) => x.udp === (load === 'udp'))) {
       const b = m.get(`before ${c.config}`) ?? [];
       const a = m.get(`after ${c.config}`) ?? [];
@@ -364,7 +376,9 @@ async function main(): Promise<void> {
           ma !== undefined && mb ? ma / mb : undefined,
         )} | ${spread} | ${fmtRatio(mb !== undefined && baseline ? mb / baseline : undefined)} / ${fmtRatio(
           ma !== undefined && baseline ? ma / baseline : undefined,
-        )} | ${fmtCpu(cb)} / ${fmtCpu(ca)} |`,
+        )} | ${fmt(cRef, unit)} | ${fmtRatio(mb !== undefined && cRef ? mb / cRef : undefined)} / ${fmtRatio(
+          ma !== undefined && cRef ? ma / cRef : undefined,
+        )} | ${fmtCpu(cb)} / ${fmtCpu(ca)} / ${fmtCpu(cCpu)} |`,
       );
     }
   }
@@ -376,11 +390,12 @@ async function main(): Promise<void> {
     `- after: \`${afterDir}\` at ${commitOf(afterDir)}`,
     `- Node ${process.version}, ${reps} reps × ${seconds} s per run, C load generator (\`bench/bin/lg\`), loopback, every server up at once, runs round-robin across servers within each rep`,
     "- figures: median over reps; after/before: ratio of the medians, with the min–max of the per-rep ratios; the baseline is one plain Node server per transport, shown on each row; ÷ Node: each side's median over the baseline's",
-    '- server CPU: user + system time of the server process and its children during the run, per round trip, connection or datagram (per MB for bulk), median over reps',
+    "- C epoll: the C reference server (`../shared/perf/echo_epoll.c`) in the same rounds, TCP loads only; ÷ C: each side's median over its median",
+    "- server CPU: user + system time of the server process and its children during the run, per round trip, connection or datagram (per MB for bulk), median over reps; the last figure is the C server's",
     ...(reps % 2 ? [] : ['- an even number of reps: each median is the upper of the two middle values']),
     '',
-    '| figure | config | Node baseline | before | after | after/before | per-rep ratio min–max | ÷ Node before / after | server CPU µs/op before / after |',
-    '|---|---|---:|---:|---:|---:|---:|---:|---:|',
+    '| figure | config | Node baseline | before | after | after/before | per-rep ratio min–max | ÷ Node before / after | C epoll | ÷ C before / after | server CPU µs/op before / after / C |',
+    '|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|',
     ...rows,
     ...(problems.length ? ['', '## Problems during the run', '', ...problems.map((p) => `- ${p}`)] : []),
     '',

@@ -1,6 +1,6 @@
-// A light connection's idle timer (LightSocket.setTimeout) is refreshed once per read, the
-// echo's write inside the read callback counting as the same activity; a write outside a
-// read callback still refreshes it. Activity of either kind keeps the connection past several
+// A light connection's idle timer (LightSocket.setTimeout) counts from its last activity, noted
+// once per read, the echo's write inside the read callback counting as the same activity; a
+// write outside a read callback is activity too. Activity of either kind keeps the connection past several
 // timeouts; once idle, 'timeout' comes.
 
 import { once } from 'node:events';

@@ -596,7 +596,7 @@ const PAUSED = 8; // reading stopped by pause()
 const DESTROYED = 16;
 const WANT_DRAIN = 32; // write() returned false: 'drain' once the queue is empty
 const HANDED = 64; // given up to a net.Socket (handOver)
-const IN_READ = 128; // the read callback runs, with the idle timer refreshed for this read
+const IN_READ = 128; // the read callback runs, with its activity noted for the idle timer
 
 function sysError(errno: number, syscall: string): NodeJS.ErrnoException {
   let code: string;
@@ -629,6 +629,10 @@ function afterLightWrite(this: Req, status: number): void {
 
 type Listener = (...args: any[]) => void;
 
+function onLightIdle(conn: LightSocket): void {
+  conn.idleCheck();
+}
+
 function afterLightShutdown(this: Req, status: number): void {
   this.conn!.afterShutdown(status);
 }
@@ -655,7 +659,12 @@ export class LightSocket {
   }
   private flags = 0;
   private buf: Buffer;
+  /** the idle timer: set while an idle timeout is (none after it fired, until the next activity) */
   private timer: NodeJS.Timeout | undefined;
+  /** the idle timeout (0: none) */
+  private idleMs = 0;
+  /** performance.now() at the last read or write: the idle timer waits from there when it fires */
+  private activeAt = 0;
   private peer: { address?: string; port?: number; family?: string } | undefined;
   private waitHandOver: ((socket: net.Socket | undefined) => void) | undefined;
   /** the write request the next write() uses (none yet, or the last one still waits) */
@@ -754,10 +763,9 @@ export class LightSocket {
     if (this.flags & (DESTROYED | HANDED)) return;
     if (n > 0) {
       this.bytesRead += n;
-      const timer = this.timer;
-      if (timer) {
-        // the echo's write in the callback is activity at the same loop time: no second refresh
-        timer.refresh();
+      if (this.idleMs) {
+        // the echo's write in the callback is activity at the same moment: noted once
+        this.active();
         this.flags |= IN_READ;
         try {
           this.reader.callback.call(this as unknown as net.Socket, n, this.buf);
@@ -796,7 +804,7 @@ export class LightSocket {
       this.req = req;
     }
     this.bytesWritten += chunk.length;
-    if (!(this.flags & IN_READ)) this.timer?.refresh();
+    if (this.idleMs && !(this.flags & IN_READ)) this.active();
     const err = h.writeBuffer(req, chunk);
     if (err) {
       this.req = undefined; // a write that failed after a partial one had bound it: not reused
@@ -819,7 +827,7 @@ export class LightSocket {
     this.writableLength -= bytes;
     if (this.flags & DESTROYED) return;
     if (status < 0) return void this.destroy(sysError(status, 'write'));
-    this.timer?.refresh();
+    if (this.idleMs) this.active();
     if (this.writableLength === 0) {
       if (this.waitHandOver) this.finishHandOver();
       else if (this.flags & WANT_DRAIN) {
@@ -929,15 +937,42 @@ export class LightSocket {
     }
   }
 
-  /** 'timeout' after `ms` with nothing read or written (0: none) */
+  /**
+   * 'timeout' after `ms` with nothing read or written (0: none). Activity only notes its time
+   * (a timer refreshed on every read costs more than the rest of the read's JavaScript); the
+   * timer, when it fires, waits out what is left from the last activity.
+   */
   setTimeout(ms: number): this {
     if (this.timer) clearTimeout(this.timer);
     this.timer = undefined;
+    this.idleMs = 0;
     if (ms > 0 && !this.destroyed) {
-      this.timer = setTimeout(() => this.emit('timeout'), ms);
-      this.timer.unref();
+      this.idleMs = ms;
+      this.activeAt = performance.now();
+      this.armIdle(ms);
     }
     return this;
+  }
+
+  /** a read or write now: the idle timeout counts from here (armed again after it fired) */
+  private active(): void {
+    this.activeAt = performance.now();
+    if (!this.timer) this.armIdle(this.idleMs);
+  }
+
+  private armIdle(ms: number): void {
+    this.timer = setTimeout(onLightIdle, ms, this);
+    this.timer.unref();
+  }
+
+  /** the idle timer fired: 'timeout', or the rest of the wait when there was activity meanwhile */
+  idleCheck(): void {
+    this.timer = undefined;
+    if (this.flags & (DESTROYED | HANDED) || !this.idleMs) return;
+    const left = this.idleMs - (performance.now() - this.activeAt);
+    // timers keep whole milliseconds: less than one left is the timeout
+    if (left >= 1) return void this.armIdle(Math.ceil(left));
+    this.emit('timeout');
   }
 
   /** nothing is kept unread here: reads go to the callback as they come */

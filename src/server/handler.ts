@@ -23,7 +23,7 @@ import { type Tracer, traceSocket } from '../core/trace.js';
 import type { Application, ServeInfo } from './application.js';
 import { closedWanted } from './conn-metrics.js';
 import { FaultyEcho, resetSocket } from './faults.js';
-import { moveSharedRead, readChunk, SHARED_READ, sharedReadOf } from './user-buffer.js';
+import { echoRead, moveSharedRead, SHARED_READ, sharedReadOf } from './user-buffer.js';
 
 /** What the handler needs from whoever accepted the connection. */
 /** Limits that a slow drip cannot hold open forever (--idle-timeout alone can: one byte per timeout). */
@@ -331,8 +331,8 @@ function onData(this: EchoSocket, chunk: Buffer): void {
 
 /**
  * The read callback of sockets built by acceptWithSharedRead(): `n` bytes at the start of
- * `buf`, the process's shared read buffer or the socket's own (readChunk() says what may be
- * written as is). Faults may hold a chunk for later: they always get a copy.
+ * `buf`, the process's shared read buffer or the socket's own (echoRead() copies what must
+ * be, without allocating while writes are taken at once). Faults may hold a chunk for later: they always get a copy.
  */
 export function onSharedRead(this: Socket, n: number, buf: Buffer): void {
   const s = this as EchoSocket;
@@ -343,7 +343,7 @@ export function onSharedRead(this: Socket, n: number, buf: Buffer): void {
     return;
   }
   if (st.faulty) st.faulty.data(Buffer.from(buf.subarray(0, n)));
-  else if (!s.write(readChunk(s, n, buf))) s.pause();
+  else if (!echoRead(s, n, buf)) s.pause();
 }
 
 /** Echo: every byte read is written back, through the connection's faults if it has any. */

@@ -82,6 +82,36 @@ export function readChunk(socket: net.Socket, n: number, buf: Buffer): Buffer {
   return buf.subarray(0, n);
 }
 
+/** Echo copies up to this size go into a scratch buffer reused from read to read. */
+const SCRATCH = 2048;
+/** Where echoRead() copies a small read from the shared buffer; replaced when a write that waits keeps it. */
+let scratch = Buffer.allocUnsafe(SCRATCH);
+/** The first bytes of `scratch`, as a view: kept while the reads' length stays the same. */
+let scratchView = scratch.subarray(0, 0);
+
+/**
+ * Echo a read: write the `n` bytes at the start of `buf` to `socket` and return write()'s
+ * answer. What readChunk() then write() do, without allocating for a small read into the
+ * shared buffer: its bytes are copied into a scratch buffer that the next read reuses when
+ * the kernel took this write whole (nothing waits on the socket afterwards). A write that
+ * waits keeps the scratch buffer, and later copies go into a new one; while writes wait on
+ * the socket anyway, each copy is a chunk of its own (readChunk()).
+ */
+export function echoRead(socket: net.Socket, n: number, buf: Buffer): boolean {
+  if (buf !== shared || n > SCRATCH || socket.writableLength > 0)
+    return socket.write(readChunk(socket, n, buf));
+  if (sharedView.length !== n) sharedView = shared.subarray(0, n);
+  if (scratchView.length !== n) scratchView = scratch.subarray(0, n);
+  scratchView.set(sharedView);
+  const ok = socket.write(scratchView);
+  if (socket.writableLength > 0) {
+    // the write waits with these bytes: they stay as they are until it completes
+    scratch = Buffer.allocUnsafe(SCRATCH);
+    scratchView = scratch.subarray(0, 0);
+  }
+  return ok;
+}
+
 /**
  * Called by net after every read: the buffer the socket's next read goes into. A write still
  * pending holds the last read's bytes, so the next read goes into a new buffer — even when the
