@@ -1221,7 +1221,11 @@ function probeLight(server: net.Server, open: { destroy(): unknown }[]): Promise
 // whole path once per process on a loopback pair; where the check fails, or with
 // ECHO_DIRECT_WRITE=0, writeDirect() always says no and callers write().
 
+/** a socket's write request free for writeDirect's next write (its last one was taken at once) */
+const SPARE_REQ = Symbol('spareWriteReq');
+
 type DirectSocket = net.Socket & {
+  [SPARE_REQ]?: Req;
   _handle?: TcpHandle | null;
   _unrefTimer?: () => void;
   connecting: boolean;
@@ -1284,12 +1288,15 @@ export function writeDirect(
   )
     return undefined;
   const b = streamBindingCache!;
-  const req = new b.WriteWrap();
-  req.handle = h;
-  req.oncomplete = afterDirectWrite;
-  req.socket = s;
-  req.done = done;
-  req.buffer = chunk; // kept alive while libuv holds it
+  // A write the kernel takes at once never binds its request to a native write (stream_base
+  // binds it only for what waits): the socket's last such request serves the next write.
+  let req = s[SPARE_REQ];
+  if (!req || req.handle !== h) {
+    req = new b.WriteWrap();
+    req.handle = h;
+    req.oncomplete = afterDirectWrite;
+  }
+  s[SPARE_REQ] = undefined;
   const err = h.writeBuffer(req, chunk);
   s._unrefTimer();
   if (err) {
@@ -1299,9 +1306,13 @@ export function writeDirect(
     return 'sent';
   }
   if (b.state[b.kLastWriteWasAsync]) {
+    req.socket = s;
+    req.done = done;
+    req.buffer = chunk; // kept alive while libuv holds it
     directWrites.pending++;
     return 'pending';
   }
+  s[SPARE_REQ] = req;
   directWrites.sent++;
   return 'sent';
 }
