@@ -1023,6 +1023,61 @@ export function openLight(fd: number, reader: OnRead): LightSocket | undefined {
   return new LightSocket(h, b2 === 'light' || b2 === 'light-fd' ? brokenRead(reader) : reader, undefined);
 }
 
+/**
+ * The TCP handle of a connected net.Socket (one this process opened: not TLS, not a pipe)
+ * driven as a LightSocket from now on, reading into `reader`'s buffers; counted by no server.
+ * The net.Socket is left without a handle (nothing of it runs again: no timer, no read).
+ * Undefined, and the socket untouched, where that cannot be done: a handle that cannot be
+ * driven here, still connecting, or with bytes queued in either of its streams. Callers
+ * check lightPathWorks() first.
+ */
+export function lightFromSocket(socket: net.Socket, reader: OnRead): LightSocket | undefined {
+  const s = socket as DirectSocket & { readableLength: number };
+  const h = s._handle as (TcpHandle & { setNoDelay?: unknown }) | null | undefined;
+  const tcp = tcpBinding();
+  if (
+    !h ||
+    !tcp ||
+    !(h instanceof tcp.TCP) ||
+    !drivable(h) ||
+    s.connecting ||
+    s.encrypted ||
+    s.destroyed ||
+    s.readableEnded ||
+    s.writableEnded ||
+    s.writableLength !== 0 ||
+    s.readableLength !== 0 ||
+    !(s instanceof net.Socket)
+  )
+    return undefined;
+  socket.setTimeout(0);
+  if (h.reading) h.readStop();
+  h.reading = false;
+  s._handle = null;
+  const b = broken();
+  return new LightSocket(h, b === 'light' ? brokenRead(reader) : reader, undefined);
+}
+
+/**
+ * Close a LightSocket with RST, as net.Socket's resetAndDestroy() does: its handle's close
+ * becomes the TCP handle's `reset` (libuv's uv_tcp_close_reset: SO_LINGER 0, then close;
+ * tcp_wrap, Node 20, 24), then destroy(). False, and nothing done, for anything else or
+ * where the handle has no `reset` (the caller destroys it: a FIN).
+ */
+export function resetLight(socket: unknown): boolean {
+  if (!(socket instanceof LightSocket)) return false;
+  const h = socket._handle as (TcpHandle & { reset?: (cb?: () => void) => number }) | null;
+  if (!h || typeof h.reset !== 'function') return false;
+  const reset = h.reset;
+  const close = h.close;
+  // a reset refused (a shutdown in progress: libuv's EINVAL) leaves the handle open: closed as usual
+  h.close = (cb) => {
+    if (reset.call(h, cb) !== 0) close.call(h, cb);
+  };
+  socket.destroy();
+  return true;
+}
+
 function sysErrorName(errno: number): string {
   try {
     return util.getSystemErrorName(errno);

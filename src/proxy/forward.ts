@@ -10,12 +10,19 @@ import type { Socket } from 'node:net';
 import { type ConnectOptions, connectTcp } from '../core/connect.js';
 import { errorCode, explainError } from '../core/errors.js';
 import type { Fault } from '../core/faults.js';
+import { lightFromSocket } from '../core/internals.js';
 import type { Logger } from '../core/log.js';
 import { buildProxyHeader } from '../core/proxy-protocol.js';
 import type { Application } from '../server/application.js';
 import { FaultStream, resetSocket } from '../server/faults.js';
 import { noteCloseReason } from '../server/handler.js';
-import { readChunk, SHARED_READ, setReadInUse, sharedReadEnabled } from '../server/user-buffer.js';
+import {
+  lightUsable,
+  readChunk,
+  SHARED_READ,
+  setReadInUse,
+  sharedReadEnabled,
+} from '../server/user-buffer.js';
 
 /** Where a proxy forwards to. */
 export interface UpstreamTarget {
@@ -147,6 +154,9 @@ function copyOut(n: number, buf: Buffer): Buffer {
   return chunk;
 }
 
+/** Upstream connections driven as light ones since the process started (for tests). */
+export const lightLinks = { count: 0 };
+
 /**
  * The forwarding application of one proxy. `links` holds the open connections, so a change of
  * toxics reaches them (Link.refresh).
@@ -159,6 +169,12 @@ export function forwardApplication(o: {
   logger: Logger;
 }): Application {
   const linkOf = new WeakMap<Socket, Link>();
+  // TCP upstreams are light connections once lightUsable() said yes (its check runs once per
+  // process; ECHO_LIGHT=0 or ECHO_SHARED_READ=0 say no): until then, net.Sockets
+  let lightUpstream = false;
+  void lightUsable().then((ok) => {
+    lightUpstream = ok;
+  });
   return {
     name: `forward ${o.name}`,
     serve(client, { peer }) {
@@ -216,23 +232,32 @@ export function forwardApplication(o: {
       let fromUpstream = (d: Buffer): void => {
         early.push(d);
       };
+      const upstreamReader = {
+        buffer: reads.next,
+        callback: (n: number, buf: Buffer) => void fromUpstream(reads.chunk(n, buf)),
+      };
       connectTcp({
         ...target.connect,
         allowHalfOpen: true,
         // under TLS the TCP socket is not the one handed back: set on it by connectTcp
         // (whose read-back of the options is a dozen getsockopt calls: plain TCP sets it below)
         ...(target.connect.tls ? { socketOptions: { ...target.connect.socketOptions, noDelay: true } } : {}),
-        onread: ownReads
-          ? { buffer: reads.next, callback: (n, buf) => void fromUpstream(reads.chunk(n, buf)) }
-          : undefined,
+        onread: ownReads ? upstreamReader : undefined,
       }).then(
-        ({ socket: up }) => {
+        ({ socket: connected }) => {
           if (client.destroyed) {
-            up.destroy();
+            connected.destroy();
             return;
           }
+          if (!target.connect.tls) connected.setNoDelay(true);
+          // a TCP upstream read and written through its handle, without a net.Socket (a
+          // FaultStream runs on it as well): as the echo's light connections
+          const up =
+            ownReads && lightUpstream && !target.connect.path
+              ? ((lightFromSocket(connected, upstreamReader) as unknown as Socket | undefined) ?? connected)
+              : connected;
+          if (up !== connected) lightLinks.count++;
           link.upstream = up;
-          if (!target.connect.tls) up.setNoDelay(true);
           if (target.sendProxy)
             up.write(
               buildProxyHeader(
