@@ -65,15 +65,16 @@ async function stepped(s: Socket, total: number, chunk: number, onStep?: (i: num
 
 const usable = await lightUsable();
 
-describe('echo-proxy: the upstream leg as a light connection', () => {
-  it('is light while no toxic is set (where this process may drive handles)', async () => {
+describe('echo-proxy: both legs as light connections', () => {
+  it('both legs are light while nothing turns them off (where this process may drive handles)', async () => {
     const up = await echoUpstream();
     const { port } = await proxyTo(up.port);
-    const before = lightLinks.count;
+    const before = { ...lightLinks };
     const s = await connect(port);
     const r = await stepped(s, 64 * 1024, 64);
     expect(r.back().equals(r.sent)).toBe(true);
-    expect(lightLinks.count - before).toBe(usable ? 1 : 0);
+    expect(lightLinks.client - before.client).toBe(usable ? 1 : 0);
+    expect(lightLinks.upstream - before.upstream).toBe(usable ? 1 : 0);
   });
 
   it('toxics added and removed mid-stream on the open connection: every byte in order, both ways', async () => {
@@ -202,6 +203,84 @@ describe('echo-proxy: the upstream leg as a light connection', () => {
   });
 });
 
+describe('echo-proxy light legs: writes that wait, toxics that reset, the PROXY header', () => {
+  it('a client that reads slowly, a toxic added and removed while writes wait: every byte, in order', async () => {
+    const data = randomBytes(8 * 1024 * 1024);
+    const { port: upPort } = await plainServer((u) => {
+      u.on('error', () => {});
+      u.end(data);
+    });
+    const { p, port } = await proxyTo(upPort);
+    const before = { ...lightLinks };
+    const s = await connect(port);
+    s.end();
+    const chunks: Buffer[] = [];
+    let got = 0;
+    let step = 0;
+    s.on('data', (c: Buffer) => {
+      chunks.push(c);
+      got += c.length;
+      if (step === 0 && got > data.length / 4) {
+        step = 1;
+        p.addToxic({
+          name: 'lat',
+          type: 'latency',
+          stream: 'downstream',
+          toxicity: 1,
+          attributes: { latency: 5 },
+        });
+      } else if (step === 1 && got > data.length / 2) {
+        step = 2;
+        p.removeToxic('lat');
+      }
+      s.pause();
+      setImmediate(() => s.resume());
+    });
+    await once(s, 'end');
+    expect(step).toBe(2);
+    expect(Buffer.concat(chunks).equals(data)).toBe(true);
+    expect(lightLinks.client - before.client).toBe(usable ? 1 : 0);
+  });
+
+  it('reset_peer added on an open connection resets the (light) client', async () => {
+    const up = await echoUpstream();
+    const { p, port } = await proxyTo(up.port);
+    const s = await connect(port);
+    const r = await stepped(s, 4096, 512);
+    expect(r.back().equals(r.sent)).toBe(true);
+    const err = new Promise<NodeJS.ErrnoException>((res) => s.once('error', res));
+    p.addToxic({
+      name: 'rp',
+      type: 'reset_peer',
+      stream: 'downstream',
+      toxicity: 1,
+      attributes: { timeout: 0 },
+    });
+    expect((await err).code).toBe('ECONNRESET');
+  });
+
+  it('sendProxy: the PROXY header names the client and the address it connected to', async () => {
+    let header!: (h: string) => void;
+    const gotHeader = new Promise<string>((r) => {
+      header = r;
+    });
+    const { port: upPort } = await plainServer((u) => {
+      u.on('error', () => {});
+      let text = '';
+      u.on('data', (d: Buffer) => {
+        text += d.toString('latin1');
+        if (text.includes('\r\n')) header(text.slice(0, text.indexOf('\r\n')));
+      });
+    });
+    const reg = new Proxies({ sendProxy: 1 });
+    onTestFinished(() => reg.close());
+    const p = await reg.create({ name: 'p', listen: '127.0.0.1:0', upstream: `127.0.0.1:${upPort}` });
+    const port = Number(p.state().listen.split(':').pop());
+    const s = await connect(port);
+    expect(await gotHeader).toBe(`PROXY TCP4 127.0.0.1 127.0.0.1 ${s.localPort} ${port}`);
+  });
+});
+
 describe('echo-proxy fallbacks forward byte-exact', () => {
   for (const env of ['ECHO_LIGHT', 'ECHO_SHARED_READ'] as const)
     it(`${env}=0 in this process: no light leg; bytes and FINs both ways as before`, async () => {
@@ -211,13 +290,13 @@ describe('echo-proxy fallbacks forward byte-exact', () => {
       });
       const up = await echoUpstream((u) => u.on('end', () => u.end()));
       const { port } = await proxyTo(up.port);
-      const before = lightLinks.count;
+      const before = { ...lightLinks };
       const s = await connect(port);
       const r = await stepped(s, 256 * 1024, 4096);
       s.end();
       await once(s, 'end');
       expect(r.back().equals(r.sent)).toBe(true);
-      expect(lightLinks.count).toBe(before);
+      expect(lightLinks).toEqual(before);
     });
 
   it('ECHO_LIGHT=0, ECHO_SHARED_READ=0 and ECHO_DIRECT_WRITE=0 in a spawned echo-proxy', async () => {

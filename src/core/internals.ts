@@ -1078,6 +1078,29 @@ export function resetLight(socket: unknown): boolean {
   return true;
 }
 
+/** TCP_NODELAY on: net.Socket's setNoDelay, or on a LightSocket its handle's (tcp_wrap, Node 20, 24). */
+export function setNoDelay(socket: net.Socket): void {
+  if (!(socket instanceof LightSocket)) {
+    socket.setNoDelay(true);
+    return;
+  }
+  const h = socket._handle as (TcpHandle & { setNoDelay?: (on: boolean) => number }) | null;
+  if (typeof h?.setNoDelay === 'function') h.setNoDelay(true);
+}
+
+/** A socket's local address: net.Socket's, or a LightSocket's from its handle's getsockname (tcp_wrap). */
+export function localAddressOf(socket: net.Socket): { address: string; port: number } | undefined {
+  if (!(socket instanceof LightSocket)) {
+    const address = socket.localAddress;
+    return address ? { address, port: socket.localPort ?? 0 } : undefined;
+  }
+  const h = socket._handle as (TcpHandle & { getsockname?: (out: Record<string, unknown>) => number }) | null;
+  const out: { address?: unknown; port?: unknown } = {};
+  if (typeof h?.getsockname !== 'function' || h.getsockname(out) !== 0 || typeof out.address !== 'string')
+    return undefined;
+  return { address: out.address, port: typeof out.port === 'number' ? out.port : 0 };
+}
+
 function sysErrorName(errno: number): string {
   try {
     return util.getSystemErrorName(errno);

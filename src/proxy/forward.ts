@@ -10,7 +10,7 @@ import type { Socket } from 'node:net';
 import { type ConnectOptions, connectTcp } from '../core/connect.js';
 import { errorCode, explainError } from '../core/errors.js';
 import type { Fault } from '../core/faults.js';
-import { lightFromSocket } from '../core/internals.js';
+import { LightSocket, lightFromSocket, localAddressOf, setNoDelay } from '../core/internals.js';
 import type { Logger } from '../core/log.js';
 import { buildProxyHeader } from '../core/proxy-protocol.js';
 import type { Application } from '../server/application.js';
@@ -154,8 +154,8 @@ function copyOut(n: number, buf: Buffer): Buffer {
   return chunk;
 }
 
-/** Upstream connections driven as light ones since the process started (for tests). */
-export const lightLinks = { count: 0 };
+/** Legs driven as light connections since the process started (for tests): clients, upstreams. */
+export const lightLinks = { client: 0, upstream: 0 };
 
 /**
  * The forwarding application of one proxy. `links` holds the open connections, so a change of
@@ -177,12 +177,17 @@ export function forwardApplication(o: {
   });
   return {
     name: `forward ${o.name}`,
+    // the client leg may be a LightSocket too: what is used of it here and in FaultStream
+    // (write, end, pause/resume, events, counters, resetLight, setNoDelay and localAddressOf)
+    // is what it has
+    light: true,
     serve(client, { peer }) {
       const link = new Link(client, o.faults);
       linkOf.set(client, link);
       // a forwarder passes each chunk on as it was sent: Nagle on either leg only adds a wait
       // for the peer's (maybe delayed) ACK before a small write goes out
-      client.setNoDelay(true);
+      setNoDelay(client);
+      if (client instanceof LightSocket) lightLinks.client++;
       o.links.add(link);
       // until the upstream answers, the client's bytes wait here (reading stops past PENDING_MAX)
       const pending: Buffer[] = [];
@@ -256,7 +261,7 @@ export function forwardApplication(o: {
             ownReads && lightUpstream && !target.connect.path
               ? ((lightFromSocket(connected, upstreamReader) as unknown as Socket | undefined) ?? connected)
               : connected;
-          if (up !== connected) lightLinks.count++;
+          if (up !== connected) lightLinks.upstream++;
           link.upstream = up;
           if (target.sendProxy)
             up.write(
@@ -265,9 +270,7 @@ export function forwardApplication(o: {
                 client.remoteAddress
                   ? { address: client.remoteAddress, port: client.remotePort ?? 0 }
                   : undefined,
-                client.localAddress
-                  ? { address: client.localAddress, port: client.localPort ?? 0 }
-                  : undefined,
+                localAddressOf(client),
               ),
             );
           const onFault = (why: string) => noteCloseReason(client, why);

@@ -23,7 +23,10 @@ import type { ReadCallback } from './user-buffer.js';
  */
 export function lightReadOf(ctx: Omit<HandlerContext, 'onClose'>): ReadCallback | undefined {
   const app = ctx.app ?? echoApplication;
-  return app === echoApplication && !ctx.tls && !ctx.tracer && !hasConnectionOptions(ctx.socketOptions)
+  return (app === echoApplication || (app.light === true && app.sharedRead !== undefined)) &&
+    !ctx.tls &&
+    !ctx.tracer &&
+    !hasConnectionOptions(ctx.socketOptions)
     ? app.sharedRead
     : undefined;
 }
