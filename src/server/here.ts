@@ -19,7 +19,8 @@ import type { ReadCallback } from './user-buffer.js';
 
 /**
  * The read callback of light connections where `ctx`'s connections qualify for them (they
- * only echo, count and log: no TLS, trace, socket options, other application), else undefined.
+ * only echo, count and log, or their application says it runs on them (Application.light,
+ * forwarding): no TLS, trace, socket options), else undefined.
  */
 export function lightReadOf(ctx: Omit<HandlerContext, 'onClose'>): ReadCallback | undefined {
   const app = ctx.app ?? echoApplication;
