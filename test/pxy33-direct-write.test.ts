@@ -135,6 +135,14 @@ describe('writeDirect', () => {
   );
 });
 
+/** Both legs of the proxies made in this test are net.Sockets (light ones write through their own handle: plight34.test.ts). */
+function netLegs(): void {
+  process.env.ECHO_LIGHT = '0';
+  onTestFinished(() => {
+    delete process.env.ECHO_LIGHT;
+  });
+}
+
 describe('echo-proxy forwarding through the handle', () => {
   async function setup() {
     // an upstream that sends `data` at once, then FIN
@@ -145,6 +153,7 @@ describe('echo-proxy forwarding through the handle', () => {
     });
     // the proxy starts the check without waiting for it: until it passes, write() is used
     expect(await directWriteUsable()).toBe(shaped);
+    netLegs();
     const reg = new Proxies({});
     onTestFinished(() => reg.close());
     const p = await reg.create({ name: 'p', listen: '127.0.0.1:0', upstream: `127.0.0.1:${upPort}` });
@@ -214,6 +223,7 @@ describe('echo-proxy: small chunks through the handle', () => {
     });
     // the proxy starts the check without waiting for it: until it passes, write() is used
     expect(await directWriteUsable()).toBe(shaped);
+    netLegs();
     const reg = new Proxies({});
     onTestFinished(() => reg.close());
     const p = await reg.create({ name: 'p', listen: '127.0.0.1:0', upstream: `127.0.0.1:${upPort}` });

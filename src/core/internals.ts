@@ -1058,6 +1058,84 @@ export function openLight(fd: number, reader: OnRead): LightSocket | undefined {
   return new LightSocket(h, b2 === 'light' || b2 === 'light-fd' ? brokenRead(reader) : reader, undefined);
 }
 
+/**
+ * The TCP handle of a connected net.Socket (one this process opened: not TLS, not a pipe)
+ * driven as a LightSocket from now on, reading into `reader`'s buffers; counted by no server.
+ * The net.Socket is left without a handle (nothing of it runs again: no timer, no read).
+ * Undefined, and the socket untouched, where that cannot be done: a handle that cannot be
+ * driven here, still connecting, or with bytes queued in either of its streams. Callers
+ * check lightPathWorks() first.
+ */
+export function lightFromSocket(socket: net.Socket, reader: OnRead): LightSocket | undefined {
+  const s = socket as DirectSocket & { readableLength: number };
+  const h = s._handle as (TcpHandle & { setNoDelay?: unknown }) | null | undefined;
+  const tcp = tcpBinding();
+  if (
+    !h ||
+    !tcp ||
+    !(h instanceof tcp.TCP) ||
+    !drivable(h) ||
+    s.connecting ||
+    s.encrypted ||
+    s.destroyed ||
+    s.readableEnded ||
+    s.writableEnded ||
+    s.writableLength !== 0 ||
+    s.readableLength !== 0 ||
+    !(s instanceof net.Socket)
+  )
+    return undefined;
+  socket.setTimeout(0);
+  if (h.reading) h.readStop();
+  h.reading = false;
+  s._handle = null;
+  const b = broken();
+  return new LightSocket(h, b === 'light' ? brokenRead(reader) : reader, undefined);
+}
+
+/**
+ * Close a LightSocket with RST, as net.Socket's resetAndDestroy() does: its handle's close
+ * becomes the TCP handle's `reset` (libuv's uv_tcp_close_reset: SO_LINGER 0, then close;
+ * tcp_wrap, Node 20, 24), then destroy(). False, and nothing done, for anything else or
+ * where the handle has no `reset` (the caller destroys it: a FIN).
+ */
+export function resetLight(socket: unknown): boolean {
+  if (!(socket instanceof LightSocket)) return false;
+  const h = socket._handle as (TcpHandle & { reset?: (cb?: () => void) => number }) | null;
+  if (!h || typeof h.reset !== 'function') return false;
+  const reset = h.reset;
+  const close = h.close;
+  // a reset refused (a shutdown in progress: libuv's EINVAL) leaves the handle open: closed as usual
+  h.close = (cb) => {
+    if (reset.call(h, cb) !== 0) close.call(h, cb);
+  };
+  socket.destroy();
+  return true;
+}
+
+/** TCP_NODELAY on: net.Socket's setNoDelay, or on a LightSocket its handle's (tcp_wrap, Node 20, 24). */
+export function setNoDelay(socket: net.Socket): void {
+  if (!(socket instanceof LightSocket)) {
+    socket.setNoDelay(true);
+    return;
+  }
+  const h = socket._handle as (TcpHandle & { setNoDelay?: (on: boolean) => number }) | null;
+  if (typeof h?.setNoDelay === 'function') h.setNoDelay(true);
+}
+
+/** A socket's local address: net.Socket's, or a LightSocket's from its handle's getsockname (tcp_wrap). */
+export function localAddressOf(socket: net.Socket): { address: string; port: number } | undefined {
+  if (!(socket instanceof LightSocket)) {
+    const address = socket.localAddress;
+    return address ? { address, port: socket.localPort ?? 0 } : undefined;
+  }
+  const h = socket._handle as (TcpHandle & { getsockname?: (out: Record<string, unknown>) => number }) | null;
+  const out: { address?: unknown; port?: unknown } = {};
+  if (typeof h?.getsockname !== 'function' || h.getsockname(out) !== 0 || typeof out.address !== 'string')
+    return undefined;
+  return { address: out.address, port: typeof out.port === 'number' ? out.port : 0 };
+}
+
 function sysErrorName(errno: number): string {
   try {
     return util.getSystemErrorName(errno);
@@ -1256,7 +1334,11 @@ function probeLight(server: net.Server, open: { destroy(): unknown }[]): Promise
 // whole path once per process on a loopback pair; where the check fails, or with
 // ECHO_DIRECT_WRITE=0, writeDirect() always says no and callers write().
 
+/** a socket's write request free for writeDirect's next write (its last one was taken at once) */
+const SPARE_REQ = Symbol('spareWriteReq');
+
 type DirectSocket = net.Socket & {
+  [SPARE_REQ]?: Req;
   _handle?: TcpHandle | null;
   _unrefTimer?: () => void;
   connecting: boolean;
@@ -1319,12 +1401,15 @@ export function writeDirect(
   )
     return undefined;
   const b = streamBindingCache!;
-  const req = new b.WriteWrap();
-  req.handle = h;
-  req.oncomplete = afterDirectWrite;
-  req.socket = s;
-  req.done = done;
-  req.buffer = chunk; // kept alive while libuv holds it
+  // A write the kernel takes at once never binds its request to a native write (stream_base
+  // binds it only for what waits): the socket's last such request serves the next write.
+  let req = s[SPARE_REQ];
+  if (!req || req.handle !== h) {
+    req = new b.WriteWrap();
+    req.handle = h;
+    req.oncomplete = afterDirectWrite;
+  }
+  s[SPARE_REQ] = undefined;
   const err = h.writeBuffer(req, chunk);
   s._unrefTimer();
   if (err) {
@@ -1334,9 +1419,13 @@ export function writeDirect(
     return 'sent';
   }
   if (b.state[b.kLastWriteWasAsync]) {
+    req.socket = s;
+    req.done = done;
+    req.buffer = chunk; // kept alive while libuv holds it
     directWrites.pending++;
     return 'pending';
   }
+  s[SPARE_REQ] = req;
   directWrites.sent++;
   return 'sent';
 }

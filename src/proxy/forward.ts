@@ -10,12 +10,19 @@ import type { Socket } from 'node:net';
 import { type ConnectOptions, connectTcp } from '../core/connect.js';
 import { errorCode, explainError } from '../core/errors.js';
 import type { Fault } from '../core/faults.js';
+import { LightSocket, lightFromSocket, localAddressOf, setNoDelay } from '../core/internals.js';
 import type { Logger } from '../core/log.js';
 import { buildProxyHeader } from '../core/proxy-protocol.js';
 import type { Application } from '../server/application.js';
 import { FaultStream, resetSocket } from '../server/faults.js';
 import { noteCloseReason } from '../server/handler.js';
-import { readChunk, SHARED_READ, setReadInUse, sharedReadEnabled } from '../server/user-buffer.js';
+import {
+  lightUsable,
+  readChunk,
+  SHARED_READ,
+  setReadInUse,
+  sharedReadEnabled,
+} from '../server/user-buffer.js';
 
 /** Where a proxy forwards to. */
 export interface UpstreamTarget {
@@ -147,6 +154,9 @@ function copyOut(n: number, buf: Buffer): Buffer {
   return chunk;
 }
 
+/** Legs driven as light connections since the process started (for tests): clients, upstreams. */
+export const lightLinks = { client: 0, upstream: 0 };
+
 /**
  * The forwarding application of one proxy. `links` holds the open connections, so a change of
  * toxics reaches them (Link.refresh).
@@ -159,14 +169,25 @@ export function forwardApplication(o: {
   logger: Logger;
 }): Application {
   const linkOf = new WeakMap<Socket, Link>();
+  // TCP upstreams are light connections once lightUsable() said yes (its check runs once per
+  // process; ECHO_LIGHT=0 or ECHO_SHARED_READ=0 say no): until then, net.Sockets
+  let lightUpstream = false;
+  void lightUsable().then((ok) => {
+    lightUpstream = ok;
+  });
   return {
     name: `forward ${o.name}`,
+    // the client leg may be a LightSocket too: what is used of it here and in FaultStream
+    // (write, end, pause/resume, events, counters, resetLight, setNoDelay and localAddressOf)
+    // is what it has
+    light: true,
     serve(client, { peer }) {
       const link = new Link(client, o.faults);
       linkOf.set(client, link);
       // a forwarder passes each chunk on as it was sent: Nagle on either leg only adds a wait
       // for the peer's (maybe delayed) ACK before a small write goes out
-      client.setNoDelay(true);
+      setNoDelay(client);
+      if (client instanceof LightSocket) lightLinks.client++;
       o.links.add(link);
       // until the upstream answers, the client's bytes wait here (reading stops past PENDING_MAX)
       const pending: Buffer[] = [];
@@ -216,23 +237,32 @@ export function forwardApplication(o: {
       let fromUpstream = (d: Buffer): void => {
         early.push(d);
       };
+      const upstreamReader = {
+        buffer: reads.next,
+        callback: (n: number, buf: Buffer) => void fromUpstream(reads.chunk(n, buf)),
+      };
       connectTcp({
         ...target.connect,
         allowHalfOpen: true,
         // under TLS the TCP socket is not the one handed back: set on it by connectTcp
         // (whose read-back of the options is a dozen getsockopt calls: plain TCP sets it below)
         ...(target.connect.tls ? { socketOptions: { ...target.connect.socketOptions, noDelay: true } } : {}),
-        onread: ownReads
-          ? { buffer: reads.next, callback: (n, buf) => void fromUpstream(reads.chunk(n, buf)) }
-          : undefined,
+        onread: ownReads ? upstreamReader : undefined,
       }).then(
-        ({ socket: up }) => {
+        ({ socket: connected }) => {
           if (client.destroyed) {
-            up.destroy();
+            connected.destroy();
             return;
           }
+          if (!target.connect.tls) connected.setNoDelay(true);
+          // a TCP upstream read and written through its handle, without a net.Socket (a
+          // FaultStream runs on it as well): as the echo's light connections
+          const up =
+            ownReads && lightUpstream && !target.connect.path
+              ? ((lightFromSocket(connected, upstreamReader) as unknown as Socket | undefined) ?? connected)
+              : connected;
+          if (up !== connected) lightLinks.upstream++;
           link.upstream = up;
-          if (!target.connect.tls) up.setNoDelay(true);
           if (target.sendProxy)
             up.write(
               buildProxyHeader(
@@ -240,9 +270,7 @@ export function forwardApplication(o: {
                 client.remoteAddress
                   ? { address: client.remoteAddress, port: client.remotePort ?? 0 }
                   : undefined,
-                client.localAddress
-                  ? { address: client.localAddress, port: client.localPort ?? 0 }
-                  : undefined,
+                localAddressOf(client),
               ),
             );
           const onFault = (why: string) => noteCloseReason(client, why);

@@ -46,6 +46,12 @@ export interface Application {
    */
   readonly sharedRead?: ReadCallback;
   /**
+   * With sharedRead: its connections may be light ones (core/internals.ts LightSocket: the
+   * part of net.Socket an echo uses, and the handle's own setNoDelay/getsockname through
+   * internals.ts), as echo's are where nothing else needs a net.Socket.
+   */
+  readonly light?: boolean;
+  /**
    * The client's FIN: without it the handler answers with ours at once (echo's rule); an
    * application that forwards passes it on instead.
    */

@@ -5,7 +5,7 @@
 
 import type { Socket } from 'node:net';
 import { type Fault, type FaultKind, flipOneBit, latencyDelay } from '../core/faults.js';
-import { transportSocket, writeDirect } from '../core/internals.js';
+import { LightSocket, resetLight, transportSocket, writeDirect } from '../core/internals.js';
 import { sendQueueBytes } from '../core/libc.js';
 
 // --- TCP: one connection's faulty echo ------------------------------------------------------
@@ -65,6 +65,8 @@ export class FaultStream {
   directWrites = false;
   /** direct writes not yet taken by the kernel */
   private directs = 0;
+  /** the sink is a LightSocket: its write() takes no callback */
+  private readonly lightSink: boolean;
 
   constructor(
     private readonly source: Socket,
@@ -75,6 +77,7 @@ export class FaultStream {
     /** how a fault ends the stream (default: FIN or RST on the sink); 'timeout' closes it all */
     private readonly finish?: (how: 'fin' | 'rst' | 'timeout') => void,
   ) {
+    this.lightSink = sink instanceof LightSocket;
     this.setFaults(faults);
     this.live = true;
   }
@@ -224,8 +227,9 @@ export class FaultStream {
       this.queued -= piece.length;
       const ok = this.sink.write(piece, this.written);
       // Not taken by the kernel at once: wait for it (its callback, or 'drain') rather than
-      // queue more writes in Node, each with its own overhead.
-      if (!ok || this.sink.writableLength > 0) {
+      // queue more writes in Node, each with its own overhead. A light sink (core/internals.ts
+      // LightSocket) calls no write callback: it says 'drain' after a write that returned false.
+      if (!ok || (this.sink.writableLength > 0 && !this.lightSink)) {
         this.blocked = true;
         return;
       }
@@ -328,5 +332,5 @@ export function resetSocket(socket: Socket): void {
   if (typeof target.resetAndDestroy === 'function') {
     target.resetAndDestroy();
     if (target !== socket) socket.destroy();
-  } else socket.destroy();
+  } else if (!resetLight(socket)) socket.destroy();
 }

@@ -19,11 +19,15 @@ import type { ReadCallback } from './user-buffer.js';
 
 /**
  * The read callback of light connections where `ctx`'s connections qualify for them (they
- * only echo, count and log: no TLS, trace, socket options, other application), else undefined.
+ * only echo, count and log, or their application says it runs on them (Application.light,
+ * forwarding): no TLS, trace, socket options), else undefined.
  */
 export function lightReadOf(ctx: Omit<HandlerContext, 'onClose'>): ReadCallback | undefined {
   const app = ctx.app ?? echoApplication;
-  return app === echoApplication && !ctx.tls && !ctx.tracer && !hasConnectionOptions(ctx.socketOptions)
+  return (app === echoApplication || (app.light === true && app.sharedRead !== undefined)) &&
+    !ctx.tls &&
+    !ctx.tracer &&
+    !hasConnectionOptions(ctx.socketOptions)
     ? app.sharedRead
     : undefined;
 }
