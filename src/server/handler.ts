@@ -14,7 +14,7 @@ import { openConnections } from '../core/heap.js';
 import { resumeReading, stopReading } from '../core/hold.js';
 import { LightSocket } from '../core/internals.js';
 import { formatTcpInfo, type TcpInfo, tcpInfo } from '../core/libc.js';
-import { type Logger, logs } from '../core/log.js';
+import { type Logger, logLine, logs } from '../core/log.js';
 import { formatAddress } from '../core/parse.js';
 import type { CloseReason, ConnectionRecord, MessageCounts } from '../core/records.js';
 import { applySocketOptions, formatReport, type SocketOptions } from '../core/sockopts.js';
@@ -511,7 +511,9 @@ function onClose(this: EchoSocket): void {
         : undefined;
     const meaning =
       why && why.meaning !== 'unexpected error' ? ` — ${why.meaning}. ${why.hint}`.trimEnd() : '';
-    ctx.logger[level](
+    logLine(
+      ctx.logger,
+      level,
       ctx.logFields ? { ...record, ...ctx.logFields } : record,
       `closed ${record.peer}: in ${bytesIn} B, out ${bytesOut} B, ${record.messages ? `messages in ${record.messages.messagesIn}, out ${record.messages.messagesOut}, ` : ''}${record.ms} ms, ${record.reason}${meaning}${ctx.label ? ` (${ctx.label})` : ''}${record.tcp ? `; TCP_INFO ${formatTcpInfo(record.tcp)}` : ''}`,
     );
