@@ -174,6 +174,24 @@ describe('logLine: byte for byte what pino writes', () => {
     }
   });
 
+  it('what a logger decides after its first line: its level, its bindings, a later child', () => {
+    const { logger, lines } = captured('info');
+    const c = logger.child({ w: 1 });
+    expect(both(c, lines, 'info', ordinary, 'first').viaPino).toBe(false);
+    c.setBindings({ w: 2 });
+    const r = both(c, lines, 'info', ordinary, 'rebound');
+    expect(r.fast).toBe(r.pino);
+    expect(r.fast).toContain('"w":2');
+    logger.level = 'warn';
+    logLine(logger, 'info', ordinary, 'not written');
+    expect(lines).toEqual([]);
+    logger.level = 'debug';
+    const later = logger.child({}, { serializers: { peer: () => 'hidden' } });
+    const s = both(later, lines, 'info', ordinary, 'serialized');
+    expect(s.viaPino).toBe(true);
+    expect(s.fast).toContain('"peer":"hidden"');
+  });
+
   it('a level the logger does not write: nothing, as from pino', () => {
     const { logger, lines } = captured('warn');
     logLine(logger, 'info', ordinary, closeMsg(ordinary));

@@ -120,15 +120,66 @@ export function jsonLogger(
 }
 
 /**
- * On a JSON-mode logger from createLogger (and its children, which inherit it): what
- * logLine needs to write a line as pino would, with pino's own parts (level prefix, time,
- * bindings, line end) and what the logger would change a field with, to tell that nothing does.
+ * On a logger from jsonLogger (and so on its children, which inherit it): pino's symbols, and
+ * its serializers and redaction (stringifiers), against which a child's are compared.
  */
 const JSON_LINES = Symbol('jsonLines');
 interface JsonLines {
   sym: Record<string, symbol>;
   serializers: unknown;
   stringifiers: unknown;
+}
+
+/** What logLine reads of a logger whose lines it builds: pino's own parts of a line. */
+interface LineParts {
+  stream: { write(s: string): void };
+  /** `{"level":30` by level number */
+  lsCache: Record<number, string>;
+  levels: Record<string, number>;
+  /** `,"time":…` */
+  time: () => string;
+  /** `}` and the line end */
+  end: string;
+  errorKey: string;
+  /** where the bindings are (a child's can be changed: read at each line) */
+  chindingsSym: symbol;
+}
+
+/**
+ * Per logger object (each child is its own): its LineParts, or false when pino must write its
+ * lines. What decides it is fixed when a pino logger is made, so it is looked at once: a pino
+ * logger's properties are many, and each look-up costs (they were a third of a line's cost).
+ */
+const PARTS = new WeakMap<object, LineParts | false>();
+
+function partsOf(logger: Logger): LineParts | false {
+  let parts = PARTS.get(logger);
+  if (parts !== undefined) return parts;
+  const l = logger as unknown as Record<symbol, unknown>;
+  const j = l[JSON_LINES] as JsonLines | undefined;
+  const sym = j?.sym ?? {};
+  parts =
+    j &&
+    l[sym.serializersSym!] === j.serializers &&
+    l[sym.stringifiersSym!] === j.stringifiers &&
+    (l[sym.formattersSym!] as { log?: unknown }).log === undefined &&
+    l[sym.msgPrefixSym!] === undefined &&
+    !l[sym.mixinSym!] &&
+    !(l[sym.hooksSym!] as { streamWrite?: unknown }).streamWrite &&
+    !l[sym.nestedKeySym!] &&
+    l[sym.messageKeySym!] === 'msg'
+      ? {
+          stream: l[sym.streamSym!] as LineParts['stream'],
+          lsCache: l[sym.lsCacheSym!] as LineParts['lsCache'],
+          levels: (logger as unknown as pino.Logger).levels.values,
+          time: l[sym.timeSym!] as LineParts['time'],
+          end: l[sym.endSym!] as string,
+          errorKey: l[sym.errorKeySym!] as string,
+          chindingsSym: sym.chindingsSym!,
+        }
+      : false;
+  PARTS.set(logger, parts);
+  return parts;
 }
 
 /** A string as pino writes it in a JSON line (its asString: short strings are escaped by hand). */
@@ -152,54 +203,42 @@ function jsonString(str: string): string {
   return point < 32 ? JSON.stringify(str) : `"${result}"`;
 }
 
+/** `,"key":` for the field names met so far (a bounded few: those of the per-connection lines) */
+const KEYS = new Map<string, string>();
+
 /**
- * `logger[level](obj, msg)`, for a line written per connection. On a JSON-mode logger from
- * createLogger the line is built here, byte for byte what pino builds (the same level prefix,
- * time, bindings and line end, read from the logger; fields as pino's serialization writes
- * numbers, booleans, strings and plain objects), without pino's general path (argument
- * handling, message formatting, per-field serializer and redaction look-ups): about half the
- * cost of a close line. Anything else — another logger, a child with its own serializers,
- * formatters, redaction or message prefix, a field pino treats specially (an error under
- * `err`, an HTTP request or response), a value of another type — goes to pino itself.
+ * `logger[level](obj, msg)`, for a line written per connection. On a logger from jsonLogger
+ * (createLogger's in JSON mode) the line is built here, byte for byte what pino builds: pino's
+ * own level prefix, time, bindings and line end, read from the logger, and the fields as pino's
+ * serialization writes numbers, booleans, strings and plain objects; without pino's general
+ * path (argument handling, message formatting, per-field serializer and redaction look-ups).
+ * Anything else — another logger, a child with its own serializers, formatters, redaction or
+ * message prefix, a field pino treats specially (an error under `err`, an HTTP request or
+ * response), a value of another type — goes to pino itself.
  */
 export function logLine(logger: Logger, level: Exclude<LogLevel, 'silent'>, obj: object, msg: string): void {
-  const j = (logger as unknown as Record<symbol, JsonLines | undefined>)[JSON_LINES];
+  const parts = partsOf(logger);
+  if (!parts) {
+    logger[level](obj, msg);
+    return;
+  }
   // as pino's method for a level it does not write: nothing
-  if (j && !(logger as unknown as pino.Logger).isLevelEnabled(level)) return;
-  const line = j ? jsonLine(logger as unknown as Record<symbol, unknown>, j, level, obj, msg) : undefined;
+  if (!(logger as unknown as pino.Logger).isLevelEnabled(level)) return;
+  const line = jsonLine(parts, logger, level, obj, msg);
   if (line === undefined) logger[level](obj, msg);
-  else (logger as unknown as Record<symbol, { write(s: string): void }>)[j!.sym.streamSym!]!.write(line);
+  else parts.stream.write(line);
 }
 
-function jsonLine(
-  l: Record<symbol, unknown>,
-  { sym, serializers, stringifiers }: JsonLines,
-  level: string,
-  obj: object,
-  msg: string,
-): string | undefined {
-  if (
-    l[sym.serializersSym!] !== serializers ||
-    l[sym.stringifiersSym!] !== stringifiers ||
-    (l[sym.formattersSym!] as { log?: unknown }).log !== undefined ||
-    l[sym.msgPrefixSym!] !== undefined ||
-    l[sym.mixinSym!] ||
-    (l[sym.hooksSym!] as { streamWrite?: unknown }).streamWrite ||
-    l[sym.nestedKeySym!] ||
-    l[sym.messageKeySym!] !== 'msg'
-  )
-    return undefined;
+function jsonLine(p: LineParts, logger: Logger, level: string, obj: object, msg: string): string | undefined {
   const o = obj as Record<string, unknown>;
   // pino maps these to their own fields
   if (typeof o.setHeader === 'function' || (o.method && o.headers && o.socket)) return undefined;
-  const num = (l as unknown as { levels: { values: Record<string, number> } }).levels.values[level];
-  const errorKey = l[sym.errorKeySym!] as string;
   let props = '';
   for (const key in o) {
     if (!Object.hasOwn(o, key)) continue;
     let value = o[key];
     if (value === undefined) continue;
-    if (key === errorKey) return undefined;
+    if (key === p.errorKey) return undefined;
     switch (typeof value) {
       case 'number':
         if (!Number.isFinite(value)) value = null;
@@ -225,9 +264,13 @@ function jsonLine(
       default:
         return undefined;
     }
-    props += `,${jsonString(key)}:${value}`;
+    let k = KEYS.get(key);
+    if (k === undefined) {
+      k = `,${jsonString(key)}:`;
+      if (KEYS.size < 256) KEYS.set(key, k);
+    }
+    props += k + value;
   }
-  const prefix = (l[sym.lsCacheSym!] as Record<number, string>)[num!];
-  const time = (l[sym.timeSym!] as () => string)();
-  return `${prefix}${time}${l[sym.chindingsSym!] as string}${props},"msg":${jsonString(msg)}${l[sym.endSym!] as string}`;
+  const chindings = (logger as unknown as Record<symbol, string>)[p.chindingsSym];
+  return `${p.lsCache[p.levels[level]!]}${p.time()}${chindings}${props},"msg":${jsonString(msg)}${p.end}`;
 }
