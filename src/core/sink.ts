@@ -11,6 +11,8 @@ import { Writable } from 'node:stream';
 const EXIT_FLUSH_MS = 200;
 /** After EAGAIN (a non-blocking pipe that is full), the next attempt comes this much later. */
 const RETRY_MS = 20;
+/** Lines are copied into buffers of this size as they come (a longer line gets one of its own). */
+const CHUNK = 64 * 1024;
 
 export interface SinkOptions {
   /** a file descriptor (2 for stderr) or a file to append to */
@@ -36,8 +38,16 @@ export class LossySink extends Writable {
   /** lines dropped since the destination failed */
   droppedLost = 0;
   private fd = -1;
-  private pending: string[] = [];
+  /** buffers filled already, waiting to be written */
+  private full: Buffer[] = [];
+  /** the buffer lines are copied into now, and how much of it they fill */
+  private cur: Buffer | undefined;
+  private curLen = 0;
+  /** a CHUNK buffer written already, filled again next */
+  private spare: Buffer | undefined;
   private pendingBytes = 0;
+  /** lines waiting (in full and cur) */
+  private pendingLines = 0;
   private writing = false;
   /** lines in the write in flight */
   private inFlight = 0;
@@ -75,14 +85,32 @@ export class LossySink extends Writable {
       droppedTotal++;
       return;
     }
-    const n = Buffer.byteLength(s);
-    if (this.pendingBytes + n > this.max) {
-      this.droppedSlow++;
-      droppedTotal++;
-      return;
+    // A line is copied into a buffer at once, so no line waits as a string of its own (lines
+    // held as strings until a batch was joined outlived young-generation collections and were
+    // copied by the GC). A UTF-16 unit is at most 3 bytes of UTF-8: when that much room is
+    // left, the line's length in bytes need not be counted first.
+    if (s.length === 0) return;
+    const room = this.cur ? this.cur.length - this.curLen : 0;
+    let n: number;
+    if (s.length * 3 <= room && this.pendingBytes + s.length * 3 <= this.max) {
+      n = this.cur!.write(s, this.curLen);
+    } else {
+      n = Buffer.byteLength(s);
+      if (this.pendingBytes + n > this.max) {
+        this.droppedSlow++;
+        droppedTotal++;
+        return;
+      }
+      if (n > room) {
+        this.seal();
+        this.cur = n > CHUNK ? Buffer.allocUnsafeSlow(n) : (this.spare ?? Buffer.allocUnsafeSlow(CHUNK));
+        if (this.cur === this.spare) this.spare = undefined;
+      }
+      this.cur!.write(s, this.curLen);
     }
-    this.pending.push(s);
+    this.curLen += n;
     this.pendingBytes += n;
+    this.pendingLines++;
     if (this.pendingBytes >= this.min) this.writeNow();
     else if (!this.timer) {
       this.timer = setTimeout(() => {
@@ -104,12 +132,28 @@ export class LossySink extends Writable {
       clearTimeout(this.timer);
       this.timer = undefined;
     }
-    const buf = Buffer.from(this.pending.join(''));
-    this.inFlight = this.pending.length;
-    this.pending = [];
-    this.pendingBytes = 0;
+    const buf = this.takePending();
+    this.inFlight = this.pendingLines;
+    this.pendingLines = 0;
     this.writing = true;
     this.writeBuf(buf);
+  }
+
+  /** the buffer being filled joins the full ones (none is filled until a line needs one) */
+  private seal(): void {
+    if (this.cur && this.curLen > 0) this.full.push(this.cur.subarray(0, this.curLen));
+    else if (this.cur && this.cur.length === CHUNK) this.spare ??= this.cur;
+    this.cur = undefined;
+    this.curLen = 0;
+  }
+
+  /** All waiting bytes in one buffer; nothing waits after. */
+  private takePending(): Buffer {
+    this.seal();
+    const buf = this.full.length === 1 ? this.full[0]! : Buffer.concat(this.full, this.pendingBytes);
+    this.full = [];
+    this.pendingBytes = 0;
+    return buf;
   }
 
   private writeBuf(buf: Buffer): void {
@@ -131,6 +175,9 @@ export class LossySink extends Writable {
       this.retry = undefined;
       if (n < buf.length) return this.writeBuf(buf.subarray(n));
       this.writing = false;
+      // a whole batch buffer written: the next one is filled in it
+      if (buf.buffer.byteLength === CHUNK && buf.byteOffset === 0 && !this.spare)
+        this.spare = Buffer.from(buf.buffer, 0, CHUNK);
       if (this.droppedSlow > 0 && this.onResume) {
         const d = this.droppedSlow;
         this.droppedSlow = 0;
@@ -153,10 +200,13 @@ export class LossySink extends Writable {
   private lose(err: NodeJS.ErrnoException): void {
     if (this.lostError) return;
     this.lostError = err;
-    const lines = this.pending.length;
+    const lines = this.pendingLines;
     this.droppedLost += lines;
     droppedTotal += lines;
-    this.pending = [];
+    this.full = [];
+    this.cur = undefined;
+    this.curLen = 0;
+    this.pendingLines = 0;
     this.pendingBytes = 0;
     if (this.timer) clearTimeout(this.timer);
     this.timer = undefined;
@@ -177,9 +227,8 @@ export class LossySink extends Writable {
       parts.push(this.retry.buf);
       this.retry = undefined;
     } else if (this.writing) return; // an asynchronous write is in flight: its bytes are its own
-    if (this.pendingBytes > 0) parts.push(Buffer.from(this.pending.join('')));
-    this.pending = [];
-    this.pendingBytes = 0;
+    if (this.pendingBytes > 0) parts.push(this.takePending());
+    this.pendingLines = 0;
     let buf = Buffer.concat(parts);
     const deadline = Date.now() + EXIT_FLUSH_MS;
     const nap = new Int32Array(new SharedArrayBuffer(4));

@@ -14,7 +14,7 @@ import { openConnections } from '../core/heap.js';
 import { resumeReading, stopReading } from '../core/hold.js';
 import { LightSocket } from '../core/internals.js';
 import { formatTcpInfo, type TcpInfo, tcpInfo } from '../core/libc.js';
-import { type Logger, logs } from '../core/log.js';
+import { type Logger, logLine, logs } from '../core/log.js';
 import { formatAddress } from '../core/parse.js';
 import type { CloseReason, ConnectionRecord, MessageCounts } from '../core/records.js';
 import { applySocketOptions, formatReport, type SocketOptions } from '../core/sockopts.js';
@@ -492,11 +492,13 @@ function onClose(this: EchoSocket): void {
     discarded: st.discarded,
     ms: Date.now() - st.start,
     reason: st.reason ?? 'client closed',
-    ...(st.error ? { error: st.error } : {}),
-    ...(st.info && ctx.tcpInfo ? { tcp: st.info } : {}),
-    ...(st.info ? { rttUs: st.info.rttUs } : {}),
-    ...(st.messages ? { messages: { ...st.messages } } : {}),
   };
+  // the optional fields in this order (the close line's): set, not spread from objects made
+  // for the purpose (this runs for every connection)
+  if (st.error) record.error = st.error;
+  if (st.info && ctx.tcpInfo) record.tcp = st.info;
+  if (st.info) record.rttUs = st.info.rttUs;
+  if (st.messages) record.messages = { ...st.messages };
   const level = record.reason.startsWith('error')
     ? 'warn'
     : record.reason === 'reset by peer, nothing lost'
@@ -511,7 +513,9 @@ function onClose(this: EchoSocket): void {
         : undefined;
     const meaning =
       why && why.meaning !== 'unexpected error' ? ` — ${why.meaning}. ${why.hint}`.trimEnd() : '';
-    ctx.logger[level](
+    logLine(
+      ctx.logger,
+      level,
       ctx.logFields ? { ...record, ...ctx.logFields } : record,
       `closed ${record.peer}: in ${bytesIn} B, out ${bytesOut} B, ${record.messages ? `messages in ${record.messages.messagesIn}, out ${record.messages.messagesOut}, ` : ''}${record.ms} ms, ${record.reason}${meaning}${ctx.label ? ` (${ctx.label})` : ''}${record.tcp ? `; TCP_INFO ${formatTcpInfo(record.tcp)}` : ''}`,
     );
