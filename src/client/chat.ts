@@ -44,6 +44,7 @@ export interface ChatListener {
   next(): Promise<{ socket: Socket; options: OptionReport[] }>;
   /** the first peer (the same as the first next()) */
   readonly peer: Promise<{ socket: Socket; options: OptionReport[] }>;
+  /** Stop listening; peers still waiting and refused peers not yet gone are closed at once. */
   close(): Promise<void>;
 }
 
