@@ -25,6 +25,16 @@ async function tcpRoundTrip(port: number): Promise<number> {
   return ms;
 }
 
+/**
+ * The fastest of up to `tries` round trips, stopping at the first under `underMs`: a latency
+ * toxic still in place slows every one, a hiccup of a loaded machine one only.
+ */
+async function fastestRoundTrip(port: number, underMs: number, tries = 10): Promise<number> {
+  let best = Number.POSITIVE_INFINITY;
+  for (let i = 0; i < tries && best >= underMs; i++) best = Math.min(best, await tcpRoundTrip(port));
+  return best;
+}
+
 const json = async (r: Response) => ({
   status: r.status,
   body: r.status === 204 ? undefined : await r.json(),
@@ -53,7 +63,7 @@ describe('echo-server as one Toxiproxy proxy on its admin port', () => {
       expect(await tcpRoundTrip(srv.port)).toBeGreaterThanOrEqual(195);
       const del = await fetch(`${srv.url}/proxies/echo-server/toxics/slow`, { method: 'DELETE' });
       expect(del.status).toBe(204);
-      expect(await tcpRoundTrip(srv.port)).toBeLessThan(195);
+      expect(await fastestRoundTrip(srv.port, 195)).toBeLessThan(195);
       // what echo-server cannot do is a 400, Toxiproxy's body
       const bad = await json(
         await fetch(`${srv.url}/proxies/echo-server/toxics`, { method: 'POST', body: '{"type":"drop"}' }),

@@ -67,6 +67,17 @@ function reachable(port: number): Promise<boolean> {
   );
 }
 
+/**
+ * The fastest of up to `tries` pings, stopping at the first under `underMs`: a latency toxic
+ * still in place makes every ping at least its latency, while one scheduling hiccup of a
+ * loaded machine slows one ping only.
+ */
+async function fastestPing(port: number, underMs: number, tries = 10): Promise<number> {
+  let best = Number.POSITIVE_INFINITY;
+  for (let i = 0; i < tries && best >= underMs; i++) best = Math.min(best, await pingTime(port));
+  return best;
+}
+
 async function pingTime(port: number): Promise<number> {
   const s = await connect(port);
   const t0 = performance.now();
@@ -95,7 +106,6 @@ describe('in front of echo-server', () => {
     async () => {
       const srv = await spawnServer();
       const px = await proxy(`127.0.0.1:${srv.port}`);
-      const base = await pingTime(px.port);
       // latency: each direction observed on its own
       await px.toxic({ name: 'up', type: 'latency', stream: 'upstream', attributes: { latency: 150 } });
       expect(await pingTime(px.port)).toBeGreaterThanOrEqual(145);
@@ -103,7 +113,8 @@ describe('in front of echo-server', () => {
       expect(await pingTime(px.port)).toBeGreaterThanOrEqual(295);
       await px.untoxic('up');
       await px.untoxic('down');
-      expect(await pingTime(px.port)).toBeLessThan(base + 140);
+      // both removed: a ping faster than either toxic's 150 ms (one left would hold every ping)
+      expect(await fastestPing(px.port, 145)).toBeLessThan(145);
       // bandwidth: 200 kB at 100 KB/s take ≥ 1.8 s (the first 1/50 s may go at once)
       await px.toxic({ name: 'bw', type: 'bandwidth', attributes: { rate: 100 } });
       {
@@ -161,7 +172,8 @@ describe('in front of echo-server', () => {
       await until(async () => !(await reachable(px.port)), 10_000, 'refused');
       await px.untoxic('d');
       await until(() => reachable(px.port), 10_000, 'served again');
-      expect(await pingTime(px.port)).toBeLessThan(base + 140);
+      // and with none of the toxics above left on it
+      expect(await fastestPing(px.port, 145)).toBeLessThan(145);
     },
     120_000,
   );
@@ -262,9 +274,14 @@ describe('in front of a service that is not ours: redis-server', () => {
       expect(set.out.toString().trim()).toBe('OK');
       const get = await cli(['--raw', 'GET', 'k']);
       expect(get.out.toString().replace(/\n$/, '')).toBe(value);
-      const t0 = performance.now();
-      expect((await cli(['PING'])).out.toString().trim()).toBe('PONG');
-      const base = performance.now() - t0;
+      // the baseline, redis-cli's start-up included: the fastest of three, as one start-up
+      // slowed by a loaded machine could outlast the toxic's 300 ms
+      let base = Number.POSITIVE_INFINITY;
+      for (let i = 0; i < 3; i++) {
+        const t0 = performance.now();
+        expect((await cli(['PING'])).out.toString().trim()).toBe('PONG');
+        base = Math.min(base, performance.now() - t0);
+      }
       await px.toxic({ type: 'latency', attributes: { latency: 300 } });
       const t1 = performance.now();
       expect((await cli(['PING'])).out.toString().trim()).toBe('PONG');

@@ -97,8 +97,10 @@ describe.concurrent.each(MODES)('--mode %s: a slow drip cannot hold a slot', (_m
 
   it('--max-lifetime 500ms ends even a busy connection, with a FIN after its echo', async () => {
     const srv = await spawnServer([...args, '--max-lifetime', '500ms']);
-    const c = await connect(srv.port);
+    // before the connect: the lifetime starts at the server's accept, which a loaded machine may
+    // run well before this process sees its connect
     const t0 = Date.now();
+    const c = await connect(srv.port);
     const closed = once(c, 'end');
     const pump = setInterval(() => c.writable && c.write('busy'), 20);
     afterTest(() => clearInterval(pump));

@@ -374,7 +374,14 @@ describe.skipIf(!hasChromium || !WANTED)('faults from the admin page (npm run te
       c.destroy();
       return ms;
     };
-    const before = await echoMs();
+    // the fastest of up to n echoes, stopping at one under underMs: a hiccup of a loaded
+    // machine slows one echo, a latency toxic every one
+    const fastest = async (n: number, underMs = 0) => {
+      let best = Number.POSITIVE_INFINITY;
+      for (let i = 0; i < n && best >= underMs; i++) best = Math.min(best, await echoMs());
+      return best;
+    };
+    const before = await fastest(3);
     const { page } = await newPage();
     await page.goto(`http://${m[1]}/`);
     await page.waitForFunction(
@@ -386,6 +393,7 @@ describe.skipIf(!hasChromium || !WANTED)('faults from the admin page (npm run te
     // and removing it from the page takes it away again
     await page.click('#toxics tr[data-toxic="lat"] button[aria-label="remove lat"]');
     await page.waitForSelector('#toxics tr[data-toxic="lat"]', { hidden: true, timeout: 15_000 });
-    expect(await echoMs()).toBeLessThan(300);
+    // with the 400 ms toxic still there every echo would take at least that long
+    expect(await fastest(10, 300)).toBeLessThan(300);
   });
 });

@@ -44,6 +44,7 @@ export interface ChatListener {
   next(): Promise<{ socket: Socket; options: OptionReport[] }>;
   /** the first peer (the same as the first next()) */
   readonly peer: Promise<{ socket: Socket; options: OptionReport[] }>;
+  /** Stop listening; peers still waiting and refused peers not yet gone are closed at once. */
   close(): Promise<void>;
 }
 
@@ -136,8 +137,10 @@ export async function listenChat(o: ChatListenOptions & { keepOpen?: boolean } =
       return next();
     },
     close: () => {
-      // peers waiting, unread, for a conversation would keep the process alive
+      // peers waiting, unread, for a conversation would keep the process alive, and so would
+      // refused ones still read and dropped until their FIN (for up to REFUSED_LINGER_MS)
       for (const s of arrived.splice(0)) s.destroy();
+      admission.endLingering();
       return new Promise<void>((resolve) => (server.listening ? server.close(() => resolve()) : resolve()));
     },
   };
