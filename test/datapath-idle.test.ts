@@ -6,22 +6,11 @@
 import { once } from 'node:events';
 import type net from 'node:net';
 import { describe, expect, it } from 'vitest';
-import { lightAccepted, readN } from './helpers.js';
+import { lightEcho, readN } from './helpers.js';
 
 const IDLE_MS = 1000;
 const PACE_MS = 100;
 const ROUNDS = 12; // 1.2 s of activity at least: past the timeout
-
-/** A light connection whose reads are echoed, and its client. */
-function lightEcho() {
-  const own = Buffer.alloc(64 * 1024);
-  return lightAccepted({
-    buffer: () => own,
-    callback(n, buf) {
-      this.write(Buffer.from(buf.subarray(0, n)));
-    },
-  });
-}
 
 const pause = (ms: number) => new Promise((r) => setTimeout(r, ms));
 

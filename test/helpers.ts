@@ -705,3 +705,14 @@ export async function lightAccepted(
   });
   return { server, light, client };
 }
+
+/** A light connection (lightAccepted) that echoes each read from a buffer of its own, and its client. */
+export function lightEcho(): ReturnType<typeof lightAccepted> {
+  const own = Buffer.alloc(64 * 1024);
+  return lightAccepted({
+    buffer: () => own,
+    callback(n, buf) {
+      this.write(Buffer.from(buf.subarray(0, n)));
+    },
+  });
+}

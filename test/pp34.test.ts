@@ -8,7 +8,7 @@ import type net from 'node:net';
 import { afterEach, describe, expect, it } from 'vitest';
 import type { ConnectionRecord } from '../src/core/records.js';
 import { echoRead, SHARED_READ, sharedReadOf } from '../src/server/user-buffer.js';
-import { connect, echoServer, lightAccepted, readN, until } from './helpers.js';
+import { connect, echoServer, lightEcho, readN, until } from './helpers.js';
 
 /** A stand-in for a socket reading into the shared buffer: its writes recorded, its queue set by the test. */
 function fakeSocket() {
@@ -124,16 +124,6 @@ describe.each(PATHS)('%s', (_name, env) => {
 // time, and the timer, when it fires, waits out what is left from the last activity.
 describe('light connection idle timer (activity noted, not refreshed)', () => {
   const IDLE_MS = 300;
-
-  function lightEcho() {
-    const own = Buffer.alloc(64 * 1024);
-    return lightAccepted({
-      buffer: () => own,
-      callback(n, buf) {
-        this.write(Buffer.from(buf.subarray(0, n)));
-      },
-    });
-  }
 
   it('reads keep it away past several timeouts; once idle it fires, no sooner than the timeout after the last read', async () => {
     const { light, client } = await lightEcho();
